@@ -1,0 +1,435 @@
+//! The ingest input: validation and normalization of one event.
+//!
+//! The gateway runs [`validate_event`] on every event before it is published, so the
+//! chainer only ever sees [`NormalizedEvent`]s; the id and acceptance time are passed in
+//! (the core has no clock and no randomness).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::limits::*;
+use crate::time;
+
+/// A rejected input. `code` is the machine-readable error code sent on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ValidationError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl From<crate::json::JsonError> for ValidationError {
+    fn from(err: crate::json::JsonError) -> Self {
+        Self { code: err.code, message: err.message }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorType {
+    Human,
+    Agent,
+    System,
+}
+
+impl ActorType {
+    pub const ALL: [&'static str; 3] = ["human", "agent", "system"];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Human => "human",
+            Self::Agent => "agent",
+            Self::System => "system",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "human" => Some(Self::Human),
+            "agent" => Some(Self::Agent),
+            "system" => Some(Self::System),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Error,
+}
+
+impl Outcome {
+    pub const ALL: [&'static str; 3] = ["success", "failure", "error"];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Error => "error",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "success" => Some(Self::Success),
+            "failure" => Some(Self::Failure),
+            "error" => Some(Self::Error),
+            _ => None,
+        }
+    }
+}
+
+/// Who did it. Fields are declared in JCS order so plain serde output is sorted too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub id: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub actor_type: Option<ActorType>,
+}
+
+/// What it was done to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub resource_type: String,
+}
+
+/// The client-supplied part of an event, as validated (wire shape of `AuditEventInput`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventInput {
+    pub action: String,
+    pub actor: Actor,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub metadata: Map<String, Value>,
+    pub outcome: Outcome,
+    pub resource: Resource,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+}
+
+/// An event ready to be chained: validated, normalized, with its id, `timestamp` and
+/// `created_at` resolved at the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormalizedEvent {
+    pub id: String,
+    pub timestamp: String,
+    pub created_at: String,
+    pub actor: Actor,
+    pub action: String,
+    pub resource: Resource,
+    pub outcome: Outcome,
+    pub metadata: Map<String, Value>,
+    /// Hex SHA-256 of the JCS form of what the client sent (normalized), used to tell an
+    /// idempotent retry (same digest) from a conflicting reuse of an id (DESIGN.md §4.5).
+    /// Server-filled defaults (a generated id, a defaulted timestamp) are not part of it,
+    /// so a retry that again omits `timestamp` matches.
+    pub input_digest: String,
+}
+
+const TOP_LEVEL: [&str; 7] = ["id", "timestamp", "actor", "action", "resource", "outcome", "metadata"];
+
+/// Validates one event object and resolves it into a [`NormalizedEvent`].
+///
+/// `created_at` is the acceptance time in UTC microseconds; `new_id` is called only when
+/// the client sent no `id`.
+pub fn validate_event(
+    value: Value,
+    created_at: time::Micros,
+    new_id: impl FnOnce() -> String,
+) -> Result<NormalizedEvent, ValidationError> {
+    let input = parse_input(value)?;
+    let input_digest = digest_input(&input);
+    let created_at = time::format_micros(created_at);
+    Ok(NormalizedEvent {
+        id: input.id.unwrap_or_else(new_id),
+        timestamp: input.timestamp.unwrap_or_else(|| created_at.clone()),
+        created_at,
+        actor: input.actor,
+        action: input.action,
+        resource: input.resource,
+        outcome: input.outcome,
+        metadata: input.metadata,
+        input_digest,
+    })
+}
+
+fn digest_input(input: &EventInput) -> String {
+    let canonical = serde_json_canonicalizer::to_vec(input).expect("validated input serializes");
+    hex::encode(Sha256::digest(&canonical))
+}
+
+/// Checks the shape and limits of one event object (see [`crate::limits`]).
+pub fn parse_input(value: Value) -> Result<EventInput, ValidationError> {
+    let Value::Object(mut body) = value else {
+        return Err(ValidationError::new(
+            "invalid_body",
+            format!("an event must be a JSON object, not {}", kind(&value)),
+        ));
+    };
+    if let Some(unknown) = body.keys().find(|k| !TOP_LEVEL.contains(&k.as_str())) {
+        return Err(ValidationError::new(
+            "unknown_field",
+            format!(
+                "unknown member {unknown:?}; an event may only set {} (tenant_id, sequence_number, hashes and created_at are set by sealtrail)",
+                TOP_LEVEL.join(", ")
+            ),
+        ));
+    }
+    let id = optional_string(&mut body, "id", MAX_ID_LEN)?;
+    if let Some(id) = &id {
+        check_token("id", id)?;
+    }
+    let timestamp = optional_string(&mut body, "timestamp", 64)?
+        .map(|t| time::normalize(&t).map_err(|m| ValidationError::new("invalid_timestamp", format!("timestamp: {m}"))))
+        .transpose()?;
+    let action = required_string(&mut body, "action", MAX_ACTION_LEN)?;
+    check_action(&action)?;
+    let outcome_text = required_string(&mut body, "outcome", 32)?;
+    let outcome = Outcome::parse(&outcome_text).ok_or_else(|| {
+        ValidationError::new(
+            "invalid_field",
+            format!("outcome {outcome_text:?} is not one of {}", Outcome::ALL.join(", ")),
+        )
+    })?;
+
+    let mut actor_obj = required_object(&mut body, "actor")?;
+    reject_unknown(&actor_obj, "actor", &["id", "type", "email"])?;
+    let actor_id = required_string(&mut actor_obj, "actor.id", MAX_OBJECT_ID_LEN)?;
+    let actor_type = optional_string(&mut actor_obj, "actor.type", 32)?
+        .map(|t| {
+            ActorType::parse(&t).ok_or_else(|| {
+                ValidationError::new(
+                    "invalid_field",
+                    format!("actor.type {t:?} is not one of {}", ActorType::ALL.join(", ")),
+                )
+            })
+        })
+        .transpose()?;
+    let email = optional_string(&mut actor_obj, "actor.email", MAX_EMAIL_LEN)?;
+
+    let mut resource_obj = required_object(&mut body, "resource")?;
+    reject_unknown(&resource_obj, "resource", &["id", "type", "name"])?;
+    let resource_id = required_string(&mut resource_obj, "resource.id", MAX_OBJECT_ID_LEN)?;
+    let resource_type = required_string(&mut resource_obj, "resource.type", MAX_TYPE_LEN)?;
+    let name = optional_string(&mut resource_obj, "resource.name", MAX_NAME_LEN)?;
+
+    let metadata = match body.remove("metadata") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => {
+            let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
+            if size > MAX_METADATA_BYTES {
+                return Err(ValidationError::new(
+                    "field_too_long",
+                    format!("metadata is {size} bytes once serialized; the limit is {MAX_METADATA_BYTES}"),
+                ));
+            }
+            map
+        }
+        Some(other) => {
+            return Err(ValidationError::new(
+                "invalid_field",
+                format!("metadata must be a JSON object, not {}", kind(&other)),
+            ));
+        }
+    };
+
+    Ok(EventInput {
+        action,
+        actor: Actor { email, id: actor_id, actor_type },
+        id,
+        metadata,
+        outcome,
+        resource: Resource { id: resource_id, name, resource_type },
+        timestamp,
+    })
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn leaf(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+fn reject_unknown(obj: &Map<String, Value>, path: &str, allowed: &[&str]) -> Result<(), ValidationError> {
+    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(unknown) => Err(ValidationError::new(
+            "unknown_field",
+            format!("unknown member {path}.{unknown}; {path} may only set {}", allowed.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn required_object(obj: &mut Map<String, Value>, path: &str) -> Result<Map<String, Value>, ValidationError> {
+    match obj.remove(leaf(path)) {
+        Some(Value::Object(map)) => Ok(map),
+        None | Some(Value::Null) => Err(ValidationError::new("missing_field", format!("{path} is required"))),
+        Some(other) => Err(ValidationError::new(
+            "invalid_field",
+            format!("{path} must be an object, not {}", kind(&other)),
+        )),
+    }
+}
+
+fn optional_string(obj: &mut Map<String, Value>, path: &str, max: usize) -> Result<Option<String>, ValidationError> {
+    match obj.remove(leaf(path)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => {
+            check_string(path, &text, max)?;
+            Ok(Some(text))
+        }
+        Some(other) => Err(ValidationError::new(
+            "invalid_field",
+            format!("{path} must be a string, not {}", kind(&other)),
+        )),
+    }
+}
+
+fn required_string(obj: &mut Map<String, Value>, path: &str, max: usize) -> Result<String, ValidationError> {
+    optional_string(obj, path, max)?
+        .ok_or_else(|| ValidationError::new("missing_field", format!("{path} is required")))
+}
+
+fn check_string(path: &str, text: &str, max: usize) -> Result<(), ValidationError> {
+    if text.trim().is_empty() {
+        return Err(ValidationError::new("missing_field", format!("{path} must not be empty")));
+    }
+    if text.len() > max {
+        return Err(ValidationError::new(
+            "field_too_long",
+            format!("{path} is {} bytes; the limit is {max}", text.len()),
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            "invalid_field",
+            format!("{path} must not contain control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_token(path: &str, text: &str) -> Result<(), ValidationError> {
+    if text.chars().any(char::is_whitespace) {
+        return Err(ValidationError::new("invalid_field", format!("{path} must not contain whitespace")));
+    }
+    Ok(())
+}
+
+fn check_action(action: &str) -> Result<(), ValidationError> {
+    check_token("action", action)?;
+    if action.split('.').any(str::is_empty) {
+        return Err(ValidationError::new(
+            "invalid_field",
+            format!("action {action:?} must be dot-notation such as document.delete (no empty segment)"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ok_event() -> Value {
+        json!({
+            "actor": {"id": "u1", "type": "human", "email": "a@example.com"},
+            "action": "document.delete",
+            "resource": {"id": "d1", "type": "document"},
+            "outcome": "success"
+        })
+    }
+
+    fn code_of(v: Value) -> &'static str {
+        validate_event(v, 0, || "gen".into()).unwrap_err().code
+    }
+
+    #[test]
+    fn fills_defaults() {
+        let e = validate_event(ok_event(), 1_700_000_000_123_456, || "gen-1".into()).unwrap();
+        assert_eq!(e.id, "gen-1");
+        assert_eq!(e.timestamp, "2023-11-14T22:13:20.123456Z");
+        assert_eq!(e.created_at, e.timestamp);
+        assert!(e.metadata.is_empty());
+    }
+
+    #[test]
+    fn digest_ignores_server_defaults_but_not_content() {
+        let a = validate_event(ok_event(), 1, || "x".into()).unwrap();
+        let b = validate_event(ok_event(), 2, || "y".into()).unwrap();
+        assert_eq!(a.input_digest, b.input_digest);
+        let mut changed = ok_event();
+        changed["outcome"] = json!("failure");
+        let c = validate_event(changed, 1, || "x".into()).unwrap();
+        assert_ne!(a.input_digest, c.input_digest);
+        // metadata {} and absent are the same content
+        let mut with_meta = ok_event();
+        with_meta["metadata"] = json!({});
+        assert_eq!(validate_event(with_meta, 1, || "x".into()).unwrap().input_digest, a.input_digest);
+    }
+
+    #[test]
+    fn rejects_each_error_class() {
+        let mut v = ok_event();
+        v["tenant_id"] = json!("other");
+        assert_eq!(code_of(v), "unknown_field");
+        let mut v = ok_event();
+        v["actor"]["role"] = json!("admin");
+        assert_eq!(code_of(v), "unknown_field");
+        let mut v = ok_event();
+        v.as_object_mut().unwrap().remove("action");
+        assert_eq!(code_of(v), "missing_field");
+        let mut v = ok_event();
+        v["action"] = json!("  ");
+        assert_eq!(code_of(v), "missing_field");
+        let mut v = ok_event();
+        v["outcome"] = json!("maybe");
+        assert_eq!(code_of(v), "invalid_field");
+        let mut v = ok_event();
+        v["actor"]["type"] = json!("robot");
+        assert_eq!(code_of(v), "invalid_field");
+        let mut v = ok_event();
+        v["metadata"] = json!([1]);
+        assert_eq!(code_of(v), "invalid_field");
+        let mut v = ok_event();
+        v["timestamp"] = json!("2023-11-07 noon");
+        assert_eq!(code_of(v), "invalid_timestamp");
+        let mut v = ok_event();
+        v["resource"]["id"] = json!("x".repeat(MAX_OBJECT_ID_LEN + 1));
+        assert_eq!(code_of(v), "field_too_long");
+        let mut v = ok_event();
+        v["action"] = json!("document..delete");
+        assert_eq!(code_of(v), "invalid_field");
+        let mut v = ok_event();
+        v["metadata"] = json!({"blob": "x".repeat(MAX_METADATA_BYTES)});
+        assert_eq!(code_of(v), "field_too_long");
+        assert_eq!(code_of(json!([1, 2])), "invalid_body");
+        let mut v = ok_event();
+        v["actor"] = json!("u1");
+        assert_eq!(code_of(v), "invalid_field");
+    }
+}

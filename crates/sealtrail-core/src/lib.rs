@@ -1,0 +1,23 @@
+//! The pure core of sealtrail: no async, no I/O.
+//!
+//! - [`json`]: strict I-JSON parsing (duplicate keys, integer range, nesting depth);
+//! - [`event`]: the ingest input, its validation and normalization;
+//! - [`record`]: the committed record, its canonical form (RFC 8785) and hash, and the chain step;
+//! - [`verify`]: walking a chain and reporting the first (or every) broken link;
+//! - [`time`]: RFC 3339 timestamps normalized to UTC microseconds;
+//! - [`partition`]: Kafka-compatible murmur2 partitioning of tenants.
+//!
+//! Everything here is deterministic: the chain step takes no clock and no randomness, so
+//! replaying the same ordered input yields byte-identical records (DESIGN.md §4.3).
+#![forbid(unsafe_code)]
+
+pub mod event;
+pub mod json;
+pub mod limits;
+pub mod partition;
+pub mod record;
+pub mod time;
+pub mod verify;
+
+pub use event::{Actor, ActorType, EventInput, NormalizedEvent, Outcome, Resource, ValidationError};
+pub use record::{ChainHead, Record, ZERO_HASH};

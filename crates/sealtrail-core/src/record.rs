@@ -1,0 +1,186 @@
+//! The committed record, its canonical form and hash, and the chain step.
+//!
+//! `hash` = lowercase hex SHA-256 of the RFC 8785 (JCS) canonical form of the record
+//! without its `hash` member (DESIGN.md §2).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::event::{Actor, NormalizedEvent, Outcome, Resource};
+
+/// `prev_hash` of sequence number 1.
+pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A committed record, exactly the members of DESIGN.md §2. Fields are declared in JCS
+/// order, so serde_json's output of a record is already sorted at the top level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub action: String,
+    pub actor: Actor,
+    pub created_at: String,
+    pub hash: String,
+    pub id: String,
+    pub metadata: Map<String, Value>,
+    pub outcome: Outcome,
+    pub prev_hash: String,
+    pub resource: Resource,
+    pub sequence_number: u64,
+    pub tenant_id: String,
+    pub timestamp: String,
+}
+
+/// The record without `hash`: what is canonicalized and hashed.
+#[derive(Serialize)]
+struct Unhashed<'a> {
+    action: &'a str,
+    actor: &'a Actor,
+    created_at: &'a str,
+    id: &'a str,
+    metadata: &'a Map<String, Value>,
+    outcome: Outcome,
+    prev_hash: &'a str,
+    resource: &'a Resource,
+    sequence_number: u64,
+    tenant_id: &'a str,
+    timestamp: &'a str,
+}
+
+impl Record {
+    /// The JCS canonical bytes of this record without its `hash` member.
+    pub fn canonical_unhashed(&self) -> Vec<u8> {
+        let view = Unhashed {
+            action: &self.action,
+            actor: &self.actor,
+            created_at: &self.created_at,
+            id: &self.id,
+            metadata: &self.metadata,
+            outcome: self.outcome,
+            prev_hash: &self.prev_hash,
+            resource: &self.resource,
+            sequence_number: self.sequence_number,
+            tenant_id: &self.tenant_id,
+            timestamp: &self.timestamp,
+        };
+        serde_json_canonicalizer::to_vec(&view).expect("a record always serializes")
+    }
+
+    /// Recomputes the hash from the record's members (ignores the stored `hash`).
+    pub fn compute_hash(&self) -> String {
+        hash_hex(&self.canonical_unhashed())
+    }
+}
+
+/// Lowercase hex SHA-256.
+pub fn hash_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The tip of a tenant's chain: what the next chain step needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub sequence_number: u64,
+    pub hash: String,
+}
+
+/// A record as the chainer produces it: the record and its canonical bytes (without
+/// `hash`), which the store keeps so reads and verification need not re-canonicalize.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainedRecord {
+    pub record: Record,
+    pub canonical: Vec<u8>,
+    pub input_digest: String,
+}
+
+/// The chain step: appends `event` to the tenant's chain whose tip is `head` (`None` for
+/// an empty chain). Pure and deterministic: same inputs, byte-identical output.
+pub fn chain_step(head: Option<&ChainHead>, tenant_id: &str, event: NormalizedEvent) -> ChainedRecord {
+    let (sequence_number, prev_hash) = match head {
+        Some(h) => (h.sequence_number + 1, h.hash.clone()),
+        None => (1, ZERO_HASH.to_string()),
+    };
+    let mut record = Record {
+        action: event.action,
+        actor: event.actor,
+        created_at: event.created_at,
+        hash: String::new(),
+        id: event.id,
+        metadata: event.metadata,
+        outcome: event.outcome,
+        prev_hash,
+        resource: event.resource,
+        sequence_number,
+        tenant_id: tenant_id.to_string(),
+        timestamp: event.timestamp,
+    };
+    let canonical = record.canonical_unhashed();
+    record.hash = hash_hex(&canonical);
+    ChainedRecord { record, canonical, input_digest: event.input_digest }
+}
+
+impl ChainedRecord {
+    pub fn head(&self) -> ChainHead {
+        ChainHead { sequence_number: self.record.sequence_number, hash: self.record.hash.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::validate_event;
+    use serde_json::json;
+
+    fn event(n: u32) -> NormalizedEvent {
+        validate_event(
+            json!({
+                "id": format!("evt-{n}"),
+                "timestamp": "2024-01-02T03:04:05.678Z",
+                "actor": {"id": "user_1", "type": "human"},
+                "action": "document.delete",
+                "resource": {"id": "doc_9", "type": "document", "name": "Q3 plan"},
+                "outcome": "success",
+                "metadata": {"ip": "10.0.0.1", "n": n, "f": 1.5, "nested": {"b": [true, null], "a": "é😀"}}
+            }),
+            1_704_164_645_678_901,
+            || unreachable!(),
+        )
+        .unwrap()
+    }
+
+    /// Known-answer vector: the hash below was computed with Python's `rfc8785` package and
+    /// `hashlib.sha256`, independently of this crate (see tests/python for the live check).
+    #[test]
+    fn known_answer_first_record() {
+        let rec = chain_step(None, "tenant-a", event(1));
+        assert_eq!(
+            String::from_utf8(rec.canonical.clone()).unwrap(),
+            r#"{"action":"document.delete","actor":{"id":"user_1","type":"human"},"created_at":"2024-01-02T03:04:05.678901Z","id":"evt-1","metadata":{"f":1.5,"ip":"10.0.0.1","n":1,"nested":{"a":"é😀","b":[true,null]}},"outcome":"success","prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","resource":{"id":"doc_9","name":"Q3 plan","type":"document"},"sequence_number":1,"tenant_id":"tenant-a","timestamp":"2024-01-02T03:04:05.678000Z"}"#
+        );
+        assert_eq!(rec.record.hash, KNOWN_HASH_1);
+    }
+    const KNOWN_HASH_1: &str = "30a9ddbf35d287b6cf737dbaec61c53da423e467af016bed607663f7d39fa71f";
+
+    #[test]
+    fn chain_links_and_is_deterministic() {
+        let r1 = chain_step(None, "t", event(1));
+        let r2 = chain_step(Some(&r1.head()), "t", event(2));
+        assert_eq!(r2.record.sequence_number, 2);
+        assert_eq!(r2.record.prev_hash, r1.record.hash);
+        let again = chain_step(Some(&r1.head()), "t", event(2));
+        assert_eq!(again, r2);
+        assert_eq!(r2.record.compute_hash(), r2.record.hash);
+    }
+
+    #[test]
+    fn serde_output_hashes_to_hash() {
+        let r = chain_step(None, "t", event(3)).record;
+        let json = serde_json::to_value(&r).unwrap();
+        let mut without = json.as_object().unwrap().clone();
+        without.remove("hash");
+        let canon = serde_json_canonicalizer::to_vec(&without).unwrap();
+        assert_eq!(hash_hex(&canon), r.hash);
+        let back: Record = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,226 @@
+"""Fixtures for the end-to-end suites: one real sealtrail server per session.
+
+The server is the binary named by SEALTRAIL_BIN (default
+<repo>/target/debug/sealtrail), started in embedded mode on a fresh temporary
+data dir with free loopback ports. Its stdout and stderr go to files; the tail
+of stderr is attached to every failing test's report.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "sealtrail"
+READY_TIMEOUT_S = 30.0
+KEY_RE = re.compile(r"^alk_live_\S+$")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, max_chars: int = 6000) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return text[-max_chars:] if text else "(empty)"
+
+
+@dataclass
+class Server:
+    bin: Path
+    data_dir: Path
+    http_addr: str
+    grpc_addr: str
+    proc: subprocess.Popen
+    stderr_path: Path
+    stdout_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.http_addr}"
+
+    def stderr_tail(self, max_chars: int = 6000) -> str:
+        return _tail(self.stderr_path, max_chars)
+
+    def create_key(self, tenant: str, scopes: str = "read,write") -> str:
+        """Run `sealtrail keys create` and return the raw key (last stdout line)."""
+        cmd = [
+            str(self.bin),
+            "keys",
+            "create",
+            "--tenant",
+            tenant,
+            "--scopes",
+            scopes,
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, (
+            f"`{' '.join(cmd)}` exited {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+        )
+        lines = [ln.strip() for ln in res.stdout.splitlines() if ln.strip()]
+        assert lines, f"`keys create` printed nothing on stdout; stderr:\n{res.stderr}"
+        key = lines[-1]
+        assert KEY_RE.match(key), f"last stdout line of `keys create` is not an alk_live_ key: {key!r}"
+        return key
+
+
+_SERVER: Server | None = None
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    global _SERVER
+    bin_path = Path(os.environ.get("SEALTRAIL_BIN", str(DEFAULT_BIN)))
+    if not bin_path.is_file():
+        pytest.fail(
+            f"sealtrail binary not found at {bin_path} (build it, or set SEALTRAIL_BIN)",
+            pytrace=False,
+        )
+
+    work = tmp_path_factory.mktemp("sealtrail")
+    data_dir = work / "data"
+    data_dir.mkdir()
+    http_port = _free_port()
+    grpc_port = _free_port()
+    while grpc_port == http_port:
+        grpc_port = _free_port()
+    http_addr = f"127.0.0.1:{http_port}"
+    grpc_addr = f"127.0.0.1:{grpc_port}"
+    stderr_path = work / "server.stderr"
+    stdout_path = work / "server.stdout"
+
+    cmd = [
+        str(bin_path),
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--http-addr",
+        http_addr,
+        "--grpc-addr",
+        grpc_addr,
+    ]
+    err_f = open(stderr_path, "wb")
+    out_f = open(stdout_path, "wb")
+    proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, stdin=subprocess.DEVNULL)
+    srv = Server(bin_path, data_dir, http_addr, grpc_addr, proc, stderr_path, stdout_path)
+
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last_err = "no attempt"
+        while True:
+            rc = proc.poll()
+            if rc is not None:
+                pytest.fail(
+                    f"sealtrail serve exited with {rc} before becoming ready\n"
+                    f"command: {' '.join(cmd)}\nstderr:\n{srv.stderr_tail()}",
+                    pytrace=False,
+                )
+            try:
+                r = requests.get(f"{srv.base_url}/healthz", timeout=2)
+                if r.status_code == 200:
+                    break
+                last_err = f"GET /healthz -> {r.status_code}: {r.text[:200]}"
+            except requests.RequestException as exc:
+                last_err = repr(exc)
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"sealtrail serve not ready within {READY_TIMEOUT_S}s ({last_err})\n"
+                    f"command: {' '.join(cmd)}\nstderr:\n{srv.stderr_tail()}",
+                    pytrace=False,
+                )
+            time.sleep(0.1)
+
+        _SERVER = srv
+        yield srv
+    finally:
+        _SERVER = None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        err_f.close()
+        out_f.close()
+        keep = os.environ.get("SEALTRAIL_KEEP_LOGS")
+        if keep:
+            dest = Path(keep)
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy(stderr_path, dest / "server.stderr")
+            shutil.copy(stdout_path, dest / "server.stdout")
+
+
+@pytest.fixture(scope="session")
+def base_url(server: Server) -> str:
+    return server.base_url
+
+
+@dataclass
+class Tenant:
+    name: str
+    key: str  # read,write
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def _tenant_name(request) -> str:
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+    return f"t-{stem}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make_key(server: Server):
+    """make_key(tenant, scopes="read,write") -> raw key."""
+
+    def _make(tenant: str, scopes: str = "read,write") -> str:
+        return server.create_key(tenant, scopes)
+
+    return _make
+
+
+@pytest.fixture
+def new_tenant(server: Server, request):
+    """new_tenant(suffix="") -> Tenant with a fresh unique name and a read,write key."""
+    counter = {"n": 0}
+
+    def _new(suffix: str = "") -> Tenant:
+        counter["n"] += 1
+        name = _tenant_name(request) + (f"-{suffix}" if suffix else f"-{counter['n']}")
+        return Tenant(name=name, key=server.create_key(name, "read,write"))
+
+    return _new
+
+
+@pytest.fixture
+def tenant(new_tenant) -> Tenant:
+    """A fresh tenant (unique per test) with a read,write key."""
+    return new_tenant()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _SERVER is not None:
+        report.sections.append(("sealtrail server stderr (tail)", _SERVER.stderr_tail(4000)))
