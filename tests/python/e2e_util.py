@@ -7,6 +7,7 @@ import hashlib
 import json
 import queue
 import re
+import socket
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -35,6 +36,26 @@ TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 UUID7_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 HTTP_TIMEOUT = 15
+
+
+MAX_SAFE_INT = 2**53 - 1
+
+
+def _ijson_int(text: str):
+    # JCS (RFC 8785) treats every JSON number as an IEEE 754 double, as
+    # ECMAScript's JSON.parse does: an integer literal outside the safe range
+    # (e.g. the JCS spelling of 1e20, "100000000000000000000") is that double.
+    v = int(text)
+    return v if -MAX_SAFE_INT <= v <= MAX_SAFE_INT else float(text)
+
+
+def jloads(text: str | bytes) -> Any:
+    """json.loads with ECMAScript number semantics for out-of-range integer literals."""
+    return json.loads(text, parse_int=_ijson_int)
+
+
+def rjson(resp: requests.Response) -> Any:
+    return jloads(resp.content)
 
 
 def jcs_hash(record: dict[str, Any]) -> str:
@@ -133,7 +154,7 @@ def list_all(base_url: str, key: str, **params: Any) -> dict[str, Any]:
             timeout=HTTP_TIMEOUT,
         )
         assert r.status_code == 200, f"GET /v1/events -> {r.status_code}: {r.text[:500]}"
-        body = r.json()
+        body = rjson(r)
         events.extend(body["events"])
         if len(events) >= body["total"] or not body["events"]:
             body["events"] = events
@@ -146,7 +167,7 @@ def wait_receipt(base_url: str, key: str, receipt_id: str, timeout_s: float = 15
     while True:
         r = requests.get(f"{base_url}/v1/receipts/{receipt_id}", headers=auth(key), timeout=HTTP_TIMEOUT)
         assert r.status_code == 200, f"GET /v1/receipts/{receipt_id} -> {r.status_code}: {r.text[:500]}"
-        body = r.json()
+        body = rjson(r)
         assert body.get("status") in ("queued", "committed", "failed"), body
         if body["status"] != "queued":
             return body
@@ -156,24 +177,42 @@ def wait_receipt(base_url: str, key: str, receipt_id: str, timeout_s: float = 15
 
 
 class BackgroundIter:
-    """Drain an iterator in a daemon thread; read items with a deadline."""
+    """Drain an iterator in a daemon thread; read items with a deadline.
+
+    stop() asks the thread to close the iterator after the next item it
+    receives (a generator's close() runs its `with` blocks, closing its HTTP
+    response)."""
 
     def __init__(self, make_iter: Callable[[], Iterable[Any]]):
         self._q: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
         self.error: BaseException | None = None
 
         def run() -> None:
+            it = iter(make_iter())
             try:
-                for item in make_iter():
+                for item in it:
+                    if self._stop.is_set():
+                        break
                     self._q.put(("item", item))
             except BaseException as exc:  # noqa: BLE001 - reported to the test
                 self.error = exc
                 self._q.put(("error", exc))
             else:
                 self._q.put(("end", None))
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except Exception:  # noqa: BLE001
+                        pass
 
         self._t = threading.Thread(target=run, daemon=True, name="e2e-stream-reader")
         self._t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def get(self, timeout: float) -> Any:
         """Next item, or raises queue.Empty on timeout / AssertionError on end or error."""
@@ -183,6 +222,21 @@ class BackgroundIter:
         if kind == "end":
             raise AssertionError("stream ended unexpectedly")
         return val
+
+
+def hard_close(resp: requests.Response) -> None:
+    """Close a streaming response even while another thread is blocked reading it."""
+    conn = getattr(resp.raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        fp = getattr(resp.raw, "_fp", None)
+        sock = getattr(getattr(getattr(fp, "fp", None), "raw", None), "_sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    resp.close()
 
 
 def sse_records(resp: requests.Response):

@@ -371,6 +371,9 @@ def test_stream_events(base_url, tenant):
         seqs = sorted(r["sequence_number"] for r in got.values())
         # everything delivered after the first streamed record is gapless
         assert seqs == list(range(seqs[0], seqs[-1] + 1)), f"stream skipped sequence numbers: {seqs}"
+        # let the reader close the SDK's stream: stop, then wake it with one more event
+        reader.stop()
+        writer.audit.log_batch([ev(999, id="wake-reader")])
     finally:
         client.close()
         writer.close()

@@ -15,9 +15,11 @@ pub mod event;
 pub mod json;
 pub mod limits;
 pub mod partition;
+pub mod receipt;
 pub mod record;
 pub mod time;
 pub mod verify;
 
 pub use event::{Actor, ActorType, EventInput, NormalizedEvent, Outcome, Resource, ValidationError};
-pub use record::{ChainHead, Record, ZERO_HASH};
+pub use receipt::{ItemError, Receipt, ReceiptStatus};
+pub use record::{ChainHead, ChainedRecord, Record, ZERO_HASH};

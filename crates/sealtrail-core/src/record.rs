@@ -20,6 +20,8 @@ pub struct Record {
     pub action: String,
     pub actor: Actor,
     pub created_at: String,
+    /// Absent in the canonical (unhashed) form; see [`Record::from_canonical`].
+    #[serde(default)]
     pub hash: String,
     pub id: String,
     pub metadata: Map<String, Value>,
@@ -64,6 +66,13 @@ impl Record {
             timestamp: &self.timestamp,
         };
         serde_json_canonicalizer::to_vec(&view).expect("a record always serializes")
+    }
+
+    /// Rebuilds a record from its stored canonical bytes (without `hash`) and stored hash.
+    pub fn from_canonical(canonical: &[u8], hash: &str) -> Result<Self, serde_json::Error> {
+        let mut record: Record = serde_json::from_slice(canonical)?;
+        record.hash = hash.to_string();
+        Ok(record)
     }
 
     /// Recomputes the hash from the record's members (ignores the stored `hash`).

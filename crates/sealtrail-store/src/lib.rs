@@ -1,0 +1,77 @@
+//! The store: where chained records, receipts and API keys live.
+//!
+//! [`Store`] is the contract every backend implements; [`sqlite::SqliteStore`] is the
+//! embedded one, and [`conformance`] is the suite each backend must pass.
+#![forbid(unsafe_code)]
+
+pub mod conformance;
+pub mod sqlite;
+mod types;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use sealtrail_core::receipt::Receipt;
+use sealtrail_core::record::ChainHead;
+
+pub use types::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or did not answer in time. Nothing is known to
+    /// be written; retrying the same write is safe (writes are idempotent).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A different record already holds this tenant's sequence number (or event id): a
+    /// fork was refused. The writer's view of the chain is stale; it must reload heads
+    /// and must not retry the same batch.
+    #[error("store conflict: {0}")]
+    Conflict(String),
+    /// Stored data could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Writes `batch` (records and receipts) as one unit.
+    ///
+    /// **Contract:** when this returns `Ok`, every record and receipt of the batch is
+    /// durable (fsynced / acknowledged at the configured consistency) and visible to
+    /// reads. Writing a byte-identical record again is a no-op `Ok` (replays are
+    /// harmless); a *different* record at an occupied `(tenant, sequence_number)` is
+    /// refused with [`StoreError::Conflict`] and nothing of the batch is written.
+    async fn append(&self, batch: CommitBatch) -> StoreResult<()>;
+
+    /// The chain heads of `tenants` that have any record.
+    async fn heads(&self, tenants: Vec<String>) -> StoreResult<HashMap<String, ChainHead>>;
+
+    /// The stored events among `keys` (`(tenant_id, event_id)`), for idempotency checks.
+    async fn find_events(&self, keys: Vec<(String, String)>) -> StoreResult<Vec<StoredEvent>>;
+
+    /// One event of a tenant by id.
+    async fn get_event(&self, tenant_id: &str, event_id: &str) -> StoreResult<Option<StoredEvent>>;
+
+    /// One receipt of a tenant by id.
+    async fn get_receipt(&self, tenant_id: &str, receipt_id: &str) -> StoreResult<Option<Receipt>>;
+
+    /// A page of a tenant's events in sequence order.
+    async fn list_events(&self, tenant_id: &str, query: EventQuery) -> StoreResult<EventPage>;
+
+    /// Up to `limit` raw rows of a tenant's chain with sequence number > `after`, in order.
+    async fn scan_chain(&self, tenant_id: &str, after: u64, limit: usize) -> StoreResult<Vec<ChainRow>>;
+
+    /// Stores a new API key (only its hash).
+    async fn create_key(&self, key: ApiKey) -> StoreResult<()>;
+
+    /// The key whose hash is `key_hash`, revoked or not.
+    async fn find_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>>;
+
+    /// All keys, or a tenant's keys.
+    async fn list_keys(&self, tenant_id: Option<&str>) -> StoreResult<Vec<ApiKey>>;
+
+    /// Marks a key revoked at `revoked_at`; `false` when no such active key exists.
+    async fn revoke_key(&self, key_id: &str, revoked_at: &str) -> StoreResult<bool>;
+}

@@ -1,0 +1,58 @@
+//! Receipts: the outcome of one ingest request (one event or one batch).
+
+use serde::{Deserialize, Serialize};
+
+/// Where a receipt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiptStatus {
+    /// Durable in the log, not yet chained.
+    Queued,
+    /// Chained and stored; `ids` are in the chain.
+    Committed,
+    /// Nothing of the request was committed; `error_message` says why.
+    Failed,
+}
+
+/// One rejected item of a request, by its index in the request (0 for a single event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemError {
+    pub index: u32,
+    pub code: String,
+    pub message: String,
+}
+
+/// The wire shape of fact0's `AsyncReceipt` (which includes `BatchResult`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub receipt_id: String,
+    pub status: ReceiptStatus,
+    pub accepted: u32,
+    pub rejected: u32,
+    /// Ids of the accepted events, in request order.
+    pub ids: Vec<String>,
+    pub errors: Vec<ItemError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<String>,
+}
+
+impl Receipt {
+    /// Decides the status from the counts: committed when anything was accepted (or the
+    /// request was empty), failed when every item was rejected.
+    pub fn settle(&mut self) {
+        if self.accepted == 0 && self.rejected > 0 {
+            self.status = ReceiptStatus::Failed;
+            let first = &self.errors[0];
+            self.error_message = Some(if self.rejected == 1 {
+                format!("{}: {}", first.code, first.message)
+            } else {
+                format!("all {} events were rejected; first: {}: {}", self.rejected, first.code, first.message)
+            });
+        } else {
+            self.status = ReceiptStatus::Committed;
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! The embedded store: one SQLite database file in WAL mode with `synchronous=FULL`.
+//!
+//! Writes go through one writer thread that *group-commits*: it takes every batch waiting
+//! (from all partitions' chainers), writes them in one transaction and fsyncs once, then
+//! answers each batch. Reads use a small pool of read-only connections on blocking
+//! threads. A second process (`sealtrail keys …`) may open the same file; SQLite's locking
+//! and `busy_timeout` make that safe.
+//!
+//! Crash windows: a crash before COMMIT returns leaves none of the group (SQLite rolls the
+//! WAL tail back on open), and no batch of it was acknowledged; a crash after COMMIT but
+//! before the answers leaves the group stored though unacknowledged, which clients see as
+//! a timeout and resolve by retrying the same ids (idempotent).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sealtrail_core::receipt::Receipt;
+use sealtrail_core::record::{ChainHead, Record};
+use tokio::sync::oneshot;
+
+use crate::{
+    ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, Paging, Store, StoreError, StoreResult, StoredEvent,
+};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    tenant_id    TEXT    NOT NULL,
+    seq          INTEGER NOT NULL,
+    id           TEXT    NOT NULL,
+    hash         TEXT    NOT NULL,
+    input_digest TEXT    NOT NULL,
+    actor_id     TEXT    NOT NULL,
+    actor_type   TEXT,
+    action       TEXT    NOT NULL,
+    resource_id  TEXT    NOT NULL,
+    outcome      TEXT    NOT NULL,
+    timestamp    TEXT    NOT NULL,
+    body         BLOB    NOT NULL,
+    PRIMARY KEY (tenant_id, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_id       ON events (tenant_id, id);
+CREATE INDEX        IF NOT EXISTS events_by_actor    ON events (tenant_id, actor_id, seq);
+CREATE INDEX        IF NOT EXISTS events_by_action   ON events (tenant_id, action, seq);
+CREATE INDEX        IF NOT EXISTS events_by_resource ON events (tenant_id, resource_id, seq);
+CREATE TABLE IF NOT EXISTS receipts (
+    tenant_id  TEXT NOT NULL,
+    receipt_id TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, receipt_id)
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id     TEXT PRIMARY KEY,
+    tenant_id  TEXT NOT NULL,
+    key_hash   TEXT NOT NULL UNIQUE,
+    key_prefix TEXT NOT NULL,
+    scopes     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+"#;
+
+/// Name of the database file inside the data directory.
+pub const DB_FILE: &str = "sealtrail.db";
+
+/// Most batches the writer folds into one transaction.
+const MAX_GROUP_BATCHES: usize = 256;
+
+type WriteJob = (CommitBatch, oneshot::Sender<StoreResult<()>>);
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}
+
+fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir` and starts its writer thread.
+    pub fn open(data_dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| unavailable(format!("cannot create data directory {}: {e}", data_dir.display())))?;
+        let path = data_dir.join(DB_FILE);
+        let conn = open_connection(&path, false)
+            .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(unavailable)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(unavailable(format!("{} refused WAL mode ({mode})", path.display())));
+        }
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel::<WriteJob>();
+        let thread = std::thread::Builder::new()
+            .name("sealtrail-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(unavailable)?;
+        Ok(Self {
+            path,
+            writer: Mutex::new(Some(tx)),
+            writer_thread: Mutex::new(Some(thread)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Stops accepting writes, lets the writer finish what it has, and waits for it.
+    pub fn close(&self) {
+        self.writer.lock().expect("writer lock").take();
+        if let Some(handle) = self.writer_thread.lock().expect("thread lock").take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// Runs `f` on a pooled read connection on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().expect("pool lock").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_connection(&path, true).map_err(unavailable)?,
+            };
+            let result = f(&conn);
+            let mut pool = pool.lock().expect("pool lock");
+            if pool.len() < 16 {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| unavailable(format!("read task failed: {e}")))?
+    }
+
+    /// Writes on a fresh connection from the calling task (for key management, which must
+    /// also work from a second process while a server runs).
+    async fn write_direct<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = open_connection(&path, false).map_err(unavailable)?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| unavailable(format!("write task failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_BATCHES {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let batches: Vec<&CommitBatch> = group.iter().map(|(b, _)| b).collect();
+        match write_group(&mut conn, &batches) {
+            Ok(()) => {
+                for (_, reply) in group {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(_) if group.len() > 1 => {
+                // Something in the group was refused: write each batch on its own so only
+                // the offending one fails.
+                for (batch, reply) in group {
+                    let _ = reply.send(write_group(&mut conn, &[&batch]));
+                }
+            }
+            Err(err) => {
+                for (_, reply) in group {
+                    let _ = reply.send(Err(clone_err(&err)));
+                }
+            }
+        }
+    }
+}
+
+fn clone_err(err: &StoreError) -> StoreError {
+    match err {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+    }
+}
+
+fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO events (tenant_id, seq, id, hash, input_digest, actor_id, actor_type, action, \
+                 resource_id, outcome, timestamp, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )
+            .map_err(unavailable)?;
+        let mut existing = tx.prepare_cached("SELECT hash FROM events WHERE tenant_id = ?1 AND seq = ?2").map_err(unavailable)?;
+        let mut receipt = tx
+            .prepare_cached("INSERT OR REPLACE INTO receipts (tenant_id, receipt_id, body) VALUES (?1, ?2, ?3)")
+            .map_err(unavailable)?;
+        for batch in batches {
+            for chained in &batch.records {
+                let r = &chained.record;
+                let inserted = insert
+                    .execute(params![
+                        r.tenant_id,
+                        r.sequence_number as i64,
+                        r.id,
+                        r.hash,
+                        chained.input_digest,
+                        r.actor.id,
+                        r.actor.actor_type.map(|t| t.as_str()),
+                        r.action,
+                        r.resource.id,
+                        r.outcome.as_str(),
+                        r.timestamp,
+                        chained.canonical,
+                    ])
+                    .map_err(|e| match e {
+                        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                            StoreError::Conflict(format!("event id {:?} of tenant {:?} is already chained", r.id, r.tenant_id))
+                        }
+                        other => unavailable(other),
+                    })?;
+                if inserted == 0 {
+                    // The (tenant, seq) slot is taken, or the id exists: a replay is fine only
+                    // if it is the very same record.
+                    let stored: Option<String> = existing
+                        .query_row(params![r.tenant_id, r.sequence_number as i64], |row| row.get(0))
+                        .optional()
+                        .map_err(unavailable)?;
+                    if stored.as_deref() != Some(r.hash.as_str()) {
+                        return Err(StoreError::Conflict(format!(
+                            "tenant {:?} sequence {} (event {:?}) is already taken by another record",
+                            r.tenant_id, r.sequence_number, r.id
+                        )));
+                    }
+                }
+            }
+            for (tenant_id, rec) in &batch.receipts {
+                let body = serde_json::to_string(rec).expect("receipt serializes");
+                receipt.execute(params![tenant_id, rec.receipt_id, body]).map_err(unavailable)?;
+            }
+        }
+    }
+    tx.commit().map_err(unavailable)
+}
+
+fn row_to_stored(body: Vec<u8>, hash: String, digest: String) -> StoreResult<StoredEvent> {
+    let record = Record::from_canonical(&body, &hash).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(StoredEvent { record, input_digest: digest })
+}
+
+fn key_from_row(row: &rusqlite::Row) -> rusqlite::Result<ApiKey> {
+    let scopes: String = row.get(4)?;
+    Ok(ApiKey {
+        key_id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        key_hash: row.get(2)?,
+        key_prefix: row.get(3)?,
+        scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        created_at: row.get(5)?,
+        revoked_at: row.get(6)?,
+    })
+}
+
+const KEY_COLUMNS: &str = "key_id, tenant_id, key_hash, key_prefix, scopes, created_at, revoked_at";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, batch: CommitBatch) -> StoreResult<()> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let writer = self.writer.lock().expect("writer lock");
+            let sender = writer.as_ref().ok_or_else(|| unavailable("the store is closed"))?;
+            sender.send((batch, tx)).map_err(|_| unavailable("the store writer has stopped"))?;
+        }
+        rx.await.map_err(|_| unavailable("the store writer has stopped"))?
+    }
+
+    async fn heads(&self, tenants: Vec<String>) -> StoreResult<HashMap<String, ChainHead>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT seq, hash FROM events WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1")
+                .map_err(unavailable)?;
+            let mut out = HashMap::new();
+            for tenant in tenants {
+                let head = stmt
+                    .query_row([&tenant], |row| {
+                        Ok(ChainHead { sequence_number: row.get::<_, i64>(0)? as u64, hash: row.get(1)? })
+                    })
+                    .optional()
+                    .map_err(unavailable)?;
+                if let Some(head) = head {
+                    out.insert(tenant, head);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn find_events(&self, keys: Vec<(String, String)>) -> StoreResult<Vec<StoredEvent>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT body, hash, input_digest FROM events WHERE tenant_id = ?1 AND id = ?2")
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for (tenant, id) in keys {
+                let row = stmt
+                    .query_row([&tenant, &id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .optional()
+                    .map_err(unavailable)?;
+                if let Some((body, hash, digest)) = row {
+                    out.push(row_to_stored(body, hash, digest)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_event(&self, tenant_id: &str, event_id: &str) -> StoreResult<Option<StoredEvent>> {
+        let mut found = self.find_events(vec![(tenant_id.to_string(), event_id.to_string())]).await?;
+        Ok(found.pop())
+    }
+
+    async fn get_receipt(&self, tenant_id: &str, receipt_id: &str) -> StoreResult<Option<Receipt>> {
+        let (tenant, id) = (tenant_id.to_string(), receipt_id.to_string());
+        self.read(move |conn| {
+            let body: Option<String> = conn
+                .prepare_cached("SELECT body FROM receipts WHERE tenant_id = ?1 AND receipt_id = ?2")
+                .and_then(|mut s| s.query_row([&tenant, &id], |row| row.get(0)).optional())
+                .map_err(unavailable)?;
+            body.map(|b| serde_json::from_str(&b).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+        })
+        .await
+    }
+
+    async fn list_events(&self, tenant_id: &str, query: EventQuery) -> StoreResult<EventPage> {
+        let tenant = tenant_id.to_string();
+        self.read(move |conn| {
+            let mut clauses = vec!["tenant_id = ?".to_string()];
+            let mut args: Vec<rusqlite::types::Value> = vec![tenant.into()];
+            let mut add = |clause: &str, value: Option<String>| {
+                if let Some(v) = value {
+                    clauses.push(clause.to_string());
+                    args.push(v.into());
+                }
+            };
+            add("actor_id = ?", query.actor_id);
+            add("actor_type = ?", query.actor_type.map(|t| t.as_str().to_string()));
+            add("action = ?", query.action);
+            add("resource_id = ?", query.resource_id);
+            add("outcome = ?", query.outcome.map(|o| o.as_str().to_string()));
+            add("timestamp >= ?", query.from);
+            add("timestamp <= ?", query.to);
+            let filter = clauses.join(" AND ");
+            let total: i64 = conn
+                .prepare_cached(&format!("SELECT COUNT(*) FROM events WHERE {filter}"))
+                .and_then(|mut s| s.query_row(rusqlite::params_from_iter(args.iter()), |row| row.get(0)))
+                .map_err(unavailable)?;
+            let (page_clause, limit, offset) = match query.paging {
+                Paging::Page { page, page_size } => {
+                    ("", page_size as i64, (page.max(1) as i64 - 1) * page_size as i64)
+                }
+                Paging::After { after, page_size } => {
+                    args.push((after as i64).into());
+                    (" AND seq > ?", page_size as i64, 0)
+                }
+            };
+            args.push(limit.into());
+            args.push(offset.into());
+            let sql = format!("SELECT body, hash FROM events WHERE {filter}{page_clause} ORDER BY seq LIMIT ? OFFSET ?");
+            let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args.iter()), |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?)))
+                .map_err(unavailable)?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (body, hash) = row.map_err(unavailable)?;
+                events.push(Record::from_canonical(&body, &hash).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
+            Ok(EventPage { events, total: total as u64 })
+        })
+        .await
+    }
+
+    async fn scan_chain(&self, tenant_id: &str, after: u64, limit: usize) -> StoreResult<Vec<ChainRow>> {
+        let tenant = tenant_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT seq, hash, body FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![tenant, after as i64, limit as i64], |row| {
+                    Ok(ChainRow { sequence_number: row.get::<_, i64>(0)? as u64, hash: row.get(1)?, canonical: row.get(2)? })
+                })
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
+        self.write_direct(move |conn| {
+            conn.execute(
+                &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                params![key.key_id, key.tenant_id, key.key_hash, key.key_prefix, key.scopes.join(","), key.created_at, key.revoked_at],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+        let hash = key_hash.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"))
+                .and_then(|mut s| s.query_row([&hash], key_from_row).optional())
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_keys(&self, tenant_id: Option<&str>) -> StoreResult<Vec<ApiKey>> {
+        let tenant = tenant_id.map(str::to_string);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY created_at, key_id"
+                ))
+                .map_err(unavailable)?;
+            let rows = stmt.query_map([&tenant], key_from_row).map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, key_id: &str, revoked_at: &str) -> StoreResult<bool> {
+        let (id, at) = (key_id.to_string(), revoked_at.to_string());
+        self.write_direct(move |conn| {
+            let n = conn
+                .execute("UPDATE api_keys SET revoked_at = ?2 WHERE key_id = ?1 AND revoked_at IS NULL", params![id, at])
+                .map_err(unavailable)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+}

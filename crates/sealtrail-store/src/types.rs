@@ -1,0 +1,84 @@
+use sealtrail_core::event::{ActorType, Outcome};
+use sealtrail_core::receipt::Receipt;
+use sealtrail_core::record::{ChainedRecord, Record};
+use serde::{Deserialize, Serialize};
+
+/// What one store write contains.
+#[derive(Debug, Clone, Default)]
+pub struct CommitBatch {
+    pub records: Vec<ChainedRecord>,
+    pub receipts: Vec<(String, Receipt)>,
+}
+
+/// A stored event with the digest of the input that created it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub record: Record,
+    pub input_digest: String,
+}
+
+/// A raw chain row: what verification and streaming read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainRow {
+    pub sequence_number: u64,
+    pub hash: String,
+    /// The record without `hash`, in JCS form, exactly as hashed.
+    pub canonical: Vec<u8>,
+}
+
+impl ChainRow {
+    pub fn record(&self) -> Result<Record, crate::StoreError> {
+        Record::from_canonical(&self.canonical, &self.hash)
+            .map_err(|e| crate::StoreError::Corrupt(format!("record {}: {e}", self.sequence_number)))
+    }
+}
+
+/// Filters of `GET /v1/events`. `from`/`to` bound the event `timestamp` (inclusive) and
+/// are normalized wire timestamps, so they compare as strings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventQuery {
+    pub actor_id: Option<String>,
+    pub actor_type: Option<ActorType>,
+    pub action: Option<String>,
+    pub resource_id: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub paging: Paging,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Paging {
+    /// fact0's pages: 1-based page number and size.
+    Page { page: u32, page_size: u32 },
+    /// Keyset paging for deep reads: events with sequence number > `after`.
+    After { after: u64, page_size: u32 },
+}
+
+impl Default for Paging {
+    fn default() -> Self {
+        Paging::Page { page: 1, page_size: 50 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<Record>,
+    /// Number of events matching the filters (all pages).
+    pub total: u64,
+}
+
+/// An API key as stored: never the key itself, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Public identifier, safe to show and log.
+    pub key_id: String,
+    pub tenant_id: String,
+    /// Hex SHA-256 of the full key string.
+    pub key_hash: String,
+    /// The first characters of the key, for recognizing it in `keys list`.
+    pub key_prefix: String,
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
