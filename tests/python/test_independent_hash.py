@@ -167,6 +167,16 @@ E_MICROS = r"""{
   "metadata": {}
 }"""
 
+E_NANOS = r"""{
+  "id": "ns-1",
+  "timestamp": "2021-07-04T12:00:00.123456789-07:00",
+  "actor": {"id": "nano", "type": "agent"},
+  "action": "clock.nanos",
+  "resource": {"id": "n-1", "type": "clock"},
+  "outcome": "success",
+  "metadata": {"note": "sub-microsecond digits are truncated"}
+}"""
+
 E_NO_ID = r"""{
   "timestamp": "2020-02-29T23:59:59.999+01:00",
   "actor": {"id": "gen", "type": "agent"},
@@ -183,6 +193,7 @@ EXPECTED_TS = {
     "ms-1": "2023-11-07T05:31:56.500000Z",
     "tz-14": "2023-12-31T15:00:00.000000Z",
     "us-1": "2020-02-29T23:59:59.123456Z",
+    "ns-1": "2021-07-04T19:00:00.123456Z",
     None: "2020-02-29T22:59:59.999000Z",  # E_NO_ID
 }
 
@@ -264,23 +275,23 @@ def _ingest_varied(base_url: str, key: str) -> tuple[list[str | None], dict[str,
     order += ["num-1", "opt-1", "ms-1"]
 
     # E: batch, async
-    batch = "{\"events\": [" + ",".join([E_PLUS14, E_MICROS, E_NO_ID]) + "]}"
+    batch = "{\"events\": [" + ",".join([E_PLUS14, E_MICROS, E_NANOS, E_NO_ID]) + "]}"
     r = _post(base_url, key, "/v1/events/batch", batch)
     gen_id = None
     if note("POST /v1/events/batch (async)", r, 202):
         rc = rjson(r)
         ids = rc.get("ids") or []
-        if rc.get("accepted") != 3 or len(ids) != 3 or ids[:2] != ["tz-14", "us-1"]:
+        if rc.get("accepted") != 4 or len(ids) != 4 or ids[:3] != ["tz-14", "us-1", "ns-1"]:
             problems.append(f"async batch receipt: {rc}")
-        elif not UUID7_RE.match(ids[2]):
-            problems.append(f"server-generated id is not a UUIDv7: {ids[2]!r}")
+        elif not UUID7_RE.match(ids[3]):
+            problems.append(f"server-generated id is not a UUIDv7: {ids[3]!r}")
         else:
-            gen_id = ids[2]
+            gen_id = ids[3]
         if isinstance(rc.get("receipt_id"), str):
             done = wait_receipt(base_url, key, rc["receipt_id"])
             if done["status"] != "committed":
                 problems.append(f"async batch receipt not committed: {done}")
-    order += ["tz-14", "us-1", gen_id]
+    order += ["tz-14", "us-1", "ns-1", gen_id]
     return order, sync_records, problems
 
 
@@ -301,7 +312,7 @@ def test_independent_hash_chain(base_url, tenant):
 
     inputs = {
         "uni-1": E_UNICODE, "esc-1": E_ESCAPES, "nest-1": E_NESTED, "num-1": E_NUMBERS,
-        "opt-1": E_OPTIONAL_ABSENT, "ms-1": E_MS_Z, "tz-14": E_PLUS14, "us-1": E_MICROS,
+        "opt-1": E_OPTIONAL_ABSENT, "ms-1": E_MS_Z, "tz-14": E_PLUS14, "us-1": E_MICROS, "ns-1": E_NANOS,
         order[-1]: E_NO_ID,
     }
     for rec in records:

@@ -1,0 +1,268 @@
+//! The chainer: one loop per log partition that turns ordered log entries into chained,
+//! stored records, then tells waiting gateways and commits the log position.
+//!
+//! Per poll it (1) loads the chain heads of tenants it has not cached and the stored
+//! events whose ids the entries reuse, (2) runs the pure chain step for every new event,
+//! (3) writes all records and receipts in one store batch, (4) replies to waiters and
+//! (5) commits the log offset. It reads no clock and draws no randomness, so replaying
+//! entries after a crash produces byte-identical records, which the store accepts as
+//! no-ops (DESIGN.md §4.3).
+//!
+//! Crash windows: a crash before (3) returns loses nothing acknowledged (no waiter was
+//! answered; a durable log redelivers from the last committed offset). A crash between
+//! (3) and (5) redelivers entries that are already stored: their ids are found in
+//! step (1) and they are answered as idempotent retries, so nothing is chained twice.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lru::LruCache;
+use sealtrail_core::receipt::{ItemError, Receipt, ReceiptStatus};
+use sealtrail_core::record::{ChainHead, Record, chain_step};
+use sealtrail_log::{EntryOutcome, LogEntry, Offset, PartitionConsumer, ReplyAddress, ReplySink};
+use sealtrail_store::{CommitBatch, Store, StoreError, StoredEvent};
+use tokio::sync::watch;
+
+/// Tuning of one chainer.
+#[derive(Debug, Clone)]
+pub struct ChainerConfig {
+    /// Upper bound on events per store batch.
+    pub max_batch_events: usize,
+    /// How many tenants' chain heads each partition keeps in memory (LRU); a miss costs
+    /// one store read.
+    pub head_cache_tenants: usize,
+}
+
+impl Default for ChainerConfig {
+    fn default() -> Self {
+        Self { max_batch_events: 4096, head_cache_tenants: 100_000 }
+    }
+}
+
+/// A signal bumped after every store commit; live streams wait on it instead of polling.
+#[derive(Clone)]
+pub struct CommitSignal {
+    sender: Arc<watch::Sender<u64>>,
+}
+
+impl Default for CommitSignal {
+    fn default() -> Self {
+        Self { sender: Arc::new(watch::channel(0).0) }
+    }
+}
+
+impl CommitSignal {
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.sender.subscribe()
+    }
+    fn bump(&self) {
+        self.sender.send_modify(|n| *n += 1);
+    }
+}
+
+/// Why a chainer stopped before its log closed.
+#[derive(Debug)]
+pub enum ChainerError {
+    /// The store refused a write as a fork: another writer owns this partition now (or
+    /// the heads were stale). The chainer must stop; its successor replays from the log.
+    Fenced(String),
+}
+
+impl std::fmt::Display for ChainerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fenced(m) => write!(f, "chainer fenced: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ChainerError {}
+
+pub struct Chainer<C: PartitionConsumer> {
+    consumer: C,
+    store: Arc<dyn Store>,
+    replies: Arc<dyn ReplySink>,
+    signal: CommitSignal,
+    config: ChainerConfig,
+    heads: LruCache<String, ChainHead>,
+}
+
+/// One entry's result, before it is sent.
+struct Settled {
+    reply_to: Option<ReplyAddress>,
+    receipt: Receipt,
+    records: Vec<Record>,
+}
+
+impl<C: PartitionConsumer> Chainer<C> {
+    pub fn new(
+        consumer: C,
+        store: Arc<dyn Store>,
+        replies: Arc<dyn ReplySink>,
+        signal: CommitSignal,
+        config: ChainerConfig,
+    ) -> Self {
+        let capacity = NonZeroUsize::new(config.head_cache_tenants.max(1)).expect("non-zero");
+        Self { consumer, store, replies, signal, config, heads: LruCache::new(capacity) }
+    }
+
+    /// Runs until the log is closed and drained (graceful shutdown) or the chainer is
+    /// fenced.
+    pub async fn run(mut self) -> Result<(), ChainerError> {
+        let partition = self.consumer.partition();
+        tracing::debug!(partition, "chainer started");
+        while let Some(entries) = self.consumer.poll(self.config.max_batch_events).await {
+            let last_offset: Offset = entries.last().map(|(o, _)| *o).expect("poll returns at least one entry");
+            let entries: Vec<LogEntry> = entries.into_iter().map(|(_, e)| e).collect();
+            self.process(entries).await?;
+            if let Err(err) = self.consumer.commit(last_offset).await {
+                // Not fatal: the entries are stored; a redelivery is answered idempotently.
+                tracing::warn!(partition, %err, "could not commit the log offset");
+            }
+        }
+        tracing::debug!(partition, "chainer drained and stopped");
+        Ok(())
+    }
+
+    async fn process(&mut self, entries: Vec<LogEntry>) -> Result<(), ChainerError> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.try_process(&entries).await {
+                Ok(settled) => {
+                    self.signal.bump();
+                    for s in settled {
+                        if let Some(to) = s.reply_to {
+                            let outcome = EntryOutcome::Committed { receipt: s.receipt, records: s.records };
+                            self.replies.send(&to, outcome).await;
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::Conflict(message)) => {
+                    self.heads.clear();
+                    for entry in &entries {
+                        if let Some(to) = &entry.reply_to {
+                            let outcome = EntryOutcome::Unavailable { message: "the chainer lost ownership of its partition; retry".into() };
+                            self.replies.send(to, outcome).await;
+                        }
+                    }
+                    return Err(ChainerError::Fenced(message));
+                }
+                Err(err) => {
+                    // Unavailable or corrupt reads: nothing was written (the store batch is
+                    // atomic). Drop cached heads, which may be ahead of the store, and retry
+                    // the same entries: the retry is deterministic.
+                    self.heads.clear();
+                    metrics::counter!("sealtrail_chainer_retries_total").increment(1);
+                    tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "store write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn try_process(&mut self, entries: &[LogEntry]) -> Result<Vec<Settled>, StoreError> {
+        // (1) heads of uncached tenants, and stored events whose ids are reused.
+        let mut missing: Vec<String> = Vec::new();
+        let mut keys: Vec<(String, String)> = Vec::new();
+        for entry in entries {
+            if !self.heads.contains(&entry.tenant_id) && !missing.contains(&entry.tenant_id) {
+                missing.push(entry.tenant_id.clone());
+            }
+            keys.extend(entry.events.iter().map(|e| (entry.tenant_id.clone(), e.event.id.clone())));
+        }
+        let mut working: HashMap<String, Option<ChainHead>> = HashMap::new();
+        if !missing.is_empty() {
+            let mut fetched = self.store.heads(missing.clone()).await?;
+            for tenant in missing {
+                working.insert(tenant.clone(), fetched.remove(&tenant));
+            }
+        }
+        let mut known: HashMap<(String, String), StoredEvent> = self
+            .store
+            .find_events(keys)
+            .await?
+            .into_iter()
+            .map(|e| ((e.record.tenant_id.clone(), e.record.id.clone()), e))
+            .collect();
+
+        // (2) chain.
+        let mut batch = CommitBatch::default();
+        let mut settled = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let tenant = &entry.tenant_id;
+            if !working.contains_key(tenant) {
+                working.insert(tenant.clone(), self.heads.get(tenant).cloned());
+            }
+            let mut receipt = Receipt {
+                receipt_id: entry.receipt_id.clone(),
+                status: ReceiptStatus::Queued,
+                accepted: 0,
+                rejected: entry.rejected.len() as u32,
+                ids: Vec::with_capacity(entry.events.len()),
+                errors: entry.rejected.clone(),
+                error_message: None,
+                created_at: entry.created_at.clone(),
+                committed_at: None,
+            };
+            let mut records = Vec::with_capacity(entry.events.len());
+            for indexed in &entry.events {
+                let event = &indexed.event;
+                let key = (tenant.clone(), event.id.clone());
+                if let Some(stored) = known.get(&key) {
+                    if stored.input_digest == event.input_digest {
+                        receipt.accepted += 1;
+                        receipt.ids.push(event.id.clone());
+                        records.push(stored.record.clone());
+                    } else {
+                        receipt.rejected += 1;
+                        receipt.errors.push(ItemError {
+                            index: indexed.index,
+                            code: "conflict".into(),
+                            message: format!(
+                                "event id {:?} already exists with different content; use a new id",
+                                event.id
+                            ),
+                        });
+                    }
+                    continue;
+                }
+                let head = working.get(tenant).cloned().flatten();
+                let chained = chain_step(head.as_ref(), tenant, event.clone());
+                working.insert(tenant.clone(), Some(chained.head()));
+                receipt.accepted += 1;
+                receipt.ids.push(event.id.clone());
+                records.push(chained.record.clone());
+                known.insert(
+                    key,
+                    StoredEvent { record: chained.record.clone(), input_digest: chained.input_digest.clone() },
+                );
+                batch.records.push(chained);
+            }
+            receipt.errors.sort_by_key(|e| e.index);
+            receipt.settle();
+            batch.receipts.push((tenant.clone(), receipt.clone()));
+            settled.push(Settled { reply_to: entry.reply_to.clone(), receipt, records });
+        }
+
+        // (3) store: durable when it returns.
+        let events = batch.records.len();
+        let started = std::time::Instant::now();
+        self.store.append(batch).await?;
+        metrics::histogram!("sealtrail_store_append_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("sealtrail_commit_batch_events").record(events as f64);
+        metrics::counter!("sealtrail_events_committed_total").increment(events as u64);
+
+        // Only now may the cache move forward: it must never be ahead of the store.
+        for (tenant, head) in working {
+            if let Some(head) = head {
+                self.heads.put(tenant, head);
+            }
+        }
+        Ok(settled)
+    }
+}

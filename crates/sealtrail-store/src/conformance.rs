@@ -178,6 +178,12 @@ pub async fn receipts_round_trip(store: &dyn Store) {
     store.append(CommitBatch { records: vec![], receipts: vec![("conf-rcpt".into(), r.clone())] }).await.unwrap();
     assert_eq!(store.get_receipt("conf-rcpt", "rcpt-round").await.unwrap(), Some(r));
     assert_eq!(store.get_receipt("conf-other", "rcpt-round").await.unwrap(), None, "receipts are per tenant");
+    let mut unstamped = receipt("rcpt-stamp", vec!["z".into()]);
+    unstamped.committed_at = None;
+    store.append(CommitBatch { records: vec![], receipts: vec![("conf-rcpt".into(), unstamped)] }).await.unwrap();
+    let stamped = store.get_receipt("conf-rcpt", "rcpt-stamp").await.unwrap().unwrap();
+    let at = stamped.committed_at.expect("the store stamps committed_at");
+    assert!(sealtrail_core::time::parse_rfc3339(&at).is_ok(), "{at}");
 }
 
 pub async fn keys_lifecycle(store: &dyn Store) {

@@ -43,6 +43,7 @@ pub trait Store: Send + Sync + 'static {
     /// reads. Writing a byte-identical record again is a no-op `Ok` (replays are
     /// harmless); a *different* record at an occupied `(tenant, sequence_number)` is
     /// refused with [`StoreError::Conflict`] and nothing of the batch is written.
+    /// A committed receipt without `committed_at` is stamped with the store's write time.
     async fn append(&self, batch: CommitBatch) -> StoreResult<()>;
 
     /// The chain heads of `tenants` that have any record.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use sealtrail_core::receipt::Receipt;
+use sealtrail_core::receipt::{Receipt, ReceiptStatus};
 use sealtrail_core::record::{ChainHead, Record};
 use tokio::sync::oneshot;
 
@@ -269,12 +269,29 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
                 }
             }
             for (tenant_id, rec) in &batch.receipts {
-                let body = serde_json::to_string(rec).expect("receipt serializes");
+                // The store, not the chainer, stamps the commit time: the chainer has no
+                // clock (DESIGN.md §4.3), and receipts are not part of the chain.
+                let body = if rec.committed_at.is_none() && rec.status == ReceiptStatus::Committed {
+                    let mut stamped = rec.clone();
+                    stamped.committed_at = Some(now_wire());
+                    serde_json::to_string(&stamped)
+                } else {
+                    serde_json::to_string(rec)
+                }
+                .expect("receipt serializes");
                 receipt.execute(params![tenant_id, rec.receipt_id, body]).map_err(unavailable)?;
             }
         }
     }
     tx.commit().map_err(unavailable)
+}
+
+fn now_wire() -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    sealtrail_core::time::format_micros(micros)
 }
 
 fn row_to_stored(body: Vec<u8>, hash: String, digest: String) -> StoreResult<StoredEvent> {
