@@ -1,0 +1,99 @@
+//! sealtrail's REST API: fact0's audit API plus sealtrail's own routes, over one
+//! [`Service`] that talks to the log (ingest) and the store (reads).
+//!
+//! [`router`] returns the whole `Router`, so tests can drive it without a socket;
+//! [`serve`] runs it on a listener until a shutdown signal, draining in-flight requests.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod ingest;
+pub mod keys;
+pub mod openapi;
+pub mod query;
+pub mod stream;
+mod telemetry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sealtrail_chainer::CommitSignal;
+use sealtrail_log::{Correlator, LogProducer};
+use sealtrail_store::Store;
+use tokio::sync::watch;
+
+/// Behaviour of the API layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// How long an ingest request waits for its commit before answering `504`.
+    pub commit_timeout: Duration,
+    /// How often a live stream polls the store when it gets no commit signal
+    /// (distributed gateways); in embedded mode commits wake it at once.
+    pub stream_poll_interval: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            commit_timeout: Duration::from_secs(10),
+            stream_poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct Service {
+    pub log: Arc<dyn LogProducer>,
+    pub correlator: Arc<Correlator>,
+    pub store: Arc<dyn Store>,
+    pub commits: Option<CommitSignal>,
+    pub keys: auth::KeyCache,
+    pub config: ApiConfig,
+    pub metrics: Option<PrometheusHandle>,
+    /// Flips to `true` at shutdown; long-lived streams end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub type AppState = Arc<Service>;
+
+/// The full HTTP application.
+pub fn router(service: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v1/events",
+            post(ingest::log_event).get(query::list_events),
+        )
+        .route("/v1/events/batch", post(ingest::log_batch))
+        .route("/v1/events/stream", get(stream::stream_events))
+        .route("/v1/events/{id}", get(query::get_event))
+        .route("/v1/events/{id}/verify", get(query::verify_event))
+        .route("/v1/receipts/{id}", get(query::get_receipt))
+        .route("/v1/verify", get(query::verify_chain))
+        .route("/healthz", get(telemetry::healthz))
+        .route("/metrics", get(telemetry::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .fallback(telemetry::not_found)
+        .method_not_allowed_fallback(telemetry::method_not_allowed)
+        .layer(axum::middleware::from_fn(telemetry::track))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            telemetry::panic_response,
+        ))
+        .with_state(service)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits
+/// for in-flight requests (each bounded by the commit timeout; streams end on the
+/// service's shutdown flag).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

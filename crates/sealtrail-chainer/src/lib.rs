@@ -38,7 +38,10 @@ pub struct ChainerConfig {
 
 impl Default for ChainerConfig {
     fn default() -> Self {
-        Self { max_batch_events: 4096, head_cache_tenants: 100_000 }
+        Self {
+            max_batch_events: 4096,
+            head_cache_tenants: 100_000,
+        }
     }
 }
 
@@ -50,7 +53,9 @@ pub struct CommitSignal {
 
 impl Default for CommitSignal {
     fn default() -> Self {
-        Self { sender: Arc::new(watch::channel(0).0) }
+        Self {
+            sender: Arc::new(watch::channel(0).0),
+        }
     }
 }
 
@@ -106,7 +111,14 @@ impl<C: PartitionConsumer> Chainer<C> {
         config: ChainerConfig,
     ) -> Self {
         let capacity = NonZeroUsize::new(config.head_cache_tenants.max(1)).expect("non-zero");
-        Self { consumer, store, replies, signal, config, heads: LruCache::new(capacity) }
+        Self {
+            consumer,
+            store,
+            replies,
+            signal,
+            config,
+            heads: LruCache::new(capacity),
+        }
     }
 
     /// Runs until the log is closed and drained (graceful shutdown) or the chainer is
@@ -115,7 +127,10 @@ impl<C: PartitionConsumer> Chainer<C> {
         let partition = self.consumer.partition();
         tracing::debug!(partition, "chainer started");
         while let Some(entries) = self.consumer.poll(self.config.max_batch_events).await {
-            let last_offset: Offset = entries.last().map(|(o, _)| *o).expect("poll returns at least one entry");
+            let last_offset: Offset = entries
+                .last()
+                .map(|(o, _)| *o)
+                .expect("poll returns at least one entry");
             let entries: Vec<LogEntry> = entries.into_iter().map(|(_, e)| e).collect();
             self.process(entries).await?;
             if let Err(err) = self.consumer.commit(last_offset).await {
@@ -135,7 +150,10 @@ impl<C: PartitionConsumer> Chainer<C> {
                     self.signal.bump();
                     for s in settled {
                         if let Some(to) = s.reply_to {
-                            let outcome = EntryOutcome::Committed { receipt: s.receipt, records: s.records };
+                            let outcome = EntryOutcome::Committed {
+                                receipt: s.receipt,
+                                records: s.records,
+                            };
                             self.replies.send(&to, outcome).await;
                         }
                     }
@@ -145,7 +163,10 @@ impl<C: PartitionConsumer> Chainer<C> {
                     self.heads.clear();
                     for entry in &entries {
                         if let Some(to) = &entry.reply_to {
-                            let outcome = EntryOutcome::Unavailable { message: "the chainer lost ownership of its partition; retry".into() };
+                            let outcome = EntryOutcome::Unavailable {
+                                message: "the chainer lost ownership of its partition; retry"
+                                    .into(),
+                            };
                             self.replies.send(to, outcome).await;
                         }
                     }
@@ -173,7 +194,12 @@ impl<C: PartitionConsumer> Chainer<C> {
             if !self.heads.contains(&entry.tenant_id) && !missing.contains(&entry.tenant_id) {
                 missing.push(entry.tenant_id.clone());
             }
-            keys.extend(entry.events.iter().map(|e| (entry.tenant_id.clone(), e.event.id.clone())));
+            keys.extend(
+                entry
+                    .events
+                    .iter()
+                    .map(|e| (entry.tenant_id.clone(), e.event.id.clone())),
+            );
         }
         let mut working: HashMap<String, Option<ChainHead>> = HashMap::new();
         if !missing.is_empty() {
@@ -239,21 +265,29 @@ impl<C: PartitionConsumer> Chainer<C> {
                 records.push(chained.record.clone());
                 known.insert(
                     key,
-                    StoredEvent { record: chained.record.clone(), input_digest: chained.input_digest.clone() },
+                    StoredEvent {
+                        record: chained.record.clone(),
+                        input_digest: chained.input_digest.clone(),
+                    },
                 );
                 batch.records.push(chained);
             }
             receipt.errors.sort_by_key(|e| e.index);
             receipt.settle();
             batch.receipts.push((tenant.clone(), receipt.clone()));
-            settled.push(Settled { reply_to: entry.reply_to.clone(), receipt, records });
+            settled.push(Settled {
+                reply_to: entry.reply_to.clone(),
+                receipt,
+                records,
+            });
         }
 
         // (3) store: durable when it returns.
         let events = batch.records.len();
         let started = std::time::Instant::now();
         self.store.append(batch).await?;
-        metrics::histogram!("sealtrail_store_append_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("sealtrail_store_append_seconds")
+            .record(started.elapsed().as_secs_f64());
         metrics::histogram!("sealtrail_commit_batch_events").record(events as f64);
         metrics::counter!("sealtrail_events_committed_total").increment(events as u64);
 

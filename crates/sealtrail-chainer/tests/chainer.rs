@@ -26,11 +26,21 @@ fn start(store: Arc<dyn Store>, partitions: u32) -> Harness {
     let tasks = consumers
         .into_iter()
         .map(|c| {
-            let chainer = Chainer::new(c, store.clone(), correlator.clone(), CommitSignal::default(), ChainerConfig::default());
+            let chainer = Chainer::new(
+                c,
+                store.clone(),
+                correlator.clone(),
+                CommitSignal::default(),
+                ChainerConfig::default(),
+            );
             tokio::spawn(async move { chainer.run().await.unwrap() })
         })
         .collect();
-    Harness { log: Some(log), correlator, tasks }
+    Harness {
+        log: Some(log),
+        correlator,
+        tasks,
+    }
 }
 
 impl Harness {
@@ -43,7 +53,10 @@ impl Harness {
             events: events
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| IndexedEvent { index: i as u32, event: validate_event(v, 1_714_521_600_000_000, uuidish).unwrap() })
+                .map(|(i, v)| IndexedEvent {
+                    index: i as u32,
+                    event: validate_event(v, 1_714_521_600_000_000, uuidish).unwrap(),
+                })
                 .collect(),
             rejected: vec![],
             reply_to: Some(waiter.address.clone()),
@@ -96,7 +109,11 @@ async fn chains_many_tenants_gaplessly_across_partitions() {
         for k in 0..20 {
             let h = h.clone();
             tasks.push(tokio::spawn(async move {
-                h.send(&format!("tenant-{t}"), vec![ev(&format!("t{t}-e{k}"), "a.b")]).await
+                h.send(
+                    &format!("tenant-{t}"),
+                    vec![ev(&format!("t{t}-e{k}"), "a.b")],
+                )
+                .await
             }));
         }
     }
@@ -119,7 +136,10 @@ async fn same_id_same_content_returns_original_and_different_content_conflicts()
     let (_, first) = committed(h.send("t", vec![ev("dup", "a.b")]).await);
     let (receipt, again) = committed(h.send("t", vec![ev("dup", "a.b")]).await);
     assert_eq!(receipt.status, ReceiptStatus::Committed);
-    assert_eq!(again, first, "an idempotent retry returns the original record");
+    assert_eq!(
+        again, first,
+        "an idempotent retry returns the original record"
+    );
 
     let (receipt, records) = committed(h.send("t", vec![ev("dup", "a.changed")]).await);
     assert_eq!(receipt.status, ReceiptStatus::Failed);
@@ -127,11 +147,18 @@ async fn same_id_same_content_returns_original_and_different_content_conflicts()
     assert!(records.is_empty());
 
     // within one batch: the second copy is an idempotent repeat, the third conflicts
-    let (receipt, records) = committed(h.send("t", vec![ev("b1", "x.y"), ev("b1", "x.y"), ev("b1", "x.z")]).await);
+    let (receipt, records) = committed(
+        h.send("t", vec![ev("b1", "x.y"), ev("b1", "x.y"), ev("b1", "x.z")])
+            .await,
+    );
     assert_eq!((receipt.accepted, receipt.rejected), (2, 1));
     assert_eq!(receipt.errors[0].index, 2);
     assert_eq!(records[0], records[1]);
-    assert_eq!(verify(store.as_ref(), "t").await, 2, "only two records were chained");
+    assert_eq!(
+        verify(store.as_ref(), "t").await,
+        2,
+        "only two records were chained"
+    );
     h.stop().await;
 }
 
@@ -148,7 +175,13 @@ async fn a_restarted_chainer_continues_the_chain_and_replays_are_harmless() {
     // A fresh chainer (cold head cache) gets a redelivery of e3, e4 and then new events.
     let h = start(store.clone(), 1);
     let (_, replayed) = committed(h.send("t", vec![ev("e3", "a.b"), ev("e4", "a.b")]).await);
-    assert_eq!(replayed.iter().map(|r| r.sequence_number).collect::<Vec<_>>(), vec![4, 5]);
+    assert_eq!(
+        replayed
+            .iter()
+            .map(|r| r.sequence_number)
+            .collect::<Vec<_>>(),
+        vec![4, 5]
+    );
     let (_, fresh) = committed(h.send("t", vec![ev("e5", "a.b")]).await);
     assert_eq!(fresh[0].sequence_number, 6);
     assert_eq!(fresh[0].prev_hash, replayed[1].hash);

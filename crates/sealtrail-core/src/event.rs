@@ -21,16 +21,23 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl From<crate::json::JsonError> for ValidationError {
     fn from(err: crate::json::JsonError) -> Self {
-        Self { code: err.code, message: err.message }
+        Self {
+            code: err.code,
+            message: err.message,
+        }
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActorType {
@@ -58,6 +65,7 @@ impl ActorType {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
@@ -86,6 +94,7 @@ impl Outcome {
 }
 
 /// Who did it. Fields are declared in JCS order so plain serde output is sorted too.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Actor {
@@ -97,6 +106,7 @@ pub struct Actor {
 }
 
 /// What it was done to.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resource {
@@ -140,7 +150,15 @@ pub struct NormalizedEvent {
     pub input_digest: String,
 }
 
-const TOP_LEVEL: [&str; 7] = ["id", "timestamp", "actor", "action", "resource", "outcome", "metadata"];
+const TOP_LEVEL: [&str; 7] = [
+    "id",
+    "timestamp",
+    "actor",
+    "action",
+    "resource",
+    "outcome",
+    "metadata",
+];
 
 /// Validates one event object and resolves it into a [`NormalizedEvent`].
 ///
@@ -194,7 +212,10 @@ pub fn parse_input(value: Value) -> Result<EventInput, ValidationError> {
         check_token("id", id)?;
     }
     let timestamp = optional_string(&mut body, "timestamp", 64)?
-        .map(|t| time::normalize(&t).map_err(|m| ValidationError::new("invalid_timestamp", format!("timestamp: {m}"))))
+        .map(|t| {
+            time::normalize(&t)
+                .map_err(|m| ValidationError::new("invalid_timestamp", format!("timestamp: {m}")))
+        })
         .transpose()?;
     let action = required_string(&mut body, "action", MAX_ACTION_LEN)?;
     check_action(&action)?;
@@ -202,7 +223,10 @@ pub fn parse_input(value: Value) -> Result<EventInput, ValidationError> {
     let outcome = Outcome::parse(&outcome_text).ok_or_else(|| {
         ValidationError::new(
             "invalid_field",
-            format!("outcome {outcome_text:?} is not one of {}", Outcome::ALL.join(", ")),
+            format!(
+                "outcome {outcome_text:?} is not one of {}",
+                Outcome::ALL.join(", ")
+            ),
         )
     })?;
 
@@ -214,7 +238,10 @@ pub fn parse_input(value: Value) -> Result<EventInput, ValidationError> {
             ActorType::parse(&t).ok_or_else(|| {
                 ValidationError::new(
                     "invalid_field",
-                    format!("actor.type {t:?} is not one of {}", ActorType::ALL.join(", ")),
+                    format!(
+                        "actor.type {t:?} is not one of {}",
+                        ActorType::ALL.join(", ")
+                    ),
                 )
             })
         })
@@ -230,11 +257,15 @@ pub fn parse_input(value: Value) -> Result<EventInput, ValidationError> {
     let metadata = match body.remove("metadata") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(map)) => {
-            let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
+            let size = serde_json::to_vec(&map)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
             if size > MAX_METADATA_BYTES {
                 return Err(ValidationError::new(
                     "field_too_long",
-                    format!("metadata is {size} bytes once serialized; the limit is {MAX_METADATA_BYTES}"),
+                    format!(
+                        "metadata is {size} bytes once serialized; the limit is {MAX_METADATA_BYTES}"
+                    ),
                 ));
             }
             map
@@ -249,11 +280,19 @@ pub fn parse_input(value: Value) -> Result<EventInput, ValidationError> {
 
     Ok(EventInput {
         action,
-        actor: Actor { email, id: actor_id, actor_type },
+        actor: Actor {
+            email,
+            id: actor_id,
+            actor_type,
+        },
         id,
         metadata,
         outcome,
-        resource: Resource { id: resource_id, name, resource_type },
+        resource: Resource {
+            id: resource_id,
+            name,
+            resource_type,
+        },
         timestamp,
     })
 }
@@ -273,20 +312,33 @@ fn leaf(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
 }
 
-fn reject_unknown(obj: &Map<String, Value>, path: &str, allowed: &[&str]) -> Result<(), ValidationError> {
+fn reject_unknown(
+    obj: &Map<String, Value>,
+    path: &str,
+    allowed: &[&str],
+) -> Result<(), ValidationError> {
     match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(unknown) => Err(ValidationError::new(
             "unknown_field",
-            format!("unknown member {path}.{unknown}; {path} may only set {}", allowed.join(", ")),
+            format!(
+                "unknown member {path}.{unknown}; {path} may only set {}",
+                allowed.join(", ")
+            ),
         )),
         None => Ok(()),
     }
 }
 
-fn required_object(obj: &mut Map<String, Value>, path: &str) -> Result<Map<String, Value>, ValidationError> {
+fn required_object(
+    obj: &mut Map<String, Value>,
+    path: &str,
+) -> Result<Map<String, Value>, ValidationError> {
     match obj.remove(leaf(path)) {
         Some(Value::Object(map)) => Ok(map),
-        None | Some(Value::Null) => Err(ValidationError::new("missing_field", format!("{path} is required"))),
+        None | Some(Value::Null) => Err(ValidationError::new(
+            "missing_field",
+            format!("{path} is required"),
+        )),
         Some(other) => Err(ValidationError::new(
             "invalid_field",
             format!("{path} must be an object, not {}", kind(&other)),
@@ -294,7 +346,11 @@ fn required_object(obj: &mut Map<String, Value>, path: &str) -> Result<Map<Strin
     }
 }
 
-fn optional_string(obj: &mut Map<String, Value>, path: &str, max: usize) -> Result<Option<String>, ValidationError> {
+fn optional_string(
+    obj: &mut Map<String, Value>,
+    path: &str,
+    max: usize,
+) -> Result<Option<String>, ValidationError> {
     match obj.remove(leaf(path)) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => {
@@ -308,14 +364,21 @@ fn optional_string(obj: &mut Map<String, Value>, path: &str, max: usize) -> Resu
     }
 }
 
-fn required_string(obj: &mut Map<String, Value>, path: &str, max: usize) -> Result<String, ValidationError> {
+fn required_string(
+    obj: &mut Map<String, Value>,
+    path: &str,
+    max: usize,
+) -> Result<String, ValidationError> {
     optional_string(obj, path, max)?
         .ok_or_else(|| ValidationError::new("missing_field", format!("{path} is required")))
 }
 
 fn check_string(path: &str, text: &str, max: usize) -> Result<(), ValidationError> {
     if text.trim().is_empty() {
-        return Err(ValidationError::new("missing_field", format!("{path} must not be empty")));
+        return Err(ValidationError::new(
+            "missing_field",
+            format!("{path} must not be empty"),
+        ));
     }
     if text.len() > max {
         return Err(ValidationError::new(
@@ -334,7 +397,10 @@ fn check_string(path: &str, text: &str, max: usize) -> Result<(), ValidationErro
 
 fn check_token(path: &str, text: &str) -> Result<(), ValidationError> {
     if text.chars().any(char::is_whitespace) {
-        return Err(ValidationError::new("invalid_field", format!("{path} must not contain whitespace")));
+        return Err(ValidationError::new(
+            "invalid_field",
+            format!("{path} must not contain whitespace"),
+        ));
     }
     Ok(())
 }
@@ -344,7 +410,9 @@ fn check_action(action: &str) -> Result<(), ValidationError> {
     if action.split('.').any(str::is_empty) {
         return Err(ValidationError::new(
             "invalid_field",
-            format!("action {action:?} must be dot-notation such as document.delete (no empty segment)"),
+            format!(
+                "action {action:?} must be dot-notation such as document.delete (no empty segment)"
+            ),
         ));
     }
     Ok(())
@@ -389,7 +457,12 @@ mod tests {
         // metadata {} and absent are the same content
         let mut with_meta = ok_event();
         with_meta["metadata"] = json!({});
-        assert_eq!(validate_event(with_meta, 1, || "x".into()).unwrap().input_digest, a.input_digest);
+        assert_eq!(
+            validate_event(with_meta, 1, || "x".into())
+                .unwrap()
+                .input_digest,
+            a.input_digest
+        );
     }
 
     #[test]

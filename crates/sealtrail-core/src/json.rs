@@ -44,13 +44,22 @@ fn classify(err: serde_json::Error) -> JsonError {
         (TAG_DEPTH, "nesting_too_deep"),
     ] {
         if let Some(rest) = text.strip_prefix(tag) {
-            return JsonError { code, message: rest.trim().to_string() };
+            return JsonError {
+                code,
+                message: rest.trim().to_string(),
+            };
         }
     }
     if text.contains("number out of range") {
-        return JsonError { code: "number_out_of_range", message: format!("body is not I-JSON: {text}") };
+        return JsonError {
+            code: "number_out_of_range",
+            message: format!("body is not I-JSON: {text}"),
+        };
     }
-    JsonError { code: "invalid_json", message: format!("body is not valid JSON: {text}") }
+    JsonError {
+        code: "invalid_json",
+        message: format!("body is not valid JSON: {text}"),
+    }
 }
 
 struct StrictSeed {
@@ -75,7 +84,9 @@ impl StrictVisitor {
                 "{TAG_DEPTH} JSON nesting exceeds the limit of {MAX_DEPTH} levels"
             )));
         }
-        Ok(StrictSeed { depth: self.depth + 1 })
+        Ok(StrictSeed {
+            depth: self.depth + 1,
+        })
     }
 }
 
@@ -159,39 +170,68 @@ mod tests {
 
     #[test]
     fn accepts_plain_json() {
-        let v = parse_strict(br#"{"a":[1,2.5,"x",null,true],"b":{"c":-9007199254740991}}"#).unwrap();
+        let v =
+            parse_strict(br#"{"a":[1,2.5,"x",null,true],"b":{"c":-9007199254740991}}"#).unwrap();
         assert_eq!(v["b"]["c"], serde_json::json!(-9007199254740991i64));
     }
 
     #[test]
     fn rejects_duplicate_keys_at_any_depth() {
-        assert_eq!(parse_strict(br#"{"a":1,"a":2}"#).unwrap_err().code, "duplicate_key");
-        assert_eq!(parse_strict(br#"{"m":{"x":1,"y":{"z":1,"z":1}}}"#).unwrap_err().code, "duplicate_key");
+        assert_eq!(
+            parse_strict(br#"{"a":1,"a":2}"#).unwrap_err().code,
+            "duplicate_key"
+        );
+        assert_eq!(
+            parse_strict(br#"{"m":{"x":1,"y":{"z":1,"z":1}}}"#)
+                .unwrap_err()
+                .code,
+            "duplicate_key"
+        );
     }
 
     #[test]
     fn rejects_integers_beyond_ijson_range() {
-        assert_eq!(parse_strict(b"9007199254740992").unwrap_err().code, "number_out_of_range");
-        assert_eq!(parse_strict(b"-9007199254740992").unwrap_err().code, "number_out_of_range");
-        assert_eq!(parse_strict(b"18446744073709551616").unwrap_err().code, "number_out_of_range");
-        assert_eq!(parse_strict(b"1e21").unwrap_err().code, "number_out_of_range");
+        assert_eq!(
+            parse_strict(b"9007199254740992").unwrap_err().code,
+            "number_out_of_range"
+        );
+        assert_eq!(
+            parse_strict(b"-9007199254740992").unwrap_err().code,
+            "number_out_of_range"
+        );
+        assert_eq!(
+            parse_strict(b"18446744073709551616").unwrap_err().code,
+            "number_out_of_range"
+        );
+        assert_eq!(
+            parse_strict(b"1e21").unwrap_err().code,
+            "number_out_of_range"
+        );
         assert!(parse_strict(b"1.5e-7").is_ok());
         assert!(parse_strict(b"9007199254740991").is_ok());
-        assert_eq!(parse_strict(b"1e400").unwrap_err().code, "number_out_of_range");
+        assert_eq!(
+            parse_strict(b"1e400").unwrap_err().code,
+            "number_out_of_range"
+        );
     }
-
 
     #[test]
     fn rejects_deep_nesting() {
         let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
-        assert_eq!(parse_strict(deep.as_bytes()).unwrap_err().code, "nesting_too_deep");
+        assert_eq!(
+            parse_strict(deep.as_bytes()).unwrap_err().code,
+            "nesting_too_deep"
+        );
         let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
         assert!(parse_strict(ok.as_bytes()).is_ok());
     }
 
     #[test]
     fn rejects_lone_surrogates_and_bad_utf8() {
-        assert_eq!(parse_strict(br#""\ud800""#).unwrap_err().code, "invalid_json");
+        assert_eq!(
+            parse_strict(br#""\ud800""#).unwrap_err().code,
+            "invalid_json"
+        );
         assert_eq!(parse_strict(b"\"\xff\"").unwrap_err().code, "invalid_json");
     }
 

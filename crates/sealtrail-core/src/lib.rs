@@ -20,6 +20,8 @@ pub mod record;
 pub mod time;
 pub mod verify;
 
-pub use event::{Actor, ActorType, EventInput, NormalizedEvent, Outcome, Resource, ValidationError};
+pub use event::{
+    Actor, ActorType, EventInput, NormalizedEvent, Outcome, Resource, ValidationError,
+};
 pub use receipt::{ItemError, Receipt, ReceiptStatus};
 pub use record::{ChainHead, ChainedRecord, Record, ZERO_HASH};

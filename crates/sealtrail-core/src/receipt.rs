@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a receipt stands.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReceiptStatus {
@@ -15,6 +16,7 @@ pub enum ReceiptStatus {
 }
 
 /// One rejected item of a request, by its index in the request (0 for a single event).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemError {
     pub index: u32,
@@ -23,6 +25,7 @@ pub struct ItemError {
 }
 
 /// The wire shape of fact0's `AsyncReceipt` (which includes `BatchResult`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
     pub receipt_id: String,
@@ -49,7 +52,10 @@ impl Receipt {
             self.error_message = Some(if self.rejected == 1 {
                 format!("{}: {}", first.code, first.message)
             } else {
-                format!("all {} events were rejected; first: {}: {}", self.rejected, first.code, first.message)
+                format!(
+                    "all {} events were rejected; first: {}: {}",
+                    self.rejected, first.code, first.message
+                )
             });
         } else {
             self.status = ReceiptStatus::Committed;

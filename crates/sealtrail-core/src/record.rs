@@ -14,6 +14,7 @@ pub const ZERO_HASH: &str = "000000000000000000000000000000000000000000000000000
 
 /// A committed record, exactly the members of DESIGN.md §2. Fields are declared in JCS
 /// order, so serde_json's output of a record is already sorted at the top level.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
@@ -24,6 +25,7 @@ pub struct Record {
     #[serde(default)]
     pub hash: String,
     pub id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Map<String, Value>,
     pub outcome: Outcome,
     pub prev_hash: String,
@@ -104,7 +106,11 @@ pub struct ChainedRecord {
 
 /// The chain step: appends `event` to the tenant's chain whose tip is `head` (`None` for
 /// an empty chain). Pure and deterministic: same inputs, byte-identical output.
-pub fn chain_step(head: Option<&ChainHead>, tenant_id: &str, event: NormalizedEvent) -> ChainedRecord {
+pub fn chain_step(
+    head: Option<&ChainHead>,
+    tenant_id: &str,
+    event: NormalizedEvent,
+) -> ChainedRecord {
     let (sequence_number, prev_hash) = match head {
         Some(h) => (h.sequence_number + 1, h.hash.clone()),
         None => (1, ZERO_HASH.to_string()),
@@ -125,12 +131,19 @@ pub fn chain_step(head: Option<&ChainHead>, tenant_id: &str, event: NormalizedEv
     };
     let canonical = record.canonical_unhashed();
     record.hash = hash_hex(&canonical);
-    ChainedRecord { record, canonical, input_digest: event.input_digest }
+    ChainedRecord {
+        record,
+        canonical,
+        input_digest: event.input_digest,
+    }
 }
 
 impl ChainedRecord {
     pub fn head(&self) -> ChainHead {
-        ChainHead { sequence_number: self.record.sequence_number, hash: self.record.hash.clone() }
+        ChainHead {
+            sequence_number: self.record.sequence_number,
+            hash: self.record.hash.clone(),
+        }
     }
 }
 

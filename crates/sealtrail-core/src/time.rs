@@ -13,14 +13,19 @@ pub fn parse_rfc3339(text: &str) -> Result<Micros, String> {
     })?;
     let utc = parsed.with_timezone(&Utc);
     if !(1..=9999).contains(&utc.year()) {
-        return Err(format!("{text:?} is outside the years 0001 to 9999 once converted to UTC"));
+        return Err(format!(
+            "{text:?} is outside the years 0001 to 9999 once converted to UTC"
+        ));
     }
     Ok(utc.timestamp_micros())
 }
 
 /// Formats UTC microseconds as the normalized wire form.
 pub fn format_micros(micros: Micros) -> String {
-    let utc = Utc.timestamp_micros(micros).single().expect("micros in range come from parse_rfc3339 or the clock");
+    let utc = Utc
+        .timestamp_micros(micros)
+        .single()
+        .expect("micros in range come from parse_rfc3339 or the clock");
     utc.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
@@ -35,15 +40,34 @@ mod tests {
 
     #[test]
     fn normalizes_offsets_and_precision() {
-        assert_eq!(normalize("2023-11-07T05:31:56Z").unwrap(), "2023-11-07T05:31:56.000000Z");
-        assert_eq!(normalize("2023-11-07T07:31:56.5+02:00").unwrap(), "2023-11-07T05:31:56.500000Z");
-        assert_eq!(normalize("2023-11-07T05:31:56.123456789Z").unwrap(), "2023-11-07T05:31:56.123456Z");
-        assert_eq!(normalize("2023-11-06T23:31:56.000001-06:00").unwrap(), "2023-11-07T05:31:56.000001Z");
+        assert_eq!(
+            normalize("2023-11-07T05:31:56Z").unwrap(),
+            "2023-11-07T05:31:56.000000Z"
+        );
+        assert_eq!(
+            normalize("2023-11-07T07:31:56.5+02:00").unwrap(),
+            "2023-11-07T05:31:56.500000Z"
+        );
+        assert_eq!(
+            normalize("2023-11-07T05:31:56.123456789Z").unwrap(),
+            "2023-11-07T05:31:56.123456Z"
+        );
+        assert_eq!(
+            normalize("2023-11-06T23:31:56.000001-06:00").unwrap(),
+            "2023-11-07T05:31:56.000001Z"
+        );
     }
 
     #[test]
     fn rejects_non_rfc3339() {
-        for bad in ["2023-11-07", "2023-11-07T05:31:56", "yesterday", "2023-13-07T05:31:56Z", "", "0000-01-01T00:30:00+01:00"] {
+        for bad in [
+            "2023-11-07",
+            "2023-11-07T05:31:56",
+            "yesterday",
+            "2023-13-07T05:31:56Z",
+            "",
+            "0000-01-01T00:30:00+01:00",
+        ] {
             assert!(normalize(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -61,7 +61,12 @@ pub struct ChainWalker {
 impl ChainWalker {
     /// A walk from the start of the chain.
     pub fn new(tenant_id: impl Into<String>) -> Self {
-        Self { tenant_id: tenant_id.into(), expect_sequence: 1, prev_hash: ZERO_HASH.to_string(), checked: 0 }
+        Self {
+            tenant_id: tenant_id.into(),
+            expect_sequence: 1,
+            prev_hash: ZERO_HASH.to_string(),
+            checked: 0,
+        }
     }
 
     /// A walk that continues after `head` (its hash taken as already verified).
@@ -108,21 +113,33 @@ impl ChainWalker {
         };
         let computed = hex::encode(Sha256::digest(canonical));
         let failure = if computed != stored_hash {
-            Some(("hash_mismatch", format!("stored hash {stored_hash} but the record hashes to {computed}")))
+            Some((
+                "hash_mismatch",
+                format!("stored hash {stored_hash} but the record hashes to {computed}"),
+            ))
         } else if fields.sequence_number != self.expect_sequence {
             Some((
                 "sequence_gap",
-                format!("expected sequence_number {} but found {}", self.expect_sequence, fields.sequence_number),
+                format!(
+                    "expected sequence_number {} but found {}",
+                    self.expect_sequence, fields.sequence_number
+                ),
             ))
         } else if fields.prev_hash != self.prev_hash {
             Some((
                 "prev_hash_mismatch",
-                format!("prev_hash {} does not match the previous record's hash {}", fields.prev_hash, self.prev_hash),
+                format!(
+                    "prev_hash {} does not match the previous record's hash {}",
+                    fields.prev_hash, self.prev_hash
+                ),
             ))
         } else if fields.tenant_id != self.tenant_id {
             Some((
                 "wrong_tenant",
-                format!("record belongs to tenant {:?}, not {:?}", fields.tenant_id, self.tenant_id),
+                format!(
+                    "record belongs to tenant {:?}, not {:?}",
+                    fields.tenant_id, self.tenant_id
+                ),
             ))
         } else {
             None
@@ -170,11 +187,15 @@ mod tests {
 
     fn walk(tenant: &str, rows: &[(String, Vec<u8>)]) -> Vec<Broken> {
         let mut w = ChainWalker::new(tenant);
-        rows.iter().filter_map(|(h, c)| w.check(h, c).err().map(|b| *b)).collect()
+        rows.iter()
+            .filter_map(|(h, c)| w.check(h, c).err().map(|b| *b))
+            .collect()
     }
 
     fn rows(recs: &[ChainedRecord]) -> Vec<(String, Vec<u8>)> {
-        recs.iter().map(|r| (r.record.hash.clone(), r.canonical.clone())).collect()
+        recs.iter()
+            .map(|r| (r.record.hash.clone(), r.canonical.clone()))
+            .collect()
     }
 
     #[test]
@@ -186,7 +207,10 @@ mod tests {
     fn detects_each_kind_of_break() {
         let recs = chain("t", 5);
         let mut r = rows(&recs);
-        r[2].1 = String::from_utf8(r[2].1.clone()).unwrap().replace("a2", "a9").into_bytes();
+        r[2].1 = String::from_utf8(r[2].1.clone())
+            .unwrap()
+            .replace("a2", "a9")
+            .into_bytes();
         assert_eq!(walk("t", &r)[0].code, "hash_mismatch");
 
         let mut r = rows(&recs);

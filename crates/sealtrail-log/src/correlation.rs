@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use sealtrail_core::record::Record;
 use sealtrail_core::receipt::Receipt;
+use sealtrail_core::record::Record;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -26,7 +26,10 @@ pub struct ReplyAddress {
 pub enum EntryOutcome {
     /// Stored durably: the receipt and the committed records (including, for an
     /// idempotent retry, the originally committed record), in request order.
-    Committed { receipt: Receipt, records: Vec<Record> },
+    Committed {
+        receipt: Receipt,
+        records: Vec<Record>,
+    },
     /// Not stored; the client may retry the same ids.
     Unavailable { message: String },
 }
@@ -54,7 +57,11 @@ pub struct Waiter<'a> {
 
 impl Correlator {
     pub fn new(gateway: impl Into<String>) -> Self {
-        Self { gateway: gateway.into(), next: AtomicU64::new(1), waiters: Mutex::new(HashMap::new()) }
+        Self {
+            gateway: gateway.into(),
+            next: AtomicU64::new(1),
+            waiters: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn gateway(&self) -> &str {
@@ -65,17 +72,27 @@ impl Correlator {
     pub fn register(&self) -> Waiter<'_> {
         let correlation_id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().expect("correlator lock").insert(correlation_id, tx);
+        self.waiters
+            .lock()
+            .expect("correlator lock")
+            .insert(correlation_id, tx);
         Waiter {
             correlator: self,
-            address: ReplyAddress { gateway: self.gateway.clone(), correlation_id },
+            address: ReplyAddress {
+                gateway: self.gateway.clone(),
+                correlation_id,
+            },
             receiver: rx,
         }
     }
 
     /// Hands `outcome` to the waiter registered under `correlation_id`, if it still waits.
     pub fn deliver(&self, correlation_id: u64, outcome: EntryOutcome) {
-        let sender = self.waiters.lock().expect("correlator lock").remove(&correlation_id);
+        let sender = self
+            .waiters
+            .lock()
+            .expect("correlator lock")
+            .remove(&correlation_id);
         if let Some(sender) = sender {
             let _ = sender.send(outcome);
         }
@@ -90,13 +107,20 @@ impl Correlator {
 impl Waiter<'_> {
     /// Waits for the outcome; `None` after `timeout` (the entry may still commit later).
     pub async fn wait(mut self, timeout: std::time::Duration) -> Option<EntryOutcome> {
-        tokio::time::timeout(timeout, &mut self.receiver).await.ok().and_then(Result::ok)
+        tokio::time::timeout(timeout, &mut self.receiver)
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 }
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        self.correlator.waiters.lock().expect("correlator lock").remove(&self.address.correlation_id);
+        self.correlator
+            .waiters
+            .lock()
+            .expect("correlator lock")
+            .remove(&self.address.correlation_id);
     }
 }
 

@@ -77,6 +77,10 @@ pub trait LogProducer: Send + Sync + 'static {
 
     /// Number of partitions tenants are hashed onto.
     fn partitions(&self) -> u32;
+
+    /// Stops accepting appends (graceful shutdown). Entries already appended are still
+    /// delivered; consumers see the end of the log once they have drained them.
+    fn close(&self);
 }
 
 /// The chainer's side of one partition.

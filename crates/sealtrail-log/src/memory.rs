@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 use crate::{Durability, LogEntry, LogError, LogProducer, Offset, PartitionConsumer};
 
 pub struct MemoryLog {
-    senders: Vec<mpsc::Sender<(Offset, LogEntry)>>,
+    /// `None` once closed: consumers then drain what is queued and stop.
+    senders: std::sync::RwLock<Option<Vec<mpsc::Sender<(Offset, LogEntry)>>>>,
+    partitions: u32,
     next_offsets: Vec<std::sync::atomic::AtomicU64>,
 }
 
@@ -30,10 +32,22 @@ impl MemoryLog {
         for partition in 0..partitions {
             let (tx, rx) = mpsc::channel(capacity);
             senders.push(tx);
-            consumers.push(MemoryConsumer { partition, receiver: rx });
+            consumers.push(MemoryConsumer {
+                partition,
+                receiver: rx,
+            });
         }
-        let next_offsets = (0..partitions).map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
-        (Self { senders, next_offsets }, consumers)
+        let next_offsets = (0..partitions)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect();
+        (
+            Self {
+                senders: std::sync::RwLock::new(Some(senders)),
+                partitions,
+                next_offsets,
+            },
+            consumers,
+        )
     }
 }
 
@@ -41,20 +55,26 @@ impl MemoryLog {
 impl LogProducer for MemoryLog {
     async fn append(&self, entry: LogEntry) -> Result<Durability, LogError> {
         let partition = partition_for(&entry.tenant_id, self.partitions()) as usize;
-        let sender = &self.senders[partition];
+        let guard = self.senders.read().expect("log lock");
+        let sender = &guard.as_ref().ok_or(LogError::Closed)?[partition];
         // The offset is taken under the channel's own ordering only for diagnostics:
         // delivery order is the channel's order, which is what the chainer relies on.
         let permit = sender.try_reserve().map_err(|err| match err {
             mpsc::error::TrySendError::Full(()) => LogError::Overloaded,
             mpsc::error::TrySendError::Closed(()) => LogError::Closed,
         })?;
-        let offset = self.next_offsets[partition].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let offset =
+            self.next_offsets[partition].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         permit.send((offset, entry));
         Ok(Durability::Volatile)
     }
 
     fn partitions(&self) -> u32 {
-        self.senders.len() as u32
+        self.partitions
+    }
+
+    fn close(&self) {
+        self.senders.write().expect("log lock").take();
     }
 }
 
@@ -111,7 +131,10 @@ mod tests {
         let p = partition_for("tenant-x", 3) as usize;
         let got = consumers[p].poll(100).await.unwrap();
         let receipts: Vec<_> = got.iter().map(|(_, e)| e.receipt_id.clone()).collect();
-        assert_eq!(receipts, (0..10).map(|n| format!("r{n}")).collect::<Vec<_>>());
+        assert_eq!(
+            receipts,
+            (0..10).map(|n| format!("r{n}")).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test]
@@ -119,14 +142,21 @@ mod tests {
         let (log, _consumers) = MemoryLog::new(1, 2);
         log.append(entry("t", 0)).await.unwrap();
         log.append(entry("t", 1)).await.unwrap();
-        assert!(matches!(log.append(entry("t", 2)).await, Err(LogError::Overloaded)));
+        assert!(matches!(
+            log.append(entry("t", 2)).await,
+            Err(LogError::Overloaded)
+        ));
     }
 
     #[tokio::test]
-    async fn closed_when_producer_dropped_after_draining() {
+    async fn closed_log_refuses_appends_and_consumers_drain() {
         let (log, mut consumers) = MemoryLog::new(1, 4);
         log.append(entry("t", 0)).await.unwrap();
-        drop(log);
+        log.close();
+        assert!(matches!(
+            log.append(entry("t", 1)).await,
+            Err(LogError::Closed)
+        ));
         assert_eq!(consumers[0].poll(10).await.unwrap().len(), 1);
         assert!(consumers[0].poll(10).await.is_none());
     }

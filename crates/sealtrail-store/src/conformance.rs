@@ -64,14 +64,24 @@ pub async fn append_then_read_back(store: &dyn Store) {
     let recs = make_chain("conf-a", None, 10);
     let ids: Vec<String> = recs.iter().map(|r| r.record.id.clone()).collect();
     store
-        .append(CommitBatch { records: recs.clone(), receipts: vec![("conf-a".into(), receipt("rcpt-a", ids))] })
+        .append(CommitBatch {
+            records: recs.clone(),
+            receipts: vec![("conf-a".into(), receipt("rcpt-a", ids))],
+        })
         .await
         .expect("append");
-    let heads = store.heads(vec!["conf-a".into(), "conf-none".into()]).await.unwrap();
+    let heads = store
+        .heads(vec!["conf-a".into(), "conf-none".into()])
+        .await
+        .unwrap();
     assert_eq!(heads.get("conf-a"), Some(&recs[9].head()));
     assert!(!heads.contains_key("conf-none"));
 
-    let got = store.get_event("conf-a", &recs[3].record.id).await.unwrap().expect("event 4");
+    let got = store
+        .get_event("conf-a", &recs[3].record.id)
+        .await
+        .unwrap()
+        .expect("event 4");
     assert_eq!(got.record, recs[3].record);
     assert_eq!(got.input_digest, recs[3].input_digest);
 
@@ -79,14 +89,20 @@ pub async fn append_then_read_back(store: &dyn Store) {
     assert_eq!(rows.len(), 10);
     for (row, rec) in rows.iter().zip(&recs) {
         assert_eq!(row.sequence_number, rec.record.sequence_number);
-        assert_eq!(row.canonical, rec.canonical, "stored bytes must be the hashed bytes");
+        assert_eq!(
+            row.canonical, rec.canonical,
+            "stored bytes must be the hashed bytes"
+        );
         assert_eq!(row.record().unwrap(), rec.record);
     }
     assert_eq!(store.scan_chain("conf-a", 7, 100).await.unwrap().len(), 3);
     assert_eq!(store.scan_chain("conf-a", 0, 4).await.unwrap().len(), 4);
 
     let found = store
-        .find_events(vec![("conf-a".into(), recs[0].record.id.clone()), ("conf-a".into(), "nope".into())])
+        .find_events(vec![
+            ("conf-a".into(), recs[0].record.id.clone()),
+            ("conf-a".into(), "nope".into()),
+        ])
         .await
         .unwrap();
     assert_eq!(found.len(), 1);
@@ -94,10 +110,25 @@ pub async fn append_then_read_back(store: &dyn Store) {
 
 pub async fn replay_is_idempotent_and_forks_are_refused(store: &dyn Store) {
     let recs = make_chain("conf-replay", None, 5);
-    store.append(CommitBatch { records: recs.clone(), receipts: vec![] }).await.unwrap();
+    store
+        .append(CommitBatch {
+            records: recs.clone(),
+            receipts: vec![],
+        })
+        .await
+        .unwrap();
     // Replaying a suffix writes nothing new and succeeds.
-    store.append(CommitBatch { records: recs[2..].to_vec(), receipts: vec![] }).await.expect("replay is a no-op");
-    assert_eq!(store.scan_chain("conf-replay", 0, 100).await.unwrap().len(), 5);
+    store
+        .append(CommitBatch {
+            records: recs[2..].to_vec(),
+            receipts: vec![],
+        })
+        .await
+        .expect("replay is a no-op");
+    assert_eq!(
+        store.scan_chain("conf-replay", 0, 100).await.unwrap().len(),
+        5
+    );
 
     // A different record at an occupied sequence number is a fork: refused, nothing written.
     let mut fork = make_chain("conf-replay", Some(recs[3].head()), 2);
@@ -105,45 +136,110 @@ pub async fn replay_is_idempotent_and_forks_are_refused(store: &dyn Store) {
     fork[0].record.id = "forked".into();
     fork[0].canonical = fork[0].record.canonical_unhashed();
     fork[0].record.hash = fork[0].record.compute_hash();
-    let err = store.append(CommitBatch { records: fork, receipts: vec![] }).await.unwrap_err();
+    let err = store
+        .append(CommitBatch {
+            records: fork,
+            receipts: vec![],
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     let rows = store.scan_chain("conf-replay", 0, 100).await.unwrap();
     assert_eq!(rows.len(), 5);
     assert_eq!(rows[4].hash, recs[4].record.hash);
-    assert!(store.get_event("conf-replay", "forked").await.unwrap().is_none());
+    assert!(
+        store
+            .get_event("conf-replay", "forked")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 pub async fn tenants_are_isolated(store: &dyn Store) {
     let a = make_chain("conf-iso-a", None, 3);
     let b = make_chain("conf-iso-b", None, 2);
-    store.append(CommitBatch { records: [a.clone(), b.clone()].concat(), receipts: vec![] }).await.unwrap();
-    assert!(store.get_event("conf-iso-b", &a[0].record.id).await.unwrap().is_none());
-    let page = store.list_events("conf-iso-b", EventQuery::default()).await.unwrap();
+    store
+        .append(CommitBatch {
+            records: [a.clone(), b.clone()].concat(),
+            receipts: vec![],
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_event("conf-iso-b", &a[0].record.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let page = store
+        .list_events("conf-iso-b", EventQuery::default())
+        .await
+        .unwrap();
     assert_eq!(page.total, 2);
     assert!(page.events.iter().all(|e| e.tenant_id == "conf-iso-b"));
-    assert_eq!(store.scan_chain("conf-iso-a", 0, 10).await.unwrap().len(), 3);
+    assert_eq!(
+        store.scan_chain("conf-iso-a", 0, 10).await.unwrap().len(),
+        3
+    );
 }
 
 pub async fn list_filters_and_paging(store: &dyn Store) {
     let recs = make_chain("conf-list", None, 20);
-    store.append(CommitBatch { records: recs.clone(), receipts: vec![] }).await.unwrap();
+    store
+        .append(CommitBatch {
+            records: recs.clone(),
+            receipts: vec![],
+        })
+        .await
+        .unwrap();
     let query = |f: fn(&mut EventQuery)| {
-        let mut q = EventQuery { paging: Paging::Page { page: 1, page_size: 100 }, ..Default::default() };
+        let mut q = EventQuery {
+            paging: Paging::Page {
+                page: 1,
+                page_size: 100,
+            },
+            ..Default::default()
+        };
         f(&mut q);
         q
     };
     let expect = |pred: &dyn Fn(&sealtrail_core::record::Record) -> bool| {
-        recs.iter().filter(|r| pred(&r.record)).map(|r| r.record.sequence_number).collect::<Vec<_>>()
+        recs.iter()
+            .filter(|r| pred(&r.record))
+            .map(|r| r.record.sequence_number)
+            .collect::<Vec<_>>()
     };
-    let seqs = |p: crate::EventPage| p.events.iter().map(|e| e.sequence_number).collect::<Vec<_>>();
+    let seqs = |p: crate::EventPage| {
+        p.events
+            .iter()
+            .map(|e| e.sequence_number)
+            .collect::<Vec<_>>()
+    };
 
-    let p = store.list_events("conf-list", query(|q| q.actor_id = Some("actor-1".into()))).await.unwrap();
+    let p = store
+        .list_events("conf-list", query(|q| q.actor_id = Some("actor-1".into())))
+        .await
+        .unwrap();
     assert_eq!(seqs(p), expect(&|r| r.actor.id == "actor-1"));
-    let p = store.list_events("conf-list", query(|q| q.action = Some("document.delete".into()))).await.unwrap();
+    let p = store
+        .list_events(
+            "conf-list",
+            query(|q| q.action = Some("document.delete".into())),
+        )
+        .await
+        .unwrap();
     assert_eq!(seqs(p), expect(&|r| r.action == "document.delete"));
-    let p = store.list_events("conf-list", query(|q| q.outcome = Some(Outcome::Failure))).await.unwrap();
+    let p = store
+        .list_events("conf-list", query(|q| q.outcome = Some(Outcome::Failure)))
+        .await
+        .unwrap();
     assert_eq!(seqs(p), expect(&|r| r.outcome == Outcome::Failure));
-    let p = store.list_events("conf-list", query(|q| q.resource_id = Some("doc-2".into()))).await.unwrap();
+    let p = store
+        .list_events("conf-list", query(|q| q.resource_id = Some("doc-2".into())))
+        .await
+        .unwrap();
     assert_eq!(seqs(p), expect(&|r| r.resource.id == "doc-2"));
     let p = store
         .list_events(
@@ -160,14 +256,32 @@ pub async fn list_filters_and_paging(store: &dyn Store) {
 
     // fact0 pages
     let page2 = store
-        .list_events("conf-list", EventQuery { paging: Paging::Page { page: 2, page_size: 7 }, ..Default::default() })
+        .list_events(
+            "conf-list",
+            EventQuery {
+                paging: Paging::Page {
+                    page: 2,
+                    page_size: 7,
+                },
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(page2.total, 20);
     assert_eq!(seqs(page2), (8..=14).collect::<Vec<_>>());
     // keyset paging
     let after = store
-        .list_events("conf-list", EventQuery { paging: Paging::After { after: 17, page_size: 50 }, ..Default::default() })
+        .list_events(
+            "conf-list",
+            EventQuery {
+                paging: Paging::After {
+                    after: 17,
+                    page_size: 50,
+                },
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(seqs(after), vec![18, 19, 20]);
@@ -175,13 +289,36 @@ pub async fn list_filters_and_paging(store: &dyn Store) {
 
 pub async fn receipts_round_trip(store: &dyn Store) {
     let r = receipt("rcpt-round", vec!["x".into(), "y".into()]);
-    store.append(CommitBatch { records: vec![], receipts: vec![("conf-rcpt".into(), r.clone())] }).await.unwrap();
-    assert_eq!(store.get_receipt("conf-rcpt", "rcpt-round").await.unwrap(), Some(r));
-    assert_eq!(store.get_receipt("conf-other", "rcpt-round").await.unwrap(), None, "receipts are per tenant");
+    store
+        .append(CommitBatch {
+            records: vec![],
+            receipts: vec![("conf-rcpt".into(), r.clone())],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_receipt("conf-rcpt", "rcpt-round").await.unwrap(),
+        Some(r)
+    );
+    assert_eq!(
+        store.get_receipt("conf-other", "rcpt-round").await.unwrap(),
+        None,
+        "receipts are per tenant"
+    );
     let mut unstamped = receipt("rcpt-stamp", vec!["z".into()]);
     unstamped.committed_at = None;
-    store.append(CommitBatch { records: vec![], receipts: vec![("conf-rcpt".into(), unstamped)] }).await.unwrap();
-    let stamped = store.get_receipt("conf-rcpt", "rcpt-stamp").await.unwrap().unwrap();
+    store
+        .append(CommitBatch {
+            records: vec![],
+            receipts: vec![("conf-rcpt".into(), unstamped)],
+        })
+        .await
+        .unwrap();
+    let stamped = store
+        .get_receipt("conf-rcpt", "rcpt-stamp")
+        .await
+        .unwrap()
+        .unwrap();
     let at = stamped.committed_at.expect("the store stamps committed_at");
     assert!(sealtrail_core::time::parse_rfc3339(&at).is_ok(), "{at}");
 }
@@ -197,12 +334,38 @@ pub async fn keys_lifecycle(store: &dyn Store) {
         revoked_at: None,
     };
     store.create_key(key.clone()).await.unwrap();
-    assert_eq!(store.find_key(&key.key_hash).await.unwrap(), Some(key.clone()));
+    assert_eq!(
+        store.find_key(&key.key_hash).await.unwrap(),
+        Some(key.clone())
+    );
     assert_eq!(store.find_key(&"cd".repeat(32)).await.unwrap(), None);
-    assert_eq!(store.list_keys(Some("conf-keys")).await.unwrap(), vec![key.clone()]);
-    assert!(store.list_keys(Some("conf-nobody")).await.unwrap().is_empty());
-    assert!(store.revoke_key("key_conf1", "2024-01-02T00:00:00.000000Z").await.unwrap());
-    assert!(!store.revoke_key("key_conf1", "2024-01-03T00:00:00.000000Z").await.unwrap(), "already revoked");
+    assert_eq!(
+        store.list_keys(Some("conf-keys")).await.unwrap(),
+        vec![key.clone()]
+    );
+    assert!(
+        store
+            .list_keys(Some("conf-nobody"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .revoke_key("key_conf1", "2024-01-02T00:00:00.000000Z")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_key("key_conf1", "2024-01-03T00:00:00.000000Z")
+            .await
+            .unwrap(),
+        "already revoked"
+    );
     let revoked = store.find_key(&key.key_hash).await.unwrap().unwrap();
-    assert_eq!(revoked.revoked_at.as_deref(), Some("2024-01-02T00:00:00.000000Z"));
+    assert_eq!(
+        revoked.revoked_at.as_deref(),
+        Some("2024-01-02T00:00:00.000000Z")
+    );
 }

@@ -62,7 +62,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_events(&self, tenant_id: &str, query: EventQuery) -> StoreResult<EventPage>;
 
     /// Up to `limit` raw rows of a tenant's chain with sequence number > `after`, in order.
-    async fn scan_chain(&self, tenant_id: &str, after: u64, limit: usize) -> StoreResult<Vec<ChainRow>>;
+    async fn scan_chain(
+        &self,
+        tenant_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<ChainRow>>;
 
     /// Stores a new API key (only its hash).
     async fn create_key(&self, key: ApiKey) -> StoreResult<()>;

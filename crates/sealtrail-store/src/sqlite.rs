@@ -23,7 +23,8 @@ use sealtrail_core::record::{ChainHead, Record};
 use tokio::sync::oneshot;
 
 use crate::{
-    ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, Paging, Store, StoreError, StoreResult, StoredEvent,
+    ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, Paging, Store, StoreError, StoreResult,
+    StoredEvent,
 };
 
 const SCHEMA: &str = r#"
@@ -86,7 +87,9 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(10))?;
@@ -97,14 +100,23 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir` and starts its writer thread.
     pub fn open(data_dir: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| unavailable(format!("cannot create data directory {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            unavailable(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
         let path = data_dir.join(DB_FILE);
         let conn = open_connection(&path, false)
             .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
-        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(unavailable)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(unavailable)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(unavailable(format!("{} refused WAL mode ({mode})", path.display())));
+            return Err(unavailable(format!(
+                "{} refused WAL mode ({mode})",
+                path.display()
+            )));
         }
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         let (tx, rx) = mpsc::channel::<WriteJob>();
@@ -217,7 +229,9 @@ fn clone_err(err: &StoreError) -> StoreError {
 }
 
 fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
     {
         let mut insert = tx
             .prepare_cached(
@@ -225,9 +239,13 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
                  resource_id, outcome, timestamp, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )
             .map_err(unavailable)?;
-        let mut existing = tx.prepare_cached("SELECT hash FROM events WHERE tenant_id = ?1 AND seq = ?2").map_err(unavailable)?;
+        let mut existing = tx
+            .prepare_cached("SELECT hash FROM events WHERE tenant_id = ?1 AND seq = ?2")
+            .map_err(unavailable)?;
         let mut receipt = tx
-            .prepare_cached("INSERT OR REPLACE INTO receipts (tenant_id, receipt_id, body) VALUES (?1, ?2, ?3)")
+            .prepare_cached(
+                "INSERT OR REPLACE INTO receipts (tenant_id, receipt_id, body) VALUES (?1, ?2, ?3)",
+            )
             .map_err(unavailable)?;
         for batch in batches {
             for chained in &batch.records {
@@ -248,8 +266,13 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
                         chained.canonical,
                     ])
                     .map_err(|e| match e {
-                        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                            StoreError::Conflict(format!("event id {:?} of tenant {:?} is already chained", r.id, r.tenant_id))
+                        rusqlite::Error::SqliteFailure(f, _)
+                            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                        {
+                            StoreError::Conflict(format!(
+                                "event id {:?} of tenant {:?} is already chained",
+                                r.id, r.tenant_id
+                            ))
                         }
                         other => unavailable(other),
                     })?;
@@ -257,7 +280,9 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
                     // The (tenant, seq) slot is taken, or the id exists: a replay is fine only
                     // if it is the very same record.
                     let stored: Option<String> = existing
-                        .query_row(params![r.tenant_id, r.sequence_number as i64], |row| row.get(0))
+                        .query_row(params![r.tenant_id, r.sequence_number as i64], |row| {
+                            row.get(0)
+                        })
                         .optional()
                         .map_err(unavailable)?;
                     if stored.as_deref() != Some(r.hash.as_str()) {
@@ -271,15 +296,18 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
             for (tenant_id, rec) in &batch.receipts {
                 // The store, not the chainer, stamps the commit time: the chainer has no
                 // clock (DESIGN.md §4.3), and receipts are not part of the chain.
-                let body = if rec.committed_at.is_none() && rec.status == ReceiptStatus::Committed {
-                    let mut stamped = rec.clone();
-                    stamped.committed_at = Some(now_wire());
-                    serde_json::to_string(&stamped)
-                } else {
-                    serde_json::to_string(rec)
-                }
-                .expect("receipt serializes");
-                receipt.execute(params![tenant_id, rec.receipt_id, body]).map_err(unavailable)?;
+                let body =
+                    if rec.committed_at.is_none() && rec.status == ReceiptStatus::Committed {
+                        let mut stamped = rec.clone();
+                        stamped.committed_at = Some(now_wire());
+                        serde_json::to_string(&stamped)
+                    } else {
+                        serde_json::to_string(rec)
+                    }
+                    .expect("receipt serializes");
+                receipt
+                    .execute(params![tenant_id, rec.receipt_id, body])
+                    .map_err(unavailable)?;
             }
         }
     }
@@ -295,8 +323,12 @@ fn now_wire() -> String {
 }
 
 fn row_to_stored(body: Vec<u8>, hash: String, digest: String) -> StoreResult<StoredEvent> {
-    let record = Record::from_canonical(&body, &hash).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(StoredEvent { record, input_digest: digest })
+    let record =
+        Record::from_canonical(&body, &hash).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(StoredEvent {
+        record,
+        input_digest: digest,
+    })
 }
 
 fn key_from_row(row: &rusqlite::Row) -> rusqlite::Result<ApiKey> {
@@ -306,7 +338,11 @@ fn key_from_row(row: &rusqlite::Row) -> rusqlite::Result<ApiKey> {
         tenant_id: row.get(1)?,
         key_hash: row.get(2)?,
         key_prefix: row.get(3)?,
-        scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        scopes: scopes
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
         created_at: row.get(5)?,
         revoked_at: row.get(6)?,
     })
@@ -320,22 +356,32 @@ impl Store for SqliteStore {
         let (tx, rx) = oneshot::channel();
         {
             let writer = self.writer.lock().expect("writer lock");
-            let sender = writer.as_ref().ok_or_else(|| unavailable("the store is closed"))?;
-            sender.send((batch, tx)).map_err(|_| unavailable("the store writer has stopped"))?;
+            let sender = writer
+                .as_ref()
+                .ok_or_else(|| unavailable("the store is closed"))?;
+            sender
+                .send((batch, tx))
+                .map_err(|_| unavailable("the store writer has stopped"))?;
         }
-        rx.await.map_err(|_| unavailable("the store writer has stopped"))?
+        rx.await
+            .map_err(|_| unavailable("the store writer has stopped"))?
     }
 
     async fn heads(&self, tenants: Vec<String>) -> StoreResult<HashMap<String, ChainHead>> {
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT seq, hash FROM events WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1")
+                .prepare_cached(
+                    "SELECT seq, hash FROM events WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1",
+                )
                 .map_err(unavailable)?;
             let mut out = HashMap::new();
             for tenant in tenants {
                 let head = stmt
                     .query_row([&tenant], |row| {
-                        Ok(ChainHead { sequence_number: row.get::<_, i64>(0)? as u64, hash: row.get(1)? })
+                        Ok(ChainHead {
+                            sequence_number: row.get::<_, i64>(0)? as u64,
+                            hash: row.get(1)?,
+                        })
                     })
                     .optional()
                     .map_err(unavailable)?;
@@ -351,12 +397,16 @@ impl Store for SqliteStore {
     async fn find_events(&self, keys: Vec<(String, String)>) -> StoreResult<Vec<StoredEvent>> {
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT body, hash, input_digest FROM events WHERE tenant_id = ?1 AND id = ?2")
+                .prepare_cached(
+                    "SELECT body, hash, input_digest FROM events WHERE tenant_id = ?1 AND id = ?2",
+                )
                 .map_err(unavailable)?;
             let mut out = Vec::new();
             for (tenant, id) in keys {
                 let row = stmt
-                    .query_row([&tenant, &id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .query_row([&tenant, &id], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
                     .optional()
                     .map_err(unavailable)?;
                 if let Some((body, hash, digest)) = row {
@@ -369,7 +419,9 @@ impl Store for SqliteStore {
     }
 
     async fn get_event(&self, tenant_id: &str, event_id: &str) -> StoreResult<Option<StoredEvent>> {
-        let mut found = self.find_events(vec![(tenant_id.to_string(), event_id.to_string())]).await?;
+        let mut found = self
+            .find_events(vec![(tenant_id.to_string(), event_id.to_string())])
+            .await?;
         Ok(found.pop())
     }
 
@@ -377,10 +429,13 @@ impl Store for SqliteStore {
         let (tenant, id) = (tenant_id.to_string(), receipt_id.to_string());
         self.read(move |conn| {
             let body: Option<String> = conn
-                .prepare_cached("SELECT body FROM receipts WHERE tenant_id = ?1 AND receipt_id = ?2")
+                .prepare_cached(
+                    "SELECT body FROM receipts WHERE tenant_id = ?1 AND receipt_id = ?2",
+                )
                 .and_then(|mut s| s.query_row([&tenant, &id], |row| row.get(0)).optional())
                 .map_err(unavailable)?;
-            body.map(|b| serde_json::from_str(&b).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+            body.map(|b| serde_json::from_str(&b).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .transpose()
         })
         .await
     }
@@ -434,7 +489,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn scan_chain(&self, tenant_id: &str, after: u64, limit: usize) -> StoreResult<Vec<ChainRow>> {
+    async fn scan_chain(
+        &self,
+        tenant_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<ChainRow>> {
         let tenant = tenant_id.to_string();
         self.read(move |conn| {
             let mut stmt = conn
@@ -453,8 +513,18 @@ impl Store for SqliteStore {
     async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
         self.write_direct(move |conn| {
             conn.execute(
-                &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                params![key.key_id, key.tenant_id, key.key_hash, key.key_prefix, key.scopes.join(","), key.created_at, key.revoked_at],
+                &format!(
+                    "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
+                params![
+                    key.key_id,
+                    key.tenant_id,
+                    key.key_hash,
+                    key.key_prefix,
+                    key.scopes.join(","),
+                    key.created_at,
+                    key.revoked_at
+                ],
             )
             .map_err(unavailable)?;
             Ok(())
@@ -465,9 +535,11 @@ impl Store for SqliteStore {
     async fn find_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
         let hash = key_hash.to_string();
         self.read(move |conn| {
-            conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"))
-                .and_then(|mut s| s.query_row([&hash], key_from_row).optional())
-                .map_err(unavailable)
+            conn.prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"
+            ))
+            .and_then(|mut s| s.query_row([&hash], key_from_row).optional())
+            .map_err(unavailable)
         })
         .await
     }
@@ -490,7 +562,10 @@ impl Store for SqliteStore {
         let (id, at) = (key_id.to_string(), revoked_at.to_string());
         self.write_direct(move |conn| {
             let n = conn
-                .execute("UPDATE api_keys SET revoked_at = ?2 WHERE key_id = ?1 AND revoked_at IS NULL", params![id, at])
+                .execute(
+                    "UPDATE api_keys SET revoked_at = ?2 WHERE key_id = ?1 AND revoked_at IS NULL",
+                    params![id, at],
+                )
                 .map_err(unavailable)?;
             Ok(n > 0)
         })

@@ -28,8 +28,9 @@ pub struct ChainRow {
 
 impl ChainRow {
     pub fn record(&self) -> Result<Record, crate::StoreError> {
-        Record::from_canonical(&self.canonical, &self.hash)
-            .map_err(|e| crate::StoreError::Corrupt(format!("record {}: {e}", self.sequence_number)))
+        Record::from_canonical(&self.canonical, &self.hash).map_err(|e| {
+            crate::StoreError::Corrupt(format!("record {}: {e}", self.sequence_number))
+        })
     }
 }
 
@@ -57,7 +58,10 @@ pub enum Paging {
 
 impl Default for Paging {
     fn default() -> Self {
-        Paging::Page { page: 1, page_size: 50 }
+        Paging::Page {
+            page: 1,
+            page_size: 50,
+        }
     }
 }
 

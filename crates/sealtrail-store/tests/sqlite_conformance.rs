@@ -17,7 +17,13 @@ async fn data_survives_reopen() {
     let recs = make_chain("reopen", None, 3);
     {
         let store = SqliteStore::open(dir.path()).unwrap();
-        store.append(CommitBatch { records: recs.clone(), receipts: vec![] }).await.unwrap();
+        store
+            .append(CommitBatch {
+                records: recs.clone(),
+                receipts: vec![],
+            })
+            .await
+            .unwrap();
         store.close();
     }
     let store = SqliteStore::open(dir.path()).unwrap();
@@ -36,7 +42,13 @@ async fn concurrent_appends_are_group_committed_and_all_land() {
             let tenant = format!("group-{t}");
             let recs = make_chain(&tenant, None, 40);
             for chunk in recs.chunks(4) {
-                store.append(CommitBatch { records: chunk.to_vec(), receipts: vec![] }).await.unwrap();
+                store
+                    .append(CommitBatch {
+                        records: chunk.to_vec(),
+                        receipts: vec![],
+                    })
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -44,6 +56,13 @@ async fn concurrent_appends_are_group_committed_and_all_land() {
         t.await.unwrap();
     }
     for t in 0..8 {
-        assert_eq!(store.scan_chain(&format!("group-{t}"), 0, 100).await.unwrap().len(), 40);
+        assert_eq!(
+            store
+                .scan_chain(&format!("group-{t}"), 0, 100)
+                .await
+                .unwrap()
+                .len(),
+            40
+        );
     }
 }

@@ -1,0 +1,110 @@
+//! Bearer-key authentication and scope checks (DESIGN.md §1): a missing, unknown or
+//! revoked key is 401; a key without the needed scope is 403.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use sealtrail_store::{ApiKey, Store};
+
+use crate::error::{ApiError, ApiResult};
+use crate::keys::hash_key;
+
+/// How long a key lookup is cached; a revocation takes effect within this time.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+const KEY_CACHE_MAX: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Read,
+    Write,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+        }
+    }
+}
+
+/// The caller, once authenticated.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant_id: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct KeyCache {
+    entries: Mutex<HashMap<String, (Option<ApiKey>, Instant)>>,
+}
+
+impl KeyCache {
+    async fn lookup(&self, store: &dyn Store, key_hash: &str) -> ApiResult<Option<ApiKey>> {
+        if let Some((key, at)) = self.entries.lock().expect("key cache").get(key_hash)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(key.clone());
+        }
+        let key = store.find_key(key_hash).await?;
+        let mut entries = self.entries.lock().expect("key cache");
+        if entries.len() >= KEY_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(key_hash.to_string(), (key.clone(), Instant::now()));
+        Ok(key)
+    }
+
+    /// Authenticates the request's bearer key. `scopes`: the caller needs any one of them.
+    pub async fn authenticate(
+        &self,
+        store: &dyn Store,
+        headers: &HeaderMap,
+        scopes: &[Scope],
+    ) -> ApiResult<Caller> {
+        let value = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing Authorization header; send `Authorization: Bearer alk_live_…`",
+                )
+            })?;
+        let raw = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer alk_live_…`")
+            })?;
+        let key = self.lookup(store, &hash_key(raw)).await?;
+        let key = match key {
+            Some(k) if k.revoked_at.is_none() => k,
+            Some(_) => return Err(ApiError::unauthorized("this API key has been revoked")),
+            None => return Err(ApiError::unauthorized("unknown API key")),
+        };
+        if !scopes
+            .iter()
+            .any(|s| key.scopes.iter().any(|k| k == s.as_str()))
+        {
+            let need: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this key lacks the {} scope", need.join(" or ")),
+            ));
+        }
+        Ok(Caller {
+            tenant_id: key.tenant_id,
+            scopes: key.scopes,
+        })
+    }
+}

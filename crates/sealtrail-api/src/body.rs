@@ -1,0 +1,45 @@
+//! Reading request bodies with a size limit and strict JSON parsing, so every way a body
+//! can be wrong becomes a JSON error (413 for size, 400 otherwise).
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use sealtrail_core::json::parse_strict;
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+
+/// Reads at most `limit` bytes of `body` and parses them as strict I-JSON.
+pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Value> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body exceeds the limit of {limit} bytes"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let is_limit = std::error::Error::source(&err)
+            .map(|s| s.is::<http_body_util::LengthLimitError>())
+            .unwrap_or(false);
+        if is_limit {
+            too_large()
+        } else {
+            ApiError::bad_request("invalid_body", format!("could not read the body: {err}"))
+        }
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    Ok(parse_strict(&bytes).map_err(|e| ApiError::bad_request(e.code, e.message))?)
+}

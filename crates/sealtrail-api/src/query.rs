@@ -1,0 +1,433 @@
+//! Reads: receipts, events (list and one), and verification.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sealtrail_core::event::{ActorType, Outcome};
+use sealtrail_core::receipt::Receipt;
+use sealtrail_core::record::{Record, hash_hex};
+use sealtrail_core::verify::ChainWalker;
+use sealtrail_store::{EventQuery, Paging};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::Scope;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+/// Rows read per store call while walking a chain.
+const VERIFY_PAGE: usize = 5_000;
+/// Most broken events listed by `scan_all`.
+const MAX_BROKEN_LISTED: usize = 1_000;
+
+fn query_or_400<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+/// Poll an ingest receipt.
+#[utoipa::path(get, path = "/v1/receipts/{id}", tag = "Ingest", operation_id = "getReceipt",
+    params(("id" = String, Path, description = "receipt_id")),
+    responses((status = 200, body = Receipt), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn get_receipt(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Receipt>> {
+    // A write-only key may poll the receipts of what it wrote.
+    let caller = state
+        .keys
+        .authenticate(state.store.as_ref(), &headers, &[Scope::Read, Scope::Write])
+        .await?;
+    state
+        .store
+        .get_receipt(&caller.tenant_id, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no receipt {id:?}")))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListParams {
+    pub actor_id: Option<String>,
+    /// human, agent or system
+    pub actor_type: Option<String>,
+    pub action: Option<String>,
+    pub resource_id: Option<String>,
+    /// success, failure or error
+    pub outcome: Option<String>,
+    /// RFC 3339 lower bound (inclusive) of the event `timestamp`
+    pub from: Option<String>,
+    /// RFC 3339 upper bound (inclusive) of the event `timestamp`
+    pub to: Option<String>,
+    /// 1-based page number (default 1)
+    pub page: Option<String>,
+    /// events per page, 1 to 1000 (default 50)
+    pub page_size: Option<String>,
+    /// `next_cursor` of a previous answer: keyset paging for deep reads (ignores `page`)
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventListResponse {
+    pub events: Vec<Record>,
+    /// Events matching the filters, across all pages.
+    pub total: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    pub page_size: u32,
+    /// Pass as `cursor` to continue after the last event of this page; absent at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+fn parse_number(name: &str, text: Option<&str>, default: u32, max: u32) -> ApiResult<u32> {
+    let Some(text) = text else { return Ok(default) };
+    match text.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("{name} must be an integer from 1 to {max}, not {text:?}"),
+        )),
+    }
+}
+
+fn parse_time(name: &str, text: Option<String>) -> ApiResult<Option<String>> {
+    text.map(|t| {
+        sealtrail_core::time::normalize(&t)
+            .map_err(|m| ApiError::bad_request("invalid_query", format!("{name}: {m}")))
+    })
+    .transpose()
+}
+
+fn encode_cursor(after: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("after:{after}"))
+}
+
+fn decode_cursor(text: &str) -> ApiResult<u64> {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("after:").and_then(|n| n.parse().ok()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                "cursor is not a next_cursor this server issued",
+            )
+        })
+}
+
+/// List a tenant's events in sequence order.
+#[utoipa::path(get, path = "/v1/events", tag = "Query", operation_id = "listEvents", params(ListParams),
+    responses((status = 200, body = EventListResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn list_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Json<EventListResponse>> {
+    let caller = state
+        .keys
+        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
+        .await?;
+    let p = query_or_400(params)?;
+    let page_size = parse_number("page_size", p.page_size.as_deref(), 50, 1000)?;
+    let (paging, page) = match &p.cursor {
+        Some(c) => (
+            Paging::After {
+                after: decode_cursor(c)?,
+                page_size,
+            },
+            None,
+        ),
+        None => {
+            let page = parse_number("page", p.page.as_deref(), 1, u32::MAX)?;
+            (Paging::Page { page, page_size }, Some(page))
+        }
+    };
+    let actor_type = p
+        .actor_type
+        .map(|t| {
+            ActorType::parse(&t).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "actor_type {t:?} is not one of {}",
+                        ActorType::ALL.join(", ")
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    let outcome = p
+        .outcome
+        .map(|o| {
+            Outcome::parse(&o).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("outcome {o:?} is not one of {}", Outcome::ALL.join(", ")),
+                )
+            })
+        })
+        .transpose()?;
+    let query = EventQuery {
+        actor_id: p.actor_id,
+        actor_type,
+        action: p.action,
+        resource_id: p.resource_id,
+        outcome,
+        from: parse_time("from", p.from)?,
+        to: parse_time("to", p.to)?,
+        paging,
+    };
+    let result = state.store.list_events(&caller.tenant_id, query).await?;
+    let next_cursor = (result.events.len() == page_size as usize)
+        .then(|| {
+            result
+                .events
+                .last()
+                .map(|e| encode_cursor(e.sequence_number))
+        })
+        .flatten();
+    Ok(Json(EventListResponse {
+        events: result.events,
+        total: result.total,
+        page,
+        page_size,
+        next_cursor,
+    }))
+}
+
+/// Get one event.
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "Query", operation_id = "getEvent",
+    params(("id" = String, Path, description = "event id")),
+    responses((status = 200, body = Record), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn get_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Record>> {
+    let caller = state
+        .keys
+        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
+        .await?;
+    // Another tenant's id is simply not found: 404, never 403 (which would leak existence).
+    let stored = state.store.get_event(&caller.tenant_id, &id).await?;
+    stored
+        .map(|s| Json(s.record))
+        .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SingleVerifyResult {
+    pub valid: bool,
+    pub event_id: String,
+    pub sequence_number: u64,
+    pub stored_hash: String,
+    /// SHA-256 of the JCS form of the record as served, recomputed now.
+    pub computed_hash: String,
+    /// Whether `prev_hash` equals the stored hash of the previous record.
+    pub prev_hash_valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Recompute one event's hash and check its link to the previous event.
+#[utoipa::path(get, path = "/v1/events/{id}/verify", tag = "Verify", operation_id = "verifyEvent",
+    params(("id" = String, Path, description = "event id")),
+    responses((status = 200, body = SingleVerifyResult), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn verify_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SingleVerifyResult>> {
+    let caller = state
+        .keys
+        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
+        .await?;
+    let stored = state.store.get_event(&caller.tenant_id, &id).await?;
+    let record = stored
+        .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?
+        .record;
+    // Full re-canonicalization of the record as it is served (not the stored bytes).
+    let computed_hash = hash_hex(&record.canonical_unhashed());
+    let seq = record.sequence_number;
+    let expected_prev = if seq <= 1 {
+        Some(sealtrail_core::ZERO_HASH.to_string())
+    } else {
+        state
+            .store
+            .scan_chain(&caller.tenant_id, seq - 2, 1)
+            .await?
+            .into_iter()
+            .next()
+            .filter(|r| r.sequence_number == seq - 1)
+            .map(|r| r.hash)
+    };
+    let prev_hash_valid = expected_prev.as_deref() == Some(record.prev_hash.as_str());
+    let hash_valid = computed_hash == record.hash;
+    let reason = match (hash_valid, prev_hash_valid) {
+        (true, true) => None,
+        (false, _) => {
+            Some("hash_mismatch: the record does not hash to its stored hash".to_string())
+        }
+        (true, false) => {
+            Some("prev_hash_mismatch: prev_hash is not the previous record's hash".to_string())
+        }
+    };
+    Ok(Json(SingleVerifyResult {
+        valid: hash_valid && prev_hash_valid,
+        event_id: record.id,
+        sequence_number: seq,
+        stored_hash: record.hash,
+        computed_hash,
+        prev_hash_valid,
+        reason,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct VerifyParams {
+    /// RFC 3339: report only events whose `timestamp` is at or after this
+    pub from: Option<String>,
+    /// RFC 3339: report only events whose `timestamp` is at or before this
+    pub to: Option<String>,
+    /// `true` to list every broken event instead of stopping at the first
+    pub scan_all: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BrokenEvent {
+    pub event_id: String,
+    pub sequence_number: u64,
+    pub timestamp: String,
+    pub action: String,
+    pub actor_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VerifyResult {
+    pub valid: bool,
+    pub tenant_id: String,
+    /// Events whose hash and link were checked (within from/to when given).
+    pub events_checked: u64,
+    /// Hash of the last event walked: the chain head when the walk reached the end.
+    pub root_hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_broken_event_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub broken_count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all_broken_events: Option<Vec<BrokenEvent>>,
+}
+
+/// Walk the tenant's chain from sequence 1 and verify every hash and link.
+///
+/// A link can only be checked against its predecessor, so the walk always starts at the
+/// beginning of the chain; `from`/`to` narrow which events are counted and reported.
+#[utoipa::path(get, path = "/v1/verify", tag = "Verify", operation_id = "verifyChain", params(VerifyParams),
+    responses((status = 200, body = VerifyResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn verify_chain(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<VerifyParams>, QueryRejection>,
+) -> ApiResult<Json<VerifyResult>> {
+    let caller = state
+        .keys
+        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
+        .await?;
+    let p = query_or_400(params)?;
+    let from = parse_time("from", p.from)?;
+    let to = parse_time("to", p.to)?;
+    let scan_all = match p.scan_all.as_deref() {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+        Some(v) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("scan_all must be true or false, not {v:?}"),
+            ));
+        }
+    };
+    let ranged = from.is_some() || to.is_some();
+    let tenant = caller.tenant_id.clone();
+    let mut walker = ChainWalker::new(&tenant);
+    let mut after = 0u64;
+    let mut counted = 0u64;
+    let mut broken: Vec<BrokenEvent> = Vec::new();
+    let mut broken_count = 0u64;
+    'walk: loop {
+        let rows = state.store.scan_chain(&tenant, after, VERIFY_PAGE).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.sequence_number;
+        let full_page = rows.len() == VERIFY_PAGE;
+        for row in &rows {
+            let in_range =
+                !ranged || timestamp_in_range(&row.canonical, from.as_deref(), to.as_deref());
+            if in_range {
+                counted += 1;
+            }
+            if let Err(b) = walker.check(&row.hash, &row.canonical)
+                && in_range
+            {
+                broken_count += 1;
+                if broken.len() < MAX_BROKEN_LISTED {
+                    broken.push(BrokenEvent {
+                        event_id: b.event_id,
+                        sequence_number: b.sequence_number,
+                        timestamp: b.timestamp,
+                        action: b.action,
+                        actor_id: b.actor_id,
+                        reason: format!("{}: {}", b.code, b.reason),
+                    });
+                }
+                if !scan_all {
+                    break 'walk;
+                }
+            }
+        }
+        if !full_page {
+            break;
+        }
+    }
+    metrics::counter!("sealtrail_verified_events_total").increment(walker.checked());
+    let first = broken.first();
+    Ok(Json(VerifyResult {
+        valid: broken_count == 0,
+        tenant_id: tenant,
+        events_checked: counted,
+        root_hash: walker.last_hash().to_string(),
+        from,
+        to,
+        first_broken_event_id: first.map(|b| b.event_id.clone()),
+        reason: first.map(|b| b.reason.clone()),
+        broken_count,
+        all_broken_events: scan_all.then_some(broken),
+    }))
+}
+
+fn timestamp_in_range(canonical: &[u8], from: Option<&str>, to: Option<&str>) -> bool {
+    #[derive(Deserialize)]
+    struct Ts<'a> {
+        #[serde(borrow)]
+        timestamp: std::borrow::Cow<'a, str>,
+    }
+    let Ok(ts) = serde_json::from_slice::<Ts>(canonical) else {
+        return true;
+    };
+    from.is_none_or(|f| ts.timestamp.as_ref() >= f) && to.is_none_or(|t| ts.timestamp.as_ref() <= t)
+}

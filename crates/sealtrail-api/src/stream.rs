@@ -1,0 +1,124 @@
+//! `GET /v1/events/stream`: Server-Sent Events of newly committed records.
+//!
+//! Each event carries `id: <sequence_number>` and `data: <record JSON>`. A client resumes
+//! with the standard `Last-Event-ID` header (or `?after=N`) and receives every record
+//! after that sequence number, read from the store, so nothing is missed across
+//! reconnects; without either it starts at the current head. The feed reads the store,
+//! woken by commit signals (embedded) or by polling (distributed).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::AppState;
+use crate::auth::Scope;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+const STREAM_PAGE: usize = 500;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct StreamParams {
+    /// Start after this sequence number (as `Last-Event-ID` does); default: the current head
+    pub after: Option<String>,
+}
+
+/// Live stream of committed events (SSE).
+#[utoipa::path(get, path = "/v1/events/stream", tag = "Stream", operation_id = "streamEvents", params(StreamParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this sequence number")),
+    responses((status = 200, description = "text/event-stream of records", content_type = "text/event-stream"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn stream_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<StreamParams>, QueryRejection>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let caller = state
+        .keys
+        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
+        .await?;
+    let Query(params) =
+        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(params.after);
+    let after = match resume {
+        Some(text) => text.trim().parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("Last-Event-ID / after must be a sequence number, not {text:?}"),
+            )
+        })?,
+        None => state
+            .store
+            .heads(vec![caller.tenant_id.clone()])
+            .await?
+            .remove(&caller.tenant_id)
+            .map_or(0, |h| h.sequence_number),
+    };
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(STREAM_PAGE);
+    tokio::spawn(feed(state.clone(), caller.tenant_id, after, tx));
+    Ok(Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Copies committed records into the client's channel until it disconnects or the
+/// server shuts down.
+async fn feed(
+    state: AppState,
+    tenant: String,
+    mut after: u64,
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+) {
+    let mut commits = state.commits.as_ref().map(|c| c.subscribe());
+    let mut shutdown = state.shutdown.clone();
+    metrics::gauge!("sealtrail_streams_open").increment(1.0);
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let rows = match state.store.scan_chain(&tenant, after, STREAM_PAGE).await {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::warn!(%err, "stream read failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let full = rows.len() == STREAM_PAGE;
+        for row in rows {
+            let Ok(record) = row.record() else { continue };
+            let data = serde_json::to_string(&record).expect("records serialize");
+            after = row.sequence_number;
+            if tx
+                .send(Ok(Event::default().id(after.to_string()).data(data)))
+                .await
+                .is_err()
+            {
+                metrics::gauge!("sealtrail_streams_open").decrement(1.0);
+                return;
+            }
+        }
+        if full {
+            continue;
+        }
+        let wait = tokio::time::sleep(state.config.stream_poll_interval);
+        tokio::select! {
+            _ = wait => {}
+            _ = tx.closed() => break,
+            _ = shutdown.changed() => {}
+            _ = async { match commits.as_mut() { Some(c) => { let _ = c.changed().await; } None => std::future::pending().await } } => {}
+        }
+    }
+    metrics::gauge!("sealtrail_streams_open").decrement(1.0);
+}

@@ -1,0 +1,195 @@
+//! Configuration: one struct, every key documented, unknown keys rejected, layered
+//! defaults < file (`--config FILE` or `SEALTRAIL_CONFIG`) < environment (`SEALTRAIL_<KEY>`)
+//! < command-line flags. `sealtrail config defaults` prints the defaults as TOML.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Every configuration key. The README's configuration table lists the same keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory holding the embedded database (`sealtrail.db`). Created if missing.
+    pub data_dir: PathBuf,
+    /// Address the REST API listens on.
+    pub http_addr: String,
+    /// Address reserved for the gRPC API (served once the gRPC API lands).
+    pub grpc_addr: String,
+    /// Partitions tenants are hashed onto; one chainer runs per partition, so this bounds
+    /// chaining parallelism.
+    pub partitions: u32,
+    /// Ingest requests each partition may queue before answering 503 + Retry-After.
+    pub queue_capacity: usize,
+    /// How long an ingest request waits for its durable commit before a 504 (ms).
+    pub commit_timeout_ms: u64,
+    /// Most events a chainer writes in one store batch.
+    pub max_batch_events: usize,
+    /// Chain heads each chainer caches (LRU over tenants).
+    pub head_cache_tenants: usize,
+    /// How often a live stream re-reads the store without a commit signal (ms).
+    pub stream_poll_interval_ms: u64,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `sealtrail=debug`; `RUST_LOG` overrides it.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./sealtrail-data"),
+            http_addr: "127.0.0.1:8080".into(),
+            grpc_addr: "127.0.0.1:50051".into(),
+            partitions: 4,
+            queue_capacity: 8192,
+            commit_timeout_ms: 10_000,
+            max_batch_events: 4096,
+            head_cache_tenants: 100_000,
+            stream_poll_interval_ms: 500,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
+const ENV_KEYS: [&str; 10] = [
+    "data_dir",
+    "http_addr",
+    "grpc_addr",
+    "partitions",
+    "queue_capacity",
+    "commit_timeout_ms",
+    "max_batch_events",
+    "head_cache_tenants",
+    "stream_poll_interval_ms",
+    "log_level",
+];
+
+/// Flags given on the command line (only the ones present override).
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+}
+
+impl Config {
+    /// Loads the layered configuration.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("SEALTRAIL_CONFIG").map(PathBuf::from));
+        if let Some(path) = &file {
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment
+            .merge(Env::prefixed("SEALTRAIL_").only(&ENV_KEYS))
+            .merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract().map_err(|e| {
+            anyhow::anyhow!("invalid configuration: {e}\n(run `sealtrail config defaults` to see every key and its default)")
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=256).contains(&self.partitions),
+            "partitions must be 1 to 256, not {}",
+            self.partitions
+        );
+        anyhow::ensure!(self.queue_capacity > 0, "queue_capacity must be at least 1");
+        anyhow::ensure!(
+            self.commit_timeout_ms > 0,
+            "commit_timeout_ms must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_batch_events >= 1000,
+            "max_batch_events must be at least 1000 (one full batch)"
+        );
+        anyhow::ensure!(
+            self.head_cache_tenants > 0,
+            "head_cache_tenants must be at least 1"
+        );
+        self.http_addr
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| {
+                format!(
+                    "http_addr {:?} must be HOST:PORT with an IP host, e.g. 127.0.0.1:8080",
+                    self.http_addr
+                )
+            })?;
+        self.grpc_addr
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| {
+                format!(
+                    "grpc_addr {:?} must be HOST:PORT with an IP host, e.g. 127.0.0.1:50051",
+                    self.grpc_addr
+                )
+            })?;
+        Ok(())
+    }
+
+    /// The defaults as a commented TOML file.
+    pub fn defaults_toml() -> String {
+        let body = toml::to_string(&Config::default()).expect("defaults serialize");
+        format!(
+            "# sealtrail configuration; every key is optional. Environment: SEALTRAIL_<KEY>; flags override both.\n{body}"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_file_env_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "partitions = 3\nhttp_addr = \"127.0.0.1:9000\"\n").unwrap();
+        let c = Config::load(
+            Some(&file),
+            Overrides {
+                http_addr: Some("127.0.0.1:9100".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.partitions, 3);
+        assert_eq!(c.http_addr, "127.0.0.1:9100");
+        assert_eq!(c.data_dir, PathBuf::from("./sealtrail-data"));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "partitons = 3\n").unwrap();
+        let err = Config::load(Some(&file), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("partitons"), "{err}");
+        std::fs::write(&file, "http_addr = \"localhost\"\n").unwrap();
+        assert!(Config::load(Some(&file), Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let parsed: Config = toml::from_str(&Config::defaults_toml()).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+}

@@ -1,0 +1,73 @@
+//! `sealtrail keys …`: key management straight on the store, so it works with or without
+//! a running server (SQLite serializes the writes).
+
+use std::sync::Arc;
+
+use sealtrail_store::Store;
+use sealtrail_store::sqlite::SqliteStore;
+
+use crate::KeysCommand;
+use crate::config::Overrides;
+
+pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cmd {
+            KeysCommand::Create { common, tenant, scopes } => {
+                let config = crate::load(&common, Overrides::default())?;
+                let scopes = sealtrail_api::keys::parse_scopes(&scopes).map_err(anyhow::Error::msg)?;
+                let store = open(&config.data_dir)?;
+                let now = sealtrail_core::time::format_micros(now_micros());
+                let (raw, key) = sealtrail_api::keys::generate(&tenant, scopes, now).map_err(anyhow::Error::msg)?;
+                store.create_key(key.clone()).await?;
+                println!("created key {} for tenant {} with scopes {}", key.key_id, key.tenant_id, key.scopes.join(","));
+                println!("store it now: it is shown only once");
+                println!("{raw}");
+            }
+            KeysCommand::List { common, tenant } => {
+                let config = crate::load(&common, Overrides::default())?;
+                let store = open(&config.data_dir)?;
+                let keys = store.list_keys(tenant.as_deref()).await?;
+                if keys.is_empty() {
+                    eprintln!("no keys; create one with `sealtrail keys create --tenant NAME --scopes read,write`");
+                }
+                println!("{:<22} {:<24} {:<11} {:<18} {:<28} STATUS", "KEY_ID", "TENANT", "SCOPES", "PREFIX", "CREATED_AT");
+                for k in keys {
+                    let status = k.revoked_at.map_or("active".to_string(), |at| format!("revoked {at}"));
+                    println!(
+                        "{:<22} {:<24} {:<11} {:<18} {:<28} {status}",
+                        k.key_id,
+                        k.tenant_id,
+                        k.scopes.join(","),
+                        format!("{}…", k.key_prefix),
+                        k.created_at
+                    );
+                }
+            }
+            KeysCommand::Revoke { common, key_id } => {
+                let config = crate::load(&common, Overrides::default())?;
+                let store = open(&config.data_dir)?;
+                let now = sealtrail_core::time::format_micros(now_micros());
+                anyhow::ensure!(
+                    store.revoke_key(&key_id, &now).await?,
+                    "no active key {key_id:?}; `sealtrail keys list` shows the key ids"
+                );
+                println!("revoked {key_id}");
+            }
+        }
+        Ok(())
+    })
+}
+
+fn open(data_dir: &std::path::Path) -> anyhow::Result<Arc<SqliteStore>> {
+    Ok(Arc::new(SqliteStore::open(data_dir)?))
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

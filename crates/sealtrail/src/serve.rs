@@ -1,0 +1,139 @@
+//! `sealtrail serve`: embedded mode — gateway, in-process log, one chainer per partition
+//! and the SQLite store, all in one process.
+//!
+//! Shutdown (SIGTERM / Ctrl-C): stop accepting connections, let in-flight requests finish
+//! (each waits at most the commit timeout), end live streams, close the log so chainers
+//! drain what is queued, then close the store after its last group commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sealtrail_api::{ApiConfig, Service};
+use sealtrail_chainer::{Chainer, ChainerConfig, CommitSignal};
+use sealtrail_log::memory::MemoryLog;
+use sealtrail_log::{Correlator, LogProducer};
+use sealtrail_store::Store;
+use sealtrail_store::sqlite::SqliteStore;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+
+    let sqlite = Arc::new(SqliteStore::open(&config.data_dir).with_context(|| {
+        format!(
+            "opening the data directory {} (is it writable?)",
+            config.data_dir.display()
+        )
+    })?);
+    let store: Arc<dyn Store> = sqlite.clone();
+
+    let (log, consumers) = MemoryLog::new(config.partitions, config.queue_capacity);
+    let log: Arc<dyn LogProducer> = Arc::new(log);
+    let correlator = Arc::new(Correlator::new("embedded"));
+    let commits = CommitSignal::default();
+    let chainer_config = ChainerConfig {
+        max_batch_events: config.max_batch_events,
+        head_cache_tenants: config.head_cache_tenants,
+    };
+    let mut chainers = Vec::new();
+    for consumer in consumers {
+        let chainer = Chainer::new(
+            consumer,
+            store.clone(),
+            correlator.clone(),
+            commits.clone(),
+            chainer_config.clone(),
+        );
+        chainers.push(tokio::spawn(chainer.run()));
+    }
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let service = Arc::new(Service {
+        log: log.clone(),
+        correlator,
+        store: store.clone(),
+        commits: Some(commits),
+        keys: Default::default(),
+        config: ApiConfig {
+            commit_timeout: Duration::from_millis(config.commit_timeout_ms),
+            stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),
+        },
+        metrics: Some(metrics),
+        shutdown: shutdown_rx,
+    });
+
+    let listener = tokio::net::TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (in use? pick another with --http-addr)",
+                config.http_addr
+            )
+        })?;
+    let local = listener.local_addr()?;
+    eprintln!(
+        "sealtrail {} listening on http://{local} (data in {})",
+        env!("CARGO_PKG_VERSION"),
+        config.data_dir.display()
+    );
+    tracing::info!(grpc_addr = %config.grpc_addr, "the gRPC API is not part of this build yet; only REST is served");
+    if store.list_keys(None).await?.is_empty() {
+        eprintln!(
+            "no API keys yet. Create one (it works while the server runs):\n  sealtrail keys create --tenant my-tenant --scopes read,write --data-dir {}",
+            config.data_dir.display()
+        );
+    }
+
+    let app = sealtrail_api::router(service);
+    let shutdown = async move {
+        wait_for_signal().await;
+        eprintln!("shutting down: finishing in-flight requests");
+        let _ = shutdown_tx.send(true);
+    };
+    sealtrail_api::serve(listener, app, shutdown).await?;
+
+    log.close();
+    for chainer in chainers {
+        match chainer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(%err, "a chainer stopped with an error"),
+            Err(err) => tracing::error!(%err, "a chainer task failed"),
+        }
+    }
+    sqlite.close();
+    eprintln!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
