@@ -409,10 +409,8 @@ def test_sync_mode(base_url, tenant, thread_errors):
         rec = client.audit.get_event(event_id="sync-log-1")
         assert rec["sequence_number"] == 4 and rec["prev_hash"] == recs[2]["hash"], rec
 
-        # per-item errors: index 1 is not I-JSON (integer beyond 2^53-1)
-        res = client.audit.log_batch(
-            [ev(10), ev(11, metadata={"n": 9007199254740992}), ev(12)]
-        )
+        # per-item errors: index 1 is not dot-notation (empty segment)
+        res = client.audit.log_batch([ev(10), ev(11, action="document..delete"), ev(12)])
         assert res["accepted"] == 2 and res["rejected"] == 1, res
         errs = res.get("errors")
         assert isinstance(errs, list) and len(errs) == 1 and errs[0]["index"] == 1, res
@@ -487,3 +485,19 @@ def test_scope_and_auth_errors(base_url, tenant, make_key):
     check_error(requests.get(f"{base_url}/v1/events", timeout=HTTP_TIMEOUT), 401)
     check_error(requests.get(f"{base_url}/v1/events", headers=auth("alk_live_nope"), timeout=HTTP_TIMEOUT), 401)
     check_error(requests.get(f"{base_url}/v1/events/nope", headers=auth(ro_key), timeout=HTTP_TIMEOUT), 404)
+
+
+def test_sync_batch_non_ijson_item_is_a_per_item_error(base_url, tenant):
+    """A batch item that is not I-JSON (integer beyond 2^53-1) is an invalid item:
+    rejected by index, the other items committed (per-item errors)."""
+    client = sdk(base_url, tenant.key, sync=True)
+    try:
+        res = client.audit.log_batch([ev(0), ev(1, metadata={"n": 9007199254740992}), ev(2)])
+        assert res["accepted"] == 2 and res["rejected"] == 1, res
+        errs = res.get("errors")
+        assert isinstance(errs, list) and len(errs) == 1 and errs[0]["index"] == 1, res
+        assert errs[0].get("code") and errs[0].get("message"), res
+        body = client.audit.list_events()
+        assert [e["id"] for e in body["events"]] == ["evt-00000", "evt-00002"], body
+    finally:
+        client.close()

@@ -10,6 +10,16 @@ use crate::error::{ApiError, ApiResult};
 
 /// Reads at most `limit` bytes of `body` and parses them as strict I-JSON.
 pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Value> {
+    let bytes = read_bytes(headers, body, limit).await?;
+    parse_strict(&bytes).map_err(|e| ApiError::bad_request(e.code, e.message))
+}
+
+/// Reads at most `limit` bytes of a non-empty body (413 past the limit).
+pub async fn read_bytes(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> ApiResult<axum::body::Bytes> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -41,5 +51,5 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> ApiResu
             "the request body is empty; send a JSON object",
         ));
     }
-    Ok(parse_strict(&bytes).map_err(|e| ApiError::bad_request(e.code, e.message))?)
+    Ok(bytes)
 }

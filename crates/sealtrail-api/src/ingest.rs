@@ -11,19 +11,28 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use sealtrail_core::ValidationError;
 use sealtrail_core::event::validate_event;
+use sealtrail_core::json::parse_strict;
 use sealtrail_core::limits::{MAX_BATCH_BODY_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BODY_BYTES};
 use sealtrail_core::receipt::{ItemError, Receipt, ReceiptStatus};
 use sealtrail_core::record::Record;
 use sealtrail_core::time::{Micros, format_micros};
 use sealtrail_log::{Durability, EntryOutcome, IndexedEvent, LogEntry, LogError};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::AppState;
 use crate::auth::Scope;
-use crate::body::read_json;
+use crate::body::{read_bytes, read_json};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchEnvelope<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct IngestParams {
@@ -213,31 +222,21 @@ pub async fn log_batch(
         .authenticate(state.store.as_ref(), &headers, &[Scope::Write])
         .await?;
     let sync = wants_sync(&headers, &params_or_400(params)?);
-    let value = read_json(&headers, body, MAX_BATCH_BODY_BYTES).await?;
-    let Value::Object(mut envelope) = value else {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "a batch must be a JSON object {\"events\": [...]}",
-        ));
-    };
-    if let Some(unknown) = envelope.keys().find(|k| k.as_str() != "events") {
-        return Err(ApiError::bad_request(
-            "unknown_field",
-            format!("unknown member {unknown:?}; a batch has only \"events\""),
-        ));
-    }
-    let items = match envelope.remove("events") {
-        Some(Value::Array(items)) => items,
-        None | Some(Value::Null) => {
-            return Err(ApiError::bad_request("missing_field", "events is required"));
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_field",
-                "events must be an array",
-            ));
-        }
-    };
+    let bytes = read_bytes(&headers, body, MAX_BATCH_BODY_BYTES).await?;
+    // The envelope is parsed on its own and each item strictly by itself, so an item that
+    // is not I-JSON (or not valid) is rejected by its index while the others commit.
+    let envelope: BatchEnvelope = serde_json::from_slice(&bytes).map_err(|err| {
+        let code = if err.is_data() {
+            "invalid_body"
+        } else {
+            "invalid_json"
+        };
+        ApiError::bad_request(
+            code,
+            format!("a batch must be {{\"events\": [event, …]}}: {err}"),
+        )
+    })?;
+    let items = envelope.events;
     if items.is_empty() {
         return Err(ApiError::bad_request(
             "missing_field",
@@ -258,7 +257,8 @@ pub async fn log_batch(
     let mut rejected = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
         let index = index as u32;
-        match validate_event(item, now, new_id) {
+        let parsed = parse_strict(item.get().as_bytes()).map_err(ValidationError::from);
+        match parsed.and_then(|value| validate_event(value, now, new_id)) {
             Ok(event) => events.push(IndexedEvent { index, event }),
             Err(err) => rejected.push(ItemError {
                 index,

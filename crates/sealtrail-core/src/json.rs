@@ -22,6 +22,7 @@ pub struct JsonError {
 
 /// Parses `bytes` as one strict I-JSON value (see the module doc).
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, JsonError> {
+    reject_big_integer_literals(bytes)?;
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = StrictSeed { depth: 1 }
         .deserialize(&mut deserializer)
@@ -60,6 +61,59 @@ fn classify(err: serde_json::Error) -> JsonError {
         code: "invalid_json",
         message: format!("body is not valid JSON: {text}"),
     }
+}
+
+/// Refuses integer literals (no fraction, no exponent) beyond ±(2^53−1). serde_json
+/// turns an integer literal that overflows u64 into a lossy float, so the literal text is
+/// checked here, in one pass that skips strings. Malformed input is left to the parser.
+fn reject_big_integer_literals(bytes: &[u8]) -> Result<(), JsonError> {
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                if bytes[i] == b'-' {
+                    i += 1;
+                }
+                let digits_start = i;
+                while i < bytes.len() && bytes[i].is_ascii_digit() {
+                    i += 1;
+                }
+                let digits = &bytes[digits_start..i];
+                let is_integer = !matches!(bytes.get(i), Some(b'.' | b'e' | b'E'));
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+                if is_integer && digits.len() >= 16 {
+                    let text = std::str::from_utf8(digits).unwrap_or("");
+                    let too_big = text.len() > 30
+                        || text
+                            .parse::<u128>()
+                            .map_or(true, |n| n > MAX_SAFE_INTEGER as u128);
+                    if too_big {
+                        let literal = String::from_utf8_lossy(&bytes[start..i]);
+                        return Err(JsonError {
+                            code: "number_out_of_range",
+                            message: format!(
+                                "integer {literal} is outside the I-JSON range ±(2^53−1); send it as a string"
+                            ),
+                        });
+                    }
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
 }
 
 struct StrictSeed {
@@ -116,14 +170,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::Number(v.into()))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        // serde_json hands integer literals that overflow u64/i64 to us as floats; an
-        // integral magnitude past 2^53−1 cannot be told apart from such a literal, and
-        // would silently lose digits, so it is refused whatever its notation.
-        if v.fract() == 0.0 && v.abs() > MAX_SAFE_INTEGER as f64 {
-            return Err(E::custom(format!(
-                "{TAG_RANGE} number {v} is an integer outside the I-JSON range ±(2^53−1); send it as a string"
-            )));
-        }
+        // Integer literals too large for u64 also arrive here as floats; those were
+        // already refused by `reject_big_integer_literals`, so what remains is a number
+        // written with a fraction or an exponent: a double, which is fine in I-JSON.
         Number::from_f64(v)
             .map(Value::Number)
             .ok_or_else(|| E::custom(format!("{TAG_RANGE} number {v} is not finite")))
@@ -204,10 +253,18 @@ mod tests {
             "number_out_of_range"
         );
         assert_eq!(
-            parse_strict(b"1e21").unwrap_err().code,
+            parse_strict(br#"{"a":"x\\\"","n":[-123456789012345678901234567890123]}"#)
+                .unwrap_err()
+                .code,
             "number_out_of_range"
         );
+        // floats written with an exponent or a fraction are doubles: fine in I-JSON
+        assert!(parse_strict(b"1e21").is_ok());
+        assert!(parse_strict(b"1.7976931348623157e308").is_ok());
+        assert!(parse_strict(b"12345678901234567890.5").is_ok());
         assert!(parse_strict(b"1.5e-7").is_ok());
+        // digits inside strings are not numbers
+        assert!(parse_strict(br#"{"s":"99999999999999999999"}"#).is_ok());
         assert!(parse_strict(b"9007199254740991").is_ok());
         assert_eq!(
             parse_strict(b"1e400").unwrap_err().code,

@@ -1,0 +1,251 @@
+//! End-to-end harness: runs the real `sealtrail` binary on free ports and talks to it
+//! over real HTTP.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sealtrail");
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    pub async fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    pub async fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let log_path = data_dir.with_extension(format!("{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--http-addr",
+                &format!("127.0.0.1:{port}"),
+                "--grpc-addr",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sealtrail");
+        let mut server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_path_buf(),
+            log_path,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "server exited with {status}: {}",
+                    std::fs::read_to_string(&self.log_path).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server not ready: {}",
+                std::fs::read_to_string(&self.log_path).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn sigkill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited successfully.
+    pub fn sigterm_and_wait(&mut self) -> bool {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap().success()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates a key with the CLI (works while the server runs) and returns it.
+pub fn create_key(data_dir: &Path, tenant: &str, scopes: &str) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "keys",
+            "create",
+            "--tenant",
+            tenant,
+            "--scopes",
+            scopes,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "keys create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout.lines().last().unwrap().trim().to_string();
+    assert!(key.starts_with("alk_live_"), "{stdout}");
+    key
+}
+
+pub fn event(id: &str) -> Value {
+    json!({
+        "id": id,
+        "actor": {"id": "user_1", "type": "human", "email": "u@example.com"},
+        "action": "document.delete",
+        "resource": {"id": "doc_1", "type": "document", "name": "Plan"},
+        "outcome": "success",
+        "metadata": {"ip": "127.0.0.1"}
+    })
+}
+
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub key: String,
+}
+
+impl Api {
+    pub fn new(server: &Server, key: &str) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: server.base.clone(),
+            key: key.to_string(),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Every record of the tenant, via cursor paging.
+    pub async fn all_events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let (s, mut page) = self.get("/v1/events?page_size=1000").await;
+        assert_eq!(s, 200, "{page}");
+        loop {
+            out.extend(page["events"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => {
+                    let (s, next) = self
+                        .get(&format!("/v1/events?page_size=1000&cursor={c}"))
+                        .await;
+                    assert_eq!(s, 200, "{next}");
+                    page = next;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+/// Asserts the tenant's records form a gapless chain 1..n and the server's verify agrees.
+pub async fn assert_chain_ok(api: &Api) -> Vec<Value> {
+    let events = api.all_events().await;
+    let mut prev = "0".repeat(64);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e["sequence_number"].as_u64(),
+            Some(i as u64 + 1),
+            "gap or duplicate at {i}"
+        );
+        assert_eq!(
+            e["prev_hash"].as_str(),
+            Some(prev.as_str()),
+            "broken link at {i}"
+        );
+        prev = e["hash"].as_str().unwrap().to_string();
+    }
+    let (s, v) = api.get("/v1/verify").await;
+    assert_eq!(s, 200);
+    assert_eq!(v["valid"], json!(true), "{v}");
+    assert_eq!(v["events_checked"].as_u64(), Some(events.len() as u64));
+    events
+}
