@@ -10,9 +10,11 @@ use tokio::sync::mpsc;
 
 use crate::{Durability, LogEntry, LogError, LogProducer, Offset, PartitionConsumer};
 
+type PartitionSender = mpsc::Sender<(Offset, LogEntry)>;
+
 pub struct MemoryLog {
     /// `None` once closed: consumers then drain what is queued and stop.
-    senders: std::sync::RwLock<Option<Vec<mpsc::Sender<(Offset, LogEntry)>>>>,
+    senders: std::sync::RwLock<Option<Vec<PartitionSender>>>,
     partitions: u32,
     next_offsets: Vec<std::sync::atomic::AtomicU64>,
 }
