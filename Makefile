@@ -1,0 +1,41 @@
+# sealtrail — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+CARGO ?= cargo
+DATA_DIR ?= ./sealtrail-data
+
+.PHONY: help build run test test-rust test-python python-deps lint fmt bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+build: ## release build of the sealtrail binary (target/release/sealtrail)
+	$(CARGO) build --release -p sealtrail
+
+run: build ## build and run embedded mode on $(DATA_DIR), REST on 127.0.0.1:8080
+	./target/release/sealtrail serve --data-dir $(DATA_DIR)
+
+test: test-rust test-python ## every test suite: Rust unit/property/conformance/e2e, then Python e2e
+
+test-rust: ## Rust tests (unit, property, store conformance, chainer, end-to-end over HTTP)
+	$(CARGO) test --workspace
+
+test-python: python-deps ## Python e2e: the official fact0 SDK, and an independent JCS hash check
+	$(CARGO) build -p sealtrail
+	SEALTRAIL_BIN=$(CURDIR)/target/debug/sealtrail $(PYTHON) -m pytest tests/python -q
+
+python-deps: ## install the Python test dependencies (pinned)
+	@$(PYTHON) -c 'import fact0, rfc8785, pytest, requests' 2>/dev/null || $(PYTHON) -m pip install -q -r tests/python/requirements.txt
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+bench: build ## benchmark a release build with wrk (needs wrk and bc)
+	bench/bench.sh
+
+clean: ## remove build output
+	$(CARGO) clean

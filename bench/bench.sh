@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# sealtrail benchmark (`make bench`): a release build on a fresh data dir, loaded by wrk
+# on the same machine. Prints committed events/s and latency p50/p99/p99.9 for
+# single-event async, single-event sync and sync batches of 100, then chain verification
+# events/s and the server's peak RSS.
+#
+# Knobs (environment): BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64),
+# BENCH_BATCH_CONNECTIONS (16), BENCH_TENANTS (8), BENCH_WRK_THREADS (2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+CONNS=${BENCH_CONNECTIONS:-64}
+BATCH_CONNS=${BENCH_BATCH_CONNECTIONS:-16}
+TENANTS=${BENCH_TENANTS:-8}
+THREADS=${BENCH_WRK_THREADS:-2}
+BIN=target/release/sealtrail
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+[ -x "$BIN" ] || cargo build --release -p sealtrail
+
+WORK=$(mktemp -d)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+GRPC=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+BASE="http://127.0.0.1:$PORT"
+RUST_LOG=warn "$BIN" serve --data-dir "$WORK/data" --http-addr "127.0.0.1:$PORT" --grpc-addr "127.0.0.1:$GRPC" 2>"$WORK/server.log" &
+PID=$!
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
+
+KEYS=""
+for i in $(seq "$TENANTS"); do
+  k=$("$BIN" keys create --tenant "bench-$i" --scopes read,write --data-dir "$WORK/data" | tail -1)
+  KEYS="$KEYS${KEYS:+,}$k"
+done
+FIRST_KEY=${KEYS%%,*}
+
+EVENT='{"actor":{"id":"user_4821","type":"human","email":"ada@example.com"},"action":"document.delete","resource":{"id":"doc_99231","type":"document","name":"Q3 board deck"},"outcome":"success","metadata":{"ip":"203.0.113.7","user_agent":"Mozilla/5.0","request_id":"req_8f1c2a"}}'
+echo "$EVENT" > "$WORK/event.json"
+python3 - "$WORK/batch.json" "$EVENT" <<'PY'
+import json, sys
+event = json.loads(sys.argv[2])
+json.dump({"events": [event] * 100}, open(sys.argv[1], "w"))
+PY
+
+printf '\n%-28s %12s %9s %9s %9s %8s\n' "scenario" "events/s" "p50 ms" "p99 ms" "p99.9 ms" "errors"
+run() { # name path body_file connections events_per_request
+  local out line
+  out=$(ST_KEYS="$KEYS" ST_PATH="$2" ST_BODY_FILE="$3" wrk -t"$THREADS" -c"$4" -d"${SECONDS_PER_RUN}s" --latency -s bench/ingest.lua "$BASE" 2>&1)
+  line=$(grep '^BENCH' <<<"$out") || { echo "$out" >&2; return 1; }
+  eval "${line#BENCH }"
+  printf '%-28s %12.0f %9s %9s %9s %8s\n' "$1" "$(echo "$requests * $5 / $duration_s" | bc -l)" "$p50_ms" "$p99_ms" "$p999_ms" "$((socket_errors + non2xx))"
+}
+run "single async (c=$CONNS)" /v1/events "$WORK/event.json" "$CONNS" 1
+run "single sync (c=$CONNS)" "/v1/events?sync=true" "$WORK/event.json" "$CONNS" 1
+run "batch 100 sync (c=$BATCH_CONNS)" "/v1/events/batch?sync=true" "$WORK/batch.json" "$BATCH_CONNS" 100
+
+# Chain verification: walk the first tenant's whole chain through GET /v1/verify.
+start=$(date +%s.%N)
+verify=$(curl -sf -H "Authorization: Bearer $FIRST_KEY" "$BASE/v1/verify")
+end=$(date +%s.%N)
+checked=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["valid"], d; print(d["events_checked"])' "$verify")
+printf '%-28s %12.0f   (%s events in %.2f s, valid)\n' "verify chain (GET /v1/verify)" "$(echo "$checked / ($end - $start)" | bc -l)" "$checked" "$(echo "$end - $start" | bc -l)"
+rss=$(awk '/VmHWM/ {print $2}' /proc/$PID/status)
+printf '%-28s %9.1f MB\n' "server peak RSS" "$(echo "$rss / 1024" | bc -l)"
