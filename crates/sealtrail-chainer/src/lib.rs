@@ -194,10 +194,12 @@ impl<C: PartitionConsumer> Chainer<C> {
             if !self.heads.contains(&entry.tenant_id) && !missing.contains(&entry.tenant_id) {
                 missing.push(entry.tenant_id.clone());
             }
+            // A server-generated id (a fresh UUIDv7) cannot be stored already.
             keys.extend(
                 entry
                     .events
                     .iter()
+                    .filter(|e| e.event.client_id)
                     .map(|e| (entry.tenant_id.clone(), e.event.id.clone())),
             );
         }
@@ -208,13 +210,16 @@ impl<C: PartitionConsumer> Chainer<C> {
                 working.insert(tenant.clone(), fetched.remove(&tenant));
             }
         }
-        let mut known: HashMap<(String, String), StoredEvent> = self
-            .store
-            .find_events(keys)
-            .await?
-            .into_iter()
-            .map(|e| ((e.record.tenant_id.clone(), e.record.id.clone()), e))
-            .collect();
+        let mut known: HashMap<(String, String), StoredEvent> = if keys.is_empty() {
+            HashMap::new()
+        } else {
+            self.store
+                .find_events(keys)
+                .await?
+                .into_iter()
+                .map(|e| ((e.record.tenant_id.clone(), e.record.id.clone()), e))
+                .collect()
+        };
 
         // (2) chain.
         let mut batch = CommitBatch::default();
@@ -238,8 +243,8 @@ impl<C: PartitionConsumer> Chainer<C> {
             let mut records = Vec::with_capacity(entry.events.len());
             for indexed in &entry.events {
                 let event = &indexed.event;
-                let key = (tenant.clone(), event.id.clone());
-                if let Some(stored) = known.get(&key) {
+                let key = event.client_id.then(|| (tenant.clone(), event.id.clone()));
+                if let Some(stored) = key.as_ref().and_then(|k| known.get(k)) {
                     if stored.input_digest == event.input_digest {
                         receipt.accepted += 1;
                         receipt.ids.push(event.id.clone());
@@ -263,13 +268,16 @@ impl<C: PartitionConsumer> Chainer<C> {
                 receipt.accepted += 1;
                 receipt.ids.push(event.id.clone());
                 records.push(chained.record.clone());
-                known.insert(
-                    key,
-                    StoredEvent {
-                        record: chained.record.clone(),
-                        input_digest: chained.input_digest.clone(),
-                    },
-                );
+                if let Some(key) = key {
+                    // A later event of this poll may reuse the id.
+                    known.insert(
+                        key,
+                        StoredEvent {
+                            record: chained.record.clone(),
+                            input_digest: chained.input_digest.clone(),
+                        },
+                    );
+                }
                 batch.records.push(chained);
             }
             receipt.errors.sort_by_key(|e| e.index);

@@ -148,6 +148,14 @@ pub struct NormalizedEvent {
     /// Server-filled defaults (a generated id, a defaulted timestamp) are not part of it,
     /// so a retry that again omits `timestamp` matches.
     pub input_digest: String,
+    /// Whether the client chose the id. A server-generated id (a fresh UUIDv7) cannot
+    /// already be stored, so the chainer skips its idempotency lookup.
+    #[serde(default = "client_chosen")]
+    pub client_id: bool,
+}
+
+fn client_chosen() -> bool {
+    true
 }
 
 const TOP_LEVEL: [&str; 7] = [
@@ -172,7 +180,9 @@ pub fn validate_event(
     let input = parse_input(value)?;
     let input_digest = digest_input(&input);
     let created_at = time::format_micros(created_at);
+    let client_id = input.id.is_some();
     Ok(NormalizedEvent {
+        client_id,
         id: input.id.unwrap_or_else(new_id),
         timestamp: input.timestamp.unwrap_or_else(|| created_at.clone()),
         created_at,
@@ -186,7 +196,9 @@ pub fn validate_event(
 }
 
 fn digest_input(input: &EventInput) -> String {
-    let canonical = serde_json_canonicalizer::to_vec(input).expect("validated input serializes");
+    // The same canonical bytes as records get: the digest must not depend on member
+    // order in the request, and must stay stable across versions (it is stored).
+    let canonical = crate::record::canonical_bytes(input, &input.metadata);
     hex::encode(Sha256::digest(&canonical))
 }
 

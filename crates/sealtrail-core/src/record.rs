@@ -67,7 +67,7 @@ impl Record {
             tenant_id: &self.tenant_id,
             timestamp: &self.timestamp,
         };
-        serde_json_canonicalizer::to_vec(&view).expect("a record always serializes")
+        canonical_bytes(&view, &self.metadata)
     }
 
     /// Rebuilds a record from its stored canonical bytes (without `hash`) and stored hash.
@@ -81,6 +81,37 @@ impl Record {
     pub fn compute_hash(&self) -> String {
         hash_hex(&self.canonical_unhashed())
     }
+}
+
+/// JCS (RFC 8785) bytes of `value`, whose only free-form part is `metadata`.
+///
+/// serde_json's compact output already *is* the JCS form when (1) every object's members
+/// are emitted in sorted order — true for our structs (fields declared in order) and for
+/// `metadata` (a `BTreeMap`, sorted by UTF-8 bytes, which orders keys exactly as JCS's
+/// UTF-16 order unless a key holds a character at or above U+E000) — and (2) no number
+/// is a float (integers print identically; floats need ECMAScript formatting). When
+/// `metadata` breaks either condition the `serde_json_canonicalizer` crate produces the
+/// bytes; `fast_path_matches_the_jcs_crate` checks the two agree.
+pub fn canonical_bytes<T: Serialize>(value: &T, metadata: &Map<String, Value>) -> Vec<u8> {
+    if plain_is_canonical(metadata) {
+        let mut out = Vec::with_capacity(640);
+        serde_json::to_writer(&mut out, value).expect("records serialize");
+        out
+    } else {
+        serde_json_canonicalizer::to_vec(value).expect("records serialize")
+    }
+}
+
+fn plain_is_canonical(map: &Map<String, Value>) -> bool {
+    fn value_ok(v: &Value) -> bool {
+        match v {
+            Value::Number(n) => !n.is_f64(),
+            Value::Array(items) => items.iter().all(value_ok),
+            Value::Object(map) => plain_is_canonical(map),
+            _ => true,
+        }
+    }
+    map.iter().all(|(k, v)| k.chars().all(|c| c < '\u{E000}') && value_ok(v))
 }
 
 /// Lowercase hex SHA-256.
@@ -182,6 +213,40 @@ mod tests {
         assert_eq!(rec.record.hash, KNOWN_HASH_1);
     }
     const KNOWN_HASH_1: &str = "30a9ddbf35d287b6cf737dbaec61c53da423e467af016bed607663f7d39fa71f";
+
+    #[test]
+    fn fast_path_matches_the_jcs_crate() {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            any::<i32>().prop_map(|i| json!(i)),
+            (-9007199254740991i64..=9007199254740991).prop_map(|i| json!(i)),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+            ".{0,12}".prop_map(|s| json!(s)),
+            any::<bool>().prop_map(|b| json!(b)),
+            Just(Value::Null),
+        ];
+        let tree = leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z\\u{e000}-\\u{e010}\\u{1f600}-\\u{1f610}é]{0,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(&prop::collection::btree_map("[a-z\\u{e000}\\u{1f600}]{1,3}", tree, 0..5), |meta| {
+                let mut rec = chain_step(None, "t", event(1)).record;
+                rec.metadata = meta.into_iter().collect();
+                let fast = rec.canonical_unhashed();
+                let view = serde_json::to_value(&rec).unwrap();
+                let mut without = view.as_object().unwrap().clone();
+                without.remove("hash");
+                let reference = serde_json_canonicalizer::to_vec(&without).unwrap();
+                prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(reference).unwrap());
+                Ok(())
+            })
+            .unwrap();
+    }
 
     #[test]
     fn chain_links_and_is_deterministic() {

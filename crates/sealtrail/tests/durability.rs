@@ -26,7 +26,10 @@ async fn load(
         let (tenant, key) = keys[w % keys.len()].clone();
         let (base, stop, acked) = (base.clone(), stop.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap();
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
@@ -35,7 +38,9 @@ async fn load(
                     _ => vec![format!("r{run}-w{w}-n{n}")],
                 };
                 let request = match w % 3 {
-                    0 => http.post(format!("{base}/v1/events?sync=true")).json(&event(&ids[0])),
+                    0 => http
+                        .post(format!("{base}/v1/events?sync=true"))
+                        .json(&event(&ids[0])),
                     1 => http.post(format!("{base}/v1/events")).json(&event(&ids[0])),
                     _ => http
                         .post(format!("{base}/v1/events/batch?sync=true"))
@@ -43,9 +48,18 @@ async fn load(
                 };
                 match request.bearer_auth(&key).send().await {
                     Ok(r) if r.status().is_success() => {
-                        acked.lock().unwrap().entry(tenant.clone()).or_default().extend(ids);
+                        acked
+                            .lock()
+                            .unwrap()
+                            .entry(tenant.clone())
+                            .or_default()
+                            .extend(ids);
                     }
-                    Ok(r) => panic!("unexpected status {} under load: {}", r.status(), r.text().await.unwrap_or_default()),
+                    Ok(r) => panic!(
+                        "unexpected status {} under load: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    ),
                     Err(_) => return, // the server was killed
                 }
             }
@@ -58,19 +72,37 @@ async fn load(
 }
 
 fn tenants(data: &std::path::Path, n: usize) -> Vec<(String, String)> {
-    (0..n).map(|i| (format!("tenant-{i}"), create_key(data, &format!("tenant-{i}"), "read,write"))).collect()
+    (0..n)
+        .map(|i| {
+            (
+                format!("tenant-{i}"),
+                create_key(data, &format!("tenant-{i}"), "read,write"),
+            )
+        })
+        .collect()
 }
 
-async fn assert_all_present_once(server: &Server, keys: &[(String, String)], acked: &HashMap<String, Vec<String>>) -> usize {
+async fn assert_all_present_once(
+    server: &Server,
+    keys: &[(String, String)],
+    acked: &HashMap<String, Vec<String>>,
+) -> usize {
     let mut total = 0;
     for (tenant, key) in keys {
         let api = Api::new(server, key);
         let events = assert_chain_ok(&api).await;
         let stored: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
         let unique: HashSet<&str> = stored.iter().copied().collect();
-        assert_eq!(unique.len(), stored.len(), "{tenant}: an event id is stored twice");
+        assert_eq!(
+            unique.len(),
+            stored.len(),
+            "{tenant}: an event id is stored twice"
+        );
         for id in acked.get(tenant).into_iter().flatten() {
-            assert!(unique.contains(id.as_str()), "{tenant}: acknowledged event {id} was lost");
+            assert!(
+                unique.contains(id.as_str()),
+                "{tenant}: acknowledged event {id} was lost"
+            );
         }
         total += stored.len();
     }
@@ -86,13 +118,22 @@ async fn sigkill_under_concurrent_load_loses_no_acknowledged_event() {
     for run in 0..3 {
         let mut server = Server::start(&data).await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let load_task = tokio::spawn(load(server.base.clone(), keys.clone(), 24, stop.clone(), run));
+        let load_task = tokio::spawn(load(
+            server.base.clone(),
+            keys.clone(),
+            24,
+            stop.clone(),
+            run,
+        ));
         // Kill at a different moment each run, while requests are in flight.
         tokio::time::sleep(Duration::from_millis(700 + 300 * run as u64)).await;
         server.sigkill();
         let acked = load_task.await.unwrap();
         let count: usize = acked.values().map(Vec::len).sum();
-        assert!(count > 50, "run {run}: the load made too little progress ({count} acknowledged)");
+        assert!(
+            count > 50,
+            "run {run}: the load made too little progress ({count} acknowledged)"
+        );
         for (t, ids) in acked {
             all_acked.entry(t).or_default().extend(ids);
         }
@@ -105,7 +146,9 @@ async fn sigkill_under_concurrent_load_loses_no_acknowledged_event() {
     let server = Server::start(&data).await;
     let api = Api::new(&server, &keys[0].1);
     let before = api.all_events().await.len();
-    let (status, rec) = api.post("/v1/events?sync=true", &event("after-crashes")).await;
+    let (status, rec) = api
+        .post("/v1/events?sync=true", &event("after-crashes"))
+        .await;
     assert_eq!(status, 201);
     assert_eq!(rec["sequence_number"].as_u64(), Some(before as u64 + 1));
     assert_chain_ok(&api).await;
@@ -122,7 +165,11 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let started = Instant::now();
     assert!(server.sigterm_and_wait(), "graceful exit: {}", server.log());
-    assert!(started.elapsed() < Duration::from_secs(10), "shutdown took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
     assert!(server.log().contains("stopped cleanly"), "{}", server.log());
     let acked = load_task.await.unwrap();
     let server = Server::start(&data).await;
@@ -142,8 +189,16 @@ async fn restart_keeps_records_receipts_and_continues_chains() {
 
     let server = Server::start(&data).await;
     let api = Api::new(&server, &key);
-    let (status, polled) = api.get(&format!("/v1/receipts/{}", receipt["receipt_id"].as_str().unwrap())).await;
-    assert_eq!((status, polled["status"].clone()), (200, json!("committed")));
+    let (status, polled) = api
+        .get(&format!(
+            "/v1/receipts/{}",
+            receipt["receipt_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        (status, polled["status"].clone()),
+        (200, json!("committed"))
+    );
     let (_, again) = api.post("/v1/events?sync=true", &event("a2")).await;
     assert_eq!(again, rec2, "idempotency survives a restart");
     let (_, rec3) = api.post("/v1/events?sync=true", &event("a3")).await;
