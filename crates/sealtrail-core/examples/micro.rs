@@ -12,7 +12,9 @@ fn main() {
     let mut events = Vec::with_capacity(n);
     for i in 0..n {
         let v = parse_strict(body).unwrap();
-        events.push(validate_event(v, 1_700_000_000_000_000 + i as i64, || format!("id-{i}")).unwrap());
+        events.push(
+            validate_event(v, 1_700_000_000_000_000 + i as i64, || format!("id-{i}")).unwrap(),
+        );
     }
     let per = t.elapsed().as_nanos() as f64 / n as f64;
     println!("parse + validate + digest: {per:.0} ns/event");
@@ -24,22 +26,37 @@ fn main() {
         head = Some(r.head());
         recs.push(r);
     }
-    println!("chain step (JCS + SHA-256): {:.0} ns/event", t.elapsed().as_nanos() as f64 / n as f64);
+    println!(
+        "chain step (JCS + SHA-256): {:.0} ns/event",
+        t.elapsed().as_nanos() as f64 / n as f64
+    );
     let t = Instant::now();
     let mut bytes = 0;
     for r in &recs {
         bytes += serde_json::to_vec(&r.record).unwrap().len();
     }
-    println!("serialize record: {:.0} ns/event ({} bytes)", t.elapsed().as_nanos() as f64 / n as f64, bytes / n);
+    println!(
+        "serialize record: {:.0} ns/event ({} bytes)",
+        t.elapsed().as_nanos() as f64 / n as f64,
+        bytes / n
+    );
     let t = Instant::now();
     for r in &recs {
-        std::hint::black_box(sealtrail_core::record::Record::from_canonical(&r.canonical, &r.record.hash).unwrap());
+        std::hint::black_box(
+            sealtrail_core::record::Record::from_canonical(&r.canonical, &r.record.hash).unwrap(),
+        );
     }
-    println!("decode stored record: {:.0} ns/event", t.elapsed().as_nanos() as f64 / n as f64);
+    println!(
+        "decode stored record: {:.0} ns/event",
+        t.elapsed().as_nanos() as f64 / n as f64
+    );
     let t = Instant::now();
     let mut w = sealtrail_core::verify::ChainWalker::new("tenant");
     for r in &recs {
         w.check(&r.record.hash, &r.canonical).unwrap();
     }
-    println!("verify walk: {:.0} ns/event", t.elapsed().as_nanos() as f64 / n as f64);
+    println!(
+        "verify walk: {:.0} ns/event",
+        t.elapsed().as_nanos() as f64 / n as f64
+    );
 }

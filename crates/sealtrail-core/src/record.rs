@@ -111,7 +111,8 @@ fn plain_is_canonical(map: &Map<String, Value>) -> bool {
             _ => true,
         }
     }
-    map.iter().all(|(k, v)| k.chars().all(|c| c < '\u{E000}') && value_ok(v))
+    map.iter()
+        .all(|(k, v)| k.chars().all(|c| c < '\u{E000}') && value_ok(v))
 }
 
 /// Lowercase hex SHA-256.
@@ -220,7 +221,9 @@ mod tests {
         let leaf = prop_oneof![
             any::<i32>().prop_map(|i| json!(i)),
             (-9007199254740991i64..=9007199254740991).prop_map(|i| json!(i)),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
             ".{0,12}".prop_map(|s| json!(s)),
             any::<bool>().prop_map(|b| json!(b)),
             Just(Value::Null),
@@ -228,23 +231,33 @@ mod tests {
         let tree = leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::btree_map("[a-z\\u{e000}-\\u{e010}\\u{1f600}-\\u{1f610}é]{0,4}", inner, 0..4)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                prop::collection::btree_map(
+                    "[a-z\\u{e000}-\\u{e010}\\u{1f600}-\\u{1f610}é]{0,4}",
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         });
         let mut runner = proptest::test_runner::TestRunner::default();
         runner
-            .run(&prop::collection::btree_map("[a-z\\u{e000}\\u{1f600}]{1,3}", tree, 0..5), |meta| {
-                let mut rec = chain_step(None, "t", event(1)).record;
-                rec.metadata = meta.into_iter().collect();
-                let fast = rec.canonical_unhashed();
-                let view = serde_json::to_value(&rec).unwrap();
-                let mut without = view.as_object().unwrap().clone();
-                without.remove("hash");
-                let reference = serde_json_canonicalizer::to_vec(&without).unwrap();
-                prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(reference).unwrap());
-                Ok(())
-            })
+            .run(
+                &prop::collection::btree_map("[a-z\\u{e000}\\u{1f600}]{1,3}", tree, 0..5),
+                |meta| {
+                    let mut rec = chain_step(None, "t", event(1)).record;
+                    rec.metadata = meta.into_iter().collect();
+                    let fast = rec.canonical_unhashed();
+                    let view = serde_json::to_value(&rec).unwrap();
+                    let mut without = view.as_object().unwrap().clone();
+                    without.remove("hash");
+                    let reference = serde_json_canonicalizer::to_vec(&without).unwrap();
+                    prop_assert_eq!(
+                        String::from_utf8(fast).unwrap(),
+                        String::from_utf8(reference).unwrap()
+                    );
+                    Ok(())
+                },
+            )
             .unwrap();
     }
 
