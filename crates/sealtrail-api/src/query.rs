@@ -10,7 +10,7 @@ use sealtrail_core::event::{ActorType, Outcome};
 use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::{Record, hash_hex};
 use sealtrail_core::verify::ChainWalker;
-use sealtrail_store::{EventQuery, Paging};
+use sealtrail_store::{ChainRow, EventQuery, Paging};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -363,47 +363,58 @@ pub async fn verify_chain(
             ));
         }
     };
-    let ranged = from.is_some() || to.is_some();
+    // Reading (SQLite, on a blocking thread) and checking (hashing, on another) overlap:
+    // a reader task pages through the chain while pages already read are checked.
     let tenant = caller.tenant_id.clone();
-    let mut walker = ChainWalker::new(&tenant);
-    let mut after = 0u64;
-    let mut counted = 0u64;
-    let mut broken: Vec<BrokenEvent> = Vec::new();
-    let mut broken_count = 0u64;
-    'walk: loop {
-        let rows = state.store.scan_chain(&tenant, after, VERIFY_PAGE).await?;
-        let Some(last) = rows.last() else { break };
-        after = last.sequence_number;
-        let full_page = rows.len() == VERIFY_PAGE;
-        for row in &rows {
-            let in_range =
-                !ranged || timestamp_in_range(&row.canonical, from.as_deref(), to.as_deref());
-            if in_range {
-                counted += 1;
-            }
-            if let Err(b) = walker.check(&row.hash, &row.canonical)
-                && in_range
-            {
-                broken_count += 1;
-                if broken.len() < MAX_BROKEN_LISTED {
-                    broken.push(BrokenEvent {
-                        event_id: b.event_id,
-                        sequence_number: b.sequence_number,
-                        timestamp: b.timestamp,
-                        action: b.action,
-                        actor_id: b.actor_id,
-                        reason: format!("{}: {}", b.code, b.reason),
-                    });
-                }
-                if !scan_all {
-                    break 'walk;
-                }
+    let (pages_tx, mut pages) = tokio::sync::mpsc::channel::<Vec<ChainRow>>(2);
+    let store = state.store.clone();
+    let reader_tenant = tenant.clone();
+    let reader = tokio::spawn(async move {
+        let mut after = 0u64;
+        loop {
+            let rows = store.scan_chain(&reader_tenant, after, VERIFY_PAGE).await?;
+            let Some(last) = rows.last() else {
+                return Ok::<(), sealtrail_store::StoreError>(());
+            };
+            after = last.sequence_number;
+            let full_page = rows.len() == VERIFY_PAGE;
+            if pages_tx.send(rows).await.is_err() || !full_page {
+                return Ok(());
             }
         }
-        if !full_page {
+    });
+    let mut walk = Walk {
+        walker: ChainWalker::new(&tenant),
+        from: from.clone(),
+        to: to.clone(),
+        scan_all,
+        counted: 0,
+        broken: Vec::new(),
+        broken_count: 0,
+        stopped: false,
+    };
+    while let Some(rows) = pages.recv().await {
+        walk = tokio::task::spawn_blocking(move || {
+            walk.check_page(&rows);
+            walk
+        })
+        .await
+        .map_err(|e| ApiError::internal("verification task failed", e))?;
+        if walk.stopped {
             break;
         }
     }
+    drop(pages);
+    reader
+        .await
+        .map_err(|e| ApiError::internal("verification reader failed", e))??;
+    let Walk {
+        walker,
+        counted,
+        broken,
+        broken_count,
+        ..
+    } = walk;
     metrics::counter!("sealtrail_verified_events_total").increment(walker.checked());
     let first = broken.first();
     Ok(Json(VerifyResult {
@@ -418,6 +429,51 @@ pub async fn verify_chain(
         broken_count,
         all_broken_events: scan_all.then_some(broken),
     }))
+}
+
+/// The state of one chain walk (see [`verify_chain`]).
+struct Walk {
+    walker: ChainWalker,
+    from: Option<String>,
+    to: Option<String>,
+    scan_all: bool,
+    counted: u64,
+    broken: Vec<BrokenEvent>,
+    broken_count: u64,
+    /// Set at the first break unless `scan_all`.
+    stopped: bool,
+}
+
+impl Walk {
+    fn check_page(&mut self, rows: &[ChainRow]) {
+        let ranged = self.from.is_some() || self.to.is_some();
+        for row in rows {
+            let in_range = !ranged
+                || timestamp_in_range(&row.canonical, self.from.as_deref(), self.to.as_deref());
+            if in_range {
+                self.counted += 1;
+            }
+            if let Err(b) = self.walker.check(&row.hash, &row.canonical)
+                && in_range
+            {
+                self.broken_count += 1;
+                if self.broken.len() < MAX_BROKEN_LISTED {
+                    self.broken.push(BrokenEvent {
+                        event_id: b.event_id,
+                        sequence_number: b.sequence_number,
+                        timestamp: b.timestamp,
+                        action: b.action,
+                        actor_id: b.actor_id,
+                        reason: format!("{}: {}", b.code, b.reason),
+                    });
+                }
+                if !self.scan_all {
+                    self.stopped = true;
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn timestamp_in_range(canonical: &[u8], from: Option<&str>, to: Option<&str>) -> bool {

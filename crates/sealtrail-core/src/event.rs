@@ -517,4 +517,69 @@ mod tests {
         v["actor"] = json!("u1");
         assert_eq!(code_of(v), "invalid_field");
     }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::any;
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| json!(i)),
+            "[a-z.]{0,6}".prop_map(Value::String),
+            prop::sample::select(vec!["human", "success", "2024-01-01T00:00:00Z", "a.b", ""])
+                .prop_map(|s| json!(s)),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "id",
+                        "type",
+                        "email",
+                        "name",
+                        "actor",
+                        "action",
+                        "resource",
+                        "outcome",
+                        "metadata",
+                        "timestamp",
+                        "x",
+                    ])
+                    .prop_map(str::to_string),
+                    inner,
+                    0..7
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Validation is total: any JSON gets a result, never a panic; an error always
+        /// carries a code and a message; an accepted event is fully normalized.
+        #[test]
+        fn validation_never_panics_and_accepts_only_normalized_events(v in arb_json()) {
+            match validate_event(v, 1_700_000_000_000_000, || "generated".into()) {
+                Ok(e) => {
+                    proptest::prop_assert!(!e.action.trim().is_empty() && !e.actor.id.trim().is_empty());
+                    proptest::prop_assert!(crate::time::parse_rfc3339(&e.timestamp).is_ok());
+                    proptest::prop_assert_eq!(crate::time::normalize(&e.timestamp).unwrap(), e.timestamp.clone());
+                    proptest::prop_assert_eq!(e.input_digest.len(), 64);
+                }
+                Err(err) => proptest::prop_assert!(!err.code.is_empty() && !err.message.is_empty()),
+            }
+        }
+
+        /// Member order in the request does not change the digest (idempotent retries from
+        /// clients that serialize differently still match).
+        #[test]
+        fn digest_is_independent_of_member_order(action in "[a-z]{1,5}\\.[a-z]{1,5}", n in proptest::prelude::any::<i32>()) {
+            let a = format!(r#"{{"action":"{action}","actor":{{"id":"u","type":"agent"}},"resource":{{"id":"r","type":"t"}},"outcome":"error","metadata":{{"n":{n},"z":[1]}}}}"#);
+            let b = format!(r#"{{"metadata":{{"z":[1],"n":{n}}},"outcome":"error","resource":{{"type":"t","id":"r"}},"actor":{{"type":"agent","id":"u"}},"action":"{action}"}}"#);
+            let da = validate_event(crate::json::parse_strict(a.as_bytes()).unwrap(), 1, || "x".into()).unwrap().input_digest;
+            let db = validate_event(crate::json::parse_strict(b.as_bytes()).unwrap(), 2, || "y".into()).unwrap().input_digest;
+            proptest::prop_assert_eq!(da, db);
+        }
+    }
 }

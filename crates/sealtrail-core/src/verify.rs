@@ -27,8 +27,19 @@ pub struct Broken {
     pub reason: String,
 }
 
+/// The members the hot path needs; the rest are skipped unparsed.
 #[derive(Deserialize)]
-struct LinkFields<'a> {
+struct Links<'a> {
+    sequence_number: u64,
+    #[serde(borrow)]
+    prev_hash: Cow<'a, str>,
+    #[serde(borrow)]
+    tenant_id: Cow<'a, str>,
+}
+
+/// Everything reported about a broken record.
+#[derive(Deserialize)]
+struct Described<'a> {
     #[serde(borrow)]
     id: Cow<'a, str>,
     sequence_number: u64,
@@ -94,7 +105,45 @@ impl ChainWalker {
     /// from that row, so `scan_all` reports each break once.
     pub fn check(&mut self, stored_hash: &str, canonical: &[u8]) -> Result<(), Box<Broken>> {
         self.checked += 1;
-        let fields: LinkFields = match serde_json::from_slice(canonical) {
+        let mut computed = [0u8; 64];
+        hex::encode_to_slice(Sha256::digest(canonical), &mut computed).expect("64 hex digits");
+        let hash_ok = computed.as_slice() == stored_hash.as_bytes();
+        // Hot path: hash, sequence, link and tenant all as expected.
+        if hash_ok
+            && let Ok(links) = serde_json::from_slice::<Links>(canonical)
+            && links.sequence_number == self.expect_sequence
+            && links.prev_hash == self.prev_hash
+            && links.tenant_id == self.tenant_id
+        {
+            self.advance(links.sequence_number, stored_hash);
+            return Ok(());
+        }
+        let computed = std::str::from_utf8(&computed)
+            .expect("hex is ascii")
+            .to_string();
+        Err(Box::new(self.describe(
+            stored_hash,
+            canonical,
+            hash_ok,
+            &computed,
+        )))
+    }
+
+    fn advance(&mut self, sequence_number: u64, stored_hash: &str) {
+        self.expect_sequence = sequence_number + 1;
+        self.prev_hash.clear();
+        self.prev_hash.push_str(stored_hash);
+    }
+
+    /// The slow path: says precisely what is wrong with a row, then moves past it.
+    fn describe(
+        &mut self,
+        stored_hash: &str,
+        canonical: &[u8],
+        hash_ok: bool,
+        computed: &str,
+    ) -> Broken {
+        let fields: Described = match serde_json::from_slice(canonical) {
             Ok(f) => f,
             Err(err) => {
                 let broken = Broken {
@@ -106,57 +155,50 @@ impl ChainWalker {
                     code: "unreadable_record",
                     reason: format!("record {} cannot be read: {err}", self.expect_sequence),
                 };
-                self.expect_sequence += 1;
-                self.prev_hash = stored_hash.to_string();
-                return Err(Box::new(broken));
+                let next = self.expect_sequence;
+                self.advance(next, stored_hash);
+                return broken;
             }
         };
-        let computed = hex::encode(Sha256::digest(canonical));
-        let failure = if computed != stored_hash {
-            Some((
+        let (code, reason) = if !hash_ok {
+            (
                 "hash_mismatch",
                 format!("stored hash {stored_hash} but the record hashes to {computed}"),
-            ))
+            )
         } else if fields.sequence_number != self.expect_sequence {
-            Some((
+            (
                 "sequence_gap",
                 format!(
                     "expected sequence_number {} but found {}",
                     self.expect_sequence, fields.sequence_number
                 ),
-            ))
+            )
         } else if fields.prev_hash != self.prev_hash {
-            Some((
+            (
                 "prev_hash_mismatch",
                 format!(
                     "prev_hash {} does not match the previous record's hash {}",
                     fields.prev_hash, self.prev_hash
                 ),
-            ))
-        } else if fields.tenant_id != self.tenant_id {
-            Some((
+            )
+        } else {
+            (
                 "wrong_tenant",
                 format!(
                     "record belongs to tenant {:?}, not {:?}",
                     fields.tenant_id, self.tenant_id
                 ),
-            ))
-        } else {
-            None
+            )
         };
-        self.expect_sequence = fields.sequence_number + 1;
-        self.prev_hash = stored_hash.to_string();
-        match failure {
-            None => Ok(()),
-            Some((code, reason)) => Err(Box::new(Broken {
-                event_id: fields.id.into_owned(),
-                sequence_number: fields.sequence_number,
-                timestamp: fields.timestamp.into_owned(),
-                action: fields.action.into_owned(),
-                actor_id: fields.actor.id.into_owned(),
-                code,
-                reason,
-            })),
+        self.advance(fields.sequence_number, stored_hash);
+        Broken {
+            event_id: fields.id.into_owned(),
+            sequence_number: fields.sequence_number,
+            timestamp: fields.timestamp.into_owned(),
+            action: fields.action.into_owned(),
+            actor_id: fields.actor.id.into_owned(),
+            code,
+            reason,
         }
     }
 }

@@ -206,3 +206,68 @@ async fn restart_keeps_records_receipts_and_continues_chains() {
     assert_eq!(rec3["prev_hash"], rec2["hash"]);
     assert_eq!(assert_chain_ok(&api).await.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_detects_tampering_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    let mut server = Server::start(&data).await;
+    let api = Api::new(&server, &key);
+    for i in 1..=6 {
+        let (status, _) = api
+            .post("/v1/events?sync=true", &event(&format!("t{i}")))
+            .await;
+        assert_eq!(status, 201);
+    }
+    assert!(server.sigterm_and_wait());
+
+    // Whoever controls the database edits record 3 and deletes record 5.
+    let db = rusqlite::Connection::open(data.join("sealtrail.db")).unwrap();
+    let body: Vec<u8> = db
+        .query_row(
+            "SELECT body FROM events WHERE tenant_id='acme' AND seq=3",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let edited = String::from_utf8(body)
+        .unwrap()
+        .replace("\"success\"", "\"failure\"");
+    db.execute(
+        "UPDATE events SET body=?1 WHERE tenant_id='acme' AND seq=3",
+        [edited.as_bytes()],
+    )
+    .unwrap();
+    db.execute("DELETE FROM events WHERE tenant_id='acme' AND seq=5", [])
+        .unwrap();
+    drop(db);
+
+    let server = Server::start(&data).await;
+    let api = Api::new(&server, &key);
+    let (_, first) = api.get("/v1/verify").await;
+    assert_eq!(first["valid"], json!(false), "{first}");
+    assert_eq!(first["first_broken_event_id"], json!("t3"));
+    assert!(
+        first["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("hash_mismatch"),
+        "{first}"
+    );
+    let (_, all) = api.get("/v1/verify?scan_all=true").await;
+    assert_eq!(all["broken_count"], json!(2), "{all}");
+    assert_eq!(all["all_broken_events"][1]["event_id"], json!("t6"));
+    assert!(
+        all["all_broken_events"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("sequence_gap"),
+        "{all}"
+    );
+    let (_, one) = api.get("/v1/events/t3/verify").await;
+    assert_eq!(one["valid"], json!(false));
+    assert_ne!(one["stored_hash"], one["computed_hash"]);
+    let (_, fine) = api.get("/v1/events/t2/verify").await;
+    assert_eq!(fine["valid"], json!(true));
+}
