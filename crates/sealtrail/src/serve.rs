@@ -80,14 +80,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown: shutdown_rx,
     });
 
-    let listener = tokio::net::TcpListener::bind(&config.http_addr)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (in use? pick another with --http-addr)",
-                config.http_addr
-            )
-        })?;
+    let listener = listen(&config.http_addr).with_context(|| {
+        format!(
+            "cannot listen on {} (in use? pick another with --http-addr)",
+            config.http_addr
+        )
+    })?;
     let local = listener.local_addr()?;
     eprintln!(
         "sealtrail {} listening on http://{local} (data in {})",
@@ -121,6 +119,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     sqlite.close();
     eprintln!("stopped cleanly");
     Ok(())
+}
+
+/// Binds with SO_REUSEADDR, so a restart right after a crash can take the port back
+/// while the old connections linger in TIME_WAIT.
+fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 async fn wait_for_signal() {
