@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod fjall;
+mod group;
 pub mod sqlite;
 mod types;
 
@@ -33,6 +35,15 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The current time in the wire format (stores stamp `committed_at` with it).
+pub(crate) fn now_wire() -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    sealtrail_core::time::format_micros(micros)
+}
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -80,4 +91,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks a key revoked at `revoked_at`; `false` when no such active key exists.
     async fn revoke_key(&self, key_id: &str, revoked_at: &str) -> StoreResult<bool>;
+
+    /// Finishes pending writes and releases the store (graceful shutdown). Appends after
+    /// this fail with [`StoreError::Unavailable`].
+    fn close(&self) {}
 }

@@ -13,15 +13,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sealtrail_core::receipt::{Receipt, ReceiptStatus};
 use sealtrail_core::record::{ChainHead, Record};
-use tokio::sync::oneshot;
 
+use crate::group::GroupCommitter;
 use crate::{
     ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, Paging, Store, StoreError, StoreResult,
     StoredEvent,
@@ -70,15 +70,9 @@ pub const DB_FILE: &str = "sealtrail.db";
 /// Read connections kept open between reads (each with its own page cache).
 const MAX_READERS: usize = 4;
 
-/// Most batches the writer folds into one transaction.
-const MAX_GROUP_BATCHES: usize = 256;
-
-type WriteJob = (CommitBatch, oneshot::Sender<StoreResult<()>>);
-
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
-    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer: GroupCommitter,
     readers: Arc<Mutex<Vec<Connection>>>,
 }
 
@@ -125,25 +119,20 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
-        let (tx, rx) = mpsc::channel::<WriteJob>();
-        let thread = std::thread::Builder::new()
-            .name("sealtrail-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
-            .map_err(unavailable)?;
+        let mut conn = conn;
+        let writer = GroupCommitter::start("sealtrail-sqlite-writer", move |batches| {
+            write_group(&mut conn, batches)
+        })?;
         Ok(Self {
             path,
-            writer: Mutex::new(Some(tx)),
-            writer_thread: Mutex::new(Some(thread)),
+            writer,
             readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
     /// Stops accepting writes, lets the writer finish what it has, and waits for it.
-    pub fn close(&self) {
-        self.writer.lock().expect("writer lock").take();
-        if let Some(handle) = self.writer_thread.lock().expect("thread lock").take() {
-            let _ = handle.join();
-        }
+    pub fn shutdown(&self) {
+        self.writer.close();
     }
 
     /// Runs `f` on a pooled read connection on a blocking thread.
@@ -190,47 +179,7 @@ impl SqliteStore {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        self.close();
-    }
-}
-
-fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP_BATCHES {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        let batches: Vec<&CommitBatch> = group.iter().map(|(b, _)| b).collect();
-        match write_group(&mut conn, &batches) {
-            Ok(()) => {
-                for (_, reply) in group {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-            Err(_) if group.len() > 1 => {
-                // Something in the group was refused: write each batch on its own so only
-                // the offending one fails.
-                for (batch, reply) in group {
-                    let _ = reply.send(write_group(&mut conn, &[&batch]));
-                }
-            }
-            Err(err) => {
-                for (_, reply) in group {
-                    let _ = reply.send(Err(clone_err(&err)));
-                }
-            }
-        }
-    }
-}
-
-fn clone_err(err: &StoreError) -> StoreError {
-    match err {
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
-        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+        self.shutdown();
     }
 }
 
@@ -305,7 +254,7 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
                 let body =
                     if rec.committed_at.is_none() && rec.status == ReceiptStatus::Committed {
                         let mut stamped = rec.clone();
-                        stamped.committed_at = Some(now_wire());
+                        stamped.committed_at = Some(crate::now_wire());
                         serde_json::to_string(&stamped)
                     } else {
                         serde_json::to_string(rec)
@@ -318,14 +267,6 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
         }
     }
     tx.commit().map_err(unavailable)
-}
-
-fn now_wire() -> String {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    sealtrail_core::time::format_micros(micros)
 }
 
 fn row_to_stored(body: Vec<u8>, hash: String, digest: String) -> StoreResult<StoredEvent> {
@@ -358,19 +299,12 @@ const KEY_COLUMNS: &str = "key_id, tenant_id, key_hash, key_prefix, scopes, crea
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn close(&self) {
+        self.shutdown();
+    }
+
     async fn append(&self, batch: CommitBatch) -> StoreResult<()> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let writer = self.writer.lock().expect("writer lock");
-            let sender = writer
-                .as_ref()
-                .ok_or_else(|| unavailable("the store is closed"))?;
-            sender
-                .send((batch, tx))
-                .map_err(|_| unavailable("the store writer has stopped"))?;
-        }
-        rx.await
-            .map_err(|_| unavailable("the store writer has stopped"))?
+        self.writer.submit(batch).await
     }
 
     async fn heads(&self, tenants: Vec<String>) -> StoreResult<HashMap<String, ChainHead>> {

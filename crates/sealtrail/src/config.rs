@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Directory holding the embedded database (`sealtrail.db`). Created if missing.
     pub data_dir: PathBuf,
+    /// Embedded event store: `fjall` (an LSM tree; the default, fastest for ingest) or
+    /// `sqlite` (one SQLite file you can open with the `sqlite3` shell). API keys are in
+    /// SQLite either way. Pick it before the first start: the two do not share data.
+    pub store: StoreEngine,
     /// Address the REST API listens on.
     pub http_addr: String,
     /// Address reserved for the gRPC API (served once the gRPC API lands).
@@ -40,6 +44,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./sealtrail-data"),
+            store: StoreEngine::Fjall,
             http_addr: "127.0.0.1:8080".into(),
             grpc_addr: "127.0.0.1:50051".into(),
             partitions: 4,
@@ -53,9 +58,17 @@ impl Default for Config {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreEngine {
+    Fjall,
+    Sqlite,
+}
+
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 10] = [
+const ENV_KEYS: [&str; 11] = [
     "data_dir",
+    "store",
     "http_addr",
     "grpc_addr",
     "partitions",
@@ -78,6 +91,8 @@ pub struct Overrides {
     pub grpc_addr: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partitions: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreEngine>,
 }
 
 impl Config {

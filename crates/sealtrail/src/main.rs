@@ -64,6 +64,9 @@ struct ServeArgs {
     /// Partitions (parallel chainers) [default: 4; env: SEALTRAIL_PARTITIONS].
     #[arg(long, value_name = "N")]
     partitions: Option<u32>,
+    /// Event store: fjall or sqlite [default: fjall; env: SEALTRAIL_STORE].
+    #[arg(long, value_enum)]
+    store: Option<config::StoreEngine>,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +129,7 @@ fn main() -> std::process::ExitCode {
                 http_addr: args.http_addr,
                 grpc_addr: args.grpc_addr,
                 partitions: args.partitions,
+                store: args.store,
                 ..Default::default()
             },
         )

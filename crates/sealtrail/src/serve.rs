@@ -14,10 +14,11 @@ use sealtrail_chainer::{Chainer, ChainerConfig, CommitSignal};
 use sealtrail_log::memory::MemoryLog;
 use sealtrail_log::{Correlator, LogProducer};
 use sealtrail_store::Store;
+use sealtrail_store::fjall::FjallStore;
 use sealtrail_store::sqlite::SqliteStore;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::Config;
+use crate::config::{Config, StoreEngine};
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     let filter =
@@ -37,13 +38,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
 
-    let sqlite = Arc::new(SqliteStore::open(&config.data_dir).with_context(|| {
+    let store: Arc<dyn Store> = match config.store {
+        StoreEngine::Fjall => {
+            FjallStore::open(&config.data_dir).map(|s| Arc::new(s) as Arc<dyn Store>)
+        }
+        StoreEngine::Sqlite => {
+            SqliteStore::open(&config.data_dir).map(|s| Arc::new(s) as Arc<dyn Store>)
+        }
+    }
+    .with_context(|| {
         format!(
             "opening the data directory {} (is it writable?)",
             config.data_dir.display()
         )
-    })?);
-    let store: Arc<dyn Store> = sqlite.clone();
+    })?;
 
     let (log, consumers) = MemoryLog::new(config.partitions, config.queue_capacity);
     let log: Arc<dyn LogProducer> = Arc::new(log);
@@ -116,7 +124,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Err(err) => tracing::error!(%err, "a chainer task failed"),
         }
     }
-    sqlite.close();
+    store.close();
     eprintln!("stopped cleanly");
     Ok(())
 }

@@ -110,13 +110,23 @@ async fn assert_all_present_once(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_under_concurrent_load_loses_no_acknowledged_event() {
+async fn sigkill_under_concurrent_load_loses_no_acknowledged_event_fjall() {
+    sigkill_under_load("fjall").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_concurrent_load_loses_no_acknowledged_event_sqlite() {
+    sigkill_under_load("sqlite").await;
+}
+
+async fn sigkill_under_load(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let keys = tenants(&data, 3);
     let mut all_acked: HashMap<String, Vec<String>> = HashMap::new();
+    let store = ["--store", engine];
     for run in 0..3 {
-        let mut server = Server::start(&data).await;
+        let mut server = Server::start_with(&data, &store).await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let load_task = tokio::spawn(load(
             server.base.clone(),
@@ -138,12 +148,12 @@ async fn sigkill_under_concurrent_load_loses_no_acknowledged_event() {
             all_acked.entry(t).or_default().extend(ids);
         }
         // Restart on the same data: everything acknowledged so far is there exactly once.
-        let server = Server::start(&data).await;
+        let server = Server::start_with(&data, &store).await;
         assert_all_present_once(&server, &keys, &all_acked).await;
         drop(server);
     }
     // After the last restart the chains continue.
-    let server = Server::start(&data).await;
+    let server = Server::start_with(&data, &store).await;
     let api = Api::new(&server, &keys[0].1);
     let before = api.all_events().await.len();
     let (status, rec) = api
@@ -208,11 +218,61 @@ async fn restart_keeps_records_receipts_and_continues_chains() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verification_detects_tampering_in_the_database() {
+async fn verification_detects_tampering_in_the_sqlite_store() {
+    tamper_test("sqlite", |data| {
+        // Whoever controls the database edits record 3 and deletes record 5.
+        let db = rusqlite::Connection::open(data.join("sealtrail.db")).unwrap();
+        let body: Vec<u8> = db
+            .query_row(
+                "SELECT body FROM events WHERE tenant_id='acme' AND seq=3",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let edited = String::from_utf8(body)
+            .unwrap()
+            .replace("\"success\"", "\"failure\"");
+        db.execute(
+            "UPDATE events SET body=?1 WHERE tenant_id='acme' AND seq=3",
+            [edited.as_bytes()],
+        )
+        .unwrap();
+        db.execute("DELETE FROM events WHERE tenant_id='acme' AND seq=5", [])
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_detects_tampering_in_the_fjall_store() {
+    tamper_test("fjall", |data| {
+        let db = fjall::Database::builder(data.join("events"))
+            .open()
+            .unwrap();
+        let events = db
+            .keyspace("events", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let key = |seq: u64| [&[4u8][..], b"acme", &seq.to_be_bytes()].concat();
+        let value = events
+            .get(key(3))
+            .unwrap()
+            .expect("record 3 is stored under its key");
+        let edited = String::from_utf8(value.to_vec())
+            .unwrap()
+            .replace("\"success\"", "\"failure\"");
+        events.insert(key(3), edited.as_bytes()).unwrap();
+        events.remove(key(5)).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    })
+    .await;
+}
+
+async fn tamper_test(engine: &str, tamper: impl FnOnce(&std::path::Path)) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = create_key(&data, "acme", "read,write");
-    let mut server = Server::start(&data).await;
+    let store = ["--store", engine];
+    let mut server = Server::start_with(&data, &store).await;
     let api = Api::new(&server, &key);
     for i in 1..=6 {
         let (status, _) = api
@@ -222,28 +282,9 @@ async fn verification_detects_tampering_in_the_database() {
     }
     assert!(server.sigterm_and_wait());
 
-    // Whoever controls the database edits record 3 and deletes record 5.
-    let db = rusqlite::Connection::open(data.join("sealtrail.db")).unwrap();
-    let body: Vec<u8> = db
-        .query_row(
-            "SELECT body FROM events WHERE tenant_id='acme' AND seq=3",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let edited = String::from_utf8(body)
-        .unwrap()
-        .replace("\"success\"", "\"failure\"");
-    db.execute(
-        "UPDATE events SET body=?1 WHERE tenant_id='acme' AND seq=3",
-        [edited.as_bytes()],
-    )
-    .unwrap();
-    db.execute("DELETE FROM events WHERE tenant_id='acme' AND seq=5", [])
-        .unwrap();
-    drop(db);
+    tamper(&data);
 
-    let server = Server::start(&data).await;
+    let server = Server::start_with(&data, &store).await;
     let api = Api::new(&server, &key);
     let (_, first) = api.get("/v1/verify").await;
     assert_eq!(first["valid"], json!(false), "{first}");

@@ -66,3 +66,34 @@ async fn concurrent_appends_are_group_committed_and_all_land() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_store_passes_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sealtrail_store::fjall::FjallStore::open(dir.path()).unwrap();
+    conformance::run_all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fjall_data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let recs = make_chain("reopen", None, 3);
+    {
+        let store = sealtrail_store::fjall::FjallStore::open(dir.path()).unwrap();
+        store
+            .append(CommitBatch {
+                records: recs.clone(),
+                receipts: vec![],
+            })
+            .await
+            .unwrap();
+        store.close();
+    }
+    let store = sealtrail_store::fjall::FjallStore::open(dir.path()).unwrap();
+    let heads = store
+        .heads(vec!["reopen".into(), "reope".into(), "reopenx".into()])
+        .await
+        .unwrap();
+    assert_eq!(heads.len(), 1, "tenants sharing a name prefix stay apart");
+    assert_eq!(heads["reopen"], recs[2].head());
+}

@@ -1,0 +1,491 @@
+//! The embedded event store on fjall (an LSM tree), with API keys in SQLite.
+//!
+//! Why an LSM here: every event adds entries to three filter indexes (actor, action,
+//! resource) at effectively random positions. A B-tree (SQLite) rewrites a whole page per
+//! touched index leaf on every commit; an LSM appends the new keys to its journal and sorts
+//! them later in the background. Measured on this project's 2-core machine with varied
+//! actors and resources: SQLite with those indexes ~20k events/s, fjall ~67k events/s,
+//! both fsyncing every group commit (see the README's "Storage").
+//!
+//! Keyspaces (all integers big-endian; `T` = tenant as `len:u8` + bytes):
+//! - `events`:   `T seq:u64` → `hash(64) digest(64) canonical-record`
+//! - `ids`:      `T id` → `seq:u64`
+//! - `facets`:   `T kind:u8 len:u16 value seq:u64` → empty (kind 1 actor, 2 action, 3 resource)
+//! - `receipts`: `T receipt_id` → receipt JSON
+//!
+//! API keys live in the SQLite database of [`SqliteStore`] in the same data directory,
+//! because `sealtrail keys …` must work from a second process while the server runs and
+//! fjall allows one process per database.
+//!
+//! Crash windows: a group is one fjall write batch made durable with `persist(SyncAll)`
+//! before any batch of it is answered; a crash before that leaves none of the group after
+//! recovery (the journal replays whole batches only), and nothing of it was acknowledged.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use sealtrail_core::event::{ActorType, Outcome};
+use sealtrail_core::receipt::{Receipt, ReceiptStatus};
+use sealtrail_core::record::{ChainHead, Record};
+
+use crate::group::GroupCommitter;
+use crate::sqlite::SqliteStore;
+use crate::{
+    ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, Paging, Store, StoreError, StoreResult,
+    StoredEvent,
+};
+
+/// Directory of the fjall database inside the data directory.
+pub const EVENTS_DIR: &str = "events";
+
+const HASH_LEN: usize = 64;
+const FACET_ACTOR: u8 = 1;
+const FACET_ACTION: u8 = 2;
+const FACET_RESOURCE: u8 = 3;
+
+#[derive(Clone)]
+struct Trees {
+    db: Database,
+    events: Keyspace,
+    ids: Keyspace,
+    facets: Keyspace,
+    receipts: Keyspace,
+}
+
+pub struct FjallStore {
+    trees: Trees,
+    writer: GroupCommitter,
+    keys: Arc<SqliteStore>,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}
+
+fn corrupt(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(err.to_string())
+}
+
+fn tenant_prefix(tenant: &str) -> Vec<u8> {
+    // Tenant ids are at most 128 bytes (enforced when keys are created).
+    let bytes = tenant.as_bytes();
+    let mut key = Vec::with_capacity(bytes.len() + 40);
+    key.push(bytes.len().min(255) as u8);
+    key.extend_from_slice(&bytes[..bytes.len().min(255)]);
+    key
+}
+
+fn event_key(tenant: &str, seq: u64) -> Vec<u8> {
+    let mut key = tenant_prefix(tenant);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn named_key(tenant: &str, name: &str) -> Vec<u8> {
+    let mut key = tenant_prefix(tenant);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+fn facet_prefix(tenant: &str, kind: u8, value: &str) -> Vec<u8> {
+    let mut key = tenant_prefix(tenant);
+    key.push(kind);
+    key.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    key.extend_from_slice(value.as_bytes());
+    key
+}
+
+fn seq_suffix(key: &[u8]) -> StoreResult<u64> {
+    let tail: [u8; 8] = key
+        .get(key.len().saturating_sub(8)..)
+        .and_then(|t| t.try_into().ok())
+        .ok_or_else(|| corrupt("short key"))?;
+    Ok(u64::from_be_bytes(tail))
+}
+
+/// Splits a stored event value into (hash, digest, canonical record).
+fn split_value(value: &[u8]) -> StoreResult<(&str, &str, &[u8])> {
+    if value.len() < 2 * HASH_LEN {
+        return Err(corrupt("stored event is truncated"));
+    }
+    let hash = std::str::from_utf8(&value[..HASH_LEN]).map_err(corrupt)?;
+    let digest = std::str::from_utf8(&value[HASH_LEN..2 * HASH_LEN]).map_err(corrupt)?;
+    Ok((hash, digest, &value[2 * HASH_LEN..]))
+}
+
+impl Trees {
+    fn open(dir: &Path) -> StoreResult<Self> {
+        let db = Database::builder(dir)
+            .cache_size(32 * 1024 * 1024)
+            .open()
+            .map_err(|e| {
+                unavailable(format!(
+                    "cannot open the event store in {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        let open = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(unavailable)
+        };
+        Ok(Self {
+            events: open("events")?,
+            ids: open("ids")?,
+            facets: open("facets")?,
+            receipts: open("receipts")?,
+            db,
+        })
+    }
+
+    fn stored_event(&self, tenant: &str, seq: u64) -> StoreResult<Option<StoredEvent>> {
+        let Some(value) = self
+            .events
+            .get(event_key(tenant, seq))
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let (hash, digest, body) = split_value(&value)?;
+        let record = Record::from_canonical(body, hash).map_err(corrupt)?;
+        Ok(Some(StoredEvent {
+            record,
+            input_digest: digest.to_string(),
+        }))
+    }
+
+    fn seq_of(&self, tenant: &str, id: &str) -> StoreResult<Option<u64>> {
+        let Some(value) = self.ids.get(named_key(tenant, id)).map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = value
+            .as_ref()
+            .try_into()
+            .map_err(|_| corrupt("bad id entry"))?;
+        Ok(Some(u64::from_be_bytes(bytes)))
+    }
+
+    fn head(&self, tenant: &str) -> StoreResult<Option<ChainHead>> {
+        let prefix = tenant_prefix(tenant);
+        let Some(last) = self.events.prefix(&prefix).next_back() else {
+            return Ok(None);
+        };
+        let (key, value) = last.into_inner().map_err(unavailable)?;
+        // A longer tenant name can share the prefix bytes only with a different length
+        // byte, so every key under the prefix is this tenant's.
+        let (hash, _, _) = split_value(&value)?;
+        Ok(Some(ChainHead {
+            sequence_number: seq_suffix(&key)?,
+            hash: hash.to_string(),
+        }))
+    }
+
+    /// Writes a group of batches as one durable fjall batch (see the module doc).
+    fn write_group(&self, batches: &[&CommitBatch]) -> StoreResult<()> {
+        let mut wb = self.db.batch();
+        // Records written earlier in this group, which reads cannot see yet.
+        let mut written: HashMap<Vec<u8>, &str> = HashMap::new();
+        for batch in batches {
+            for chained in &batch.records {
+                let r = &chained.record;
+                let ekey = event_key(&r.tenant_id, r.sequence_number);
+                let existing = match written.get(&ekey) {
+                    Some(hash) => Some(hash.to_string()),
+                    None => match self.events.get(&ekey).map_err(unavailable)? {
+                        Some(value) => Some(split_value(&value)?.0.to_string()),
+                        None => None,
+                    },
+                };
+                if let Some(hash) = existing {
+                    if hash == r.hash {
+                        continue; // a replay of the very same record
+                    }
+                    return Err(StoreError::Conflict(format!(
+                        "tenant {:?} sequence {} (event {:?}) is already taken by another record",
+                        r.tenant_id, r.sequence_number, r.id
+                    )));
+                }
+                if self
+                    .seq_of(&r.tenant_id, &r.id)?
+                    .is_some_and(|seq| seq != r.sequence_number)
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "event id {:?} of tenant {:?} is already chained",
+                        r.id, r.tenant_id
+                    )));
+                }
+                let mut value = Vec::with_capacity(2 * HASH_LEN + chained.canonical.len());
+                value.extend_from_slice(r.hash.as_bytes());
+                value.extend_from_slice(chained.input_digest.as_bytes());
+                value.extend_from_slice(&chained.canonical);
+                wb.insert(&self.events, ekey.clone(), value);
+                wb.insert(
+                    &self.ids,
+                    named_key(&r.tenant_id, &r.id),
+                    r.sequence_number.to_be_bytes(),
+                );
+                for (kind, facet) in [
+                    (FACET_ACTOR, &r.actor.id),
+                    (FACET_ACTION, &r.action),
+                    (FACET_RESOURCE, &r.resource.id),
+                ] {
+                    let mut key = facet_prefix(&r.tenant_id, kind, facet);
+                    key.extend_from_slice(&r.sequence_number.to_be_bytes());
+                    wb.insert(&self.facets, key, []);
+                }
+                written.insert(ekey, &r.hash);
+            }
+            for (tenant, receipt) in &batch.receipts {
+                // The store, not the chainer, stamps the commit time (the chainer has no clock).
+                let mut receipt = receipt.clone();
+                if receipt.committed_at.is_none() && receipt.status == ReceiptStatus::Committed {
+                    receipt.committed_at = Some(crate::now_wire());
+                }
+                let json = serde_json::to_vec(&receipt).expect("receipts serialize");
+                wb.insert(&self.receipts, named_key(tenant, &receipt.receipt_id), json);
+            }
+        }
+        wb.commit().map_err(unavailable)?;
+        self.db.persist(PersistMode::SyncAll).map_err(unavailable)
+    }
+
+    fn list(&self, tenant: &str, query: &EventQuery) -> StoreResult<EventPage> {
+        let (limit, skip, after) = match query.paging {
+            Paging::Page { page, page_size } => (
+                page_size as usize,
+                (page.max(1) as usize - 1) * page_size as usize,
+                0,
+            ),
+            Paging::After { after, page_size } => (page_size as usize, 0, after),
+        };
+        let facet = [
+            (FACET_ACTOR, &query.actor_id),
+            (FACET_ACTION, &query.action),
+            (FACET_RESOURCE, &query.resource_id),
+        ]
+        .into_iter()
+        .find_map(|(kind, v)| v.as_ref().map(|v| (kind, v)));
+        let rest_filtered = query.actor_type.is_some()
+            || query.outcome.is_some()
+            || query.from.is_some()
+            || query.to.is_some()
+            || [&query.actor_id, &query.action, &query.resource_id]
+                .iter()
+                .filter(|v| v.is_some())
+                .count()
+                > 1;
+
+        // Fast path: no filter at all. The chain is gapless, so the head is the total and a
+        // page is a direct range.
+        if facet.is_none() && !rest_filtered {
+            let total = self.head(tenant)?.map_or(0, |h| h.sequence_number);
+            let start = after.max(skip as u64) + 1;
+            let events = self
+                .range_rows(tenant, start, limit)?
+                .iter()
+                .map(ChainRow::record)
+                .collect::<StoreResult<_>>()?;
+            return Ok(EventPage { events, total });
+        }
+
+        // Otherwise walk candidate sequence numbers in order (a facet index if one applies,
+        // else the whole chain), check every filter on the record, count all matches and keep
+        // the requested window.
+        let mut total = 0u64;
+        let mut events = Vec::new();
+        let mut consider = |record: Record| {
+            if matches(&record, query) {
+                total += 1;
+                if record.sequence_number > after && total as usize > skip && events.len() < limit {
+                    events.push(record);
+                }
+            }
+        };
+        match facet {
+            Some((kind, value)) => {
+                for item in self.facets.prefix(facet_prefix(tenant, kind, value)) {
+                    let key = item.key().map_err(unavailable)?;
+                    let seq = seq_suffix(&key)?;
+                    if let Some(stored) = self.stored_event(tenant, seq)? {
+                        consider(stored.record);
+                    }
+                }
+            }
+            None => {
+                for item in self.events.prefix(tenant_prefix(tenant)) {
+                    let (_, value) = item.into_inner().map_err(unavailable)?;
+                    let (hash, _, body) = split_value(&value)?;
+                    consider(Record::from_canonical(body, hash).map_err(corrupt)?);
+                }
+            }
+        }
+        Ok(EventPage { events, total })
+    }
+
+    fn range_rows(&self, tenant: &str, from_seq: u64, limit: usize) -> StoreResult<Vec<ChainRow>> {
+        let start = event_key(tenant, from_seq);
+        let end = event_key(tenant, u64::MAX);
+        let mut rows = Vec::with_capacity(limit.min(4096));
+        for item in self.events.range(start..=end).take(limit) {
+            let (key, value) = item.into_inner().map_err(unavailable)?;
+            let (hash, _, body) = split_value(&value)?;
+            rows.push(ChainRow {
+                sequence_number: seq_suffix(&key)?,
+                hash: hash.to_string(),
+                canonical: body.to_vec(),
+            });
+        }
+        Ok(rows)
+    }
+}
+
+fn matches(record: &Record, q: &EventQuery) -> bool {
+    q.actor_id.as_ref().is_none_or(|v| *v == record.actor.id)
+        && q.action.as_ref().is_none_or(|v| *v == record.action)
+        && q.resource_id
+            .as_ref()
+            .is_none_or(|v| *v == record.resource.id)
+        && q.actor_type
+            .is_none_or(|t: ActorType| record.actor.actor_type == Some(t))
+        && q.outcome.is_none_or(|o: Outcome| record.outcome == o)
+        && q.from
+            .as_ref()
+            .is_none_or(|f| record.timestamp.as_str() >= f.as_str())
+        && q.to
+            .as_ref()
+            .is_none_or(|t| record.timestamp.as_str() <= t.as_str())
+}
+
+impl FjallStore {
+    /// Opens (creating if needed) the store in `data_dir`: events under `events/`, keys in
+    /// `sealtrail.db`.
+    pub fn open(data_dir: &Path) -> StoreResult<Self> {
+        let keys = Arc::new(SqliteStore::open(data_dir)?);
+        let trees = Trees::open(&data_dir.join(EVENTS_DIR))?;
+        let writer_trees = trees.clone();
+        let writer = GroupCommitter::start("sealtrail-fjall-writer", move |batches| {
+            writer_trees.write_group(batches)
+        })?;
+        Ok(Self {
+            trees,
+            writer,
+            keys,
+        })
+    }
+
+    /// Stops the writer after its last group commit and persists the journal.
+    pub fn shutdown(&self) {
+        self.writer.close();
+        let _ = self.trees.db.persist(PersistMode::SyncAll);
+        self.keys.close();
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Trees) -> StoreResult<T> + Send + 'static,
+    {
+        let trees = self.trees.clone();
+        tokio::task::spawn_blocking(move || f(&trees))
+            .await
+            .map_err(|e| unavailable(format!("read task failed: {e}")))?
+    }
+}
+
+impl Drop for FjallStore {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[async_trait]
+impl Store for FjallStore {
+    fn close(&self) {
+        self.shutdown();
+    }
+
+    async fn append(&self, batch: CommitBatch) -> StoreResult<()> {
+        self.writer.submit(batch).await
+    }
+
+    async fn heads(&self, tenants: Vec<String>) -> StoreResult<HashMap<String, ChainHead>> {
+        self.read(move |t| {
+            let mut out = HashMap::new();
+            for tenant in tenants {
+                if let Some(head) = t.head(&tenant)? {
+                    out.insert(tenant, head);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn find_events(&self, keys: Vec<(String, String)>) -> StoreResult<Vec<StoredEvent>> {
+        self.read(move |t| {
+            let mut out = Vec::new();
+            for (tenant, id) in keys {
+                if let Some(seq) = t.seq_of(&tenant, &id)?
+                    && let Some(stored) = t.stored_event(&tenant, seq)?
+                {
+                    out.push(stored);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_event(&self, tenant_id: &str, event_id: &str) -> StoreResult<Option<StoredEvent>> {
+        Ok(self
+            .find_events(vec![(tenant_id.to_string(), event_id.to_string())])
+            .await?
+            .pop())
+    }
+
+    async fn get_receipt(&self, tenant_id: &str, receipt_id: &str) -> StoreResult<Option<Receipt>> {
+        let key = named_key(tenant_id, receipt_id);
+        self.read(move |t| {
+            t.receipts
+                .get(key)
+                .map_err(unavailable)?
+                .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_events(&self, tenant_id: &str, query: EventQuery) -> StoreResult<EventPage> {
+        let tenant = tenant_id.to_string();
+        self.read(move |t| t.list(&tenant, &query)).await
+    }
+
+    async fn scan_chain(
+        &self,
+        tenant_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<ChainRow>> {
+        let tenant = tenant_id.to_string();
+        self.read(move |t| t.range_rows(&tenant, after.saturating_add(1), limit))
+            .await
+    }
+
+    async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
+        self.keys.create_key(key).await
+    }
+
+    async fn find_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+        self.keys.find_key(key_hash).await
+    }
+
+    async fn list_keys(&self, tenant_id: Option<&str>) -> StoreResult<Vec<ApiKey>> {
+        self.keys.list_keys(tenant_id).await
+    }
+
+    async fn revoke_key(&self, key_id: &str, revoked_at: &str) -> StoreResult<bool> {
+        self.keys.revoke_key(key_id, revoked_at).await
+    }
+}
