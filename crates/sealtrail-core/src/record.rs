@@ -134,6 +134,8 @@ pub struct ChainedRecord {
     pub record: Record,
     pub canonical: Vec<u8>,
     pub input_digest: String,
+    /// Whether the client chose the id (a server-made UUIDv7 is known to be new).
+    pub client_id: bool,
 }
 
 /// The chain step: appends `event` to the tenant's chain whose tip is `head` (`None` for
@@ -167,6 +169,7 @@ pub fn chain_step(
         record,
         canonical,
         input_digest: event.input_digest,
+        client_id: event.client_id,
     }
 }
 

@@ -197,6 +197,11 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
         let mut existing = tx
             .prepare_cached("SELECT hash FROM events WHERE tenant_id = ?1 AND seq = ?2")
             .map_err(unavailable)?;
+        let mut head = tx
+            .prepare_cached("SELECT seq FROM events WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1")
+            .map_err(unavailable)?;
+        // The highest sequence number stored or written in this group, per tenant.
+        let mut tops: HashMap<&str, u64> = HashMap::new();
         let mut receipt = tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO receipts (tenant_id, receipt_id, body) VALUES (?1, ?2, ?3)",
@@ -205,6 +210,21 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
         for batch in batches {
             for chained in &batch.records {
                 let r = &chained.record;
+                let top = match tops.get(r.tenant_id.as_str()) {
+                    Some(top) => *top,
+                    None => head
+                        .query_row([&r.tenant_id], |row| row.get::<_, i64>(0))
+                        .optional()
+                        .map_err(unavailable)?
+                        .map_or(0, |s| s as u64),
+                };
+                if r.sequence_number > top + 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "tenant {:?} sequence {} would leave a gap after {top}",
+                        r.tenant_id, r.sequence_number
+                    )));
+                }
+                tops.insert(&r.tenant_id, top.max(r.sequence_number));
                 let inserted = insert
                     .execute(params![
                         r.tenant_id,
