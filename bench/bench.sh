@@ -42,13 +42,13 @@ event = json.loads(sys.argv[2])
 json.dump({"events": [event] * 100}, open(sys.argv[1], "w"))
 PY
 
-printf '\n%-28s %12s %9s %9s %9s %8s\n' "scenario" "events/s" "p50 ms" "p99 ms" "p99.9 ms" "errors"
+printf '\n%-28s %12s %9s %9s %9s %8s %9s\n' "scenario" "events/s" "p50 ms" "p99 ms" "p99.9 ms" "errors" "RSS MB"
 run() { # name path body_file connections events_per_request
   local out line
   out=$(ST_KEYS="$KEYS" ST_PATH="$2" ST_BODY_FILE="$3" wrk -t"$THREADS" -c"$4" -d"${SECONDS_PER_RUN}s" --latency -s bench/ingest.lua "$BASE" 2>&1)
   line=$(grep '^BENCH' <<<"$out") || { echo "$out" >&2; return 1; }
   eval "${line#BENCH }"
-  printf '%-28s %12.0f %9s %9s %9s %8s\n' "$1" "$(echo "$requests * $5 / $duration_s" | bc -l)" "$p50_ms" "$p99_ms" "$p999_ms" "$((socket_errors + non2xx))"
+  printf '%-28s %12.0f %9s %9s %9s %8s %9.0f\n' "$1" "$(echo "$requests * $5 / $duration_s" | bc -l)" "$p50_ms" "$p99_ms" "$p999_ms" "$((socket_errors + non2xx))" "$(awk '/VmRSS/ {print $2/1024}' /proc/$PID/status)"
 }
 run "single async (c=$CONNS)" /v1/events "$WORK/event.json" "$CONNS" 1
 run "single sync (c=$CONNS)" "/v1/events?sync=true" "$WORK/event.json" "$CONNS" 1

@@ -42,6 +42,9 @@ use crate::{
 pub const EVENTS_DIR: &str = "events";
 
 const HASH_LEN: usize = 64;
+const MIB: u64 = 1024 * 1024;
+/// Background flush and compaction threads (tuned on a 2-core machine).
+const WORKER_THREADS: usize = 1;
 const FACET_ACTOR: u8 = 1;
 const FACET_ACTION: u8 = 2;
 const FACET_RESOURCE: u8 = 3;
@@ -118,8 +121,11 @@ fn split_value(value: &[u8]) -> StoreResult<(&str, &str, &[u8])> {
 
 impl Trees {
     fn open(dir: &Path) -> StoreResult<Self> {
+        // Memory is bounded by the block cache plus the memtables (one active and at most
+        // a sealed one per keyspace while it flushes): about 8 + 2 × (8 + 2 + 4 + 2) MiB.
         let db = Database::builder(dir)
-            .cache_size(32 * 1024 * 1024)
+            .cache_size(8 * MIB)
+            .worker_threads(WORKER_THREADS)
             .open()
             .map_err(|e| {
                 unavailable(format!(
@@ -127,15 +133,17 @@ impl Trees {
                     dir.display()
                 ))
             })?;
-        let open = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(unavailable)
+        let open = |name: &str, memtable: u64| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+            })
+            .map_err(unavailable)
         };
         Ok(Self {
-            events: open("events")?,
-            ids: open("ids")?,
-            facets: open("facets")?,
-            receipts: open("receipts")?,
+            events: open("events", 8 * MIB)?,
+            ids: open("ids", 2 * MIB)?,
+            facets: open("facets", 4 * MIB)?,
+            receipts: open("receipts", 2 * MIB)?,
             db,
         })
     }

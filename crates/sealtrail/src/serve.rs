@@ -27,7 +27,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // Blocking threads serve store reads; a small pool bounds memory (each thread keeps
+    // its own allocator heap) and is plenty for a store that answers in microseconds.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(8)
         .enable_all()
         .build()?;
     runtime.block_on(serve(config))
