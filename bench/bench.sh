@@ -5,7 +5,8 @@
 # events/s and the server's peak RSS.
 #
 # Knobs (environment): BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64),
-# BENCH_BATCH_CONNECTIONS (16), BENCH_TENANTS (8), BENCH_WRK_THREADS (2).
+# BENCH_BATCH_CONNECTIONS (16), BENCH_TENANTS (8), BENCH_WRK_THREADS (2),
+# BENCH_VERIFY_FILL_SECONDS (8: how long to fill the chain that is then verified).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
@@ -54,9 +55,13 @@ run "single async (c=$CONNS)" /v1/events "$WORK/event.json" "$CONNS" 1
 run "single sync (c=$CONNS)" "/v1/events?sync=true" "$WORK/event.json" "$CONNS" 1
 run "batch 100 sync (c=$BATCH_CONNS)" "/v1/events/batch?sync=true" "$WORK/batch.json" "$BATCH_CONNS" 100
 
-# Chain verification: walk the first tenant's whole chain through GET /v1/verify.
+# Chain verification: fill one tenant's chain with sync batches, then walk it whole
+# through GET /v1/verify (hash of every record, every link).
+VKEY=$("$BIN" keys create --tenant bench-verify --scopes read,write --data-dir "$WORK/data" | tail -1)
+ST_KEYS="$VKEY" ST_PATH="/v1/events/batch?sync=true" ST_BODY_FILE="$WORK/batch.json" \
+  wrk -t"$THREADS" -c"$BATCH_CONNS" -d"${BENCH_VERIFY_FILL_SECONDS:-8}s" -s bench/ingest.lua "$BASE" >/dev/null
 start=$(date +%s.%N)
-verify=$(curl -sf -H "Authorization: Bearer $FIRST_KEY" "$BASE/v1/verify")
+verify=$(curl -sf -H "Authorization: Bearer $VKEY" "$BASE/v1/verify")
 end=$(date +%s.%N)
 checked=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["valid"], d; print(d["events_checked"])' "$verify")
 printf '%-28s %12.0f   (%s events in %.2f s, valid)\n' "verify chain (GET /v1/verify)" "$(echo "$checked / ($end - $start)" | bc -l)" "$checked" "$(echo "$end - $start" | bc -l)"
