@@ -43,6 +43,8 @@ pub const EVENTS_DIR: &str = "events";
 
 const HASH_LEN: usize = 64;
 const MIB: u64 = 1024 * 1024;
+/// Tenants whose head sequence number the writer remembers (then it starts over).
+const HEAD_CACHE_TENANTS: usize = 100_000;
 /// Background flush and compaction threads (tuned on a 2-core machine).
 const WORKER_THREADS: usize = 1;
 const FACET_ACTOR: u8 = 1;
@@ -192,17 +194,26 @@ impl Trees {
 
     /// Writes a group of batches as one durable fjall batch (see the module doc).
     ///
-    /// Fork check at the cost of one seek per tenant: a record above the tenant's stored
-    /// head is new (the chain is gapless, so nothing is stored above the head); one at or
-    /// below it must be the very record stored there (a replay), else it is a fork.
-    fn write_group(&self, batches: &[&CommitBatch]) -> StoreResult<()> {
+    /// Fork check: a record above the tenant's stored head is new (the chain is gapless,
+    /// so nothing is stored above the head); one at or below it must be the very record
+    /// stored there (a replay), else it is a fork. `heads` caches the stored heads across
+    /// groups — this writer is the only one (fjall admits one process) — and is updated
+    /// only after a group is durable.
+    fn write_group(
+        &self,
+        heads: &mut HashMap<String, u64>,
+        batches: &[&CommitBatch],
+    ) -> StoreResult<()> {
         let mut wb = self.db.batch();
         // The highest sequence number stored or written in this group, per tenant.
         let mut tops: HashMap<&str, u64> = HashMap::new();
         for batch in batches {
             for chained in &batch.records {
                 let r = &chained.record;
-                let top = match tops.get(r.tenant_id.as_str()) {
+                let top = match tops
+                    .get(r.tenant_id.as_str())
+                    .or_else(|| heads.get(&r.tenant_id))
+                {
                     Some(top) => *top,
                     None => self.head(&r.tenant_id)?.map_or(0, |h| h.sequence_number),
                 };
@@ -272,7 +283,14 @@ impl Trees {
             }
         }
         wb.commit().map_err(unavailable)?;
-        self.db.persist(PersistMode::SyncAll).map_err(unavailable)
+        self.db.persist(PersistMode::SyncAll).map_err(unavailable)?;
+        if heads.len() > HEAD_CACHE_TENANTS {
+            heads.clear();
+        }
+        for (tenant, top) in tops {
+            heads.insert(tenant.to_string(), top);
+        }
+        Ok(())
     }
 
     fn list(&self, tenant: &str, query: &EventQuery) -> StoreResult<EventPage> {
@@ -389,8 +407,9 @@ impl FjallStore {
         let keys = Arc::new(SqliteStore::open(data_dir)?);
         let trees = Trees::open(&data_dir.join(EVENTS_DIR))?;
         let writer_trees = trees.clone();
+        let mut heads = HashMap::new();
         let writer = GroupCommitter::start("sealtrail-fjall-writer", move |batches| {
-            writer_trees.write_group(batches)
+            writer_trees.write_group(&mut heads, batches)
         })?;
         Ok(Self {
             trees,
