@@ -1,0 +1,169 @@
+//! The command line as a user meets it: help, configuration layering, and errors that
+//! say what to do.
+
+mod common;
+
+use std::process::Command;
+
+use common::BIN;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn help_lists_every_command_and_flag() {
+    let (code, out, _) = run(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for cmd in ["serve", "keys", "config"] {
+        assert!(out.contains(cmd), "{out}");
+    }
+    let (_, out, _) = run(&["serve", "--help"], &[]);
+    for flag in [
+        "--data-dir",
+        "--http-addr",
+        "--grpc-addr",
+        "--partitions",
+        "--store",
+        "--config",
+    ] {
+        assert!(out.contains(flag), "serve --help lacks {flag}: {out}");
+    }
+}
+
+#[test]
+fn configuration_layers_defaults_file_env_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sealtrail.toml");
+    std::fs::write(
+        &file,
+        "partitions = 3\nhttp_addr = \"127.0.0.1:9001\"\ncommit_timeout_ms = 1234\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &[
+            "config",
+            "show",
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            "/srv/audit",
+        ],
+        &[
+            ("SEALTRAIL_HTTP_ADDR", "127.0.0.1:9002"),
+            ("SEALTRAIL_STORE", "sqlite"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("partitions = 3"), "file: {out}");
+    assert!(out.contains("commit_timeout_ms = 1234"), "file: {out}");
+    assert!(
+        out.contains("http_addr = \"127.0.0.1:9002\""),
+        "env beats file: {out}"
+    );
+    assert!(out.contains("store = \"sqlite\""), "env: {out}");
+    assert!(out.contains("data_dir = \"/srv/audit\""), "flag: {out}");
+    let (code, defaults, _) = run(&["config", "defaults"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        defaults.contains("http_addr = \"127.0.0.1:8080\"")
+            && defaults.contains("store = \"fjall\"")
+    );
+}
+
+#[test]
+fn bad_configuration_and_bad_arguments_fail_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "partitons = 3\n").unwrap();
+    let (code, _, err) = run(&["serve", "--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("partitons") && err.contains("config defaults"),
+        "{err}"
+    );
+    let (code, _, err) = run(
+        &[
+            "serve",
+            "--http-addr",
+            "localhost",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("HOST:PORT"), "{err}");
+    let data = dir.path().join("data");
+    let (code, _, err) = run(
+        &[
+            "keys",
+            "create",
+            "--tenant",
+            "bad tenant",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("must be 1-128 characters"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "keys",
+            "create",
+            "--tenant",
+            "t",
+            "--scopes",
+            "admin",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown scope"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "keys",
+            "revoke",
+            "key_nope",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("keys list"), "{err}");
+}
+
+#[test]
+fn a_taken_port_is_reported_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = run(
+        &[
+            "serve",
+            "--http-addr",
+            &addr,
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot listen on") && err.contains("--http-addr"),
+        "{err}"
+    );
+}
