@@ -18,7 +18,7 @@ use crate::auth::Scope;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 /// Rows read per store call while walking a chain.
-const VERIFY_PAGE: usize = 5_000;
+const VERIFY_PAGE: usize = 2_000;
 /// Most broken events listed by `scan_all`.
 const MAX_BROKEN_LISTED: usize = 1_000;
 
