@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables are used by the scripts that source this file
 # Shared settings for the local Kafka + Cassandra used by sealtrail's distributed mode.
 # Sourced by the other scripts in deploy/local/; every value can be overridden from the
 # environment. Nothing here starts or installs anything.
@@ -9,7 +10,11 @@ SEALTRAIL_REPO_ROOT=$(cd "$SEALTRAIL_LOCAL_DIR/../.." && pwd)
 # ---- pinned versions (Maven Central coordinates) --------------------------------------
 KAFKA_VERSION=${KAFKA_VERSION:-4.4.0}                 # org.apache.kafka:kafka_2.13 (KRaft)
 KAFKA_SCALA_VERSION=${KAFKA_SCALA_VERSION:-2.13}
-LOG4J_SLF4J2_VERSION=${LOG4J_SLF4J2_VERSION:-2.25.3}  # org.apache.logging.log4j:log4j-slf4j2-impl
+# Kafka 4.4.0 itself depends on log4j-core 2.25.5 and slf4j-api 1.7.36 but ships no slf4j
+# binding in its pom. We add log4j-slf4j2-impl (same log4j version as Kafka's) and lift
+# slf4j-api to 2.0.x so that binding is found (slf4j 1.7 would ignore it and log nothing).
+LOG4J_VERSION=${LOG4J_VERSION:-2.25.5}                # org.apache.logging.log4j:log4j-slf4j2-impl
+SLF4J_VERSION=${SLF4J_VERSION:-2.0.17}                # org.slf4j:slf4j-api
 CASSANDRA_VERSION=${CASSANDRA_VERSION:-5.0.9}         # org.apache.cassandra:cassandra-all
 MAVEN_DEPENDENCY_PLUGIN_VERSION=${MAVEN_DEPENDENCY_PLUGIN_VERSION:-3.8.1}
 CQLSH_VERSION=${CQLSH_VERSION:-6.2.2}                 # PyPI cqlsh, used only to check/poke Cassandra

@@ -55,11 +55,13 @@ dep() { # groupId artifactId version
 
 fetch_kafka() {
   # kafka_2.13: broker + StorageTool; kafka-tools: TopicCommand and the console clients;
-  # log4j-slf4j2-impl: Kafka 4.x logs through slf4j -> log4j2 and logs nothing without it.
+  # log4j-slf4j2-impl + slf4j-api 2.x: Kafka 4.x logs through slf4j -> log4j2 and logs
+  # nothing without a binding (see LOG4J_VERSION in env.sh).
   resolve kafka "$KAFKA_LIBS" "$(
     dep org.apache.kafka "kafka_$KAFKA_SCALA_VERSION" "$KAFKA_VERSION"
     dep org.apache.kafka kafka-tools "$KAFKA_VERSION"
-    dep org.apache.logging.log4j log4j-slf4j2-impl "$LOG4J_SLF4J2_VERSION"
+    dep org.apache.logging.log4j log4j-slf4j2-impl "$LOG4J_VERSION"
+    dep org.slf4j slf4j-api "$SLF4J_VERSION"
   )"
 }
 

@@ -12,7 +12,7 @@ use anyhow::Context;
 use sealtrail_api::{ApiConfig, Service};
 use sealtrail_chainer::{Chainer, ChainerConfig, CommitSignal};
 use sealtrail_log::memory::MemoryLog;
-use sealtrail_log::{Correlator, LogProducer};
+use sealtrail_log::{Correlator, LogProducer, PartitionConsumer};
 use sealtrail_store::Store;
 use sealtrail_store::fjall::FjallStore;
 use sealtrail_store::sqlite::SqliteStore;
@@ -64,8 +64,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         max_batch_events: config.max_batch_events,
         head_cache_tenants: config.head_cache_tenants,
     };
+    // A chainer that stops before the log closes (fenced by a store conflict, or a panic)
+    // is fatal: its partition would stall. The server then shuts down and exits non-zero
+    // instead of timing requests out forever.
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(1);
     let mut chainers = Vec::new();
     for consumer in consumers {
+        let partition = consumer.partition();
         let chainer = Chainer::new(
             consumer,
             store.clone(),
@@ -73,8 +78,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             commits.clone(),
             chainer_config.clone(),
         );
-        chainers.push(tokio::spawn(chainer.run()));
+        let task = tokio::spawn(chainer.run());
+        let fatal = fatal_tx.clone();
+        chainers.push(tokio::spawn(async move {
+            let failure = match task.await {
+                Ok(Ok(())) => return,
+                Ok(Err(err)) => format!("the chainer of partition {partition} stopped: {err}"),
+                Err(err) => format!("the chainer of partition {partition} failed: {err}"),
+            };
+            tracing::error!("{failure}");
+            let _ = fatal.send(failure).await;
+        }));
     }
+    drop(fatal_tx);
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let service = Arc::new(Service {
@@ -112,22 +128,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let app = sealtrail_api::router(service);
+    let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
+    let fatal_seen = fatal.clone();
     let shutdown = async move {
-        wait_for_signal().await;
-        eprintln!("shutting down: finishing in-flight requests");
+        tokio::select! {
+            _ = wait_for_signal() => eprintln!("shutting down: finishing in-flight requests"),
+            Some(failure) = fatal_rx.recv() => {
+                eprintln!("fatal: {failure}; shutting down");
+                *fatal_seen.lock().expect("fatal lock") = Some(failure);
+            }
+        }
         let _ = shutdown_tx.send(true);
     };
     sealtrail_api::serve(listener, app, shutdown).await?;
 
     log.close();
     for chainer in chainers {
-        match chainer.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(%err, "a chainer stopped with an error"),
-            Err(err) => tracing::error!(%err, "a chainer task failed"),
-        }
+        let _ = chainer.await;
     }
     store.close();
+    if let Some(failure) = fatal.lock().expect("fatal lock").take() {
+        anyhow::bail!(
+            "{failure}; the data is intact up to the last acknowledged event — restart to resume"
+        );
+    }
     eprintln!("stopped cleanly");
     Ok(())
 }

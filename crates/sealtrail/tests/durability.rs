@@ -312,3 +312,46 @@ async fn tamper_test(engine: &str, tamper: impl FnOnce(&std::path::Path)) {
     let (_, fine) = api.get("/v1/events/t2/verify").await;
     assert_eq!(fine["valid"], json!(true));
 }
+
+/// Someone deletes the newest record of a tenant while the server runs (SQLite allows a
+/// second writer). The chainer's next append would leave a gap; the store refuses it as a
+/// fork, and the server must stop and say so rather than keep a stalled partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_chainer_stops_the_server_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    let mut server = Server::start_with(&data, &["--store", "sqlite"]).await;
+    let api = Api::new(&server, &key);
+    for i in 1..=3 {
+        assert_eq!(
+            api.post("/v1/events?sync=true", &event(&format!("f{i}")))
+                .await
+                .0,
+            201
+        );
+    }
+    let db = rusqlite::Connection::open(data.join("sealtrail.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute("DELETE FROM events WHERE tenant_id='acme' AND seq=3", [])
+        .unwrap();
+    drop(db);
+
+    let (status, body) = api.post("/v1/events?sync=true", &event("f4")).await;
+    assert_eq!(status, 503, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server kept running: {}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!exit.success());
+    let log = server.log();
+    assert!(log.contains("fatal") && log.contains("partition"), "{log}");
+}
