@@ -4,7 +4,7 @@
 # whose libs/ already carries a marker for the pinned version is skipped.
 # Usage: deploy/local/fetch.sh [kafka|cassandra|all]   (default: all)
 set -euo pipefail
-# shellcheck source=deploy/local/env.sh
+# shellcheck source=SCRIPTDIR/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 # resolve NAME LIBS_DIR DEPENDENCIES_XML

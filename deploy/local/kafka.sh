@@ -8,7 +8,7 @@
 #   topic   create topic NAME with PARTITIONS partitions (RF 1) if it does not exist
 #   topics  list topics
 set -euo pipefail
-# shellcheck source=deploy/local/env.sh
+# shellcheck source=SCRIPTDIR/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 # Marks our JVM's command line so stop/status never touch another process.
