@@ -4,7 +4,7 @@ PYTHON ?= python3
 CARGO ?= cargo
 DATA_DIR ?= ./sealtrail-data
 
-.PHONY: help build run test test-rust test-python python-deps lint fmt bench clean
+.PHONY: help build run test test-rust test-python python-deps lint fmt bench up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ fmt: ## format the code
 
 bench: build ## benchmark a release build with wrk (needs wrk and bc)
 	bench/bench.sh
+
+up: ## fetch (pinned, from Maven Central) and start Kafka + Cassandra on 127.0.0.1 for distributed mode
+	deploy/local/up.sh
+
+down: ## stop the local Kafka + Cassandra (WIPE=1 also deletes their data)
+	deploy/local/down.sh $(if $(WIPE),--wipe,)
 
 clean: ## remove build output
 	$(CARGO) clean

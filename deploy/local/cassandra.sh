@@ -203,9 +203,8 @@ ensure_cqlsh() {
   log "cassandra: installing cqlsh==$CQLSH_VERSION from PyPI into $CQLSH_VENV"
   rm -rf "$CQLSH_VENV"
   if ! { python3 -m venv "$CQLSH_VENV" && "$CQLSH_VENV/bin/pip" install -q "cqlsh==$CQLSH_VERSION"; } \
-      >"$TOOLS_DIR.cqlsh-install.log" 2>&1; then
-    mkdir -p "$TOOLS_DIR"
-    log "cassandra: cqlsh install failed (see $TOOLS_DIR.cqlsh-install.log); on Debian 'apt-get install python3-venv' may help"
+      >"$TOOLS_DIR/cqlsh-install.log" 2>&1; then
+    log "cassandra: cqlsh install failed (see $TOOLS_DIR/cqlsh-install.log); on Debian 'apt-get install python3-venv' may help; falling back to a plain CQL OPTIONS check"
     rm -rf "$CQLSH_VENV"
     return 1
   fi
@@ -220,17 +219,18 @@ cmd_wait() {
   local start=$SECONDS have_cqlsh=0
   mkdir -p "$TOOLS_DIR"
   ensure_cqlsh && have_cqlsh=1
+  # Our own JVM must be alive: a port answered by some other process does not count.
   while :; do
+    if ! pid_alive "$CASSANDRA_PID" "$MARKER"; then
+      tail_logs
+      die "cassandra: not running (exited or never started); see the log above, then 'deploy/local/cassandra.sh start'"
+    fi
     if cql_options_ok; then
       if ((have_cqlsh == 0)); then
         break
       elif cqlsh_run -e 'SELECT release_version FROM system.local' >/dev/null 2>&1; then
         break
       fi
-    fi
-    if ! pid_alive "$CASSANDRA_PID" "$MARKER"; then
-      tail_logs
-      die "cassandra: not running (exited or never started); see the log above, then 'deploy/local/cassandra.sh start'"
     fi
     if ((SECONDS - start >= CASSANDRA_START_TIMEOUT)); then
       tail_logs

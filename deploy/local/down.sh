@@ -15,8 +15,13 @@ case ${1:-} in
   *) die "usage: $0 [--wipe]" ;;
 esac
 rc=0
-"$here/kafka.sh" stop || rc=1
-"$here/cassandra.sh" stop || rc=1
+# Both in parallel: each waits for its own JVM to exit.
+"$here/kafka.sh" stop &
+kpid=$!
+"$here/cassandra.sh" stop &
+cpid=$!
+wait "$kpid" || rc=1
+wait "$cpid" || rc=1
 ((rc == 0)) || die "a service did not stop; see above, then rerun deploy/local/down.sh"
 if ((wipe)); then
   rm -rf "$KAFKA_DATA" "$CASSANDRA_DATA"

@@ -99,7 +99,7 @@ pid_alive() {
   pid=$(<"$pidfile")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   [[ -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker"
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker "
 }
 
 # stop_pid NAME PIDFILE MARKER TIMEOUT: SIGTERM, wait, then SIGKILL.

@@ -152,7 +152,8 @@ broker_answers() {
   if command -v kcat >/dev/null; then
     kcat -L -b "$KAFKA_BOOTSTRAP" -m 3 2>/dev/null | grep -q ' 1 brokers:'
   else
-    java_cp org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" --list >/dev/null 2>&1
+    timeout 30 "$JAVA" -Xmx128m -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
+      --bootstrap-server "$KAFKA_BOOTSTRAP" --list >/dev/null 2>&1
   fi
 }
 
@@ -167,11 +168,13 @@ ensure_kcat() {
 cmd_wait() {
   ensure_kcat
   local start=$SECONDS
-  while ! broker_answers; do
+  # Our own JVM must be alive: a port answered by some other process does not count.
+  while :; do
     if ! pid_alive "$KAFKA_PID" "$MARKER"; then
       tail_logs
       die "kafka: not running (exited or never started); see the log above, then 'deploy/local/kafka.sh start'"
     fi
+    broker_answers && break
     if ((SECONDS - start >= KAFKA_START_TIMEOUT)); then
       tail_logs
       die "kafka: no answer on $KAFKA_BOOTSTRAP after ${KAFKA_START_TIMEOUT}s; see the log above (raise KAFKA_START_TIMEOUT on a slow machine)"

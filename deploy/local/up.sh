@@ -16,4 +16,7 @@ start=$SECONDS
 [[ $what == kafka ]] || "$here/cassandra.sh" start
 [[ $what == cassandra ]] || "$here/kafka.sh" wait
 [[ $what == kafka ]] || "$here/cassandra.sh" wait
-log "up in $((SECONDS - start))s: Kafka $KAFKA_BOOTSTRAP, Cassandra CQL $INFRA_HOST:$CASSANDRA_CQL_PORT (stop with deploy/local/down.sh)"
+msg=""
+[[ $what == cassandra ]] || msg+=" Kafka $KAFKA_BOOTSTRAP"
+[[ $what == kafka ]] || msg+=" Cassandra CQL $INFRA_HOST:$CASSANDRA_CQL_PORT"
+log "up in $((SECONDS - start))s:$msg (stop with deploy/local/down.sh)"
