@@ -11,7 +11,10 @@
 //! Crash windows: a crash before (3) returns loses nothing acknowledged (no waiter was
 //! answered; a durable log redelivers from the last committed offset). A crash between
 //! (3) and (5) redelivers entries that are already stored: their ids are found in
-//! step (1) and they are answered as idempotent retries, so nothing is chained twice.
+//! step (1) (every id is looked up when the log [redelivers](PartitionConsumer::redelivers))
+//! and they are answered as idempotent retries, so nothing is chained twice. A store call
+//! that fails in (3) has an unknown outcome; the very same batch is resubmitted until it
+//! is accepted (a replay of stored records is a no-op), never recomputed.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -95,6 +98,14 @@ pub struct Chainer<C: PartitionConsumer> {
     heads: LruCache<String, ChainHead>,
 }
 
+/// A chained poll, ready to store.
+struct Prepared {
+    batch: Arc<CommitBatch>,
+    settled: Vec<Settled>,
+    /// Chain heads once `batch` is stored.
+    heads: HashMap<String, Option<ChainHead>>,
+}
+
 /// One entry's result, before it is sent.
 struct Settled {
     reply_to: Option<ReplyAddress>,
@@ -143,22 +154,28 @@ impl<C: PartitionConsumer> Chainer<C> {
     }
 
     async fn process(&mut self, entries: Vec<LogEntry>) -> Result<(), ChainerError> {
+        // (1)+(2): read and chain. Reads write nothing, so a failed read is simply retried
+        // from scratch (with the head cache dropped, as it may be stale).
+        let mut backoff = Duration::from_millis(50);
+        let prepared = loop {
+            match self.prepare(&entries).await {
+                Ok(prepared) => break prepared,
+                Err(err) => {
+                    self.heads.clear();
+                    self.retry_after(&err, &mut backoff).await;
+                }
+            }
+        };
+        // (3): store. A failure here has an unknown outcome (the batch may be stored, e.g.
+        // when an fsync succeeded but the answer was lost). Recomputing from a fresh read
+        // would then chain the same events a second time, so the very same batch is
+        // resubmitted instead: a replay of stored records is a no-op.
+        let events = prepared.batch.records.len();
+        let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.try_process(&entries).await {
-                Ok(settled) => {
-                    self.signal.bump();
-                    for s in settled {
-                        if let Some(to) = s.reply_to {
-                            let outcome = EntryOutcome::Committed {
-                                receipt: s.receipt,
-                                records: s.records,
-                            };
-                            self.replies.send(&to, outcome).await;
-                        }
-                    }
-                    return Ok(());
-                }
+            match self.store.append_shared(prepared.batch.clone()).await {
+                Ok(()) => break,
                 Err(StoreError::Conflict(message)) => {
                     self.heads.clear();
                     for entry in &entries {
@@ -172,21 +189,42 @@ impl<C: PartitionConsumer> Chainer<C> {
                     }
                     return Err(ChainerError::Fenced(message));
                 }
-                Err(err) => {
-                    // Unavailable or corrupt reads: nothing was written (the store batch is
-                    // atomic). Drop cached heads, which may be ahead of the store, and retry
-                    // the same entries: the retry is deterministic.
-                    self.heads.clear();
-                    metrics::counter!("sealtrail_chainer_retries_total").increment(1);
-                    tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "store write failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
+                Err(err) => self.retry_after(&err, &mut backoff).await,
             }
         }
+        metrics::histogram!("sealtrail_store_append_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("sealtrail_commit_batch_events").record(events as f64);
+        metrics::counter!("sealtrail_events_committed_total").increment(events as u64);
+        // Only now may the cache move forward: it must never be ahead of the store.
+        for (tenant, head) in prepared.heads {
+            if let Some(head) = head {
+                self.heads.put(tenant, head);
+            }
+        }
+        // (4): tell the waiters.
+        self.signal.bump();
+        for s in prepared.settled {
+            if let Some(to) = s.reply_to {
+                let outcome = EntryOutcome::Committed {
+                    receipt: s.receipt,
+                    records: s.records,
+                };
+                self.replies.send(&to, outcome).await;
+            }
+        }
+        Ok(())
     }
 
-    async fn try_process(&mut self, entries: &[LogEntry]) -> Result<Vec<Settled>, StoreError> {
+    async fn retry_after(&self, err: &StoreError, backoff: &mut Duration) {
+        metrics::counter!("sealtrail_chainer_retries_total").increment(1);
+        tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "store call failed; retrying");
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(Duration::from_secs(2));
+    }
+
+    async fn prepare(&mut self, entries: &[LogEntry]) -> Result<Prepared, StoreError> {
+        let all_ids = self.consumer.redelivers();
         // (1) heads of uncached tenants, and stored events whose ids are reused.
         let mut missing: Vec<String> = Vec::new();
         let mut keys: Vec<(String, String)> = Vec::new();
@@ -194,12 +232,13 @@ impl<C: PartitionConsumer> Chainer<C> {
             if !self.heads.contains(&entry.tenant_id) && !missing.contains(&entry.tenant_id) {
                 missing.push(entry.tenant_id.clone());
             }
-            // A server-generated id (a fresh UUIDv7) cannot be stored already.
+            // A server-generated id (a fresh UUIDv7) cannot be stored already, unless the
+            // log redelivers an entry that was stored before a crash.
             keys.extend(
                 entry
                     .events
                     .iter()
-                    .filter(|e| e.event.client_id)
+                    .filter(|e| all_ids || e.event.client_id)
                     .map(|e| (entry.tenant_id.clone(), e.event.id.clone())),
             );
         }
@@ -243,7 +282,7 @@ impl<C: PartitionConsumer> Chainer<C> {
             let mut records = Vec::with_capacity(entry.events.len());
             for indexed in &entry.events {
                 let event = &indexed.event;
-                let key = event.client_id.then(|| (tenant.clone(), event.id.clone()));
+                let key = (all_ids || event.client_id).then(|| (tenant.clone(), event.id.clone()));
                 if let Some(stored) = key.as_ref().and_then(|k| known.get(k)) {
                     if stored.input_digest == event.input_digest {
                         receipt.accepted += 1;
@@ -290,21 +329,10 @@ impl<C: PartitionConsumer> Chainer<C> {
             });
         }
 
-        // (3) store: durable when it returns.
-        let events = batch.records.len();
-        let started = std::time::Instant::now();
-        self.store.append(batch).await?;
-        metrics::histogram!("sealtrail_store_append_seconds")
-            .record(started.elapsed().as_secs_f64());
-        metrics::histogram!("sealtrail_commit_batch_events").record(events as f64);
-        metrics::counter!("sealtrail_events_committed_total").increment(events as u64);
-
-        // Only now may the cache move forward: it must never be ahead of the store.
-        for (tenant, head) in working {
-            if let Some(head) = head {
-                self.heads.put(tenant, head);
-            }
-        }
-        Ok(settled)
+        Ok(Prepared {
+            batch: Arc::new(batch),
+            settled,
+            heads: working,
+        })
     }
 }

@@ -188,3 +188,134 @@ async fn a_restarted_chainer_continues_the_chain_and_replays_are_harmless() {
     assert_eq!(verify(store.as_ref(), "t").await, 6);
     h.stop().await;
 }
+
+/// A store that fails its next appends, either before writing (nothing stored) or after
+/// writing (stored, but the caller hears an error: an unknown outcome), like sunlight's
+/// test backend.
+struct FlakyStore {
+    inner: Arc<dyn Store>,
+    fail_before: std::sync::atomic::AtomicU32,
+    fail_after: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Store for FlakyStore {
+    async fn append_shared(
+        &self,
+        batch: Arc<sealtrail_store::CommitBatch>,
+    ) -> sealtrail_store::StoreResult<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let take = |n: &std::sync::atomic::AtomicU32| {
+            n.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)).is_ok()
+        };
+        if take(&self.fail_before) {
+            return Err(sealtrail_store::StoreError::Unavailable(
+                "injected: before writing".into(),
+            ));
+        }
+        self.inner.append_shared(batch).await?;
+        if take(&self.fail_after) {
+            return Err(sealtrail_store::StoreError::Unavailable(
+                "injected: after writing".into(),
+            ));
+        }
+        Ok(())
+    }
+    async fn heads(
+        &self,
+        t: Vec<String>,
+    ) -> sealtrail_store::StoreResult<std::collections::HashMap<String, sealtrail_core::ChainHead>>
+    {
+        self.inner.heads(t).await
+    }
+    async fn find_events(
+        &self,
+        k: Vec<(String, String)>,
+    ) -> sealtrail_store::StoreResult<Vec<sealtrail_store::StoredEvent>> {
+        self.inner.find_events(k).await
+    }
+    async fn get_event(
+        &self,
+        t: &str,
+        id: &str,
+    ) -> sealtrail_store::StoreResult<Option<sealtrail_store::StoredEvent>> {
+        self.inner.get_event(t, id).await
+    }
+    async fn get_receipt(
+        &self,
+        t: &str,
+        id: &str,
+    ) -> sealtrail_store::StoreResult<Option<sealtrail_core::Receipt>> {
+        self.inner.get_receipt(t, id).await
+    }
+    async fn list_events(
+        &self,
+        t: &str,
+        q: sealtrail_store::EventQuery,
+    ) -> sealtrail_store::StoreResult<sealtrail_store::EventPage> {
+        self.inner.list_events(t, q).await
+    }
+    async fn scan_chain(
+        &self,
+        t: &str,
+        after: u64,
+        limit: usize,
+    ) -> sealtrail_store::StoreResult<Vec<sealtrail_store::ChainRow>> {
+        self.inner.scan_chain(t, after, limit).await
+    }
+    async fn create_key(&self, k: sealtrail_store::ApiKey) -> sealtrail_store::StoreResult<()> {
+        self.inner.create_key(k).await
+    }
+    async fn find_key(
+        &self,
+        h: &str,
+    ) -> sealtrail_store::StoreResult<Option<sealtrail_store::ApiKey>> {
+        self.inner.find_key(h).await
+    }
+    async fn list_keys(
+        &self,
+        t: Option<&str>,
+    ) -> sealtrail_store::StoreResult<Vec<sealtrail_store::ApiKey>> {
+        self.inner.list_keys(t).await
+    }
+    async fn revoke_key(&self, id: &str, at: &str) -> sealtrail_store::StoreResult<bool> {
+        self.inner.revoke_key(id, at).await
+    }
+}
+
+/// Events with server-generated ids (no idempotency key to fall back on), through appends
+/// that fail before or after writing: every event is committed exactly once.
+async fn flaky_appends_commit_each_event_once(fail_before: u32, fail_after: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(FlakyStore {
+        inner: inner.clone(),
+        fail_before: fail_before.into(),
+        fail_after: fail_after.into(),
+    });
+    let h = start(store, 1);
+    let mut ids = Vec::new();
+    for k in 0..4 {
+        let mut e = ev("unused", "a.b");
+        e.as_object_mut().unwrap().remove("id");
+        e["metadata"] = json!({ "k": k });
+        let (receipt, records) = committed(h.send("t", vec![e]).await);
+        assert_eq!(receipt.status, ReceiptStatus::Committed);
+        ids.push(records[0].id.clone());
+    }
+    h.stop().await;
+    let rows = inner.scan_chain("t", 0, 100).await.unwrap();
+    let stored: Vec<String> = rows.iter().map(|r| r.record().unwrap().id).collect();
+    assert_eq!(stored, ids, "each event stored once, in order");
+    assert_eq!(verify(inner.as_ref(), "t").await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_failing_before_writing_are_retried() {
+    flaky_appends_commit_each_event_once(3, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_failing_after_writing_are_resubmitted_not_rechained() {
+    flaky_appends_commit_each_event_once(0, 3).await;
+}

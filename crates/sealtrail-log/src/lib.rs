@@ -89,6 +89,14 @@ pub trait PartitionConsumer: Send + 'static {
     /// The partition this consumer reads.
     fn partition(&self) -> u32;
 
+    /// Whether an entry may be delivered again after the chainer stored it (a durable log
+    /// redelivers from its last committed offset after a crash). When it may, the chainer
+    /// looks up every event id, server-generated ones included, so a redelivered entry is
+    /// answered as an idempotent retry instead of being chained twice.
+    fn redelivers(&self) -> bool {
+        true
+    }
+
     /// Waits for the next entries, in order, and returns at least one and at most about
     /// `max_events` events' worth. `None` when the log is closed and drained.
     async fn poll(&mut self, max_events: usize) -> Option<Vec<(Offset, LogEntry)>>;

@@ -86,6 +86,11 @@ impl PartitionConsumer for MemoryConsumer {
         self.partition
     }
 
+    /// Never: the queue is in memory, gone after a crash, and read once.
+    fn redelivers(&self) -> bool {
+        false
+    }
+
     async fn poll(&mut self, max_events: usize) -> Option<Vec<(Offset, LogEntry)>> {
         let first = self.receiver.recv().await?;
         let mut events = first.1.events.len();

@@ -449,7 +449,7 @@ impl Store for FjallStore {
         self.shutdown();
     }
 
-    async fn append(&self, batch: CommitBatch) -> StoreResult<()> {
+    async fn append_shared(&self, batch: Arc<CommitBatch>) -> StoreResult<()> {
         self.writer.submit(batch).await
     }
 

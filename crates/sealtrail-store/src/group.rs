@@ -3,7 +3,7 @@
 //! load a commit carries many batches, so the fixed cost of a durable commit (an fsync)
 //! is shared.
 
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::oneshot;
 
@@ -12,7 +12,7 @@ use crate::{CommitBatch, StoreError, StoreResult};
 /// Most batches folded into one commit.
 const MAX_GROUP_BATCHES: usize = 256;
 
-type WriteJob = (CommitBatch, oneshot::Sender<StoreResult<()>>);
+type WriteJob = (Arc<CommitBatch>, oneshot::Sender<StoreResult<()>>);
 
 pub(crate) struct GroupCommitter {
     sender: Mutex<Option<mpsc::Sender<WriteJob>>>,
@@ -38,7 +38,7 @@ impl GroupCommitter {
                             Err(_) => break,
                         }
                     }
-                    let batches: Vec<&CommitBatch> = group.iter().map(|(b, _)| b).collect();
+                    let batches: Vec<&CommitBatch> = group.iter().map(|(b, _)| &**b).collect();
                     match write(&batches) {
                         Ok(()) => {
                             for (_, reply) in group {
@@ -49,7 +49,7 @@ impl GroupCommitter {
                             // Something in the group was refused: write each batch on its
                             // own so only the offending one fails.
                             for (batch, reply) in group {
-                                let _ = reply.send(write(&[&batch]));
+                                let _ = reply.send(write(&[&*batch]));
                             }
                         }
                         Err(err) => {
@@ -68,7 +68,7 @@ impl GroupCommitter {
     }
 
     /// Hands `batch` to the writer and waits until it is durable (or refused).
-    pub(crate) async fn submit(&self, batch: CommitBatch) -> StoreResult<()> {
+    pub(crate) async fn submit(&self, batch: Arc<CommitBatch>) -> StoreResult<()> {
         let (tx, rx) = oneshot::channel();
         {
             let sender = self.sender.lock().expect("writer lock");

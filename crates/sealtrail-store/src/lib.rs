@@ -11,6 +11,7 @@ pub mod sqlite;
 mod types;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sealtrail_core::receipt::Receipt;
@@ -52,10 +53,20 @@ pub trait Store: Send + Sync + 'static {
     /// **Contract:** when this returns `Ok`, every record and receipt of the batch is
     /// durable (fsynced / acknowledged at the configured consistency) and visible to
     /// reads. Writing a byte-identical record again is a no-op `Ok` (replays are
-    /// harmless); a *different* record at an occupied `(tenant, sequence_number)` is
-    /// refused with [`StoreError::Conflict`] and nothing of the batch is written.
-    /// A committed receipt without `committed_at` is stamped with the store's write time.
-    async fn append(&self, batch: CommitBatch) -> StoreResult<()>;
+    /// harmless); a *different* record at an occupied `(tenant, sequence_number)`, or one
+    /// that would leave a gap, is refused with [`StoreError::Conflict`] and nothing of the
+    /// batch is written. A committed receipt without `committed_at` is stamped with the
+    /// store's write time.
+    ///
+    /// An [`StoreError::Unavailable`] answer has an *unknown outcome*: the batch may or
+    /// may not be stored. The caller resubmits the very same batch (hence the `Arc`), which
+    /// the replay rule makes safe; it must not recompute the batch from a fresh read.
+    async fn append_shared(&self, batch: Arc<CommitBatch>) -> StoreResult<()>;
+
+    /// [`Store::append_shared`] for a batch the caller will not need again.
+    async fn append(&self, batch: CommitBatch) -> StoreResult<()> {
+        self.append_shared(Arc::new(batch)).await
+    }
 
     /// The chain heads of `tenants` that have any record.
     async fn heads(&self, tenants: Vec<String>) -> StoreResult<HashMap<String, ChainHead>>;
