@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use sealtrail_chainer::CommitSignal;
+use sealtrail_chainer::{CommitSignal, Health};
 use sealtrail_log::{Correlator, LogProducer};
 use sealtrail_store::Store;
 use tokio::sync::watch;
@@ -51,6 +51,8 @@ pub struct Service {
     pub correlator: Arc<Correlator>,
     pub store: Arc<dyn Store>,
     pub commits: Option<CommitSignal>,
+    /// Chainers' store health (embedded mode); `/healthz` reports failing partitions.
+    pub health: Option<Health>,
     pub keys: auth::KeyCache,
     pub config: ApiConfig,
     pub metrics: Option<PrometheusHandle>,

@@ -13,8 +13,26 @@ use axum::response::{IntoResponse, Response};
 use crate::AppState;
 use crate::error::ApiError;
 
-pub async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
+/// `200 {"status":"ok"}`, or `503 {"status":"degraded","failing_partitions":[…]}` while a
+/// chainer is retrying a failing store (its partition's requests are stalled).
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let problems = state
+        .health
+        .as_ref()
+        .map(|h| h.problems())
+        .unwrap_or_default();
+    if problems.is_empty() {
+        return axum::Json(serde_json::json!({"status": "ok"})).into_response();
+    }
+    let failing: Vec<_> = problems
+        .into_iter()
+        .map(|(partition, error)| serde_json::json!({"partition": partition, "error": error}))
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({"status": "degraded", "failing_partitions": failing})),
+    )
+        .into_response()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

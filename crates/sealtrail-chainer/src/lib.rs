@@ -71,6 +71,35 @@ impl CommitSignal {
     }
 }
 
+/// Which partitions' chainers are currently failing to read or write the store (and
+/// retrying). Health checks report it, so a load balancer or operator sees a stalled
+/// partition instead of a green light.
+#[derive(Clone, Default)]
+pub struct Health {
+    failing: Arc<std::sync::Mutex<std::collections::BTreeMap<u32, String>>>,
+}
+
+impl Health {
+    /// `(partition, last error)` of every partition that is retrying now.
+    pub fn problems(&self) -> Vec<(u32, String)> {
+        self.failing
+            .lock()
+            .expect("health lock")
+            .iter()
+            .map(|(p, e)| (*p, e.clone()))
+            .collect()
+    }
+    fn set(&self, partition: u32, error: String) {
+        self.failing
+            .lock()
+            .expect("health lock")
+            .insert(partition, error);
+    }
+    fn clear(&self, partition: u32) {
+        self.failing.lock().expect("health lock").remove(&partition);
+    }
+}
+
 /// Why a chainer stopped before its log closed.
 #[derive(Debug)]
 pub enum ChainerError {
@@ -96,6 +125,7 @@ pub struct Chainer<C: PartitionConsumer> {
     signal: CommitSignal,
     config: ChainerConfig,
     heads: LruCache<String, ChainHead>,
+    health: Health,
 }
 
 /// A chained poll, ready to store.
@@ -129,7 +159,14 @@ impl<C: PartitionConsumer> Chainer<C> {
             signal,
             config,
             heads: LruCache::new(capacity),
+            health: Health::default(),
         }
+    }
+
+    /// Reports this chainer's store failures to `health`.
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
     }
 
     /// Runs until the log is closed and drained (graceful shutdown) or the chainer is
@@ -202,6 +239,7 @@ impl<C: PartitionConsumer> Chainer<C> {
                 self.heads.put(tenant, head);
             }
         }
+        self.health.clear(self.consumer.partition());
         // (4): tell the waiters.
         self.signal.bump();
         for s in prepared.settled {
@@ -217,6 +255,7 @@ impl<C: PartitionConsumer> Chainer<C> {
     }
 
     async fn retry_after(&self, err: &StoreError, backoff: &mut Duration) {
+        self.health.set(self.consumer.partition(), err.to_string());
         metrics::counter!("sealtrail_chainer_retries_total").increment(1);
         tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "store call failed; retrying");
         tokio::time::sleep(*backoff).await;

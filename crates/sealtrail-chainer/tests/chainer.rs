@@ -319,3 +319,70 @@ async fn appends_failing_before_writing_are_retried() {
 async fn appends_failing_after_writing_are_resubmitted_not_rechained() {
     flaky_appends_commit_each_event_once(0, 3).await;
 }
+
+/// While the store fails, the chainer's partition is reported unhealthy; once a write goes
+/// through, it is healthy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_a_partition_while_its_store_writes_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let flaky = Arc::new(FlakyStore {
+        inner,
+        fail_before: 4.into(),
+        fail_after: 0.into(),
+    });
+    let health = sealtrail_chainer::Health::default();
+    let (log, mut consumers) = MemoryLog::new(1, 16);
+    let correlator = Arc::new(Correlator::new("test-gw"));
+    let chainer = Chainer::new(
+        consumers.remove(0),
+        flaky.clone(),
+        correlator.clone(),
+        CommitSignal::default(),
+        ChainerConfig::default(),
+    )
+    .with_health(health.clone());
+    let task = tokio::spawn(chainer.run());
+    assert!(health.problems().is_empty());
+
+    let waiter = correlator.register();
+    let entry = LogEntry {
+        tenant_id: "t".into(),
+        receipt_id: "r1".into(),
+        created_at: "2024-05-01T00:00:00.000000Z".into(),
+        events: vec![IndexedEvent {
+            index: 0,
+            event: validate_event(ev("h1", "a.b"), 1, uuidish).unwrap(),
+        }],
+        rejected: vec![],
+        reply_to: Some(waiter.address.clone()),
+    };
+    log.append(entry).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let problems = health.problems();
+        if let Some((partition, error)) = problems.first() {
+            assert_eq!(*partition, 0);
+            assert!(error.contains("injected"), "{error}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failure was never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    committed(
+        waiter
+            .wait(Duration::from_secs(10))
+            .await
+            .expect("committed after the store recovers"),
+    );
+    assert!(
+        health.problems().is_empty(),
+        "healthy again: {:?}",
+        health.problems()
+    );
+    log.close();
+    task.await.unwrap().unwrap();
+}

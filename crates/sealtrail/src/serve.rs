@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sealtrail_api::{ApiConfig, Service};
-use sealtrail_chainer::{Chainer, ChainerConfig, CommitSignal};
+use sealtrail_chainer::{Chainer, ChainerConfig, CommitSignal, Health};
 use sealtrail_log::memory::MemoryLog;
 use sealtrail_log::{Correlator, LogProducer, PartitionConsumer};
 use sealtrail_store::Store;
@@ -60,6 +60,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let log: Arc<dyn LogProducer> = Arc::new(log);
     let correlator = Arc::new(Correlator::new("embedded"));
     let commits = CommitSignal::default();
+    let health = Health::default();
     let chainer_config = ChainerConfig {
         max_batch_events: config.max_batch_events,
         head_cache_tenants: config.head_cache_tenants,
@@ -77,7 +78,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             correlator.clone(),
             commits.clone(),
             chainer_config.clone(),
-        );
+        )
+        .with_health(health.clone());
         let task = tokio::spawn(chainer.run());
         let fatal = fatal_tx.clone();
         chainers.push(tokio::spawn(async move {
@@ -98,6 +100,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         correlator,
         store: store.clone(),
         commits: Some(commits),
+        health: Some(health),
         keys: Default::default(),
         config: ApiConfig {
             commit_timeout: Duration::from_millis(config.commit_timeout_ms),
