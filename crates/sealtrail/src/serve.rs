@@ -41,6 +41,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
 
+    let _lock = lock_data_dir(&config.data_dir)?;
     let store: Arc<dyn Store> = match config.store {
         StoreEngine::Fjall => {
             FjallStore::open(&config.data_dir).map(|s| Arc::new(s) as Arc<dyn Store>)
@@ -157,6 +158,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     eprintln!("stopped cleanly");
     Ok(())
+}
+
+/// Takes an exclusive lock on `data_dir/serve.lock` for the life of the process: two
+/// servers on one data directory would each chain the same tenants and fork them. (The
+/// `keys` command does not take it; it only touches the key table.) The OS drops the lock
+/// when the process dies, so a crash never leaves a stale lock behind.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let path = data_dir.join("serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another sealtrail server is already serving {}; stop it first or choose another --data-dir",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(err)) => {
+            Err(err).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 /// Binds with SO_REUSEADDR, so a restart right after a crash can take the port back

@@ -167,3 +167,32 @@ fn a_taken_port_is_reported_clearly() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for engine in ["fjall", "sqlite"] {
+        let data = dir.path().join(format!("data-{engine}"));
+        let first = common::Server::start_with(&data, &["--store", engine]).await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (code, _, err) = run(
+            &[
+                "serve",
+                "--store",
+                engine,
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--http-addr",
+                &format!("127.0.0.1:{port}"),
+            ],
+            &[],
+        );
+        assert_eq!(code, 1, "{engine}: {err}");
+        assert!(err.contains("already serving"), "{engine}: {err}");
+        drop(first);
+    }
+}
