@@ -21,7 +21,7 @@ test-rust: ## Rust tests (unit, property, store conformance, chainer, end-to-end
 	$(CARGO) test --workspace
 
 test-python: python-deps ## Python e2e: the official fact0 SDK, and an independent JCS hash check
-	$(CARGO) build -p sealtrail
+	$(CARGO) test --workspace --no-run -q
 	SEALTRAIL_BIN=$(CURDIR)/target/debug/sealtrail $(PYTHON) -m pytest tests/python -q
 
 python-deps: ## install the Python test dependencies (pinned)
