@@ -97,9 +97,17 @@ async fn feed(
         };
         let full = rows.len() == STREAM_PAGE;
         for row in rows {
-            let Ok(record) = row.record() else { continue };
-            let data = serde_json::to_string(&record).expect("records serialize");
+            // Move past the row first, so an unreadable record is reported once, not re-read on
+            // every wake-up while it is the newest row.
             after = row.sequence_number;
+            let record = match row.record() {
+                Ok(record) => record,
+                Err(err) => {
+                    tracing::error!(%err, tenant = %tenant, sequence_number = after, "skipping an unreadable record in a stream; /v1/verify reports it");
+                    continue;
+                }
+            };
+            let data = serde_json::to_string(&record).expect("records serialize");
             if tx
                 .send(Ok(Event::default().id(after.to_string()).data(data)))
                 .await

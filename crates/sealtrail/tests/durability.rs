@@ -355,3 +355,57 @@ async fn a_fenced_chainer_stops_the_server_with_a_clear_error() {
     let log = server.log();
     assert!(log.contains("fatal") && log.contains("partition"), "{log}");
 }
+
+/// A record that cannot be read (corrupted behind the server's back) is skipped by a live
+/// stream, which carries on with the records after it instead of ending or erroring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_moves_past_an_unreadable_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    let server = Server::start_with(&data, &["--store", "sqlite"]).await;
+    let api = Api::new(&server, &key);
+    for i in 1..=3 {
+        assert_eq!(
+            api.post("/v1/events?sync=true", &event(&format!("s{i}")))
+                .await
+                .0,
+            201
+        );
+    }
+    let db = rusqlite::Connection::open(data.join("sealtrail.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "UPDATE events SET body=X'6e6f74206a736f6e' WHERE tenant_id='acme' AND seq=2",
+        [],
+    )
+    .unwrap();
+    drop(db);
+
+    let resp = api
+        .http
+        .get(api.base.clone() + "/v1/events/stream")
+        .bearer_auth(&api.key)
+        .header("Last-Event-ID", "0")
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    let text = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures::StreamExt;
+        let mut text = String::new();
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if text.contains("id: 3\n") {
+                break;
+            }
+        }
+        text
+    })
+    .await
+    .expect("record 3 arrives after the unreadable record 2");
+    assert!(
+        text.contains("id: 1\n") && !text.contains("id: 2\n"),
+        "{text}"
+    );
+}
