@@ -17,8 +17,9 @@ use sealtrail_core::json::parse_strict;
 use sealtrail_core::limits::{MAX_BATCH_BODY_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BODY_BYTES};
 use sealtrail_core::receipt::{ItemError, Receipt, ReceiptStatus};
 use sealtrail_core::record::Record;
-use sealtrail_core::time::{Micros, format_micros};
+use sealtrail_core::time::format_micros;
 use sealtrail_log::{Durability, EntryOutcome, IndexedEvent, LogEntry, LogError};
+use sealtrail_store::now_micros;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -63,13 +64,6 @@ fn wants_sync(headers: &HeaderMap, params: &IngestParams) -> bool {
         .as_deref()
         .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
     header || query
-}
-
-pub(crate) fn now_micros() -> Micros {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 fn new_id() -> String {

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::record::{ChainHead, ZERO_HASH};
+use crate::record::ZERO_HASH;
 
 /// One broken record, with enough context for a human to find it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,16 +76,6 @@ impl ChainWalker {
             tenant_id: tenant_id.into(),
             expect_sequence: 1,
             prev_hash: ZERO_HASH.to_string(),
-            checked: 0,
-        }
-    }
-
-    /// A walk that continues after `head` (its hash taken as already verified).
-    pub fn after(tenant_id: impl Into<String>, head: &ChainHead) -> Self {
-        Self {
-            tenant_id: tenant_id.into(),
-            expect_sequence: head.sequence_number + 1,
-            prev_hash: head.hash.clone(),
             checked: 0,
         }
     }

@@ -64,10 +64,6 @@ impl Correlator {
         }
     }
 
-    pub fn gateway(&self) -> &str {
-        &self.gateway
-    }
-
     /// Registers a waiter; put `waiter.address` into the entry before appending it.
     pub fn register(&self) -> Waiter<'_> {
         let correlation_id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -96,11 +92,6 @@ impl Correlator {
         if let Some(sender) = sender {
             let _ = sender.send(outcome);
         }
-    }
-
-    /// Number of requests waiting (a gauge for metrics).
-    pub fn waiting(&self) -> usize {
-        self.waiters.lock().expect("correlator lock").len()
     }
 }
 

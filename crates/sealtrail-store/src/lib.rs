@@ -1,7 +1,8 @@
 //! The store: where chained records, receipts and API keys live.
 //!
-//! [`Store`] is the contract every backend implements; [`sqlite::SqliteStore`] is the
-//! embedded one, and [`conformance`] is the suite each backend must pass.
+//! [`Store`] is the contract every backend implements; [`fjall::FjallStore`] (the default)
+//! and [`sqlite::SqliteStore`] are the embedded ones, both group-committing through one
+//! writer thread (`group.rs`); [`conformance`] is the suite each backend must pass.
 #![forbid(unsafe_code)]
 
 pub mod conformance;
@@ -37,13 +38,18 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The current time in the wire format (stores stamp `committed_at` with it).
-pub(crate) fn now_wire() -> String {
-    let micros = std::time::SystemTime::now()
+/// The wall clock in UTC microseconds. The core takes no clock; the gateway (acceptance
+/// time), the stores (receipt commit time) and the CLI read it here.
+pub fn now_micros() -> sealtrail_core::time::Micros {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    sealtrail_core::time::format_micros(micros)
+        .unwrap_or(0)
+}
+
+/// The current time in the wire format (stores stamp `committed_at` with it).
+pub(crate) fn now_wire() -> String {
+    sealtrail_core::time::format_micros(now_micros())
 }
 
 #[async_trait]

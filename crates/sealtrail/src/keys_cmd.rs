@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use sealtrail_store::Store;
 use sealtrail_store::sqlite::SqliteStore;
+use sealtrail_store::{Store, now_micros};
 
 use crate::KeysCommand;
 use crate::config::Overrides;
@@ -63,11 +63,4 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
 
 fn open(data_dir: &std::path::Path) -> anyhow::Result<Arc<SqliteStore>> {
     Ok(Arc::new(SqliteStore::open(data_dir)?))
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
