@@ -48,7 +48,7 @@ pub fn now_micros() -> sealtrail_core::time::Micros {
 }
 
 /// The current time in the wire format (stores stamp `committed_at` with it).
-pub(crate) fn now_wire() -> String {
+pub fn now_wire() -> String {
     sealtrail_core::time::format_micros(now_micros())
 }
 

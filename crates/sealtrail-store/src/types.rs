@@ -48,6 +48,41 @@ pub struct EventQuery {
     pub paging: Paging,
 }
 
+impl EventQuery {
+    /// Whether `record` passes every filter (paging aside).
+    pub fn matches(&self, record: &Record) -> bool {
+        self.actor_id.as_ref().is_none_or(|v| *v == record.actor.id)
+            && self.action.as_ref().is_none_or(|v| *v == record.action)
+            && self
+                .resource_id
+                .as_ref()
+                .is_none_or(|v| *v == record.resource.id)
+            && self
+                .actor_type
+                .is_none_or(|t: ActorType| record.actor.actor_type == Some(t))
+            && self.outcome.is_none_or(|o: Outcome| record.outcome == o)
+            && self
+                .from
+                .as_ref()
+                .is_none_or(|f| record.timestamp.as_str() >= f.as_str())
+            && self
+                .to
+                .as_ref()
+                .is_none_or(|t| record.timestamp.as_str() <= t.as_str())
+    }
+
+    /// Whether any filter is set.
+    pub fn is_filtered(&self) -> bool {
+        self.actor_id.is_some()
+            || self.actor_type.is_some()
+            || self.action.is_some()
+            || self.resource_id.is_some()
+            || self.outcome.is_some()
+            || self.from.is_some()
+            || self.to.is_some()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Paging {
     /// fact0's pages: 1-based page number and size.

@@ -1,0 +1,337 @@
+//! The write path. One append, per attempt:
+//!
+//! 1. **Where is each tenant?** Its head comes from this handle's cache (heads it committed
+//!    itself) or a serial read. Records at or below the head must equal the stored ones (a
+//!    replay: skipped) or the batch is a fork; a first record beyond head + 1 is a gap.
+//!    Both are refused with `Conflict` before anything is written.
+//! 2. **Rows.** The records beyond the head go to `events` and `event_ids`, written with
+//!    the epoch as timestamp. They are invisible: every read stops at the committed head.
+//! 3. **Commit.** Per log partition, one conditional batch moves every tenant's head from
+//!    the head read in (1) to its last record, and (for a fenced handle) requires the
+//!    partition's epoch to be unchanged. Applied: committed. Not applied: someone moved a
+//!    head or claimed the partition — reread (a newer epoch means `Conflict`: fenced).
+//! 4. **Receipts**, only after the heads moved: a receipt never names an uncommitted event.
+//!
+//! Crash windows: a crash in (2) or before (3) leaves invisible rows that the next attempt
+//! (a replay from the log) overwrites with identical bytes. A crash or timeout in (3) has an
+//! unknown outcome; the caller resubmits the same batch and (1) sees either the old head
+//! (commit again) or the new one (a replay: nothing left to do). A crash before (4) leaves a
+//! committed batch without receipts; its replay finds the events committed and writes them.
+
+use std::collections::HashMap;
+
+use scylla::statement::batch::{Batch, BatchType};
+use sealtrail_core::record::{ChainHead, ChainedRecord};
+use sealtrail_store::{CommitBatch, StoreError, StoreResult};
+
+use crate::fence::applied;
+use crate::schema::bucket;
+use crate::{ScyllaStore, run_bounded, unavailable};
+
+/// Concurrent row writes per append.
+const WRITE_CONCURRENCY: usize = 64;
+/// Rereads after a refused conditional batch before giving up with `Unavailable`.
+const ATTEMPTS: usize = 5;
+
+struct Pending<'a> {
+    tenant: &'a str,
+    /// The head the conditional batch expects (`None`: the tenant has no record yet).
+    expected: Option<ChainHead>,
+    records: &'a [&'a ChainedRecord],
+}
+
+impl ScyllaStore {
+    pub(crate) async fn append_batch(&self, batch: &CommitBatch) -> StoreResult<()> {
+        let groups = group_by_tenant(&batch.records)?;
+        let mut committed = false;
+        for _ in 0..ATTEMPTS {
+            if self.append_attempt(&groups).await? {
+                committed = true;
+                break;
+            }
+        }
+        if !committed {
+            return Err(StoreError::Unavailable(
+                "chain heads kept moving under this writer; retry".into(),
+            ));
+        }
+        self.write_receipts(batch).await
+    }
+
+    /// One pass of steps 1–3; `Ok(false)` when a conditional batch was refused for a moved
+    /// head (reread and try again).
+    async fn append_attempt(&self, groups: &[(&str, Vec<&ChainedRecord>)]) -> StoreResult<bool> {
+        // (1)
+        let unknown: Vec<String> = {
+            let cache = self.heads.lock().expect("heads lock");
+            groups
+                .iter()
+                .filter(|(t, _)| !cache.contains_key(*t))
+                .map(|(t, _)| t.to_string())
+                .collect()
+        };
+        let mut fetched = if unknown.is_empty() {
+            HashMap::new()
+        } else {
+            self.read_heads(&unknown, true).await?
+        };
+        let mut pending = Vec::new();
+        for (tenant, records) in groups {
+            let head = match fetched.remove(*tenant) {
+                Some(h) => Some(h),
+                None => self.heads.lock().expect("heads lock").get(*tenant).cloned(),
+            };
+            let stored = head.as_ref().map_or(0, |h| h.sequence_number);
+            let first = records[0].record.sequence_number;
+            if first > stored + 1 {
+                return Err(StoreError::Conflict(format!(
+                    "tenant {tenant}: record {first} would leave a gap after the head {stored}"
+                )));
+            }
+            let overlap = records
+                .iter()
+                .take_while(|r| r.record.sequence_number <= stored)
+                .count();
+            if overlap > 0 {
+                self.check_replay(tenant, &records[..overlap]).await?;
+            }
+            let rest = &records[overlap..];
+            if rest.is_empty() {
+                continue;
+            }
+            if let Some(h) = &head
+                && rest[0].record.prev_hash != h.hash
+            {
+                return Err(StoreError::Conflict(format!(
+                    "tenant {tenant}: record {} does not follow the stored head {stored}",
+                    rest[0].record.sequence_number
+                )));
+            }
+            pending.push(Pending {
+                tenant,
+                expected: head,
+                records: rest,
+            });
+        }
+        if pending.is_empty() {
+            return Ok(true);
+        }
+
+        // (2)
+        let timestamp = self.row_timestamp();
+        let mut writes = Vec::new();
+        let mut ids = Vec::new();
+        for r in pending.iter().flat_map(|p| p.records.iter()) {
+            let tenant = r.record.tenant_id.as_str();
+            let seq = r.record.sequence_number as i64;
+            writes.push(self.session.execute_unpaged(
+                &self.stmts.insert_event,
+                (
+                    tenant,
+                    bucket(r.record.sequence_number),
+                    seq,
+                    r.record.id.as_str(),
+                    r.record.hash.as_str(),
+                    r.input_digest.as_str(),
+                    r.canonical.as_slice(),
+                    timestamp,
+                ),
+            ));
+            ids.push(self.session.execute_unpaged(
+                &self.stmts.insert_event_id,
+                (tenant, r.record.id.as_str(), seq, timestamp),
+            ));
+        }
+        let (events, ids) = futures::join!(
+            run_bounded(writes, WRITE_CONCURRENCY / 2),
+            run_bounded(ids, WRITE_CONCURRENCY / 2)
+        );
+        events.map_err(unavailable)?;
+        ids.map_err(unavailable)?;
+
+        // (3) one conditional batch per log partition.
+        let mut by_partition: HashMap<i32, Vec<&Pending>> = HashMap::new();
+        for p in &pending {
+            by_partition
+                .entry(self.partition_of(p.tenant))
+                .or_default()
+                .push(p);
+        }
+        let mut all_applied = true;
+        for (partition, group) in by_partition {
+            // Unknown until the batch answers: drop the cached heads first.
+            {
+                let mut cache = self.heads.lock().expect("heads lock");
+                for p in &group {
+                    cache.remove(p.tenant);
+                }
+            }
+            let mut lwt = Batch::new(BatchType::Logged);
+            let mut values: Vec<AdvanceValues> = Vec::with_capacity(group.len() + 1);
+            if let Some(epoch) = &self.epoch {
+                if epoch.partition as i32 != partition {
+                    return Err(StoreError::Conflict(format!(
+                        "this writer holds partition {}, not partition {partition}",
+                        epoch.partition
+                    )));
+                }
+                lwt.append_statement(self.stmts.guard_epoch.clone());
+                values.push(AdvanceValues::Guard(
+                    epoch.owner.clone(),
+                    partition,
+                    epoch.epoch,
+                ));
+            }
+            for p in &group {
+                let last = p.records.last().expect("non-empty");
+                lwt.append_statement(self.stmts.advance_head.clone());
+                values.push(AdvanceValues::Advance(
+                    last.record.sequence_number as i64,
+                    last.record.hash.clone(),
+                    partition,
+                    p.tenant.to_string(),
+                    p.expected.as_ref().map(|h| h.sequence_number as i64),
+                ));
+            }
+            let result = self
+                .session
+                .batch(&lwt, values)
+                .await
+                .map_err(unavailable)?;
+            if applied(result)? {
+                let mut cache = self.heads.lock().expect("heads lock");
+                for p in &group {
+                    cache.insert(
+                        p.tenant.to_string(),
+                        p.records.last().expect("non-empty").head(),
+                    );
+                }
+            } else {
+                if let Some(epoch) = &self.epoch {
+                    let current = self.current_epoch(epoch.partition).await?;
+                    if current.as_ref().map(|(e, _)| *e) != Some(epoch.epoch) {
+                        let (newer, owner) = current.unwrap_or_default();
+                        return Err(StoreError::Conflict(format!(
+                            "fenced: partition {partition} was claimed by {owner} (epoch {newer}; this writer holds {})",
+                            epoch.epoch
+                        )));
+                    }
+                }
+                all_applied = false;
+            }
+        }
+        Ok(all_applied)
+    }
+
+    /// Records at or below the stored head must be the stored ones.
+    async fn check_replay(&self, tenant: &str, records: &[&ChainedRecord]) -> StoreResult<()> {
+        let first = records[0].record.sequence_number;
+        let last = records.last().expect("non-empty").record.sequence_number;
+        let stored = self.read_range(tenant, first, last).await?;
+        let by_seq: HashMap<u64, &str> = stored
+            .iter()
+            .map(|(row, _)| (row.sequence_number, row.hash.as_str()))
+            .collect();
+        for r in records {
+            match by_seq.get(&r.record.sequence_number) {
+                Some(hash) if *hash == r.record.hash => {}
+                Some(_) => {
+                    return Err(StoreError::Conflict(format!(
+                        "tenant {tenant}: a different record is stored at sequence number {}",
+                        r.record.sequence_number
+                    )));
+                }
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "tenant {tenant}: committed record {} is missing",
+                        r.record.sequence_number
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_receipts(&self, batch: &CommitBatch) -> StoreResult<()> {
+        if batch.receipts.is_empty() {
+            return Ok(());
+        }
+        let now = sealtrail_store::now_wire();
+        let mut bodies = Vec::with_capacity(batch.receipts.len());
+        for (tenant, receipt) in &batch.receipts {
+            let mut receipt = receipt.clone();
+            if receipt.status == sealtrail_core::receipt::ReceiptStatus::Committed
+                && receipt.committed_at.is_none()
+            {
+                receipt.committed_at = Some(now.clone());
+            }
+            let body = serde_json::to_string(&receipt).map_err(crate::corrupt)?;
+            bodies.push((tenant.as_str(), receipt.receipt_id, body));
+        }
+        let writes: Vec<_> = bodies
+            .iter()
+            .map(|(tenant, id, body)| {
+                self.session.execute_unpaged(
+                    &self.stmts.insert_receipt,
+                    (*tenant, id.as_str(), body.as_str()),
+                )
+            })
+            .collect();
+        run_bounded(writes, WRITE_CONCURRENCY)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// Values of the statements of a conditional batch (they differ in shape).
+enum AdvanceValues {
+    Guard(String, i32, i64),
+    Advance(i64, String, i32, String, Option<i64>),
+}
+
+impl scylla::serialize::row::SerializeRow for AdvanceValues {
+    fn serialize(
+        &self,
+        ctx: &scylla::serialize::row::RowSerializationContext<'_>,
+        writer: &mut scylla::serialize::writers::RowWriter,
+    ) -> Result<(), scylla::serialize::SerializationError> {
+        match self {
+            AdvanceValues::Guard(owner, partition, epoch) => {
+                (owner, partition, epoch).serialize(ctx, writer)
+            }
+            AdvanceValues::Advance(seq, hash, partition, tenant, expected) => {
+                (seq, hash, partition, tenant, expected).serialize(ctx, writer)
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Groups records by tenant, in order of first appearance (the chainer interleaves
+/// tenants), and checks that each tenant's records are consecutive and linked.
+fn group_by_tenant(records: &[ChainedRecord]) -> StoreResult<Vec<(&str, Vec<&ChainedRecord>)>> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut out: Vec<(&str, Vec<&ChainedRecord>)> = Vec::new();
+    for r in records {
+        let t = r.record.tenant_id.as_str();
+        let slot = *index.entry(t).or_insert_with(|| {
+            out.push((t, Vec::new()));
+            out.len() - 1
+        });
+        if let Some(prev) = out[slot].1.last()
+            && (r.record.sequence_number != prev.record.sequence_number + 1
+                || r.record.prev_hash != prev.record.hash)
+        {
+            return Err(StoreError::Conflict(format!(
+                "tenant {t}: records {} and {} of the batch are not consecutive",
+                prev.record.sequence_number, r.record.sequence_number
+            )));
+        }
+        out[slot].1.push(r);
+    }
+    Ok(out)
+}
