@@ -1,1 +1,85 @@
-//! placeholder
+//! The log on Apache Kafka, for distributed mode.
+//!
+//! - [`producer::KafkaLog`]: the gateway's [`LogProducer`](sealtrail_log::LogProducer). An
+//!   idempotent producer with `acks=all`; an append returns once every in-sync replica has
+//!   the entry ([`Durability::Durable`](sealtrail_log::Durability::Durable)). The partition is
+//!   chosen here with Kafka's own murmur2 (the Java client's), so every client agrees.
+//! - [`consumer::ChainerFeed`]: the chainer's side. One consumer-group member per chainer
+//!   process; each assigned partition becomes a
+//!   [`PartitionConsumer`](sealtrail_log::PartitionConsumer) fed by one dispatcher task.
+//! - [`replies`]: the correlation channel. A reply topic; each gateway reads one partition of
+//!   it (chosen from its gateway id) and keeps the replies addressed to it.
+//! - [`admin::ensure_topics`]: creates the topics (`sealtrail migrate`).
+//!
+//! Entries and replies travel as JSON: `kcat` shows them as they are.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod consumer;
+pub mod producer;
+pub mod replies;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+/// Largest entry (one ingest request) the topics and clients accept, in bytes. A batch
+/// request body is at most 4 MiB; its normalized form with digests stays well below this.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where the log lives.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port,host:port`.
+    pub brokers: String,
+    /// The events topic (partitioned by tenant).
+    pub topic: String,
+    /// The topic sync replies travel on.
+    pub reply_topic: String,
+    /// Consumer group of the chainers.
+    pub group_id: String,
+    /// How long a chainer may be silent before the group moves its partitions away.
+    pub session_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaLogError {
+    /// Kafka is unreachable or answered with an error; retry later.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The topics do not match what sealtrail needs (missing: run `sealtrail migrate`).
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Client settings shared by producers and consumers.
+pub(crate) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", client_id)
+        .set("socket.keepalive.enable", "true")
+        // Topics are created by `sealtrail migrate` only, with the right partition count.
+        .set("allow.auto.create.topics", "false")
+        .set("log_level", "4");
+    config
+}
+
+/// Number of partitions of `topic`, or a setup error telling the operator what to do.
+pub(crate) fn partition_count<C: rdkafka::client::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> Result<u32, KafkaLogError> {
+    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let topic_meta = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| KafkaLogError::Setup(format!("topic {topic} not found")))?;
+    if topic_meta.error().is_some() || topic_meta.partitions().is_empty() {
+        return Err(KafkaLogError::Setup(format!(
+            "topic {topic} does not exist; run `sealtrail migrate` first"
+        )));
+    }
+    Ok(topic_meta.partitions().len() as u32)
+}

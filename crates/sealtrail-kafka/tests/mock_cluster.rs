@@ -1,0 +1,181 @@
+//! The Kafka log on librdkafka's in-process mock cluster: fast checks of the producer,
+//! the group feed and the reply channel, with no broker. The distributed suite runs the
+//! same code against a real Kafka.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::mocking::MockCluster;
+use sealtrail_core::event::validate_event;
+use sealtrail_core::partition::partition_for;
+use sealtrail_core::receipt::{Receipt, ReceiptStatus};
+use sealtrail_kafka::KafkaSettings;
+use sealtrail_kafka::consumer::{ChainerFeed, FeedEvent};
+use sealtrail_kafka::producer::KafkaLog;
+use sealtrail_kafka::replies::{KafkaReplySink, ReplyListener};
+use sealtrail_log::{
+    Correlator, Durability, EntryOutcome, IndexedEvent, LogEntry, LogProducer, PartitionConsumer,
+    ReplySink,
+};
+
+fn settings(
+    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+) -> KafkaSettings {
+    KafkaSettings {
+        brokers: cluster.bootstrap_servers(),
+        topic: "events".into(),
+        reply_topic: "replies".into(),
+        group_id: "chainers".into(),
+        session_timeout: Duration::from_secs(6),
+    }
+}
+
+fn entry(tenant: &str, n: u32) -> LogEntry {
+    let event = validate_event(
+        serde_json::json!({
+            "id": format!("{tenant}-{n}"),
+            "actor": {"id": "a"}, "action": "x.y", "resource": {"id": "r", "type": "doc"},
+            "outcome": "success", "timestamp": "2024-01-01T00:00:00Z"
+        }),
+        0,
+        || unreachable!(),
+    )
+    .unwrap();
+    LogEntry {
+        tenant_id: tenant.into(),
+        receipt_id: format!("r-{tenant}-{n}"),
+        created_at: "2024-01-01T00:00:00.000000Z".into(),
+        events: vec![IndexedEvent { index: 0, event }],
+        rejected: vec![],
+        reply_to: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_reach_their_tenants_partition_in_order() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 4, 1).unwrap();
+    cluster.create_topic("replies", 2, 1).unwrap();
+    let settings = settings(&cluster);
+
+    let log = KafkaLog::connect(&settings, "test-gateway").unwrap();
+    assert_eq!(log.partitions(), 4);
+    let tenants = ["acme", "globex", "initech", "umbrella", "hooli"];
+    for n in 0..20 {
+        for t in tenants {
+            assert_eq!(log.append(entry(t, n)).await.unwrap(), Durability::Durable);
+        }
+    }
+
+    let mut feed = ChainerFeed::start(&settings, "test-chainer").unwrap();
+    let mut seen: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut consumers = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while consumers.len() < 4 {
+        let event = tokio::time::timeout_at(deadline, feed.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if let FeedEvent::Assigned(c) = event {
+            consumers.push(c);
+        }
+    }
+    for consumer in &mut consumers {
+        let partition = consumer.partition();
+        let expected: usize = tenants
+            .iter()
+            .filter(|t| partition_for(t, 4) == partition)
+            .count()
+            * 20;
+        let mut got = 0;
+        while got < expected {
+            let batch = tokio::time::timeout(Duration::from_secs(20), consumer.poll(7))
+                .await
+                .expect("entries arrive")
+                .expect("not closed");
+            assert!(batch.len() <= 7);
+            for (_, e) in &batch {
+                assert_eq!(partition_for(&e.tenant_id, 4), partition, "right partition");
+                seen.entry(e.tenant_id.clone())
+                    .or_default()
+                    .push(e.receipt_id.clone());
+            }
+            got += batch.len();
+            consumer.commit(batch.last().unwrap().0).await.unwrap();
+        }
+    }
+    for t in tenants {
+        let expected: Vec<String> = (0..20).map(|n| format!("r-{t}-{n}")).collect();
+        assert_eq!(seen[t], expected, "per-tenant order is kept");
+    }
+    feed.stop().await;
+    feed.leave();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_reach_the_gateway_that_waits() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 1, 1).unwrap();
+    cluster.create_topic("replies", 3, 1).unwrap();
+    let settings = settings(&cluster);
+
+    let gw_a = Arc::new(Correlator::new("gw-a"));
+    let gw_b = Arc::new(Correlator::new("gw-b"));
+    let _la = ReplyListener::start(&settings, "gw-a", gw_a.clone()).unwrap();
+    let _lb = ReplyListener::start(&settings, "gw-b", gw_b.clone()).unwrap();
+    let sink = KafkaReplySink::connect(&settings, "chainer").unwrap();
+
+    let wa = gw_a.register();
+    let wb = gw_b.register();
+    let receipt = |id: &str| Receipt {
+        receipt_id: id.into(),
+        status: ReceiptStatus::Committed,
+        accepted: 0,
+        rejected: 0,
+        ids: vec![],
+        errors: vec![],
+        error_message: None,
+        created_at: "2024-01-01T00:00:00.000000Z".into(),
+        committed_at: None,
+    };
+    sink.send(
+        &wb.address,
+        EntryOutcome::Committed {
+            receipt: receipt("for-b"),
+            records: vec![],
+        },
+    )
+    .await;
+    sink.send(
+        &wa.address,
+        EntryOutcome::Committed {
+            receipt: receipt("for-a"),
+            records: vec![],
+        },
+    )
+    .await;
+    sink.flush();
+    let got_a = wa.wait(Duration::from_secs(20)).await.expect("a's reply");
+    let got_b = wb.wait(Duration::from_secs(20)).await.expect("b's reply");
+    match (got_a, got_b) {
+        (
+            EntryOutcome::Committed { receipt: ra, .. },
+            EntryOutcome::Committed { receipt: rb, .. },
+        ) => {
+            assert_eq!(ra.receipt_id, "for-a");
+            assert_eq!(rb.receipt_id, "for-b");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_says_to_migrate() {
+    let cluster = MockCluster::new(1).unwrap();
+    let settings = settings(&cluster);
+    let err = KafkaLog::connect(&settings, "gw").err().expect("refused");
+    assert!(
+        err.to_string().contains("migrate") || err.to_string().contains("not found"),
+        "{err}"
+    );
+}
