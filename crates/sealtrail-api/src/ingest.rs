@@ -85,8 +85,10 @@ async fn publish(
     mut entry: LogEntry,
     sync: bool,
 ) -> ApiResult<Option<(Receipt, Vec<Record>)>> {
-    let waiter = state.correlator.register();
-    entry.reply_to = Some(waiter.address.clone());
+    // A caller that does not wait gets no reply from a durable log: don't ask for one.
+    let waiter =
+        (sync || state.config.pending_receipts.is_none()).then(|| state.correlator.register());
+    entry.reply_to = waiter.as_ref().map(|w| w.address.clone());
     let durability = state.log.append(entry).await.map_err(|err| match err {
         LogError::Overloaded => {
             ApiError::overloaded("ingest is overloaded; retry after the Retry-After delay")
@@ -99,9 +101,10 @@ async fn publish(
             ApiError::unavailable("the log is unavailable; retry shortly")
         }
     })?;
-    if durability == Durability::Durable && !sync {
-        return Ok(None);
-    }
+    let waiter = match waiter {
+        Some(waiter) if sync || durability != Durability::Durable => waiter,
+        _ => return Ok(None),
+    };
     match waiter.wait(state.config.commit_timeout).await {
         Some(EntryOutcome::Committed { receipt, records }) => Ok(Some((receipt, records))),
         Some(EntryOutcome::Unavailable { message }) => Err(ApiError::unavailable(message)),

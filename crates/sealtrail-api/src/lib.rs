@@ -34,6 +34,11 @@ pub struct ApiConfig {
     /// How often a live stream polls the store when it gets no commit signal
     /// (distributed gateways); in embedded mode commits wake it at once.
     pub stream_poll_interval: Duration,
+    /// How long after its creation a receipt that is not stored yet is reported as
+    /// `queued` instead of `404` (distributed gateways, where `202` comes when Kafka has
+    /// the entry and the receipt is stored when a chainer commits it). `None`: the
+    /// receipt is stored before the answer (embedded mode).
+    pub pending_receipts: Option<Duration>,
 }
 
 impl Default for ApiConfig {
@@ -41,6 +46,7 @@ impl Default for ApiConfig {
         Self {
             commit_timeout: Duration::from_secs(10),
             stream_poll_interval: Duration::from_millis(500),
+            pending_receipts: None,
         }
     }
 }

@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sealtrail_core::event::{ActorType, Outcome};
-use sealtrail_core::receipt::Receipt;
+use sealtrail_core::receipt::{Receipt, ReceiptStatus};
 use sealtrail_core::record::{Record, hash_hex};
 use sealtrail_core::verify::ChainWalker;
 use sealtrail_store::{ChainRow, EventQuery, Paging};
@@ -42,12 +42,41 @@ pub async fn get_receipt(
         .keys
         .authenticate(state.store.as_ref(), &headers, &[Scope::Read, Scope::Write])
         .await?;
-    state
-        .store
-        .get_receipt(&caller.tenant_id, &id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no receipt {id:?}")))
+    if let Some(receipt) = state.store.get_receipt(&caller.tenant_id, &id).await? {
+        return Ok(Json(receipt));
+    }
+    // Distributed mode answers `202` once Kafka has the entry; its receipt is stored when a
+    // chainer commits it. Until then, a recent receipt id (a UUIDv7: its creation time is
+    // in it) is reported as queued; the counts are known only once it settles.
+    if let Some(window) = state.config.pending_receipts
+        && let Some(created) = uuid_v7_micros(&id)
+    {
+        let age = sealtrail_store::now_micros() - created;
+        if (-60_000_000..window.as_micros() as i64).contains(&age) {
+            return Ok(Json(Receipt {
+                receipt_id: id,
+                status: ReceiptStatus::Queued,
+                accepted: 0,
+                rejected: 0,
+                ids: vec![],
+                errors: vec![],
+                error_message: None,
+                created_at: sealtrail_core::time::format_micros(created),
+                committed_at: None,
+            }));
+        }
+    }
+    Err(ApiError::not_found(format!("no receipt {id:?}")))
+}
+
+/// The creation time (UTC micros) of a canonical UUIDv7 string.
+fn uuid_v7_micros(id: &str) -> Option<i64> {
+    let uuid = uuid::Uuid::try_parse(id).ok()?;
+    if uuid.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = uuid.get_timestamp()?.to_unix();
+    Some(secs as i64 * 1_000_000 + nanos as i64 / 1000)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -89,6 +89,15 @@ impl Health {
             .map(|(p, e)| (*p, e.clone()))
             .collect()
     }
+    /// Marks `partition` as failing with `error` (for callers outside the chainer loop, e.g.
+    /// a partition that cannot be claimed yet).
+    pub fn set_partition(&self, partition: u32, error: String) {
+        self.set(partition, error);
+    }
+    /// Clears `partition`'s failure (e.g. when it moves to another process).
+    pub fn clear_partition(&self, partition: u32) {
+        self.clear(partition);
+    }
     fn set(&self, partition: u32, error: String) {
         self.failing
             .lock()

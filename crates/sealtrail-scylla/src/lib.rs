@@ -22,8 +22,9 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::ExecutionError;
+pub use scylla::statement::Consistency;
+use scylla::statement::SerialConsistency;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::{Consistency, SerialConsistency};
 use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::ChainHead;
 use sealtrail_store::{

@@ -38,6 +38,34 @@ pub struct Config {
     pub stream_poll_interval_ms: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `sealtrail=debug`; `RUST_LOG` overrides it.
     pub log_level: String,
+
+    // ---- distributed mode (`gateway`, `chainer`, `migrate`; `keys` with store = scylla) ----
+    /// Kafka bootstrap servers, comma-separated `host:port`.
+    pub kafka_brokers: String,
+    /// The events topic: one entry per ingest request, partitioned by tenant.
+    pub kafka_topic: String,
+    /// The topic that carries sync replies from chainers to gateways.
+    pub kafka_reply_topic: String,
+    /// Partitions of the reply topic (`migrate` creates it; each gateway reads one).
+    pub kafka_reply_partitions: u32,
+    /// Consumer group the chainers share; partitions are balanced across its members.
+    pub kafka_group_id: String,
+    /// Replication factor `migrate` gives the topics (3 in production; 1 on one broker).
+    pub kafka_replication_factor: u32,
+    /// How long a silent chainer keeps its partitions before the group moves them (ms).
+    pub kafka_session_timeout_ms: u64,
+    /// ScyllaDB / Cassandra contact points, comma-separated `host:port`.
+    pub scylla_nodes: String,
+    /// Keyspace holding events, heads, receipts and keys.
+    pub scylla_keyspace: String,
+    /// Consistency of reads and writes: `local_quorum` (production, RF 3), `quorum` or `one`.
+    pub scylla_consistency: ScyllaConsistency,
+    /// Replication factor `migrate` gives a new keyspace (SimpleStrategy).
+    pub scylla_replication_factor: u32,
+    /// Timeout of one Scylla request (ms).
+    pub scylla_request_timeout_ms: u64,
+    /// This gateway's id on the reply topic; empty: `<hostname>-<random>` per process.
+    pub gateway_id: String,
 }
 
 impl Default for Config {
@@ -54,6 +82,19 @@ impl Default for Config {
             head_cache_tenants: 100_000,
             stream_poll_interval_ms: 500,
             log_level: "info".into(),
+            kafka_brokers: "127.0.0.1:9092".into(),
+            kafka_topic: "sealtrail-events".into(),
+            kafka_reply_topic: "sealtrail-replies".into(),
+            kafka_reply_partitions: 8,
+            kafka_group_id: "sealtrail-chainers".into(),
+            kafka_replication_factor: 1,
+            kafka_session_timeout_ms: 10_000,
+            scylla_nodes: "127.0.0.1:9042".into(),
+            scylla_keyspace: "sealtrail".into(),
+            scylla_consistency: ScyllaConsistency::LocalQuorum,
+            scylla_replication_factor: 1,
+            scylla_request_timeout_ms: 10_000,
+            gateway_id: String::new(),
         }
     }
 }
@@ -63,10 +104,22 @@ impl Default for Config {
 pub enum StoreEngine {
     Fjall,
     Sqlite,
+    /// ScyllaDB / Cassandra (distributed mode; `scylla_*` keys).
+    Scylla,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScyllaConsistency {
+    LocalQuorum,
+    Quorum,
+    One,
+    LocalOne,
+    All,
 }
 
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 11] = [
+const ENV_KEYS: [&str; 24] = [
     "data_dir",
     "store",
     "http_addr",
@@ -78,6 +131,19 @@ const ENV_KEYS: [&str; 11] = [
     "head_cache_tenants",
     "stream_poll_interval_ms",
     "log_level",
+    "kafka_brokers",
+    "kafka_topic",
+    "kafka_reply_topic",
+    "kafka_reply_partitions",
+    "kafka_group_id",
+    "kafka_replication_factor",
+    "kafka_session_timeout_ms",
+    "scylla_nodes",
+    "scylla_keyspace",
+    "scylla_consistency",
+    "scylla_replication_factor",
+    "scylla_request_timeout_ms",
+    "gateway_id",
 ];
 
 /// Flags given on the command line (only the ones present override).
@@ -93,6 +159,18 @@ pub struct Overrides {
     pub partitions: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreEngine>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_brokers: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_replication_factor: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scylla_nodes: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scylla_keyspace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scylla_replication_factor: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_id: Option<String>,
 }
 
 impl Config {
@@ -155,6 +233,16 @@ impl Config {
                     self.grpc_addr
                 )
             })?;
+        anyhow::ensure!(
+            self.kafka_session_timeout_ms >= 6000,
+            "kafka_session_timeout_ms must be at least 6000 (the brokers' minimum)"
+        );
+        anyhow::ensure!(
+            self.kafka_reply_partitions > 0
+                && self.kafka_replication_factor > 0
+                && self.scylla_replication_factor > 0,
+            "kafka_reply_partitions and the replication factors must be at least 1"
+        );
         Ok(())
     }
 

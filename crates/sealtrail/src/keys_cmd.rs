@@ -7,7 +7,7 @@ use sealtrail_store::sqlite::SqliteStore;
 use sealtrail_store::{Store, now_micros};
 
 use crate::KeysCommand;
-use crate::config::Overrides;
+use crate::config::{Config, StoreEngine};
 
 pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -15,10 +15,10 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cmd {
-            KeysCommand::Create { common, tenant, scopes } => {
-                let config = crate::load(&common, Overrides::default())?;
+            KeysCommand::Create { common, target, tenant, scopes } => {
+                let config = crate::load(&common, target.overrides())?;
                 let scopes = sealtrail_api::keys::parse_scopes(&scopes).map_err(anyhow::Error::msg)?;
-                let store = open(&config.data_dir)?;
+                let store = open(&config).await?;
                 let now = sealtrail_core::time::format_micros(now_micros());
                 let (raw, key) = sealtrail_api::keys::generate(&tenant, scopes, now).map_err(anyhow::Error::msg)?;
                 store.create_key(key.clone()).await?;
@@ -26,9 +26,9 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 println!("store it now: it is shown only once");
                 println!("{raw}");
             }
-            KeysCommand::List { common, tenant } => {
-                let config = crate::load(&common, Overrides::default())?;
-                let store = open(&config.data_dir)?;
+            KeysCommand::List { common, target, tenant } => {
+                let config = crate::load(&common, target.overrides())?;
+                let store = open(&config).await?;
                 let keys = store.list_keys(tenant.as_deref()).await?;
                 if keys.is_empty() {
                     eprintln!("no keys; create one with `sealtrail keys create --tenant NAME --scopes read,write`");
@@ -46,9 +46,9 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                     );
                 }
             }
-            KeysCommand::Revoke { common, key_id } => {
-                let config = crate::load(&common, Overrides::default())?;
-                let store = open(&config.data_dir)?;
+            KeysCommand::Revoke { common, target, key_id } => {
+                let config = crate::load(&common, target.overrides())?;
+                let store = open(&config).await?;
                 let now = sealtrail_core::time::format_micros(now_micros());
                 anyhow::ensure!(
                     store.revoke_key(&key_id, &now).await?,
@@ -61,6 +61,10 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     })
 }
 
-fn open(data_dir: &std::path::Path) -> anyhow::Result<Arc<SqliteStore>> {
-    Ok(Arc::new(SqliteStore::open(data_dir)?))
+/// The key table: the data dir's SQLite file in embedded mode, the cluster's otherwise.
+async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match config.store {
+        StoreEngine::Scylla => Arc::new(crate::distributed::connect_store(config).await?),
+        StoreEngine::Fjall | StoreEngine::Sqlite => Arc::new(SqliteStore::open(&config.data_dir)?),
+    })
 }

@@ -1,7 +1,9 @@
-//! The `sealtrail` command: `serve` (embedded mode), `keys`, `config`.
+//! The `sealtrail` command: `serve` (embedded mode), `gateway`, `chainer` and `migrate`
+//! (distributed mode), `keys`, `config`.
 #![forbid(unsafe_code)]
 
 mod config;
+mod distributed;
 mod keys_cmd;
 mod serve;
 
@@ -34,6 +36,15 @@ enum Command {
     /// Run the whole service in one process (embedded mode): REST API, chainers and the
     /// local store in --data-dir. Stops gracefully on SIGTERM or Ctrl-C.
     Serve(ServeArgs),
+    /// Distributed mode: a stateless API gateway. Validates and publishes events to Kafka,
+    /// answers sync callers once a chainer committed them, serves reads from Scylla. Run
+    /// any number behind a load balancer.
+    Gateway(GatewayArgs),
+    /// Distributed mode: chains the Kafka partitions the consumer group assigns to it and
+    /// writes them to Scylla. Run several; partitions move when one stops.
+    Chainer(ChainerArgs),
+    /// Distributed mode: create or check the Kafka topics and the CQL keyspace (idempotent).
+    Migrate(MigrateArgs),
     /// Create, list and revoke API keys (works while a server runs on the same data dir).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -70,12 +81,110 @@ struct ServeArgs {
     store: Option<config::StoreEngine>,
 }
 
+/// Where Kafka and Scylla are (each also a config key and `SEALTRAIL_*` variable).
+#[derive(Args, Clone, Default)]
+struct ClusterArgs {
+    /// Kafka bootstrap servers [default: 127.0.0.1:9092; env: SEALTRAIL_KAFKA_BROKERS].
+    #[arg(long, value_name = "HOST:PORT,...")]
+    kafka_brokers: Option<String>,
+    /// Scylla/Cassandra contact points [default: 127.0.0.1:9042; env: SEALTRAIL_SCYLLA_NODES].
+    #[arg(long, value_name = "HOST:PORT,...")]
+    scylla_nodes: Option<String>,
+    /// Keyspace [default: sealtrail; env: SEALTRAIL_SCYLLA_KEYSPACE].
+    #[arg(long, value_name = "NAME")]
+    keyspace: Option<String>,
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// REST listen address [default: 127.0.0.1:8080; env: SEALTRAIL_HTTP_ADDR].
+    #[arg(long, value_name = "HOST:PORT")]
+    http_addr: Option<String>,
+    /// gRPC listen address [default: 127.0.0.1:50051; env: SEALTRAIL_GRPC_ADDR].
+    #[arg(long, value_name = "HOST:PORT")]
+    grpc_addr: Option<String>,
+    /// This gateway's id for sync replies [default: <hostname>-<random>; env: SEALTRAIL_GATEWAY_ID].
+    #[arg(long, value_name = "ID")]
+    gateway_id: Option<String>,
+}
+
+#[derive(Args)]
+struct ChainerArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Address of the chainer's /healthz and /metrics [default: 127.0.0.1:8080; env: SEALTRAIL_HTTP_ADDR].
+    #[arg(long, value_name = "HOST:PORT")]
+    http_addr: Option<String>,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Partitions of the events topic: the most chainers that can work at once. Fixed
+    /// once migrated (tenants map to partitions by it) [default: 4; env: SEALTRAIL_PARTITIONS].
+    #[arg(long, value_name = "N")]
+    partitions: Option<u32>,
+    /// Replication factor of new topics [default: 1; env: SEALTRAIL_KAFKA_REPLICATION_FACTOR].
+    #[arg(long, value_name = "N")]
+    kafka_replication_factor: Option<u32>,
+    /// Replication factor of a new keyspace [default: 1; env: SEALTRAIL_SCYLLA_REPLICATION_FACTOR].
+    #[arg(long, value_name = "N")]
+    scylla_replication_factor: Option<u32>,
+}
+
+/// Which store `keys` works on.
+#[derive(Args, Clone, Default)]
+struct KeyStoreArgs {
+    /// fjall/sqlite: the data dir's key table; scylla: the cluster's [env: SEALTRAIL_STORE].
+    #[arg(long, value_enum)]
+    store: Option<config::StoreEngine>,
+    /// Scylla/Cassandra contact points (with --store scylla) [env: SEALTRAIL_SCYLLA_NODES].
+    #[arg(long, value_name = "HOST:PORT,...")]
+    scylla_nodes: Option<String>,
+    /// Keyspace (with --store scylla) [env: SEALTRAIL_SCYLLA_KEYSPACE].
+    #[arg(long, value_name = "NAME")]
+    keyspace: Option<String>,
+}
+
+impl KeyStoreArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            store: self.store,
+            scylla_nodes: self.scylla_nodes.clone(),
+            scylla_keyspace: self.keyspace.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+impl ClusterArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            kafka_brokers: self.kafka_brokers.clone(),
+            scylla_nodes: self.scylla_nodes.clone(),
+            scylla_keyspace: self.keyspace.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key for a tenant; the key is printed once, as the last line of stdout.
     Create {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        target: KeyStoreArgs,
         /// Tenant the key belongs to (1-128 of A-Z a-z 0-9 - _ . :).
         #[arg(long)]
         tenant: String,
@@ -87,6 +196,8 @@ enum KeysCommand {
     List {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        target: KeyStoreArgs,
         /// Only this tenant's keys.
         #[arg(long)]
         tenant: Option<String>,
@@ -95,6 +206,8 @@ enum KeysCommand {
     Revoke {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        target: KeyStoreArgs,
         /// The key id, e.g. key_0123456789abcdef.
         key_id: String,
     },
@@ -135,6 +248,37 @@ fn main() -> std::process::ExitCode {
             },
         )
         .and_then(serve::run),
+        Command::Gateway(args) => load(
+            &args.common,
+            Overrides {
+                http_addr: args.http_addr,
+                grpc_addr: args.grpc_addr,
+                gateway_id: args.gateway_id,
+                ..args.cluster.overrides()
+            },
+        )
+        .and_then(distributed::gateway),
+        Command::Chainer(args) => load(
+            &args.common,
+            Overrides {
+                http_addr: args.http_addr,
+                ..args.cluster.overrides()
+            },
+        )
+        .and_then(distributed::chainer),
+        Command::Migrate(args) => load(
+            &args.common,
+            Overrides {
+                partitions: args.partitions,
+                kafka_replication_factor: args.kafka_replication_factor,
+                scylla_replication_factor: args.scylla_replication_factor,
+                ..args.cluster.overrides()
+            },
+        )
+        .and_then(|config| {
+            let partitions = config.partitions;
+            distributed::migrate(config, partitions)
+        }),
         Command::Keys(cmd) => keys_cmd::run(cmd),
         Command::Config(ConfigCommand::Defaults) => {
             print!("{}", Config::defaults_toml());

@@ -21,6 +21,15 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{Config, StoreEngine};
 
 pub fn run(config: Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.store != StoreEngine::Scylla,
+        "store = scylla is distributed mode: run `sealtrail gateway` and `sealtrail chainer` (see `sealtrail --help`)"
+    );
+    runtime(&config)?.block_on(serve(config))
+}
+
+/// Logging to stderr and the multi-threaded runtime every long-running command uses.
+pub(crate) fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
     let filter =
         EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log_level))?;
     tracing_subscriber::fmt()
@@ -29,11 +38,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .init();
     // Blocking threads serve store reads; a small pool bounds memory (each thread keeps
     // its own allocator heap) and is plenty for a store that answers in microseconds.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .max_blocking_threads(8)
         .enable_all()
-        .build()?;
-    runtime.block_on(serve(config))
+        .build()?)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -49,6 +57,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         StoreEngine::Sqlite => {
             SqliteStore::open(&config.data_dir).map(|s| Arc::new(s) as Arc<dyn Store>)
         }
+        StoreEngine::Scylla => unreachable!("refused in run"),
     }
     .with_context(|| {
         format!(
@@ -106,6 +115,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config: ApiConfig {
             commit_timeout: Duration::from_millis(config.commit_timeout_ms),
             stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),
+            pending_receipts: None,
         },
         metrics: Some(metrics),
         shutdown: shutdown_rx,
@@ -188,7 +198,7 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 
 /// Binds with SO_REUSEADDR, so a restart right after a crash can take the port back
 /// while the old connections linger in TIME_WAIT.
-fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
     let addr: std::net::SocketAddr = addr
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -202,7 +212,7 @@ fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(1024)
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -1,0 +1,423 @@
+//! Distributed mode: `sealtrail gateway`, `sealtrail chainer` and `sealtrail migrate`, the
+//! same gateway, chainer and store code as `serve`, on Kafka and Scylla/Cassandra.
+//!
+//! The chainer process is one member of the chainers' consumer group. Each partition the
+//! group assigns it is first *claimed* in the store (a new epoch, which fences whoever held
+//! it before), then chained by its own task until the partition is revoked. A chainer task
+//! that stops while its partition is still assigned here (fenced by a newer claim, or
+//! failed) is fatal for the process: the partition would otherwise stall. The process exits
+//! non-zero and its supervisor restarts it; its partitions are replayed from the last
+//! committed offsets, idempotently.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sealtrail_api::{ApiConfig, Service};
+use sealtrail_chainer::{Chainer, ChainerConfig, ChainerError, CommitSignal, Health};
+use sealtrail_kafka::KafkaSettings;
+use sealtrail_kafka::consumer::{ChainerFeed, FeedEvent};
+use sealtrail_kafka::producer::KafkaLog;
+use sealtrail_kafka::replies::{KafkaReplySink, ReplyListener};
+use sealtrail_log::{Correlator, LogProducer, PartitionConsumer};
+use sealtrail_scylla::{Consistency, Replication, ScyllaSettings, ScyllaStore};
+use sealtrail_store::Store;
+
+use crate::config::{Config, ScyllaConsistency};
+use crate::serve::{listen, runtime, wait_for_signal};
+
+pub fn kafka_settings(config: &Config) -> KafkaSettings {
+    KafkaSettings {
+        brokers: config.kafka_brokers.clone(),
+        topic: config.kafka_topic.clone(),
+        reply_topic: config.kafka_reply_topic.clone(),
+        group_id: config.kafka_group_id.clone(),
+        session_timeout: Duration::from_millis(config.kafka_session_timeout_ms),
+    }
+}
+
+pub fn scylla_settings(config: &Config) -> ScyllaSettings {
+    ScyllaSettings {
+        nodes: config
+            .scylla_nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        keyspace: config.scylla_keyspace.clone(),
+        consistency: match config.scylla_consistency {
+            ScyllaConsistency::LocalQuorum => Consistency::LocalQuorum,
+            ScyllaConsistency::Quorum => Consistency::Quorum,
+            ScyllaConsistency::One => Consistency::One,
+            ScyllaConsistency::LocalOne => Consistency::LocalOne,
+            ScyllaConsistency::All => Consistency::All,
+        },
+        request_timeout: Duration::from_millis(config.scylla_request_timeout_ms),
+    }
+}
+
+pub async fn connect_store(config: &Config) -> anyhow::Result<ScyllaStore> {
+    let settings = scylla_settings(config);
+    ScyllaStore::connect(&settings).await.with_context(|| {
+        format!(
+            "connecting to Scylla/Cassandra at {} (keyspace {})",
+            config.scylla_nodes, config.scylla_keyspace
+        )
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).expect("os randomness");
+    hex::encode(bytes)
+}
+
+// ---------------------------------------------------------------------------------- migrate
+
+pub fn migrate(config: Config, partitions: u32) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let kafka = kafka_settings(&config);
+        eprintln!(
+            "kafka {}: topics {} ({partitions} partitions) and {} ({} partitions), replication {}",
+            config.kafka_brokers,
+            kafka.topic,
+            kafka.reply_topic,
+            config.kafka_reply_partitions,
+            config.kafka_replication_factor
+        );
+        let topics = sealtrail_kafka::admin::ensure_topics(
+            &kafka,
+            partitions,
+            config.kafka_reply_partitions,
+            config.kafka_replication_factor,
+        )
+        .await
+        .with_context(|| format!("setting up the Kafka topics on {}", config.kafka_brokers))?;
+        for (topic, state) in topics {
+            eprintln!("  {topic}: {state:?}");
+        }
+        let settings = scylla_settings(&config);
+        eprintln!(
+            "scylla {}: keyspace {} (replication {})",
+            config.scylla_nodes, config.scylla_keyspace, config.scylla_replication_factor
+        );
+        let session = sealtrail_scylla::connect(&settings).await?;
+        sealtrail_scylla::migrate(
+            &session,
+            &config.scylla_keyspace,
+            &Replication::Simple(config.scylla_replication_factor),
+            partitions,
+        )
+        .await
+        .context("migrating the CQL schema")?;
+        eprintln!("migrated: {partitions} partitions; start gateways and chainers");
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------- gateway
+
+pub fn gateway(config: Config) -> anyhow::Result<()> {
+    runtime(&config)?.block_on(run_gateway(config))
+}
+
+async fn run_gateway(config: Config) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let gateway_id = if config.gateway_id.is_empty() {
+        format!("{}-{}", hostname(), random_suffix())
+    } else {
+        config.gateway_id.clone()
+    };
+    let store = connect_store(&config).await?;
+    let kafka = kafka_settings(&config);
+    let log = KafkaLog::connect(&kafka, &gateway_id)
+        .with_context(|| format!("connecting to Kafka at {}", config.kafka_brokers))?;
+    anyhow::ensure!(
+        log.partitions() == store.log_partitions(),
+        "topic {} has {} partitions but keyspace {} was migrated for {}; run `sealtrail migrate` with one count",
+        kafka.topic,
+        log.partitions(),
+        config.scylla_keyspace,
+        store.log_partitions()
+    );
+    let log: Arc<dyn LogProducer> = Arc::new(log);
+    let correlator = Arc::new(Correlator::new(gateway_id.clone()));
+    let _replies = ReplyListener::start(&kafka, &gateway_id, correlator.clone())
+        .context("reading the reply topic")?;
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let service = Arc::new(Service {
+        log: log.clone(),
+        correlator,
+        store: Arc::new(store),
+        commits: None,
+        health: None,
+        keys: Default::default(),
+        config: ApiConfig {
+            commit_timeout: Duration::from_millis(config.commit_timeout_ms),
+            stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),
+            // Receipts of entries Kafka holds but no chainer has committed yet.
+            pending_receipts: Some(Duration::from_secs(15 * 60)),
+        },
+        metrics: Some(metrics),
+        shutdown: shutdown_rx,
+    });
+    let listener = listen(&config.http_addr).with_context(|| {
+        format!(
+            "cannot listen on {} (in use? pick another with --http-addr)",
+            config.http_addr
+        )
+    })?;
+    eprintln!(
+        "sealtrail gateway {gateway_id} listening on http://{} (kafka {}, scylla {})",
+        listener.local_addr()?,
+        config.kafka_brokers,
+        config.scylla_nodes
+    );
+    let shutdown = async move {
+        wait_for_signal().await;
+        eprintln!("shutting down: finishing in-flight requests");
+        let _ = shutdown_tx.send(true);
+    };
+    sealtrail_api::serve(listener, sealtrail_api::router(service), shutdown).await?;
+    log.close();
+    eprintln!("stopped cleanly");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------- chainer
+
+pub fn chainer(config: Config) -> anyhow::Result<()> {
+    runtime(&config)?.block_on(run_chainer(config))
+}
+
+#[derive(Clone)]
+struct ChainerState {
+    health: Health,
+    /// Partitions assigned here, each with the generation of its assignment.
+    assigned: Arc<Mutex<HashMap<u32, u64>>>,
+    metrics: PrometheusHandle,
+}
+
+async fn run_chainer(config: Config) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let owner = format!("{}/{}", hostname(), std::process::id());
+    let store = connect_store(&config).await?;
+    let kafka = kafka_settings(&config);
+    let mut feed = ChainerFeed::start(&kafka, &format!("chainer-{owner}"))
+        .with_context(|| format!("joining the chainers' group on {}", config.kafka_brokers))?;
+    anyhow::ensure!(
+        feed.partitions() == store.log_partitions(),
+        "topic {} has {} partitions but keyspace {} was migrated for {}",
+        kafka.topic,
+        feed.partitions(),
+        config.scylla_keyspace,
+        store.log_partitions()
+    );
+    let replies = Arc::new(KafkaReplySink::connect(&kafka, &owner)?);
+    let state = ChainerState {
+        health: Health::default(),
+        assigned: Arc::default(),
+        metrics,
+    };
+
+    let listener = listen(&config.http_addr).with_context(|| {
+        format!(
+            "cannot listen on {} (pick another with --http-addr)",
+            config.http_addr
+        )
+    })?;
+    eprintln!(
+        "sealtrail chainer {owner}: health on http://{}/healthz (kafka {}, scylla {})",
+        listener.local_addr()?,
+        config.kafka_brokers,
+        config.scylla_nodes
+    );
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(chainer_health))
+        .route("/metrics", axum::routing::get(chainer_metrics))
+        .with_state(state.clone());
+    let http = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let chainer_config = ChainerConfig {
+        max_batch_events: config.max_batch_events,
+        head_cache_tenants: config.head_cache_tenants,
+    };
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(4);
+    let mut tasks = Vec::new();
+    let mut generation = 0u64;
+    let failure = loop {
+        tokio::select! {
+            _ = wait_for_signal() => {
+                eprintln!("shutting down: finishing the current batches");
+                break None;
+            }
+            Some(failure) = fatal_rx.recv() => break Some(failure),
+            event = feed.next() => match event {
+                None => break Some("the Kafka consumer stopped".to_string()),
+                Some(FeedEvent::Revoked(partition)) => {
+                    state.assigned.lock().expect("assigned lock").remove(&partition);
+                    state.health.clear_partition(partition);
+                }
+                Some(FeedEvent::Assigned(consumer)) => {
+                    generation += 1;
+                    let partition = consumer.partition();
+                    state.assigned.lock().expect("assigned lock").insert(partition, generation);
+                    tasks.push(tokio::spawn(chain_partition(
+                        consumer,
+                        generation,
+                        store.clone(),
+                        owner.clone(),
+                        replies.clone(),
+                        chainer_config.clone(),
+                        state.clone(),
+                        fatal_tx.clone(),
+                    )));
+                }
+            }
+        }
+    };
+    // Stop fetching; each chainer drains what it received, stores it and commits.
+    feed.stop().await;
+    let drain = futures_join_all(tasks);
+    if tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
+        eprintln!("some partitions did not drain in 30 s; they will be replayed");
+    }
+    replies.flush();
+    feed.leave();
+    http.abort();
+    store.close();
+    match failure {
+        Some(failure) => anyhow::bail!(
+            "{failure}; restart the chainer: its partitions resume from their last committed offsets"
+        ),
+        None => {
+            eprintln!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+async fn futures_join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn chain_partition(
+    consumer: sealtrail_kafka::consumer::KafkaPartitionConsumer,
+    generation: u64,
+    store: ScyllaStore,
+    owner: String,
+    replies: Arc<KafkaReplySink>,
+    config: ChainerConfig,
+    state: ChainerState,
+    fatal: tokio::sync::mpsc::Sender<String>,
+) {
+    let partition = consumer.partition();
+    let still_mine = || {
+        state
+            .assigned
+            .lock()
+            .expect("assigned lock")
+            .get(&partition)
+            == Some(&generation)
+    };
+    // Claim the partition before reading anything for it: from here on, whoever held it
+    // before can no longer commit.
+    let mut backoff = Duration::from_millis(100);
+    let fenced = loop {
+        match store.fenced(partition, &owner).await {
+            Ok(fenced) => break fenced,
+            Err(err) if still_mine() => {
+                tracing::error!(partition, %err, "cannot claim the partition; retrying");
+                state.health.set_partition(partition, err.to_string());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(_) => return,
+        }
+    };
+    state.health.clear_partition(partition);
+    let chainer = Chainer::new(
+        consumer,
+        Arc::new(fenced) as Arc<dyn Store>,
+        replies,
+        CommitSignal::default(),
+        config,
+    )
+    .with_health(state.health.clone());
+    let result = tokio::spawn(chainer.run()).await;
+    let failure = match result {
+        Ok(Ok(())) => return, // revoked or shutting down: drained
+        Ok(Err(ChainerError::Fenced(message))) if !still_mine() => {
+            tracing::info!(partition, %message, "a revoked partition's last batch was fenced (expected)");
+            return;
+        }
+        Ok(Err(err)) => format!("the chainer of partition {partition} stopped: {err}"),
+        Err(err) => format!("the chainer of partition {partition} failed: {err}"),
+    };
+    tracing::error!("{failure}");
+    let _ = fatal.send(failure).await;
+}
+
+async fn chainer_health(State(state): State<ChainerState>) -> Response {
+    let mut partitions: Vec<u32> = state
+        .assigned
+        .lock()
+        .expect("assigned lock")
+        .keys()
+        .copied()
+        .collect();
+    partitions.sort_unstable();
+    let problems = state.health.problems();
+    if problems.is_empty() {
+        return axum::Json(serde_json::json!({"status": "ok", "partitions": partitions}))
+            .into_response();
+    }
+    let failing: Vec<_> = problems
+        .into_iter()
+        .map(|(partition, error)| serde_json::json!({"partition": partition, "error": error}))
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({"status": "degraded", "partitions": partitions, "failing_partitions": failing})),
+    )
+        .into_response()
+}
+
+async fn chainer_metrics(State(state): State<ChainerState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

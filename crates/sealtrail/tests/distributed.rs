@@ -1,0 +1,739 @@
+//! Distributed mode end to end, against a real Kafka and a real Cassandra (started by
+//! `make test-distributed` / `.ci/run` with `deploy/local/up.sh`): gateways and chainers as
+//! separate `sealtrail` processes, clients over real HTTP.
+//!
+//! Every test gets its own topics, consumer group and keyspace. The tests run one at a time
+//! (a global lock) because some kill the shared Kafka broker or Cassandra node.
+//!
+//! What each kill test checks, after the load stops and the survivors settle: every event
+//! that got a 2xx is stored, no event id is stored twice, and every tenant's chain is
+//! gapless from 1 and verifies.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Api, BIN, assert_chain_ok, event};
+use serde_json::Value;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `sealtrail` process of the cluster.
+struct Proc {
+    name: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log_path: PathBuf,
+    child: Option<Child>,
+    http: String,
+}
+
+impl Proc {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sealtrail");
+        self.child = Some(child);
+    }
+
+    async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = reqwest::Client::new();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("{} exited with {status}:\n{}", self.name, self.log());
+            }
+            if let Ok(r) = client
+                .get(format!("{}/healthz", self.http))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not healthy in 60 s:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let ok = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {signal} {pid}");
+    }
+
+    fn sigkill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// `Some(code)` once the process has exited.
+    fn exited(&mut self) -> Option<i32> {
+        self.child
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .map(|s| s.code().unwrap_or(-1))
+    }
+
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        text[text.len().saturating_sub(6000)..].to_string()
+    }
+
+    /// Partitions the chainer reports in its `/healthz`.
+    async fn partitions(&self) -> Vec<u64> {
+        let Ok(r) = reqwest::Client::new()
+            .get(format!("{}/healthz", self.http))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        else {
+            return vec![];
+        };
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        body["partitions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A distributed deployment on the shared Kafka and Cassandra, under its own names.
+struct Cluster {
+    name: String,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    partitions: u32,
+    gateways: Vec<Proc>,
+    chainers: Vec<Proc>,
+}
+
+impl Cluster {
+    fn new(test: &str, partitions: u32, extra_env: &[(&str, &str)]) -> Cluster {
+        let name = format!(
+            "d_{test}_{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                % 100_000_000
+        );
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "SEALTRAIL_KAFKA_BROKERS",
+                std::env::var("SEALTRAIL_TEST_KAFKA").unwrap_or("127.0.0.1:9092".into()),
+            ),
+            (
+                "SEALTRAIL_SCYLLA_NODES",
+                std::env::var("SEALTRAIL_TEST_CASSANDRA").unwrap_or("127.0.0.1:9042".into()),
+            ),
+            ("SEALTRAIL_KAFKA_TOPIC", format!("{name}-events")),
+            ("SEALTRAIL_KAFKA_REPLY_TOPIC", format!("{name}-replies")),
+            ("SEALTRAIL_KAFKA_REPLY_PARTITIONS", "2".into()),
+            ("SEALTRAIL_KAFKA_GROUP_ID", name.clone()),
+            ("SEALTRAIL_KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
+            ("SEALTRAIL_SCYLLA_KEYSPACE", name.clone()),
+            ("SEALTRAIL_SCYLLA_REQUEST_TIMEOUT_MS", "5000".into()),
+            (
+                "RUST_LOG",
+                "warn,sealtrail=info,sealtrail_kafka=info,sealtrail_scylla=info".into(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in extra_env {
+            env.push((k.to_string(), v.to_string()));
+        }
+        let cluster = Cluster {
+            name,
+            dir: tempfile::tempdir().unwrap(),
+            env,
+            partitions,
+            gateways: vec![],
+            chainers: vec![],
+        };
+        let out = cluster.run(&["migrate", "--partitions", &partitions.to_string()]);
+        assert!(
+            out.status.success(),
+            "migrate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap()
+    }
+
+    fn create_key(&self, tenant: &str) -> String {
+        let out = self.run(&["keys", "create", "--store", "scylla", "--tenant", tenant]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn proc(&self, role: &str, index: usize) -> Proc {
+        let port = free_port();
+        let name = format!("{role}-{index}");
+        let mut args = vec![
+            role.to_string(),
+            "--http-addr".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        if role == "gateway" {
+            args.extend([
+                "--grpc-addr".into(),
+                format!("127.0.0.1:{}", free_port()),
+                "--gateway-id".into(),
+                format!("{}-{name}", self.name),
+            ]);
+        }
+        Proc {
+            log_path: self.dir.path().join(format!("{name}.log")),
+            name,
+            args,
+            env: self.env.clone(),
+            child: None,
+            http: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn add_gateway(&mut self) -> usize {
+        let mut p = self.proc("gateway", self.gateways.len());
+        p.spawn();
+        p.wait_healthy().await;
+        self.gateways.push(p);
+        self.gateways.len() - 1
+    }
+
+    async fn add_chainer(&mut self) -> usize {
+        let mut p = self.proc("chainer", self.chainers.len());
+        p.spawn();
+        p.wait_healthy().await;
+        self.chainers.push(p);
+        self.chainers.len() - 1
+    }
+
+    /// Waits until the live chainers (those not in `except`) together hold every partition.
+    async fn wait_assigned(&self, except: &[usize]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut held = Vec::new();
+            for (i, c) in self.chainers.iter().enumerate() {
+                if !except.contains(&i) && c.child.is_some() {
+                    held.extend(c.partitions().await);
+                }
+            }
+            held.sort_unstable();
+            if held == (0..self.partitions as u64).collect::<Vec<_>>() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "partitions not assigned in 60 s (held {held:?}); chainer logs:\n{}",
+                self.chainers
+                    .iter()
+                    .map(|c| c.log())
+                    .collect::<Vec<_>>()
+                    .join("\n----\n")
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn api(&self, gateway: usize, key: &str) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: self.gateways[gateway].http.clone(),
+            key: key.to_string(),
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.gateways
+            .iter()
+            .chain(&self.chainers)
+            .map(|p| format!("==== {}\n{}", p.name, p.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Concurrent clients sending single events with client ids, half sync and half async,
+/// spread over the gateways; on an error a client moves to the next gateway.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(String, String)>>>,
+    attempted: Arc<Mutex<Vec<(String, String)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(gateways: Vec<String>, tenants: Vec<(String, String)>, workers: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let attempted = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..workers)
+            .map(|w| {
+                let (stop, acked, attempted) = (stop.clone(), acked.clone(), attempted.clone());
+                let (gateways, tenants) = (gateways.clone(), tenants.clone());
+                tokio::spawn(async move {
+                    let http = reqwest::Client::builder()
+                        .timeout(Duration::from_secs(20))
+                        .build()
+                        .unwrap();
+                    let mut gw = w % gateways.len();
+                    let mut n = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        let (tenant, key) = &tenants[(w + n) % tenants.len()];
+                        let id = format!("w{w}-e{n}");
+                        let sync = n.is_multiple_of(2);
+                        n += 1;
+                        attempted.lock().unwrap().push((tenant.clone(), id.clone()));
+                        let url = format!(
+                            "{}/v1/events{}",
+                            gateways[gw],
+                            if sync { "?sync=true" } else { "" }
+                        );
+                        let ok = match http
+                            .post(url)
+                            .bearer_auth(key)
+                            .json(&event(&id))
+                            .send()
+                            .await
+                        {
+                            Ok(r) => {
+                                let status = r.status().as_u16();
+                                let body: Value = r.json().await.unwrap_or(Value::Null);
+                                if sync && status == 201 {
+                                    assert_eq!(body["id"].as_str(), Some(id.as_str()), "{body}");
+                                    assert_eq!(body["tenant_id"].as_str(), Some(tenant.as_str()));
+                                }
+                                (200..300).contains(&status)
+                            }
+                            Err(_) => false,
+                        };
+                        if ok {
+                            acked.lock().unwrap().push((tenant.clone(), id));
+                        } else {
+                            gw = (gw + 1) % gateways.len();
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            acked,
+            attempted,
+            tasks,
+        }
+    }
+
+    fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    async fn stop(self) -> (Vec<(String, String)>, Vec<(String, String)>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("a load client panicked");
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        let attempted = self.attempted.lock().unwrap().clone();
+        (acked, attempted)
+    }
+}
+
+/// Waits until every acknowledged event is stored, then checks exactly-once and the chains.
+async fn assert_nothing_lost(
+    cluster: &Cluster,
+    gateway: usize,
+    tenants: &[(String, String)],
+    acked: &[(String, String)],
+) {
+    assert!(!acked.is_empty(), "the load got no event acknowledged");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (tenant, key) in tenants {
+        let api = cluster.api(gateway, key);
+        let want: HashSet<&str> = acked
+            .iter()
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, id)| id.as_str())
+            .collect();
+        loop {
+            let events = api.all_events().await;
+            let stored: HashSet<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+            let missing: Vec<&&str> = want.iter().filter(|id| !stored.contains(**id)).collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tenant {tenant}: {} acknowledged events never stored, e.g. {:?}\n{}",
+                missing.len(),
+                &missing[..missing.len().min(5)],
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let events = assert_chain_ok(&api).await;
+        let mut seen = HashMap::new();
+        for e in &events {
+            *seen
+                .entry(e["id"].as_str().unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+        let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(dups.is_empty(), "tenant {tenant}: duplicated ids {dups:?}");
+    }
+}
+
+async fn tenants(cluster: &Cluster, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let tenant = format!("tenant-{i}");
+            let key = cluster.create_key(&tenant);
+            (tenant, key)
+        })
+        .collect()
+}
+
+async fn wait_for_acks(load: &Load, at_least: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let start = load.acked_count();
+    while load.acked_count() < start + at_least {
+        assert!(Instant::now() < deadline, "load made no progress");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_two_chainers_serve_sync_async_reads_and_isolation() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::new("basic", 4, &[]);
+    c.add_gateway().await;
+    c.add_gateway().await;
+    c.add_chainer().await;
+    c.add_chainer().await;
+    c.wait_assigned(&[]).await;
+    let ts = tenants(&c, 4).await;
+
+    // Sync through either gateway: each answer is the committed record.
+    for (i, (tenant, key)) in ts.iter().enumerate() {
+        for n in 0..6 {
+            let api = c.api((i + n) % 2, key);
+            let (s, rec) = api
+                .post("/v1/events?sync=true", &event(&format!("s-{n}")))
+                .await;
+            assert_eq!(s, 201, "{rec}\n{}", c.logs());
+            assert_eq!(rec["sequence_number"].as_u64(), Some(n as u64 + 1));
+            assert_eq!(rec["tenant_id"].as_str(), Some(tenant.as_str()));
+        }
+    }
+    // Async: 202 + a receipt that settles to committed, readable from the other gateway.
+    let (tenant0, key0) = &ts[0];
+    let (s, receipt) = c.api(0, key0).post("/v1/events", &event("a-1")).await;
+    assert_eq!(s, 202, "{receipt}");
+    let rid = receipt["receipt_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, r) = c.api(1, key0).get(&format!("/v1/receipts/{rid}")).await;
+        assert_eq!(s, 200, "{r}");
+        if r["status"] == "committed" {
+            assert_eq!(r["ids"][0].as_str(), Some("a-1"));
+            break;
+        }
+        assert_eq!(r["status"], "queued");
+        assert!(Instant::now() < deadline, "receipt never committed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Batch, sync.
+    let batch = serde_json::json!({"events": [event("b-1"), event("b-2"), {"actor": {"id": "x"}}]});
+    let (s, body) = c
+        .api(1, key0)
+        .post("/v1/events/batch?sync=true", &batch)
+        .await;
+    assert_eq!(s, 200, "a partly rejected batch: {body}");
+    assert_eq!(body["accepted"].as_u64(), Some(2), "{body}");
+    assert_eq!(body["rejected"].as_u64(), Some(1), "{body}");
+    // Idempotent retry and conflict.
+    let (s, again) = c
+        .api(0, key0)
+        .post("/v1/events?sync=true", &event("s-0"))
+        .await;
+    assert_eq!(s, 201);
+    assert_eq!(again["sequence_number"].as_u64(), Some(1));
+    let mut changed = event("s-0");
+    changed["action"] = "document.archive".into();
+    let (s, err) = c.api(1, key0).post("/v1/events?sync=true", &changed).await;
+    assert_eq!(s, 409, "{err}");
+
+    // Reads and verify from both gateways; tenants see only their own events.
+    for g in 0..2 {
+        let events = assert_chain_ok(&c.api(g, key0)).await;
+        assert_eq!(events.len(), 9, "6 sync + 1 async + 2 batch");
+        let (s, got) = c.api(g, key0).get("/v1/events/b-2").await;
+        assert_eq!(s, 200, "{got}");
+        let (s, _) = c.api(g, &ts[1].1).get("/v1/events/b-2").await;
+        assert_eq!(s, 404, "another tenant's event is invisible");
+    }
+    let (s, list) = c.api(0, &ts[1].1).get("/v1/events?page_size=100").await;
+    assert_eq!(s, 200);
+    assert!(
+        list["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["tenant_id"] == ts[1].0.as_str())
+    );
+    let _ = tenant0;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_caller_gets_504_when_no_chainer_commits_and_the_retry_returns_the_record() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::new("late", 2, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "1500")]);
+    c.add_gateway().await;
+    let ts = tenants(&c, 1).await;
+    let api = c.api(0, &ts[0].1);
+    let (s, err) = api.post("/v1/events?sync=true", &event("late-1")).await;
+    assert_eq!(s, 504, "{err}");
+    assert_eq!(err["error"]["code"], "commit_timeout", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("same event id")
+    );
+
+    c.add_chainer().await;
+    c.wait_assigned(&[]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rec = loop {
+        let (s, rec) = api.post("/v1/events?sync=true", &event("late-1")).await;
+        if s == 201 {
+            break rec;
+        }
+        assert_eq!(s, 504, "{rec}");
+        assert!(Instant::now() < deadline, "never committed:\n{}", c.logs());
+    };
+    assert_eq!(rec["id"], "late-1");
+    assert_eq!(rec["sequence_number"].as_u64(), Some(1));
+    let events = assert_chain_ok(&api).await;
+    assert_eq!(events.len(), 1, "the retry did not duplicate the event");
+}
+
+/// Which process a kill test kills.
+enum Victim {
+    Gateway,
+    Chainer,
+    Kafka,
+    Cassandra,
+}
+
+async fn kill_mid_load(test: &str, victim: Victim) {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::new(test, 4, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "5000")]);
+    c.add_gateway().await;
+    c.add_gateway().await;
+    c.add_chainer().await;
+    c.add_chainer().await;
+    c.wait_assigned(&[]).await;
+    let ts = tenants(&c, 4).await;
+    let gateways: Vec<String> = c.gateways.iter().map(|g| g.http.clone()).collect();
+    let load = Load::start(gateways, ts.clone(), 16);
+    wait_for_acks(&load, 300).await;
+
+    match victim {
+        Victim::Gateway => {
+            c.gateways[0].sigkill();
+            wait_for_acks(&load, 300).await;
+            c.gateways[0].spawn();
+            c.gateways[0].wait_healthy().await;
+        }
+        Victim::Chainer => {
+            c.chainers[0].sigkill();
+            // The group moves its partitions to the survivor after the session timeout.
+            c.wait_assigned(&[0]).await;
+            wait_for_acks(&load, 300).await;
+            c.chainers[0].spawn();
+            c.chainers[0].wait_healthy().await;
+        }
+        Victim::Kafka | Victim::Cassandra => {
+            let service = if matches!(victim, Victim::Kafka) {
+                "kafka"
+            } else {
+                "cassandra"
+            };
+            let script = repo_root().join(format!("deploy/local/{service}.sh"));
+            let pid_file = repo_root().join(format!(".build/infra/{service}/{service}.pid"));
+            let pid = std::fs::read_to_string(&pid_file)
+                .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+            assert!(
+                Command::new("kill")
+                    .args(["-9", pid.trim()])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            for step in ["start", "wait"] {
+                let ok = Command::new(&script).arg(step).status().unwrap().success();
+                assert!(ok, "{service}.sh {step}");
+            }
+            wait_for_acks(&load, 300).await;
+        }
+    }
+    wait_for_acks(&load, 200).await;
+    let (acked, attempted) = load.stop().await;
+    eprintln!(
+        "{test}: {} acknowledged of {} attempted",
+        acked.len(),
+        attempted.len()
+    );
+    c.wait_assigned(&[]).await;
+    assert_nothing_lost(&c, 1, &ts, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_a_gateway_mid_load_loses_nothing_acknowledged() {
+    kill_mid_load("killgw", Victim::Gateway).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_a_chainer_mid_load_loses_nothing_and_never_forks() {
+    kill_mid_load("killch", Victim::Chainer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_the_kafka_broker_mid_load_loses_nothing_acknowledged() {
+    kill_mid_load("killkafka", Victim::Kafka).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_the_cassandra_node_mid_load_loses_nothing_acknowledged() {
+    kill_mid_load("killcass", Victim::Cassandra).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_zombie_chainer_is_fenced_and_the_chains_stay_whole() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::new("zombie", 4, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "5000")]);
+    c.add_gateway().await;
+    c.add_chainer().await;
+    c.add_chainer().await;
+    c.wait_assigned(&[]).await;
+    // Wait for a balanced assignment, so the zombie holds partitions.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.chainers[0].partitions().await.is_empty() || c.chainers[1].partitions().await.is_empty()
+    {
+        assert!(Instant::now() < deadline, "assignment never balanced");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let zombie_partitions = c.chainers[0].partitions().await;
+    let ts = tenants(&c, 6).await;
+    let load = Load::start(vec![c.gateways[0].http.clone()], ts.clone(), 16);
+    wait_for_acks(&load, 300).await;
+
+    // Freeze chainer 0 mid-load (it likely holds a batch); the group gives its partitions
+    // to chainer 1, which claims them with newer epochs.
+    c.chainers[0].signal("-STOP");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = c.chainers[1].partitions().await;
+        if zombie_partitions.iter().all(|p| held.contains(p)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partitions never moved:\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_for_acks(&load, 300).await;
+    // Wake the zombie while the load goes on: whatever it still tries to store is fenced.
+    c.chainers[0].signal("-CONT");
+    wait_for_acks(&load, 500).await;
+    let (acked, _) = load.stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The zombie either stopped (fenced while it still believed it owned a partition) or
+    // rejoined the group; either way the chains are whole.
+    let zombie_log = c.chainers[0].log();
+    let zombie_exit = c.chainers[0].exited();
+    eprintln!("zombie exit: {zombie_exit:?}; log:\n{zombie_log}");
+    if zombie_exit.is_some() {
+        assert!(
+            zombie_log.contains("fenced"),
+            "it exited for another reason:\n{zombie_log}"
+        );
+    }
+    assert_nothing_lost(&c, 0, &ts, &acked).await;
+}
