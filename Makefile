@@ -4,7 +4,7 @@ PYTHON ?= python3
 CARGO ?= cargo
 DATA_DIR ?= ./sealtrail-data
 
-.PHONY: help build run test test-rust test-python python-deps lint fmt bench up down clean
+.PHONY: help build run test test-rust test-python test-distributed python-deps lint fmt bench bench-distributed up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -15,7 +15,7 @@ build: ## release build of the sealtrail binary (target/release/sealtrail)
 run: build ## build and run embedded mode on $(DATA_DIR), REST on 127.0.0.1:8080
 	./target/release/sealtrail serve --data-dir $(DATA_DIR)
 
-test: test-rust test-python ## every test suite: Rust unit/property/conformance/e2e, then Python e2e
+test: test-rust test-python test-distributed ## every test suite: Rust, Python, then the distributed suite on Kafka + Cassandra
 
 test-rust: ## Rust tests (unit, property, store conformance, chainer, end-to-end over HTTP)
 	$(CARGO) test --workspace
@@ -24,18 +24,24 @@ test-python: python-deps ## Python e2e: the official fact0 SDK, and an independe
 	$(CARGO) test --workspace --no-run -q
 	SEALTRAIL_BIN=$(CURDIR)/target/debug/sealtrail $(PYTHON) -m pytest tests/python -q
 
+test-distributed: python-deps ## Kafka + Cassandra suites (starts them with deploy/local/up.sh if needed, stops what it started)
+	PYTHON=$(PYTHON) CARGO=$(CARGO) tests/distributed.sh
+
 python-deps: ## install the Python test dependencies (pinned)
 	@$(PYTHON) -c 'import fact0, rfc8785, pytest, requests' 2>/dev/null || $(PYTHON) -m pip install -q -r tests/python/requirements.txt
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features sealtrail/integration,sealtrail-scylla/integration -- -D warnings
 
 fmt: ## format the code
 	$(CARGO) fmt --all
 
 bench: build ## benchmark a release build with wrk (needs wrk and bc)
 	bench/bench.sh
+
+bench-distributed: build ## benchmark distributed mode: Kafka + Cassandra + 1 gateway + 1 chainer on this machine (needs wrk, bc, a JDK)
+	bench/distributed.sh
 
 up: ## fetch (pinned, from Maven Central) and start Kafka + Cassandra on 127.0.0.1 for distributed mode
 	deploy/local/up.sh

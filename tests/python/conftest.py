@@ -4,6 +4,12 @@ The server is the binary named by SEALTRAIL_BIN (default
 <repo>/target/debug/sealtrail), started in embedded mode on a fresh temporary
 data dir with free loopback ports. Its stdout and stderr go to files; the tail
 of stderr is attached to every failing test's report.
+
+With SEALTRAIL_MODE=distributed the same suites run against distributed mode
+instead: `sealtrail migrate` on fresh topics and keyspace, then a chainer and a
+gateway on the Kafka and Cassandra named by SEALTRAIL_KAFKA_BROKERS and
+SEALTRAIL_SCYLLA_NODES (default: the local ones `make up` starts); the tests
+talk to the gateway.
 """
 
 from __future__ import annotations
@@ -69,10 +75,9 @@ class Server:
             tenant,
             "--scopes",
             scopes,
-            "--data-dir",
-            str(self.data_dir),
         ]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        cmd += ["--store", "scylla"] if DISTRIBUTED else ["--data-dir", str(self.data_dir)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=_ENV)
         assert res.returncode == 0, (
             f"`{' '.join(cmd)}` exited {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
         )
@@ -84,6 +89,87 @@ class Server:
 
 
 _SERVER: Server | None = None
+
+DISTRIBUTED = os.environ.get("SEALTRAIL_MODE") == "distributed"
+_ENV = dict(os.environ)
+if DISTRIBUTED:
+    _NAME = f"py_{uuid.uuid4().hex[:10]}"
+    _ENV.update(
+        {
+            "SEALTRAIL_KAFKA_TOPIC": f"{_NAME}-events",
+            "SEALTRAIL_KAFKA_REPLY_TOPIC": f"{_NAME}-replies",
+            "SEALTRAIL_KAFKA_REPLY_PARTITIONS": "2",
+            "SEALTRAIL_KAFKA_GROUP_ID": _NAME,
+            "SEALTRAIL_SCYLLA_KEYSPACE": _NAME,
+        }
+    )
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, what: str, stderr_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    last_err = "no attempt"
+    while True:
+        rc = proc.poll()
+        if rc is not None:
+            pytest.fail(f"{what} exited with {rc}\nstderr:\n{_tail(stderr_path)}", pytrace=False)
+        try:
+            r = requests.get(f"{url}/healthz", timeout=2)
+            if r.status_code == 200:
+                return
+            last_err = f"GET /healthz -> {r.status_code}: {r.text[:200]}"
+        except requests.RequestException as exc:
+            last_err = repr(exc)
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not ready in 60 s ({last_err})\nstderr:\n{_tail(stderr_path)}", pytrace=False)
+        time.sleep(0.2)
+
+
+def _distributed_server(bin_path: Path, work: Path):
+    """migrate, then one chainer and one gateway; yields the gateway as the Server."""
+    res = subprocess.run(
+        [str(bin_path), "migrate", "--partitions", "2"], capture_output=True, text=True, timeout=120, env=_ENV
+    )
+    assert res.returncode == 0, f"migrate failed:\n{res.stderr}"
+    procs = []
+    files = []
+    try:
+        chainer_addr = f"127.0.0.1:{_free_port()}"
+        chainer_err = work / "chainer.stderr"
+        files.append(open(chainer_err, "wb"))
+        chainer = subprocess.Popen(
+            [str(bin_path), "chainer", "--http-addr", chainer_addr],
+            stdout=subprocess.DEVNULL, stderr=files[-1], stdin=subprocess.DEVNULL, env=_ENV,
+        )
+        procs.append(chainer)
+        http_addr = f"127.0.0.1:{_free_port()}"
+        grpc_addr = f"127.0.0.1:{_free_port()}"
+        stderr_path = work / "gateway.stderr"
+        stdout_path = work / "gateway.stdout"
+        files.append(open(stderr_path, "wb"))
+        files.append(open(stdout_path, "wb"))
+        gateway = subprocess.Popen(
+            [str(bin_path), "gateway", "--http-addr", http_addr, "--grpc-addr", grpc_addr],
+            stdout=files[-1], stderr=files[-2], stdin=subprocess.DEVNULL, env=_ENV,
+        )
+        procs.append(gateway)
+        _wait_healthy(chainer, f"http://{chainer_addr}", "sealtrail chainer", chainer_err)
+        _wait_healthy(gateway, f"http://{http_addr}", "sealtrail gateway", stderr_path)
+        # The chainer holds its partitions once its /healthz lists them all.
+        deadline = time.monotonic() + 60
+        while requests.get(f"http://{chainer_addr}/healthz", timeout=2).json().get("partitions") != [0, 1]:
+            assert time.monotonic() < deadline, f"partitions never assigned:\n{_tail(chainer_err)}"
+            time.sleep(0.2)
+        yield Server(bin_path, work, http_addr, grpc_addr, gateway, stderr_path, stdout_path)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        for f in files:
+            f.close()
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +183,12 @@ def server(tmp_path_factory) -> Server:
         )
 
     work = tmp_path_factory.mktemp("sealtrail")
+    if DISTRIBUTED:
+        for srv in _distributed_server(bin_path, work):
+            _SERVER = srv
+            yield srv
+        _SERVER = None
+        return
     data_dir = work / "data"
     data_dir.mkdir()
     http_port = _free_port()

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Distributed-mode benchmark (`make bench-distributed`): Kafka, Cassandra, one gateway and
+# one chainer (release build), all on this machine, loaded by wrk. Prints committed
+# events/s and latency p50/p99/p99.9 for sync single events and sync batches of 100 (a
+# sync answer comes after Kafka acks=all, the chainer's store write and the reply), and
+# async single events (answered once Kafka has them), then each process's CPU time.
+#
+# Starts Kafka and Cassandra (deploy/local/up.sh) unless they run, on fresh topics and a
+# fresh keyspace. Knobs: BENCH_SECONDS (default 15), BENCH_CONNECTIONS (64),
+# BENCH_BATCH_CONNECTIONS (8), BENCH_TENANTS (8), BENCH_PARTITIONS (4), BENCH_WRK_THREADS (2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=${BENCH_SECONDS:-15}
+CONNS=${BENCH_CONNECTIONS:-64}
+BATCH_CONNS=${BENCH_BATCH_CONNECTIONS:-8}
+TENANTS=${BENCH_TENANTS:-8}
+THREADS=${BENCH_WRK_THREADS:-2}
+BIN=target/release/sealtrail
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+[ -x "$BIN" ] || cargo build --release -p sealtrail
+deploy/local/up.sh >/dev/null
+
+WORK=$(mktemp -d)
+NAME="bench_$(date +%s)"
+export SEALTRAIL_KAFKA_TOPIC="$NAME-events" SEALTRAIL_KAFKA_REPLY_TOPIC="$NAME-replies" \
+  SEALTRAIL_KAFKA_GROUP_ID="$NAME" SEALTRAIL_SCYLLA_KEYSPACE="$NAME" RUST_LOG=warn
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port); CPORT=$(free_port); GRPC=$(free_port)
+BASE="http://127.0.0.1:$PORT"
+"$BIN" migrate --partitions "${BENCH_PARTITIONS:-4}" 2>"$WORK/migrate.log"
+"$BIN" chainer --http-addr "127.0.0.1:$CPORT" 2>"$WORK/chainer.log" &
+CPID=$!
+"$BIN" gateway --http-addr "127.0.0.1:$PORT" --grpc-addr "127.0.0.1:$GRPC" 2>"$WORK/gateway.log" &
+GPID=$!
+trap 'kill $GPID $CPID 2>/dev/null; wait $GPID $CPID 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 300); do curl -sf "$BASE/healthz" >/dev/null && curl -sf "http://127.0.0.1:$CPORT/healthz" | grep -q '"partitions":\[0' && break; sleep 0.2; done
+
+KEYS=""
+for i in $(seq "$TENANTS"); do
+  k=$("$BIN" keys create --store scylla --tenant "bench-$i" | tail -1)
+  KEYS="$KEYS${KEYS:+,}$k"
+done
+EVENT='{"actor":{"id":"user_4821","type":"human","email":"ada@example.com"},"action":"document.delete","resource":{"id":"doc_99231","type":"document","name":"Q3 board deck"},"outcome":"success","metadata":{"ip":"203.0.113.7","user_agent":"Mozilla/5.0","request_id":"req_8f1c2a"}}'
+echo "$EVENT" > "$WORK/event.json"
+python3 - "$WORK/batch.json" "$EVENT" <<'PY'
+import json, sys
+event = json.loads(sys.argv[2])
+json.dump({"events": [event] * 100}, open(sys.argv[1], "w"))
+PY
+
+cpu() { awk '{print ($14 + $15) / 100}' "/proc/$1/stat"; }
+printf '\n%-30s %12s %9s %9s %9s %8s\n' "scenario (distributed)" "events/s" "p50 ms" "p99 ms" "p99.9 ms" "errors"
+run() { # name path body_file connections events_per_request
+  local out line
+  out=$(ST_KEYS="$KEYS" ST_PATH="$2" ST_BODY_FILE="$3" wrk -t"$THREADS" -c"$4" -d"${SECONDS_PER_RUN}s" --latency -s bench/ingest.lua "$BASE" 2>&1)
+  line=$(grep '^BENCH' <<<"$out") || { echo "$out" >&2; return 1; }
+  eval "${line#BENCH }"
+  printf '%-30s %12.0f %9s %9s %9s %8s\n' "$1" "$(echo "$requests * $5 / $duration_s" | bc -l)" "$p50_ms" "$p99_ms" "$p999_ms" "$((socket_errors + non2xx))"
+}
+run "single sync (c=$CONNS)" "/v1/events?sync=true" "$WORK/event.json" "$CONNS" 1
+run "batch 100 sync (c=$BATCH_CONNS)" "/v1/events/batch?sync=true" "$WORK/batch.json" "$BATCH_CONNS" 100
+run "single async (c=$CONNS)" /v1/events "$WORK/event.json" "$CONNS" 1
+printf '%-30s gateway %.0f s, chainer %.0f s, kafka %.0f s, cassandra %.0f s\n' "CPU time used" \
+  "$(cpu $GPID)" "$(cpu $CPID)" "$(cpu "$(cat .build/infra/kafka/kafka.pid)")" "$(cpu "$(cat .build/infra/cassandra/cassandra.pid)")"
