@@ -100,14 +100,21 @@ pub async fn migrate(
     log_partitions: u32,
 ) -> Result<(), ScyllaError> {
     crate::check_identifier(keyspace)?;
+    // ScyllaDB creates keyspaces with tablets by default, and tablets do not support the
+    // lightweight transactions the heads table relies on: ask for vnodes. Cassandra does
+    // not know the option, so it gets the plain statement.
     let ddl = format!(
         "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {}",
         replication.cql()
     );
-    session
-        .query_unpaged(ddl, ())
-        .await
-        .map_err(ScyllaError::from_execution)?;
+    let scylla_ddl = format!("{ddl} AND tablets = {{'enabled': false}}");
+    if let Err(err) = session.query_unpaged(scylla_ddl, ()).await {
+        tracing::debug!(%err, "keyspace without the tablets option (not ScyllaDB)");
+        session
+            .query_unpaged(ddl, ())
+            .await
+            .map_err(ScyllaError::from_execution)?;
+    }
     for ddl in tables(keyspace) {
         session
             .query_unpaged(ddl, ())
