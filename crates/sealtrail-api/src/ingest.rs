@@ -170,6 +170,8 @@ pub async fn log_event(
         events: vec![IndexedEvent { index: 0, event }],
         rejected: vec![],
         reply_to: None,
+        // A sync caller gets the record, never the receipt id: no receipt to store.
+        reply_only: sync,
     };
     let queued = queued_receipt(&entry);
     metrics::counter!("sealtrail_events_received_total").increment(1);
@@ -272,6 +274,7 @@ pub async fn log_batch(
         events,
         rejected,
         reply_to: None,
+        reply_only: false,
     };
     let queued = queued_receipt(&entry);
     match publish(&state, entry, sync).await? {

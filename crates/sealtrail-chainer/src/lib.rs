@@ -11,7 +11,8 @@
 //! Crash windows: a crash before (3) returns loses nothing acknowledged (no waiter was
 //! answered; a durable log redelivers from the last committed offset). A crash between
 //! (3) and (5) redelivers entries that are already stored: their ids are found in
-//! step (1) (every id is looked up when the log [redelivers](PartitionConsumer::redelivers))
+//! step (1) (every id of an entry is looked up when the log says it
+//! [may be stored](PartitionConsumer::maybe_stored))
 //! and they are answered as idempotent retries, so nothing is chained twice. A store call
 //! that fails in (3) has an unknown outcome; the very same batch is resubmitted until it
 //! is accepted (a replay of stored records is a no-op), never recomputed.
@@ -188,8 +189,12 @@ impl<C: PartitionConsumer> Chainer<C> {
                 .last()
                 .map(|(o, _)| *o)
                 .expect("poll returns at least one entry");
+            let maybe_stored: Vec<bool> = entries
+                .iter()
+                .map(|(offset, _)| self.consumer.maybe_stored(*offset))
+                .collect();
             let entries: Vec<LogEntry> = entries.into_iter().map(|(_, e)| e).collect();
-            self.process(entries).await?;
+            self.process(entries, &maybe_stored).await?;
             if let Err(err) = self.consumer.commit(last_offset).await {
                 // Not fatal: the entries are stored; a redelivery is answered idempotently.
                 tracing::warn!(partition, %err, "could not commit the log offset");
@@ -199,12 +204,16 @@ impl<C: PartitionConsumer> Chainer<C> {
         Ok(())
     }
 
-    async fn process(&mut self, entries: Vec<LogEntry>) -> Result<(), ChainerError> {
+    async fn process(
+        &mut self,
+        entries: Vec<LogEntry>,
+        maybe_stored: &[bool],
+    ) -> Result<(), ChainerError> {
         // (1)+(2): read and chain. Reads write nothing, so a failed read is simply retried
         // from scratch (with the head cache dropped, as it may be stale).
         let mut backoff = Duration::from_millis(50);
         let prepared = loop {
-            match self.prepare(&entries).await {
+            match self.prepare(&entries, maybe_stored).await {
                 Ok(prepared) => break prepared,
                 Err(err) => {
                     self.heads.clear();
@@ -271,12 +280,15 @@ impl<C: PartitionConsumer> Chainer<C> {
         *backoff = (*backoff * 2).min(Duration::from_secs(2));
     }
 
-    async fn prepare(&mut self, entries: &[LogEntry]) -> Result<Prepared, StoreError> {
-        let all_ids = self.consumer.redelivers();
+    async fn prepare(
+        &mut self,
+        entries: &[LogEntry],
+        maybe_stored: &[bool],
+    ) -> Result<Prepared, StoreError> {
         // (1) heads of uncached tenants, and stored events whose ids are reused.
         let mut missing: Vec<String> = Vec::new();
         let mut keys: Vec<(String, String)> = Vec::new();
-        for entry in entries {
+        for (entry, &all_ids) in entries.iter().zip(maybe_stored) {
             if !self.heads.contains(&entry.tenant_id) && !missing.contains(&entry.tenant_id) {
                 missing.push(entry.tenant_id.clone());
             }
@@ -311,7 +323,7 @@ impl<C: PartitionConsumer> Chainer<C> {
         // (2) chain.
         let mut batch = CommitBatch::default();
         let mut settled = Vec::with_capacity(entries.len());
-        for entry in entries {
+        for (entry, &all_ids) in entries.iter().zip(maybe_stored) {
             let tenant = &entry.tenant_id;
             if !working.contains_key(tenant) {
                 working.insert(tenant.clone(), self.heads.get(tenant).cloned());
@@ -369,7 +381,9 @@ impl<C: PartitionConsumer> Chainer<C> {
             }
             receipt.errors.sort_by_key(|e| e.index);
             receipt.settle();
-            batch.receipts.push((tenant.clone(), receipt.clone()));
+            if !entry.reply_only {
+                batch.receipts.push((tenant.clone(), receipt.clone()));
+            }
             settled.push(Settled {
                 reply_to: entry.reply_to.clone(),
                 receipt,

@@ -60,6 +60,7 @@ impl Harness {
                 .collect(),
             rejected: vec![],
             reply_to: Some(waiter.address.clone()),
+            reply_only: false,
         };
         self.log.as_ref().unwrap().append(entry).await.unwrap();
         waiter.wait(Duration::from_secs(10)).await.expect("a reply")
@@ -356,6 +357,7 @@ async fn health_reports_a_partition_while_its_store_writes_fail() {
         }],
         rejected: vec![],
         reply_to: Some(waiter.address.clone()),
+        reply_only: false,
     };
     log.append(entry).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

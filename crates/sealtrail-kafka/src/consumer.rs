@@ -175,6 +175,7 @@ impl ChainerFeed {
                 receiver: a.receiver,
                 revoked: a.revoked,
                 consumer: self.consumer.clone(),
+                fresh_from: None,
             }),
             RawEvent::Revoked(p) => FeedEvent::Revoked(p),
         })
@@ -245,9 +246,30 @@ pub struct KafkaPartitionConsumer {
     receiver: mpsc::Receiver<Payload>,
     revoked: watch::Receiver<bool>,
     consumer: Arc<GroupConsumer>,
+    /// Entries from this offset on were published after this chainer claimed the
+    /// partition, so no other chainer can have stored them.
+    fresh_from: Option<i64>,
 }
 
 impl KafkaPartitionConsumer {
+    /// Call right after the partition was claimed in the store: entries published from
+    /// now on cannot have been stored by a previous owner (its writes are fenced from the
+    /// claim on), so the chainer may skip their id lookups. On failure nothing changes
+    /// (every entry stays "maybe stored").
+    pub fn mark_claimed(&mut self) {
+        let consumer = self.consumer.clone();
+        let (topic, partition) = (self.topic.clone(), self.partition as i32);
+        let high = tokio::task::block_in_place(|| {
+            consumer.fetch_watermarks(&topic, partition, std::time::Duration::from_secs(5))
+        });
+        match high {
+            Ok((_, high)) => self.fresh_from = Some(high),
+            Err(err) => {
+                tracing::warn!(partition, %err, "no high watermark; every entry is looked up")
+            }
+        }
+    }
+
     fn decode(&self, offset: i64, payload: &[u8]) -> LogEntry {
         match serde_json::from_slice(payload) {
             Ok(entry) => entry,
@@ -266,6 +288,10 @@ impl KafkaPartitionConsumer {
 impl PartitionConsumer for KafkaPartitionConsumer {
     fn partition(&self) -> u32 {
         self.partition
+    }
+
+    fn maybe_stored(&self, offset: Offset) -> bool {
+        self.fresh_from.is_none_or(|fresh| (offset as i64) < fresh)
     }
 
     async fn poll(&mut self, max_events: usize) -> Option<Vec<(Offset, LogEntry)>> {

@@ -48,6 +48,7 @@ fn entry(tenant: &str, n: u32) -> LogEntry {
         events: vec![IndexedEvent { index: 0, event }],
         rejected: vec![],
         reply_to: None,
+        reply_only: false,
     }
 }
 

@@ -34,6 +34,11 @@ pub struct LogEntry {
     pub rejected: Vec<ItemError>,
     /// Where to send the outcome, if a caller waits for it.
     pub reply_to: Option<ReplyAddress>,
+    /// The caller learns the outcome from the reply only and was never given the receipt
+    /// id (a sync single-event request answers with the record), so the chainer need not
+    /// store the receipt. Absent in older entries: `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reply_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,11 +94,15 @@ pub trait PartitionConsumer: Send + 'static {
     /// The partition this consumer reads.
     fn partition(&self) -> u32;
 
-    /// Whether an entry may be delivered again after the chainer stored it (a durable log
-    /// redelivers from its last committed offset after a crash). When it may, the chainer
-    /// looks up every event id, server-generated ones included, so a redelivered entry is
-    /// answered as an idempotent retry instead of being chained twice.
-    fn redelivers(&self) -> bool {
+    /// Whether the entry at `offset` may already be stored: a durable log redelivers from
+    /// its last committed offset after a crash or a move to another chainer, so an entry
+    /// may come again after some chainer stored it. When it may, the chainer looks up every
+    /// event id of the entry, server-generated ones included, so it is answered as an
+    /// idempotent retry instead of being chained twice. A consumer that knows better (the
+    /// entry was published after this chainer claimed the partition) answers `false` and
+    /// spares the lookups; when in doubt, `true`.
+    fn maybe_stored(&self, offset: Offset) -> bool {
+        let _ = offset;
         true
     }
 

@@ -87,7 +87,7 @@ impl PartitionConsumer for MemoryConsumer {
     }
 
     /// Never: the queue is in memory, gone after a crash, and read once.
-    fn redelivers(&self) -> bool {
+    fn maybe_stored(&self, _offset: Offset) -> bool {
         false
     }
 
@@ -126,6 +126,7 @@ mod tests {
             events: vec![],
             rejected: vec![],
             reply_to: None,
+            reply_only: false,
         }
     }
 

@@ -25,7 +25,7 @@ use sealtrail_core::record::{ChainHead, ChainedRecord};
 use sealtrail_store::{CommitBatch, StoreError, StoreResult};
 
 use crate::fence::applied;
-use crate::schema::bucket;
+use crate::schema::{bucket, id_shard};
 use crate::{ScyllaStore, run_bounded, unavailable};
 
 /// Concurrent row writes per append.
@@ -118,36 +118,7 @@ impl ScyllaStore {
         }
 
         // (2)
-        let timestamp = self.row_timestamp();
-        let mut writes = Vec::new();
-        let mut ids = Vec::new();
-        for r in pending.iter().flat_map(|p| p.records.iter()) {
-            let tenant = r.record.tenant_id.as_str();
-            let seq = r.record.sequence_number as i64;
-            writes.push(self.session.execute_unpaged(
-                &self.stmts.insert_event,
-                (
-                    tenant,
-                    bucket(r.record.sequence_number),
-                    seq,
-                    r.record.id.as_str(),
-                    r.record.hash.as_str(),
-                    r.input_digest.as_str(),
-                    r.canonical.as_slice(),
-                    timestamp,
-                ),
-            ));
-            ids.push(self.session.execute_unpaged(
-                &self.stmts.insert_event_id,
-                (tenant, r.record.id.as_str(), seq, timestamp),
-            ));
-        }
-        let (events, ids) = futures::join!(
-            run_bounded(writes, WRITE_CONCURRENCY / 2),
-            run_bounded(ids, WRITE_CONCURRENCY / 2)
-        );
-        events.map_err(unavailable)?;
-        ids.map_err(unavailable)?;
+        self.write_rows(&pending).await?;
 
         // (3) one conditional batch per log partition.
         let mut by_partition: HashMap<i32, Vec<&Pending>> = HashMap::new();
@@ -223,6 +194,71 @@ impl ScyllaStore {
         Ok(all_applied)
     }
 
+    /// Step (2): the records and their ids, as unlogged batches that each stay in one
+    /// partition (an `events` bucket or an `event_ids` shard of one tenant).
+    async fn write_rows(&self, pending: &[Pending<'_>]) -> StoreResult<()> {
+        let timestamp = self.row_timestamp();
+        let mut events: HashMap<(&str, i64), Vec<&ChainedRecord>> = HashMap::new();
+        let mut ids: HashMap<(&str, i32), Vec<&ChainedRecord>> = HashMap::new();
+        for r in pending.iter().flat_map(|p| p.records.iter()) {
+            let tenant = r.record.tenant_id.as_str();
+            events
+                .entry((tenant, bucket(r.record.sequence_number)))
+                .or_default()
+                .push(r);
+            ids.entry((tenant, id_shard(&r.record.id)))
+                .or_default()
+                .push(r);
+        }
+        let session = &self.session;
+        let mut event_batches = Vec::new();
+        for ((tenant, bucket), records) in &events {
+            for chunk in chunks(records) {
+                let mut batch = Batch::new(BatchType::Unlogged);
+                let mut values = Vec::with_capacity(chunk.len());
+                for r in chunk {
+                    batch.append_statement(self.stmts.insert_event.clone());
+                    values.push((
+                        *tenant,
+                        *bucket,
+                        r.record.sequence_number as i64,
+                        r.record.id.as_str(),
+                        r.record.hash.as_str(),
+                        r.input_digest.as_str(),
+                        r.canonical.as_slice(),
+                        timestamp,
+                    ));
+                }
+                event_batches.push(async move { session.batch(&batch, values).await });
+            }
+        }
+        let mut id_batches = Vec::new();
+        for ((tenant, shard), records) in &ids {
+            for chunk in chunks(records) {
+                let mut batch = Batch::new(BatchType::Unlogged);
+                let mut values = Vec::with_capacity(chunk.len());
+                for r in chunk {
+                    batch.append_statement(self.stmts.insert_event_id.clone());
+                    values.push((
+                        *tenant,
+                        *shard,
+                        r.record.id.as_str(),
+                        r.record.sequence_number as i64,
+                        timestamp,
+                    ));
+                }
+                id_batches.push(async move { session.batch(&batch, values).await });
+            }
+        }
+        let (events, ids) = futures::join!(
+            run_bounded(event_batches, WRITE_CONCURRENCY / 2),
+            run_bounded(id_batches, WRITE_CONCURRENCY / 2)
+        );
+        events.map_err(unavailable)?;
+        ids.map_err(unavailable)?;
+        Ok(())
+    }
+
     /// Records at or below the stored head must be the stored ones.
     async fn check_replay(&self, tenant: &str, records: &[&ChainedRecord]) -> StoreResult<()> {
         let first = records[0].record.sequence_number;
@@ -282,6 +318,28 @@ impl ScyllaStore {
             .map_err(unavailable)?;
         Ok(())
     }
+}
+
+/// Splits a partition's rows into batches small enough for the servers' batch size limits
+/// (Cassandra refuses batches over 50 KiB by default; this stays under 32 KiB).
+fn chunks<'a>(records: &'a [&'a ChainedRecord]) -> Vec<&'a [&'a ChainedRecord]> {
+    const MAX_BYTES: usize = 32 * 1024;
+    const MAX_ROWS: usize = 200;
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        let size = r.canonical.len() + 256;
+        if i > start && (bytes + size > MAX_BYTES || i - start >= MAX_ROWS) {
+            out.push(&records[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
 }
 
 /// Values of the statements of a conditional batch (they differ in shape).

@@ -202,8 +202,8 @@ impl Statements {
             ))
             .await?,
             insert_event_id: p(format!(
-                "INSERT INTO {ks}.event_ids (tenant_id, event_id, sequence_number) \
-                 VALUES (?, ?, ?) USING TIMESTAMP ?"
+                "INSERT INTO {ks}.event_ids (tenant_id, shard, event_id, sequence_number) \
+                 VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
             ))
             .await?,
             advance_head: p(format!(
@@ -232,7 +232,7 @@ impl Statements {
             ))
             .await?,
             select_event_id: p(format!(
-                "SELECT sequence_number FROM {ks}.event_ids WHERE tenant_id = ? AND event_id = ?"
+                "SELECT sequence_number FROM {ks}.event_ids WHERE tenant_id = ? AND shard = ? AND event_id = ?"
             ))
             .await?,
             insert_receipt: p(format!(

@@ -8,7 +8,7 @@ use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::{ChainHead, Record};
 use sealtrail_store::{ChainRow, EventPage, EventQuery, Paging, StoreResult, StoredEvent};
 
-use crate::schema::{BUCKET_BITS, bucket};
+use crate::schema::{BUCKET_BITS, bucket, id_shard};
 use crate::{ScyllaStore, corrupt, run_bounded, unavailable};
 
 const READ_CONCURRENCY: usize = 32;
@@ -137,7 +137,7 @@ impl ScyllaStore {
     ) -> StoreResult<Option<StoredEvent>> {
         let seq = self
             .session
-            .execute_unpaged(&self.stmts.select_event_id, (tenant, id))
+            .execute_unpaged(&self.stmts.select_event_id, (tenant, id_shard(id), id))
             .await
             .map_err(unavailable)?
             .into_rows_result()

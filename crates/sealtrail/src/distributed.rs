@@ -330,7 +330,7 @@ async fn futures_join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
 
 #[allow(clippy::too_many_arguments)]
 async fn chain_partition(
-    consumer: sealtrail_kafka::consumer::KafkaPartitionConsumer,
+    mut consumer: sealtrail_kafka::consumer::KafkaPartitionConsumer,
     generation: u64,
     store: ScyllaStore,
     owner: String,
@@ -364,6 +364,7 @@ async fn chain_partition(
         }
     };
     state.health.clear_partition(partition);
+    consumer.mark_claimed();
     let chainer = Chainer::new(
         consumer,
         Arc::new(fenced) as Arc<dyn Store>,

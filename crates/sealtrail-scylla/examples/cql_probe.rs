@@ -1,0 +1,133 @@
+//! Measures the CQL operations the store's append path uses, on a live node:
+//! `cargo run --release -p sealtrail-scylla --example cql_probe [host:port]`.
+//! Prints the throughput of concurrent plain inserts, unlogged single-partition batches
+//! and the latency of sequential lightweight transactions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealtrail_scylla::{Consistency, ScyllaSettings, connect};
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let node = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9042".into());
+    let settings = ScyllaSettings {
+        nodes: vec![node],
+        keyspace: "probe".into(),
+        consistency: Consistency::LocalQuorum,
+        request_timeout: Duration::from_secs(10),
+    };
+    let s = Arc::new(connect(&settings).await.unwrap());
+    s.query_unpaged("CREATE KEYSPACE IF NOT EXISTS probe WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}", ()).await.unwrap();
+    s.query_unpaged(
+        "CREATE TABLE IF NOT EXISTS probe.rows (p text, c bigint, v blob, PRIMARY KEY (p, c))",
+        (),
+    )
+    .await
+    .unwrap();
+    s.query_unpaged(
+        "CREATE TABLE IF NOT EXISTS probe.heads (p int, t text, n bigint, PRIMARY KEY (p, t))",
+        (),
+    )
+    .await
+    .unwrap();
+    let insert = s
+        .prepare("INSERT INTO probe.rows (p, c, v) VALUES (?, ?, ?)")
+        .await
+        .unwrap();
+    let blob = vec![7u8; 600];
+
+    for concurrency in [1usize, 16, 64] {
+        let n = 4000usize;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..concurrency {
+            let (s, insert, blob) = (s.clone(), insert.clone(), blob.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in (w..n).step_by(concurrency) {
+                    s.execute_unpaged(&insert, (format!("k{}", i % 97), i as i64, &blob))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "insert, concurrency {concurrency:>3}: {:>8.0} rows/s",
+            n as f64 / secs
+        );
+    }
+
+    use scylla::statement::batch::{Batch, BatchType};
+    for (label, same_partition) in [("one partition", true), ("scattered", false)] {
+        let rows = 50usize;
+        let batches = 200usize;
+        let concurrency = 8usize;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..concurrency {
+            let (s, insert, blob) = (s.clone(), insert.clone(), blob.clone());
+            tasks.push(tokio::spawn(async move {
+                for b in (w..batches).step_by(concurrency) {
+                    let mut batch = Batch::new(BatchType::Unlogged);
+                    let mut values = Vec::new();
+                    for r in 0..rows {
+                        batch.append_statement(insert.clone());
+                        let p = if same_partition {
+                            format!("b{b}")
+                        } else {
+                            format!("b{b}-{r}")
+                        };
+                        values.push((p, r as i64, blob.clone()));
+                    }
+                    s.batch(&batch, values).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "unlogged batches of {rows} ({label}), concurrency {concurrency}: {:>8.0} rows/s",
+            (rows * batches) as f64 / secs
+        );
+    }
+
+    let lwt = s
+        .prepare("UPDATE probe.heads SET n = ? WHERE p = ? AND t = ? IF n = ?")
+        .await
+        .unwrap();
+    let first = s
+        .prepare("UPDATE probe.heads SET n = ? WHERE p = ? AND t = ? IF n = null")
+        .await
+        .unwrap();
+    let t = format!("t{}", std::process::id());
+    s.execute_unpaged(&first, (0i64, 1i32, &t)).await.unwrap();
+    let started = Instant::now();
+    let n = 200;
+    for i in 0..n {
+        s.execute_unpaged(&lwt, (i as i64 + 1, 1i32, &t, i as i64))
+            .await
+            .unwrap();
+    }
+    println!(
+        "sequential LWT: {:.2} ms each",
+        started.elapsed().as_secs_f64() * 1000.0 / n as f64
+    );
+    let started = Instant::now();
+    for i in 0..n {
+        s.execute_unpaged(&insert, ("seq", i as i64, &blob))
+            .await
+            .unwrap();
+    }
+    println!(
+        "sequential insert: {:.2} ms each",
+        started.elapsed().as_secs_f64() * 1000.0 / n as f64
+    );
+}
