@@ -6,6 +6,7 @@
 //! - [`verify`]: walking a chain and reporting the first (or every) broken link;
 //! - [`merkle`], [`proof`]: the per-tenant RFC 6962 tree, its O(log n) frontier, inclusion and
 //!   consistency proofs from stored node hashes, and their verification;
+//! - [`audit`]: the offline verifier of an exported log (records, checkpoints, kept checkpoint);
 //! - [`note`], [`checkpoint`]: C2SP signed notes (Ed25519) and tlog-checkpoints;
 //! - [`time`]: RFC 3339 timestamps normalized to UTC microseconds;
 //! - [`partition`]: Kafka-compatible murmur2 partitioning of tenants.
@@ -14,8 +15,10 @@
 //! replaying the same ordered input yields byte-identical records (DESIGN.md §4.3).
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod checkpoint;
 pub mod event;
+mod jcs_scan;
 pub mod json;
 pub mod limits;
 pub mod merkle;
