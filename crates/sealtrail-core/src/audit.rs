@@ -55,7 +55,11 @@ pub struct LineError(pub String);
 
 fn hex32(s: &str, what: &str) -> Result<Hash, LineError> {
     let mut out = [0u8; 32];
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() != 64
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(LineError(format!("{what} is not 64 lowercase hex digits")));
     }
     hex::decode_to_slice(s, &mut out).expect("checked hex");
@@ -72,7 +76,10 @@ pub fn digest_line(line: &[u8]) -> Result<LineDigest, LineError> {
     }
 }
 
-fn digest_canonical(line: &[u8], members: &[crate::jcs_scan::Member]) -> Result<LineDigest, LineError> {
+fn digest_canonical(
+    line: &[u8],
+    members: &[crate::jcs_scan::Member],
+) -> Result<LineDigest, LineError> {
     check_members(members.iter().map(|m| &line[m.key.clone()]))?;
     let value = |i: usize| &line[members[i].value.clone()];
     let string = |i: usize| -> Result<String, LineError> {
@@ -101,7 +108,10 @@ fn digest_canonical(line: &[u8], members: &[crate::jcs_scan::Member]) -> Result<
 fn check_members<'a>(keys: impl Iterator<Item = &'a [u8]>) -> Result<(), LineError> {
     let keys: Vec<&[u8]> = keys.collect();
     if keys.len() != MEMBERS.len() || keys.iter().zip(MEMBERS).any(|(k, m)| *k != m.as_bytes()) {
-        let found: Vec<String> = keys.iter().map(|k| String::from_utf8_lossy(k).into()).collect();
+        let found: Vec<String> = keys
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into())
+            .collect();
         return Err(LineError(format!(
             "a record has exactly the members {}; found {}",
             MEMBERS.join(", "),
@@ -114,8 +124,8 @@ fn check_members<'a>(keys: impl Iterator<Item = &'a [u8]>) -> Result<(), LineErr
 fn digest_parsed(line: &[u8]) -> Result<LineDigest, LineError> {
     // Not the ingest's strict parser: a canonical line may hold an integer-valued float
     // (JCS writes 1e16 as 10000000000000000) that strict I-JSON parsing would refuse.
-    let value: serde_json::Value = serde_json::from_slice(line)
-        .map_err(|e| LineError(format!("not a JSON record: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| LineError(format!("not a JSON record: {e}")))?;
     let serde_json::Value::Object(mut map) = value else {
         return Err(LineError("a record is a JSON object".into()));
     };
@@ -147,7 +157,9 @@ fn digest_parsed(line: &[u8]) -> Result<LineDigest, LineError> {
 /// [`digest_line`] hashes such a line without re-serializing it.
 pub fn canonical_line(canonical_unhashed: &[u8], hash: &str) -> Vec<u8> {
     if let Some(members) = canonical_object(canonical_unhashed)
-        && let Some(id) = members.iter().find(|m| &canonical_unhashed[m.key.clone()] == b"id")
+        && let Some(id) = members
+            .iter()
+            .find(|m| &canonical_unhashed[m.key.clone()] == b"id")
     {
         let at = id.key.start - 1;
         let mut out = Vec::with_capacity(canonical_unhashed.len() + 76);
@@ -281,7 +293,10 @@ impl Auditor {
         let open = |note: &str, what: &str| -> Result<Checkpoint, AuditFailure> {
             let parsed = if checks.signature {
                 let key = key.ok_or_else(|| {
-                    failure("bad_signature", format!("no log key to check the {what} with"))
+                    failure(
+                        "bad_signature",
+                        format!("no log key to check the {what} with"),
+                    )
                 })?;
                 Checkpoint::open(note, key, None)
             } else {
@@ -304,7 +319,9 @@ impl Auditor {
                     Some(prev) if *prev != t => {
                         return Err(failure(
                             "wrong_tenant",
-                            format!("the checkpoints are for different logs: tenant {prev:?} and {t:?}"),
+                            format!(
+                                "the checkpoints are for different logs: tenant {prev:?} and {t:?}"
+                            ),
                         ));
                     }
                     _ => {}
@@ -386,7 +403,10 @@ impl Auditor {
             let (code, what) = if d.sequence_number > self.expect_sequence {
                 ("sequence_gap", "records are missing before it")
             } else {
-                ("sequence_out_of_order", "a record is duplicated or out of order")
+                (
+                    "sequence_out_of_order",
+                    "a record is duplicated or out of order",
+                )
             };
             return Err(fail(
                 code,

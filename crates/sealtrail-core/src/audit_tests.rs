@@ -59,9 +59,13 @@ fn checkpoint_of(rs: &[Record], size: usize, signer: &NoteSigner) -> String {
     for r in &rs[..size] {
         t.push(&crate::merkle::record_leaf(&r.hash).unwrap());
     }
-    Checkpoint::new(tenant_origin(ORIGIN, &rs[0].tenant_id), size as u64, t.root())
-        .sign(signer)
-        .unwrap()
+    Checkpoint::new(
+        tenant_origin(ORIGIN, &rs[0].tenant_id),
+        size as u64,
+        t.root(),
+    )
+    .sign(signer)
+    .unwrap()
 }
 
 fn audit(
@@ -95,22 +99,29 @@ fn matrix() -> Vec<Case> {
     let cp = checkpoint_of(&rs, 8, &s);
     let kept = checkpoint_of(&rs, 5, &s);
     let mut cases = Vec::new();
-    let mut case = |name, lines, checkpoint: Option<&String>, trusted: Option<&String>, code, position| {
-        cases.push(Case {
-            name,
-            lines,
-            checkpoint: checkpoint.cloned(),
-            trusted: trusted.cloned(),
-            code,
-            position,
-        })
-    };
+    let mut case =
+        |name, lines, checkpoint: Option<&String>, trusted: Option<&String>, code, position| {
+            cases.push(Case {
+                name,
+                lines,
+                checkpoint: checkpoint.cloned(),
+                trusted: trusted.cloned(),
+                code,
+                position,
+            })
+        };
     // a changed value in each member (the stored hash kept)
     let edits: [(&'static str, fn(&mut Record)); 12] = [
         ("action", |r| r.action.push('x')),
         ("actor", |r| r.actor.id.push('x')),
-        ("created_at", |r| r.created_at = r.created_at.replace("2023", "2024")),
-        ("hash", |r| r.hash = r.hash.replacen(&r.hash[..1], if &r.hash[..1] == "0" { "1" } else { "0" }, 1)),
+        ("created_at", |r| {
+            r.created_at = r.created_at.replace("2023", "2024")
+        }),
+        ("hash", |r| {
+            r.hash = r
+                .hash
+                .replacen(&r.hash[..1], if &r.hash[..1] == "0" { "1" } else { "0" }, 1)
+        }),
         ("id", |r| r.id.push('x')),
         ("metadata", |r| {
             r.metadata.insert("extra".into(), json!(1));
@@ -120,7 +131,9 @@ fn matrix() -> Vec<Case> {
         ("resource", |r| r.resource.id.push('x')),
         ("sequence_number", |r| r.sequence_number += 10),
         ("tenant_id", |r| r.tenant_id = "other".into()),
-        ("timestamp", |r| r.timestamp = r.timestamp.replace(".0", ".9")),
+        ("timestamp", |r| {
+            r.timestamp = r.timestamp.replace(".0", ".9")
+        }),
     ];
     for (name, edit) in edits {
         let mut r = rs[3].clone();
@@ -136,38 +149,122 @@ fn matrix() -> Vec<Case> {
     case("changed byte", ls, Some(&cp), None, "hash_mismatch", 3);
     let mut ls = clean.clone();
     ls.remove(4);
-    case("deleted middle record", ls, Some(&cp), None, "sequence_gap", 5);
+    case(
+        "deleted middle record",
+        ls,
+        Some(&cp),
+        None,
+        "sequence_gap",
+        5,
+    );
     let mut ls = clean.clone();
     ls.insert(4, clean[3].clone());
-    case("duplicated record", ls, Some(&cp), None, "sequence_out_of_order", 5);
+    case(
+        "duplicated record",
+        ls,
+        Some(&cp),
+        None,
+        "sequence_out_of_order",
+        5,
+    );
     let mut ls = clean.clone();
     ls.swap(2, 5);
-    case("two records swapped", ls, Some(&cp), None, "sequence_gap", 3);
+    case(
+        "two records swapped",
+        ls,
+        Some(&cp),
+        None,
+        "sequence_gap",
+        3,
+    );
     let other = records("globex", 8);
     let mut ls = clean.clone();
     ls[6] = line(&other[6]);
-    case("record from another tenant", ls, Some(&cp), None, "wrong_tenant", 7);
-    case("truncated tail", clean[..6].to_vec(), Some(&cp), None, "truncated", 0);
+    case(
+        "record from another tenant",
+        ls,
+        Some(&cp),
+        None,
+        "wrong_tenant",
+        7,
+    );
+    case(
+        "truncated tail",
+        clean[..6].to_vec(),
+        Some(&cp),
+        None,
+        "truncated",
+        0,
+    );
     let resigned = checkpoint_of(&rs, 4, &s);
-    case("truncated tail, re-signed, kept checkpoint", clean[..4].to_vec(), Some(&resigned), Some(&kept), "rollback", 0);
+    case(
+        "truncated tail, re-signed, kept checkpoint",
+        clean[..4].to_vec(),
+        Some(&resigned),
+        Some(&kept),
+        "rollback",
+        0,
+    );
     // a full rewrite: one record changed, everything recomputed and re-signed
     let mut forged = rs.clone();
     forged[1].action = "doc.write".into();
     let forged = rewrite(forged);
     let forged_cp = checkpoint_of(&forged, 8, &s);
-    case("full rewrite, old checkpoint", lines(&forged), Some(&cp), None, "root_mismatch", 0);
-    case("full rewrite, re-signed, kept checkpoint", lines(&forged), Some(&forged_cp), Some(&kept), "fork", 0);
+    case(
+        "full rewrite, old checkpoint",
+        lines(&forged),
+        Some(&cp),
+        None,
+        "root_mismatch",
+        0,
+    );
+    case(
+        "full rewrite, re-signed, kept checkpoint",
+        lines(&forged),
+        Some(&forged_cp),
+        Some(&kept),
+        "fork",
+        0,
+    );
     let forged_same_size = checkpoint_of(&forged, 5, &s);
-    case("fork: two checkpoints of one size", lines(&forged)[..5].to_vec(), Some(&forged_same_size), Some(&kept), "fork", 0);
+    case(
+        "fork: two checkpoints of one size",
+        lines(&forged)[..5].to_vec(),
+        Some(&forged_same_size),
+        Some(&kept),
+        "fork",
+        0,
+    );
     let attacker = NoteSigner::from_seed(ORIGIN, [8; 32]).unwrap();
-    case("checkpoint signed by another key", lines(&forged), Some(&checkpoint_of(&forged, 8, &attacker)), None, "bad_signature", 0);
+    case(
+        "checkpoint signed by another key",
+        lines(&forged),
+        Some(&checkpoint_of(&forged, 8, &attacker)),
+        None,
+        "bad_signature",
+        0,
+    );
     // rewrites that only one chain check sees (no checkpoint given)
     let mut gap = rs.clone();
     gap.remove(3);
-    case("deleted record, chain relinked", lines(&rewrite(gap)), None, None, "sequence_gap", 4);
+    case(
+        "deleted record, chain relinked",
+        lines(&rewrite(gap)),
+        None,
+        None,
+        "sequence_gap",
+        4,
+    );
     let mut moved = rs.clone();
     moved[5].tenant_id = "globex".into();
-    case("record moved to another tenant, relinked", lines(&rewrite(moved)), None, None, "wrong_tenant", 6);
+    case(
+        "record moved to another tenant, relinked",
+        lines(&rewrite(moved)),
+        None,
+        None,
+        "wrong_tenant",
+        6,
+    );
     let mut relinked = rs.clone();
     relinked[4].prev_hash = "cd".repeat(32);
     relinked[4].hash = hash_hex(&relinked[4].canonical_unhashed());
@@ -177,17 +274,41 @@ fn matrix() -> Vec<Case> {
         r.hash = hash_hex(&r.canonical_unhashed());
         prev = r.hash.clone();
     }
-    case("prev_hash changed, hashes recomputed", lines(&relinked), None, None, "prev_hash_mismatch", 5);
-    case("unreadable line", vec![clean[0].clone(), b"{not json".to_vec()], None, None, "unreadable_record", 2);
+    case(
+        "prev_hash changed, hashes recomputed",
+        lines(&relinked),
+        None,
+        None,
+        "prev_hash_mismatch",
+        5,
+    );
+    case(
+        "unreadable line",
+        vec![clean[0].clone(), b"{not json".to_vec()],
+        None,
+        None,
+        "unreadable_record",
+        2,
+    );
     cases
 }
 
 #[test]
 fn every_tampering_is_detected_precisely() {
     for c in matrix() {
-        let got = audit(Checks::default(), &c.lines, c.checkpoint.as_deref(), c.trusted.as_deref());
+        let got = audit(
+            Checks::default(),
+            &c.lines,
+            c.checkpoint.as_deref(),
+            c.trusted.as_deref(),
+        );
         let err = got.expect_err(c.name);
-        assert_eq!((err.code, err.position), (c.code, c.position), "{}: {err}", c.name);
+        assert_eq!(
+            (err.code, err.position),
+            (c.code, c.position),
+            "{}: {err}",
+            c.name
+        );
     }
 }
 
@@ -209,10 +330,21 @@ fn each_check_is_needed() {
         disable(&mut checks);
         let slipped: Vec<&str> = cases
             .iter()
-            .filter(|c| audit(checks, &c.lines, c.checkpoint.as_deref(), c.trusted.as_deref()).is_ok())
+            .filter(|c| {
+                audit(
+                    checks,
+                    &c.lines,
+                    c.checkpoint.as_deref(),
+                    c.trusted.as_deref(),
+                )
+                .is_ok()
+            })
             .map(|c| c.name)
             .collect();
-        assert!(!slipped.is_empty(), "without the {name} check every case is still caught");
+        assert!(
+            !slipped.is_empty(),
+            "without the {name} check every case is still caught"
+        );
     }
 }
 
@@ -230,7 +362,10 @@ fn clean_logs_pass_with_every_checkpoint_pair() {
             assert_eq!(sum.uncovered, 13 - size as u64);
         }
     }
-    assert_eq!(audit(Checks::default(), &[], None, None).unwrap().records, 0);
+    assert_eq!(
+        audit(Checks::default(), &[], None, None).unwrap().records,
+        0
+    );
 }
 
 #[test]
@@ -239,7 +374,10 @@ fn slow_path_agrees_on_non_canonical_lines() {
     for r in &rs {
         let pretty = serde_json::to_vec_pretty(r).unwrap();
         assert!(canonical_object(&pretty).is_none());
-        assert_eq!(digest_line(&pretty).unwrap(), digest_line(&line(r)).unwrap());
+        assert_eq!(
+            digest_line(&pretty).unwrap(),
+            digest_line(&line(r)).unwrap()
+        );
     }
 }
 

@@ -58,7 +58,9 @@ impl Scanner<'_> {
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
-        self.b[self.at..].starts_with(word).then(|| self.at += word.len())
+        self.b[self.at..]
+            .starts_with(word)
+            .then(|| self.at += word.len())
     }
 
     fn object(&mut self, depth: usize, mut top: Option<&mut Vec<Member>>) -> Option<()> {
@@ -211,7 +213,11 @@ mod tests {
             br#"[1]"#,
             br#"{"a":tru}"#,
         ] {
-            assert!(canonical_object(bad).is_none(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                canonical_object(bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

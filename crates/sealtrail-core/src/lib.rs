@@ -7,6 +7,7 @@
 //! - [`merkle`], [`proof`]: the per-tenant RFC 6962 tree, its O(log n) frontier, inclusion and
 //!   consistency proofs from stored node hashes, and their verification;
 //! - [`audit`]: the offline verifier of an exported log (records, checkpoints, kept checkpoint);
+//! - [`pack`]: the evidence pack's layout and its proofs;
 //! - [`note`], [`checkpoint`]: C2SP signed notes (Ed25519) and tlog-checkpoints;
 //! - [`time`]: RFC 3339 timestamps normalized to UTC microseconds;
 //! - [`partition`]: Kafka-compatible murmur2 partitioning of tenants.
@@ -23,6 +24,7 @@ pub mod json;
 pub mod limits;
 pub mod merkle;
 pub mod note;
+pub mod pack;
 pub mod partition;
 pub mod proof;
 pub mod receipt;

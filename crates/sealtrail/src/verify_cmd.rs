@@ -1,0 +1,333 @@
+//! `sealtrail verify`: the offline audit of an exported log (JSONL) or an evidence pack
+//! (ZIP), with no server. It recomputes every record hash, walks the chain, rebuilds the
+//! Merkle tree and checks it against the signed checkpoint and, when the auditor kept
+//! one, an earlier checkpoint (see `sealtrail_core::audit`).
+//!
+//! Exit codes: 0 everything holds; 1 a check failed (the first failure is reported
+//! precisely); 2 the verification could not run (unreadable file, bad key, bad usage).
+//!
+//! Throughput: lines are read in chunks; each chunk's records are digested (parse, JCS,
+//! SHA-256) on every core, then checked in order on this thread.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use sealtrail_core::audit::{
+    AuditFailure, AuditSummary, Auditor, Checks, LineDigest, LineError, digest_line,
+};
+use sealtrail_core::note::NoteVerifier;
+use sealtrail_core::pack;
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// An evidence pack (.zip from GET /v1/export/evidence-pack) or a JSONL export of
+    /// one tenant's records (GET /v1/export?format=jsonl), `-` for stdin.
+    #[arg(value_name = "PACK_OR_JSONL")]
+    input: PathBuf,
+    /// The signed checkpoint to check the records against (default: the pack's).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// The log's verifier key (`<name>+<key id>+<base64>`), or a file holding it. Get it
+    /// from a source you trust, not from the pack (default: the pack's, with a warning).
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+    /// An earlier signed checkpoint you kept: the log must extend it (no rewrite, no
+    /// truncation, no fork).
+    #[arg(long, value_name = "FILE")]
+    trusted: Option<PathBuf>,
+}
+
+/// Why the command could not run (exit 2).
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
+pub fn run(args: VerifyArgs) -> ExitCode {
+    match verify(&args) {
+        Ok(Ok(summary)) => {
+            print_summary(&summary);
+            ExitCode::SUCCESS
+        }
+        Ok(Err(failure)) => {
+            println!("FAILED [{}] {failure}", failure.code);
+            ExitCode::from(1)
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_summary(s: &AuditSummary) {
+    let tenant = s.tenant_id.as_deref().unwrap_or("(none)");
+    println!(
+        "OK: {} records of tenant {tenant:?}: every hash recomputed, chain unbroken",
+        s.records
+    );
+    println!("tree root: {}", b64(&s.root));
+    match &s.checkpoint {
+        Some(cp) => println!(
+            "checkpoint {} size {} verified: signature by the log key, root matches{}",
+            cp.origin,
+            cp.size,
+            if s.uncovered > 0 {
+                format!(" ({} later records not covered by it)", s.uncovered)
+            } else {
+                String::new()
+            }
+        ),
+        None => {
+            println!("no checkpoint given: truncation and wholesale rewrites cannot be ruled out")
+        }
+    }
+    if let Some(kept) = &s.trusted {
+        println!(
+            "consistent with the kept checkpoint of size {}: no rewrite, no fork",
+            kept.size
+        );
+    }
+}
+
+fn b64(h: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(h)
+}
+
+fn read_text(path: &Path, what: &str) -> Result<String, RunError> {
+    std::fs::read_to_string(path).map_err(io(format!("cannot read the {what} {}", path.display())))
+}
+
+fn parse_key(arg: &str) -> Result<NoteVerifier, RunError> {
+    let text = if Path::new(arg).is_file() {
+        read_text(Path::new(arg), "key file")?
+    } else {
+        arg.to_string()
+    };
+    NoteVerifier::parse(text.trim()).map_err(|e| RunError::Usage(format!("--key: {e}")))
+}
+
+/// Runs the audit: `Err` when it could not run, `Ok(Err)` when a check failed.
+fn verify(args: &VerifyArgs) -> Result<Result<AuditSummary, AuditFailure>, RunError> {
+    let key = args.key.as_deref().map(parse_key).transpose()?;
+    let checkpoint = args
+        .checkpoint
+        .as_deref()
+        .map(|p| read_text(p, "checkpoint"))
+        .transpose()?;
+    let trusted = args
+        .trusted
+        .as_deref()
+        .map(|p| read_text(p, "kept checkpoint"))
+        .transpose()?;
+    if args.input != Path::new("-") && is_zip(&args.input)? {
+        return verify_pack(&args.input, key, checkpoint, trusted);
+    }
+    if (checkpoint.is_some() || trusted.is_some()) && key.is_none() {
+        return Err(RunError::Usage(
+            "checking a checkpoint needs the log's verifier key: pass --key".into(),
+        ));
+    }
+    let auditor = match Auditor::new(
+        Checks::default(),
+        key.as_ref(),
+        checkpoint.as_deref(),
+        trusted.as_deref(),
+    ) {
+        Ok(a) => a,
+        Err(f) => return Ok(Err(f)),
+    };
+    if args.input == Path::new("-") {
+        return check_lines(auditor, BufReader::new(std::io::stdin().lock()), None);
+    }
+    let file =
+        File::open(&args.input).map_err(io(format!("cannot open {}", args.input.display())))?;
+    let len = file.metadata().map(|m| m.len()).ok();
+    check_lines(auditor, BufReader::with_capacity(1 << 20, file), len)
+}
+
+fn is_zip(path: &Path) -> Result<bool, RunError> {
+    let mut magic = [0u8; 4];
+    let mut f = File::open(path).map_err(io(format!("cannot open {}", path.display())))?;
+    let n = f
+        .read(&mut magic)
+        .map_err(io(format!("cannot read {}", path.display())))?;
+    Ok(n == 4 && magic == *b"PK\x03\x04")
+}
+
+fn verify_pack(
+    path: &Path,
+    key: Option<NoteVerifier>,
+    checkpoint: Option<String>,
+    trusted: Option<String>,
+) -> Result<Result<AuditSummary, AuditFailure>, RunError> {
+    let file = File::open(path).map_err(io(format!("cannot open {}", path.display())))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(file))
+        .map_err(|e| RunError::Usage(format!("{} is not a readable ZIP: {e}", path.display())))?;
+    let mut entry_text = |name: &str| -> Result<Option<String>, RunError> {
+        match zip.by_name(name) {
+            Ok(mut f) => {
+                let mut s = String::new();
+                f.read_to_string(&mut s)
+                    .map_err(io(format!("cannot read {name} in the pack")))?;
+                Ok(Some(s))
+            }
+            Err(zip::result::ZipError::FileNotFound) => Ok(None),
+            Err(e) => Err(RunError::Usage(format!(
+                "cannot read {name} in the pack: {e}"
+            ))),
+        }
+    };
+    let pack_key = entry_text(pack::KEY)?;
+    let pack_checkpoint = entry_text(pack::CHECKPOINT)?;
+    let proofs = entry_text(pack::PROOFS)?;
+    let key = match (key, pack_key) {
+        (Some(k), _) => k,
+        (None, Some(k)) => {
+            eprintln!(
+                "warning: using the key inside the pack; pass --key with the log's key from a source you trust"
+            );
+            parse_key(k.trim())?
+        }
+        (None, None) => return Err(RunError::Usage("the pack has no key: pass --key".into())),
+    };
+    let checkpoint = checkpoint.or(pack_checkpoint);
+    let auditor = match Auditor::new(
+        Checks::default(),
+        Some(&key),
+        checkpoint.as_deref(),
+        trusted.as_deref(),
+    ) {
+        Ok(a) => a,
+        Err(f) => return Ok(Err(f)),
+    };
+    let records = zip
+        .by_name(pack::RECORDS)
+        .map_err(|e| RunError::Usage(format!("the pack has no {}: {e}", pack::RECORDS)))?;
+    let len = Some(records.size());
+    let summary = match check_lines(auditor, BufReader::with_capacity(1 << 20, records), len)? {
+        Ok(s) => s,
+        Err(f) => return Ok(Err(f)),
+    };
+    if let Some(proofs) = proofs {
+        let cp = summary.checkpoint.as_ref();
+        if let Err(f) = pack::check_proofs(&proofs, cp) {
+            return Ok(Err(f));
+        }
+    }
+    Ok(Ok(summary))
+}
+
+/// Lines per chunk: large enough to keep every core busy, small enough to stay cache-
+/// and memory-friendly (a few MB).
+const CHUNK_LINES: usize = 8192;
+
+fn check_lines(
+    mut auditor: Auditor,
+    mut input: impl BufRead,
+    total_bytes: Option<u64>,
+) -> Result<Result<AuditSummary, AuditFailure>, RunError> {
+    let bar = progress(total_bytes);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_LINES * 700);
+    let mut ends: Vec<usize> = Vec::with_capacity(CHUNK_LINES);
+    let mut digests: Vec<Result<LineDigest, LineError>> = Vec::with_capacity(CHUNK_LINES);
+    loop {
+        buf.clear();
+        ends.clear();
+        while ends.len() < CHUNK_LINES {
+            let n = input
+                .read_until(b'\n', &mut buf)
+                .map_err(io("cannot read the records"))?;
+            if n == 0 {
+                break;
+            }
+            if buf.ends_with(b"\n") {
+                buf.pop();
+                if buf.ends_with(b"\r") {
+                    buf.pop();
+                }
+            }
+            ends.push(buf.len());
+        }
+        if ends.is_empty() {
+            break;
+        }
+        let lines: Vec<&[u8]> = ends
+            .iter()
+            .scan(0, |start, &end| {
+                let line = &buf[*start..end];
+                *start = end;
+                Some(line)
+            })
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .collect();
+        digests.clear();
+        digest_parallel(&lines, workers, &mut digests);
+        for d in &digests {
+            if let Err(f) = auditor.feed(d.as_ref()) {
+                bar.abandon();
+                return Ok(Err(f));
+            }
+        }
+        bar.inc(buf.len() as u64 + ends.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(auditor.finish())
+}
+
+fn digest_parallel(lines: &[&[u8]], workers: usize, out: &mut Vec<Result<LineDigest, LineError>>) {
+    if workers <= 1 || lines.len() < 256 {
+        out.extend(lines.iter().map(|l| digest_line(l)));
+        return;
+    }
+    let per = lines.len().div_ceil(workers);
+    let parts: Vec<Vec<Result<LineDigest, LineError>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = lines
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(|l| digest_line(l)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("digest worker"))
+            .collect()
+    });
+    for p in parts {
+        out.extend(p);
+    }
+}
+
+/// A byte-count progress bar on stderr, drawn only when stderr is a terminal.
+fn progress(total: Option<u64>) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(t) => indicatif::ProgressBar::new(t),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} verifying [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
