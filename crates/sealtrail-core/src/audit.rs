@@ -83,8 +83,15 @@ fn digest_canonical(
     check_members(members.iter().map(|m| &line[m.key.clone()]))?;
     let value = |i: usize| &line[members[i].value.clone()];
     let string = |i: usize| -> Result<String, LineError> {
-        serde_json::from_slice::<String>(value(i))
-            .map_err(|_| LineError(format!("{} must be a string", MEMBERS[i])))
+        let v = value(i);
+        let not_string = || LineError(format!("{} must be a string", MEMBERS[i]));
+        // the common case, a string without escapes, needs no JSON decoding
+        if v.len() >= 2 && v[0] == b'"' && !v[1..v.len() - 1].contains(&b'\\') {
+            return std::str::from_utf8(&v[1..v.len() - 1])
+                .map(str::to_string)
+                .map_err(|_| not_string());
+        }
+        serde_json::from_slice::<String>(v).map_err(|_| not_string())
     };
     let hash = members[3].clone();
     // cut `"hash":"…"` and the comma after it (it is never the last member)
@@ -93,8 +100,11 @@ fn digest_canonical(
     let mut h = Sha256::new();
     h.update(&line[..cut_start]);
     h.update(&line[cut_end..]);
-    let sequence_number = serde_json::from_slice::<u64>(value(9))
-        .map_err(|_| LineError("sequence_number must be a positive integer".into()))?;
+    // the scanner admits only plain integers of at most 15 digits here
+    let sequence_number = std::str::from_utf8(value(9))
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| LineError("sequence_number must be a positive integer".into()))?;
     Ok(LineDigest {
         id: string(4)?,
         tenant_id: string(10)?,

@@ -6,8 +6,8 @@
 //! Exit codes: 0 everything holds; 1 a check failed (the first failure is reported
 //! precisely); 2 the verification could not run (unreadable file, bad key, bad usage).
 //!
-//! Throughput: lines are read in chunks; each chunk's records are digested (parse, JCS,
-//! SHA-256) on every core, then checked in order on this thread.
+//! Throughput: a pipeline on every core (read chunks → digest: parse, JCS, SHA-256 →
+//! check in order); ~1M records/s on 2 cores (README, "Verifying offline").
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -153,7 +153,11 @@ fn verify(args: &VerifyArgs) -> Result<Result<AuditSummary, AuditFailure>, RunEr
         Err(f) => return Ok(Err(f)),
     };
     if args.input == Path::new("-") {
-        return check_lines(auditor, BufReader::new(std::io::stdin().lock()), None);
+        return check_lines(
+            auditor,
+            BufReader::with_capacity(1 << 20, std::io::stdin()),
+            None,
+        );
     }
     let file =
         File::open(&args.input).map_err(io(format!("cannot open {}", args.input.display())))?;
@@ -233,83 +237,125 @@ fn verify_pack(
     Ok(Ok(summary))
 }
 
-/// Lines per chunk: large enough to keep every core busy, small enough to stay cache-
-/// and memory-friendly (a few MB).
-const CHUNK_LINES: usize = 8192;
+/// Lines per chunk: large enough to amortize hand-offs, small enough to stay cache- and
+/// memory-friendly (a few MB per chunk in flight).
+const CHUNK_LINES: usize = 4096;
+/// Chunks in flight between the stages (bounds memory).
+const IN_FLIGHT: usize = 8;
 
-fn check_lines(
-    mut auditor: Auditor,
-    mut input: impl BufRead,
-    total_bytes: Option<u64>,
-) -> Result<Result<AuditSummary, AuditFailure>, RunError> {
-    let bar = progress(total_bytes);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_LINES * 700);
-    let mut ends: Vec<usize> = Vec::with_capacity(CHUNK_LINES);
-    let mut digests: Vec<Result<LineDigest, LineError>> = Vec::with_capacity(CHUNK_LINES);
-    loop {
-        buf.clear();
-        ends.clear();
-        while ends.len() < CHUNK_LINES {
-            let n = input
-                .read_until(b'\n', &mut buf)
-                .map_err(io("cannot read the records"))?;
-            if n == 0 {
-                break;
-            }
-            if buf.ends_with(b"\n") {
-                buf.pop();
-                if buf.ends_with(b"\r") {
-                    buf.pop();
-                }
-            }
-            ends.push(buf.len());
-        }
-        if ends.is_empty() {
-            break;
-        }
-        let lines: Vec<&[u8]> = ends
-            .iter()
-            .scan(0, |start, &end| {
-                let line = &buf[*start..end];
-                *start = end;
-                Some(line)
-            })
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .collect();
-        digests.clear();
-        digest_parallel(&lines, workers, &mut digests);
-        for d in &digests {
-            if let Err(f) = auditor.feed(d.as_ref()) {
-                bar.abandon();
-                return Ok(Err(f));
-            }
-        }
-        bar.inc(buf.len() as u64 + ends.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(auditor.finish())
+/// One chunk of input lines: a buffer and the end offset of each line in it.
+struct Chunk {
+    seq: u64,
+    buf: Vec<u8>,
+    ends: Vec<usize>,
 }
 
-fn digest_parallel(lines: &[&[u8]], workers: usize, out: &mut Vec<Result<LineDigest, LineError>>) {
-    if workers <= 1 || lines.len() < 256 {
-        out.extend(lines.iter().map(|l| digest_line(l)));
-        return;
+type Digests = Vec<Result<LineDigest, LineError>>;
+
+/// Reads the next chunk; `None` at the end of the input.
+fn read_chunk(input: &mut impl BufRead, seq: u64) -> std::io::Result<Option<Chunk>> {
+    let mut buf = Vec::with_capacity(CHUNK_LINES * 700);
+    let mut ends = Vec::with_capacity(CHUNK_LINES);
+    while ends.len() < CHUNK_LINES {
+        let start = buf.len();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        while buf.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+            buf.pop();
+        }
+        if buf[start..].iter().all(u8::is_ascii_whitespace) {
+            buf.truncate(start); // blank lines are not records
+            continue;
+        }
+        ends.push(buf.len());
     }
-    let per = lines.len().div_ceil(workers);
-    let parts: Vec<Vec<Result<LineDigest, LineError>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = lines
-            .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(|l| digest_line(l)).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("digest worker"))
-            .collect()
-    });
-    for p in parts {
-        out.extend(p);
-    }
+    Ok((!ends.is_empty()).then_some(Chunk { seq, buf, ends }))
+}
+
+fn digest_chunk(chunk: &Chunk) -> Digests {
+    let mut start = 0;
+    chunk
+        .ends
+        .iter()
+        .map(|&end| {
+            let d = digest_line(&chunk.buf[start..end]);
+            start = end;
+            d
+        })
+        .collect()
+}
+
+/// A pipeline on every core: one thread reads chunks, workers digest them (parse, JCS,
+/// SHA-256), and this thread feeds the digests to the auditor in input order.
+fn check_lines(
+    mut auditor: Auditor,
+    mut input: impl BufRead + Send,
+    total_bytes: Option<u64>,
+) -> Result<Result<AuditSummary, AuditFailure>, RunError> {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, mpsc};
+    let bar = progress(total_bytes);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Chunk>(IN_FLIGHT);
+    let chunk_rx = Mutex::new(chunk_rx);
+    let (done_tx, done_rx) = mpsc::sync_channel::<(u64, usize, Digests)>(IN_FLIGHT);
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || -> std::io::Result<()> {
+            let mut seq = 0;
+            while let Some(chunk) = read_chunk(&mut input, seq)? {
+                seq += 1;
+                if chunk_tx.send(chunk).is_err() {
+                    break; // the auditor stopped at a failure
+                }
+            }
+            Ok(())
+        });
+        for _ in 0..workers {
+            let (rx, tx) = (&chunk_rx, done_tx.clone());
+            s.spawn(move || {
+                loop {
+                    let next = rx.lock().expect("chunk queue").recv();
+                    let Ok(chunk) = next else { break };
+                    let bytes = chunk.buf.len() + chunk.ends.len();
+                    if tx.send((chunk.seq, bytes, digest_chunk(&chunk))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let mut pending: BTreeMap<u64, (usize, Digests)> = BTreeMap::new();
+        let mut next = 0u64;
+        let mut outcome = None;
+        'feed: for (seq, bytes, digests) in done_rx.iter() {
+            pending.insert(seq, (bytes, digests));
+            while let Some((bytes, digests)) = pending.remove(&next) {
+                for d in &digests {
+                    if let Err(f) = auditor.feed(d.as_ref()) {
+                        outcome = Some(Err(f));
+                        break 'feed;
+                    }
+                }
+                bar.inc(bytes as u64);
+                next += 1;
+            }
+        }
+        // dropping the receiver stops the workers, which stops the reader
+        drop(done_rx);
+        let read = reader.join().expect("reader thread");
+        match outcome {
+            Some(failure) => {
+                bar.abandon();
+                Ok(failure)
+            }
+            None => {
+                read.map_err(io("cannot read the records"))?;
+                bar.finish_and_clear();
+                Ok(auditor.finish())
+            }
+        }
+    })
 }
 
 /// A byte-count progress bar on stderr, drawn only when stderr is a terminal.
