@@ -113,6 +113,17 @@ pub fn inclusion_proof_nodes(index: u64, size: u64) -> Vec<NodeId> {
         .collect()
 }
 
+/// The node ids [`consistency_proof`] reads.
+pub fn consistency_proof_nodes(from: u64, to: u64) -> Vec<NodeId> {
+    if from == 0 || from >= to {
+        return Vec::new();
+    }
+    consistency_ranges(from, to)
+        .iter()
+        .flat_map(|&(a, b)| range_nodes(a, b))
+        .collect()
+}
+
 /// The audit path of leaf `index` (0-based) in the tree of the first `size` leaves.
 pub fn inclusion_proof<S: NodeSource>(
     source: &S,

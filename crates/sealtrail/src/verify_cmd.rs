@@ -252,10 +252,15 @@ struct Chunk {
 
 type Digests = Vec<Result<LineDigest, LineError>>;
 
-/// Reads the next chunk; `None` at the end of the input.
-fn read_chunk(input: &mut impl BufRead, seq: u64) -> std::io::Result<Option<Chunk>> {
-    let mut buf = Vec::with_capacity(CHUNK_LINES * 700);
-    let mut ends = Vec::with_capacity(CHUNK_LINES);
+/// Reads the next chunk into `buf`/`ends` (recycled buffers: fresh pages cost the kernel
+/// more than the parsing); `None` at the end of the input.
+fn read_chunk(
+    input: &mut impl BufRead,
+    seq: u64,
+    (mut buf, mut ends): (Vec<u8>, Vec<usize>),
+) -> std::io::Result<Option<Chunk>> {
+    buf.clear();
+    ends.clear();
     while ends.len() < CHUNK_LINES {
         let start = buf.len();
         if input.read_until(b'\n', &mut buf)? == 0 {
@@ -301,9 +306,20 @@ fn check_lines(
     let chunk_rx = Mutex::new(chunk_rx);
     let (done_tx, done_rx) = mpsc::sync_channel::<(u64, usize, Digests)>(IN_FLIGHT);
     std::thread::scope(|s| {
+        let (recycle_tx, recycle_rx) = mpsc::sync_channel::<(Vec<u8>, Vec<usize>)>(2 * IN_FLIGHT);
         let reader = s.spawn(move || -> std::io::Result<()> {
             let mut seq = 0;
-            while let Some(chunk) = read_chunk(&mut input, seq)? {
+            let fresh = || {
+                (
+                    Vec::with_capacity(CHUNK_LINES * 700),
+                    Vec::with_capacity(CHUNK_LINES),
+                )
+            };
+            while let Some(chunk) = read_chunk(
+                &mut input,
+                seq,
+                recycle_rx.try_recv().unwrap_or_else(|_| fresh()),
+            )? {
                 seq += 1;
                 if chunk_tx.send(chunk).is_err() {
                     break; // the auditor stopped at a failure
@@ -312,19 +328,22 @@ fn check_lines(
             Ok(())
         });
         for _ in 0..workers {
-            let (rx, tx) = (&chunk_rx, done_tx.clone());
+            let (rx, tx, recycle) = (&chunk_rx, done_tx.clone(), recycle_tx.clone());
             s.spawn(move || {
                 loop {
                     let next = rx.lock().expect("chunk queue").recv();
                     let Ok(chunk) = next else { break };
                     let bytes = chunk.buf.len() + chunk.ends.len();
-                    if tx.send((chunk.seq, bytes, digest_chunk(&chunk))).is_err() {
+                    let digests = digest_chunk(&chunk);
+                    let _ = recycle.try_send((chunk.buf, chunk.ends));
+                    if tx.send((chunk.seq, bytes, digests)).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(done_tx);
+        drop(recycle_tx);
         let mut pending: BTreeMap<u64, (usize, Digests)> = BTreeMap::new();
         let mut next = 0u64;
         let mut outcome = None;
