@@ -9,6 +9,9 @@ use crate::record::{Record, chain_step, hash_hex};
 use proptest::prelude::*;
 use serde_json::json;
 
+/// A named change to a value.
+type Edit<T> = fn(&mut T);
+
 const ORIGIN: &str = "audit.example.com";
 
 fn signer() -> NoteSigner {
@@ -111,7 +114,7 @@ fn matrix() -> Vec<Case> {
             })
         };
     // a changed value in each member (the stored hash kept)
-    let edits: [(&'static str, fn(&mut Record)); 12] = [
+    let edits: [(&'static str, Edit<Record>); 12] = [
         ("action", |r| r.action.push('x')),
         ("actor", |r| r.actor.id.push('x')),
         ("created_at", |r| {
@@ -314,7 +317,7 @@ fn every_tampering_is_detected_precisely() {
 
 #[test]
 fn each_check_is_needed() {
-    let off: [(&str, fn(&mut Checks)); 8] = [
+    let off: [(&str, Edit<Checks>); 8] = [
         ("record_hash", |c| c.record_hash = false),
         ("sequence", |c| c.sequence = false),
         ("prev_hash", |c| c.prev_hash = false),

@@ -6,7 +6,7 @@
 //! - [`KEY`]: the log's verifier key, `<name>+<key id>+<base64>`;
 //! - [`PROOFS`]: inclusion proofs (JSON) of some records in that checkpoint, as the API
 //!   serves them, so an auditor can check a proof without the whole log;
-//! - [`README`]: VERIFY.md.
+//! - [`README`] (VERIFY.md): how to verify the pack by hand.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
