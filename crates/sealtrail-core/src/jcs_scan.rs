@@ -126,12 +126,7 @@ impl Scanner<'_> {
         let start = self.at;
         loop {
             // skip plain bytes in one tight loop (most of a record)
-            let rest = &self.b[self.at..];
-            let plain = rest
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-                .unwrap_or(rest.len());
-            self.at += plain;
+            self.at += plain_run(&self.b[self.at..]);
             let c = self.peek()?;
             match c {
                 b'"' => {
@@ -190,9 +185,48 @@ impl Scanner<'_> {
     }
 }
 
+/// Length of the prefix of `rest` without `"`, `\\` or control characters: eight bytes
+/// at a time (SWAR; a flagged word may be a false alarm, then bytes decide).
+fn plain_run(rest: &[u8]) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(word) = rest.get(i..i + 8) {
+        let v = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        let q = v ^ (LO * b'"' as u64);
+        let b = v ^ (LO * b'\\' as u64);
+        let special = (q.wrapping_sub(LO) & !q)
+            | (b.wrapping_sub(LO) & !b)
+            | (v.wrapping_sub(LO * 0x20) & !v);
+        if special & HI != 0 {
+            break;
+        }
+        i += 8;
+    }
+    i + rest[i..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .unwrap_or(rest.len() - i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_run_stops_at_every_special_byte() {
+        for len in 0..40 {
+            for special in [b'"', b'\\', 0x00, 0x1f] {
+                for at in 0..=len {
+                    let mut v: Vec<u8> = (0..len).map(|i| b"az \x7f\xc3\xa9~!"[i % 7]).collect();
+                    if at < len {
+                        v[at] = special;
+                    }
+                    assert_eq!(plain_run(&v), at, "len {len} special {special} at {at}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn accepts_canonical_and_refuses_the_rest() {

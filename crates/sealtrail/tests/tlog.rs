@@ -115,10 +115,28 @@ async fn the_log_is_verifiable(store: &str) {
     let path: Vec<Hash> = c["hashes"].as_array().unwrap().iter().map(h).collect();
     verify_consistency(13, 33, &path, &kept.root, &cp.root).unwrap();
 
+    // sync ingest may carry the checkpoint and the record's inclusion proof
+    let (s, r) = api
+        .post("/v1/events?sync=true&proof=true", &event("with-proof"))
+        .await;
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(r["sequence_number"], json!(34));
+    let cp34 = Checkpoint::open(r["checkpoint"].as_str().unwrap(), &verifier, None).unwrap();
+    assert_eq!(cp34.size, 34);
+    let p = &r["inclusion_proof"];
+    let path: Vec<Hash> = p["hashes"].as_array().unwrap().iter().map(h).collect();
+    let leaf = record_leaf(r["hash"].as_str().unwrap()).unwrap();
+    verify_inclusion(&leaf, 33, 34, &path, &cp34.root).unwrap();
+    let (s, plain) = api
+        .post("/v1/events?sync=true", &event("without-proof"))
+        .await;
+    assert_eq!(s, 201);
+    assert!(plain.get("checkpoint").is_none());
+
     // bad requests are 400 with the error shape
     for bad in [
         "/v1/proof/inclusion?sequence_number=0",
-        "/v1/proof/inclusion?sequence_number=34",
+        "/v1/proof/inclusion?sequence_number=36",
         "/v1/proof/inclusion?sequence_number=3&tree_size=99",
         "/v1/proof/inclusion?sequence_number=x",
         "/v1/proof/inclusion",
@@ -135,7 +153,7 @@ async fn the_log_is_verifiable(store: &str) {
     // exports
     let (s, jsonl) = text(&api, "/v1/export?format=jsonl").await;
     assert_eq!(s, 200);
-    assert_eq!(jsonl.lines().count(), 33);
+    assert_eq!(jsonl.lines().count(), 35);
     let (s, csv) = text(&api, "/v1/export?format=csv&from=2&to=4").await;
     assert_eq!(s, 200);
     assert_eq!(csv.lines().count(), 4, "{csv}");
@@ -158,7 +176,7 @@ async fn the_log_is_verifiable(store: &str) {
         &f("kept.txt"),
     ]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("OK: 33 records"), "{out}");
+    assert!(out.contains("OK: 35 records"), "{out}");
     std::fs::write(
         files.join("pack.zip"),
         bytes(&api, "/v1/export/evidence-pack").await,
