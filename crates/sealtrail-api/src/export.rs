@@ -333,3 +333,18 @@ pub async fn evidence_pack(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        let mut out = String::new();
+        for f in ["plain", "a,b", "say \"hi\"", "two\nlines", ""] {
+            csv_field(&mut out, f);
+            out.push('|');
+        }
+        assert_eq!(out, "plain|\"a,b\"|\"say \"\"hi\"\"\"|\"two\nlines\"||");
+    }
+}

@@ -414,6 +414,9 @@ impl<C: PartitionConsumer> Chainer<C> {
     /// records. A crash midway leaves some nodes written; they are deterministic, so the
     /// next attempt rewrites the same values.
     async fn load_frontier(&self, tenant: &str, size: u64) -> Result<Frontier, StoreError> {
+        if size == 0 {
+            return Ok(Frontier::new());
+        }
         let ids = Frontier::ids(size);
         let stored = self.store.tree_nodes(tenant, ids).await?;
         if let Some(hashes) = stored.into_iter().collect::<Option<Vec<_>>>() {
