@@ -185,6 +185,21 @@ async fn the_log_is_verifiable(store: &str) {
     let (code, out) = verify_cli(&[&f("pack.zip"), "--key", vkey, "--trusted", &f("kept.txt")]);
     assert_eq!(code, 0, "{out}");
 
+    // a pack with one record changed, and a pack checked with another log's key
+    let pack = std::fs::read(files.join("pack.zip")).unwrap();
+    std::fs::write(
+        files.join("bad-pack.zip"),
+        repack(&pack, "\"outcome\":\"success\"", "\"outcome\":\"error\""),
+    )
+    .unwrap();
+    let (code, out) = verify_cli(&[&f("bad-pack.zip"), "--key", vkey]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[hash_mismatch] record 1"), "{out}");
+    let other = sealtrail_core::note::NoteSigner::from_seed("sealtrail.local", [9; 32]).unwrap();
+    let (code, out) = verify_cli(&[&f("pack.zip"), "--key", &other.verifier().to_string()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[bad_signature]"), "{out}");
+
     // tampered: one changed byte in a record
     let tampered = jsonl.replacen("\"outcome\":\"success\"", "\"outcome\":\"failure\"", 1);
     std::fs::write(files.join("bad.jsonl"), tampered).unwrap();
@@ -218,4 +233,24 @@ async fn the_log_is_verifiable_fjall() {
 #[tokio::test]
 async fn the_log_is_verifiable_sqlite() {
     the_log_is_verifiable("sqlite").await;
+}
+
+/// The pack with `from` replaced by `to` (once) in its records.
+fn repack(pack: &[u8], from: &str, to: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(pack)).unwrap();
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        let name = f.name().unwrap().to_string();
+        let mut text = String::new();
+        f.read_to_string(&mut text).unwrap();
+        if name == sealtrail_core::pack::RECORDS {
+            text = text.replacen(from, to, 1);
+        }
+        out.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        out.write_all(text.as_bytes()).unwrap();
+    }
+    out.finish().unwrap().into_inner()
 }
