@@ -299,7 +299,12 @@ fn check_lines(
     total_bytes: Option<u64>,
 ) -> Result<Result<AuditSummary, AuditFailure>, RunError> {
     use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Mutex, mpsc};
+    // Set at the first failure: the reader stops reading and the workers drain what is
+    // queued without digesting it, so no stage waits forever on a full channel.
+    let stop = AtomicBool::new(false);
+    let stop = &stop;
     let bar = progress(total_bytes);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Chunk>(IN_FLIGHT);
@@ -315,11 +320,13 @@ fn check_lines(
                     Vec::with_capacity(CHUNK_LINES),
                 )
             };
-            while let Some(chunk) = read_chunk(
-                &mut input,
-                seq,
-                recycle_rx.try_recv().unwrap_or_else(|_| fresh()),
-            )? {
+            while !stop.load(Ordering::Relaxed)
+                && let Some(chunk) = read_chunk(
+                    &mut input,
+                    seq,
+                    recycle_rx.try_recv().unwrap_or_else(|_| fresh()),
+                )?
+            {
                 seq += 1;
                 if chunk_tx.send(chunk).is_err() {
                     break; // the auditor stopped at a failure
@@ -333,11 +340,14 @@ fn check_lines(
                 loop {
                     let next = rx.lock().expect("chunk queue").recv();
                     let Ok(chunk) = next else { break };
+                    if stop.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     let bytes = chunk.buf.len() + chunk.ends.len();
                     let digests = digest_chunk(&chunk);
                     let _ = recycle.try_send((chunk.buf, chunk.ends));
                     if tx.send((chunk.seq, bytes, digests)).is_err() {
-                        break;
+                        stop.store(true, Ordering::Relaxed);
                     }
                 }
             });
@@ -352,6 +362,7 @@ fn check_lines(
             while let Some((bytes, digests)) = pending.remove(&next) {
                 for d in &digests {
                     if let Err(f) = auditor.feed(d.as_ref()) {
+                        stop.store(true, Ordering::Relaxed);
                         outcome = Some(Err(f));
                         break 'feed;
                     }
@@ -360,7 +371,6 @@ fn check_lines(
                 next += 1;
             }
         }
-        // dropping the receiver stops the workers, which stops the reader
         drop(done_rx);
         let read = reader.join().expect("reader thread");
         match outcome {

@@ -254,3 +254,17 @@ fn repack(pack: &[u8], from: &str, to: &str) -> Vec<u8> {
     }
     out.finish().unwrap().into_inner()
 }
+
+/// A failure early in a large input stops the verifier at once (regression: the reader
+/// must not wait forever on a full pipeline once the checks have stopped).
+#[test]
+fn an_early_failure_in_a_large_input_ends_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.jsonl");
+    let mut text = String::from("not json\n");
+    text.push_str(&"{}\n".repeat(300_000));
+    std::fs::write(&path, text).unwrap();
+    let (code, out) = verify_cli(&[path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[unreadable_record] record 1"), "{out}");
+}
