@@ -163,6 +163,21 @@ def test_checkpoint_signature_and_proofs_verify_independently(base_url, new_tena
     forked = bytes([old_root[0] ^ 1]) + old_root[1:]
     assert not verify_consistency(8, 21, path, forked, root), "a forked earlier root is refused"
 
+    # sync ingest with ?proof=true: the record plus its checkpoint and inclusion proof
+    r = requests.post(
+        f"{base_url}/v1/events?sync=true&proof=true",
+        json={"actor": {"id": "u1"}, "action": "doc.read", "resource": {"id": "d", "type": "doc"}, "outcome": "success"},
+        headers=auth(t.key),
+        timeout=HTTP_TIMEOUT,
+    )
+    assert r.status_code == 201, r.text
+    rec = rjson(r)
+    _, cp_size, cp_root = parse_checkpoint(open_note(rec["checkpoint"], vkey))
+    assert cp_size == rec["sequence_number"] == 22
+    proof = rec["inclusion_proof"]
+    path = [base64.b64decode(h) for h in proof["hashes"]]
+    assert verify_inclusion(bytes.fromhex(rec["hash"]), 21, 22, path, cp_root)
+
     # a changed checkpoint no longer verifies
     tampered = note.replace(f"\n{size}\n", f"\n{size + 1}\n", 1)
     try:

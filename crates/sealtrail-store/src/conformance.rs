@@ -451,4 +451,25 @@ pub async fn tree_nodes_round_trip(store: &dyn Store) {
         .map(|h| h.expect("frontier node stored"))
         .collect();
     assert_eq!(Frontier::from_nodes(11, hashes).unwrap(), frontier);
+
+    // a batch of nodes alone (how a chain stored without them is backfilled)
+    let recs = make_chain("conf-tree-backfill", None, 3);
+    store
+        .append(CommitBatch {
+            records: recs.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let nodes = tree_nodes_of(&mut Frontier::new(), &recs);
+    store
+        .append(CommitBatch {
+            tree_nodes: nodes.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("a batch of tree nodes only");
+    let ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
+    let got = store.tree_nodes("conf-tree-backfill", ids).await.unwrap();
+    assert!(got.iter().all(Option::is_some));
 }
