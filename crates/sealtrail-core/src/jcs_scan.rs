@@ -70,14 +70,10 @@ impl Scanner<'_> {
         }
         let mut prev: Option<Range<usize>> = None;
         loop {
-            let key = self.string()?;
+            let key = self.key()?;
             let raw = &self.b[key.clone()];
-            // plain ASCII keys without escapes sort by bytes exactly as JCS sorts them
-            if !raw.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\') {
-                return None;
-            }
             if let Some(p) = &prev
-                && self.b[p.clone()] >= *raw
+                && !ascending(&self.b[p.clone()], raw)
             {
                 return None; // out of order or duplicate
             }
@@ -118,6 +114,19 @@ impl Scanner<'_> {
                 _ => return None,
             }
         }
+    }
+
+    /// An object key: plain printable ASCII without escapes (such keys sort by bytes
+    /// exactly as JCS sorts them); returns the span inside the quotes.
+    fn key(&mut self) -> Option<Range<usize>> {
+        self.eat(b'"')?;
+        let start = self.at;
+        let len = self.b[start..]
+            .iter()
+            .position(|&c| !(0x20..0x7f).contains(&c) || c == b'"' || c == b'\\')?;
+        self.at += len;
+        self.eat(b'"')?;
+        Some(start..start + len)
     }
 
     /// A string as JCS writes it; returns the span inside the quotes.
@@ -183,6 +192,16 @@ impl Scanner<'_> {
             _ => Some(()),
         }
     }
+}
+
+/// `a < b` in byte order; keys are short, so a loop beats a `memcmp` call.
+fn ascending(a: &[u8], b: &[u8]) -> bool {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x < y;
+        }
+    }
+    a.len() < b.len()
 }
 
 /// Length of the prefix of `rest` without `"`, `\\` or control characters: eight bytes
