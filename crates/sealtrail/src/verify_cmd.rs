@@ -278,17 +278,15 @@ fn read_chunk(
     Ok((!ends.is_empty()).then_some(Chunk { seq, buf, ends }))
 }
 
-fn digest_chunk(chunk: &Chunk) -> Digests {
+fn digest_chunk(chunk: &Chunk, mut out: Digests) -> Digests {
+    out.clear();
     let mut start = 0;
-    chunk
-        .ends
-        .iter()
-        .map(|&end| {
-            let d = digest_line(&chunk.buf[start..end]);
-            start = end;
-            d
-        })
-        .collect()
+    out.extend(chunk.ends.iter().map(|&end| {
+        let d = digest_line(&chunk.buf[start..end]);
+        start = end;
+        d
+    }));
+    out
 }
 
 /// A pipeline on every core: one thread reads chunks, workers digest them (parse, JCS,
@@ -310,6 +308,9 @@ fn check_lines(
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Chunk>(IN_FLIGHT);
     let chunk_rx = Mutex::new(chunk_rx);
     let (done_tx, done_rx) = mpsc::sync_channel::<(u64, usize, Digests)>(IN_FLIGHT);
+    // digest vectors go back to the workers too (fresh pages cost more than the work)
+    let (spare_tx, spare_rx) = mpsc::sync_channel::<Digests>(2 * IN_FLIGHT);
+    let spare_rx = Mutex::new(spare_rx);
     std::thread::scope(|s| {
         let (recycle_tx, recycle_rx) = mpsc::sync_channel::<(Vec<u8>, Vec<usize>)>(2 * IN_FLIGHT);
         let reader = s.spawn(move || -> std::io::Result<()> {
@@ -336,6 +337,7 @@ fn check_lines(
         });
         for _ in 0..workers {
             let (rx, tx, recycle) = (&chunk_rx, done_tx.clone(), recycle_tx.clone());
+            let spare = &spare_rx;
             s.spawn(move || {
                 loop {
                     let next = rx.lock().expect("chunk queue").recv();
@@ -344,7 +346,8 @@ fn check_lines(
                         continue;
                     }
                     let bytes = chunk.buf.len() + chunk.ends.len();
-                    let digests = digest_chunk(&chunk);
+                    let reuse = spare.lock().expect("spare digests").try_recv();
+                    let digests = digest_chunk(&chunk, reuse.unwrap_or_default());
                     let _ = recycle.try_send((chunk.buf, chunk.ends));
                     if tx.send((chunk.seq, bytes, digests)).is_err() {
                         stop.store(true, Ordering::Relaxed);
@@ -359,7 +362,7 @@ fn check_lines(
         let mut outcome = None;
         'feed: for (seq, bytes, digests) in done_rx.iter() {
             pending.insert(seq, (bytes, digests));
-            while let Some((bytes, digests)) = pending.remove(&next) {
+            while let Some((bytes, mut digests)) = pending.remove(&next) {
                 for d in &digests {
                     if let Err(f) = auditor.feed(d.as_ref()) {
                         stop.store(true, Ordering::Relaxed);
@@ -367,6 +370,8 @@ fn check_lines(
                         break 'feed;
                     }
                 }
+                digests.clear();
+                let _ = spare_tx.try_send(digests);
                 bar.inc(bytes as u64);
                 next += 1;
             }
