@@ -20,7 +20,7 @@ test: test-rust test-python test-distributed ## every test suite: Rust, Python, 
 test-rust: ## Rust tests (unit, property, store conformance, chainer, end-to-end over HTTP)
 	$(CARGO) test --workspace
 
-test-python: python-deps ## Python e2e: the official fact0 SDK, and an independent JCS hash check
+test-python: python-deps ## Python e2e: the official fact0 SDK, an independent JCS hash check, an independent check of checkpoints and proofs
 	$(CARGO) test --workspace --no-run -q
 	SEALTRAIL_BIN=$(CURDIR)/target/debug/sealtrail $(PYTHON) -m pytest tests/python -q
 
@@ -28,7 +28,7 @@ test-distributed: python-deps ## Kafka + Cassandra suites (starts them with depl
 	PYTHON=$(PYTHON) CARGO=$(CARGO) tests/distributed.sh
 
 python-deps: ## install the Python test dependencies (pinned)
-	@$(PYTHON) -c 'import fact0, rfc8785, pytest, requests' 2>/dev/null || $(PYTHON) -m pip install -q -r tests/python/requirements.txt
+	@$(PYTHON) -c 'import fact0, rfc8785, pytest, requests, cryptography' 2>/dev/null || $(PYTHON) -m pip install -q -r tests/python/requirements.txt
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

@@ -39,6 +39,10 @@ struct BatchEnvelope<'a> {
 pub struct IngestParams {
     /// `true` for synchronous ingest (same as the `X-Fact0-Sync: true` header).
     pub sync: Option<String>,
+    /// `true` with sync ingest of one event: the `201` record also carries `checkpoint`
+    /// (the signed checkpoint of the log up to this record) and `inclusion_proof` (the
+    /// record's proof in it), extra members beside fact0's shape.
+    pub proof: Option<String>,
 }
 
 /// The sync answer of a batch: fact0's `BatchResult` plus the committed records.
@@ -159,7 +163,9 @@ pub async fn log_event(
         .keys
         .authenticate(state.store.as_ref(), &headers, &[Scope::Write])
         .await?;
-    let sync = wants_sync(&headers, &params_or_400(params)?);
+    let params = params_or_400(params)?;
+    let sync = wants_sync(&headers, &params);
+    let with_proof = params.proof.as_deref() == Some("true");
     let value = read_json(&headers, body, MAX_EVENT_BODY_BYTES).await?;
     let now = now_micros();
     let event = validate_event(value, now, new_id)?;
@@ -178,6 +184,16 @@ pub async fn log_event(
     match publish(&state, entry, sync).await? {
         None => Ok((StatusCode::ACCEPTED, Json(queued)).into_response()),
         Some((receipt, mut records)) if sync => match records.pop() {
+            Some(record) if with_proof && state.tlog.is_some() => {
+                let log = state.tlog.as_deref().expect("checked");
+                let (tenant, seq) = (record.tenant_id.clone(), record.sequence_number);
+                let checkpoint = log.sign_at(state.store.as_ref(), &tenant, seq).await?;
+                let proof = crate::tlog::inclusion(state.store.as_ref(), &tenant, seq, seq).await?;
+                let mut body = serde_json::to_value(&record).expect("records serialize");
+                body["checkpoint"] = serde_json::Value::String(checkpoint);
+                body["inclusion_proof"] = serde_json::to_value(proof).expect("proofs serialize");
+                Ok((StatusCode::CREATED, Json(body)).into_response())
+            }
             Some(record) => Ok((StatusCode::CREATED, Json(record)).into_response()),
             None => Err(conflict_from(&receipt)),
         },

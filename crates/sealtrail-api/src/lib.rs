@@ -8,12 +8,14 @@
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod export;
 pub mod ingest;
 pub mod keys;
 pub mod openapi;
 pub mod query;
 pub mod stream;
 mod telemetry;
+pub mod tlog;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +64,9 @@ pub struct Service {
     pub keys: auth::KeyCache,
     pub config: ApiConfig,
     pub metrics: Option<PrometheusHandle>,
+    /// The verifiable log (checkpoints, proofs, evidence packs); `None` answers those
+    /// routes with `404 not_configured`.
+    pub tlog: Option<Arc<tlog::TransparencyLog>>,
     /// Flips to `true` at shutdown; long-lived streams end on it.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -81,6 +86,12 @@ pub fn router(service: AppState) -> Router {
         .route("/v1/events/{id}/verify", get(query::verify_event))
         .route("/v1/receipts/{id}", get(query::get_receipt))
         .route("/v1/verify", get(query::verify_chain))
+        .route("/v1/checkpoint", get(tlog::get_checkpoint))
+        .route("/v1/log/key", get(tlog::get_log_key))
+        .route("/v1/proof/inclusion", get(tlog::get_inclusion_proof))
+        .route("/v1/proof/consistency", get(tlog::get_consistency_proof))
+        .route("/v1/export", get(export::export))
+        .route("/v1/export/evidence-pack", get(export::evidence_pack))
         .route("/healthz", get(telemetry::healthz))
         .route("/metrics", get(telemetry::metrics))
         .route("/openapi.json", get(openapi::openapi_json))

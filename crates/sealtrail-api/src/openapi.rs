@@ -16,6 +16,12 @@ use utoipa::{Modify, OpenApi};
         crate::query::verify_event,
         crate::query::verify_chain,
         crate::stream::stream_events,
+        crate::tlog::get_checkpoint,
+        crate::tlog::get_log_key,
+        crate::tlog::get_inclusion_proof,
+        crate::tlog::get_consistency_proof,
+        crate::export::export,
+        crate::export::evidence_pack,
     ),
     components(schemas(
         sealtrail_core::Record,
@@ -27,9 +33,12 @@ use utoipa::{Modify, OpenApi};
         crate::query::VerifyResult,
         crate::query::BrokenEvent,
         crate::error::ErrorBody,
+        crate::tlog::LogKey,
+        crate::tlog::InclusionProofResponse,
+        crate::tlog::ConsistencyProofResponse,
     )),
     modifiers(&BearerAuth),
-    tags((name = "Ingest"), (name = "Query"), (name = "Verify"), (name = "Stream"))
+    tags((name = "Ingest"), (name = "Query"), (name = "Verify"), (name = "Stream"), (name = "Verifiable log"))
 )]
 pub struct ApiDoc;
 

@@ -1,9 +1,10 @@
 //! The chainer: one loop per log partition that turns ordered log entries into chained,
 //! stored records, then tells waiting gateways and commits the log position.
 //!
-//! Per poll it (1) loads the chain heads of tenants it has not cached and the stored
-//! events whose ids the entries reuse, (2) runs the pure chain step for every new event,
-//! (3) writes all records and receipts in one store batch, (4) replies to waiters and
+//! Per poll it (1) loads the chain heads (and Merkle tree frontiers) of tenants it has not
+//! cached and the stored events whose ids the entries reuse, (2) runs the pure chain step
+//! for every new event and appends its leaf to the tenant's tree,
+//! (3) writes all records, receipts and completed tree nodes in one store batch, (4) replies to waiters and
 //! (5) commits the log offset. It reads no clock and draws no randomness, so replaying
 //! entries after a crash produces byte-identical records, which the store accepts as
 //! no-ops (DESIGN.md §4.3).
@@ -24,10 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lru::LruCache;
+use sealtrail_core::merkle::{Frontier, record_leaf};
 use sealtrail_core::receipt::{ItemError, Receipt, ReceiptStatus};
 use sealtrail_core::record::{ChainHead, Record, chain_step};
 use sealtrail_log::{EntryOutcome, LogEntry, Offset, PartitionConsumer, ReplyAddress, ReplySink};
-use sealtrail_store::{CommitBatch, Store, StoreError, StoredEvent};
+use sealtrail_store::{CommitBatch, Store, StoreError, StoredEvent, TreeNode};
 use tokio::sync::watch;
 
 /// Tuning of one chainer.
@@ -135,6 +137,8 @@ pub struct Chainer<C: PartitionConsumer> {
     signal: CommitSignal,
     config: ChainerConfig,
     heads: LruCache<String, ChainHead>,
+    /// Each cached tenant's Merkle tree state (O(log n) hashes), in step with `heads`.
+    frontiers: LruCache<String, Frontier>,
     health: Health,
 }
 
@@ -144,6 +148,8 @@ struct Prepared {
     settled: Vec<Settled>,
     /// Chain heads once `batch` is stored.
     heads: HashMap<String, Option<ChainHead>>,
+    /// Tree frontiers once `batch` is stored.
+    frontiers: HashMap<String, Frontier>,
 }
 
 /// One entry's result, before it is sent.
@@ -169,6 +175,7 @@ impl<C: PartitionConsumer> Chainer<C> {
             signal,
             config,
             heads: LruCache::new(capacity),
+            frontiers: LruCache::new(capacity),
             health: Health::default(),
         }
     }
@@ -217,6 +224,7 @@ impl<C: PartitionConsumer> Chainer<C> {
                 Ok(prepared) => break prepared,
                 Err(err) => {
                     self.heads.clear();
+                    self.frontiers.clear();
                     self.retry_after(&err, &mut backoff).await;
                 }
             }
@@ -233,6 +241,7 @@ impl<C: PartitionConsumer> Chainer<C> {
                 Ok(()) => break,
                 Err(StoreError::Conflict(message)) => {
                     self.heads.clear();
+                    self.frontiers.clear();
                     for entry in &entries {
                         if let Some(to) = &entry.reply_to {
                             let outcome = EntryOutcome::Unavailable {
@@ -256,6 +265,9 @@ impl<C: PartitionConsumer> Chainer<C> {
             if let Some(head) = head {
                 self.heads.put(tenant, head);
             }
+        }
+        for (tenant, frontier) in prepared.frontiers {
+            self.frontiers.put(tenant, frontier);
         }
         self.health.clear(self.consumer.partition());
         // (4): tell the waiters.
@@ -320,6 +332,8 @@ impl<C: PartitionConsumer> Chainer<C> {
                 .collect()
         };
 
+        let mut frontiers: HashMap<String, Frontier> = HashMap::new();
+
         // (2) chain.
         let mut batch = CommitBatch::default();
         let mut settled = Vec::with_capacity(entries.len());
@@ -362,7 +376,24 @@ impl<C: PartitionConsumer> Chainer<C> {
                     continue;
                 }
                 let head = working.get(tenant).cloned().flatten();
+                if !frontiers.contains_key(tenant) {
+                    let size = head.as_ref().map_or(0, |h| h.sequence_number);
+                    let frontier = match self.frontiers.get(tenant) {
+                        Some(f) if f.size() == size => f.clone(),
+                        _ => self.load_frontier(tenant, size).await?,
+                    };
+                    frontiers.insert(tenant.clone(), frontier);
+                }
                 let chained = chain_step(head.as_ref(), tenant, event.clone());
+                let frontier = frontiers.get_mut(tenant).expect("loaded above");
+                let leaf = record_leaf(&chained.record.hash).expect("the chain step writes hex");
+                frontier.push(&leaf, |id, hash| {
+                    batch.tree_nodes.push(TreeNode {
+                        tenant_id: tenant.clone(),
+                        id,
+                        hash,
+                    })
+                });
                 working.insert(tenant.clone(), Some(chained.head()));
                 receipt.accepted += 1;
                 receipt.ids.push(event.id.clone());
@@ -395,6 +426,55 @@ impl<C: PartitionConsumer> Chainer<C> {
             batch: Arc::new(batch),
             settled,
             heads: working,
+            frontiers,
         })
+    }
+
+    /// The tree frontier of `tenant` at `size` leaves, from O(log n) stored nodes.
+    ///
+    /// A chain stored before the tree existed (or whose nodes are missing) is backfilled
+    /// once: the chain is read in order and every node written, in batches without
+    /// records. A crash midway leaves some nodes written; they are deterministic, so the
+    /// next attempt rewrites the same values.
+    async fn load_frontier(&self, tenant: &str, size: u64) -> Result<Frontier, StoreError> {
+        if size == 0 {
+            return Ok(Frontier::new());
+        }
+        let ids = Frontier::ids(size);
+        let stored = self.store.tree_nodes(tenant, ids).await?;
+        if let Some(hashes) = stored.into_iter().collect::<Option<Vec<_>>>() {
+            return Frontier::from_nodes(size, hashes)
+                .map_err(|e| StoreError::Corrupt(e.to_string()));
+        }
+        tracing::warn!(
+            tenant,
+            size,
+            "Merkle tree nodes missing; rebuilding them from the chain"
+        );
+        let mut frontier = Frontier::new();
+        while frontier.size() < size {
+            let rows = self.store.scan_chain(tenant, frontier.size(), 4096).await?;
+            if rows.is_empty() {
+                return Err(StoreError::Corrupt(format!(
+                    "tenant {tenant:?}: the chain ends at {} below its head {size}",
+                    frontier.size()
+                )));
+            }
+            let mut batch = CommitBatch::default();
+            for row in rows.iter().take((size - frontier.size()) as usize) {
+                let leaf = record_leaf(&row.hash).ok_or_else(|| {
+                    StoreError::Corrupt(format!("record {}: bad hash", row.sequence_number))
+                })?;
+                frontier.push(&leaf, |id, hash| {
+                    batch.tree_nodes.push(TreeNode {
+                        tenant_id: tenant.to_string(),
+                        id,
+                        hash,
+                    })
+                });
+            }
+            self.store.append(batch).await?;
+        }
+        Ok(frontier)
     }
 }

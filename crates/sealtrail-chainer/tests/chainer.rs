@@ -91,12 +91,26 @@ fn committed(o: EntryOutcome) -> (sealtrail_core::Receipt, Vec<sealtrail_core::R
     }
 }
 
+/// Walks the chain, and checks that the stored Merkle tree nodes give the frontier (and
+/// root) of the tree of the chain's hashes.
 async fn verify(store: &dyn Store, tenant: &str) -> u64 {
+    use sealtrail_core::merkle::{Frontier, MemoryTree, record_leaf};
     let rows = store.scan_chain(tenant, 0, 100_000).await.unwrap();
     let mut walker = ChainWalker::new(tenant);
+    let mut tree = MemoryTree::new();
     for row in &rows {
         walker.check(&row.hash, &row.canonical).unwrap();
+        tree.push(&record_leaf(&row.hash).unwrap());
     }
+    let n = rows.len() as u64;
+    let stored: Vec<[u8; 32]> = store
+        .tree_nodes(tenant, Frontier::ids(n))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.expect("every frontier node is stored"))
+        .collect();
+    assert_eq!(Frontier::from_nodes(n, stored).unwrap().root(), tree.root());
     walker.checked()
 }
 
@@ -264,6 +278,13 @@ impl Store for FlakyStore {
     ) -> sealtrail_store::StoreResult<Vec<sealtrail_store::ChainRow>> {
         self.inner.scan_chain(t, after, limit).await
     }
+    async fn tree_nodes(
+        &self,
+        t: &str,
+        ids: Vec<sealtrail_core::merkle::NodeId>,
+    ) -> sealtrail_store::StoreResult<Vec<Option<sealtrail_core::merkle::Hash>>> {
+        self.inner.tree_nodes(t, ids).await
+    }
     async fn create_key(&self, k: sealtrail_store::ApiKey) -> sealtrail_store::StoreResult<()> {
         self.inner.create_key(k).await
     }
@@ -387,4 +408,25 @@ async fn health_reports_a_partition_while_its_store_writes_fail() {
     );
     log.close();
     task.await.unwrap().unwrap();
+}
+
+/// A chain stored without tree nodes (written before the tree existed) gets them rebuilt
+/// when its tenant is next chained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_tree_nodes_are_backfilled_from_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let old = sealtrail_store::conformance::make_chain("legacy", None, 37);
+    store
+        .append(sealtrail_store::CommitBatch {
+            records: old,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let h = start(store.clone(), 1);
+    let (receipt, _) = committed(h.send("legacy", vec![ev("new-1", "a.b")]).await);
+    assert_eq!(receipt.status, ReceiptStatus::Committed);
+    assert_eq!(verify(store.as_ref(), "legacy").await, 38);
+    h.stop().await;
 }

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 use scylla::statement::batch::{Batch, BatchType};
 use sealtrail_core::record::{ChainHead, ChainedRecord};
-use sealtrail_store::{CommitBatch, StoreError, StoreResult};
+use sealtrail_store::{CommitBatch, StoreError, StoreResult, TreeNode};
 
 use crate::fence::applied;
 use crate::schema::{bucket, id_shard};
@@ -43,9 +43,13 @@ struct Pending<'a> {
 impl ScyllaStore {
     pub(crate) async fn append_batch(&self, batch: &CommitBatch) -> StoreResult<()> {
         let groups = group_by_tenant(&batch.records)?;
+        if groups.is_empty() && !batch.tree_nodes.is_empty() {
+            // Nodes alone: a chain stored without them being backfilled.
+            self.write_nodes(&batch.tree_nodes).await?;
+        }
         let mut committed = false;
         for _ in 0..ATTEMPTS {
-            if self.append_attempt(&groups).await? {
+            if self.append_attempt(&groups, &batch.tree_nodes).await? {
                 committed = true;
                 break;
             }
@@ -60,7 +64,11 @@ impl ScyllaStore {
 
     /// One pass of steps 1–3; `Ok(false)` when a conditional batch was refused for a moved
     /// head (reread and try again).
-    async fn append_attempt(&self, groups: &[(&str, Vec<&ChainedRecord>)]) -> StoreResult<bool> {
+    async fn append_attempt(
+        &self,
+        groups: &[(&str, Vec<&ChainedRecord>)],
+        nodes: &[TreeNode],
+    ) -> StoreResult<bool> {
         // (1)
         let unknown: Vec<String> = {
             let cache = self.heads.lock().expect("heads lock");
@@ -117,8 +125,10 @@ impl ScyllaStore {
             return Ok(true);
         }
 
-        // (2)
+        // (2) records, ids, and the batch's tree nodes (a node is a function of the chain,
+        // so writing it again is harmless).
         self.write_rows(&pending).await?;
+        self.write_nodes(nodes).await?;
 
         // (3) one conditional batch per log partition.
         let mut by_partition: HashMap<i32, Vec<&Pending>> = HashMap::new();
@@ -256,6 +266,45 @@ impl ScyllaStore {
         );
         events.map_err(unavailable)?;
         ids.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn write_nodes(&self, nodes: &[TreeNode]) -> StoreResult<()> {
+        let timestamp = self.row_timestamp();
+        let mut groups: HashMap<(&str, i32, i64), Vec<&TreeNode>> = HashMap::new();
+        for node in nodes {
+            groups
+                .entry((
+                    node.tenant_id.as_str(),
+                    node.id.level as i32,
+                    (node.id.index >> crate::schema::BUCKET_BITS) as i64,
+                ))
+                .or_default()
+                .push(node);
+        }
+        let session = &self.session;
+        let mut batches = Vec::new();
+        for ((tenant, level, bucket), nodes) in &groups {
+            for chunk in nodes.chunks(200) {
+                let mut batch = Batch::new(BatchType::Unlogged);
+                let mut values = Vec::with_capacity(chunk.len());
+                for node in chunk {
+                    batch.append_statement(self.stmts.insert_node.clone());
+                    values.push((
+                        *tenant,
+                        *level,
+                        *bucket,
+                        node.id.index as i64,
+                        node.hash.as_slice(),
+                        timestamp,
+                    ));
+                }
+                batches.push(async move { session.batch(&batch, values).await });
+            }
+        }
+        run_bounded(batches, WRITE_CONCURRENCY)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 

@@ -25,6 +25,7 @@ use scylla::errors::ExecutionError;
 pub use scylla::statement::Consistency;
 use scylla::statement::SerialConsistency;
 use scylla::statement::prepared::PreparedStatement;
+use sealtrail_core::merkle::{Hash, NodeId};
 use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::ChainHead;
 use sealtrail_store::{
@@ -33,7 +34,7 @@ use sealtrail_store::{
 };
 
 pub use fence::Epoch;
-pub use schema::{Replication, migrate};
+pub use schema::{Replication, meta_set_once, migrate};
 
 /// How to reach the cluster.
 #[derive(Debug, Clone)]
@@ -73,7 +74,8 @@ pub(crate) fn unavailable(err: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(err.to_string())
 }
 
-/// Runs `futures` with at most `limit` in flight; the first error wins. (The futures are
+/// Runs `futures` with at most `limit` in flight; results in the order of `futures`; the
+/// first error wins. (The futures are
 /// collected first: lazily mapped streams of borrowing closures trip the compiler's `Send`
 /// inference inside `async_trait` methods.)
 pub(crate) async fn run_bounded<T, E, F>(futures: Vec<F>, limit: usize) -> Result<Vec<T>, E>
@@ -82,7 +84,7 @@ where
 {
     use futures::{StreamExt, TryStreamExt};
     futures::stream::iter(futures)
-        .buffer_unordered(limit)
+        .buffered(limit)
         .try_collect()
         .await
 }
@@ -158,6 +160,8 @@ pub(crate) struct Statements {
     pub select_rows: PreparedStatement,
     pub select_row: PreparedStatement,
     pub select_event_id: PreparedStatement,
+    pub insert_node: PreparedStatement,
+    pub select_node: PreparedStatement,
     pub insert_receipt: PreparedStatement,
     pub select_receipt: PreparedStatement,
     pub insert_key: PreparedStatement,
@@ -233,6 +237,15 @@ impl Statements {
             .await?,
             select_event_id: p(format!(
                 "SELECT sequence_number FROM {ks}.event_ids WHERE tenant_id = ? AND shard = ? AND event_id = ?"
+            ))
+            .await?,
+            insert_node: p(format!(
+                "INSERT INTO {ks}.tree_nodes (tenant_id, level, bucket, idx, hash) \
+                 VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"
+            ))
+            .await?,
+            select_node: p(format!(
+                "SELECT hash FROM {ks}.tree_nodes WHERE tenant_id = ? AND level = ? AND bucket = ? AND idx = ?"
             ))
             .await?,
             insert_receipt: p(format!(
@@ -322,6 +335,11 @@ impl ScyllaStore {
         })
     }
 
+    /// A value of the keyspace's `meta` table.
+    pub async fn meta(&self, key: &str, keyspace: &str) -> Result<Option<String>, ScyllaError> {
+        meta_get(&self.session, keyspace, key).await
+    }
+
     /// The partition count the keyspace was migrated for.
     pub fn log_partitions(&self) -> u32 {
         self.log_partitions
@@ -381,6 +399,14 @@ impl Store for ScyllaStore {
             .into_iter()
             .map(|(row, _)| row)
             .collect())
+    }
+
+    async fn tree_nodes(
+        &self,
+        tenant_id: &str,
+        ids: Vec<NodeId>,
+    ) -> StoreResult<Vec<Option<Hash>>> {
+        self.read_nodes(tenant_id, &ids).await
     }
 
     async fn create_key(&self, key: ApiKey) -> StoreResult<()> {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use futures::StreamExt;
+use sealtrail_core::merkle::{Hash, NodeId};
 use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::{ChainHead, Record};
 use sealtrail_store::{ChainRow, EventPage, EventQuery, Paging, StoreResult, StoredEvent};
@@ -220,6 +221,42 @@ impl ScyllaStore {
             from = to + 1;
         }
         Ok(EventPage { events, total })
+    }
+
+    /// Stored hashes of `ids` (complete nodes of the tenant's tree), in order.
+    pub(crate) async fn read_nodes(
+        &self,
+        tenant: &str,
+        ids: &[NodeId],
+    ) -> StoreResult<Vec<Option<Hash>>> {
+        let lookups: Vec<_> = ids
+            .iter()
+            .map(|id| async move {
+                let row = self
+                    .session
+                    .execute_unpaged(
+                        &self.stmts.select_node,
+                        (
+                            tenant,
+                            id.level as i32,
+                            (id.index >> BUCKET_BITS) as i64,
+                            id.index as i64,
+                        ),
+                    )
+                    .await
+                    .map_err(unavailable)?
+                    .into_rows_result()
+                    .map_err(unavailable)?
+                    .maybe_first_row::<(Vec<u8>,)>()
+                    .map_err(corrupt)?;
+                row.map(|(bytes,)| {
+                    Hash::try_from(bytes.as_slice())
+                        .map_err(|_| corrupt("tree node is not 32 bytes"))
+                })
+                .transpose()
+            })
+            .collect();
+        run_bounded(lookups, READ_CONCURRENCY).await
     }
 
     pub(crate) async fn read_receipt(

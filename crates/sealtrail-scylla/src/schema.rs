@@ -15,6 +15,9 @@
 //!   `GET /v1/events/{id}`; `shard` = murmur2(id) mod 16, so the ids of one append land in
 //!   at most 16 partitions per tenant and are written as a few batches, not one mutation
 //!   each (a mutation per partition is what a node pays for; see the README's benchmark).
+//! - `tree_nodes`: `((tenant_id, level, bucket), idx) → hash`, the complete nodes of each
+//!   tenant's Merkle tree (`bucket = idx >> 14`), written with the records that complete
+//!   them, so proofs read O(log n) rows.
 //! - `receipts`: `((tenant_id, receipt_id)) → receipt JSON`.
 //! - `api_keys` (by SHA-256 of the key) and `api_keys_by_id`.
 //!
@@ -87,6 +90,10 @@ fn tables(ks: &str) -> Vec<String> {
              sequence_number bigint, PRIMARY KEY ((tenant_id, shard), event_id))"
         ),
         format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.tree_nodes (tenant_id text, level int, bucket bigint, \
+             idx bigint, hash blob, PRIMARY KEY ((tenant_id, level, bucket), idx))"
+        ),
+        format!(
             "CREATE TABLE IF NOT EXISTS {ks}.receipts (tenant_id text, receipt_id text, \
              body text, PRIMARY KEY ((tenant_id, receipt_id)))"
         ),
@@ -98,6 +105,25 @@ fn tables(ks: &str) -> Vec<String> {
             "CREATE TABLE IF NOT EXISTS {ks}.api_keys_by_id (key_id text PRIMARY KEY, key_hash text)"
         ),
     ]
+}
+
+/// Stores `value` under `key` in the keyspace's `meta` table unless a value is there, and
+/// returns the stored value (a conditional insert: concurrent callers agree).
+pub async fn meta_set_once(
+    session: &Session,
+    keyspace: &str,
+    key: &str,
+    value: &str,
+) -> Result<String, ScyllaError> {
+    crate::check_identifier(keyspace)?;
+    let insert = format!("INSERT INTO {keyspace}.meta (key, value) VALUES (?, ?) IF NOT EXISTS");
+    session
+        .query_unpaged(insert, (key, value))
+        .await
+        .map_err(ScyllaError::from_execution)?;
+    meta_get(session, keyspace, key)
+        .await?
+        .ok_or_else(|| ScyllaError::Unavailable(format!("{keyspace}.meta lost {key}")))
 }
 
 /// Creates or updates the keyspace and tables, and records `log_partitions`. Idempotent.

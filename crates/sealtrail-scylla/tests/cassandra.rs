@@ -74,7 +74,7 @@ async fn a_stale_epoch_cannot_commit_and_its_rows_stay_invisible() {
     let recs = make_chain("fence-t", None, 6);
     old.append(CommitBatch {
         records: recs[..3].to_vec(),
-        receipts: vec![],
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -85,7 +85,7 @@ async fn a_stale_epoch_cannot_commit_and_its_rows_stay_invisible() {
     let err = old
         .append(CommitBatch {
             records: recs[3..5].to_vec(),
-            receipts: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -106,7 +106,7 @@ async fn a_stale_epoch_cannot_commit_and_its_rows_stay_invisible() {
     // The new owner continues the chain (replaying what it already has is harmless).
     new.append(CommitBatch {
         records: recs[2..].to_vec(),
-        receipts: vec![],
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -120,7 +120,7 @@ async fn a_stale_epoch_cannot_commit_and_its_rows_stay_invisible() {
     let err = old
         .append(CommitBatch {
             records: more,
-            receipts: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -135,7 +135,7 @@ async fn an_unknown_outcome_resubmitted_is_a_no_op() {
     let recs = make_chain("replay-t", None, 6);
     let batch = Arc::new(CommitBatch {
         records: recs[..4].to_vec(),
-        receipts: vec![],
+        ..Default::default()
     });
     store.append_shared(batch.clone()).await.unwrap();
     let restarted = ScyllaStore::with_session(store.session().clone(), &keyspace)
@@ -148,7 +148,7 @@ async fn an_unknown_outcome_resubmitted_is_a_no_op() {
     restarted
         .append(CommitBatch {
             records: recs[2..].to_vec(),
-            receipts: vec![],
+            ..Default::default()
         })
         .await
         .expect("overlap then new records");
@@ -160,7 +160,7 @@ async fn an_unknown_outcome_resubmitted_is_a_no_op() {
     let err = restarted
         .append(CommitBatch {
             records: gap[1..].to_vec(),
-            receipts: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -7,7 +7,7 @@ use sealtrail_core::receipt::{Receipt, ReceiptStatus};
 use sealtrail_core::record::{ChainHead, ChainedRecord, chain_step};
 use serde_json::json;
 
-use crate::{ApiKey, CommitBatch, EventQuery, Paging, Store, StoreError};
+use crate::{ApiKey, CommitBatch, EventQuery, Paging, Store, StoreError, TreeNode};
 
 /// Builds `n` chained records of `tenant` continuing after `head`.
 pub fn make_chain(tenant: &str, head: Option<ChainHead>, n: usize) -> Vec<ChainedRecord> {
@@ -58,6 +58,7 @@ pub async fn run_all(store: &dyn Store) {
     list_filters_and_paging(store).await;
     receipts_round_trip(store).await;
     keys_lifecycle(store).await;
+    tree_nodes_round_trip(store).await;
 }
 
 pub async fn append_then_read_back(store: &dyn Store) {
@@ -67,6 +68,7 @@ pub async fn append_then_read_back(store: &dyn Store) {
         .append(CommitBatch {
             records: recs.clone(),
             receipts: vec![("conf-a".into(), receipt("rcpt-a", ids))],
+            ..Default::default()
         })
         .await
         .expect("append");
@@ -114,6 +116,7 @@ pub async fn replay_is_idempotent_and_forks_are_refused(store: &dyn Store) {
         .append(CommitBatch {
             records: recs.clone(),
             receipts: vec![],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -122,6 +125,7 @@ pub async fn replay_is_idempotent_and_forks_are_refused(store: &dyn Store) {
         .append(CommitBatch {
             records: recs[2..].to_vec(),
             receipts: vec![],
+            ..Default::default()
         })
         .await
         .expect("replay is a no-op");
@@ -140,6 +144,7 @@ pub async fn replay_is_idempotent_and_forks_are_refused(store: &dyn Store) {
         .append(CommitBatch {
             records: fork,
             receipts: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -163,6 +168,7 @@ pub async fn tenants_are_isolated(store: &dyn Store) {
         .append(CommitBatch {
             records: [a.clone(), b.clone()].concat(),
             receipts: vec![],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -191,6 +197,7 @@ pub async fn list_filters_and_paging(store: &dyn Store) {
         .append(CommitBatch {
             records: recs.clone(),
             receipts: vec![],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -293,6 +300,7 @@ pub async fn receipts_round_trip(store: &dyn Store) {
         .append(CommitBatch {
             records: vec![],
             receipts: vec![("conf-rcpt".into(), r.clone())],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -311,6 +319,7 @@ pub async fn receipts_round_trip(store: &dyn Store) {
         .append(CommitBatch {
             records: vec![],
             receipts: vec![("conf-rcpt".into(), unstamped)],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -368,4 +377,99 @@ pub async fn keys_lifecycle(store: &dyn Store) {
         revoked.revoked_at.as_deref(),
         Some("2024-01-02T00:00:00.000000Z")
     );
+}
+
+/// The tree nodes complete after appending `records` to a tree of `frontier`.
+pub fn tree_nodes_of(
+    frontier: &mut sealtrail_core::merkle::Frontier,
+    records: &[ChainedRecord],
+) -> Vec<TreeNode> {
+    let mut out = Vec::new();
+    for c in records {
+        let leaf = sealtrail_core::merkle::record_leaf(&c.record.hash).expect("hex hash");
+        frontier.push(&leaf, |id, hash| {
+            out.push(TreeNode {
+                tenant_id: c.record.tenant_id.clone(),
+                id,
+                hash,
+            })
+        });
+    }
+    out
+}
+
+/// Tree nodes are stored with their records, read back by id (missing ones as `None`),
+/// rewritten harmlessly on replay, and isolated per tenant.
+pub async fn tree_nodes_round_trip(store: &dyn Store) {
+    use sealtrail_core::merkle::{Frontier, NodeId};
+    let recs = make_chain("conf-tree", None, 11);
+    let mut frontier = Frontier::new();
+    let nodes = tree_nodes_of(&mut frontier, &recs[..6]);
+    let batch = CommitBatch {
+        records: recs[..6].to_vec(),
+        tree_nodes: nodes.clone(),
+        ..Default::default()
+    };
+    store
+        .append(batch.clone())
+        .await
+        .expect("append with nodes");
+    store
+        .append(batch)
+        .await
+        .expect("a replay with nodes is a no-op");
+    let rest = tree_nodes_of(&mut frontier, &recs[6..]);
+    store
+        .append(CommitBatch {
+            records: recs[6..].to_vec(),
+            tree_nodes: rest.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("append the rest");
+    let all: Vec<TreeNode> = nodes.into_iter().chain(rest).collect();
+    assert_eq!(all.len(), 2 * 11 - 3, "2n - popcount(n) complete nodes");
+    let ids: Vec<NodeId> = all.iter().map(|n| n.id).collect();
+    let got = store.tree_nodes("conf-tree", ids.clone()).await.unwrap();
+    let want: Vec<Option<[u8; 32]>> = all.iter().map(|n| Some(n.hash)).collect();
+    assert_eq!(got, want);
+    // a node not complete yet, and another tenant's view
+    let missing = store
+        .tree_nodes("conf-tree", vec![NodeId::new(3, 1), NodeId::new(0, 11)])
+        .await
+        .unwrap();
+    assert_eq!(missing, vec![None, None]);
+    let other = store.tree_nodes("conf-tree-other", ids).await.unwrap();
+    assert!(other.iter().all(Option::is_none));
+    // the frontier reloads from the store
+    let ids = Frontier::ids(11);
+    let hashes: Vec<[u8; 32]> = store
+        .tree_nodes("conf-tree", ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.expect("frontier node stored"))
+        .collect();
+    assert_eq!(Frontier::from_nodes(11, hashes).unwrap(), frontier);
+
+    // a batch of nodes alone (how a chain stored without them is backfilled)
+    let recs = make_chain("conf-tree-backfill", None, 3);
+    store
+        .append(CommitBatch {
+            records: recs.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let nodes = tree_nodes_of(&mut Frontier::new(), &recs);
+    store
+        .append(CommitBatch {
+            tree_nodes: nodes.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("a batch of tree nodes only");
+    let ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
+    let got = store.tree_nodes("conf-tree-backfill", ids).await.unwrap();
+    assert!(got.iter().all(Option::is_some));
 }

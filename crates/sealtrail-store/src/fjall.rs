@@ -12,6 +12,7 @@
 //! - `ids`:      `T id` → `seq:u64`
 //! - `facets`:   `T kind:u8 len:u16 value seq:u64` → empty (kind 1 actor, 2 action, 3 resource)
 //! - `receipts`: `T receipt_id` → receipt JSON
+//! - `tree`:     `T level:u8 index:u64` → 32-byte Merkle node hash (`TreeNode`)
 //!
 //! API keys live in the SQLite database of [`SqliteStore`] in the same data directory,
 //! because `sealtrail keys …` must work from a second process while the server runs and
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use sealtrail_core::event::{ActorType, Outcome};
+use sealtrail_core::merkle::{Hash, NodeId};
 use sealtrail_core::receipt::{Receipt, ReceiptStatus};
 use sealtrail_core::record::{ChainHead, Record};
 
@@ -58,6 +60,7 @@ struct Trees {
     ids: Keyspace,
     facets: Keyspace,
     receipts: Keyspace,
+    tree: Keyspace,
 }
 
 pub struct FjallStore {
@@ -100,6 +103,13 @@ fn facet_prefix(tenant: &str, kind: u8, value: &str) -> Vec<u8> {
     key.push(kind);
     key.extend_from_slice(&(value.len() as u16).to_be_bytes());
     key.extend_from_slice(value.as_bytes());
+    key
+}
+
+fn tree_key(tenant: &str, id: NodeId) -> Vec<u8> {
+    let mut key = tenant_prefix(tenant);
+    key.push(id.level);
+    key.extend_from_slice(&id.index.to_be_bytes());
     key
 }
 
@@ -146,6 +156,7 @@ impl Trees {
             ids: open("ids", 2 * MIB)?,
             facets: open("facets", 4 * MIB)?,
             receipts: open("receipts", 2 * MIB)?,
+            tree: open("tree", 2 * MIB)?,
             db,
         })
     }
@@ -280,6 +291,9 @@ impl Trees {
                 }
                 let json = serde_json::to_vec(&receipt).expect("receipts serialize");
                 wb.insert(&self.receipts, named_key(tenant, &receipt.receipt_id), json);
+            }
+            for node in &batch.tree_nodes {
+                wb.insert(&self.tree, tree_key(&node.tenant_id, node.id), node.hash);
             }
         }
         wb.commit().map_err(unavailable)?;
@@ -514,6 +528,27 @@ impl Store for FjallStore {
         let tenant = tenant_id.to_string();
         self.read(move |t| t.range_rows(&tenant, after.saturating_add(1), limit))
             .await
+    }
+
+    async fn tree_nodes(
+        &self,
+        tenant_id: &str,
+        ids: Vec<NodeId>,
+    ) -> StoreResult<Vec<Option<Hash>>> {
+        let tenant = tenant_id.to_string();
+        self.read(move |t| {
+            ids.iter()
+                .map(
+                    |id| match t.tree.get(tree_key(&tenant, *id)).map_err(unavailable)? {
+                        None => Ok(None),
+                        Some(v) => Hash::try_from(v.as_ref())
+                            .map(Some)
+                            .map_err(|_| corrupt("bad tree node")),
+                    },
+                )
+                .collect()
+        })
+        .await
     }
 
     async fn create_key(&self, key: ApiKey) -> StoreResult<()> {

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use sealtrail_core::merkle::{Hash, NodeId};
 use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::ChainHead;
 
@@ -62,7 +63,8 @@ pub trait Store: Send + Sync + 'static {
     /// harmless); a *different* record at an occupied `(tenant, sequence_number)`, or one
     /// that would leave a gap, is refused with [`StoreError::Conflict`] and nothing of the
     /// batch is written. A committed receipt without `committed_at` is stamped with the
-    /// store's write time.
+    /// store's write time. The batch's `tree_nodes` are written in the same unit as its
+    /// records (a node is deterministic, so rewriting one is a no-op).
     ///
     /// An [`StoreError::Unavailable`] answer has an *unknown outcome*: the batch may or
     /// may not be stored. The caller resubmits the very same batch (hence the `Arc`), which
@@ -96,6 +98,12 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<ChainRow>>;
+
+    /// The hashes of complete Merkle tree nodes of a tenant's log, in the order of `ids`;
+    /// `None` for a node that is not stored. Proofs, checkpoints and the chainer's tree
+    /// state read O(log n) nodes through this, in one call.
+    async fn tree_nodes(&self, tenant_id: &str, ids: Vec<NodeId>)
+    -> StoreResult<Vec<Option<Hash>>>;
 
     /// Stores a new API key (only its hash).
     async fn create_key(&self, key: ApiKey) -> StoreResult<()>;

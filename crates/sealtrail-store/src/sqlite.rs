@@ -26,6 +26,7 @@ use crate::{
     ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, Paging, Store, StoreError, StoreResult,
     StoredEvent,
 };
+use sealtrail_core::merkle::{Hash, NodeId};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -53,6 +54,13 @@ CREATE TABLE IF NOT EXISTS receipts (
     body       TEXT NOT NULL,
     PRIMARY KEY (tenant_id, receipt_id)
 );
+CREATE TABLE IF NOT EXISTS tree_nodes (
+    tenant_id TEXT    NOT NULL,
+    level     INTEGER NOT NULL,
+    idx       INTEGER NOT NULL,
+    hash      BLOB    NOT NULL,
+    PRIMARY KEY (tenant_id, level, idx)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS api_keys (
     key_id     TEXT PRIMARY KEY,
     tenant_id  TEXT NOT NULL,
@@ -207,6 +215,11 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
                 "INSERT OR REPLACE INTO receipts (tenant_id, receipt_id, body) VALUES (?1, ?2, ?3)",
             )
             .map_err(unavailable)?;
+        let mut node_insert = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO tree_nodes (tenant_id, level, idx, hash) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(unavailable)?;
         for batch in batches {
             for chained in &batch.records {
                 let r = &chained.record;
@@ -282,6 +295,16 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
                     .expect("receipt serializes");
                 receipt
                     .execute(params![tenant_id, rec.receipt_id, body])
+                    .map_err(unavailable)?;
+            }
+            for node in &batch.tree_nodes {
+                node_insert
+                    .execute(params![
+                        node.tenant_id,
+                        node.id.level,
+                        node.id.index as i64,
+                        &node.hash[..]
+                    ])
                     .map_err(unavailable)?;
             }
         }
@@ -466,6 +489,35 @@ impl Store for SqliteStore {
                 })
                 .map_err(unavailable)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn tree_nodes(
+        &self,
+        tenant_id: &str,
+        ids: Vec<NodeId>,
+    ) -> StoreResult<Vec<Option<Hash>>> {
+        let tenant = tenant_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT hash FROM tree_nodes WHERE tenant_id = ?1 AND level = ?2 AND idx = ?3",
+                )
+                .map_err(unavailable)?;
+            ids.iter()
+                .map(|id| {
+                    let blob: Option<Vec<u8>> = stmt
+                        .query_row(params![tenant, id.level, id.index as i64], |row| row.get(0))
+                        .optional()
+                        .map_err(unavailable)?;
+                    blob.map(|b| {
+                        Hash::try_from(b.as_slice())
+                            .map_err(|_| StoreError::Corrupt("bad tree node".into()))
+                    })
+                    .transpose()
+                })
+                .collect()
         })
         .await
     }

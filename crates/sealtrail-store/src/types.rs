@@ -1,4 +1,5 @@
 use sealtrail_core::event::{ActorType, Outcome};
+use sealtrail_core::merkle::{Hash, NodeId};
 use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::{ChainedRecord, Record};
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,19 @@ use serde::{Deserialize, Serialize};
 pub struct CommitBatch {
     pub records: Vec<ChainedRecord>,
     pub receipts: Vec<(String, Receipt)>,
+    /// The Merkle tree nodes the batch's records complete (two per record on average),
+    /// stored in the same unit as the records.
+    pub tree_nodes: Vec<TreeNode>,
+}
+
+/// A complete node of a tenant's Merkle tree (`sealtrail_core::merkle`): the hash of
+/// the `2^level` leaves from leaf `index · 2^level`. Written with the record whose leaf
+/// completes it and never changed after, so writing it again is a no-op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeNode {
+    pub tenant_id: String,
+    pub id: NodeId,
+    pub hash: Hash,
 }
 
 /// A stored event with the digest of the input that created it.

@@ -21,6 +21,7 @@ async fn data_survives_reopen() {
             .append(CommitBatch {
                 records: recs.clone(),
                 receipts: vec![],
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -46,6 +47,7 @@ async fn concurrent_appends_are_group_committed_and_all_land() {
                     .append(CommitBatch {
                         records: chunk.to_vec(),
                         receipts: vec![],
+                        ..Default::default()
                     })
                     .await
                     .unwrap();
@@ -84,6 +86,7 @@ async fn fjall_data_survives_reopen() {
             .append(CommitBatch {
                 records: recs.clone(),
                 receipts: vec![],
+                ..Default::default()
             })
             .await
             .unwrap();

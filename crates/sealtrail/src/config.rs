@@ -36,6 +36,18 @@ pub struct Config {
     pub head_cache_tenants: usize,
     /// How often a live stream re-reads the store without a commit signal (ms).
     pub stream_poll_interval_ms: u64,
+    /// Name of the verifiable log: the signing key's name, and the prefix of every
+    /// checkpoint origin (`<log_origin>/<tenant_id>`). A schema-less URL is customary,
+    /// e.g. `audit.example.com`; no spaces or `+`.
+    pub log_origin: String,
+    /// File holding the log's Ed25519 signing key (`PRIVATE+KEY+<log_origin>+…`, C2SP
+    /// signed-note format). Default: `<data_dir>/log-key.private`. Created with a fresh
+    /// random key on first start if missing; keep it secret and backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_key_file: Option<PathBuf>,
+    /// Longest a served checkpoint lags the log while events arrive (ms); `GET
+    /// /v1/checkpoint?fresh=true` signs the current tree head at once.
+    pub checkpoint_interval_ms: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `sealtrail=debug`; `RUST_LOG` overrides it.
     pub log_level: String,
 
@@ -81,6 +93,9 @@ impl Default for Config {
             max_batch_events: 4096,
             head_cache_tenants: 100_000,
             stream_poll_interval_ms: 500,
+            log_origin: "sealtrail.local".into(),
+            log_key_file: None,
+            checkpoint_interval_ms: 1000,
             log_level: "info".into(),
             kafka_brokers: "127.0.0.1:9092".into(),
             kafka_topic: "sealtrail-events".into(),
@@ -119,7 +134,10 @@ pub enum ScyllaConsistency {
 }
 
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 24] = [
+const ENV_KEYS: [&str; 27] = [
+    "log_origin",
+    "log_key_file",
+    "checkpoint_interval_ms",
     "data_dir",
     "store",
     "http_addr",
@@ -174,6 +192,13 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// Where the log's signing key lives.
+    pub fn log_key_path(&self) -> PathBuf {
+        self.log_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("log-key.private"))
+    }
+
     /// Loads the layered configuration.
     pub fn load(file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -216,6 +241,13 @@ impl Config {
         anyhow::ensure!(
             self.head_cache_tenants > 0,
             "head_cache_tenants must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.log_origin.is_empty()
+                && !self.log_origin.contains('+')
+                && !self.log_origin.chars().any(char::is_whitespace),
+            "log_origin {:?} must be non-empty, without spaces or '+'",
+            self.log_origin
         );
         self.http_addr
             .parse::<std::net::SocketAddr>()

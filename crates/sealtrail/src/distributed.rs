@@ -127,12 +127,54 @@ pub fn migrate(config: Config, partitions: u32) -> anyhow::Result<()> {
         )
         .await
         .context("migrating the CQL schema")?;
+        if config.log_key_file.is_none() {
+            // No key file configured: keep a generated signing key in the keyspace, so
+            // every gateway signs checkpoints with the same key.
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let fresh = sealtrail_core::note::NoteSigner::from_seed(&config.log_origin, seed)?;
+            let stored = sealtrail_scylla::meta_set_once(
+                &session,
+                &config.scylla_keyspace,
+                LOG_SIGNER_META,
+                &fresh.to_private_string(),
+            )
+            .await?;
+            let signer = crate::serve::parse_log_key(&stored, &config.log_origin)?;
+            eprintln!(
+                "log key (kept in the keyspace; set log_key_file to keep it out of the database): {}",
+                signer.verifier()
+            );
+        }
         eprintln!("migrated: {partitions} partitions; start gateways and chainers");
         Ok(())
     })
 }
 
 // ---------------------------------------------------------------------------------- gateway
+
+/// `meta` key of the signing key `migrate` generates when no `log_key_file` is configured.
+const LOG_SIGNER_META: &str = "log_signer";
+
+/// The checkpoint signer every gateway shares: `log_key_file` if configured, else the key
+/// `migrate` kept in the keyspace.
+async fn log_signer(
+    config: &Config,
+    store: &ScyllaStore,
+) -> anyhow::Result<sealtrail_core::note::NoteSigner> {
+    if let Some(path) = &config.log_key_file {
+        return crate::serve::load_log_key(path, &config.log_origin);
+    }
+    let text = store
+        .meta(LOG_SIGNER_META, &config.scylla_keyspace)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no log key: set log_key_file, or run `sealtrail migrate` (it keeps one in the keyspace)"
+            )
+        })?;
+    crate::serve::parse_log_key(&text, &config.log_origin)
+}
 
 pub fn gateway(config: Config) -> anyhow::Result<()> {
     runtime(&config)?.block_on(run_gateway(config))
@@ -164,10 +206,16 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
     let _replies = ReplyListener::start(&kafka, &gateway_id, correlator.clone())
         .context("reading the reply topic")?;
 
+    let signer = log_signer(&config, &store).await?;
+    let tlog = sealtrail_api::tlog::TransparencyLog::new(
+        signer,
+        Duration::from_millis(config.checkpoint_interval_ms),
+    );
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let service = Arc::new(Service {
         log: log.clone(),
         correlator,
+        tlog: Some(Arc::new(tlog)),
         store: Arc::new(store),
         commits: None,
         health: None,

@@ -6,6 +6,7 @@ mod config;
 mod distributed;
 mod keys_cmd;
 mod serve;
+mod verify_cmd;
 
 use std::path::PathBuf;
 
@@ -51,6 +52,10 @@ enum Command {
     /// Show configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Verify an exported log or evidence pack offline: every hash, the chain, the
+    /// Merkle tree against the signed checkpoint, and consistency with a kept one.
+    /// Exit 0 when everything holds, 1 on the first failure, 2 when it cannot run.
+    Verify(verify_cmd::VerifyArgs),
 }
 
 #[derive(Args, Clone, Default)]
@@ -237,6 +242,7 @@ fn load(common: &Common, extra: Overrides) -> anyhow::Result<Config> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Verify(args) => return verify_cmd::run(args),
         Command::Serve(args) => load(
             &args.common,
             Overrides {

@@ -104,6 +104,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     drop(fatal_tx);
 
+    let signer = load_or_create_log_key(&config)?;
+    tracing::info!(verifier_key = %signer.verifier(), "verifiable log key");
+    let tlog = sealtrail_api::tlog::TransparencyLog::new(
+        signer,
+        Duration::from_millis(config.checkpoint_interval_ms),
+    );
+
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let service = Arc::new(Service {
         log: log.clone(),
@@ -118,6 +125,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             pending_receipts: None,
         },
         metrics: Some(metrics),
+        tlog: Some(Arc::new(tlog)),
         shutdown: shutdown_rx,
     });
 
@@ -225,4 +233,62 @@ pub(crate) async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Reads a signer key file and checks it is named for `origin`.
+pub(crate) fn load_log_key(
+    path: &std::path::Path,
+    origin: &str,
+) -> anyhow::Result<sealtrail_core::note::NoteSigner> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the log key {}", path.display()))?;
+    parse_log_key(&text, origin).with_context(|| format!("the log key {}", path.display()))
+}
+
+/// Parses a signer key and checks it is named for `origin`.
+pub(crate) fn parse_log_key(
+    text: &str,
+    origin: &str,
+) -> anyhow::Result<sealtrail_core::note::NoteSigner> {
+    let signer = sealtrail_core::note::NoteSigner::parse(text).context("not a signer key")?;
+    anyhow::ensure!(
+        signer.name() == origin,
+        "the log key is named {:?} but log_origin is {:?}; keep the origin the key was made for, or use a new key (earlier checkpoints then no longer verify with it)",
+        signer.name(),
+        origin
+    );
+    Ok(signer)
+}
+
+/// The log's signing key: read from `log_key_path`, or generated (32 random bytes) and
+/// written there on first start. Crash window: the key is written to a temporary file,
+/// fsynced, then renamed, so a crash never leaves a half-written key; before the rename
+/// no checkpoint was signed with it.
+fn load_or_create_log_key(config: &Config) -> anyhow::Result<sealtrail_core::note::NoteSigner> {
+    use sealtrail_core::note::NoteSigner;
+    use std::io::Write;
+    let path = config.log_key_path();
+    if path.exists() {
+        return load_log_key(&path, &config.log_origin);
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| anyhow::anyhow!("no randomness for the log key: {e}"))?;
+    let signer = NoteSigner::from_seed(&config.log_origin, seed)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&tmp)
+            .with_context(|| format!("creating the log key {}", tmp.display()))?;
+        writeln!(file, "{}", signer.to_private_string())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("writing the log key {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated a new log signing key");
+    Ok(signer)
 }

@@ -1,0 +1,350 @@
+//! Exports, streamed page by page in constant memory: the records as JSONL (each line the
+//! JCS form of a record, so `sealtrail verify` hashes it as is) or CSV, and the evidence
+//! pack (a ZIP: records, signed checkpoint, log key, proofs, VERIFY.md; see
+//! `sealtrail_core::pack`).
+
+use std::io::Write;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use sealtrail_core::audit::canonical_line;
+use sealtrail_core::pack;
+use sealtrail_core::record::Record;
+use sealtrail_store::{ChainRow, Store};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::auth::Scope;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::tlog::{inclusion, log_size};
+
+/// Records read per store call.
+const PAGE: usize = 1_000;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ExportParams {
+    /// `jsonl` (default) or `csv`
+    pub format: Option<String>,
+    /// first sequence number (inclusive, default 1)
+    pub from: Option<String>,
+    /// last sequence number (inclusive, default: the log size when the export starts)
+    pub to: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Jsonl,
+    Csv,
+}
+
+const CSV_HEADER: &str = "sequence_number,id,timestamp,created_at,actor_id,actor_type,actor_email,action,resource_id,resource_type,resource_name,outcome,metadata,prev_hash,hash\r\n";
+
+fn csv_field(out: &mut String, value: &str) {
+    if value.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&value.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(value);
+    }
+}
+
+fn csv_line(r: &Record) -> String {
+    let actor_type = r.actor.actor_type.map(|t| {
+        serde_json::to_value(t)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    });
+    let outcome = serde_json::to_value(r.outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let metadata = serde_json::to_string(&r.metadata).expect("metadata serializes");
+    let seq = r.sequence_number.to_string();
+    let fields: [&str; 15] = [
+        &seq,
+        &r.id,
+        &r.timestamp,
+        &r.created_at,
+        &r.actor.id,
+        actor_type.as_deref().unwrap_or(""),
+        r.actor.email.as_deref().unwrap_or(""),
+        &r.action,
+        &r.resource.id,
+        &r.resource.resource_type,
+        r.resource.name.as_deref().unwrap_or(""),
+        &outcome,
+        &metadata,
+        &r.prev_hash,
+        &r.hash,
+    ];
+    let mut out = String::with_capacity(512);
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        csv_field(&mut out, f);
+    }
+    out.push_str("\r\n");
+    out
+}
+
+fn parse_seq(name: &str, text: Option<&str>) -> ApiResult<Option<u64>> {
+    text.map(|t| {
+        t.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("{name} must be a sequence number, not {t:?}"),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// The records `from..=to` of a tenant, page by page.
+fn rows(
+    store: std::sync::Arc<dyn Store>,
+    tenant: String,
+    from: u64,
+    to: u64,
+) -> impl futures::Stream<Item = Result<Vec<ChainRow>, std::io::Error>> {
+    futures::stream::unfold(from.saturating_sub(1), move |after| {
+        let (store, tenant) = (store.clone(), tenant.clone());
+        async move {
+            if after >= to {
+                return None;
+            }
+            let limit = PAGE.min((to - after) as usize);
+            match store.scan_chain(&tenant, after, limit).await {
+                Ok(page) if page.is_empty() => None,
+                Ok(page) => {
+                    let last = page.last().map_or(to, |r| r.sequence_number);
+                    Some((Ok(page), last))
+                }
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), to)),
+            }
+        }
+    })
+}
+
+/// Export a tenant's records (streamed): JSONL of canonical records, or CSV.
+#[utoipa::path(get, path = "/v1/export", tag = "Verifiable log", operation_id = "exportEvents",
+    params(ExportParams),
+    responses((status = 200, content_type = "application/x-ndjson", body = String), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn export(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<ExportParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    let caller = state
+        .keys
+        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
+        .await?;
+    let p = params
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let format = match p.format.as_deref() {
+        None | Some("jsonl") => Format::Jsonl,
+        Some("csv") => Format::Csv,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("format must be jsonl or csv, not {other:?}"),
+            ));
+        }
+    };
+    let size = log_size(state.store.as_ref(), &caller.tenant_id).await?;
+    let from = parse_seq("from", p.from.as_deref())?.unwrap_or(1).max(1);
+    let to = parse_seq("to", p.to.as_deref())?.unwrap_or(size).min(size);
+    let header_line =
+        (format == Format::Csv).then(|| Ok(Bytes::from_static(CSV_HEADER.as_bytes())));
+    let body = rows(state.store.clone(), caller.tenant_id.clone(), from, to).map(move |page| {
+        let page = page?;
+        let mut out = Vec::with_capacity(page.len() * 700);
+        for row in &page {
+            match format {
+                Format::Jsonl => {
+                    out.extend_from_slice(&canonical_line(&row.canonical, &row.hash));
+                    out.push(b'\n');
+                }
+                Format::Csv => {
+                    let record = row
+                        .record()
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    out.extend_from_slice(csv_line(&record).as_bytes());
+                }
+            }
+        }
+        Ok::<_, std::io::Error>(Bytes::from(out))
+    });
+    let body = futures::stream::iter(header_line).chain(body);
+    let (content_type, ext) = match format {
+        Format::Jsonl => ("application/x-ndjson", "jsonl"),
+        Format::Csv => ("text/csv; charset=utf-8", "csv"),
+    };
+    let disposition = format!(
+        "attachment; filename=\"sealtrail-{}.{ext}\"",
+        caller.tenant_id
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// A `Write` that hands its bytes to the HTTP body (the ZIP writer runs on a blocking
+/// thread; a bounded channel keeps memory constant).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 256 * 1024 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = Bytes::from(std::mem::take(&mut self.buf));
+            self.tx
+                .blocking_send(Ok(chunk))
+                .map_err(|_| std::io::Error::other("the client went away"))?;
+        }
+        Ok(())
+    }
+}
+
+const VERIFY_MD: &str = include_str!("VERIFY.md");
+
+/// The evidence pack: a ZIP with the tenant's records 1..=n, the signed checkpoint of
+/// those n records, the log's verifier key, inclusion proofs of the first and last
+/// records, and VERIFY.md. n is the log size when the request starts.
+#[utoipa::path(get, path = "/v1/export/evidence-pack", tag = "Verifiable log", operation_id = "exportEvidencePack",
+    responses((status = 200, content_type = "application/zip", body = Vec<u8>), (status = 401, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn evidence_pack(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let caller = state
+        .keys
+        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
+        .await?;
+    let log = state.tlog.as_deref().ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_configured",
+            "this server has no verifiable log configured",
+        )
+    })?;
+    let tenant = caller.tenant_id.clone();
+    let store = state.store.clone();
+    let size = log_size(store.as_ref(), &tenant).await?;
+    let checkpoint = log.sign_at(store.as_ref(), &tenant, size).await?;
+    let mut proofs = pack::Proofs::default();
+    for seq in [1, size] {
+        if seq == 0 || proofs.inclusion.iter().any(|p| p.sequence_number == seq) {
+            continue;
+        }
+        let p = inclusion(store.as_ref(), &tenant, seq, size).await?;
+        let row = store.scan_chain(&tenant, seq - 1, 1).await?;
+        let hash = row.first().map(|r| r.hash.clone()).unwrap_or_default();
+        proofs.inclusion.push(pack::InclusionProof {
+            sequence_number: seq,
+            hash,
+            leaf_index: p.leaf_index,
+            tree_size: p.tree_size,
+            root_hash: p.root_hash,
+            hashes: p.hashes,
+        });
+    }
+    let key = log.verifier_key();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let handle = tokio::runtime::Handle::current();
+    let errors = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            let mut zip = zip::ZipWriter::new_stream(ChannelWriter {
+                tx,
+                buf: Vec::new(),
+            });
+            let opts = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                .large_file(true);
+            for (name, text) in [
+                (pack::README, VERIFY_MD.to_string()),
+                (pack::CHECKPOINT, checkpoint),
+                (pack::KEY, format!("{key}\n")),
+                (pack::PROOFS, serde_json::to_string_pretty(&proofs)?),
+            ] {
+                zip.start_file(name, opts)?;
+                zip.write_all(text.as_bytes())?;
+            }
+            zip.start_file(pack::RECORDS, opts)?;
+            let mut after = 0;
+            while after < size {
+                let limit = PAGE.min((size - after) as usize);
+                let page = handle.block_on(store.scan_chain(&tenant, after, limit))?;
+                if page.is_empty() {
+                    return Err("the chain ended before its head".into());
+                }
+                for row in &page {
+                    zip.write_all(&canonical_line(&row.canonical, &row.hash))?;
+                    zip.write_all(b"\n")?;
+                    after = row.sequence_number;
+                }
+            }
+            let mut inner = zip.finish()?;
+            inner.flush()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::error!(error = %e, "evidence pack failed midway");
+            let _ = errors.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    let body = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"sealtrail-evidence-{}.zip\"",
+                    caller.tenant_id
+                ),
+            ),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        let mut out = String::new();
+        for f in ["plain", "a,b", "say \"hi\"", "two\nlines", ""] {
+            csv_field(&mut out, f);
+            out.push('|');
+        }
+        assert_eq!(out, "plain|\"a,b\"|\"say \"\"hi\"\"\"|\"two\nlines\"||");
+    }
+}

@@ -1,0 +1,362 @@
+//! The verifiable log over HTTP: signed checkpoints, the log key, inclusion and
+//! consistency proofs. Every answer reads O(log n) stored tree nodes
+//! ([`Store::tree_nodes`]), never the chain.
+//!
+//! Checkpoints are not stored: Ed25519 is deterministic, so signing the same tree head
+//! again yields the same note. A tenant's served checkpoint is re-signed when it is older
+//! than `checkpoint_interval` and the log has grown (so it lags the log by at most that
+//! interval while events arrive), or at once with `?fresh=true`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use sealtrail_core::checkpoint::{Checkpoint, tenant_origin};
+use sealtrail_core::merkle::{Hash, NodeId, NodeSource, range_nodes};
+use sealtrail_core::note::NoteSigner;
+use sealtrail_core::proof;
+use sealtrail_store::Store;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::Scope;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+/// Tenants whose last checkpoint is kept (then the cache starts over).
+const CACHED_TENANTS: usize = 10_000;
+
+/// The log's signing identity and checkpoint policy.
+pub struct TransparencyLog {
+    signer: NoteSigner,
+    origin: String,
+    interval: Duration,
+    cache: Mutex<HashMap<String, (Instant, u64, String)>>,
+}
+
+impl TransparencyLog {
+    /// `origin`: the log's name (also the key name); tenant `t`'s checkpoints are for
+    /// `<origin>/<t>`.
+    pub fn new(signer: NoteSigner, interval: Duration) -> Self {
+        Self {
+            origin: signer.name().to_string(),
+            signer,
+            interval,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn tenant_origin(&self, tenant: &str) -> String {
+        tenant_origin(&self.origin, tenant)
+    }
+
+    pub fn verifier_key(&self) -> String {
+        self.signer.verifier().to_string()
+    }
+
+    /// The signed checkpoint of `tenant`'s tree of exactly `size` leaves.
+    pub async fn sign_at(&self, store: &dyn Store, tenant: &str, size: u64) -> ApiResult<String> {
+        let root = root_at(store, tenant, size).await?;
+        Checkpoint::new(self.tenant_origin(tenant), size, root)
+            .sign(&self.signer)
+            .map_err(|e| ApiError::internal("signing a checkpoint", e))
+    }
+
+    /// The latest checkpoint as served (see the module doc): `(size, signed note)`.
+    pub async fn latest(
+        &self,
+        store: &dyn Store,
+        tenant: &str,
+        fresh: bool,
+    ) -> ApiResult<(u64, String)> {
+        let size = log_size(store, tenant).await?;
+        if !fresh {
+            let cache = self.cache.lock().expect("checkpoint cache");
+            if let Some((at, cached_size, note)) = cache.get(tenant)
+                && (*cached_size == size || at.elapsed() < self.interval)
+            {
+                return Ok((*cached_size, note.clone()));
+            }
+        }
+        let note = self.sign_at(store, tenant, size).await?;
+        let mut cache = self.cache.lock().expect("checkpoint cache");
+        if cache.len() >= CACHED_TENANTS {
+            cache.clear();
+        }
+        cache.insert(tenant.to_string(), (Instant::now(), size, note.clone()));
+        Ok((size, note))
+    }
+}
+
+/// The number of records in `tenant`'s log.
+pub async fn log_size(store: &dyn Store, tenant: &str) -> ApiResult<u64> {
+    let heads = store.heads(vec![tenant.to_string()]).await?;
+    Ok(heads.get(tenant).map_or(0, |h| h.sequence_number))
+}
+
+/// Stored node hashes, fetched in one store call, as a [`NodeSource`].
+struct Fetched(HashMap<NodeId, Hash>);
+
+impl NodeSource for Fetched {
+    type Error = NodeId;
+    fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, NodeId> {
+        ids.iter()
+            .map(|id| self.0.get(id).copied().ok_or(*id))
+            .collect()
+    }
+}
+
+async fn fetch(store: &dyn Store, tenant: &str, ids: Vec<NodeId>) -> ApiResult<Fetched> {
+    let hashes = store.tree_nodes(tenant, ids.clone()).await?;
+    let mut out = HashMap::with_capacity(ids.len());
+    for (id, hash) in ids.into_iter().zip(hashes) {
+        // nodes are written with their records, so a missing one is damage, not a race
+        let hash = hash.ok_or_else(|| {
+            ApiError::internal(
+                "reading the tree",
+                format!("node {id:?} of {tenant:?} missing"),
+            )
+        })?;
+        out.insert(id, hash);
+    }
+    Ok(Fetched(out))
+}
+
+fn proof_error<E: std::fmt::Debug>(e: proof::ProofError<E>) -> ApiError {
+    match e {
+        proof::ProofError::InvalidRequest(m) => ApiError::bad_request("invalid_query", m),
+        proof::ProofError::Source(e) => ApiError::internal("reading the tree", format!("{e:?}")),
+    }
+}
+
+async fn root_at(store: &dyn Store, tenant: &str, size: u64) -> ApiResult<Hash> {
+    let nodes = fetch(store, tenant, range_nodes(0, size)).await?;
+    proof::root_at(&nodes, size).map_err(proof_error)
+}
+
+fn parse_u64(name: &str, text: Option<&str>) -> ApiResult<Option<u64>> {
+    text.map(|t| {
+        t.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("{name} must be a non-negative integer, not {t:?}"),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn query_or_400<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+fn log_of(state: &AppState) -> ApiResult<&TransparencyLog> {
+    state.tlog.as_deref().ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_configured",
+            "this server has no verifiable log configured",
+        )
+    })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CheckpointParams {
+    /// `true`: sign the current tree head now instead of serving one up to
+    /// `checkpoint_interval_ms` old
+    pub fresh: Option<String>,
+}
+
+/// The tenant's latest signed checkpoint: a C2SP tlog-checkpoint signed as a C2SP signed
+/// note (Ed25519), served as is.
+#[utoipa::path(get, path = "/v1/checkpoint", tag = "Verifiable log", operation_id = "getCheckpoint",
+    params(CheckpointParams),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 401, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn get_checkpoint(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<CheckpointParams>, QueryRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let caller = state
+        .keys
+        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
+        .await?;
+    let p = query_or_400(params)?;
+    let fresh = match p.fresh.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("fresh must be true or false, not {other:?}"),
+            ));
+        }
+    };
+    let (_, note) = log_of(&state)?
+        .latest(state.store.as_ref(), &caller.tenant_id, fresh)
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note))
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogKey {
+    /// The origin line of this tenant's checkpoints.
+    pub origin: String,
+    /// `<name>+<key id>+<base64 Ed25519 public key>` (C2SP signed-note verifier key).
+    pub verifier_key: String,
+}
+
+/// The log's public key and this tenant's checkpoint origin.
+#[utoipa::path(get, path = "/v1/log/key", tag = "Verifiable log", operation_id = "getLogKey",
+    responses((status = 200, body = LogKey), (status = 401, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn get_log_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<LogKey>> {
+    let caller = state
+        .keys
+        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
+        .await?;
+    let log = log_of(&state)?;
+    Ok(Json(LogKey {
+        origin: log.tenant_origin(&caller.tenant_id),
+        verifier_key: log.verifier_key(),
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct InclusionParams {
+    /// the record to prove (1-based)
+    pub sequence_number: Option<String>,
+    /// size of the tree to prove it in (default: the current log size)
+    pub tree_size: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InclusionProofResponse {
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    /// base64
+    pub root_hash: String,
+    /// base64, nearest the leaf first (RFC 6962 audit path)
+    pub hashes: Vec<String>,
+}
+
+/// Proof that record `sequence_number` is in the tree of `tree_size` records.
+#[utoipa::path(get, path = "/v1/proof/inclusion", tag = "Verifiable log", operation_id = "getInclusionProof",
+    params(InclusionParams),
+    responses((status = 200, body = InclusionProofResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn get_inclusion_proof(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<InclusionParams>, QueryRejection>,
+) -> ApiResult<Json<InclusionProofResponse>> {
+    let caller = state
+        .keys
+        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
+        .await?;
+    log_of(&state)?;
+    let p = query_or_400(params)?;
+    let seq = parse_u64("sequence_number", p.sequence_number.as_deref())?
+        .ok_or_else(|| ApiError::bad_request("invalid_query", "sequence_number is required"))?;
+    let size = log_size(state.store.as_ref(), &caller.tenant_id).await?;
+    let tree_size = parse_u64("tree_size", p.tree_size.as_deref())?.unwrap_or(size);
+    if seq == 0 || seq > tree_size || tree_size > size {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "need 1 <= sequence_number <= tree_size <= {size} (the log size); got sequence_number {seq}, tree_size {tree_size}"
+            ),
+        ));
+    }
+    Ok(Json(
+        inclusion(state.store.as_ref(), &caller.tenant_id, seq, tree_size).await?,
+    ))
+}
+
+/// The inclusion proof of record `seq` in the tree of `tree_size` records (validated).
+pub async fn inclusion(
+    store: &dyn Store,
+    tenant: &str,
+    seq: u64,
+    tree_size: u64,
+) -> ApiResult<InclusionProofResponse> {
+    let index = seq - 1;
+    let mut ids = proof::inclusion_proof_nodes(index, tree_size);
+    ids.extend(range_nodes(0, tree_size));
+    let nodes = fetch(store, tenant, ids).await?;
+    let hashes = proof::inclusion_proof(&nodes, index, tree_size).map_err(proof_error)?;
+    let root = proof::root_at(&nodes, tree_size).map_err(proof_error)?;
+    Ok(InclusionProofResponse {
+        leaf_index: index,
+        tree_size,
+        root_hash: B64.encode(root),
+        hashes: hashes.iter().map(|h| B64.encode(h)).collect(),
+    })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ConsistencyParams {
+    /// the earlier tree size
+    pub from: Option<String>,
+    /// the later tree size (default: the current log size)
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConsistencyProofResponse {
+    pub from: u64,
+    pub to: u64,
+    /// base64 (RFC 6962 consistency proof)
+    pub hashes: Vec<String>,
+}
+
+/// Proof that the tree of `to` records extends the tree of `from` records.
+#[utoipa::path(get, path = "/v1/proof/consistency", tag = "Verifiable log", operation_id = "getConsistencyProof",
+    params(ConsistencyParams),
+    responses((status = 200, body = ConsistencyProofResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn get_consistency_proof(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<ConsistencyParams>, QueryRejection>,
+) -> ApiResult<Json<ConsistencyProofResponse>> {
+    let caller = state
+        .keys
+        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
+        .await?;
+    log_of(&state)?;
+    let p = query_or_400(params)?;
+    let from = parse_u64("from", p.from.as_deref())?
+        .ok_or_else(|| ApiError::bad_request("invalid_query", "from is required"))?;
+    let size = log_size(state.store.as_ref(), &caller.tenant_id).await?;
+    let to = parse_u64("to", p.to.as_deref())?.unwrap_or(size);
+    if from == 0 || from > to || to > size {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("need 1 <= from <= to <= {size} (the log size); got from {from}, to {to}"),
+        ));
+    }
+    let nodes = fetch(
+        state.store.as_ref(),
+        &caller.tenant_id,
+        proof::consistency_proof_nodes(from, to),
+    )
+    .await?;
+    let hashes = proof::consistency_proof(&nodes, from, to).map_err(proof_error)?;
+    Ok(Json(ConsistencyProofResponse {
+        from,
+        to,
+        hashes: hashes.iter().map(|h| B64.encode(h)).collect(),
+    }))
+}

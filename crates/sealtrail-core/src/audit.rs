@@ -1,0 +1,571 @@
+//! The offline verifier: everything an auditor checks about one tenant's exported log,
+//! with no server and nothing but the records, a signed checkpoint and the log's public
+//! key (plus, optionally, an earlier checkpoint they kept).
+//!
+//! Two stages, so a caller can run the first on many threads:
+//! 1. [`digest_line`] (pure, per record): parses one exported record line and recomputes
+//!    its hash (SHA-256 of the JCS form without `hash`);
+//! 2. [`Auditor::feed`] (sequential): checks the record's hash, tenant, sequence number
+//!    and `prev_hash` link, and appends its leaf to the Merkle tree (O(log n) memory);
+//!    [`Auditor::finish`] then checks the tree against the signed checkpoint and the
+//!    kept one.
+//!
+//! The first failure is reported precisely ([`AuditFailure`]); clean data never fails.
+
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::jcs_scan::canonical_object;
+use crate::merkle::{Frontier, Hash};
+use crate::note::NoteVerifier;
+
+/// The members of a record, in JCS order (DESIGN.md §2).
+const MEMBERS: [&str; 12] = [
+    "action",
+    "actor",
+    "created_at",
+    "hash",
+    "id",
+    "metadata",
+    "outcome",
+    "prev_hash",
+    "resource",
+    "sequence_number",
+    "tenant_id",
+    "timestamp",
+];
+
+/// What stage 1 learns from one record line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineDigest {
+    pub id: String,
+    pub tenant_id: String,
+    pub sequence_number: u64,
+    /// The `hash` member, decoded.
+    pub stored_hash: Hash,
+    /// SHA-256 of the JCS form of the record without `hash`.
+    pub computed_hash: Hash,
+    pub prev_hash: Hash,
+}
+
+/// Why a line is not a readable record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LineError(pub String);
+
+/// Lowercase hex digit values; 0xff for anything else.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+fn hex32(s: &str, what: &str) -> Result<Hash, LineError> {
+    // hot path of the verifier: branch-free decode that also refuses uppercase
+    let b = s.as_bytes();
+    let mut out = [0u8; 32];
+    let mut invalid = (b.len() != 64) as u8;
+    if invalid == 0 {
+        for (i, o) in out.iter_mut().enumerate() {
+            let (hi, lo) = (HEX[b[2 * i] as usize], HEX[b[2 * i + 1] as usize]);
+            invalid |= (hi | lo) & 0xf0;
+            *o = (hi << 4) | (lo & 0x0f);
+        }
+    }
+    if invalid != 0 {
+        return Err(LineError(format!("{what} is not 64 lowercase hex digits")));
+    }
+    Ok(out)
+}
+
+/// Stage 1: parses one exported record (a JSON object with exactly the record's members)
+/// and recomputes its hash. A line in JCS form (as `GET /v1/export` writes it) is hashed
+/// as is, minus its `hash` member; any other line is parsed and canonicalized. Both ways give the same answer.
+pub fn digest_line(line: &[u8]) -> Result<LineDigest, LineError> {
+    match canonical_object(line) {
+        Some(members) => digest_canonical(line, &members),
+        None => digest_parsed(line),
+    }
+}
+
+fn digest_canonical(
+    line: &[u8],
+    members: &[crate::jcs_scan::Member],
+) -> Result<LineDigest, LineError> {
+    check_members(members.iter().map(|m| &line[m.key.clone()]))?;
+    let value = |i: usize| &line[members[i].value.clone()];
+    let string = |i: usize| -> Result<String, LineError> {
+        let v = value(i);
+        let not_string = || LineError(format!("{} must be a string", MEMBERS[i]));
+        // the common case, a string without escapes, needs no JSON decoding
+        if v.len() >= 2 && v[0] == b'"' && !v[1..v.len() - 1].contains(&b'\\') {
+            return std::str::from_utf8(&v[1..v.len() - 1])
+                .map(str::to_string)
+                .map_err(|_| not_string());
+        }
+        serde_json::from_slice::<String>(v).map_err(|_| not_string())
+    };
+    let hash = members[3].clone();
+    // cut `"hash":"…"` and the comma after it (it is never the last member)
+    let cut_end = hash.value.end + 1;
+    let cut_start = hash.key.start - 1;
+    let mut h = Sha256::new();
+    h.update(&line[..cut_start]);
+    h.update(&line[cut_end..]);
+    // the scanner admits only plain integers of at most 15 digits here
+    let sequence_number = std::str::from_utf8(value(9))
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| LineError("sequence_number must be a positive integer".into()))?;
+    Ok(LineDigest {
+        id: string(4)?,
+        tenant_id: string(10)?,
+        sequence_number,
+        stored_hash: hex32(&string(3)?, "hash")?,
+        computed_hash: h.finalize().into(),
+        prev_hash: hex32(&string(7)?, "prev_hash")?,
+    })
+}
+
+fn check_members<'a>(keys: impl Iterator<Item = &'a [u8]>) -> Result<(), LineError> {
+    let keys: Vec<&[u8]> = keys.collect();
+    if keys.len() != MEMBERS.len() || keys.iter().zip(MEMBERS).any(|(k, m)| *k != m.as_bytes()) {
+        let found: Vec<String> = keys
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into())
+            .collect();
+        return Err(LineError(format!(
+            "a record has exactly the members {}; found {}",
+            MEMBERS.join(", "),
+            found.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn digest_parsed(line: &[u8]) -> Result<LineDigest, LineError> {
+    // Not the ingest's strict parser: a canonical line may hold an integer-valued float
+    // (JCS writes 1e16 as 10000000000000000) that strict I-JSON parsing would refuse.
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| LineError(format!("not a JSON record: {e}")))?;
+    let serde_json::Value::Object(mut map) = value else {
+        return Err(LineError("a record is a JSON object".into()));
+    };
+    check_members(map.keys().map(|k| k.as_bytes()))?;
+    let string = |map: &serde_json::Map<String, serde_json::Value>, k: &str| {
+        map.get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| LineError(format!("{k} must be a string")))
+    };
+    let stored = string(&map, "hash")?;
+    map.remove("hash");
+    let canonical = serde_json_canonicalizer::to_vec(&map)
+        .map_err(|e| LineError(format!("cannot canonicalize: {e}")))?;
+    Ok(LineDigest {
+        id: string(&map, "id")?,
+        tenant_id: string(&map, "tenant_id")?,
+        sequence_number: map["sequence_number"]
+            .as_u64()
+            .ok_or_else(|| LineError("sequence_number must be a positive integer".into()))?,
+        stored_hash: hex32(&stored, "hash")?,
+        computed_hash: Sha256::digest(&canonical).into(),
+        prev_hash: hex32(&string(&map, "prev_hash")?, "prev_hash")?,
+    })
+}
+
+/// The export line of a record: the JCS form of the whole record, `hash` included,
+/// built from its stored canonical bytes (the record without `hash`) and its hash.
+/// [`digest_line`] hashes such a line without re-serializing it.
+pub fn canonical_line(canonical_unhashed: &[u8], hash: &str) -> Vec<u8> {
+    if let Some(members) = canonical_object(canonical_unhashed)
+        && let Some(id) = members
+            .iter()
+            .find(|m| &canonical_unhashed[m.key.clone()] == b"id")
+    {
+        let at = id.key.start - 1;
+        let mut out = Vec::with_capacity(canonical_unhashed.len() + 76);
+        out.extend_from_slice(&canonical_unhashed[..at]);
+        out.extend_from_slice(b"\"hash\":\"");
+        out.extend_from_slice(hash.as_bytes());
+        out.extend_from_slice(b"\",");
+        out.extend_from_slice(&canonical_unhashed[at..]);
+        return out;
+    }
+    // metadata with floats or non-ASCII keys: the general canonicalizer
+    let mut value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(canonical_unhashed).expect("stored canonical bytes are JSON");
+    value.insert("hash".into(), serde_json::Value::String(hash.to_string()));
+    serde_json_canonicalizer::to_vec(&value).expect("records serialize")
+}
+
+/// Which checks run. All on by default; the tests switch each off in turn to show that
+/// some tampering then goes unnoticed (so no check is dead weight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checks {
+    /// Each record hashes to its `hash`.
+    pub record_hash: bool,
+    /// Sequence numbers are 1, 2, 3, … with no gap, duplicate or reordering.
+    pub sequence: bool,
+    /// Each `prev_hash` is the previous record's `hash` (zeros for the first).
+    pub prev_hash: bool,
+    /// Every record belongs to one tenant, the one the checkpoints' origin names.
+    pub tenant: bool,
+    /// The checkpoints are signed by the log key.
+    pub signature: bool,
+    /// The records reach the checkpoint's tree size (nothing cut off the end).
+    pub checkpoint_size: bool,
+    /// The tree of the records has the checkpoint's root hash.
+    pub checkpoint_root: bool,
+    /// The kept (earlier) checkpoint is a prefix of this log: no rewrite, no fork.
+    pub trusted: bool,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Self {
+            record_hash: true,
+            sequence: true,
+            prev_hash: true,
+            tenant: true,
+            signature: true,
+            checkpoint_size: true,
+            checkpoint_root: true,
+            trusted: true,
+        }
+    }
+}
+
+/// The first thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", location(*.position, *.sequence_number, .event_id.as_deref()))]
+pub struct AuditFailure {
+    /// 1-based position of the record in the input (0: not about one record).
+    pub position: u64,
+    pub sequence_number: Option<u64>,
+    pub event_id: Option<String>,
+    /// Machine-readable: `unreadable_record`, `hash_mismatch`, `sequence_gap`,
+    /// `sequence_out_of_order`, `prev_hash_mismatch`, `wrong_tenant`, `bad_checkpoint`,
+    /// `bad_signature`, `truncated`, `root_mismatch`, `rollback`, `fork`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn location(position: u64, seq: Option<u64>, id: Option<&str>) -> String {
+    match (position, seq, id) {
+        (0, _, _) => String::new(),
+        (p, Some(s), Some(id)) => format!("record {p} (sequence_number {s}, id {id:?}): "),
+        (p, _, _) => format!("record {p}: "),
+    }
+}
+
+fn failure(code: &'static str, message: String) -> AuditFailure {
+    AuditFailure {
+        position: 0,
+        sequence_number: None,
+        event_id: None,
+        code,
+        message,
+    }
+}
+
+/// What an audit established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSummary {
+    pub tenant_id: Option<String>,
+    pub records: u64,
+    /// Root of the tree of all records read.
+    pub root: Hash,
+    /// The checkpoint the records were checked against.
+    pub checkpoint: Option<Checkpoint>,
+    /// Records after the checkpoint's size, which it does not cover.
+    pub uncovered: u64,
+    /// The kept checkpoint this log was shown to extend.
+    pub trusted: Option<Checkpoint>,
+}
+
+/// Stage 2: the sequential checks. Feed records in input order, then [`finish`](Self::finish).
+pub struct Auditor {
+    checks: Checks,
+    checkpoint: Option<Checkpoint>,
+    trusted: Option<Checkpoint>,
+    tenant_id: Option<String>,
+    frontier: Frontier,
+    expect_sequence: u64,
+    prev_hash: Hash,
+    root_at_checkpoint: Option<Hash>,
+    root_at_trusted: Option<Hash>,
+}
+
+/// The tenant a checkpoint origin `<log origin>/<tenant_id>` names.
+fn origin_tenant(origin: &str) -> &str {
+    origin.rsplit_once('/').map_or(origin, |(_, t)| t)
+}
+
+impl Auditor {
+    /// `checkpoint`: the signed checkpoint the records should match (a signed note);
+    /// `trusted`: an earlier signed checkpoint the auditor kept; both are verified with
+    /// `key` (required when either is given, unless `checks.signature` is off).
+    pub fn new(
+        checks: Checks,
+        key: Option<&NoteVerifier>,
+        checkpoint: Option<&str>,
+        trusted: Option<&str>,
+    ) -> Result<Self, AuditFailure> {
+        let open = |note: &str, what: &str| -> Result<Checkpoint, AuditFailure> {
+            let parsed = if checks.signature {
+                let key = key.ok_or_else(|| {
+                    failure(
+                        "bad_signature",
+                        format!("no log key to check the {what} with"),
+                    )
+                })?;
+                Checkpoint::open(note, key, None)
+            } else {
+                let text = note.split_once("\n\n").map_or(note, |(t, _)| t);
+                Checkpoint::parse(&format!("{}\n", text.trim_end_matches('\n')))
+            };
+            parsed.map_err(|e| match e {
+                CheckpointError::Note(n) => failure("bad_signature", format!("{what}: {n}")),
+                other => failure("bad_checkpoint", format!("{what}: {other}")),
+            })
+        };
+        let checkpoint = checkpoint.map(|c| open(c, "checkpoint")).transpose()?;
+        let trusted = trusted.map(|c| open(c, "kept checkpoint")).transpose()?;
+        let mut tenant_id = None;
+        if checks.tenant {
+            for cp in checkpoint.iter().chain(trusted.iter()) {
+                let t = origin_tenant(&cp.origin).to_string();
+                match &tenant_id {
+                    None => tenant_id = Some(t),
+                    Some(prev) if *prev != t => {
+                        return Err(failure(
+                            "wrong_tenant",
+                            format!(
+                                "the checkpoints are for different logs: tenant {prev:?} and {t:?}"
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut auditor = Self {
+            checks,
+            checkpoint,
+            trusted,
+            tenant_id,
+            frontier: Frontier::new(),
+            expect_sequence: 1,
+            prev_hash: [0; 32],
+            root_at_checkpoint: None,
+            root_at_trusted: None,
+        };
+        auditor.note_roots();
+        Ok(auditor)
+    }
+
+    /// Records fed so far.
+    pub fn records(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    fn note_roots(&mut self) {
+        let size = self.frontier.size();
+        if self.checkpoint.as_ref().is_some_and(|c| c.size == size) {
+            self.root_at_checkpoint = Some(self.frontier.root());
+        }
+        if self.trusted.as_ref().is_some_and(|c| c.size == size) {
+            self.root_at_trusted = Some(self.frontier.root());
+        }
+    }
+
+    /// Checks the next record (a result of [`digest_line`]; an unreadable line is
+    /// reported as is).
+    pub fn feed(&mut self, digest: Result<&LineDigest, &LineError>) -> Result<(), AuditFailure> {
+        let position = self.frontier.size() + 1;
+        let d = digest.map_err(|e| AuditFailure {
+            position,
+            sequence_number: None,
+            event_id: None,
+            code: "unreadable_record",
+            message: e.0.clone(),
+        })?;
+        let fail = |code, message| AuditFailure {
+            position,
+            sequence_number: Some(d.sequence_number),
+            event_id: Some(d.id.clone()),
+            code,
+            message,
+        };
+        let c = self.checks;
+        if c.record_hash && d.computed_hash != d.stored_hash {
+            return Err(fail(
+                "hash_mismatch",
+                format!(
+                    "stored hash {} but the record hashes to {}",
+                    hex::encode(d.stored_hash),
+                    hex::encode(d.computed_hash)
+                ),
+            ));
+        }
+        if c.tenant {
+            match &self.tenant_id {
+                None => self.tenant_id = Some(d.tenant_id.clone()),
+                Some(t) if *t != d.tenant_id => {
+                    return Err(fail(
+                        "wrong_tenant",
+                        format!("record belongs to tenant {:?}, not {t:?}", d.tenant_id),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if c.sequence && d.sequence_number != self.expect_sequence {
+            let (code, what) = if d.sequence_number > self.expect_sequence {
+                ("sequence_gap", "records are missing before it")
+            } else {
+                (
+                    "sequence_out_of_order",
+                    "a record is duplicated or out of order",
+                )
+            };
+            return Err(fail(
+                code,
+                format!(
+                    "expected sequence_number {} but found {}: {what}",
+                    self.expect_sequence, d.sequence_number
+                ),
+            ));
+        }
+        if c.prev_hash && d.prev_hash != self.prev_hash {
+            return Err(fail(
+                "prev_hash_mismatch",
+                format!(
+                    "prev_hash {} is not the previous record's hash {}",
+                    hex::encode(d.prev_hash),
+                    hex::encode(self.prev_hash)
+                ),
+            ));
+        }
+        self.frontier.push(&d.stored_hash, |_, _| {});
+        self.expect_sequence = d.sequence_number.saturating_add(1);
+        self.prev_hash = d.stored_hash;
+        self.note_roots();
+        Ok(())
+    }
+
+    /// The checks that need the whole input.
+    pub fn finish(self) -> Result<AuditSummary, AuditFailure> {
+        let c = self.checks;
+        let records = self.frontier.size();
+        if let Some(cp) = &self.checkpoint {
+            if c.checkpoint_size && records < cp.size {
+                return Err(failure(
+                    "truncated",
+                    format!(
+                        "the checkpoint commits to {} records but the input has {records}: records {}..={} are missing",
+                        cp.size,
+                        records + 1,
+                        cp.size
+                    ),
+                ));
+            }
+            if c.checkpoint_root
+                && let Some(root) = self.root_at_checkpoint
+                && root != cp.root
+            {
+                return Err(failure(
+                    "root_mismatch",
+                    format!(
+                        "the first {} records have tree root {} but the signed checkpoint says {}",
+                        cp.size,
+                        b64(&root),
+                        b64(&cp.root)
+                    ),
+                ));
+            }
+        }
+        if let Some(kept) = &self.trusted
+            && c.trusted
+        {
+            let latest = self.checkpoint.as_ref().map_or(records, |cp| cp.size);
+            if kept.size > latest {
+                return Err(failure(
+                    "rollback",
+                    format!(
+                        "the kept checkpoint has {} records, more than the {latest} now presented: the log was truncated",
+                        kept.size
+                    ),
+                ));
+            }
+            if let Some(cp) = &self.checkpoint
+                && cp.size == kept.size
+                && cp.root != kept.root
+            {
+                return Err(failure(
+                    "fork",
+                    format!(
+                        "two signed checkpoints of size {} with different roots ({} and {}): the log forked",
+                        kept.size,
+                        b64(&kept.root),
+                        b64(&cp.root)
+                    ),
+                ));
+            }
+            match self.root_at_trusted {
+                Some(root) if root == kept.root => {}
+                Some(root) => {
+                    return Err(failure(
+                        "fork",
+                        format!(
+                            "the first {} records have root {} but the kept checkpoint says {}: the log was rewritten",
+                            kept.size,
+                            b64(&root),
+                            b64(&kept.root)
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(failure(
+                        "truncated",
+                        format!(
+                            "the kept checkpoint commits to {} records but the input has {records}",
+                            kept.size
+                        ),
+                    ));
+                }
+            }
+        }
+        let uncovered = self
+            .checkpoint
+            .as_ref()
+            .map_or(0, |cp| records.saturating_sub(cp.size));
+        Ok(AuditSummary {
+            tenant_id: self.tenant_id,
+            records,
+            root: self.frontier.root(),
+            checkpoint: self.checkpoint,
+            uncovered,
+            trusted: self.trusted,
+        })
+    }
+}
+
+fn b64(h: &Hash) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(h)
+}
+
+#[cfg(test)]
+#[path = "audit_tests.rs"]
+mod tests;

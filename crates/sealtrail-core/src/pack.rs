@@ -1,0 +1,86 @@
+//! The evidence pack (`GET /v1/export/evidence-pack`): a ZIP an auditor verifies with
+//! `sealtrail verify` or by hand (VERIFY.md inside says how). Its entries:
+//!
+//! - [`RECORDS`]: one tenant's records 1..=n as JSONL, each line the JCS form of a record;
+//! - [`CHECKPOINT`]: the signed checkpoint (C2SP signed note) of the tree of those n records;
+//! - [`KEY`]: the log's verifier key, `<name>+<key id>+<base64>`;
+//! - [`PROOFS`]: inclusion proofs (JSON) of some records in that checkpoint, as the API
+//!   serves them, so an auditor can check a proof without the whole log;
+//! - [`README`] (VERIFY.md): how to verify the pack by hand.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditFailure;
+use crate::checkpoint::Checkpoint;
+use crate::merkle::{Hash, record_leaf};
+use crate::proof::verify_inclusion;
+
+pub const RECORDS: &str = "records.jsonl";
+pub const CHECKPOINT: &str = "checkpoint.txt";
+pub const KEY: &str = "log-key.txt";
+pub const PROOFS: &str = "proofs.json";
+pub const README: &str = "VERIFY.md";
+
+/// An inclusion proof as `GET /v1/proof/inclusion` serves it, with the record's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    pub sequence_number: u64,
+    /// The record's `hash` (lowercase hex): the leaf's 32 bytes.
+    pub hash: String,
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    /// Base64.
+    pub root_hash: String,
+    /// Base64, nearest the leaf first.
+    pub hashes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proofs {
+    pub inclusion: Vec<InclusionProof>,
+}
+
+fn bad(message: String) -> AuditFailure {
+    AuditFailure {
+        position: 0,
+        sequence_number: None,
+        event_id: None,
+        code: "bad_proof",
+        message,
+    }
+}
+
+fn hash_b64(s: &str) -> Option<Hash> {
+    B64.decode(s).ok()?.try_into().ok()
+}
+
+/// Checks every proof of `proofs.json` against `checkpoint` (the pack's, verified).
+pub fn check_proofs(proofs: &str, checkpoint: Option<&Checkpoint>) -> Result<(), AuditFailure> {
+    let proofs: Proofs =
+        serde_json::from_str(proofs).map_err(|e| bad(format!("{PROOFS} is unreadable: {e}")))?;
+    for p in &proofs.inclusion {
+        let what = format!("inclusion proof of sequence_number {}", p.sequence_number);
+        let root = hash_b64(&p.root_hash).ok_or_else(|| bad(format!("{what}: bad root_hash")))?;
+        let path: Option<Vec<Hash>> = p.hashes.iter().map(|h| hash_b64(h)).collect();
+        let path = path.ok_or_else(|| bad(format!("{what}: bad hashes")))?;
+        let leaf = record_leaf(&p.hash).ok_or_else(|| bad(format!("{what}: bad hash")))?;
+        if p.leaf_index + 1 != p.sequence_number {
+            return Err(bad(format!(
+                "{what}: leaf_index must be sequence_number - 1"
+            )));
+        }
+        if let Some(cp) = checkpoint
+            && cp.size == p.tree_size
+            && cp.root != root
+        {
+            return Err(bad(format!(
+                "{what}: root_hash is not the checkpoint's root"
+            )));
+        }
+        verify_inclusion(&leaf, p.leaf_index, p.tree_size, &path, &root)
+            .map_err(|e| bad(format!("{what}: {e}")))?;
+    }
+    Ok(())
+}
