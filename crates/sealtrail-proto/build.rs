@@ -5,7 +5,10 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let file = root.join("sealtrail/v1/audit_log.proto");
-    println!("cargo:rerun-if-changed={}", root.join("sealtrail").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("sealtrail").display()
+    );
     let descriptors = protox::compile([&file], [&root])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(

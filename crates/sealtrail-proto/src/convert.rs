@@ -6,8 +6,7 @@ use sealtrail_core::record;
 use serde_json::{Map, Value};
 
 use crate::{
-    Actor, ActorType, AuditEventInput, ItemError, Outcome, Receipt, ReceiptStatus, Record,
-    Resource,
+    Actor, ActorType, AuditEventInput, ItemError, Outcome, Receipt, ReceiptStatus, Record, Resource,
 };
 
 /// Why a message cannot become a core value (a malformed record from a server).
@@ -232,7 +231,8 @@ pub fn event_input_from_json(value: &Value) -> AuditEventInput {
         id: text(a, "id").unwrap_or_default(),
         r#type: text(a, "type")
             .and_then(|t| CoreActorType::parse(&t))
-            .map_or(ActorType::Unspecified, |t| actor_type_from_core(Some(t))) as i32,
+            .map_or(ActorType::Unspecified, |t| actor_type_from_core(Some(t)))
+            as i32,
         email: text(a, "email"),
     });
     let resource = value.get("resource").map(|r| Resource {
@@ -289,7 +289,10 @@ mod tests {
         assert_eq!(back.compute_hash(), core.hash);
         let encoded = prost::Message::encode_to_vec(&message);
         let decoded: Record = prost::Message::decode(encoded.as_slice()).unwrap();
-        assert_eq!(record_to_json(&decoded).unwrap(), serde_json::to_value(&core).unwrap());
+        assert_eq!(
+            record_to_json(&decoded).unwrap(),
+            serde_json::to_value(&core).unwrap()
+        );
     }
 
     #[test]
