@@ -291,7 +291,19 @@ pub async fn log_batch(
         BatchOutcome::Accepted(receipt) => {
             Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
         }
-        BatchOutcome::Committed(result) => Ok((StatusCode::OK, Json(result)).into_response()),
+        BatchOutcome::Committed { receipt, records } => Ok((
+            StatusCode::OK,
+            Json(BatchResult {
+                receipt_id: receipt.receipt_id,
+                status: receipt.status,
+                accepted: receipt.accepted,
+                rejected: receipt.rejected,
+                ids: receipt.ids,
+                errors: receipt.errors,
+                events: records,
+            }),
+        )
+            .into_response()),
     }
 }
 
@@ -316,7 +328,11 @@ pub fn check_batch_len(len: usize) -> ApiResult<()> {
 #[derive(Debug)]
 pub enum BatchOutcome {
     Accepted(Receipt),
-    Committed(BatchResult),
+    /// Sync: the receipt and the committed records of the accepted events, in order.
+    Committed {
+        receipt: Receipt,
+        records: Vec<Record>,
+    },
 }
 
 /// Validates a batch of `tenant_id` (each item already parsed, or its parse error),
@@ -355,15 +371,7 @@ pub async fn ingest_batch(
     let queued = queued_receipt(&entry);
     match publish(state, entry, sync).await? {
         None => Ok(BatchOutcome::Accepted(queued)),
-        Some((receipt, records)) if sync => Ok(BatchOutcome::Committed(BatchResult {
-            receipt_id: receipt.receipt_id,
-            status: receipt.status,
-            accepted: receipt.accepted,
-            rejected: receipt.rejected,
-            ids: receipt.ids,
-            errors: receipt.errors,
-            events: records,
-        })),
+        Some((receipt, records)) if sync => Ok(BatchOutcome::Committed { receipt, records }),
         Some((receipt, _)) => Ok(BatchOutcome::Accepted(receipt)),
     }
 }

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod grpc;
 pub mod ingest;
 pub mod keys;
 pub mod openapi;
