@@ -64,7 +64,9 @@ pub async fn routes(state: AppState) -> (Routes, HealthReporter) {
 /// Serves the gRPC API on `listener` until `shutdown` resolves: health then reports
 /// `NOT_SERVING`, new connections are refused, `Tail` and `Ingest` streams end (on the
 /// service's shutdown flag, `Ingest` after acknowledging what it appended) and in-flight
-/// calls finish.
+/// calls finish. A peer that does not take part in the graceful close (HTTP/2 GOAWAY and
+/// PING) cannot hold the server: connections still open [`SHUTDOWN_GRACE`] after the
+/// commit timeout are dropped.
 ///
 /// Contract for the caller: the log must stay open until this returns, so that entries
 /// appended by in-flight calls are committed and acknowledged.
@@ -73,9 +75,12 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    let grace = state.config.commit_timeout + SHUTDOWN_GRACE;
     let (routes, reporter) = routes(state).await;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
+        let _ = started_tx.send(());
         reporter
             .set_not_serving::<AuditLogServer<AuditLogService>>()
             .await;
@@ -83,11 +88,27 @@ pub async fn serve(
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     };
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(8 << 20))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    let deadline = async move {
+        if started_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        _ = deadline => {
+            tracing::warn!("gRPC connections still open after the shutdown grace period; closing them");
+            Ok(())
+        }
+    }
 }
+
+/// How long after the commit timeout a shutdown waits for gRPC connections to close.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);

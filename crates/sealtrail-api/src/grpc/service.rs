@@ -66,9 +66,9 @@ pub(crate) fn event_value(input: &pb::AuditEventInput) -> Result<Value, Validati
         wrapped.extend_from_slice(b"{\"metadata\":");
         wrapped.extend_from_slice(input.metadata_json.as_bytes());
         wrapped.push(b'}');
-        let not_json =
-            |m: String| ValidationError::new("invalid_json", format!("metadata_json: {m}"));
-        let parsed = parse_strict(&wrapped).map_err(|e| not_json(e.message))?;
+        // The parser's own code (duplicate_key, number_out_of_range, …), as over REST.
+        let parsed = parse_strict(&wrapped)
+            .map_err(|e| ValidationError::new(e.code, format!("metadata_json: {}", e.message)))?;
         match parsed {
             Value::Object(mut map) if map.len() == 1 => {
                 event.insert(
@@ -76,7 +76,12 @@ pub(crate) fn event_value(input: &pb::AuditEventInput) -> Result<Value, Validati
                     map.remove("metadata").unwrap_or_default(),
                 );
             }
-            _ => return Err(not_json("not a single JSON value".into())),
+            _ => {
+                return Err(ValidationError::new(
+                    "invalid_json",
+                    "metadata_json: not a single JSON value",
+                ));
+            }
         }
     }
     Ok(Value::Object(event))
