@@ -20,12 +20,12 @@ test: test-rust test-python ## every test suite: Rust unit/property/conformance/
 test-rust: ## Rust tests (unit, property, store conformance, chainer, end-to-end over HTTP)
 	$(CARGO) test --workspace
 
-test-python: python-deps ## Python e2e: the official fact0 SDK, and an independent JCS hash check
+test-python: python-deps ## Python e2e: the official fact0 SDK, an independent JCS hash check, gRPC interop (grpcio)
 	$(CARGO) test --workspace --no-run -q
 	SEALTRAIL_BIN=$(CURDIR)/target/debug/sealtrail $(PYTHON) -m pytest tests/python -q
 
 python-deps: ## install the Python test dependencies (pinned)
-	@$(PYTHON) -c 'import fact0, rfc8785, pytest, requests' 2>/dev/null || $(PYTHON) -m pip install -q -r tests/python/requirements.txt
+	@$(PYTHON) -c 'import fact0, rfc8785, pytest, requests, grpc, grpc_tools' 2>/dev/null || $(PYTHON) -m pip install -q -r tests/python/requirements.txt
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
