@@ -4,7 +4,7 @@ PYTHON ?= python3
 CARGO ?= cargo
 DATA_DIR ?= ./sealtrail-data
 
-.PHONY: help build run test test-rust test-python python-deps lint fmt bench up down clean
+.PHONY: help build run test test-rust test-python python-deps lint proto-lint fmt bench up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -31,10 +31,13 @@ lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+proto-lint: ## buf lint of proto/ (STANDARD + COMMENTS rules; buf comes from npm, pinned)
+	cd proto && npx --yes @bufbuild/buf@1.75.0 lint
+
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-bench: build ## benchmark a release build with wrk (needs wrk and bc)
+bench: build ## benchmark a release build: REST with wrk (needs wrk and bc), then gRPC streaming ingest
 	bench/bench.sh
 
 up: ## fetch (pinned, from Maven Central) and start Kafka + Cassandra on 127.0.0.1 for distributed mode
