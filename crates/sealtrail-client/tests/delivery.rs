@@ -10,12 +10,15 @@ use sealtrail_client::proto::{self as pb};
 use sealtrail_client::{Client, ClientError, Event, OnFailure, RetryPolicy};
 use tonic::{Request, Response, Status, Streaming};
 
+/// One LogBatch received: its event ids and its authorization metadata.
+type Call = (Vec<String>, String);
+
 /// Answers LogBatch from a script: each entry is `Some(status)` to fail, `None` to accept.
 #[derive(Default, Clone)]
 struct Scripted {
     script: Arc<Mutex<VecDeque<Option<Status>>>>,
     /// Every LogBatch received: (event ids, authorization).
-    calls: Arc<Mutex<Vec<(Vec<String>, String)>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
 }
 
 fn overloaded() -> Status {
