@@ -337,3 +337,66 @@ async fn next(
         .await
         .expect("a record in time")
 }
+
+#[tokio::test]
+async fn async_log_event_answers_a_receipt() {
+    let (_d, _s, _api, client) = setup().await;
+    let mut raw = client.raw();
+    let answer = raw
+        .log_event(pb::LogEventRequest {
+            event: Some(Event::new("u", "a.b", "r", "doc").id("async-1").build()),
+            sync: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::log_event_response::Result::Receipt(receipt)) = answer.result else {
+        panic!("an async LogEvent answers a receipt: {answer:?}");
+    };
+    assert_eq!(receipt.ids, vec!["async-1".to_string()]);
+    // Embedded mode acknowledges only durable events, so the receipt is already final.
+    assert_eq!(receipt.status, pb::ReceiptStatus::Committed as i32);
+    let polled = client.get_receipt(&receipt.receipt_id).await.unwrap();
+    assert_eq!(polled.status, pb::ReceiptStatus::Committed as i32);
+}
+
+// Multi-threaded for the same reason as the tail test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_ingest_stream_ends_with_unavailable_at_shutdown_after_its_acks() {
+    let (_d, mut server, _api, client) = setup().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::IngestRequest>(16);
+    let mut acks = client
+        .ingest(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let event = Event::new("u", "a.b", "r", "doc")
+            .id(format!("open-{i}"))
+            .build();
+        tx.send(pb::IngestRequest { event: Some(event) })
+            .await
+            .unwrap();
+    }
+    for i in 0..20u64 {
+        let ack = tokio::time::timeout(Duration::from_secs(10), acks.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ack.index, i);
+        assert!(matches!(
+            ack.result,
+            Some(pb::ingest_response::Result::Record(_))
+        ));
+    }
+    // The client keeps its side open; the server still stops, and says why.
+    assert!(server.sigterm_and_wait(), "{}", server.log());
+    let end = tokio::time::timeout(Duration::from_secs(10), acks.next())
+        .await
+        .unwrap();
+    match end {
+        Some(Err(status)) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+    drop(tx);
+}
