@@ -76,7 +76,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let grace = state.config.commit_timeout + SHUTDOWN_GRACE;
-    let (routes, reporter) = routes(state).await;
+    let (routes, reporter) = routes(state.clone()).await;
+    tokio::spawn(mirror_health(state, reporter.clone()));
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
@@ -112,3 +113,32 @@ pub async fn serve(
 
 /// How long after the commit timeout a shutdown waits for gRPC connections to close.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Mirrors `/healthz` into the gRPC health service: `sealtrail.v1.AuditLog` is
+/// `NOT_SERVING` while a chainer retries a failing store (its requests are stalled), and
+/// `SERVING` again once it recovers. Ends at shutdown (which reports `NOT_SERVING`).
+async fn mirror_health(state: AppState, reporter: HealthReporter) {
+    let Some(health) = state.health.clone() else {
+        return;
+    };
+    let mut shutdown = state.shutdown.clone();
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let healthy = health.problems().is_empty();
+        if healthy != serving && !*shutdown.borrow() {
+            serving = healthy;
+            let status = if healthy {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            reporter
+                .set_service_status(sealtrail_proto::SERVICE_NAME, status)
+                .await;
+        }
+    }
+}
