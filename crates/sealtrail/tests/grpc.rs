@@ -400,3 +400,59 @@ async fn an_open_ingest_stream_ends_with_unavailable_at_shutdown_after_its_acks(
     }
     drop(tx);
 }
+
+// Multi-threaded: the CLI call below blocks the test thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_key_ends_an_open_ingest_stream() {
+    let (_d, server, _api, _client) = setup().await;
+    let key = create_key(&server.data_dir, "revoked-tenant", "write");
+    let client = sdk(&server, &key);
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::IngestRequest>(16);
+    let mut acks = client
+        .ingest(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+    let send = |i: u32| {
+        let event = Event::new("u", "a.b", "r", "doc")
+            .id(format!("rk-{i}"))
+            .build();
+        tx.send(pb::IngestRequest { event: Some(event) })
+    };
+    send(0).await.unwrap();
+    let ack = acks.next().await.unwrap().unwrap();
+    assert!(matches!(
+        ack.result,
+        Some(pb::ingest_response::Result::Record(_))
+    ));
+
+    let list = std::process::Command::new(BIN)
+        .args(["keys", "list", "--tenant", "revoked-tenant", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(list.stdout).unwrap();
+    let key_id = listing
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .next()
+                .filter(|w| w.starts_with("key_"))
+        })
+        .expect("a key id in `keys list`");
+    let revoked = std::process::Command::new(BIN)
+        .args(["keys", "revoke", key_id, "--data-dir"])
+        .arg(&server.data_dir)
+        .status()
+        .unwrap();
+    assert!(revoked.success());
+    // The key cache forgets within a second; the next batch is refused and the stream ends.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(1).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), acks.next())
+        .await
+        .unwrap();
+    match end {
+        Some(Err(status)) => assert_eq!(status.code(), Code::Unauthenticated, "{status:?}"),
+        other => panic!("expected UNAUTHENTICATED, got {other:?}"),
+    }
+}
