@@ -4,7 +4,7 @@ PYTHON ?= python3
 CARGO ?= cargo
 DATA_DIR ?= ./sealtrail-data
 
-.PHONY: help build run test test-rust test-python test-distributed python-deps lint fmt bench bench-distributed up down clean
+.PHONY: help build run test test-rust test-python test-distributed python-deps lint proto-lint fmt bench bench-distributed up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ test: test-rust test-python test-distributed ## every test suite: Rust, Python, 
 test-rust: ## Rust tests (unit, property, store conformance, chainer, end-to-end over HTTP)
 	$(CARGO) test --workspace
 
-test-python: python-deps ## Python e2e: the official fact0 SDK, an independent JCS hash check, an independent check of checkpoints and proofs
+test-python: python-deps ## Python e2e: the official fact0 SDK, an independent JCS hash check, an independent check of checkpoints and proofs, gRPC interop (grpcio)
 	$(CARGO) test --workspace --no-run -q
 	SEALTRAIL_BIN=$(CURDIR)/target/debug/sealtrail $(PYTHON) -m pytest tests/python -q
 
@@ -28,16 +28,19 @@ test-distributed: python-deps ## Kafka + Cassandra suites (starts them with depl
 	PYTHON=$(PYTHON) CARGO=$(CARGO) tests/distributed.sh
 
 python-deps: ## install the Python test dependencies (pinned)
-	@$(PYTHON) -c 'import fact0, rfc8785, pytest, requests, cryptography' 2>/dev/null || $(PYTHON) -m pip install -q -r tests/python/requirements.txt
+	@$(PYTHON) -c 'import fact0, rfc8785, pytest, requests, cryptography, grpc, grpc_tools' 2>/dev/null || $(PYTHON) -m pip install -q -r tests/python/requirements.txt
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --features sealtrail/integration,sealtrail-scylla/integration -- -D warnings
 
+proto-lint: ## buf lint of proto/ (STANDARD + COMMENTS rules; buf comes from npm, pinned)
+	cd proto && npx --yes @bufbuild/buf@1.75.0 lint
+
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-bench: build ## benchmark a release build with wrk (needs wrk and bc)
+bench: build ## benchmark a release build: REST with wrk (needs wrk and bc), then gRPC streaming ingest
 	bench/bench.sh
 
 bench-distributed: build ## benchmark distributed mode: Kafka + Cassandra + 1 gateway + 1 chainer on this machine (needs wrk, bc, a JDK)

@@ -6,7 +6,8 @@
 #
 # Knobs (environment): BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64),
 # BENCH_BATCH_CONNECTIONS (16), BENCH_TENANTS (8), BENCH_WRK_THREADS (2),
-# BENCH_VERIFY_FILL_SECONDS (8: how long to fill the chain that is then verified).
+# BENCH_VERIFY_FILL_SECONDS (8: how long to fill the chain that is then verified),
+# BENCH_GRPC_EVENTS (1000000: events sent over gRPC Ingest streams), BENCH_GRPC_STREAMS (8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
@@ -18,6 +19,8 @@ BIN=target/release/sealtrail
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 [ -x "$BIN" ] || cargo build --release -p sealtrail
+GRPC_BENCH=target/release/examples/grpc_bench
+cargo build --release -q -p sealtrail-client --example grpc_bench
 
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -54,6 +57,12 @@ run() { # name path body_file connections events_per_request
 run "single async (c=$CONNS)" /v1/events "$WORK/event.json" "$CONNS" 1
 run "single sync (c=$CONNS)" "/v1/events?sync=true" "$WORK/event.json" "$CONNS" 1
 run "batch 100 sync (c=$BATCH_CONNS)" "/v1/events/batch?sync=true" "$WORK/batch.json" "$BATCH_CONNS" 100
+
+# gRPC streaming ingest: BENCH_GRPC_STREAMS Ingest streams over the tenants, each event
+# counted once its acknowledgement carries the committed record.
+line=$("$GRPC_BENCH" --endpoint "http://127.0.0.1:$GRPC" --keys "$KEYS" --events "${BENCH_GRPC_EVENTS:-1000000}" --streams "${BENCH_GRPC_STREAMS:-8}" | grep '^BENCH_GRPC')
+eval "${line#BENCH_GRPC }"
+printf '%-28s %12.0f   (%s events in %.2f s over %s streams, %s failed) %9.0f\n' "grpc Ingest stream" "$events_per_s" "$committed" "$seconds" "$streams" "$failed" "$(awk '/VmRSS/ {print $2/1024}' /proc/$PID/status)"
 
 # Chain verification: fill one tenant's chain with sync batches, then walk it whole
 # through GET /v1/verify (hash of every record, every link).

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
 use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue};
 use sealtrail_store::{ApiKey, Store};
 
 use crate::error::{ApiError, ApiResult};
@@ -66,13 +66,27 @@ impl KeyCache {
         headers: &HeaderMap,
         scopes: &[Scope],
     ) -> ApiResult<Caller> {
-        let value = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "missing Authorization header; send `Authorization: Bearer alk_live_…`",
-                )
-            })?;
+        self.authenticate_value(
+            store,
+            headers.get(axum::http::header::AUTHORIZATION),
+            scopes,
+        )
+        .await
+    }
+
+    /// [`Self::authenticate`] given the `Authorization` value (gRPC passes its
+    /// `authorization` metadata).
+    pub async fn authenticate_value(
+        &self,
+        store: &dyn Store,
+        value: Option<&HeaderValue>,
+        scopes: &[Scope],
+    ) -> ApiResult<Caller> {
+        let value = value.ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing Authorization header; send `Authorization: Bearer alk_live_…`",
+            )
+        })?;
         let raw = value
             .to_str()
             .ok()

@@ -18,15 +18,16 @@ use sealtrail_core::limits::{MAX_BATCH_BODY_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_B
 use sealtrail_core::receipt::{ItemError, Receipt, ReceiptStatus};
 use sealtrail_core::record::Record;
 use sealtrail_core::time::format_micros;
+use sealtrail_log::correlation::Waiter;
 use sealtrail_log::{Durability, EntryOutcome, IndexedEvent, LogEntry, LogError};
 use sealtrail_store::now_micros;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::AppState;
 use crate::auth::Scope;
 use crate::body::{read_bytes, read_json};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::{AppState, Service};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +71,7 @@ fn wants_sync(headers: &HeaderMap, params: &IngestParams) -> bool {
     header || query
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
@@ -84,16 +85,45 @@ fn params_or_400(
 
 /// Publishes `entry` and waits for its outcome when it must; `None` means the log is
 /// durable and the caller did not ask to wait.
-async fn publish(
+pub(crate) async fn publish(
     state: &AppState,
     mut entry: LogEntry,
     sync: bool,
 ) -> ApiResult<Option<(Receipt, Vec<Record>)>> {
-    // A caller that does not wait gets no reply from a durable log: don't ask for one.
-    let waiter =
-        (sync || state.config.pending_receipts.is_none()).then(|| state.correlator.register());
-    entry.reply_to = waiter.as_ref().map(|w| w.address.clone());
-    let durability = state.log.append(entry).await.map_err(|err| match err {
+    if !sync && state.config.pending_receipts.is_some() {
+        // A durable log (distributed mode) and a caller that does not wait: no reply to
+        // ask the chainer for.
+        entry.reply_to = None;
+        return match state.log.append(entry).await.map_err(log_error)? {
+            Durability::Durable => Ok(None),
+            Durability::Volatile => Err(ApiError::internal(
+                "pending receipts need a durable log",
+                "configuration",
+            )),
+        };
+    }
+    let (waiter, durability) = append(state, entry).await?;
+    if durability == Durability::Durable && !sync {
+        return Ok(None);
+    }
+    wait_outcome(state, waiter).await.map(Some)
+}
+
+/// Appends `entry` to the log with a reply address; the returned waiter receives its
+/// outcome. Entries appended one after another by one task reach the chainer in that
+/// order (the log's contract), which streaming ingest relies on.
+pub(crate) async fn append(
+    state: &Service,
+    mut entry: LogEntry,
+) -> ApiResult<(Waiter<'_>, Durability)> {
+    let waiter = state.correlator.register();
+    entry.reply_to = Some(waiter.address.clone());
+    let durability = state.log.append(entry).await.map_err(log_error)?;
+    Ok((waiter, durability))
+}
+
+pub(crate) fn log_error(err: LogError) -> ApiError {
+    match err {
         LogError::Overloaded => {
             ApiError::overloaded("ingest is overloaded; retry after the Retry-After delay")
         }
@@ -104,13 +134,16 @@ async fn publish(
             tracing::warn!(%m, "log append failed");
             ApiError::unavailable("the log is unavailable; retry shortly")
         }
-    })?;
-    let waiter = match waiter {
-        Some(waiter) if sync || durability != Durability::Durable => waiter,
-        _ => return Ok(None),
-    };
+    }
+}
+
+/// Waits (at most the commit timeout) for the outcome of an appended entry.
+pub(crate) async fn wait_outcome(
+    state: &Service,
+    waiter: Waiter<'_>,
+) -> ApiResult<(Receipt, Vec<Record>)> {
     match waiter.wait(state.config.commit_timeout).await {
-        Some(EntryOutcome::Committed { receipt, records }) => Ok(Some((receipt, records))),
+        Some(EntryOutcome::Committed { receipt, records }) => Ok((receipt, records)),
         Some(EntryOutcome::Unavailable { message }) => Err(ApiError::unavailable(message)),
         None => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -123,7 +156,7 @@ async fn publish(
     }
 }
 
-fn queued_receipt(entry: &LogEntry) -> Receipt {
+pub(crate) fn queued_receipt(entry: &LogEntry) -> Receipt {
     Receipt {
         receipt_id: entry.receipt_id.clone(),
         status: ReceiptStatus::Queued,
@@ -167,10 +200,45 @@ pub async fn log_event(
     let sync = wants_sync(&headers, &params);
     let with_proof = params.proof.as_deref() == Some("true");
     let value = read_json(&headers, body, MAX_EVENT_BODY_BYTES).await?;
+    match ingest_event(&state, caller.tenant_id, value, sync).await? {
+        EventOutcome::Accepted(receipt) => {
+            Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
+        }
+        EventOutcome::Committed(record) if with_proof && state.tlog.is_some() => {
+            let log = state.tlog.as_deref().expect("checked");
+            let (tenant, seq) = (record.tenant_id.clone(), record.sequence_number);
+            let checkpoint = log.sign_at(state.store.as_ref(), &tenant, seq).await?;
+            let proof = crate::tlog::inclusion(state.store.as_ref(), &tenant, seq, seq).await?;
+            let mut body = serde_json::to_value(&record).expect("records serialize");
+            body["checkpoint"] = serde_json::Value::String(checkpoint);
+            body["inclusion_proof"] = serde_json::to_value(proof).expect("proofs serialize");
+            Ok((StatusCode::CREATED, Json(body)).into_response())
+        }
+        EventOutcome::Committed(record) => Ok((StatusCode::CREATED, Json(record)).into_response()),
+    }
+}
+
+/// What ingesting one event answers (REST: `202` + receipt or `201` + record).
+#[derive(Debug)]
+pub enum EventOutcome {
+    /// Async: the receipt (queued, or committed when the log made us wait anyway).
+    Accepted(Receipt),
+    /// Sync: the committed record.
+    Committed(Record),
+}
+
+/// Validates one parsed event of `tenant_id`, publishes it and waits for its commit when
+/// the log is volatile or `sync` asks. Shared by REST and gRPC: one set of rules.
+pub async fn ingest_event(
+    state: &AppState,
+    tenant_id: String,
+    value: serde_json::Value,
+    sync: bool,
+) -> ApiResult<EventOutcome> {
     let now = now_micros();
     let event = validate_event(value, now, new_id)?;
     let entry = LogEntry {
-        tenant_id: caller.tenant_id,
+        tenant_id,
         receipt_id: new_id(),
         created_at: format_micros(now),
         events: vec![IndexedEvent { index: 0, event }],
@@ -181,23 +249,13 @@ pub async fn log_event(
     };
     let queued = queued_receipt(&entry);
     metrics::counter!("sealtrail_events_received_total").increment(1);
-    match publish(&state, entry, sync).await? {
-        None => Ok((StatusCode::ACCEPTED, Json(queued)).into_response()),
+    match publish(state, entry, sync).await? {
+        None => Ok(EventOutcome::Accepted(queued)),
         Some((receipt, mut records)) if sync => match records.pop() {
-            Some(record) if with_proof && state.tlog.is_some() => {
-                let log = state.tlog.as_deref().expect("checked");
-                let (tenant, seq) = (record.tenant_id.clone(), record.sequence_number);
-                let checkpoint = log.sign_at(state.store.as_ref(), &tenant, seq).await?;
-                let proof = crate::tlog::inclusion(state.store.as_ref(), &tenant, seq, seq).await?;
-                let mut body = serde_json::to_value(&record).expect("records serialize");
-                body["checkpoint"] = serde_json::Value::String(checkpoint);
-                body["inclusion_proof"] = serde_json::to_value(proof).expect("proofs serialize");
-                Ok((StatusCode::CREATED, Json(body)).into_response())
-            }
-            Some(record) => Ok((StatusCode::CREATED, Json(record)).into_response()),
+            Some(record) => Ok(EventOutcome::Committed(record)),
             None => Err(conflict_from(&receipt)),
         },
-        Some((receipt, _)) => Ok((StatusCode::ACCEPTED, Json(receipt)).into_response()),
+        Some((receipt, _)) => Ok(EventOutcome::Accepted(receipt)),
     }
 }
 
@@ -252,50 +310,18 @@ pub async fn log_batch(
         )
     })?;
     let items = envelope.events;
-    if items.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_field",
-            "events must hold at least one event",
-        ));
-    }
-    if items.len() > MAX_BATCH_EVENTS {
-        return Err(ApiError::bad_request(
-            "batch_too_large",
-            format!(
-                "a batch holds at most {MAX_BATCH_EVENTS} events; this one has {}",
-                items.len()
-            ),
-        ));
-    }
-    let now = now_micros();
-    let mut events = Vec::with_capacity(items.len());
-    let mut rejected = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        let index = index as u32;
-        let parsed = parse_strict(item.get().as_bytes()).map_err(ValidationError::from);
-        match parsed.and_then(|value| validate_event(value, now, new_id)) {
-            Ok(event) => events.push(IndexedEvent { index, event }),
-            Err(err) => rejected.push(ItemError {
-                index,
-                code: err.code.to_string(),
-                message: err.message,
-            }),
+    check_batch_len(items.len())?;
+    // Each item is parsed strictly by itself, so an item that is not I-JSON (or not
+    // valid) is rejected by its index while the others commit.
+    let items = items
+        .into_iter()
+        .map(|item| parse_strict(item.get().as_bytes()).map_err(ValidationError::from))
+        .collect();
+    match ingest_batch(&state, caller.tenant_id, items, sync).await? {
+        BatchOutcome::Accepted(receipt) => {
+            Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
         }
-    }
-    metrics::counter!("sealtrail_events_received_total").increment(events.len() as u64);
-    let entry = LogEntry {
-        tenant_id: caller.tenant_id,
-        receipt_id: new_id(),
-        created_at: format_micros(now),
-        events,
-        rejected,
-        reply_to: None,
-        reply_only: false,
-    };
-    let queued = queued_receipt(&entry);
-    match publish(&state, entry, sync).await? {
-        None => Ok((StatusCode::ACCEPTED, Json(queued)).into_response()),
-        Some((receipt, records)) if sync => Ok((
+        BatchOutcome::Committed { receipt, records } => Ok((
             StatusCode::OK,
             Json(BatchResult {
                 receipt_id: receipt.receipt_id,
@@ -308,6 +334,75 @@ pub async fn log_batch(
             }),
         )
             .into_response()),
-        Some((receipt, _)) => Ok((StatusCode::ACCEPTED, Json(receipt)).into_response()),
+    }
+}
+
+/// Refuses an empty batch or one over [`MAX_BATCH_EVENTS`].
+pub fn check_batch_len(len: usize) -> ApiResult<()> {
+    if len == 0 {
+        return Err(ApiError::bad_request(
+            "missing_field",
+            "events must hold at least one event",
+        ));
+    }
+    if len > MAX_BATCH_EVENTS {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!("a batch holds at most {MAX_BATCH_EVENTS} events; this one has {len}"),
+        ));
+    }
+    Ok(())
+}
+
+/// What ingesting a batch answers (REST: `202` + receipt or `200` + result).
+#[derive(Debug)]
+pub enum BatchOutcome {
+    Accepted(Receipt),
+    /// Sync: the receipt and the committed records of the accepted events, in order.
+    Committed {
+        receipt: Receipt,
+        records: Vec<Record>,
+    },
+}
+
+/// Validates a batch of `tenant_id` (each item already parsed, or its parse error),
+/// publishes its valid events as one log entry and waits like [`ingest_event`]. Invalid
+/// items are rejected by index in the receipt. Shared by REST and gRPC.
+pub async fn ingest_batch(
+    state: &AppState,
+    tenant_id: String,
+    items: Vec<Result<serde_json::Value, ValidationError>>,
+    sync: bool,
+) -> ApiResult<BatchOutcome> {
+    check_batch_len(items.len())?;
+    let now = now_micros();
+    let mut events = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    for (index, parsed) in items.into_iter().enumerate() {
+        let index = index as u32;
+        match parsed.and_then(|value| validate_event(value, now, new_id)) {
+            Ok(event) => events.push(IndexedEvent { index, event }),
+            Err(err) => rejected.push(ItemError {
+                index,
+                code: err.code.to_string(),
+                message: err.message,
+            }),
+        }
+    }
+    metrics::counter!("sealtrail_events_received_total").increment(events.len() as u64);
+    let entry = LogEntry {
+        tenant_id,
+        receipt_id: new_id(),
+        created_at: format_micros(now),
+        events,
+        rejected,
+        reply_to: None,
+        reply_only: false,
+    };
+    let queued = queued_receipt(&entry);
+    match publish(state, entry, sync).await? {
+        None => Ok(BatchOutcome::Accepted(queued)),
+        Some((receipt, records)) if sync => Ok(BatchOutcome::Committed { receipt, records }),
+        Some((receipt, _)) => Ok(BatchOutcome::Accepted(receipt)),
     }
 }

@@ -1,14 +1,19 @@
-//! sealtrail's REST API: fact0's audit API plus sealtrail's own routes, over one
-//! [`Service`] that talks to the log (ingest) and the store (reads).
+//! sealtrail's APIs over one [`Service`] that talks to the log (ingest) and the store
+//! (reads): REST (fact0's audit API plus sealtrail's own routes) and gRPC
+//! (`sealtrail.v1.AuditLog`, in [`grpc`]). Both call the same functions (e.g.
+//! [`ingest::ingest_event`], [`query::list`]) and share one error type, [`error::ApiError`],
+//! mapped to an HTTP status and to a gRPC status ([`grpc::status`]).
 //!
-//! [`router`] returns the whole `Router`, so tests can drive it without a socket;
-//! [`serve`] runs it on a listener until a shutdown signal, draining in-flight requests.
+//! [`router`] returns the whole REST `Router`, so tests can drive it without a socket;
+//! [`serve`] runs it on a listener until a shutdown signal, draining in-flight requests;
+//! [`grpc::serve`] does the same for gRPC.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod body;
 pub mod error;
 pub mod export;
+pub mod grpc;
 pub mod ingest;
 pub mod keys;
 pub mod openapi;

@@ -164,6 +164,15 @@ pub async fn list_events(
         .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
         .await?;
     let p = query_or_400(params)?;
+    list(&state, &caller.tenant_id, p).await.map(Json)
+}
+
+/// The query of `GET /v1/events` (and gRPC `ListEvents`) for `tenant_id`.
+pub async fn list(
+    state: &AppState,
+    tenant_id: &str,
+    p: ListParams,
+) -> ApiResult<EventListResponse> {
     let page_size = parse_number("page_size", p.page_size.as_deref(), 50, 1000)?;
     let (paging, page) = match &p.cursor {
         Some(c) => (
@@ -213,7 +222,7 @@ pub async fn list_events(
         to: parse_time("to", p.to)?,
         paging,
     };
-    let result = state.store.list_events(&caller.tenant_id, query).await?;
+    let result = state.store.list_events(tenant_id, query).await?;
     let next_cursor = (result.events.len() == page_size as usize)
         .then(|| {
             result
@@ -222,13 +231,13 @@ pub async fn list_events(
                 .map(|e| encode_cursor(e.sequence_number))
         })
         .flatten();
-    Ok(Json(EventListResponse {
+    Ok(EventListResponse {
         events: result.events,
         total: result.total,
         page,
         page_size,
         next_cursor,
-    }))
+    })
 }
 
 /// Get one event.
@@ -280,7 +289,16 @@ pub async fn verify_event(
         .keys
         .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
         .await?;
-    let stored = state.store.get_event(&caller.tenant_id, &id).await?;
+    verify_one(&state, &caller.tenant_id, &id).await.map(Json)
+}
+
+/// `GET /v1/events/{id}/verify` (and gRPC `VerifyEvent`) for `tenant_id`.
+pub async fn verify_one(
+    state: &AppState,
+    tenant_id: &str,
+    id: &str,
+) -> ApiResult<SingleVerifyResult> {
+    let stored = state.store.get_event(tenant_id, id).await?;
     let record = stored
         .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?
         .record;
@@ -292,7 +310,7 @@ pub async fn verify_event(
     } else {
         state
             .store
-            .scan_chain(&caller.tenant_id, seq - 2, 1)
+            .scan_chain(tenant_id, seq - 2, 1)
             .await?
             .into_iter()
             .next()
@@ -310,7 +328,7 @@ pub async fn verify_event(
             Some("prev_hash_mismatch: prev_hash is not the previous record's hash".to_string())
         }
     };
-    Ok(Json(SingleVerifyResult {
+    Ok(SingleVerifyResult {
         valid: hash_valid && prev_hash_valid,
         event_id: record.id,
         sequence_number: seq,
@@ -318,7 +336,7 @@ pub async fn verify_event(
         computed_hash,
         prev_hash_valid,
         reason,
-    }))
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -379,6 +397,15 @@ pub async fn verify_chain(
         .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
         .await?;
     let p = query_or_400(params)?;
+    verify_walk(&state, &caller.tenant_id, p).await.map(Json)
+}
+
+/// `GET /v1/verify` (and gRPC `VerifyChain`) for `tenant_id`.
+pub async fn verify_walk(
+    state: &AppState,
+    tenant_id: &str,
+    p: VerifyParams,
+) -> ApiResult<VerifyResult> {
     let from = parse_time("from", p.from)?;
     let to = parse_time("to", p.to)?;
     let scan_all = match p.scan_all.as_deref() {
@@ -394,7 +421,7 @@ pub async fn verify_chain(
     };
     // Reading (SQLite, on a blocking thread) and checking (hashing, on another) overlap:
     // a reader task pages through the chain while pages already read are checked.
-    let tenant = caller.tenant_id.clone();
+    let tenant = tenant_id.to_string();
     let (pages_tx, mut pages) = tokio::sync::mpsc::channel::<Vec<ChainRow>>(2);
     let store = state.store.clone();
     let reader_tenant = tenant.clone();
@@ -446,7 +473,7 @@ pub async fn verify_chain(
     } = walk;
     metrics::counter!("sealtrail_verified_events_total").increment(walker.checked());
     let first = broken.first();
-    Ok(Json(VerifyResult {
+    Ok(VerifyResult {
         valid: broken_count == 0,
         tenant_id: tenant,
         events_checked: counted,
@@ -457,7 +484,7 @@ pub async fn verify_chain(
         reason: first.map(|b| b.reason.clone()),
         broken_count,
         all_broken_events: scan_all.then_some(broken),
-    }))
+    })
 }
 
 /// The state of one chain walk (see [`verify_chain`]).

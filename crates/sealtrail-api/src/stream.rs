@@ -59,26 +59,42 @@ pub async fn stream_events(
                 format!("Last-Event-ID / after must be a sequence number, not {text:?}"),
             )
         })?,
-        None => state
-            .store
-            .heads(vec![caller.tenant_id.clone()])
-            .await?
-            .remove(&caller.tenant_id)
-            .map_or(0, |h| h.sequence_number),
+        None => head_sequence(&state, &caller.tenant_id).await?,
     };
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(STREAM_PAGE);
-    tokio::spawn(feed(state.clone(), caller.tenant_id, after, tx));
+    tokio::spawn(feed(
+        state.clone(),
+        caller.tenant_id,
+        after,
+        tx,
+        |seq, record| {
+            let data = serde_json::to_string(&record).expect("records serialize");
+            Ok(Event::default().id(seq.to_string()).data(data))
+        },
+    ));
     Ok(Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// Copies committed records into the client's channel until it disconnects or the
-/// server shuts down.
-async fn feed(
+/// The sequence number of the tenant's chain head (0 for an empty chain).
+pub async fn head_sequence(state: &AppState, tenant_id: &str) -> ApiResult<u64> {
+    Ok(state
+        .store
+        .heads(vec![tenant_id.to_string()])
+        .await?
+        .remove(tenant_id)
+        .map_or(0, |h| h.sequence_number))
+}
+
+/// Copies the tenant's committed records after `after`, each made into a message by
+/// `make(sequence_number, record)`, into the client's channel until it disconnects or
+/// the server shuts down. Used by SSE and by gRPC `Tail`.
+pub async fn feed<T: Send + 'static>(
     state: AppState,
     tenant: String,
     mut after: u64,
-    tx: mpsc::Sender<Result<Event, Infallible>>,
+    tx: mpsc::Sender<T>,
+    make: impl Fn(u64, sealtrail_core::record::Record) -> T + Send + 'static,
 ) {
     let mut commits = state.commits.as_ref().map(|c| c.subscribe());
     let mut shutdown = state.shutdown.clone();
@@ -107,12 +123,7 @@ async fn feed(
                     continue;
                 }
             };
-            let data = serde_json::to_string(&record).expect("records serialize");
-            if tx
-                .send(Ok(Event::default().id(after.to_string()).data(data)))
-                .await
-                .is_err()
-            {
+            if tx.send(make(after, record)).await.is_err() {
                 metrics::gauge!("sealtrail_streams_open").decrement(1.0);
                 return;
             }

@@ -21,7 +21,7 @@ pub struct Config {
     pub store: StoreEngine,
     /// Address the REST API listens on.
     pub http_addr: String,
-    /// Address reserved for the gRPC API (served once the gRPC API lands).
+    /// gRPC listen address (`sealtrail.v1.AuditLog`, health, reflection).
     pub grpc_addr: String,
     /// Partitions tenants are hashed onto; one chainer runs per partition, so this bounds
     /// chaining parallelism.

@@ -235,9 +235,16 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
             config.http_addr
         )
     })?;
+    let grpc_listener = listen(&config.grpc_addr).with_context(|| {
+        format!(
+            "cannot listen on {} (in use? pick another with --grpc-addr)",
+            config.grpc_addr
+        )
+    })?;
     eprintln!(
-        "sealtrail gateway {gateway_id} listening on http://{} (kafka {}, scylla {})",
+        "sealtrail gateway {gateway_id} listening on http://{} and grpc://{} (kafka {}, scylla {})",
         listener.local_addr()?,
+        grpc_listener.local_addr()?,
         config.kafka_brokers,
         config.scylla_nodes
     );
@@ -246,7 +253,17 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         eprintln!("shutting down: finishing in-flight requests");
         let _ = shutdown_tx.send(true);
     };
+    // REST and gRPC stop together: both wait for the same shutdown flag.
+    let mut grpc_stop = service.shutdown.clone();
+    let grpc = tokio::spawn(sealtrail_api::grpc::serve(
+        grpc_listener,
+        service.clone(),
+        async move {
+            let _ = grpc_stop.wait_for(|stop| *stop).await;
+        },
+    ));
     sealtrail_api::serve(listener, sealtrail_api::router(service), shutdown).await?;
+    grpc.await.context("the gRPC server task failed")??;
     log.close();
     eprintln!("stopped cleanly");
     Ok(())

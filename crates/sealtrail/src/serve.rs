@@ -1,8 +1,11 @@
 //! `sealtrail serve`: embedded mode — gateway, in-process log, one chainer per partition
 //! and the SQLite store, all in one process.
 //!
-//! Shutdown (SIGTERM / Ctrl-C): stop accepting connections, let in-flight requests finish
-//! (each waits at most the commit timeout), end live streams, close the log so chainers
+//! REST on `http_addr` and gRPC on `grpc_addr`, over one `Service`.
+//!
+//! Shutdown (SIGTERM / Ctrl-C): stop accepting connections on both APIs, let in-flight
+//! requests finish (each waits at most the commit timeout), end live streams (gRPC
+//! `Ingest` streams after acknowledging what they appended), close the log so chainers
 //! drain what is queued, then close the store after its last group commit.
 
 use std::sync::Arc;
@@ -135,13 +138,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.http_addr
         )
     })?;
+    let grpc_listener = listen(&config.grpc_addr).with_context(|| {
+        format!(
+            "cannot listen on {} (in use? pick another with --grpc-addr)",
+            config.grpc_addr
+        )
+    })?;
     let local = listener.local_addr()?;
     eprintln!(
-        "sealtrail {} listening on http://{local} (data in {})",
+        "sealtrail {} listening on http://{local} and grpc://{} (data in {})",
         env!("CARGO_PKG_VERSION"),
+        grpc_listener.local_addr()?,
         config.data_dir.display()
     );
-    tracing::info!(grpc_addr = %config.grpc_addr, "the gRPC API is not part of this build yet; only REST is served");
     if store.list_keys(None).await?.is_empty() {
         eprintln!(
             "no API keys yet. Create one (it works while the server runs):\n  sealtrail keys create --tenant my-tenant --scopes read,write --data-dir {}",
@@ -149,7 +158,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    let app = sealtrail_api::router(service);
+    let app = sealtrail_api::router(service.clone());
     let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
     let fatal_seen = fatal.clone();
     let shutdown = async move {
@@ -162,7 +171,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         let _ = shutdown_tx.send(true);
     };
+    // REST and gRPC stop together: both wait for the same shutdown flag.
+    let mut grpc_stop = service.shutdown.clone();
+    let grpc = tokio::spawn(sealtrail_api::grpc::serve(
+        grpc_listener,
+        service,
+        async move {
+            let _ = grpc_stop.wait_for(|stop| *stop).await;
+        },
+    ));
     sealtrail_api::serve(listener, app, shutdown).await?;
+    grpc.await.context("the gRPC server task failed")??;
 
     log.close();
     for chainer in chainers {

@@ -13,6 +13,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sealtrail");
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// The gRPC endpoint, `http://127.0.0.1:PORT`.
+    pub grpc: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
 }
@@ -32,6 +34,7 @@ impl Server {
 
     pub async fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
         let port = free_port();
+        let grpc_port = free_port();
         let log_path = data_dir.with_extension(format!("{port}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(BIN)
@@ -41,7 +44,7 @@ impl Server {
                 "--http-addr",
                 &format!("127.0.0.1:{port}"),
                 "--grpc-addr",
-                &format!("127.0.0.1:{}", free_port()),
+                &format!("127.0.0.1:{grpc_port}"),
             ])
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -52,6 +55,7 @@ impl Server {
         let mut server = Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            grpc: format!("http://127.0.0.1:{grpc_port}"),
             data_dir: data_dir.to_path_buf(),
             log_path,
         };

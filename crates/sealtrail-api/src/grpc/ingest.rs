@@ -1,0 +1,366 @@
+//! `Ingest`: streaming ingest, one acknowledgement per event, in order.
+//!
+//! Two tasks per stream. The reader takes the events that have arrived — waiting for
+//! one, then taking whatever else is already buffered, up to [`MAX_BATCH_EVENTS`] — and
+//! validates them into a batch. The committer appends each batch to the log as one
+//! entry (so a busy stream costs what large REST batches cost), keeps up to
+//! [`MAX_IN_FLIGHT`] entries waiting for their commit, and sends their acknowledgements
+//! in stream order: the committed record, or an error for that event alone.
+//!
+//! Contract: an acknowledgement with a record is sent only after the chainer reported the
+//! entry stored (durable: fsynced in embedded mode), whatever the log's durability — a
+//! stream ack is always a commit. Events read but not acknowledged when the stream ends
+//! (server shutdown, revoked key, broken client stream) are never silently dropped: the
+//! stream then ends with an error status, and every event without an ack may or may not
+//! be committed; resending it with the same id is safe (idempotent ingest).
+//!
+//! Crash window: a server killed while entries are in flight leaves the client with
+//! events it sent but got no ack for; those that were stored before the kill are in the
+//! chain, the others are not, and a retry with the same ids resolves both cases.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::http::HeaderValue;
+use futures::stream::{FuturesOrdered, StreamExt};
+use futures::{FutureExt, Stream};
+use sealtrail_core::ValidationError;
+use sealtrail_core::event::{NormalizedEvent, validate_event};
+use sealtrail_core::limits::MAX_BATCH_EVENTS;
+use sealtrail_core::receipt::{ItemError, Receipt};
+use sealtrail_core::record::Record;
+use sealtrail_core::time::format_micros;
+use sealtrail_log::{IndexedEvent, LogEntry};
+use sealtrail_proto as pb;
+use sealtrail_store::now_micros;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::service::{AuditLogService, authorization, event_value};
+use crate::auth::Scope;
+use crate::error::ApiError;
+use crate::ingest::{append, new_id, wait_outcome};
+use crate::{AppState, Service};
+
+/// Entries of one stream appended and awaiting their commit at once.
+pub const MAX_IN_FLIGHT: usize = 8;
+
+/// The acknowledgements of an `Ingest` stream.
+pub type IngestStream = Pin<Box<dyn Stream<Item = Result<pb::IngestResponse, Status>> + Send>>;
+
+/// One event as read: its position in the stream, the id the client gave (if any) and
+/// the validated event or why it is invalid.
+struct Item {
+    client_id: Option<String>,
+    event: Result<NormalizedEvent, ValidationError>,
+}
+
+/// The events that arrived together, validated, starting at stream position `first`.
+struct Batch {
+    first: u64,
+    created_at: String,
+    items: Vec<Item>,
+}
+
+type Acks = Vec<pb::IngestResponse>;
+
+pub(super) async fn start(
+    service: &AuditLogService,
+    request: Request<Streaming<pb::IngestRequest>>,
+) -> Result<Response<IngestStream>, Status> {
+    let caller = service.caller(&request, &[Scope::Write]).await?;
+    let auth = authorization(&request);
+    let inbound = request.into_inner();
+    let (batch_tx, batch_rx) = mpsc::channel(MAX_IN_FLIGHT);
+    let (ack_tx, ack_rx) = mpsc::channel::<Result<Acks, Status>>(MAX_IN_FLIGHT);
+    tokio::spawn(read(inbound, batch_tx));
+    tokio::spawn(commit(
+        service.state.clone(),
+        auth,
+        caller.tenant_id,
+        batch_rx,
+        ack_tx,
+    ));
+    let acks = ReceiverStream::new(ack_rx).flat_map(|acks| match acks {
+        Ok(acks) => futures::stream::iter(acks.into_iter().map(Ok).collect::<Vec<_>>()),
+        Err(status) => futures::stream::iter(vec![Err(status)]),
+    });
+    Ok(Response::new(Box::pin(acks)))
+}
+
+/// The reader task: batches and validates what arrives until the client half-closes,
+/// the stream breaks (forwarded as `Err`), or the committer stops listening.
+async fn read(
+    mut inbound: Streaming<pb::IngestRequest>,
+    batches: mpsc::Sender<Result<Batch, Status>>,
+) {
+    let mut next = 0u64;
+    loop {
+        let first = tokio::select! {
+            message = inbound.message() => message,
+            _ = batches.closed() => return,
+        };
+        let mut messages = match first {
+            Ok(Some(message)) => vec![message],
+            Ok(None) => return,
+            Err(status) => {
+                let _ = batches.send(Err(status)).await;
+                return;
+            }
+        };
+        let mut end = None;
+        while messages.len() < MAX_BATCH_EVENTS {
+            // `message()` is cancel-safe: a message not ready yet stays in the stream.
+            match inbound.message().now_or_never() {
+                Some(Ok(Some(message))) => messages.push(message),
+                Some(Ok(None)) => {
+                    end = Some(Ok(()));
+                    break;
+                }
+                Some(Err(status)) => {
+                    end = Some(Err(status));
+                    break;
+                }
+                None => break,
+            }
+        }
+        let now = now_micros();
+        let items: Vec<Item> = messages.into_iter().map(|m| validate(m, now)).collect();
+        let batch = Batch {
+            first: next,
+            created_at: format_micros(now),
+            items,
+        };
+        next += batch.items.len() as u64;
+        if batches.send(Ok(batch)).await.is_err() {
+            return;
+        }
+        match end {
+            None => {}
+            Some(Ok(())) => return,
+            Some(Err(status)) => {
+                let _ = batches.send(Err(status)).await;
+                return;
+            }
+        }
+    }
+}
+
+fn validate(message: pb::IngestRequest, now: sealtrail_core::time::Micros) -> Item {
+    let Some(input) = message.event else {
+        return Item {
+            client_id: None,
+            event: Err(ValidationError::new("missing_field", "event is required")),
+        };
+    };
+    Item {
+        client_id: input.id.clone(),
+        event: event_value(&input).and_then(|value| validate_event(value, now, new_id)),
+    }
+}
+
+/// The committer task (see the module doc). Ends the ack stream normally once every
+/// batch is acknowledged after the client half-closed; with an error status when the
+/// server shuts down, the key stops authenticating, or the client stream broke.
+async fn commit(
+    state: AppState,
+    auth: Option<HeaderValue>,
+    tenant: String,
+    mut batches: mpsc::Receiver<Result<Batch, Status>>,
+    acks: mpsc::Sender<Result<Acks, Status>>,
+) {
+    let service: &Service = &state;
+    let mut pending: FuturesOrdered<Pin<Box<dyn Future<Output = Acks> + Send + '_>>> =
+        FuturesOrdered::new();
+    let mut shutdown = state.shutdown.clone();
+    let mut reading = !*shutdown.borrow();
+    let mut closing: Option<Status> = (!reading).then(shutting_down);
+    loop {
+        if !reading && pending.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some(done) = pending.next(), if !pending.is_empty() => {
+                if acks.send(Ok(done)).await.is_err() {
+                    return;
+                }
+            }
+            batch = batches.recv(), if reading && pending.len() < MAX_IN_FLIGHT => match batch {
+                None => reading = false,
+                Some(Err(status)) => {
+                    reading = false;
+                    closing = Some(status);
+                }
+                Some(Ok(batch)) => {
+                    // Re-checked per batch (a cached lookup), so a revoked key stops a
+                    // long-lived stream within the key cache's TTL.
+                    let key = service
+                        .keys
+                        .authenticate_value(service.store.as_ref(), auth.as_ref(), &[Scope::Write])
+                        .await;
+                    match key {
+                        Ok(_) => pending.push_back(submit(service, &tenant, batch).await),
+                        Err(err) => {
+                            reading = false;
+                            closing = Some(err.into());
+                        }
+                    }
+                }
+            },
+            _ = shutdown.changed(), if reading => {
+                reading = false;
+                closing = Some(shutting_down());
+            }
+        }
+    }
+    if let Some(status) = closing {
+        let _ = acks.send(Err(status)).await;
+    }
+}
+
+fn shutting_down() -> Status {
+    ApiError::unavailable(
+        "the server is shutting down; resend the events without an acknowledgement (same ids) to another instance",
+    )
+    .into()
+}
+
+/// Appends the batch's valid events as one log entry and returns the future of its
+/// acknowledgements.
+async fn submit<'a>(
+    state: &'a Service,
+    tenant: &str,
+    batch: Batch,
+) -> Pin<Box<dyn Future<Output = Acks> + Send + 'a>> {
+    let mut events = Vec::with_capacity(batch.items.len());
+    let mut rejected = Vec::new();
+    let mut ids = Vec::with_capacity(batch.items.len());
+    for (index, item) in batch.items.into_iter().enumerate() {
+        let index = index as u32;
+        match item.event {
+            Ok(event) => {
+                ids.push(event.id.clone());
+                events.push(IndexedEvent { index, event });
+            }
+            Err(err) => {
+                ids.push(item.client_id.unwrap_or_default());
+                rejected.push(ItemError {
+                    index,
+                    code: err.code.to_string(),
+                    message: err.message,
+                });
+            }
+        }
+    }
+    let first = batch.first;
+    if events.is_empty() {
+        return Box::pin(std::future::ready(acknowledge_failure(
+            first, ids, &rejected, None,
+        )));
+    }
+    metrics::counter!("sealtrail_events_received_total").increment(events.len() as u64);
+    let entry = LogEntry {
+        tenant_id: tenant.to_string(),
+        receipt_id: new_id(),
+        created_at: batch.created_at,
+        events,
+        rejected: rejected.clone(),
+        reply_to: None,
+        reply_only: false,
+    };
+    match append(state, entry).await {
+        Ok((waiter, _durability)) => Box::pin(async move {
+            match wait_outcome(state, waiter).await {
+                Ok((receipt, records)) => acknowledge(first, ids, &receipt, &records),
+                Err(err) => acknowledge_failure(first, ids, &rejected, Some(err)),
+            }
+        }),
+        // Nothing was appended.
+        Err(err) => Box::pin(std::future::ready(acknowledge_failure(
+            first,
+            ids,
+            &rejected,
+            Some(err),
+        ))),
+    }
+}
+
+fn ingest_error(code: &str, message: &str) -> pb::IngestError {
+    pb::IngestError {
+        code: code.to_string(),
+        message: message.to_string(),
+        retryable: false,
+        retry_after_ms: 0,
+    }
+}
+
+fn ack(
+    first: u64,
+    i: usize,
+    id: String,
+    result: pb::ingest_response::Result,
+) -> pb::IngestResponse {
+    pb::IngestResponse {
+        index: first + i as u64,
+        id,
+        result: Some(result),
+    }
+}
+
+/// One ack per event of a committed entry (entry index `i` is stream position
+/// `first + i`): an error when the receipt lists one for `i` (validation, or an id the
+/// chainer found stored with other content), else the next record (records come in
+/// entry order).
+fn acknowledge(first: u64, ids: Vec<String>, receipt: &Receipt, records: &[Record]) -> Acks {
+    let mut errors = receipt.errors.iter().peekable();
+    let mut records = records.iter();
+    ids.into_iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let result = match errors.next_if(|e| e.index as usize == i) {
+                Some(e) => pb::ingest_response::Result::Error(ingest_error(&e.code, &e.message)),
+                None => match records.next() {
+                    Some(record) => {
+                        pb::ingest_response::Result::Record(pb::record_from_core(record))
+                    }
+                    None => pb::ingest_response::Result::Error(ingest_error(
+                        "internal",
+                        "the commit reply has no record for this event; resend it with the same id",
+                    )),
+                },
+            };
+            ack(first, i, id, result)
+        })
+        .collect()
+}
+
+/// Acks for an entry that did not commit (or had no valid event): the rejected events
+/// keep their own errors, every other event gets `failure` (retryable when it is a 503
+/// or 504, with the server's retry hint).
+fn acknowledge_failure(
+    first: u64,
+    ids: Vec<String>,
+    rejected: &[ItemError],
+    failure: Option<ApiError>,
+) -> Acks {
+    let failure = failure.map(|err| pb::IngestError {
+        code: err.code.to_string(),
+        message: err.message,
+        retryable: matches!(err.status.as_u16(), 503 | 504),
+        retry_after_ms: err.retry_after.map_or(0, |s| s * 1000),
+    });
+    let mut errors = rejected.iter().peekable();
+    ids.into_iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let error = match errors.next_if(|e| e.index as usize == i) {
+                Some(e) => ingest_error(&e.code, &e.message),
+                None => failure.clone().unwrap_or_else(|| {
+                    ingest_error("internal", "event neither rejected nor appended")
+                }),
+            };
+            ack(first, i, id, pb::ingest_response::Result::Error(error))
+        })
+        .collect()
+}

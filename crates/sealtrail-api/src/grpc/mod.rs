@@ -1,0 +1,144 @@
+//! sealtrail's gRPC API (`sealtrail.v1.AuditLog`, see `proto/`) over the same
+//! [`Service`](crate::Service) as REST, plus the standard health service
+//! (`grpc.health.v1.Health`) and server reflection (v1 and v1alpha), so `grpcurl` and
+//! load balancers work without our protos.
+//!
+//! Embedded mode (`sealtrail serve`) and the distributed gateway both call [`serve`]
+//! with the `Service` they built; [`routes`] gives the services alone, for a caller that
+//! runs its own tonic server.
+//!
+//! Every call authenticates with the `authorization: Bearer alk_live_…` metadata and the
+//! same scopes as REST, runs the same function as the REST handler, and maps the one
+//! [`ApiError`](crate::error::ApiError) to a gRPC status ([`status`]).
+
+mod ingest;
+mod service;
+pub mod status;
+
+use std::future::Future;
+
+use sealtrail_core::limits::MAX_BATCH_BODY_BYTES;
+use sealtrail_proto::audit_log_server::AuditLogServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
+
+pub use ingest::MAX_IN_FLIGHT;
+pub use service::AuditLogService;
+
+use crate::AppState;
+
+/// Largest request message accepted: a full `LogBatch` (the REST batch body limit).
+pub const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BODY_BYTES;
+
+/// The gRPC services: AuditLog, health (reporting AuditLog and the server, `""`, as
+/// serving) and reflection. The health reporter is returned so the caller can report
+/// `NOT_SERVING` when it starts shutting down.
+pub async fn routes(state: AppState) -> (Routes, HealthReporter) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<AuditLogServer<AuditLogService>>()
+        .await;
+    let audit_log = AuditLogServer::new(AuditLogService::new(state))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(usize::MAX);
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sealtrail_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = reflection()
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+    let routes = Routes::new(audit_log)
+        .add_service(health)
+        .add_service(v1)
+        .add_service(v1alpha);
+    (routes, reporter)
+}
+
+/// Serves the gRPC API on `listener` until `shutdown` resolves: health then reports
+/// `NOT_SERVING`, new connections are refused, `Tail` and `Ingest` streams end (on the
+/// service's shutdown flag, `Ingest` after acknowledging what it appended) and in-flight
+/// calls finish. A peer that does not take part in the graceful close (HTTP/2 GOAWAY and
+/// PING) cannot hold the server: connections still open [`SHUTDOWN_GRACE`] after the
+/// commit timeout are dropped.
+///
+/// Contract for the caller: the log must stay open until this returns, so that entries
+/// appended by in-flight calls are committed and acknowledged.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let grace = state.config.commit_timeout + SHUTDOWN_GRACE;
+    let (routes, reporter) = routes(state.clone()).await;
+    tokio::spawn(mirror_health(state, reporter.clone()));
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = started_tx.send(());
+        reporter
+            .set_not_serving::<AuditLogServer<AuditLogService>>()
+            .await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    };
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(8 << 20))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    let deadline = async move {
+        if started_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        _ = deadline => {
+            tracing::warn!("gRPC connections still open after the shutdown grace period; closing them");
+            Ok(())
+        }
+    }
+}
+
+/// How long after the commit timeout a shutdown waits for gRPC connections to close.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Mirrors `/healthz` into the gRPC health service: `sealtrail.v1.AuditLog` is
+/// `NOT_SERVING` while a chainer retries a failing store (its requests are stalled), and
+/// `SERVING` again once it recovers. Ends at shutdown (which reports `NOT_SERVING`).
+async fn mirror_health(state: AppState, reporter: HealthReporter) {
+    let Some(health) = state.health.clone() else {
+        return;
+    };
+    let mut shutdown = state.shutdown.clone();
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let healthy = health.problems().is_empty();
+        if healthy != serving && !*shutdown.borrow() {
+            serving = healthy;
+            let status = if healthy {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            reporter
+                .set_service_status(sealtrail_proto::SERVICE_NAME, status)
+                .await;
+        }
+    }
+}

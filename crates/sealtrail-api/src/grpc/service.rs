@@ -1,0 +1,302 @@
+//! `sealtrail.v1.AuditLog`: each call authenticates like REST, then calls the same
+//! function the REST handler calls, and converts the answer.
+
+use axum::http::HeaderValue;
+use sealtrail_core::ValidationError;
+use sealtrail_core::json::parse_strict;
+use sealtrail_proto as pb;
+use sealtrail_proto::audit_log_server::AuditLog;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::AppState;
+use crate::auth::{Caller, Scope};
+use crate::error::ApiError;
+use crate::ingest::{self, BatchOutcome, EventOutcome};
+use crate::query::{self, ListParams, VerifyParams};
+use crate::stream;
+
+/// Records buffered per `Tail` stream ahead of a slow reader.
+const TAIL_BUFFER: usize = 500;
+
+/// The gRPC service over the shared [`crate::Service`].
+#[derive(Clone)]
+pub struct AuditLogService {
+    pub(crate) state: AppState,
+}
+
+impl AuditLogService {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    pub(crate) async fn caller<T>(
+        &self,
+        request: &Request<T>,
+        scopes: &[Scope],
+    ) -> Result<Caller, Status> {
+        let value = authorization(request);
+        Ok(self
+            .state
+            .keys
+            .authenticate_value(self.state.store.as_ref(), value.as_ref(), scopes)
+            .await?)
+    }
+}
+
+/// The `authorization` metadata as an HTTP header value (the same bytes).
+pub(crate) fn authorization<T>(request: &Request<T>) -> Option<HeaderValue> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+}
+
+/// The JSON event a REST client would have sent for `input`, ready for the shared
+/// validator. `metadata_json` is parsed by the same strict I-JSON parser as a REST body,
+/// wrapped as `{"metadata": …}` so its depth counts exactly as inside a REST event; the
+/// wrapper must come back with that single member, so text that is not one JSON value
+/// (e.g. `{}, "x": 1`) is rejected rather than half-read.
+pub(crate) fn event_value(input: &pb::AuditEventInput) -> Result<Value, ValidationError> {
+    let mut event = pb::event_input_to_json(input);
+    if !input.metadata_json.is_empty() {
+        let mut wrapped = Vec::with_capacity(input.metadata_json.len() + 13);
+        wrapped.extend_from_slice(b"{\"metadata\":");
+        wrapped.extend_from_slice(input.metadata_json.as_bytes());
+        wrapped.push(b'}');
+        // The parser's own code (duplicate_key, number_out_of_range, …), as over REST.
+        let parsed = parse_strict(&wrapped)
+            .map_err(|e| ValidationError::new(e.code, format!("metadata_json: {}", e.message)))?;
+        match parsed {
+            Value::Object(mut map) if map.len() == 1 => {
+                event.insert(
+                    "metadata".into(),
+                    map.remove("metadata").unwrap_or_default(),
+                );
+            }
+            _ => {
+                return Err(ValidationError::new(
+                    "invalid_json",
+                    "metadata_json: not a single JSON value",
+                ));
+            }
+        }
+    }
+    Ok(Value::Object(event))
+}
+
+fn missing_event() -> ApiError {
+    ApiError::bad_request("missing_field", "event is required")
+}
+
+fn name_or_unknown(name: Result<Option<&'static str>, i32>) -> Option<String> {
+    match name {
+        Ok(name) => name.map(str::to_string),
+        // The shared parser rejects it with the list of valid values.
+        Err(n) => Some(format!("enum value {n}")),
+    }
+}
+
+#[tonic::async_trait]
+impl AuditLog for AuditLogService {
+    async fn log_event(
+        &self,
+        request: Request<pb::LogEventRequest>,
+    ) -> Result<Response<pb::LogEventResponse>, Status> {
+        let caller = self.caller(&request, &[Scope::Write]).await?;
+        let request = request.into_inner();
+        let input = request.event.ok_or_else(missing_event)?;
+        let value = event_value(&input).map_err(ApiError::from)?;
+        let result =
+            match ingest::ingest_event(&self.state, caller.tenant_id, value, request.sync).await? {
+                EventOutcome::Accepted(receipt) => {
+                    pb::log_event_response::Result::Receipt(pb::receipt_from_core(receipt))
+                }
+                EventOutcome::Committed(record) => {
+                    pb::log_event_response::Result::Record(pb::record_from_core(&record))
+                }
+            };
+        Ok(Response::new(pb::LogEventResponse {
+            result: Some(result),
+        }))
+    }
+
+    async fn log_batch(
+        &self,
+        request: Request<pb::LogBatchRequest>,
+    ) -> Result<Response<pb::LogBatchResponse>, Status> {
+        let caller = self.caller(&request, &[Scope::Write]).await?;
+        let request = request.into_inner();
+        ingest::check_batch_len(request.events.len())?;
+        let items = request.events.iter().map(event_value).collect();
+        let (receipt, records) =
+            match ingest::ingest_batch(&self.state, caller.tenant_id, items, request.sync).await? {
+                BatchOutcome::Accepted(receipt) => (receipt, vec![]),
+                BatchOutcome::Committed { receipt, records } => (receipt, records),
+            };
+        Ok(Response::new(pb::LogBatchResponse {
+            receipt: Some(pb::receipt_from_core(receipt)),
+            records: records.iter().map(pb::record_from_core).collect(),
+        }))
+    }
+
+    type IngestStream = super::ingest::IngestStream;
+
+    async fn ingest(
+        &self,
+        request: Request<Streaming<pb::IngestRequest>>,
+    ) -> Result<Response<Self::IngestStream>, Status> {
+        super::ingest::start(self, request).await
+    }
+
+    async fn get_receipt(
+        &self,
+        request: Request<pb::GetReceiptRequest>,
+    ) -> Result<Response<pb::GetReceiptResponse>, Status> {
+        // A write-only key may poll the receipts of what it wrote.
+        let caller = self.caller(&request, &[Scope::Read, Scope::Write]).await?;
+        let id = request.into_inner().receipt_id;
+        let receipt = self
+            .state
+            .store
+            .get_receipt(&caller.tenant_id, &id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found(format!("no receipt {id:?}")))?;
+        Ok(Response::new(pb::GetReceiptResponse {
+            receipt: Some(pb::receipt_from_core(receipt)),
+        }))
+    }
+
+    async fn get_event(
+        &self,
+        request: Request<pb::GetEventRequest>,
+    ) -> Result<Response<pb::GetEventResponse>, Status> {
+        let caller = self.caller(&request, &[Scope::Read]).await?;
+        let id = request.into_inner().id;
+        // Another tenant's id is simply not found (never PERMISSION_DENIED).
+        let stored = self
+            .state
+            .store
+            .get_event(&caller.tenant_id, &id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found(format!("no event {id:?}")))?;
+        Ok(Response::new(pb::GetEventResponse {
+            record: Some(pb::record_from_core(&stored.record)),
+        }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let caller = self.caller(&request, &[Scope::Read]).await?;
+        let r = request.into_inner();
+        // Proto3 zero values mean "not given", as an absent query parameter does.
+        let params = ListParams {
+            actor_id: r.actor_id,
+            actor_type: name_or_unknown(pb::actor_type_name(r.actor_type)),
+            action: r.action,
+            resource_id: r.resource_id,
+            outcome: name_or_unknown(pb::outcome_name(r.outcome)),
+            from: r.from,
+            to: r.to,
+            page: (r.page != 0).then(|| r.page.to_string()),
+            page_size: (r.page_size != 0).then(|| r.page_size.to_string()),
+            cursor: r.cursor,
+        };
+        let list = query::list(&self.state, &caller.tenant_id, params).await?;
+        Ok(Response::new(pb::ListEventsResponse {
+            events: list.events.iter().map(pb::record_from_core).collect(),
+            total: list.total,
+            page: list.page,
+            page_size: list.page_size,
+            next_cursor: list.next_cursor,
+        }))
+    }
+
+    async fn verify_event(
+        &self,
+        request: Request<pb::VerifyEventRequest>,
+    ) -> Result<Response<pb::VerifyEventResponse>, Status> {
+        let caller = self.caller(&request, &[Scope::Read]).await?;
+        let id = request.into_inner().id;
+        let v = query::verify_one(&self.state, &caller.tenant_id, &id).await?;
+        Ok(Response::new(pb::VerifyEventResponse {
+            valid: v.valid,
+            event_id: v.event_id,
+            sequence_number: v.sequence_number,
+            stored_hash: v.stored_hash,
+            computed_hash: v.computed_hash,
+            prev_hash_valid: v.prev_hash_valid,
+            reason: v.reason,
+        }))
+    }
+
+    async fn verify_chain(
+        &self,
+        request: Request<pb::VerifyChainRequest>,
+    ) -> Result<Response<pb::VerifyChainResponse>, Status> {
+        let caller = self.caller(&request, &[Scope::Read]).await?;
+        let r = request.into_inner();
+        let params = VerifyParams {
+            from: r.from,
+            to: r.to,
+            scan_all: r.scan_all.then(|| "true".to_string()),
+        };
+        let v = query::verify_walk(&self.state, &caller.tenant_id, params).await?;
+        Ok(Response::new(pb::VerifyChainResponse {
+            valid: v.valid,
+            tenant_id: v.tenant_id,
+            events_checked: v.events_checked,
+            root_hash: v.root_hash,
+            from: v.from,
+            to: v.to,
+            first_broken_event_id: v.first_broken_event_id,
+            reason: v.reason,
+            broken_count: v.broken_count,
+            all_broken_events: v
+                .all_broken_events
+                .unwrap_or_default()
+                .into_iter()
+                .map(|b| pb::BrokenEvent {
+                    event_id: b.event_id,
+                    sequence_number: b.sequence_number,
+                    timestamp: b.timestamp,
+                    action: b.action,
+                    actor_id: b.actor_id,
+                    reason: b.reason,
+                })
+                .collect(),
+        }))
+    }
+
+    type TailStream = ReceiverStream<Result<pb::TailResponse, Status>>;
+
+    async fn tail(
+        &self,
+        request: Request<pb::TailRequest>,
+    ) -> Result<Response<Self::TailStream>, Status> {
+        let caller = self.caller(&request, &[Scope::Read]).await?;
+        let after = match request.into_inner().after_sequence_number {
+            Some(after) => after,
+            None => stream::head_sequence(&self.state, &caller.tenant_id).await?,
+        };
+        let (tx, rx) = mpsc::channel(TAIL_BUFFER);
+        tokio::spawn(stream::feed(
+            self.state.clone(),
+            caller.tenant_id,
+            after,
+            tx,
+            |_, record| {
+                Ok(pb::TailResponse {
+                    record: Some(pb::record_from_core(&record)),
+                })
+            },
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
