@@ -23,10 +23,9 @@ cleanup() {
 trap cleanup EXIT
 deploy/local/up.sh
 
-features=(--features sealtrail/integration,sealtrail-scylla/integration)
 echo "== store conformance against Cassandra"
-$CARGO test -p sealtrail-scylla "${features[@]}" --test cassandra
+$CARGO test -p sealtrail-scylla --features integration --test cassandra
 echo "== distributed mode end to end (kills one process at a time; runs serially)"
-$CARGO test -p sealtrail "${features[@]}" --test distributed -- --test-threads=1
+$CARGO test -p sealtrail --features integration --test distributed -- --test-threads=1
 echo "== fact0 Python SDK against a gateway"
 SEALTRAIL_MODE=distributed SEALTRAIL_BIN="$PWD/target/debug/sealtrail" $PYTHON -m pytest tests/python -q
