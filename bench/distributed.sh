@@ -6,7 +6,7 @@
 # async single events (answered once Kafka has them), then each process's CPU time.
 #
 # Starts Kafka and Cassandra (deploy/local/up.sh) unless they run, on fresh topics and a
-# fresh keyspace. Knobs: BENCH_SECONDS (default 15), BENCH_CONNECTIONS (64),
+# fresh keyspace, after a warm-up. Knobs: BENCH_SECONDS (default 15), BENCH_WARMUP_SECONDS (15), BENCH_CONNECTIONS (64),
 # BENCH_BATCH_CONNECTIONS (8), BENCH_TENANTS (8), BENCH_PARTITIONS (4), BENCH_WRK_THREADS (2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +58,9 @@ run() { # name path body_file connections events_per_request
   eval "${line#BENCH }"
   printf '%-30s %12.0f %9s %9s %9s %8s\n' "$1" "$(echo "$requests * $5 / $duration_s" | bc -l)" "$p50_ms" "$p99_ms" "$p999_ms" "$((socket_errors + non2xx))"
 }
+# Warm-up (JIT of both JVMs, connection pools, caches), not reported.
+ST_KEYS="$KEYS" ST_PATH="/v1/events/batch?sync=true" ST_BODY_FILE="$WORK/batch.json" \
+  wrk -t"$THREADS" -c"$BATCH_CONNS" -d"${BENCH_WARMUP_SECONDS:-15}s" -s bench/ingest.lua "$BASE" >/dev/null
 run "single sync (c=$CONNS)" "/v1/events?sync=true" "$WORK/event.json" "$CONNS" 1
 run "batch 100 sync (c=$BATCH_CONNS)" "/v1/events/batch?sync=true" "$WORK/batch.json" "$BATCH_CONNS" 100
 run "single async (c=$CONNS)" /v1/events "$WORK/event.json" "$CONNS" 1
