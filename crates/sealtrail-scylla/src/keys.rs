@@ -35,14 +35,8 @@ impl ScyllaStore {
 
     pub(crate) async fn key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
         let row = self
-            .session
-            .execute_unpaged(&self.stmts.select_key, (key_hash,))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(unavailable)?
-            .maybe_first_row::<(String,)>()
-            .map_err(corrupt)?;
+            .one_row::<(String,)>(&self.stmts.select_key, (key_hash,))
+            .await?;
         row.map(|(body,)| serde_json::from_str(&body).map_err(corrupt))
             .transpose()
     }
@@ -69,14 +63,8 @@ impl ScyllaStore {
 
     pub(crate) async fn revoke(&self, key_id: &str, revoked_at: &str) -> StoreResult<bool> {
         let hash = self
-            .session
-            .execute_unpaged(&self.stmts.select_key_id, (key_id,))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(unavailable)?
-            .maybe_first_row::<(String,)>()
-            .map_err(corrupt)?;
+            .one_row::<(String,)>(&self.stmts.select_key_id, (key_id,))
+            .await?;
         let Some((hash,)) = hash else {
             return Ok(false);
         };

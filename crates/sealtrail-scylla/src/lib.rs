@@ -349,6 +349,25 @@ impl ScyllaStore {
         &self.session
     }
 
+    /// Runs a statement that selects at most one row (a full primary key) and decodes it.
+    pub(crate) async fn one_row<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> StoreResult<Option<R>>
+    where
+        R: for<'f> scylla::deserialize::row::DeserializeRow<'f, 'f>,
+    {
+        self.session
+            .execute_unpaged(statement, values)
+            .await
+            .map_err(unavailable)?
+            .into_rows_result()
+            .map_err(unavailable)?
+            .maybe_first_row::<R>()
+            .map_err(corrupt)
+    }
+
     pub(crate) fn partition_of(&self, tenant: &str) -> i32 {
         sealtrail_core::partition::partition_for(tenant, self.log_partitions) as i32
     }

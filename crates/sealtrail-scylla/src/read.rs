@@ -137,27 +137,18 @@ impl ScyllaStore {
         head: u64,
     ) -> StoreResult<Option<StoredEvent>> {
         let seq = self
-            .session
-            .execute_unpaged(&self.stmts.select_event_id, (tenant, id_shard(id), id))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(unavailable)?
-            .maybe_first_row::<(i64,)>()
-            .map_err(corrupt)?;
+            .one_row::<(i64,)>(&self.stmts.select_event_id, (tenant, id_shard(id), id))
+            .await?;
         let Some((seq,)) = seq else { return Ok(None) };
         if seq as u64 > head {
             return Ok(None); // written by an append that has not committed
         }
         let row = self
-            .session
-            .execute_unpaged(&self.stmts.select_row, (tenant, bucket(seq as u64), seq))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(unavailable)?
-            .maybe_first_row::<(i64, String, Vec<u8>, String, String)>()
-            .map_err(corrupt)?;
+            .one_row::<(i64, String, Vec<u8>, String, String)>(
+                &self.stmts.select_row,
+                (tenant, bucket(seq as u64), seq),
+            )
+            .await?;
         let Some((_, hash, canonical, input_digest, event_id)) = row else {
             return Err(sealtrail_store::StoreError::Corrupt(format!(
                 "tenant {tenant}: committed record {seq} is missing"
@@ -233,8 +224,7 @@ impl ScyllaStore {
             .iter()
             .map(|id| async move {
                 let row = self
-                    .session
-                    .execute_unpaged(
+                    .one_row::<(Vec<u8>,)>(
                         &self.stmts.select_node,
                         (
                             tenant,
@@ -243,12 +233,7 @@ impl ScyllaStore {
                             id.index as i64,
                         ),
                     )
-                    .await
-                    .map_err(unavailable)?
-                    .into_rows_result()
-                    .map_err(unavailable)?
-                    .maybe_first_row::<(Vec<u8>,)>()
-                    .map_err(corrupt)?;
+                    .await?;
                 row.map(|(bytes,)| {
                     Hash::try_from(bytes.as_slice())
                         .map_err(|_| corrupt("tree node is not 32 bytes"))
@@ -265,14 +250,8 @@ impl ScyllaStore {
         receipt_id: &str,
     ) -> StoreResult<Option<Receipt>> {
         let row = self
-            .session
-            .execute_unpaged(&self.stmts.select_receipt, (tenant, receipt_id))
-            .await
-            .map_err(unavailable)?
-            .into_rows_result()
-            .map_err(unavailable)?
-            .maybe_first_row::<(String,)>()
-            .map_err(corrupt)?;
+            .one_row::<(String,)>(&self.stmts.select_receipt, (tenant, receipt_id))
+            .await?;
         row.map(|(body,)| serde_json::from_str(&body).map_err(corrupt))
             .transpose()
     }

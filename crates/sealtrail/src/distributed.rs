@@ -29,7 +29,7 @@ use sealtrail_scylla::{Consistency, Replication, ScyllaSettings, ScyllaStore};
 use sealtrail_store::Store;
 
 use crate::config::{Config, ScyllaConsistency};
-use crate::serve::{listen, runtime, wait_for_signal};
+use crate::serve::{listen, listen_both, runtime, serve_apis, wait_for_signal};
 
 pub fn kafka_settings(config: &Config) -> KafkaSettings {
     KafkaSettings {
@@ -229,18 +229,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         metrics: Some(metrics),
         shutdown: shutdown_rx,
     });
-    let listener = listen(&config.http_addr).with_context(|| {
-        format!(
-            "cannot listen on {} (in use? pick another with --http-addr)",
-            config.http_addr
-        )
-    })?;
-    let grpc_listener = listen(&config.grpc_addr).with_context(|| {
-        format!(
-            "cannot listen on {} (in use? pick another with --grpc-addr)",
-            config.grpc_addr
-        )
-    })?;
+    let (listener, grpc_listener) = listen_both(&config)?;
     eprintln!(
         "sealtrail gateway {gateway_id} listening on http://{} and grpc://{} (kafka {}, scylla {})",
         listener.local_addr()?,
@@ -253,17 +242,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         eprintln!("shutting down: finishing in-flight requests");
         let _ = shutdown_tx.send(true);
     };
-    // REST and gRPC stop together: both wait for the same shutdown flag.
-    let mut grpc_stop = service.shutdown.clone();
-    let grpc = tokio::spawn(sealtrail_api::grpc::serve(
-        grpc_listener,
-        service.clone(),
-        async move {
-            let _ = grpc_stop.wait_for(|stop| *stop).await;
-        },
-    ));
-    sealtrail_api::serve(listener, sealtrail_api::router(service), shutdown).await?;
-    grpc.await.context("the gRPC server task failed")??;
+    serve_apis(listener, grpc_listener, service, shutdown).await?;
     log.close();
     eprintln!("stopped cleanly");
     Ok(())

@@ -132,18 +132,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown: shutdown_rx,
     });
 
-    let listener = listen(&config.http_addr).with_context(|| {
-        format!(
-            "cannot listen on {} (in use? pick another with --http-addr)",
-            config.http_addr
-        )
-    })?;
-    let grpc_listener = listen(&config.grpc_addr).with_context(|| {
-        format!(
-            "cannot listen on {} (in use? pick another with --grpc-addr)",
-            config.grpc_addr
-        )
-    })?;
+    let (listener, grpc_listener) = listen_both(&config)?;
     let local = listener.local_addr()?;
     eprintln!(
         "sealtrail {} listening on http://{local} and grpc://{} (data in {})",
@@ -158,7 +147,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    let app = sealtrail_api::router(service.clone());
     let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
     let fatal_seen = fatal.clone();
     let shutdown = async move {
@@ -171,17 +159,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         let _ = shutdown_tx.send(true);
     };
-    // REST and gRPC stop together: both wait for the same shutdown flag.
-    let mut grpc_stop = service.shutdown.clone();
-    let grpc = tokio::spawn(sealtrail_api::grpc::serve(
-        grpc_listener,
-        service,
-        async move {
-            let _ = grpc_stop.wait_for(|stop| *stop).await;
-        },
-    ));
-    sealtrail_api::serve(listener, app, shutdown).await?;
-    grpc.await.context("the gRPC server task failed")??;
+    serve_apis(listener, grpc_listener, service, shutdown).await?;
 
     log.close();
     for chainer in chainers {
@@ -221,6 +199,46 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
             Err(err).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
+}
+
+/// Binds the REST and the gRPC listeners, with errors that name the flag to change.
+pub(crate) fn listen_both(
+    config: &Config,
+) -> anyhow::Result<(tokio::net::TcpListener, tokio::net::TcpListener)> {
+    let rest = listen(&config.http_addr).with_context(|| {
+        format!(
+            "cannot listen on {} (in use? pick another with --http-addr)",
+            config.http_addr
+        )
+    })?;
+    let grpc = listen(&config.grpc_addr).with_context(|| {
+        format!(
+            "cannot listen on {} (in use? pick another with --grpc-addr)",
+            config.grpc_addr
+        )
+    })?;
+    Ok((rest, grpc))
+}
+
+/// Serves REST and gRPC over one service until `shutdown` completes (it must flip the
+/// service's shutdown flag); both stop together and finish their in-flight calls.
+pub(crate) async fn serve_apis(
+    rest: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+    service: Arc<Service>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut grpc_stop = service.shutdown.clone();
+    let grpc = tokio::spawn(sealtrail_api::grpc::serve(
+        grpc,
+        service.clone(),
+        async move {
+            let _ = grpc_stop.wait_for(|stop| *stop).await;
+        },
+    ));
+    sealtrail_api::serve(rest, sealtrail_api::router(service), shutdown).await?;
+    grpc.await.context("the gRPC server task failed")??;
+    Ok(())
 }
 
 /// Binds with SO_REUSEADDR, so a restart right after a crash can take the port back
