@@ -28,7 +28,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use sealtrail_core::event::{ActorType, Outcome};
 use sealtrail_core::merkle::{Hash, NodeId};
 use sealtrail_core::receipt::{Receipt, ReceiptStatus};
 use sealtrail_core::record::{ChainHead, Record};
@@ -323,19 +322,10 @@ impl Trees {
         ]
         .into_iter()
         .find_map(|(kind, v)| v.as_ref().map(|v| (kind, v)));
-        let rest_filtered = query.actor_type.is_some()
-            || query.outcome.is_some()
-            || query.from.is_some()
-            || query.to.is_some()
-            || [&query.actor_id, &query.action, &query.resource_id]
-                .iter()
-                .filter(|v| v.is_some())
-                .count()
-                > 1;
 
         // Fast path: no filter at all. The chain is gapless, so the head is the total and a
         // page is a direct range.
-        if facet.is_none() && !rest_filtered {
+        if !query.is_filtered() {
             let total = self.head(tenant)?.map_or(0, |h| h.sequence_number);
             let start = after.max(skip as u64) + 1;
             let events = self
@@ -352,7 +342,7 @@ impl Trees {
         let mut total = 0u64;
         let mut events = Vec::new();
         let mut consider = |record: Record| {
-            if matches(&record, query) {
+            if query.matches(&record) {
                 total += 1;
                 if record.sequence_number > after && total as usize > skip && events.len() < limit {
                     events.push(record);
@@ -395,23 +385,6 @@ impl Trees {
         }
         Ok(rows)
     }
-}
-
-fn matches(record: &Record, q: &EventQuery) -> bool {
-    q.actor_id.as_ref().is_none_or(|v| *v == record.actor.id)
-        && q.action.as_ref().is_none_or(|v| *v == record.action)
-        && q.resource_id
-            .as_ref()
-            .is_none_or(|v| *v == record.resource.id)
-        && q.actor_type
-            .is_none_or(|t: ActorType| record.actor.actor_type == Some(t))
-        && q.outcome.is_none_or(|o: Outcome| record.outcome == o)
-        && q.from
-            .as_ref()
-            .is_none_or(|f| record.timestamp.as_str() >= f.as_str())
-        && q.to
-            .as_ref()
-            .is_none_or(|t| record.timestamp.as_str() <= t.as_str())
 }
 
 impl FjallStore {
