@@ -181,8 +181,10 @@ impl ChainerFeed {
         })
     }
 
-    /// Graceful stop, step one: stop fetching and close every partition's channel, so each
-    /// chainer drains what it already received and finishes.
+    /// Graceful stop, step one: stop fetching and drop every partition's slot. Each chainer
+    /// sees its partition closed at its next poll: it finishes (stores, answers, commits)
+    /// the batch it holds and stops; entries still buffered are not processed here, and the
+    /// partition's next owner reads them again from the last committed offset.
     pub async fn stop(&mut self) {
         let _ = self.stop.send(true);
         if let Some(dispatcher) = self.dispatcher.take() {

@@ -286,6 +286,7 @@ pub struct ScyllaStore {
     pub(crate) session: Arc<Session>,
     pub(crate) stmts: Arc<Statements>,
     pub(crate) log_partitions: u32,
+    pub(crate) keyspace: Arc<str>,
     /// This handle's claim on a log partition, if any.
     pub(crate) epoch: Option<Epoch>,
     /// Heads this handle has committed (never ahead of the store).
@@ -330,14 +331,15 @@ impl ScyllaStore {
             session,
             stmts: Arc::new(stmts),
             log_partitions,
+            keyspace: keyspace.into(),
             epoch: None,
             heads: Arc::default(),
         })
     }
 
     /// A value of the keyspace's `meta` table.
-    pub async fn meta(&self, key: &str, keyspace: &str) -> Result<Option<String>, ScyllaError> {
-        meta_get(&self.session, keyspace, key).await
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, ScyllaError> {
+        meta_get(&self.session, &self.keyspace, key).await
     }
 
     /// The partition count the keyspace was migrated for.

@@ -166,7 +166,7 @@ async fn log_signer(
         return crate::serve::load_log_key(path, &config.log_origin);
     }
     let text = store
-        .meta(LOG_SIGNER_META, &config.scylla_keyspace)
+        .meta(LOG_SIGNER_META)
         .await?
         .ok_or_else(|| {
             anyhow::anyhow!(
@@ -342,9 +342,14 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
             }
         }
     };
-    // Stop fetching; each chainer drains what it received, stores it and commits.
+    // Stop fetching; each chainer finishes the batch it holds (stored, answered, committed)
+    // and stops. Buffered entries are left to the partition's next owner.
     feed.stop().await;
-    let drain = futures_join_all(tasks);
+    let drain = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
     if tokio::time::timeout(Duration::from_secs(30), drain)
         .await
         .is_err()
@@ -363,12 +368,6 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
             eprintln!("stopped cleanly");
             Ok(())
         }
-    }
-}
-
-async fn futures_join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
-    for task in tasks {
-        let _ = task.await;
     }
 }
 
@@ -417,6 +416,8 @@ async fn chain_partition(
         config,
     )
     .with_health(state.health.clone());
+    // Its own task, so a panic (an undecodable entry) arrives here as a JoinError and
+    // becomes a fatal failure of the process instead of a silently stalled partition.
     let result = tokio::spawn(chainer.run()).await;
     let failure = match result {
         Ok(Ok(())) => return, // revoked or shutting down: drained
