@@ -316,7 +316,8 @@ impl Cluster {
     }
 }
 
-/// Concurrent clients sending single events with client ids, half sync and half async,
+/// Concurrent clients sending single events, half sync and half async, every fourth one
+/// without a client id (server-generated),
 /// spread over the gateways; on an error a client moves to the next gateway.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -345,20 +346,23 @@ impl Load {
                         let (tenant, key) = &tenants[(w + n) % tenants.len()];
                         let id = format!("w{w}-e{n}");
                         let sync = n.is_multiple_of(2);
+                        // Every fourth event (an async one) leaves the id to the server, so
+                        // redelivered entries with server-generated ids are covered too; a
+                        // marker in its metadata identifies it.
+                        let server_id = n % 4 == 3;
                         n += 1;
+                        let mut body = event(&id);
+                        if server_id {
+                            body.as_object_mut().unwrap().remove("id");
+                            body["metadata"]["marker"] = id.clone().into();
+                        }
                         attempted.lock().unwrap().push((tenant.clone(), id.clone()));
                         let url = format!(
                             "{}/v1/events{}",
                             gateways[gw],
                             if sync { "?sync=true" } else { "" }
                         );
-                        let ok = match http
-                            .post(url)
-                            .bearer_auth(key)
-                            .json(&event(&id))
-                            .send()
-                            .await
-                        {
+                        let ok = match http.post(url).bearer_auth(key).json(&body).send().await {
                             Ok(r) => {
                                 let status = r.status().as_u16();
                                 let body: Value = r.json().await.unwrap_or(Value::Null);
@@ -403,6 +407,15 @@ impl Load {
     }
 }
 
+/// What identifies a load event: its metadata marker when the server chose its id, else
+/// its id.
+fn load_key(e: &Value) -> &str {
+    e["metadata"]["marker"]
+        .as_str()
+        .or_else(|| e["id"].as_str())
+        .unwrap()
+}
+
 /// Waits until every acknowledged event is stored, then checks exactly-once and the chains.
 async fn assert_nothing_lost(
     cluster: &Cluster,
@@ -421,7 +434,7 @@ async fn assert_nothing_lost(
             .collect();
         loop {
             let events = api.all_events().await;
-            let stored: HashSet<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+            let stored: HashSet<&str> = events.iter().map(load_key).collect();
             let missing: Vec<&&str> = want.iter().filter(|id| !stored.contains(**id)).collect();
             if missing.is_empty() {
                 break;
@@ -438,9 +451,7 @@ async fn assert_nothing_lost(
         let events = assert_chain_ok(&api).await;
         let mut seen = HashMap::new();
         for e in &events {
-            *seen
-                .entry(e["id"].as_str().unwrap().to_string())
-                .or_insert(0) += 1;
+            *seen.entry(load_key(e).to_string()).or_insert(0) += 1;
         }
         let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
         assert!(dups.is_empty(), "tenant {tenant}: duplicated ids {dups:?}");
