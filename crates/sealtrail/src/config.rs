@@ -51,6 +51,19 @@ pub struct Config {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `sealtrail=debug`; `RUST_LOG` overrides it.
     pub log_level: String,
 
+    // ---- embedded fjall store: what bounds its memory and journal ----
+    /// MiB the fjall memtables take in before they are all sealed and flushed. Memtables
+    /// hold at most 3× this (one filling, two flushing) before ingest waits for the flush.
+    pub fjall_write_buffer_mb: u64,
+    /// Hard limit of the fjall journal (MiB, at least 64 and twice the write buffer): past
+    /// it, fjall flushes what pins the oldest journal file. A restart replays the journal,
+    /// so this also bounds restart time.
+    pub fjall_journal_mb: u64,
+    /// fjall block cache for reads (MiB).
+    pub fjall_cache_mb: u64,
+    /// fjall background threads that flush and compact (with 2 or more, one only flushes).
+    pub fjall_worker_threads: usize,
+
     // ---- distributed mode (`gateway`, `chainer`, `migrate`; `keys` with store = scylla) ----
     /// Kafka bootstrap servers, comma-separated `host:port`.
     pub kafka_brokers: String,
@@ -97,6 +110,10 @@ impl Default for Config {
             log_key_file: None,
             checkpoint_interval_ms: 1000,
             log_level: "info".into(),
+            fjall_write_buffer_mb: 32,
+            fjall_journal_mb: 256,
+            fjall_cache_mb: 8,
+            fjall_worker_threads: 2,
             kafka_brokers: "127.0.0.1:9092".into(),
             kafka_topic: "sealtrail-events".into(),
             kafka_reply_topic: "sealtrail-replies".into(),
@@ -134,7 +151,7 @@ pub enum ScyllaConsistency {
 }
 
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 27] = [
+const ENV_KEYS: [&str; 31] = [
     "log_origin",
     "log_key_file",
     "checkpoint_interval_ms",
@@ -149,6 +166,10 @@ const ENV_KEYS: [&str; 27] = [
     "head_cache_tenants",
     "stream_poll_interval_ms",
     "log_level",
+    "fjall_write_buffer_mb",
+    "fjall_journal_mb",
+    "fjall_cache_mb",
+    "fjall_worker_threads",
     "kafka_brokers",
     "kafka_topic",
     "kafka_reply_topic",
@@ -266,6 +287,22 @@ impl Config {
                 )
             })?;
         anyhow::ensure!(
+            (1..=4096).contains(&self.fjall_write_buffer_mb),
+            "fjall_write_buffer_mb must be 1 to 4096, not {}",
+            self.fjall_write_buffer_mb
+        );
+        anyhow::ensure!(
+            (1..=64).contains(&self.fjall_worker_threads),
+            "fjall_worker_threads must be 1 to 64, not {}",
+            self.fjall_worker_threads
+        );
+        anyhow::ensure!(
+            self.fjall_journal_mb >= 64 && self.fjall_journal_mb >= 2 * self.fjall_write_buffer_mb,
+            "fjall_journal_mb ({}) must be at least 64 (fjall's minimum) and at least twice fjall_write_buffer_mb ({}): the journal holds what the memtables hold",
+            self.fjall_journal_mb,
+            self.fjall_write_buffer_mb
+        );
+        anyhow::ensure!(
             self.kafka_session_timeout_ms >= 6000,
             "kafka_session_timeout_ms must be at least 6000 (the brokers' minimum)"
         );
@@ -276,6 +313,17 @@ impl Config {
             "kafka_reply_partitions and the replication factors must be at least 1"
         );
         Ok(())
+    }
+
+    /// The fjall store's limits from `fjall_*`.
+    pub fn fjall_limits(&self) -> sealtrail_store::fjall::FjallLimits {
+        const MIB: u64 = 1024 * 1024;
+        sealtrail_store::fjall::FjallLimits {
+            write_buffer_bytes: self.fjall_write_buffer_mb * MIB,
+            journal_bytes: self.fjall_journal_mb * MIB,
+            cache_bytes: self.fjall_cache_mb * MIB,
+            worker_threads: self.fjall_worker_threads,
+        }
     }
 
     /// The defaults as a commented TOML file.

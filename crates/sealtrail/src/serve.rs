@@ -54,9 +54,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let _lock = lock_data_dir(&config.data_dir)?;
     let store: Arc<dyn Store> = match config.store {
-        StoreEngine::Fjall => {
-            FjallStore::open(&config.data_dir).map(|s| Arc::new(s) as Arc<dyn Store>)
-        }
+        StoreEngine::Fjall => FjallStore::open_with(&config.data_dir, config.fjall_limits())
+            .map(|s| Arc::new(s) as Arc<dyn Store>),
         StoreEngine::Sqlite => {
             SqliteStore::open(&config.data_dir).map(|s| Arc::new(s) as Arc<dyn Store>)
         }

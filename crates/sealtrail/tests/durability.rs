@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -80,65 +80,6 @@ fn tenants(data: &std::path::Path, n: usize) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-/// The signed checkpoint's root is the Merkle root of the chain's hashes: the tree nodes
-/// written with the records survived the crash with them.
-async fn assert_tree_matches(api: &Api, events: &[serde_json::Value]) {
-    use sealtrail_core::checkpoint::Checkpoint;
-    use sealtrail_core::merkle::{MemoryTree, record_leaf};
-    use sealtrail_core::note::NoteVerifier;
-    let (_, key) = api.get("/v1/log/key").await;
-    let verifier = NoteVerifier::parse(key["verifier_key"].as_str().unwrap()).unwrap();
-    let note = api
-        .http
-        .get(format!("{}/v1/checkpoint?fresh=true", api.base))
-        .bearer_auth(&api.key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let cp = Checkpoint::open(&note, &verifier, key["origin"].as_str()).unwrap();
-    let mut tree = MemoryTree::new();
-    for e in events {
-        tree.push(&record_leaf(e["hash"].as_str().unwrap()).unwrap());
-    }
-    assert_eq!(cp.size, events.len() as u64);
-    assert_eq!(
-        cp.root,
-        tree.root(),
-        "the stored tree disagrees with the chain"
-    );
-}
-
-async fn assert_all_present_once(
-    server: &Server,
-    keys: &[(String, String)],
-    acked: &HashMap<String, Vec<String>>,
-) -> usize {
-    let mut total = 0;
-    for (tenant, key) in keys {
-        let api = Api::new(server, key);
-        let events = assert_chain_ok(&api).await;
-        assert_tree_matches(&api, &events).await;
-        let stored: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
-        let unique: HashSet<&str> = stored.iter().copied().collect();
-        assert_eq!(
-            unique.len(),
-            stored.len(),
-            "{tenant}: an event id is stored twice"
-        );
-        for id in acked.get(tenant).into_iter().flatten() {
-            assert!(
-                unique.contains(id.as_str()),
-                "{tenant}: acknowledged event {id} was lost"
-            );
-        }
-        total += stored.len();
-    }
-    total
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

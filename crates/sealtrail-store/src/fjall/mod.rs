@@ -18,9 +18,14 @@
 //! because `sealtrail keys …` must work from a second process while the server runs and
 //! fjall allows one process per database.
 //!
-//! Crash windows: a group is one fjall write batch made durable with `persist(SyncAll)`
-//! before any batch of it is answered; a crash before that leaves none of the group after
-//! recovery (the journal replays whole batches only), and nothing of it was acknowledged.
+//! Crash windows: a group is one fjall write batch, written to the journal and fsynced
+//! (`durability(SyncAll)`) *before* fjall applies it to the memtables, so no reader sees a
+//! record a crash can still erase. A crash before the fsync completes leaves none of the
+//! group after recovery (the journal replays whole batches only), and nothing of it was
+//! acknowledged or readable. A crash after it leaves the whole group, replayed from the
+//! journal on the next start.
+//!
+//! Memory and journal size are bounded by [`FjallLimits`]; `budget.rs` says how and why.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,21 +38,32 @@ use sealtrail_core::receipt::{Receipt, ReceiptStatus};
 use sealtrail_core::record::{ChainHead, Record};
 
 use crate::group::GroupCommitter;
+
+mod budget;
+
 use crate::sqlite::SqliteStore;
 use crate::{
     ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, Paging, Store, StoreError, StoreResult,
     StoredEvent,
 };
+use budget::WriteBudget;
+pub use budget::{FjallLimits, MAX_SEALED_MEMTABLES};
 
 /// Directory of the fjall database inside the data directory.
 pub const EVENTS_DIR: &str = "events";
 
 const HASH_LEN: usize = 64;
-const MIB: u64 = 1024 * 1024;
 /// Tenants whose head sequence number the writer remembers (then it starts over).
 const HEAD_CACHE_TENANTS: usize = 100_000;
-/// Background flush and compaction threads (tuned on a 2-core machine).
-const WORKER_THREADS: usize = 1;
+/// How often the store's gauges are refreshed on the metrics registry.
+const METRICS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// The keyspaces, in [`Trees::all`] order.
+const KEYSPACES: usize = 5;
+const KS_EVENTS: usize = 0;
+const KS_IDS: usize = 1;
+const KS_FACETS: usize = 2;
+const KS_RECEIPTS: usize = 3;
+const KS_TREE: usize = 4;
 const FACET_ACTOR: u8 = 1;
 const FACET_ACTION: u8 = 2;
 const FACET_RESOURCE: u8 = 3;
@@ -66,6 +82,8 @@ pub struct FjallStore {
     trees: Trees,
     writer: GroupCommitter,
     keys: Arc<SqliteStore>,
+    /// Dropping it stops the thread that publishes the store's gauges.
+    monitor_stop: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> StoreError {
@@ -131,12 +149,11 @@ fn split_value(value: &[u8]) -> StoreResult<(&str, &str, &[u8])> {
 }
 
 impl Trees {
-    fn open(dir: &Path) -> StoreResult<Self> {
-        // Memory is bounded by the block cache plus the memtables (one active and at most
-        // a sealed one per keyspace while it flushes): about 8 + 2 × (8 + 2 + 4 + 2) MiB.
+    fn open(dir: &Path, limits: &FjallLimits) -> StoreResult<Self> {
         let db = Database::builder(dir)
-            .cache_size(8 * MIB)
-            .worker_threads(WORKER_THREADS)
+            .cache_size(limits.cache_bytes)
+            .max_journaling_size(limits.fjall_journal_size())
+            .worker_threads(limits.worker_threads)
             .open()
             .map_err(|e| {
                 unavailable(format!(
@@ -144,20 +161,36 @@ impl Trees {
                     dir.display()
                 ))
             })?;
-        let open = |name: &str, memtable: u64| {
+        let memtable = limits.fjall_memtable_size();
+        let open = |name: &str| {
             db.keyspace(name, || {
                 KeyspaceCreateOptions::default().max_memtable_size(memtable)
             })
             .map_err(unavailable)
         };
-        Ok(Self {
-            events: open("events", 8 * MIB)?,
-            ids: open("ids", 2 * MIB)?,
-            facets: open("facets", 4 * MIB)?,
-            receipts: open("receipts", 2 * MIB)?,
-            tree: open("tree", 2 * MIB)?,
+        let trees = Self {
+            events: open("events")?,
+            ids: open("ids")?,
+            facets: open("facets")?,
+            receipts: open("receipts")?,
+            tree: open("tree")?,
             db,
-        })
+        };
+        // What the journal replayed sits in the active memtables: seal it now, so it is
+        // flushed and the replayed journal files can go (the budget counts from zero).
+        budget::seal(&trees, &[true; KEYSPACES]);
+        Ok(trees)
+    }
+
+    /// Every keyspace with its name, indexed by the `KS_*` constants.
+    fn all(&self) -> [(&'static str, &Keyspace); KEYSPACES] {
+        [
+            ("events", &self.events),
+            ("ids", &self.ids),
+            ("facets", &self.facets),
+            ("receipts", &self.receipts),
+            ("tree", &self.tree),
+        ]
     }
 
     fn stored_event(&self, tenant: &str, seq: u64) -> StoreResult<Option<StoredEvent>> {
@@ -209,12 +242,22 @@ impl Trees {
     /// stored there (a replay), else it is a fork. `heads` caches the stored heads across
     /// groups — this writer is the only one (fjall admits one process) — and is updated
     /// only after a group is durable.
+    ///
+    /// Crash windows: see the module doc (nothing is visible before the fsync). Memory:
+    /// the group first waits for the flush worker if it is behind, and seals the memtables
+    /// once they took in the write buffer (`budget.rs`).
     fn write_group(
         &self,
         heads: &mut HashMap<String, u64>,
+        budget: &mut WriteBudget,
         batches: &[&CommitBatch],
     ) -> StoreResult<()> {
-        let mut wb = self.db.batch();
+        budget.wait_for_flushes(self);
+        let mut wb = self.db.batch().durability(Some(PersistMode::SyncAll));
+        let mut put = |ks: usize, key: Vec<u8>, value: Vec<u8>| {
+            budget.account(ks, key.len(), value.len());
+            wb.insert(self.all()[ks].1, key, value);
+        };
         // The highest sequence number stored or written in this group, per tenant.
         let mut tops: HashMap<&str, u64> = HashMap::new();
         for batch in batches {
@@ -261,15 +304,11 @@ impl Trees {
                 value.extend_from_slice(r.hash.as_bytes());
                 value.extend_from_slice(chained.input_digest.as_bytes());
                 value.extend_from_slice(&chained.canonical);
-                wb.insert(
-                    &self.events,
-                    event_key(&r.tenant_id, r.sequence_number),
-                    value,
-                );
-                wb.insert(
-                    &self.ids,
+                put(KS_EVENTS, event_key(&r.tenant_id, r.sequence_number), value);
+                put(
+                    KS_IDS,
                     named_key(&r.tenant_id, &r.id),
-                    r.sequence_number.to_be_bytes(),
+                    r.sequence_number.to_be_bytes().to_vec(),
                 );
                 for (kind, facet) in [
                     (FACET_ACTOR, &r.actor.id),
@@ -278,7 +317,7 @@ impl Trees {
                 ] {
                     let mut key = facet_prefix(&r.tenant_id, kind, facet);
                     key.extend_from_slice(&r.sequence_number.to_be_bytes());
-                    wb.insert(&self.facets, key, []);
+                    put(KS_FACETS, key, Vec::new());
                 }
                 tops.insert(&r.tenant_id, r.sequence_number);
             }
@@ -289,14 +328,20 @@ impl Trees {
                     receipt.committed_at = Some(crate::now_wire());
                 }
                 let json = serde_json::to_vec(&receipt).expect("receipts serialize");
-                wb.insert(&self.receipts, named_key(tenant, &receipt.receipt_id), json);
+                put(KS_RECEIPTS, named_key(tenant, &receipt.receipt_id), json);
             }
             for node in &batch.tree_nodes {
-                wb.insert(&self.tree, tree_key(&node.tenant_id, node.id), node.hash);
+                put(
+                    KS_TREE,
+                    tree_key(&node.tenant_id, node.id),
+                    node.hash.to_vec(),
+                );
             }
         }
+        // Journal write + fsync, then the memtables (fjall applies a batch with a
+        // durability mode only after persisting it).
         wb.commit().map_err(unavailable)?;
-        self.db.persist(PersistMode::SyncAll).map_err(unavailable)?;
+        budget.seal_if_full(self);
         if heads.len() > HEAD_CACHE_TENANTS {
             heads.clear();
         }
@@ -388,28 +433,60 @@ impl Trees {
 }
 
 impl FjallStore {
-    /// Opens (creating if needed) the store in `data_dir`: events under `events/`, keys in
-    /// `sealtrail.db`.
+    /// Opens (creating if needed) the store in `data_dir` with the default limits: events
+    /// under `events/`, keys in `sealtrail.db`.
     pub fn open(data_dir: &Path) -> StoreResult<Self> {
+        Self::open_with(data_dir, FjallLimits::default())
+    }
+
+    /// [`FjallStore::open`] with the given memory and journal limits.
+    pub fn open_with(data_dir: &Path, limits: FjallLimits) -> StoreResult<Self> {
         let keys = Arc::new(SqliteStore::open(data_dir)?);
-        let trees = Trees::open(&data_dir.join(EVENTS_DIR))?;
+        let trees = Trees::open(&data_dir.join(EVENTS_DIR), &limits)?;
         let writer_trees = trees.clone();
         let mut heads = HashMap::new();
+        let mut budget = WriteBudget::new(limits);
         let writer = GroupCommitter::start("sealtrail-fjall-writer", move |batches| {
-            writer_trees.write_group(&mut heads, batches)
+            writer_trees.write_group(&mut heads, &mut budget, batches)
         })?;
+        let (monitor_stop, stopped) = std::sync::mpsc::channel::<()>();
+        let monitor_trees = trees.clone();
+        std::thread::Builder::new()
+            .name("sealtrail-fjall-metrics".into())
+            .spawn(move || {
+                loop {
+                    budget::publish(&monitor_trees, &limits);
+                    match stopped.recv_timeout(METRICS_INTERVAL) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                        _ => break,
+                    }
+                }
+            })
+            .map_err(|e| unavailable(format!("cannot start the store metrics thread: {e}")))?;
         Ok(Self {
             trees,
             writer,
             keys,
+            monitor_stop: std::sync::Mutex::new(Some(monitor_stop)),
         })
     }
 
     /// Stops the writer after its last group commit and persists the journal.
     pub fn shutdown(&self) {
         self.writer.close();
+        self.monitor_stop.lock().expect("monitor lock").take();
         let _ = self.trees.db.persist(PersistMode::SyncAll);
         self.keys.close();
+    }
+
+    /// The memtables' size by fjall's accounting (active and sealed, all keyspaces).
+    pub fn memtable_bytes(&self) -> u64 {
+        self.trees.db.write_buffer_size()
+    }
+
+    /// The journal's size on disk.
+    pub fn journal_bytes(&self) -> StoreResult<u64> {
+        self.trees.db.journal_disk_space().map_err(unavailable)
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# sealtrail scale benchmark (`make bench-scale`): fills one embedded server (release build,
+# default config, fresh data dir) with sync REST batches of 100 at full speed until it
+# holds SCALE_EVENTS events, printing per slice the rate, the server's RSS and the store's
+# journal and table sizes; then SIGKILLs it, restarts it on the same data and times how
+# long until /healthz answers, and checks every tenant's event count survived.
+#
+# "errors" counts non-2xx answers and wrk socket errors (wrk gives up on a request after
+# 2 s); "stall s" is how long store commits waited for memtable flushes in the slice.
+#
+# Knobs (environment): SCALE_EVENTS (default 10000000), SCALE_SLICE_SECONDS (20),
+# SCALE_CONNECTIONS (16), SCALE_TENANTS (8), SCALE_WRK_THREADS (2), SCALE_STORE (fjall),
+# SCALE_DATA_DIR (default: a fresh temporary directory, removed at the end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET=${SCALE_EVENTS:-10000000}
+SLICE=${SCALE_SLICE_SECONDS:-20}
+CONNS=${SCALE_CONNECTIONS:-16}
+TENANTS=${SCALE_TENANTS:-8}
+THREADS=${SCALE_WRK_THREADS:-2}
+STORE=${SCALE_STORE:-fjall}
+BIN=target/release/sealtrail
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+[ -x "$BIN" ] || cargo build --release -p sealtrail
+
+WORK=$(mktemp -d)
+DATA=${SCALE_DATA_DIR:-$WORK/data}
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+GRPC=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+BASE="http://127.0.0.1:$PORT"
+PID=
+start_server() {
+  RUST_LOG=warn "$BIN" serve --data-dir "$DATA" --store "$STORE" --http-addr "127.0.0.1:$PORT" \
+    --grpc-addr "127.0.0.1:$GRPC" 2>>"$WORK/server.log" &
+  PID=$!
+}
+cleanup() {
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+  [ -z "${SCALE_DATA_DIR:-}" ] && rm -rf "$WORK"
+  return 0
+}
+trap cleanup EXIT
+wait_healthy() { # seconds to wait
+  local deadline=$((SECONDS + $1))
+  until curl -sf "$BASE/healthz" >/dev/null; do
+    ((SECONDS < deadline)) || { echo "server not healthy after $1 s; log:" >&2; tail -20 "$WORK/server.log" >&2; exit 1; }
+    kill -0 "$PID" 2>/dev/null || { echo "server exited; log:" >&2; tail -20 "$WORK/server.log" >&2; exit 1; }
+    sleep 0.05
+  done
+}
+start_server
+wait_healthy 30
+
+KEYS=""
+for i in $(seq "$TENANTS"); do
+  k=$("$BIN" keys create --tenant "scale-$i" --scopes read,write --data-dir "$DATA" --store "$STORE" | tail -1)
+  KEYS="$KEYS${KEYS:+,}$k"
+done
+
+EVENT='{"actor":{"id":"user_4821","type":"human","email":"ada@example.com"},"action":"document.delete","resource":{"id":"doc_99231","type":"document","name":"Q3 board deck"},"outcome":"success","metadata":{"ip":"203.0.113.7","user_agent":"Mozilla/5.0","request_id":"req_8f1c2a"}}'
+python3 - "$WORK/batch.json" "$EVENT" <<'PY'
+import json, sys
+event = json.loads(sys.argv[2])
+json.dump({"events": [event] * 100}, open(sys.argv[1], "w"))
+PY
+
+# Events stored, summed over the tenants (each list's `total` is its chain head).
+stored() {
+  local sum=0 k t
+  for k in ${KEYS//,/ }; do
+    t=$(curl -sf -H "Authorization: Bearer $k" "$BASE/v1/events?page_size=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+    sum=$((sum + t))
+  done
+  echo "$sum"
+}
+mb() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
+journal_bytes() { find "$DATA" -name '*.jnl' -printf '%s\n' 2>/dev/null | awk '{s+=$1} END {print s+0}'; }
+store_bytes() { du -sb "$DATA" | cut -f1; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
+# One sample of a metric from /metrics (first series with that name; 0 if absent).
+metric() { curl -sf "$BASE/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 {print $2; found=1; exit} END {if (!found) print 0}'; }
+
+printf 'sealtrail scale: %s store, sync batches of 100, %s connections, %s tenants, %s s slices, target %s events\n' \
+  "$STORE" "$CONNS" "$TENANTS" "$SLICE" "$TARGET"
+printf '%5s %12s %10s %9s %8s %8s %9s %12s %11s %9s\n' slice stored events/s "p99 ms" errors "stall s" "RSS MB" "memtable MB" "journal MB" "disk MB"
+count=0
+slice=0
+peak_rss=0
+while ((count < TARGET)); do
+  slice=$((slice + 1))
+  before=$count
+  stall_before=$(metric sealtrail_store_write_stall_microseconds_total)
+  out=$(ST_KEYS="$KEYS" ST_PATH="/v1/events/batch?sync=true" ST_BODY_FILE="$WORK/batch.json" \
+    wrk -t"$THREADS" -c"$CONNS" -d"${SLICE}s" --latency -s bench/ingest.lua "$BASE" 2>&1)
+  line=$(grep '^BENCH' <<<"$out") || { echo "$out" >&2; exit 1; }
+  eval "${line#BENCH }"
+  count=$(stored)
+  rss=$(rss_kb)
+  ((rss > peak_rss)) && peak_rss=$rss
+  stall=$(metric sealtrail_store_write_stall_microseconds_total)
+  printf '%5d %12d %10.0f %9s %8d %8.1f %9.0f %12s %11s %9s\n' "$slice" "$count" \
+    "$(echo "($count - $before) / $duration_s" | bc -l)" "$p99_ms" "$((socket_errors + non2xx))" \
+    "$(echo "($stall - $stall_before) / 1000000" | bc -l)" "$(echo "$rss / 1024" | bc -l)" \
+    "$(mb "$(metric sealtrail_store_memtable_bytes)")" "$(mb "$(journal_bytes)")" "$(mb "$(store_bytes)")"
+done
+printf 'peak RSS at the end of a slice: %.0f MB (VmHWM %.0f MB)\n' "$(echo "$peak_rss / 1024" | bc -l)" \
+  "$(awk '/VmHWM/ {print $2/1024}' "/proc/$PID/status")"
+
+# Crash and restart: SIGKILL (no shutdown, no final flush), then time until healthy.
+kill -9 "$PID"
+wait "$PID" 2>/dev/null || true
+printf 'killed with %s events stored; journal %s MB, data dir %s MB\n' "$count" "$(mb "$(journal_bytes)")" "$(mb "$(store_bytes)")"
+t0=$(date +%s.%N)
+start_server
+wait_healthy 600
+t1=$(date +%s.%N)
+after=$(stored)
+printf 'restart after SIGKILL: healthy in %.2f s (RSS %.0f MB); %s events after restart\n' \
+  "$(echo "$t1 - $t0" | bc -l)" "$(echo "$(rss_kb) / 1024" | bc -l)" "$after"
+[ "$after" -ge "$count" ] || { echo "LOST EVENTS: $count before the kill, $after after" >&2; exit 1; }

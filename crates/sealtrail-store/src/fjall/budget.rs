@@ -1,0 +1,219 @@
+//! What bounds the fjall store's memory and journal, and how ingest slows down instead of
+//! either growing.
+//!
+//! **Where the memory goes.** Every write lands in its keyspace's *active memtable*; a full
+//! memtable is *sealed* and a background worker flushes it to a table on disk. Until that
+//! flush, its entries are also in the *journal*, the file a restart replays. So memory is
+//! the memtables (active + sealed) plus the block cache, and the journal holds about what
+//! the memtables hold — if, and only if, memtables keep being sealed and flushed.
+//!
+//! **Why this module exists (issue 19).** fjall (3.1.13, the newest release) lets every
+//! write that finds its memtable over `max_memtable_size` ask the worker pool to seal it,
+//! with a `try_send` on the pool's bounded (1,000) channel. Under sustained group commits
+//! those requests pile up faster than one worker drains them while it compacts; the worker
+//! then takes one, seals the memtable and `send`s itself a flush on that same full channel:
+//! it blocks forever (seen with gdb: `fjall:worker` parked in `flume::send` under
+//! `inner_rotate_memtable`; upstream: fjall-rs/fjall PR #323, unmerged). From then on nothing
+//! is sealed or flushed, no journal is rotated, writes never stall, and memory and the
+//! journal grow ~1.7 KB per event until the kernel kills the process (11.7 GB at 8.6M
+//! events) — and a restart replays the whole journal (minutes).
+//!
+//! **What bounds them now.** The store's single writer thread seals memtables itself:
+//! - it counts what each group adds to the memtables (keys + values + fjall's per-entry
+//!   overhead, as fjall counts) and, once `write_buffer_bytes` were added since the last
+//!   seal, seals *every* keyspace written since then (`rotate_memtable`, which enqueues the
+//!   flushes with a blocking send from this thread — the worker drains the channel, so that
+//!   send waits at worst, it cannot deadlock). fjall's own per-keyspace trigger is set to
+//!   twice the budget, so it never fires and the request flood cannot start;
+//! - before each group it waits while any keyspace still has [`MAX_SEALED_MEMTABLES`]
+//!   sealed memtables waiting for the flush worker: when flushing (or a compaction the
+//!   worker is busy with) cannot keep up, commits slow down, the chainers' queues fill and
+//!   ingest answers `503 overloaded` with `Retry-After` — memory does not grow.
+//!
+//! Hence **memtables ≤ (1 + [`MAX_SEALED_MEMTABLES`]) × (`write_buffer_bytes` + one
+//! group)** — a memtable is sealed after the group that fills it — by fjall's accounting
+//! (the allocator adds its own overhead on top); a group is what the chainers hand in at
+//! once, a few MB under full load. The block cache stays ≤ `cache_bytes`. Sealing every keyspace together also lets whole journal files be
+//! dropped soon after they are rotated (fjall preallocates each journal file to 64 MiB,
+//! starts a new one once the current one passes 64 MB, and drops a file once every keyspace
+//! has flushed past it), so the **journal stays ≤ 64 MiB + `journal_bytes` + one group**,
+//! and in practice at 64-128 MiB:
+//! `journal_bytes` is fjall's hard limit on the files it has not dropped yet (past it,
+//! fjall seals the keyspaces that pin the oldest file). A restart replays at most the
+//! journal.
+//!
+//! `/metrics` shows the live figures (`sealtrail_store_*`, see [`publish`]).
+
+use std::time::{Duration, Instant};
+
+use fjall::Keyspace;
+
+use super::Trees;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Sealed memtables a keyspace may have waiting for the flush worker before the writer
+/// waits for them.
+pub const MAX_SEALED_MEMTABLES: usize = 2;
+
+/// What fjall counts per memtable entry on top of its key and value
+/// (`size_of::<lsm_tree::InternalValue>()`, rounded up).
+const ENTRY_OVERHEAD: u64 = 64;
+
+/// How long a stall is before the writer says so in the log.
+const STALL_WARNING: Duration = Duration::from_secs(5);
+
+/// Memory and journal limits of the fjall store (config keys `fjall_write_buffer_mb`,
+/// `fjall_journal_mb`, `fjall_cache_mb`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FjallLimits {
+    /// Bytes the memtables take in before they are all sealed and flushed.
+    pub write_buffer_bytes: u64,
+    /// Journal size past which fjall forces the flushes that let it drop its oldest file
+    /// (fjall's minimum, 64 MiB, applies below that).
+    pub journal_bytes: u64,
+    /// Block cache for reads.
+    pub cache_bytes: u64,
+    /// Background threads that flush memtables and compact tables. With two or more, one
+    /// of them only flushes, so a long compaction does not hold up the flushes ingest
+    /// waits for.
+    pub worker_threads: usize,
+}
+
+impl Default for FjallLimits {
+    fn default() -> Self {
+        Self {
+            write_buffer_bytes: 32 * MIB,
+            journal_bytes: 256 * MIB,
+            cache_bytes: 8 * MIB,
+            worker_threads: 2,
+        }
+    }
+}
+
+impl FjallLimits {
+    /// The most the memtables hold, by fjall's accounting, before writes wait.
+    pub fn memtable_ceiling(&self) -> u64 {
+        (1 + MAX_SEALED_MEMTABLES as u64) * self.write_buffer_bytes
+    }
+
+    /// The journal limit fjall is given (it refuses less than 64 MiB).
+    pub(super) fn fjall_journal_size(&self) -> u64 {
+        self.journal_bytes.max(64 * MIB)
+    }
+
+    /// fjall's own per-keyspace seal trigger: far enough above the writer's budget that it
+    /// never fires (see the module doc).
+    pub(super) fn fjall_memtable_size(&self) -> u64 {
+        2 * self.write_buffer_bytes.max(MIB)
+    }
+}
+
+/// The writer thread's side of the bound: counts what goes into the memtables, seals them,
+/// and waits for the flush worker when it falls behind.
+pub(super) struct WriteBudget {
+    limits: FjallLimits,
+    since_seal: u64,
+    /// Which keyspaces (in [`Trees::all`] order) were written since the last seal.
+    touched: [bool; super::KEYSPACES],
+}
+
+impl WriteBudget {
+    pub(super) fn new(limits: FjallLimits) -> Self {
+        Self {
+            limits,
+            since_seal: 0,
+            touched: [false; super::KEYSPACES],
+        }
+    }
+
+    /// Counts one insert into keyspace number `index` (in [`Trees::all`] order).
+    pub(super) fn account(&mut self, index: usize, key_len: usize, value_len: usize) {
+        self.since_seal += key_len as u64 + value_len as u64 + ENTRY_OVERHEAD;
+        self.touched[index] = true;
+    }
+
+    /// Waits while a keyspace has [`MAX_SEALED_MEMTABLES`] sealed memtables not yet
+    /// flushed. This is the back-pressure: the group (and every chainer waiting on it)
+    /// waits, so memory cannot outrun the flush worker.
+    pub(super) fn wait_for_flushes(&self, trees: &Trees) {
+        let backlog = || {
+            trees
+                .all()
+                .iter()
+                .any(|(_, ks)| ks.sealed_memtable_count() >= MAX_SEALED_MEMTABLES)
+        };
+        if !backlog() {
+            return;
+        }
+        let started = Instant::now();
+        let mut warned = false;
+        while backlog() {
+            std::thread::sleep(Duration::from_millis(1));
+            if !warned && started.elapsed() > STALL_WARNING {
+                warned = true;
+                tracing::warn!(
+                    "store writes have waited {:?} for memtable flushes (flushes pending: {}); ingest is slowed down until they finish",
+                    started.elapsed(),
+                    trees.db.outstanding_flushes()
+                );
+            }
+        }
+        metrics::counter!("sealtrail_store_write_stall_microseconds_total")
+            .increment(started.elapsed().as_micros() as u64);
+    }
+
+    /// After a durable group: seals every written keyspace once the write buffer is full.
+    /// A failed seal is logged, not returned: the group is already durable, and the next
+    /// group tries again.
+    pub(super) fn seal_if_full(&mut self, trees: &Trees) {
+        if self.since_seal < self.limits.write_buffer_bytes {
+            return;
+        }
+        seal(trees, &self.touched);
+        self.since_seal = 0;
+        self.touched = [false; super::KEYSPACES];
+    }
+}
+
+/// Seals the memtables of the keyspaces marked in `which` (all if it is all `true`).
+pub(super) fn seal(trees: &Trees, which: &[bool; super::KEYSPACES]) {
+    for ((name, keyspace), _) in trees.all().iter().zip(which).filter(|(_, w)| **w) {
+        match keyspace.rotate_memtable() {
+            Ok(true) => metrics::counter!("sealtrail_store_memtable_seals_total").increment(1),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot seal the {name} memtable (retried later): {e}"),
+        }
+    }
+}
+
+/// Publishes the store's gauges (`sealtrail_store_*`) on the metrics registry.
+pub(super) fn publish(trees: &Trees, limits: &FjallLimits) {
+    let db = &trees.db;
+    metrics::gauge!("sealtrail_store_memtable_bytes").set(db.write_buffer_size() as f64);
+    metrics::gauge!("sealtrail_store_memtable_limit_bytes").set(limits.memtable_ceiling() as f64);
+    if let Ok(bytes) = db.journal_disk_space() {
+        metrics::gauge!("sealtrail_store_journal_bytes").set(bytes as f64);
+    }
+    metrics::gauge!("sealtrail_store_journal_limit_bytes").set(limits.journal_bytes as f64);
+    metrics::gauge!("sealtrail_store_journal_files").set(db.journal_count() as f64);
+    metrics::gauge!("sealtrail_store_flushes_pending").set(db.outstanding_flushes() as f64);
+    metrics::gauge!("sealtrail_store_compactions_running").set(db.active_compactions() as f64);
+    metrics::counter!("sealtrail_store_compactions_total")
+        .absolute(db.compactions_completed() as u64);
+    if let Ok(bytes) = db.disk_space() {
+        metrics::gauge!("sealtrail_store_disk_bytes").set(bytes as f64);
+    }
+    for (name, keyspace) in trees.all() {
+        publish_keyspace(name, keyspace);
+    }
+}
+
+fn publish_keyspace(name: &'static str, keyspace: &Keyspace) {
+    metrics::gauge!("sealtrail_store_sealed_memtables", "keyspace" => name)
+        .set(keyspace.sealed_memtable_count() as f64);
+    metrics::gauge!("sealtrail_store_l0_tables", "keyspace" => name)
+        .set(keyspace.l0_table_count() as f64);
+    metrics::gauge!("sealtrail_store_tables", "keyspace" => name)
+        .set(keyspace.table_count() as f64);
+}
