@@ -59,7 +59,13 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// **Contract:** when this returns `Ok`, every record and receipt of the batch is
     /// durable (fsynced / acknowledged at the configured consistency) and visible to
-    /// reads. Writing a byte-identical record again is a no-op `Ok` (replays are
+    /// reads. **Durable before visible:** no read of this trait — and so no list, stream,
+    /// commit signal or checkpoint signer built on it — sees any part of a batch before
+    /// the whole batch is durable, and reads see a batch whole or not at all (fjall:
+    /// the journal is fsynced before the memtables are touched, and reads go through a
+    /// snapshot; SQLite: a WAL commit with `synchronous=FULL` is synced before readers
+    /// see it; Scylla: rows stay invisible until the conditional head update covers
+    /// them). Writing a byte-identical record again is a no-op `Ok` (replays are
     /// harmless); a *different* record at an occupied `(tenant, sequence_number)`, or one
     /// that would leave a gap, is refused with [`StoreError::Conflict`] and nothing of the
     /// batch is written. A committed receipt without `committed_at` is stamped with the

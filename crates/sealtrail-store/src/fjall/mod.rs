@@ -32,7 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
 use sealtrail_core::merkle::{Hash, NodeId};
 use sealtrail_core::receipt::{Receipt, ReceiptStatus};
 use sealtrail_core::record::{ChainHead, Record};
@@ -193,10 +193,14 @@ impl Trees {
         ]
     }
 
-    fn stored_event(&self, tenant: &str, seq: u64) -> StoreResult<Option<StoredEvent>> {
-        let Some(value) = self
-            .events
-            .get(event_key(tenant, seq))
+    fn stored_event(
+        &self,
+        snap: &Snapshot,
+        tenant: &str,
+        seq: u64,
+    ) -> StoreResult<Option<StoredEvent>> {
+        let Some(value) = snap
+            .get(&self.events, event_key(tenant, seq))
             .map_err(unavailable)?
         else {
             return Ok(None);
@@ -209,8 +213,11 @@ impl Trees {
         }))
     }
 
-    fn seq_of(&self, tenant: &str, id: &str) -> StoreResult<Option<u64>> {
-        let Some(value) = self.ids.get(named_key(tenant, id)).map_err(unavailable)? else {
+    fn seq_of(&self, snap: &Snapshot, tenant: &str, id: &str) -> StoreResult<Option<u64>> {
+        let Some(value) = snap
+            .get(&self.ids, named_key(tenant, id))
+            .map_err(unavailable)?
+        else {
             return Ok(None);
         };
         let bytes: [u8; 8] = value
@@ -220,9 +227,9 @@ impl Trees {
         Ok(Some(u64::from_be_bytes(bytes)))
     }
 
-    fn head(&self, tenant: &str) -> StoreResult<Option<ChainHead>> {
+    fn head(&self, snap: &Snapshot, tenant: &str) -> StoreResult<Option<ChainHead>> {
         let prefix = tenant_prefix(tenant);
-        let Some(last) = self.events.prefix(&prefix).next_back() else {
+        let Some(last) = snap.prefix(&self.events, &prefix).next_back() else {
             return Ok(None);
         };
         let (key, value) = last.into_inner().map_err(unavailable)?;
@@ -253,6 +260,8 @@ impl Trees {
         batches: &[&CommitBatch],
     ) -> StoreResult<()> {
         budget.wait_for_flushes(self);
+        // This thread is the only writer, so what it reads is every earlier group, whole.
+        let snap = self.db.snapshot();
         let mut wb = self.db.batch().durability(Some(PersistMode::SyncAll));
         let mut put = |ks: usize, key: Vec<u8>, value: Vec<u8>| {
             budget.account(ks, key.len(), value.len());
@@ -268,12 +277,13 @@ impl Trees {
                     .or_else(|| heads.get(&r.tenant_id))
                 {
                     Some(top) => *top,
-                    None => self.head(&r.tenant_id)?.map_or(0, |h| h.sequence_number),
+                    None => self
+                        .head(&snap, &r.tenant_id)?
+                        .map_or(0, |h| h.sequence_number),
                 };
                 if r.sequence_number <= top {
-                    let stored = self
-                        .events
-                        .get(event_key(&r.tenant_id, r.sequence_number))
+                    let stored = snap
+                        .get(&self.events, event_key(&r.tenant_id, r.sequence_number))
                         .map_err(unavailable)?;
                     let same = match &stored {
                         Some(value) => split_value(value)?.0 == r.hash,
@@ -294,7 +304,7 @@ impl Trees {
                     )));
                 }
                 // A server-made id is a fresh UUIDv7; a client's may already be chained.
-                if chained.client_id && self.seq_of(&r.tenant_id, &r.id)?.is_some() {
+                if chained.client_id && self.seq_of(&snap, &r.tenant_id, &r.id)?.is_some() {
                     return Err(StoreError::Conflict(format!(
                         "event id {:?} of tenant {:?} is already chained",
                         r.id, r.tenant_id
@@ -351,7 +361,7 @@ impl Trees {
         Ok(())
     }
 
-    fn list(&self, tenant: &str, query: &EventQuery) -> StoreResult<EventPage> {
+    fn list(&self, snap: &Snapshot, tenant: &str, query: &EventQuery) -> StoreResult<EventPage> {
         let (limit, skip, after) = match query.paging {
             Paging::Page { page, page_size } => (
                 page_size as usize,
@@ -371,10 +381,10 @@ impl Trees {
         // Fast path: no filter at all. The chain is gapless, so the head is the total and a
         // page is a direct range.
         if !query.is_filtered() {
-            let total = self.head(tenant)?.map_or(0, |h| h.sequence_number);
+            let total = self.head(snap, tenant)?.map_or(0, |h| h.sequence_number);
             let start = after.max(skip as u64) + 1;
             let events = self
-                .range_rows(tenant, start, limit)?
+                .range_rows(snap, tenant, start, limit)?
                 .iter()
                 .map(ChainRow::record)
                 .collect::<StoreResult<_>>()?;
@@ -396,16 +406,16 @@ impl Trees {
         };
         match facet {
             Some((kind, value)) => {
-                for item in self.facets.prefix(facet_prefix(tenant, kind, value)) {
+                for item in snap.prefix(&self.facets, facet_prefix(tenant, kind, value)) {
                     let key = item.key().map_err(unavailable)?;
                     let seq = seq_suffix(&key)?;
-                    if let Some(stored) = self.stored_event(tenant, seq)? {
+                    if let Some(stored) = self.stored_event(snap, tenant, seq)? {
                         consider(stored.record);
                     }
                 }
             }
             None => {
-                for item in self.events.prefix(tenant_prefix(tenant)) {
+                for item in snap.prefix(&self.events, tenant_prefix(tenant)) {
                     let (_, value) = item.into_inner().map_err(unavailable)?;
                     let (hash, _, body) = split_value(&value)?;
                     consider(Record::from_canonical(body, hash).map_err(corrupt)?);
@@ -415,11 +425,17 @@ impl Trees {
         Ok(EventPage { events, total })
     }
 
-    fn range_rows(&self, tenant: &str, from_seq: u64, limit: usize) -> StoreResult<Vec<ChainRow>> {
+    fn range_rows(
+        &self,
+        snap: &Snapshot,
+        tenant: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<ChainRow>> {
         let start = event_key(tenant, from_seq);
         let end = event_key(tenant, u64::MAX);
         let mut rows = Vec::with_capacity(limit.min(4096));
-        for item in self.events.range(start..=end).take(limit) {
+        for item in snap.range(&self.events, start..=end).take(limit) {
             let (key, value) = item.into_inner().map_err(unavailable)?;
             let (hash, _, body) = split_value(&value)?;
             rows.push(ChainRow {
@@ -489,13 +505,17 @@ impl FjallStore {
         self.trees.db.journal_disk_space().map_err(unavailable)
     }
 
+    /// Runs a read on a blocking thread, through a snapshot: it sees whole groups only.
+    /// (fjall applies a batch to the memtables entry by entry and publishes it after the
+    /// last one; plain keyspace reads would see a group half applied — a chain head
+    /// without the tree nodes written with it.)
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Trees) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Trees, &Snapshot) -> StoreResult<T> + Send + 'static,
     {
         let trees = self.trees.clone();
-        tokio::task::spawn_blocking(move || f(&trees))
+        tokio::task::spawn_blocking(move || f(&trees, &trees.db.snapshot()))
             .await
             .map_err(|e| unavailable(format!("read task failed: {e}")))?
     }
@@ -518,10 +538,10 @@ impl Store for FjallStore {
     }
 
     async fn heads(&self, tenants: Vec<String>) -> StoreResult<HashMap<String, ChainHead>> {
-        self.read(move |t| {
+        self.read(move |t, s| {
             let mut out = HashMap::new();
             for tenant in tenants {
-                if let Some(head) = t.head(&tenant)? {
+                if let Some(head) = t.head(s, &tenant)? {
                     out.insert(tenant, head);
                 }
             }
@@ -531,11 +551,11 @@ impl Store for FjallStore {
     }
 
     async fn find_events(&self, keys: Vec<(String, String)>) -> StoreResult<Vec<StoredEvent>> {
-        self.read(move |t| {
+        self.read(move |t, s| {
             let mut out = Vec::new();
             for (tenant, id) in keys {
-                if let Some(seq) = t.seq_of(&tenant, &id)?
-                    && let Some(stored) = t.stored_event(&tenant, seq)?
+                if let Some(seq) = t.seq_of(s, &tenant, &id)?
+                    && let Some(stored) = t.stored_event(s, &tenant, seq)?
                 {
                     out.push(stored);
                 }
@@ -554,9 +574,8 @@ impl Store for FjallStore {
 
     async fn get_receipt(&self, tenant_id: &str, receipt_id: &str) -> StoreResult<Option<Receipt>> {
         let key = named_key(tenant_id, receipt_id);
-        self.read(move |t| {
-            t.receipts
-                .get(key)
+        self.read(move |t, s| {
+            s.get(&t.receipts, key)
                 .map_err(unavailable)?
                 .map(|v| serde_json::from_slice(&v).map_err(corrupt))
                 .transpose()
@@ -566,7 +585,7 @@ impl Store for FjallStore {
 
     async fn list_events(&self, tenant_id: &str, query: EventQuery) -> StoreResult<EventPage> {
         let tenant = tenant_id.to_string();
-        self.read(move |t| t.list(&tenant, &query)).await
+        self.read(move |t, s| t.list(s, &tenant, &query)).await
     }
 
     async fn scan_chain(
@@ -576,7 +595,7 @@ impl Store for FjallStore {
         limit: usize,
     ) -> StoreResult<Vec<ChainRow>> {
         let tenant = tenant_id.to_string();
-        self.read(move |t| t.range_rows(&tenant, after.saturating_add(1), limit))
+        self.read(move |t, s| t.range_rows(s, &tenant, after.saturating_add(1), limit))
             .await
     }
 
@@ -586,16 +605,19 @@ impl Store for FjallStore {
         ids: Vec<NodeId>,
     ) -> StoreResult<Vec<Option<Hash>>> {
         let tenant = tenant_id.to_string();
-        self.read(move |t| {
+        self.read(move |t, s| {
             ids.iter()
-                .map(
-                    |id| match t.tree.get(tree_key(&tenant, *id)).map_err(unavailable)? {
+                .map(|id| {
+                    match s
+                        .get(&t.tree, tree_key(&tenant, *id))
+                        .map_err(unavailable)?
+                    {
                         None => Ok(None),
                         Some(v) => Hash::try_from(v.as_ref())
                             .map(Some)
                             .map_err(|_| corrupt("bad tree node")),
-                    },
-                )
+                    }
+                })
                 .collect()
         })
         .await
