@@ -105,6 +105,30 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
     Ok(conn)
 }
 
+/// Whether `data_dir` holds a SQLite store with at least one event (without creating
+/// anything): how a data directory from before engine identities were recorded is told
+/// apart from one that only holds API keys.
+pub fn holds_events(data_dir: &Path) -> StoreResult<bool> {
+    let path = data_dir.join(DB_FILE);
+    if !path.exists() {
+        return Ok(false);
+    }
+    let conn = open_connection(&path, true)
+        .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
+    let has_table: bool = conn
+        .query_row(
+            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    if !has_table {
+        return Ok(false);
+    }
+    conn.query_row("SELECT EXISTS(SELECT 1 FROM events)", [], |r| r.get(0))
+        .map_err(unavailable)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir` and starts its writer thread.
     pub fn open(data_dir: &Path) -> StoreResult<Self> {

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod data_dir;
 mod distributed;
 mod keys_cmd;
 mod serve;
@@ -81,9 +82,15 @@ struct ServeArgs {
     /// Partitions (parallel chainers) [default: 4; env: SEALTRAIL_PARTITIONS].
     #[arg(long, value_name = "N")]
     partitions: Option<u32>,
-    /// Event store: fjall or sqlite [default: fjall; env: SEALTRAIL_STORE].
+    /// Event store: fjall or sqlite [default: fjall; env: SEALTRAIL_STORE]. Fixed when the
+    /// data directory is created; another engine is refused.
     #[arg(long, value_enum)]
     store: Option<config::StoreEngine>,
+    /// Sign checkpoints with a new log key although this data directory's were signed
+    /// with another (the key file was lost, or a deliberate change). Checkpoints signed
+    /// before will not verify with the new key; the change is logged.
+    #[arg(long)]
+    new_log_key: bool,
 }
 
 /// Where Kafka and Scylla are (each also a config key and `SEALTRAIL_*` variable).
@@ -243,17 +250,22 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Verify(args) => return verify_cmd::run(args),
-        Command::Serve(args) => load(
-            &args.common,
-            Overrides {
-                http_addr: args.http_addr,
-                grpc_addr: args.grpc_addr,
-                partitions: args.partitions,
-                store: args.store,
-                ..Default::default()
-            },
-        )
-        .and_then(serve::run),
+        Command::Serve(args) => {
+            let options = serve::ServeOptions {
+                new_log_key: args.new_log_key,
+            };
+            load(
+                &args.common,
+                Overrides {
+                    http_addr: args.http_addr,
+                    grpc_addr: args.grpc_addr,
+                    partitions: args.partitions,
+                    store: args.store,
+                    ..Default::default()
+                },
+            )
+            .and_then(|config| serve::run(config, options))
+        }
         Command::Gateway(args) => load(
             &args.common,
             Overrides {

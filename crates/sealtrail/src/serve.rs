@@ -22,13 +22,21 @@ use sealtrail_store::sqlite::SqliteStore;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, StoreEngine};
+use crate::data_dir::DataDir;
 
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// One-off choices of `serve` that are flags, not configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeOptions {
+    /// Sign with a new log key although the data directory recorded another one.
+    pub new_log_key: bool,
+}
+
+pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     anyhow::ensure!(
         config.store != StoreEngine::Scylla,
         "store = scylla is distributed mode: run `sealtrail gateway` and `sealtrail chainer` (see `sealtrail --help`)"
     );
-    runtime(&config)?.block_on(serve(config))
+    runtime(&config)?.block_on(serve(config, options))
 }
 
 /// Logging to stderr and the multi-threaded runtime every long-running command uses.
@@ -47,12 +55,13 @@ pub(crate) fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime
         .build()?)
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
 
-    let _lock = lock_data_dir(&config.data_dir)?;
+    // Locked and checked (engine, format) before a store opens anything in it.
+    let mut data_dir = DataDir::open(&config)?;
     let store: Arc<dyn Store> = match config.store {
         StoreEngine::Fjall => FjallStore::open_with(&config.data_dir, config.fjall_limits())
             .map(|s| Arc::new(s) as Arc<dyn Store>),
@@ -106,7 +115,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     drop(fatal_tx);
 
-    let signer = load_or_create_log_key(&config)?;
+    let signer = data_dir.log_signer(&config, options.new_log_key)?;
     tracing::info!(verifier_key = %signer.verifier(), "verifiable log key");
     let tlog = sealtrail_api::tlog::TransparencyLog::new(
         signer,
@@ -172,32 +181,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     eprintln!("stopped cleanly");
     Ok(())
-}
-
-/// Takes an exclusive lock on `data_dir/serve.lock` for the life of the process: two
-/// servers on one data directory would each chain the same tenants and fork them. (The
-/// `keys` command does not take it; it only touches the key table.) The OS drops the lock
-/// when the process dies, so a crash never leaves a stale lock behind.
-fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let path = data_dir.join("serve.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another sealtrail server is already serving {}; stop it first or choose another --data-dir",
-            data_dir.display()
-        ),
-        Err(std::fs::TryLockError::Error(err)) => {
-            Err(err).with_context(|| format!("cannot lock {}", path.display()))
-        }
-    }
 }
 
 /// Binds the REST and the gRPC listeners, with errors that name the flag to change.
@@ -293,38 +276,5 @@ pub(crate) fn parse_log_key(
         signer.name(),
         origin
     );
-    Ok(signer)
-}
-
-/// The log's signing key: read from `log_key_path`, or generated (32 random bytes) and
-/// written there on first start. Crash window: the key is written to a temporary file,
-/// fsynced, then renamed, so a crash never leaves a half-written key; before the rename
-/// no checkpoint was signed with it.
-fn load_or_create_log_key(config: &Config) -> anyhow::Result<sealtrail_core::note::NoteSigner> {
-    use sealtrail_core::note::NoteSigner;
-    use std::io::Write;
-    let path = config.log_key_path();
-    if path.exists() {
-        return load_log_key(&path, &config.log_origin);
-    }
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed)
-        .map_err(|e| anyhow::anyhow!("no randomness for the log key: {e}"))?;
-    let signer = NoteSigner::from_seed(&config.log_origin, seed)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(&tmp)
-            .with_context(|| format!("creating the log key {}", tmp.display()))?;
-        writeln!(file, "{}", signer.to_private_string())?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("writing the log key {}", path.display()))?;
-    tracing::info!(path = %path.display(), "generated a new log signing key");
     Ok(signer)
 }
