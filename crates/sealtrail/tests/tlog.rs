@@ -20,17 +20,6 @@ fn h(v: &Value) -> Hash {
     B64.decode(v.as_str().unwrap()).unwrap().try_into().unwrap()
 }
 
-async fn text(api: &Api, path: &str) -> (u16, String) {
-    let r = api
-        .http
-        .get(format!("{}{path}", api.base))
-        .bearer_auth(&api.key)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
 async fn bytes(api: &Api, path: &str) -> Vec<u8> {
     let r = api
         .http
@@ -79,17 +68,17 @@ async fn the_log_is_verifiable(store: &str) {
     let verifier = NoteVerifier::parse(key["verifier_key"].as_str().unwrap()).unwrap();
 
     // empty log: a checkpoint of size 0
-    let (s, note) = text(&api, "/v1/checkpoint").await;
+    let (s, note) = api.get_text("/v1/checkpoint").await;
     assert_eq!(s, 200);
     let cp0 = Checkpoint::open(&note, &verifier, Some("sealtrail.local/acme")).unwrap();
     assert_eq!(cp0.size, 0);
 
     ingest(&api, 0, 13).await;
-    let (_, kept_note) = text(&api, "/v1/checkpoint?fresh=true").await;
+    let (_, kept_note) = api.get_text("/v1/checkpoint?fresh=true").await;
     let kept = Checkpoint::open(&kept_note, &verifier, None).unwrap();
     assert_eq!(kept.size, 13);
     ingest(&api, 13, 20).await;
-    let (_, note) = text(&api, "/v1/checkpoint?fresh=true").await;
+    let (_, note) = api.get_text("/v1/checkpoint?fresh=true").await;
     let cp = Checkpoint::open(&note, &verifier, None).unwrap();
     assert_eq!(cp.size, 33);
 
@@ -151,10 +140,10 @@ async fn the_log_is_verifiable(store: &str) {
     }
 
     // exports
-    let (s, jsonl) = text(&api, "/v1/export?format=jsonl").await;
+    let (s, jsonl) = api.get_text("/v1/export?format=jsonl").await;
     assert_eq!(s, 200);
     assert_eq!(jsonl.lines().count(), 35);
-    let (s, csv) = text(&api, "/v1/export?format=csv&from=2&to=4").await;
+    let (s, csv) = api.get_text("/v1/export?format=csv&from=2&to=4").await;
     assert_eq!(s, 200);
     assert_eq!(csv.lines().count(), 4, "{csv}");
     assert!(csv.starts_with("sequence_number,id,"));

@@ -52,15 +52,7 @@ async fn readers_see_whole_commits_only(store: &str) {
                     1 => "/v1/proof/consistency?from=1",
                     _ => "/v1/proof/inclusion?sequence_number=1",
                 };
-                let resp = api
-                    .http
-                    .get(format!("{}{path}", api.base))
-                    .bearer_auth(&api.key)
-                    .send()
-                    .await
-                    .unwrap();
-                let status = resp.status().as_u16();
-                let body = resp.text().await.unwrap();
+                let (status, body) = api.get_text(path).await;
                 checks += 1;
                 match status {
                     200 if path.starts_with("/v1/checkpoint") => notes.push(body),

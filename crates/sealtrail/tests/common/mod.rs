@@ -197,6 +197,12 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
+        let (status, body) = self.get_text(path).await;
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// A GET answered as text (checkpoints, exports, error bodies).
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -204,8 +210,7 @@ impl Api {
             .send()
             .await
             .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        (r.status().as_u16(), r.text().await.unwrap())
     }
 
     /// Every record of the tenant, via cursor paging.
@@ -262,16 +267,7 @@ pub async fn assert_tree_matches(api: &Api, events: &[serde_json::Value]) {
     use sealtrail_core::note::NoteVerifier;
     let (_, key) = api.get("/v1/log/key").await;
     let verifier = NoteVerifier::parse(key["verifier_key"].as_str().unwrap()).unwrap();
-    let note = api
-        .http
-        .get(format!("{}/v1/checkpoint?fresh=true", api.base))
-        .bearer_auth(&api.key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, note) = api.get_text("/v1/checkpoint?fresh=true").await;
     let cp = Checkpoint::open(&note, &verifier, key["origin"].as_str()).unwrap();
     let mut tree = MemoryTree::new();
     for e in events {
