@@ -66,9 +66,53 @@ async fn memtables_and_journal_stay_bounded_under_sustained_appends() {
         // One worker: the setting under which fjall's own memtable sealing deadlocked.
         worker_threads: 1,
     };
-    let store = Arc::new(FjallStore::open_with(dir.path(), limits).unwrap());
+    // × 4 tenants × ~2.5 KB ≈ 300 MB through the journal
+    sustained_appends(dir.path(), limits, limits.memtable_ceiling(), 30_000).await;
+}
+
+/// A directory made before the store recorded its keyspaces' seal triggers keeps the small
+/// ones it was created with (fjall fixes them at creation): with today's 32 MiB write
+/// buffer, fjall's own trigger (8 MiB for events) would fire first and flood its worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_from_an_earlier_version_stays_bounded_too() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The keyspaces as the previous version created them.
+        let db = fjall::Database::builder(dir.path().join("events"))
+            .open()
+            .unwrap();
+        for (name, mib) in [
+            ("events", 8),
+            ("ids", 2),
+            ("facets", 4),
+            ("receipts", 2),
+            ("tree", 2),
+        ] {
+            db.keyspace(name, || {
+                fjall::KeyspaceCreateOptions::default().max_memtable_size(mib * MIB)
+            })
+            .unwrap();
+        }
+    }
+    let limits = FjallLimits {
+        worker_threads: 1,
+        ..FjallLimits::default()
+    };
+    // Sealed by half the old triggers: 3 × (4 + 1 + 2 + 1 + 1) MiB.
+    sustained_appends(dir.path(), limits, 3 * 9 * MIB, 20_000).await;
+}
+
+/// Appends `per_tenant` events for each of [`TENANTS`] tenants at once and checks the
+/// memtables stay under `memtable_ceiling` (plus what groups add) and the journal under
+/// its bound, and that everything is there after a reopen.
+async fn sustained_appends(
+    dir: &std::path::Path,
+    limits: FjallLimits,
+    memtable_ceiling: u64,
+    per_tenant: usize,
+) {
+    let store = Arc::new(FjallStore::open_with(dir, limits).unwrap());
     // Several tenants append at once, so groups carry several batches.
-    let per_tenant = 30_000; // × 4 tenants × ~2.5 KB ≈ 300 MB through the journal
     let mut tasks = Vec::new();
     for t in 0..TENANTS {
         let store = store.clone();
@@ -104,7 +148,7 @@ async fn memtables_and_journal_stay_bounded_under_sustained_appends() {
     // A memtable is sealed after the group that fills it, so each of the (1 + 2) memtables
     // a keyspace may hold can exceed the budget by one group: at most every tenant's batch.
     let one_group = (TENANTS * BATCH) as u64 * 3 * KIB;
-    let memtable_bound = limits.memtable_ceiling() + 3 * one_group;
+    let memtable_bound = memtable_ceiling + 3 * one_group;
     assert!(
         peak_memtables <= memtable_bound,
         "memtables reached {peak_memtables} bytes; the bound is {memtable_bound}"
@@ -119,14 +163,14 @@ async fn memtables_and_journal_stay_bounded_under_sustained_appends() {
     );
     let written: u64 = (TENANTS * per_tenant) as u64 * (PAD as u64 + 500);
     assert!(
-        written > 2 * journal_bound,
+        written > 3 * memtable_bound,
         "the test must write well past the bound to mean anything"
     );
 
     // Everything is there, after a close and a reopen.
     store.close();
     drop(store);
-    let store = FjallStore::open_with(dir.path(), limits).unwrap();
+    let store = FjallStore::open_with(dir, limits).unwrap();
     let tenants: Vec<String> = (0..TENANTS).map(|t| format!("tenant-{t}")).collect();
     let stored = store.heads(tenants.clone()).await.unwrap();
     for (tenant, head) in tenants.iter().zip(heads) {

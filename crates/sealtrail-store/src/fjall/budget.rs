@@ -24,7 +24,10 @@
 //!   seal, seals *every* keyspace written since then (`rotate_memtable`, which enqueues the
 //!   flushes with a blocking send from this thread — the worker drains the channel, so that
 //!   send waits at worst, it cannot deadlock). fjall's own per-keyspace trigger is set to
-//!   twice the budget, so it never fires and the request flood cannot start;
+//!   twice the budget, so it never fires and the request flood cannot start. fjall fixes
+//!   that trigger when a keyspace is created, so a directory made by an earlier version
+//!   keeps its smaller ones: the writer also seals once any keyspace reached half of its
+//!   own trigger ([`seal_triggers`]);
 //! - before each group it waits while any keyspace still has [`MAX_SEALED_MEMTABLES`]
 //!   sealed memtables waiting for the flush worker: when flushing (or a compaction the
 //!   worker is busy with) cannot keep up, commits slow down, the chainers' queues fill and
@@ -109,27 +112,75 @@ impl FjallLimits {
     }
 }
 
+/// The file in the fjall directory recording each keyspace's seal trigger.
+const TRIGGERS_FILE: &str = "sealtrail-memtables.json";
+/// The triggers the store gave its keyspaces before it recorded them (events, ids,
+/// facets, receipts, tree). Still older directories have fjall's default (64 MiB), larger.
+const LEGACY_TRIGGERS: [u64; super::KEYSPACES] = [8 * MIB, 2 * MIB, 4 * MIB, 2 * MIB, 2 * MIB];
+
+/// fjall's own seal trigger of each keyspace, which fjall fixes when a keyspace is created
+/// (later options are ignored): recorded in `TRIGGERS_FILE` for a new directory; a
+/// directory from before the file existed has the triggers the store used then. The
+/// writer seals each keyspace by half its trigger, so fjall's own trigger — the one that
+/// floods its worker — never fires, whatever the directory's age.
+pub(super) fn seal_triggers(
+    dir: &std::path::Path,
+    created: bool,
+    memtable: u64,
+) -> crate::StoreResult<[u64; super::KEYSPACES]> {
+    let path = dir.join(TRIGGERS_FILE);
+    let unavailable = |e: &dyn std::fmt::Display| {
+        crate::StoreError::Unavailable(format!("{}: {e}", path.display()))
+    };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return serde_json::from_str(&text).map_err(|e| unavailable(&e));
+    }
+    let triggers = if created {
+        [memtable; super::KEYSPACES]
+    } else {
+        LEGACY_TRIGGERS
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(&triggers).expect("triggers serialize"),
+    )
+    .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+    .and_then(|()| std::fs::rename(&tmp, &path))
+    .and_then(|()| std::fs::File::open(dir)?.sync_all())
+    .map_err(|e| unavailable(&e))?;
+    Ok(triggers)
+}
+
 /// The writer thread's side of the bound: counts what goes into the memtables, seals them,
 /// and waits for the flush worker when it falls behind.
 pub(super) struct WriteBudget {
     limits: FjallLimits,
     since_seal: u64,
+    /// What each keyspace took in since the last seal, and the most it may.
+    keyspace_since_seal: [u64; super::KEYSPACES],
+    keyspace_caps: [u64; super::KEYSPACES],
     /// Which keyspaces (in [`Trees::all`] order) were written since the last seal.
     touched: [bool; super::KEYSPACES],
 }
 
 impl WriteBudget {
-    pub(super) fn new(limits: FjallLimits) -> Self {
+    /// `triggers`: fjall's own seal trigger of each keyspace ([`seal_triggers`]).
+    pub(super) fn new(limits: FjallLimits, triggers: [u64; super::KEYSPACES]) -> Self {
         Self {
             limits,
             since_seal: 0,
+            keyspace_since_seal: [0; super::KEYSPACES],
+            keyspace_caps: triggers.map(|t| t / 2),
             touched: [false; super::KEYSPACES],
         }
     }
 
     /// Counts one insert into keyspace number `index` (in [`Trees::all`] order).
     pub(super) fn account(&mut self, index: usize, key_len: usize, value_len: usize) {
-        self.since_seal += key_len as u64 + value_len as u64 + ENTRY_OVERHEAD;
+        let bytes = key_len as u64 + value_len as u64 + ENTRY_OVERHEAD;
+        self.since_seal += bytes;
+        self.keyspace_since_seal[index] += bytes;
         self.touched[index] = true;
     }
 
@@ -163,15 +214,21 @@ impl WriteBudget {
             .increment(started.elapsed().as_micros() as u64);
     }
 
-    /// After a durable group: seals every written keyspace once the write buffer is full.
-    /// A failed seal is logged, not returned: the group is already durable, and the next
-    /// group tries again.
+    /// After a durable group: seals every written keyspace once the write buffer is full,
+    /// or one keyspace reached half of fjall's own trigger. A failed seal is logged, not
+    /// returned: the group is already durable, and the next group tries again.
     pub(super) fn seal_if_full(&mut self, trees: &Trees) {
-        if self.since_seal < self.limits.write_buffer_bytes {
+        let keyspace_full = self
+            .keyspace_since_seal
+            .iter()
+            .zip(&self.keyspace_caps)
+            .any(|(taken, cap)| taken >= cap);
+        if self.since_seal < self.limits.write_buffer_bytes && !keyspace_full {
             return;
         }
         seal(trees, &self.touched);
         self.since_seal = 0;
+        self.keyspace_since_seal = [0; super::KEYSPACES];
         self.touched = [false; super::KEYSPACES];
     }
 }

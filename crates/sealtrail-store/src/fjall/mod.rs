@@ -149,7 +149,10 @@ fn split_value(value: &[u8]) -> StoreResult<(&str, &str, &[u8])> {
 }
 
 impl Trees {
-    fn open(dir: &Path, limits: &FjallLimits) -> StoreResult<Self> {
+    /// Opens the database and its keyspaces; also returns fjall's own seal trigger of each
+    /// keyspace (see [`budget::seal_triggers`]).
+    fn open(dir: &Path, limits: &FjallLimits) -> StoreResult<(Self, [u64; KEYSPACES])> {
+        let created = !dir.exists();
         let db = Database::builder(dir)
             .cache_size(limits.cache_bytes)
             .max_journaling_size(limits.fjall_journal_size())
@@ -176,10 +179,11 @@ impl Trees {
             tree: open("tree")?,
             db,
         };
+        let triggers = budget::seal_triggers(dir, created, memtable)?;
         // What the journal replayed sits in the active memtables: seal it now, so it is
         // flushed and the replayed journal files can go (the budget counts from zero).
         budget::seal(&trees, &[true; KEYSPACES]);
-        Ok(trees)
+        Ok((trees, triggers))
     }
 
     /// Every keyspace with its name, indexed by the `KS_*` constants.
@@ -458,10 +462,10 @@ impl FjallStore {
     /// [`FjallStore::open`] with the given memory and journal limits.
     pub fn open_with(data_dir: &Path, limits: FjallLimits) -> StoreResult<Self> {
         let keys = Arc::new(SqliteStore::open(data_dir)?);
-        let trees = Trees::open(&data_dir.join(EVENTS_DIR), &limits)?;
+        let (trees, triggers) = Trees::open(&data_dir.join(EVENTS_DIR), &limits)?;
         let writer_trees = trees.clone();
         let mut heads = HashMap::new();
-        let mut budget = WriteBudget::new(limits);
+        let mut budget = WriteBudget::new(limits, triggers);
         let writer = GroupCommitter::start("sealtrail-fjall-writer", move |batches| {
             writer_trees.write_group(&mut heads, &mut budget, batches)
         })?;
