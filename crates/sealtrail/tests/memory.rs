@@ -189,9 +189,11 @@ async fn sustained_ingest_keeps_memory_and_journal_bounded_and_survives_sigkill(
         peak_memtables / MIB,
         limit / MIB
     );
-    // One preallocated 64 MiB journal file plus what is not flushed yet (~90 MB went in).
+    // The documented bound: one preallocated 64 MiB file plus at most the limit (64 MiB)
+    // of older files not dropped yet. (Too little goes through here to push past it; the
+    // store's own test, memory_bound.rs, writes ~300 MB for that.)
     assert!(
-        peak_journal <= 64.0 * MIB + 8.0 * MIB,
+        peak_journal <= 128.0 * MIB + 8.0 * MIB,
         "the journal reached {:.1} MiB",
         peak_journal / MIB
     );
