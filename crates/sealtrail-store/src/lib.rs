@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+mod durable_file;
 pub mod fjall;
 mod group;
 pub mod sqlite;
@@ -19,6 +20,7 @@ use sealtrail_core::merkle::{Hash, NodeId};
 use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::ChainHead;
 
+pub use durable_file::write_durably;
 pub use types::*;
 
 #[derive(Debug, thiserror::Error)]

@@ -16,11 +16,11 @@
 //! that is not recorded yet, which the next start records.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use sealtrail_core::note::NoteSigner;
+use sealtrail_store::write_durably;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, StoreEngine};
@@ -143,7 +143,8 @@ impl DataDir {
     fn save(&self) -> anyhow::Result<()> {
         let mut json = serde_json::to_vec_pretty(&self.identity).expect("identity serializes");
         json.push(b'\n');
-        write_durably(&self.path.join(IDENTITY_FILE), &json, false)
+        let path = self.path.join(IDENTITY_FILE);
+        write_durably(&path, &json, false).with_context(|| format!("writing {}", path.display()))
     }
 }
 
@@ -169,33 +170,6 @@ fn create_log_key(path: &Path, origin: &str) -> anyhow::Result<NoteSigner> {
     .with_context(|| format!("writing the log key {}", path.display()))?;
     tracing::info!(path = %path.display(), "generated a new log signing key");
     Ok(signer)
-}
-
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new one: a
-/// temporary file, fsynced, renamed over `path`, then the directory fsynced.
-fn write_durably(path: &Path, bytes: &[u8], secret: bool) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        if secret {
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        }
-        let mut file = options
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing the directory {}", dir.display()))
 }
 
 /// Takes an exclusive lock on `data_dir/serve.lock` for the life of the process: two

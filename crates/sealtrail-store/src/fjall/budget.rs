@@ -123,6 +123,11 @@ const LEGACY_TRIGGERS: [u64; super::KEYSPACES] = [8 * MIB, 2 * MIB, 4 * MIB, 2 *
 /// directory from before the file existed has the triggers the store used then. The
 /// writer seals each keyspace by half its trigger, so fjall's own trigger — the one that
 /// floods its worker — never fires, whatever the directory's age.
+///
+/// Crash window: the file is written after fjall created the keyspaces. A crash between
+/// the two leaves a directory without the file, which the next open takes for an old one
+/// and records the legacy triggers: smaller than the real ones, so the writer only seals
+/// earlier than it needs to — never later.
 pub(super) fn seal_triggers(
     dir: &std::path::Path,
     created: bool,
@@ -140,15 +145,8 @@ pub(super) fn seal_triggers(
     } else {
         LEGACY_TRIGGERS
     };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec(&triggers).expect("triggers serialize"),
-    )
-    .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-    .and_then(|()| std::fs::rename(&tmp, &path))
-    .and_then(|()| std::fs::File::open(dir)?.sync_all())
-    .map_err(|e| unavailable(&e))?;
+    let json = serde_json::to_vec(&triggers).expect("triggers serialize");
+    crate::write_durably(&path, &json, false).map_err(|e| unavailable(&e))?;
     Ok(triggers)
 }
 
@@ -187,6 +185,11 @@ impl WriteBudget {
     /// Waits while a keyspace has [`MAX_SEALED_MEMTABLES`] sealed memtables not yet
     /// flushed. This is the back-pressure: the group (and every chainer waiting on it)
     /// waits, so memory cannot outrun the flush worker.
+    ///
+    /// There is no deadline: if fjall's flush worker has died (fjall poisons itself on an
+    /// I/O error), this waits for good, ingest answers `504 commit_timeout` and the log
+    /// warns every [`STALL_WARNING`]; a restart replays the journal. (Stopping the server
+    /// on such a fatal store error is issue 9's.)
     pub(super) fn wait_for_flushes(&self, trees: &Trees) {
         let backlog = || {
             trees
@@ -198,11 +201,11 @@ impl WriteBudget {
             return;
         }
         let started = Instant::now();
-        let mut warned = false;
+        let mut warned_at = started;
         while backlog() {
             std::thread::sleep(Duration::from_millis(1));
-            if !warned && started.elapsed() > STALL_WARNING {
-                warned = true;
+            if warned_at.elapsed() > STALL_WARNING {
+                warned_at = Instant::now();
                 tracing::warn!(
                     "store writes have waited {:?} for memtable flushes (flushes pending: {}); ingest is slowed down until they finish",
                     started.elapsed(),
