@@ -12,7 +12,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// Seconds, for 503 (overload) answers.
+    /// Seconds, for 503 (overload, unavailable) and 507 answers.
     pub retry_after: Option<u32>,
 }
 
@@ -57,6 +57,17 @@ impl ApiError {
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
         }
     }
+    /// `507`: the store's disk is below its free-space floor; nothing was stored.
+    pub fn insufficient_storage(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(30),
+            ..Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                message,
+            )
+        }
+    }
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(%err, "{context}");
         Self::new(
@@ -80,6 +91,9 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(%m, "store unavailable");
                 Self::unavailable("the store is unavailable; retry shortly")
             }
+            StoreError::NoSpace(m) => Self::insufficient_storage(format!(
+                "{m}; nothing was stored: retry with the same ids once the operator freed space"
+            )),
             other => Self::internal("store error", other),
         }
     }

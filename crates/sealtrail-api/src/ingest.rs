@@ -90,6 +90,7 @@ pub(crate) async fn publish(
     mut entry: LogEntry,
     sync: bool,
 ) -> ApiResult<Option<(Receipt, Vec<Record>)>> {
+    refuse_if_full(state)?;
     if !sync && state.config.pending_receipts.is_some() {
         // A durable log (distributed mode) and a caller that does not wait: no reply to
         // ask the chainer for.
@@ -116,10 +117,22 @@ pub(crate) async fn append(
     state: &Service,
     mut entry: LogEntry,
 ) -> ApiResult<(Waiter<'_>, Durability)> {
+    refuse_if_full(state)?;
     let waiter = state.correlator.register();
     entry.reply_to = Some(waiter.address.clone());
     let durability = state.log.append(entry).await.map_err(log_error)?;
     Ok((waiter, durability))
+}
+
+/// `507` at once while the store refuses writes for lack of disk space: queueing the
+/// entry would only hold the request for the commit timeout.
+fn refuse_if_full(state: &Service) -> ApiResult<()> {
+    match state.store.write_blocked() {
+        Some(reason) => Err(ApiError::insufficient_storage(format!(
+            "{reason}; nothing was stored: retry with the same ids once space is freed"
+        ))),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn log_error(err: LogError) -> ApiError {
@@ -144,7 +157,11 @@ pub(crate) async fn wait_outcome(
 ) -> ApiResult<(Receipt, Vec<Record>)> {
     match waiter.wait(state.config.commit_timeout).await {
         Some(EntryOutcome::Committed { receipt, records }) => Ok((receipt, records)),
-        Some(EntryOutcome::Unavailable { message }) => Err(ApiError::unavailable(message)),
+        Some(EntryOutcome::Unavailable {
+            message,
+            no_space: true,
+        }) => Err(ApiError::insufficient_storage(message)),
+        Some(EntryOutcome::Unavailable { message, .. }) => Err(ApiError::unavailable(message)),
         None => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "commit_timeout",
@@ -184,6 +201,7 @@ pub(crate) fn queued_receipt(entry: &LogEntry) -> Receipt {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 503, description = "Overloaded; retry after Retry-After", body = ErrorBody),
         (status = 504, description = "Commit not confirmed in time; retry with the same id", body = ErrorBody),
+        (status = 507, description = "The server's disk is below its free-space floor; nothing stored, retry later with the same id", body = ErrorBody),
     ),
     security(("apiKey" = [])))]
 pub async fn log_event(
@@ -282,6 +300,7 @@ fn conflict_from(receipt: &Receipt) -> ApiError {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 503, description = "Overloaded; retry after Retry-After", body = ErrorBody),
         (status = 504, description = "Commit not confirmed in time; retry with the same ids", body = ErrorBody),
+        (status = 507, description = "The server's disk is below its free-space floor; nothing stored, retry later with the same ids", body = ErrorBody),
     ),
     security(("apiKey" = [])))]
 pub async fn log_batch(

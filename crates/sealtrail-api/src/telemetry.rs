@@ -21,18 +21,19 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         .as_ref()
         .map(|h| h.problems())
         .unwrap_or_default();
-    if problems.is_empty() {
+    let blocked = state.store.write_blocked();
+    if problems.is_empty() && blocked.is_none() {
         return axum::Json(serde_json::json!({"status": "ok"})).into_response();
     }
     let failing: Vec<_> = problems
         .into_iter()
         .map(|(partition, error)| serde_json::json!({"partition": partition, "error": error}))
         .collect();
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(serde_json::json!({"status": "degraded", "failing_partitions": failing})),
-    )
-        .into_response()
+    let mut body = serde_json::json!({"status": "degraded", "failing_partitions": failing});
+    if let Some(reason) = blocked {
+        body["writes_refused"] = serde_json::Value::String(reason);
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

@@ -112,18 +112,43 @@ impl Health {
     }
 }
 
-/// Why a chainer stopped before its log closed.
+/// Why a chainer stopped before its log closed. Each is fatal for the chainer (crash-only:
+/// its partition is picked up again by a restart or by another chainer, which replays the
+/// log from the last committed offset).
 #[derive(Debug)]
 pub enum ChainerError {
-    /// The store refused a write as a fork: another writer owns this partition now (or
-    /// the heads were stale). The chainer must stop; its successor replays from the log.
+    /// Another chainer has claimed this partition in the store (distributed mode): this
+    /// one is stale and must stop; its successor replays from the log.
     Fenced(String),
+    /// The store refused a batch by the append rule (a fork, gap, broken link or duplicate
+    /// id): this chainer's view of the chain is wrong — another process writing the same
+    /// chains, or a bug. Writing on would fork the log, so it stops.
+    Refused(sealtrail_store::rule::Refusal),
+    /// The store failed in a way retrying cannot fix (corrupt data, a poisoned engine, a
+    /// misconfiguration).
+    Fatal(StoreError),
 }
 
 impl std::fmt::Display for ChainerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Fenced(m) => write!(f, "chainer fenced: {m}"),
+            Self::Refused(r) => write!(
+                f,
+                "the store refused a batch ({r}): this chainer's view of the chain is wrong \
+                 (is another process writing the same data?); stopping rather than forking the log"
+            ),
+            Self::Fatal(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+impl ChainerError {
+    fn from_store(err: StoreError) -> Self {
+        match err {
+            StoreError::Fenced(m) => Self::Fenced(m),
+            StoreError::Refused(r) => Self::Refused(r),
+            other => Self::Fatal(other),
         }
     }
 }
@@ -217,43 +242,43 @@ impl<C: PartitionConsumer> Chainer<C> {
         maybe_stored: &[bool],
     ) -> Result<(), ChainerError> {
         // (1)+(2): read and chain. Reads write nothing, so a failed read is simply retried
-        // from scratch (with the head cache dropped, as it may be stale).
+        // from scratch (with the head cache dropped, as it may be stale) — if retrying can
+        // help at all.
         let mut backoff = Duration::from_millis(50);
         let prepared = loop {
             match self.prepare(&entries, maybe_stored).await {
                 Ok(prepared) => break prepared,
-                Err(err) => {
+                Err(err) if err.is_retryable() => {
                     self.heads.clear();
                     self.frontiers.clear();
-                    self.retry_after(&err, &mut backoff).await;
+                    self.retry_after(&err, &mut backoff).await?;
                 }
+                Err(err) => return Err(self.fail(&entries, err).await),
             }
         };
         // (3): store. A failure here has an unknown outcome (the batch may be stored, e.g.
         // when an fsync succeeded but the answer was lost). Recomputing from a fresh read
         // would then chain the same events a second time, so the very same batch is
-        // resubmitted instead: a replay of stored records is a no-op.
+        // resubmitted instead: a replay of stored records is a no-op. Only retryable errors
+        // are retried; a refusal, a fencing or a fatal store error stops the chainer.
         let events = prepared.batch.records.len();
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(50);
+        let mut told_waiters = false;
         loop {
             match self.store.append_shared(prepared.batch.clone()).await {
                 Ok(()) => break,
-                Err(StoreError::Conflict(message)) => {
-                    self.heads.clear();
-                    self.frontiers.clear();
-                    for entry in &entries {
-                        if let Some(to) = &entry.reply_to {
-                            let outcome = EntryOutcome::Unavailable {
-                                message: "the chainer lost ownership of its partition; retry"
-                                    .into(),
-                            };
-                            self.replies.send(to, outcome).await;
-                        }
+                Err(err) if err.is_retryable() => {
+                    if matches!(err, StoreError::NoSpace(_)) && !told_waiters {
+                        // The disk will not come back in a commit timeout: answer the
+                        // waiters now (the batch stays in hand and commits once space is
+                        // freed; a client retrying the same ids is answered idempotently).
+                        told_waiters = true;
+                        self.tell_waiters(&entries, &err).await;
                     }
-                    return Err(ChainerError::Fenced(message));
+                    self.retry_after(&err, &mut backoff).await?;
                 }
-                Err(err) => self.retry_after(&err, &mut backoff).await,
+                Err(err) => return Err(self.fail(&entries, err).await),
             }
         }
         metrics::histogram!("sealtrail_store_append_seconds")
@@ -284,12 +309,61 @@ impl<C: PartitionConsumer> Chainer<C> {
         Ok(())
     }
 
-    async fn retry_after(&self, err: &StoreError, backoff: &mut Duration) {
-        self.health.set(self.consumer.partition(), err.to_string());
-        metrics::counter!("sealtrail_chainer_retries_total").increment(1);
+    /// Waits before a retry; gives up (`Stopped` is not an error: the log is closing, so
+    /// the batch in hand is abandoned — it was not acknowledged, and a durable log
+    /// redelivers it to the partition's next chainer).
+    async fn retry_after(
+        &mut self,
+        err: &StoreError,
+        backoff: &mut Duration,
+    ) -> Result<(), ChainerError> {
+        self.health
+            .set(self.consumer.partition(), format!("{}: {err}", err.kind()));
+        metrics::counter!("sealtrail_chainer_retries_total", "kind" => err.kind()).increment(1);
         tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "store call failed; retrying");
-        tokio::time::sleep(*backoff).await;
+        let closing = self.consumer.closing();
+        tokio::select! {
+            _ = tokio::time::sleep(*backoff) => {}
+            _ = closing => {
+                tracing::warn!(partition = self.consumer.partition(), "the log is closing: the batch in hand is abandoned (not acknowledged; a durable log redelivers it)");
+                return Err(ChainerError::Fatal(StoreError::Unavailable(format!(
+                    "stopped while the store was failing: {err}"
+                ))));
+            }
+        }
         *backoff = (*backoff * 2).min(Duration::from_secs(2));
+        Ok(())
+    }
+
+    /// Answers every waiter of `entries` that the batch is not stored (yet).
+    async fn tell_waiters(&self, entries: &[LogEntry], err: &StoreError) {
+        let no_space = matches!(err, StoreError::NoSpace(_));
+        let message = match err {
+            StoreError::NoSpace(m) => format!(
+                "{m}; the events are not committed yet: retry with the same ids (they will not be duplicated)"
+            ),
+            StoreError::Fenced(_) => "the chainer lost ownership of its partition; retry".into(),
+            _ => "the log's writer stopped on a store error; retry with the same ids".into(),
+        };
+        for entry in entries {
+            if let Some(to) = &entry.reply_to {
+                let outcome = EntryOutcome::Unavailable {
+                    message: message.clone(),
+                    no_space,
+                };
+                self.replies.send(to, outcome).await;
+            }
+        }
+    }
+
+    /// Stops on a store error retrying cannot fix: answers the waiters, drops the caches.
+    async fn fail(&mut self, entries: &[LogEntry], err: StoreError) -> ChainerError {
+        self.heads.clear();
+        self.frontiers.clear();
+        self.health
+            .set(self.consumer.partition(), format!("{}: {err}", err.kind()));
+        self.tell_waiters(entries, &err).await;
+        ChainerError::from_store(err)
     }
 
     async fn prepare(

@@ -30,8 +30,14 @@ pub enum EntryOutcome {
         receipt: Receipt,
         records: Vec<Record>,
     },
-    /// Not stored; the client may retry the same ids.
-    Unavailable { message: String },
+    /// Not stored (yet); the client may retry the same ids.
+    Unavailable {
+        message: String,
+        /// The store's disk is below its free-space floor (`507`, not `503`). Absent on
+        /// the wire when false, so older gateways and chainers read it unchanged.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_space: bool,
+    },
 }
 
 #[async_trait]

@@ -114,4 +114,12 @@ pub trait PartitionConsumer: Send + 'static {
     /// resumes after it. Entries after the last commit are delivered again after a
     /// crash; the chainer's idempotent writes make that harmless.
     async fn commit(&mut self, offset: Offset) -> Result<(), LogError>;
+
+    /// Resolves once the log is closing (graceful shutdown) or this partition is taken
+    /// away: a chainer stuck retrying a failing store gives up its batch then instead of
+    /// holding the shutdown forever. Never resolves by default. (An owned future, so a
+    /// chainer can wait on it while it uses the consumer.)
+    fn closing(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(std::future::pending())
+    }
 }

@@ -17,11 +17,13 @@ pub struct MemoryLog {
     senders: std::sync::RwLock<Option<Vec<PartitionSender>>>,
     partitions: u32,
     next_offsets: Vec<std::sync::atomic::AtomicU64>,
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 pub struct MemoryConsumer {
     partition: u32,
     receiver: mpsc::Receiver<(Offset, LogEntry)>,
+    closed: tokio::sync::watch::Receiver<bool>,
 }
 
 impl MemoryLog {
@@ -31,12 +33,14 @@ impl MemoryLog {
         assert!(partitions > 0 && capacity > 0);
         let mut senders = Vec::new();
         let mut consumers = Vec::new();
+        let (closed, closed_rx) = tokio::sync::watch::channel(false);
         for partition in 0..partitions {
             let (tx, rx) = mpsc::channel(capacity);
             senders.push(tx);
             consumers.push(MemoryConsumer {
                 partition,
                 receiver: rx,
+                closed: closed_rx.clone(),
             });
         }
         let next_offsets = (0..partitions)
@@ -47,6 +51,7 @@ impl MemoryLog {
                 senders: std::sync::RwLock::new(Some(senders)),
                 partitions,
                 next_offsets,
+                closed,
             },
             consumers,
         )
@@ -77,6 +82,7 @@ impl LogProducer for MemoryLog {
 
     fn close(&self) {
         self.senders.write().expect("log lock").take();
+        self.closed.send_replace(true);
     }
 }
 
@@ -111,6 +117,13 @@ impl PartitionConsumer for MemoryConsumer {
         // Nothing to remember: after a restart the in-process log starts empty, and
         // everything that was stored is in the store.
         Ok(())
+    }
+
+    fn closing(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let mut closed = self.closed.clone();
+        Box::pin(async move {
+            let _ = closed.wait_for(|c| *c).await;
+        })
     }
 }
 

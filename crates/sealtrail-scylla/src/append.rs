@@ -1,15 +1,17 @@
 //! The write path. One append, per attempt:
 //!
 //! 1. **Where is each tenant?** Its head comes from this handle's cache (heads it committed
-//!    itself) or a serial read. Records at or below the head must equal the stored ones (a
-//!    replay: skipped) or the batch is a fork; a first record beyond head + 1 is a gap.
-//!    Both are refused with `Conflict` before anything is written.
+//!    itself) or a serial read. The append rule (`sealtrail_store::rule`, shared with the
+//!    embedded stores) then judges the batch: records at or below the head must equal the
+//!    stored ones (a replay: skipped), the first new one must follow and link to the head,
+//!    and no new client id may be committed already. A fork, gap, broken link or duplicate
+//!    id is refused (`Refused`) before anything is written.
 //! 2. **Rows.** The records beyond the head go to `events` and `event_ids`, written with
 //!    the epoch as timestamp. They are invisible: every read stops at the committed head.
 //! 3. **Commit.** Per log partition, one conditional batch moves every tenant's head from
 //!    the head read in (1) to its last record, and (for a fenced handle) requires the
 //!    partition's epoch to be unchanged. Applied: committed. Not applied: someone moved a
-//!    head or claimed the partition — reread (a newer epoch means `Conflict`: fenced).
+//!    head or claimed the partition — reread (a newer epoch means `Fenced`).
 //! 4. **Receipts**, only after the heads moved: a receipt never names an uncommitted event.
 //!
 //! Crash windows: a crash in (2) or before (3) leaves invisible rows that the next attempt
@@ -22,6 +24,7 @@ use std::collections::HashMap;
 
 use scylla::statement::batch::{Batch, BatchType};
 use sealtrail_core::record::{ChainHead, ChainedRecord};
+use sealtrail_store::rule;
 use sealtrail_store::{CommitBatch, StoreError, StoreResult, TreeNode};
 
 use crate::fence::applied;
@@ -42,7 +45,7 @@ struct Pending<'a> {
 
 impl ScyllaStore {
     pub(crate) async fn append_batch(&self, batch: &CommitBatch) -> StoreResult<()> {
-        let groups = group_by_tenant(&batch.records)?;
+        let groups = rule::group_by_tenant(&batch.records)?;
         if groups.is_empty() && !batch.tree_nodes.is_empty() {
             // Nodes alone: a chain stored without them being backfilled.
             self.write_nodes(&batch.tree_nodes).await?;
@@ -89,17 +92,7 @@ impl ScyllaStore {
                 Some(h) => Some(h),
                 None => self.heads.lock().expect("heads lock").get(*tenant).cloned(),
             };
-            let stored = head.as_ref().map_or(0, |h| h.sequence_number);
-            let first = records[0].record.sequence_number;
-            if first > stored + 1 {
-                return Err(StoreError::Conflict(format!(
-                    "tenant {tenant}: record {first} would leave a gap after the head {stored}"
-                )));
-            }
-            let overlap = records
-                .iter()
-                .take_while(|r| r.record.sequence_number <= stored)
-                .count();
+            let overlap = rule::split_at_head(head.as_ref(), records)?;
             if overlap > 0 {
                 self.check_replay(tenant, &records[..overlap]).await?;
             }
@@ -107,14 +100,8 @@ impl ScyllaStore {
             if rest.is_empty() {
                 continue;
             }
-            if let Some(h) = &head
-                && rest[0].record.prev_hash != h.hash
-            {
-                return Err(StoreError::Conflict(format!(
-                    "tenant {tenant}: record {} does not follow the stored head {stored}",
-                    rest[0].record.sequence_number
-                )));
-            }
+            let stored = head.as_ref().map_or(0, |h| h.sequence_number);
+            self.check_new_ids(tenant, stored, rest).await?;
             pending.push(Pending {
                 tenant,
                 expected: head,
@@ -151,8 +138,10 @@ impl ScyllaStore {
             let mut values: Vec<AdvanceValues> = Vec::with_capacity(group.len() + 1);
             if let Some(epoch) = &self.epoch {
                 if epoch.partition as i32 != partition {
-                    return Err(StoreError::Conflict(format!(
-                        "this writer holds partition {}, not partition {partition}",
+                    return Err(StoreError::Fatal(format!(
+                        "this writer holds partition {}, not partition {partition}: a tenant of \
+                         the batch belongs to another log partition (do the gateways and the \
+                         chainers agree on the partition count?)",
                         epoch.partition
                     )));
                 }
@@ -192,8 +181,8 @@ impl ScyllaStore {
                     let current = self.current_epoch(epoch.partition).await?;
                     if current.as_ref().map(|(e, _)| *e) != Some(epoch.epoch) {
                         let (newer, owner) = current.unwrap_or_default();
-                        return Err(StoreError::Conflict(format!(
-                            "fenced: partition {partition} was claimed by {owner} (epoch {newer}; this writer holds {})",
+                        return Err(StoreError::Fenced(format!(
+                            "partition {partition} was claimed by {owner} (epoch {newer}; this writer holds {})",
                             epoch.epoch
                         )));
                     }
@@ -308,7 +297,7 @@ impl ScyllaStore {
         Ok(())
     }
 
-    /// Records at or below the stored head must be the stored ones.
+    /// Records at or below the stored head must be the stored ones (judged by the rule).
     async fn check_replay(&self, tenant: &str, records: &[&ChainedRecord]) -> StoreResult<()> {
         let first = records[0].record.sequence_number;
         let last = records.last().expect("non-empty").record.sequence_number;
@@ -318,20 +307,63 @@ impl ScyllaStore {
             .map(|(row, _)| (row.sequence_number, row.hash.as_str()))
             .collect();
         for r in records {
-            match by_seq.get(&r.record.sequence_number) {
-                Some(hash) if *hash == r.record.hash => {}
-                Some(_) => {
-                    return Err(StoreError::Conflict(format!(
-                        "tenant {tenant}: a different record is stored at sequence number {}",
-                        r.record.sequence_number
-                    )));
-                }
-                None => {
-                    return Err(StoreError::Corrupt(format!(
-                        "tenant {tenant}: committed record {} is missing",
-                        r.record.sequence_number
-                    )));
-                }
+            rule::check_replayed(r, by_seq.get(&r.record.sequence_number).copied())?;
+        }
+        Ok(())
+    }
+
+    /// No new record may reuse a client id committed at or below the head `stored`: one
+    /// `IN` read per id shard, and for an id found there a check that the committed record
+    /// at its sequence number really is that event (an id row written by an append that
+    /// never committed, or was fenced, can point anywhere).
+    async fn check_new_ids(
+        &self,
+        tenant: &str,
+        stored: u64,
+        records: &[&ChainedRecord],
+    ) -> StoreResult<()> {
+        if stored == 0 {
+            return Ok(());
+        }
+        let mut by_shard: HashMap<i32, Vec<&str>> = HashMap::new();
+        for r in records.iter().filter(|r| r.client_id) {
+            by_shard
+                .entry(id_shard(&r.record.id))
+                .or_default()
+                .push(r.record.id.as_str());
+        }
+        let reads: Vec<_> = by_shard
+            .into_iter()
+            .map(|(shard, ids)| async move {
+                let rows = self
+                    .session
+                    .execute_unpaged(&self.stmts.select_event_ids, (tenant, shard, ids))
+                    .await?
+                    .into_rows_result()?
+                    .rows::<(String, i64)>()?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(rows)
+            })
+            .collect();
+        let found: Vec<Vec<(String, i64)>> =
+            run_bounded(reads, WRITE_CONCURRENCY).await.map_err(unavailable)?;
+        for (id, seq) in found.into_iter().flatten() {
+            let seq = seq as u64;
+            if seq > stored {
+                continue; // not committed: an earlier attempt of this very append
+            }
+            let row = self
+                .one_row::<(i64, String, Vec<u8>, String, String)>(
+                    &self.stmts.select_row,
+                    (tenant, bucket(seq), seq as i64),
+                )
+                .await?;
+            if row.is_some_and(|(_, _, _, _, event_id)| event_id == id) {
+                let record = records
+                    .iter()
+                    .find(|r| r.record.id == id)
+                    .expect("the read asked for the batch's ids");
+                rule::check_new_id(record, Some(seq))?;
             }
         }
         Ok(())
@@ -416,29 +448,4 @@ impl scylla::serialize::row::SerializeRow for AdvanceValues {
     fn is_empty(&self) -> bool {
         false
     }
-}
-
-/// Groups records by tenant, in order of first appearance (the chainer interleaves
-/// tenants), and checks that each tenant's records are consecutive and linked.
-fn group_by_tenant(records: &[ChainedRecord]) -> StoreResult<Vec<(&str, Vec<&ChainedRecord>)>> {
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    let mut out: Vec<(&str, Vec<&ChainedRecord>)> = Vec::new();
-    for r in records {
-        let t = r.record.tenant_id.as_str();
-        let slot = *index.entry(t).or_insert_with(|| {
-            out.push((t, Vec::new()));
-            out.len() - 1
-        });
-        if let Some(prev) = out[slot].1.last()
-            && (r.record.sequence_number != prev.record.sequence_number + 1
-                || r.record.prev_hash != prev.record.hash)
-        {
-            return Err(StoreError::Conflict(format!(
-                "tenant {t}: records {} and {} of the batch are not consecutive",
-                prev.record.sequence_number, r.record.sequence_number
-            )));
-        }
-        out[slot].1.push(r);
-    }
-    Ok(out)
 }

@@ -4,12 +4,17 @@
 //! `epoch` (static column of its `heads` partition) and raises it by one with a conditional
 //! write. Every later append of that chainer advances its tenants' heads in a conditional
 //! batch that also requires `epoch` to be unchanged, so once a newer chainer has claimed the
-//! partition, the old one's appends are refused ([`StoreError::Conflict`]) and commit
+//! partition, the old one's appends are refused ([`StoreError::Fenced`]) and commit
 //! nothing. Record rows are written before that batch, with the epoch as their write
 //! timestamp, so the rows a zombie writes lose to the current owner's rows whatever the
 //! order they arrive in (and are invisible anyway until a head covers them).
 //!
-//! [`StoreError::Conflict`]: sealtrail_store::StoreError::Conflict
+//! An *unfenced* handle (no claim: tests, tools) writes its rows with one fixed timestamp,
+//! so it must be the only writer of its tenants: two unfenced writers racing for the same
+//! sequence numbers could overwrite each other's rows before one head update wins. Every
+//! chainer is fenced.
+//!
+//! [`StoreError::Fenced`]: sealtrail_store::StoreError::Fenced
 
 use scylla::value::Row;
 

@@ -160,6 +160,7 @@ pub(crate) struct Statements {
     pub select_rows: PreparedStatement,
     pub select_row: PreparedStatement,
     pub select_event_id: PreparedStatement,
+    pub select_event_ids: PreparedStatement,
     pub insert_node: PreparedStatement,
     pub select_node: PreparedStatement,
     pub insert_receipt: PreparedStatement,
@@ -239,6 +240,11 @@ impl Statements {
                 "SELECT sequence_number FROM {ks}.event_ids WHERE tenant_id = ? AND shard = ? AND event_id = ?"
             ))
             .await?,
+            select_event_ids: p(format!(
+                "SELECT event_id, sequence_number FROM {ks}.event_ids \
+                 WHERE tenant_id = ? AND shard = ? AND event_id IN ?"
+            ))
+            .await?,
             insert_node: p(format!(
                 "INSERT INTO {ks}.tree_nodes (tenant_id, level, bucket, idx, hash) \
                  VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"
@@ -280,7 +286,7 @@ impl Statements {
 /// **Writers:** appends for the tenants of one log partition must come from one writer at a
 /// time. In distributed mode each chainer appends through a [`fenced`](ScyllaStore::fenced)
 /// handle holding its partition's epoch, which makes a stale writer's late appends fail
-/// with [`StoreError::Conflict`] instead of forking a chain.
+/// with [`StoreError::Fenced`] instead of forking a chain.
 #[derive(Clone)]
 pub struct ScyllaStore {
     pub(crate) session: Arc<Session>,

@@ -7,6 +7,7 @@ use sealtrail_core::receipt::{Receipt, ReceiptStatus};
 use sealtrail_core::record::{ChainHead, ChainedRecord, chain_step};
 use serde_json::json;
 
+use crate::rule::RefusalKind;
 use crate::{ApiKey, CommitBatch, EventQuery, Paging, Store, StoreError, TreeNode};
 
 /// Builds `n` chained records of `tenant` continuing after `head`.
@@ -54,6 +55,7 @@ fn receipt(id: &str, ids: Vec<String>) -> Receipt {
 pub async fn run_all(store: &dyn Store) {
     append_then_read_back(store).await;
     replay_is_idempotent_and_forks_are_refused(store).await;
+    append_rule_cases(store).await;
     tenants_are_isolated(store).await;
     list_filters_and_paging(store).await;
     receipts_round_trip(store).await;
@@ -135,7 +137,7 @@ pub async fn replay_is_idempotent_and_forks_are_refused(store: &dyn Store) {
     );
 
     // A different record at an occupied sequence number is a fork: refused, nothing written.
-    let mut fork = make_chain("conf-replay", Some(recs[3].head()), 2);
+    let mut fork = make_chain("conf-replay", Some(recs[3].head()), 1);
     fork[0].record.sequence_number = 5;
     fork[0].record.id = "forked".into();
     fork[0].canonical = fork[0].record.canonical_unhashed();
@@ -148,7 +150,10 @@ pub async fn replay_is_idempotent_and_forks_are_refused(store: &dyn Store) {
         })
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(
+        matches!(&err, StoreError::Refused(r) if r.kind == RefusalKind::Fork),
+        "{err:?}"
+    );
     let rows = store.scan_chain("conf-replay", 0, 100).await.unwrap();
     assert_eq!(rows.len(), 5);
     assert_eq!(rows[4].hash, recs[4].record.hash);
@@ -159,6 +164,141 @@ pub async fn replay_is_idempotent_and_forks_are_refused(store: &dyn Store) {
             .unwrap()
             .is_none()
     );
+}
+
+fn records_only(records: Vec<ChainedRecord>) -> CommitBatch {
+    CommitBatch {
+        records,
+        ..Default::default()
+    }
+}
+
+/// `record` with its content changed by `change`, hashed again (a well-formed record).
+fn rehashed(mut record: ChainedRecord, change: impl FnOnce(&mut ChainedRecord)) -> ChainedRecord {
+    change(&mut record);
+    record.canonical = record.record.canonical_unhashed();
+    record.record.hash = record.record.compute_hash();
+    record
+}
+
+async fn refused(store: &dyn Store, records: Vec<ChainedRecord>) -> RefusalKind {
+    match store.append(records_only(records)).await {
+        Err(StoreError::Refused(refusal)) => refusal.kind,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Every case of the append rule (`crate::rule`): each refusal writes nothing.
+pub async fn append_rule_cases(store: &dyn Store) {
+    let t = "conf-rule";
+    let recs = make_chain(t, None, 3);
+    store.append(records_only(recs.clone())).await.unwrap();
+    let head = recs[2].head();
+    let next = make_chain(t, Some(head.clone()), 2);
+
+    // A gap: record 5 without record 4.
+    assert_eq!(
+        refused(store, vec![next[1].clone()]).await,
+        RefusalKind::Gap { after: 3 }
+    );
+    // A broken link: record 4 that does not point at record 3.
+    let unlinked = rehashed(next[0].clone(), |r| r.record.prev_hash = recs[1].record.hash.clone());
+    assert_eq!(refused(store, vec![unlinked]).await, RefusalKind::BrokenLink);
+    // A first record that does not link to the zero hash.
+    let first = make_chain("conf-rule-genesis", None, 1);
+    let bad_genesis = rehashed(first[0].clone(), |r| r.record.prev_hash = recs[0].record.hash.clone());
+    assert_eq!(refused(store, vec![bad_genesis]).await, RefusalKind::BrokenLink);
+    // A duplicate client id at a new sequence number.
+    let reused = rehashed(next[0].clone(), |r| r.record.id = recs[1].record.id.clone());
+    assert!(reused.client_id);
+    assert_eq!(
+        refused(store, vec![reused]).await,
+        RefusalKind::DuplicateId {
+            id: recs[1].record.id.clone(),
+            stored_at: 2
+        }
+    );
+    // A replay with one byte changed is a fork.
+    let changed = rehashed(recs[1].clone(), |r| {
+        r.record.metadata.insert("i".into(), serde_json::json!(7));
+    });
+    assert_eq!(refused(store, vec![changed]).await, RefusalKind::Fork);
+    // Records of the batch that skip a number.
+    assert_eq!(
+        refused(store, vec![next[0].clone(), next[0].clone()]).await,
+        RefusalKind::OutOfOrder { after: 4 }
+    );
+    // A refused tenant refuses the whole batch: the good tenant's records are not written.
+    let good = make_chain("conf-rule-good", None, 2);
+    let mut mixed = good.clone();
+    mixed.push(next[1].clone());
+    assert!(matches!(
+        store.append(records_only(mixed)).await,
+        Err(StoreError::Refused(_))
+    ));
+    assert!(
+        store
+            .heads(vec!["conf-rule-good".into(), "conf-rule-genesis".into()])
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing of a refused batch is written"
+    );
+    // After all of that the chain is untouched, and a whole replay plus new records in one
+    // batch is accepted.
+    assert_eq!(store.heads(vec![t.into()]).await.unwrap()[t], head);
+    let replay_and_more = [recs.clone(), next.clone()].concat();
+    store.append(records_only(replay_and_more)).await.unwrap();
+    assert_eq!(store.heads(vec![t.into()]).await.unwrap()[t], next[1].head());
+    let rows = store.scan_chain(t, 0, 100).await.unwrap();
+    assert_eq!(rows.len(), 5);
+    for (row, rec) in rows.iter().zip(recs.iter().chain(&next)) {
+        assert_eq!(row.hash, rec.record.hash);
+    }
+}
+
+/// Two writers racing to extend the same chain with different records: one wins whole,
+/// the other is refused (or fenced), and the chain is the winner's. `first` and `second`
+/// may be the same store (an embedded store serializes its writers) or two handles that
+/// each believe they own the tenant's partition (Scylla: the one claimed later fences the
+/// other). The tenants' names start with `prefix`.
+pub async fn racing_writers_leave_one_chain(first: &dyn Store, second: &dyn Store, prefix: &str) {
+    for round in 0..5 {
+        let t = format!("{prefix}-{round}");
+        let base = make_chain(&t, None, 1);
+        second.append(records_only(base.clone())).await.unwrap();
+        let a = make_chain(&t, Some(base[0].head()), 4);
+        let b: Vec<ChainedRecord> = {
+            let mut head = base[0].head();
+            a.iter()
+                .map(|r| {
+                    let r = rehashed(r.clone(), |r| {
+                        r.record.id = format!("{}-b", r.record.id);
+                        r.record.prev_hash = head.hash.clone();
+                    });
+                    head = r.head();
+                    r
+                })
+                .collect()
+        };
+        let (ra, rb) = tokio::join!(
+            first.append(records_only(a.clone())),
+            second.append(records_only(b.clone()))
+        );
+        let lost = |r: &Result<(), StoreError>| {
+            matches!(r, Err(StoreError::Refused(_) | StoreError::Fenced(_)))
+        };
+        let winner = match (&ra, &rb) {
+            (Ok(()), r) if lost(r) => &a,
+            (r, Ok(())) if lost(r) => &b,
+            other => panic!("exactly one writer must win: {other:?}"),
+        };
+        let rows = second.scan_chain(&t, 1, 100).await.unwrap();
+        assert_eq!(rows.len(), 4);
+        for (row, rec) in rows.iter().zip(winner) {
+            assert_eq!(row.hash, rec.record.hash);
+        }
+    }
 }
 
 pub async fn tenants_are_isolated(store: &dyn Store) {

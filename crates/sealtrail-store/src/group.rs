@@ -96,8 +96,11 @@ impl StoreError {
     pub(crate) fn duplicate(&self) -> StoreError {
         match self {
             StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-            StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+            StoreError::NoSpace(m) => StoreError::NoSpace(m.clone()),
+            StoreError::Refused(r) => StoreError::Refused(r.clone()),
+            StoreError::Fenced(m) => StoreError::Fenced(m.clone()),
             StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+            StoreError::Fatal(m) => StoreError::Fatal(m.clone()),
         }
     }
 }

@@ -6,9 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod disk;
 mod durable_file;
 pub mod fjall;
 mod group;
+pub mod rule;
 pub mod sqlite;
 mod types;
 
@@ -23,20 +25,62 @@ use sealtrail_core::record::ChainHead;
 pub use durable_file::write_durably;
 pub use types::*;
 
+/// What a store call can fail with. The variants say what the caller must do:
+/// [`Unavailable`](StoreError::Unavailable) and [`NoSpace`](StoreError::NoSpace) are
+/// *retryable* (the same call may succeed later); the others are not, and a writer that
+/// meets one must stop ([`StoreError::is_retryable`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend could not be reached or did not answer in time. Nothing is known to
     /// be written; retrying the same write is safe (writes are idempotent).
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// A different record already holds this tenant's sequence number (or event id): a
-    /// fork was refused. The writer's view of the chain is stale; it must reload heads
-    /// and must not retry the same batch.
-    #[error("store conflict: {0}")]
-    Conflict(String),
-    /// Stored data could not be decoded.
+    /// The disk has too little free space to make anything durable; nothing of the write
+    /// was stored. Retryable once space is freed.
+    #[error("no space left for the store: {0}")]
+    NoSpace(String),
+    /// The append rule ([`rule`]) refused the batch — a fork, a gap, a broken link or a
+    /// duplicate id — and nothing of it was written. The writer's view of the chain is
+    /// wrong (stale, or a bug); it must not retry the same batch.
+    #[error("append refused: {0}")]
+    Refused(rule::Refusal),
+    /// Another writer has claimed this writer's log partition (distributed mode); nothing
+    /// of the batch was committed. The writer must stop; the new owner replays the log.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// Stored data could not be decoded, or the chain has a hole below its head.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The engine cannot go on in this process (e.g. poisoned after a failed journal
+    /// write) or is misconfigured; a restart (and maybe an operator) is needed.
+    #[error("store failed: {0}")]
+    Fatal(String),
+}
+
+impl StoreError {
+    /// Whether the very same call may succeed later (a writer waits and retries); the
+    /// others stop a writer.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::NoSpace(_))
+    }
+
+    /// A short, stable name of the error's kind (for metrics, health and logs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::NoSpace(_) => "no_space",
+            StoreError::Refused(_) => "refused",
+            StoreError::Fenced(_) => "fenced",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Fatal(_) => "fatal",
+        }
+    }
+}
+
+impl From<rule::Refusal> for StoreError {
+    fn from(refusal: rule::Refusal) -> Self {
+        StoreError::Refused(refusal)
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -68,9 +112,9 @@ pub trait Store: Send + Sync + 'static {
     /// snapshot; SQLite: a WAL commit with `synchronous=FULL` is synced before readers
     /// see it; Scylla: rows stay invisible until the conditional head update covers
     /// them). Writing a byte-identical record again is a no-op `Ok` (replays are
-    /// harmless); a *different* record at an occupied `(tenant, sequence_number)`, or one
-    /// that would leave a gap, is refused with [`StoreError::Conflict`] and nothing of the
-    /// batch is written. A committed receipt without `committed_at` is stamped with the
+    /// harmless). Every engine judges a batch with the one append rule ([`rule`]): a
+    /// fork, a gap, a broken `prev_hash` link or a duplicate client id is refused with
+    /// [`StoreError::Refused`] and nothing of the batch is written. A committed receipt without `committed_at` is stamped with the
     /// store's write time. The batch's `tree_nodes` are written in the same unit as its
     /// records (a node is deterministic, so rewriting one is a no-op).
     ///
@@ -124,6 +168,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks a key revoked at `revoked_at`; `false` when no such active key exists.
     async fn revoke_key(&self, key_id: &str, revoked_at: &str) -> StoreResult<bool>;
+
+    /// Why the store refuses writes right now, if it does (an embedded store's disk below
+    /// its free-space floor): the API answers writes `507` at once instead of queueing
+    /// them, and `/healthz` reports it.
+    fn write_blocked(&self) -> Option<String> {
+        None
+    }
 
     /// Finishes pending writes and releases the store (graceful shutdown). Appends after
     /// this fail with [`StoreError::Unavailable`].

@@ -21,7 +21,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sealtrail_core::receipt::{Receipt, ReceiptStatus};
 use sealtrail_core::record::{ChainHead, Record};
 
+use crate::disk::DiskGuard;
 use crate::group::GroupCommitter;
+use crate::rule::{self, GroupIds};
 use crate::{
     ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, Paging, Store, StoreError, StoreResult,
     StoredEvent,
@@ -80,6 +82,7 @@ const MAX_READERS: usize = 4;
 
 pub struct SqliteStore {
     path: PathBuf,
+    space: Arc<DiskGuard>,
     writer: GroupCommitter,
     readers: Arc<Mutex<Vec<Connection>>>,
 }
@@ -132,6 +135,13 @@ pub fn holds_events(data_dir: &Path) -> StoreResult<bool> {
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir` and starts its writer thread.
     pub fn open(data_dir: &Path) -> StoreResult<Self> {
+        Self::open_with_floor(data_dir, 0)
+    }
+
+    /// [`SqliteStore::open`] refusing writes while the disk has less than `min_free_bytes`
+    /// free (`crate::disk`; SQLite itself survives a full disk, but the floor keeps the
+    /// two engines alike and leaves the operator room).
+    pub fn open_with_floor(data_dir: &Path, min_free_bytes: u64) -> StoreResult<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             unavailable(format!(
                 "cannot create data directory {}: {e}",
@@ -152,11 +162,15 @@ impl SqliteStore {
         }
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         let mut conn = conn;
+        let space = Arc::new(DiskGuard::new(data_dir, min_free_bytes));
+        let writer_space = space.clone();
         let writer = GroupCommitter::start("sealtrail-sqlite-writer", move |batches| {
+            writer_space.check()?;
             write_group(&mut conn, batches)
         })?;
         Ok(Self {
             path,
+            space,
             writer,
             readers: Arc::new(Mutex::new(Vec::new())),
         })
@@ -215,94 +229,113 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Writes `batches` in one transaction, each judged by the append rule against what the
+/// transaction sees (earlier groups, and earlier batches of this group).
 fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<()> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(unavailable)?;
+        .map_err(write_error)?;
     {
         let mut insert = tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO events (tenant_id, seq, id, hash, input_digest, actor_id, actor_type, action, \
+                "INSERT INTO events (tenant_id, seq, id, hash, input_digest, actor_id, actor_type, action, \
                  resource_id, outcome, timestamp, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )
-            .map_err(unavailable)?;
-        let mut existing = tx
+            .map_err(write_error)?;
+        let mut stored_hash = tx
             .prepare_cached("SELECT hash FROM events WHERE tenant_id = ?1 AND seq = ?2")
-            .map_err(unavailable)?;
+            .map_err(write_error)?;
+        let mut stored_seq = tx
+            .prepare_cached("SELECT seq FROM events WHERE tenant_id = ?1 AND id = ?2")
+            .map_err(write_error)?;
         let mut head = tx
-            .prepare_cached("SELECT seq FROM events WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1")
-            .map_err(unavailable)?;
-        // The highest sequence number stored or written in this group, per tenant.
-        let mut tops: HashMap<&str, u64> = HashMap::new();
+            .prepare_cached(
+                "SELECT seq, hash FROM events WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1",
+            )
+            .map_err(write_error)?;
+        // Each tenant's head as this transaction has left it.
+        let mut heads: HashMap<&str, Option<ChainHead>> = HashMap::new();
+        let mut group_ids = GroupIds::default();
         let mut receipt = tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO receipts (tenant_id, receipt_id, body) VALUES (?1, ?2, ?3)",
             )
-            .map_err(unavailable)?;
+            .map_err(write_error)?;
         let mut node_insert = tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO tree_nodes (tenant_id, level, idx, hash) VALUES (?1, ?2, ?3, ?4)",
             )
-            .map_err(unavailable)?;
+            .map_err(write_error)?;
         for batch in batches {
-            for chained in &batch.records {
-                let r = &chained.record;
-                let top = match tops.get(r.tenant_id.as_str()) {
-                    Some(top) => *top,
-                    None => head
-                        .query_row([&r.tenant_id], |row| row.get::<_, i64>(0))
+            for (tenant, records) in rule::group_by_tenant(&batch.records)? {
+                if !heads.contains_key(tenant) {
+                    let stored = head
+                        .query_row([tenant], |row| {
+                            Ok(ChainHead {
+                                sequence_number: row.get::<_, i64>(0)? as u64,
+                                hash: row.get(1)?,
+                            })
+                        })
                         .optional()
-                        .map_err(unavailable)?
-                        .map_or(0, |s| s as u64),
-                };
-                if r.sequence_number > top + 1 {
-                    return Err(StoreError::Conflict(format!(
-                        "tenant {:?} sequence {} would leave a gap after {top}",
-                        r.tenant_id, r.sequence_number
-                    )));
+                        .map_err(write_error)?;
+                    heads.insert(tenant, stored);
                 }
-                tops.insert(&r.tenant_id, top.max(r.sequence_number));
-                let inserted = insert
-                    .execute(params![
-                        r.tenant_id,
-                        r.sequence_number as i64,
-                        r.id,
-                        r.hash,
-                        chained.input_digest,
-                        r.actor.id,
-                        r.actor.actor_type.map(|t| t.as_str()),
-                        r.action,
-                        r.resource.id,
-                        r.outcome.as_str(),
-                        r.timestamp,
-                        chained.canonical,
-                    ])
-                    .map_err(|e| match e {
-                        rusqlite::Error::SqliteFailure(f, _)
-                            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                        {
-                            StoreError::Conflict(format!(
-                                "event id {:?} of tenant {:?} is already chained",
-                                r.id, r.tenant_id
-                            ))
-                        }
-                        other => unavailable(other),
-                    })?;
-                if inserted == 0 {
-                    // The (tenant, seq) slot is taken, or the id exists: a replay is fine only
-                    // if it is the very same record.
-                    let stored: Option<String> = existing
-                        .query_row(params![r.tenant_id, r.sequence_number as i64], |row| {
+                let replayed = rule::split_at_head(heads[tenant].as_ref(), &records)?;
+                for r in &records[..replayed] {
+                    let stored: Option<String> = stored_hash
+                        .query_row(params![tenant, r.record.sequence_number as i64], |row| {
                             row.get(0)
                         })
                         .optional()
-                        .map_err(unavailable)?;
-                    if stored.as_deref() != Some(r.hash.as_str()) {
-                        return Err(StoreError::Conflict(format!(
-                            "tenant {:?} sequence {} (event {:?}) is already taken by another record",
-                            r.tenant_id, r.sequence_number, r.id
-                        )));
-                    }
+                        .map_err(write_error)?;
+                    rule::check_replayed(r, stored.as_deref())?;
+                }
+                for chained in &records[replayed..] {
+                    let r = &chained.record;
+                    group_ids.check(chained, || {
+                        stored_seq
+                            .query_row(params![tenant, r.id], |row| row.get::<_, i64>(0))
+                            .optional()
+                            .map(|s| s.map(|s| s as u64))
+                            .map_err(write_error)
+                    })?;
+                    insert
+                        .execute(params![
+                            r.tenant_id,
+                            r.sequence_number as i64,
+                            r.id,
+                            r.hash,
+                            chained.input_digest,
+                            r.actor.id,
+                            r.actor.actor_type.map(|t| t.as_str()),
+                            r.action,
+                            r.resource.id,
+                            r.outcome.as_str(),
+                            r.timestamp,
+                            chained.canonical,
+                        ])
+                        .map_err(|e| match e {
+                            // The rule has checked the slot and the id; only a server-made id
+                            // colliding with a stored one (a broken id generator) gets here.
+                            rusqlite::Error::SqliteFailure(f, _)
+                                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                            {
+                                StoreError::Refused(rule::Refusal {
+                                    tenant: r.tenant_id.clone(),
+                                    sequence_number: r.sequence_number,
+                                    kind: rule::RefusalKind::DuplicateId {
+                                        id: r.id.clone(),
+                                        stored_at: 0,
+                                    },
+                                })
+                            }
+                            other => write_error(other),
+                        })?;
+                }
+                if let Some(last) = records.last()
+                    && replayed < records.len()
+                {
+                    heads.insert(tenant, Some(last.head()));
                 }
             }
             for (tenant_id, rec) in &batch.receipts {
@@ -319,7 +352,7 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
                     .expect("receipt serializes");
                 receipt
                     .execute(params![tenant_id, rec.receipt_id, body])
-                    .map_err(unavailable)?;
+                    .map_err(write_error)?;
             }
             for node in &batch.tree_nodes {
                 node_insert
@@ -329,11 +362,31 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
                         node.id.index as i64,
                         &node.hash[..]
                     ])
-                    .map_err(unavailable)?;
+                    .map_err(write_error)?;
             }
         }
     }
-    tx.commit().map_err(unavailable)
+    tx.commit().map_err(write_error)
+}
+
+/// A failed write: a full disk is [`StoreError::NoSpace`] (SQLite rolls the transaction
+/// back and the next one may succeed once space is freed); corruption is fatal; anything
+/// else is retryable.
+fn write_error(err: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &err {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DiskFull => StoreError::NoSpace(err.to_string()),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+                StoreError::Corrupt(err.to_string())
+            }
+            ErrorCode::ReadOnly | ErrorCode::PermissionDenied | ErrorCode::CannotOpen => {
+                StoreError::Fatal(format!("{err}: check the data directory's permissions"))
+            }
+            _ => unavailable(err),
+        },
+        _ => unavailable(err),
+    }
 }
 
 fn row_to_stored(body: Vec<u8>, hash: String, digest: String) -> StoreResult<StoredEvent> {
@@ -366,6 +419,10 @@ const KEY_COLUMNS: &str = "key_id, tenant_id, key_hash, key_prefix, scopes, crea
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn write_blocked(&self) -> Option<String> {
+        self.space.blocked()
+    }
+
     fn close(&self) {
         self.shutdown();
     }

@@ -9,6 +9,7 @@ async fn sqlite_store_passes_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     conformance::run_all(&store).await;
+    conformance::racing_writers_leave_one_chain(&store, &store, "race").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,6 +75,7 @@ async fn fjall_store_passes_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let store = sealtrail_store::fjall::FjallStore::open(dir.path()).unwrap();
     conformance::run_all(&store).await;
+    conformance::racing_writers_leave_one_chain(&store, &store, "race").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,6 +65,7 @@ async fn memtables_and_journal_stay_bounded_under_sustained_appends() {
         cache_bytes: MIB,
         // One worker: the setting under which fjall's own memtable sealing deadlocked.
         worker_threads: 1,
+        min_free_disk_bytes: 0,
     };
     // × 4 tenants × ~2.5 KB ≈ 300 MB through the journal
     sustained_appends(dir.path(), limits, limits.memtable_ceiling(), 30_000).await;

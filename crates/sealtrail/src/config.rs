@@ -63,6 +63,11 @@ pub struct Config {
     pub fjall_cache_mb: u64,
     /// fjall background threads that flush and compact (with 2 or more, one only flushes).
     pub fjall_worker_threads: usize,
+    /// Embedded stores: free space (MiB) the data directory's disk must keep. Below it,
+    /// writes are refused with `507 insufficient_storage` (reads keep working) and resume
+    /// by themselves once space is freed; it leaves room for the flushes and compactions
+    /// under way, so the store never meets a full disk. 0 turns the floor off.
+    pub min_free_disk_mb: u64,
 
     // ---- distributed mode (`gateway`, `chainer`, `migrate`; `keys` with store = scylla) ----
     /// Kafka bootstrap servers, comma-separated `host:port`.
@@ -114,6 +119,7 @@ impl Default for Config {
             fjall_journal_mb: 256,
             fjall_cache_mb: 8,
             fjall_worker_threads: 2,
+            min_free_disk_mb: 1024,
             kafka_brokers: "127.0.0.1:9092".into(),
             kafka_topic: "sealtrail-events".into(),
             kafka_reply_topic: "sealtrail-replies".into(),
@@ -151,7 +157,7 @@ pub enum ScyllaConsistency {
 }
 
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 31] = [
+const ENV_KEYS: [&str; 32] = [
     "log_origin",
     "log_key_file",
     "checkpoint_interval_ms",
@@ -170,6 +176,7 @@ const ENV_KEYS: [&str; 31] = [
     "fjall_journal_mb",
     "fjall_cache_mb",
     "fjall_worker_threads",
+    "min_free_disk_mb",
     "kafka_brokers",
     "kafka_topic",
     "kafka_reply_topic",
@@ -323,6 +330,7 @@ impl Config {
             journal_bytes: self.fjall_journal_mb * MIB,
             cache_bytes: self.fjall_cache_mb * MIB,
             worker_threads: self.fjall_worker_threads,
+            min_free_disk_bytes: self.min_free_disk_mb * MIB,
         }
     }
 

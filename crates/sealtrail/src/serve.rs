@@ -66,7 +66,8 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         StoreEngine::Fjall => FjallStore::open_with(&config.data_dir, config.fjall_limits())
             .map(|s| Arc::new(s) as Arc<dyn Store>),
         StoreEngine::Sqlite => {
-            SqliteStore::open(&config.data_dir).map(|s| Arc::new(s) as Arc<dyn Store>)
+            SqliteStore::open_with_floor(&config.data_dir, config.min_free_disk_mb * 1024 * 1024)
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
         }
         StoreEngine::Scylla => unreachable!("refused in run"),
     }

@@ -128,7 +128,7 @@ async fn mirror_health(state: AppState, reporter: HealthReporter) {
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        let healthy = health.problems().is_empty();
+        let healthy = health.problems().is_empty() && state.store.write_blocked().is_none();
         if healthy != serving && !*shutdown.borrow() {
             serving = healthy;
             let status = if healthy {

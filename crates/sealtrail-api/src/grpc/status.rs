@@ -7,7 +7,7 @@
 //! | 403 | `PERMISSION_DENIED` |
 //! | 404 | `NOT_FOUND` |
 //! | 409 | `ALREADY_EXISTS` |
-//! | 503 `overloaded` | `RESOURCE_EXHAUSTED` |
+//! | 503 `overloaded`, 507 | `RESOURCE_EXHAUSTED` |
 //! | 503 otherwise | `UNAVAILABLE` |
 //! | 504 | `DEADLINE_EXCEEDED` |
 //! | 500 | `INTERNAL` |
@@ -40,6 +40,7 @@ pub fn grpc_code(err: &ApiError) -> Code {
         StatusCode::CONFLICT => Code::AlreadyExists,
         StatusCode::SERVICE_UNAVAILABLE if err.code == "overloaded" => Code::ResourceExhausted,
         StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+        StatusCode::INSUFFICIENT_STORAGE => Code::ResourceExhausted,
         StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
         StatusCode::INTERNAL_SERVER_ERROR => Code::Internal,
         _ => Code::Unknown,

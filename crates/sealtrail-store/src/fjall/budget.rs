@@ -63,6 +63,9 @@ pub const MAX_SEALED_MEMTABLES: usize = 2;
 /// (`size_of::<lsm_tree::InternalValue>()`, rounded up).
 const ENTRY_OVERHEAD: u64 = 64;
 
+/// How often a waiting writer checks that fjall is not poisoned.
+const POISON_PROBE: Duration = Duration::from_millis(200);
+
 /// How long a stall is before the writer says so in the log.
 const STALL_WARNING: Duration = Duration::from_secs(5);
 
@@ -81,6 +84,9 @@ pub struct FjallLimits {
     /// of them only flushes, so a long compaction does not hold up the flushes ingest
     /// waits for.
     pub worker_threads: usize,
+    /// Free space the data directory's disk must keep: below it writes are refused
+    /// (`NoSpace`) instead of letting fjall meet a full disk (`crate::disk`). 0: no floor.
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for FjallLimits {
@@ -90,6 +96,7 @@ impl Default for FjallLimits {
             journal_bytes: 256 * MIB,
             cache_bytes: 8 * MIB,
             worker_threads: 2,
+            min_free_disk_bytes: 0,
         }
     }
 }
@@ -190,7 +197,7 @@ impl WriteBudget {
     /// I/O error), this waits for good, ingest answers `504 commit_timeout` and the log
     /// warns every [`STALL_WARNING`]; a restart replays the journal. (Stopping the server
     /// on such a fatal store error is issue 9's.)
-    pub(super) fn wait_for_flushes(&self, trees: &Trees) {
+    pub(super) fn wait_for_flushes(&self, trees: &Trees) -> crate::StoreResult<()> {
         let backlog = || {
             trees
                 .all()
@@ -198,12 +205,22 @@ impl WriteBudget {
                 .any(|(_, ks)| ks.sealed_memtable_count() >= MAX_SEALED_MEMTABLES)
         };
         if !backlog() {
-            return;
+            return Ok(());
         }
         let started = Instant::now();
         let mut warned_at = started;
+        let mut probed_at = started;
         while backlog() {
             std::thread::sleep(Duration::from_millis(1));
+            // A flush worker that failed (a full disk, an I/O error) poisons the database
+            // and never flushes again: without this probe the writer would wait forever.
+            // Persisting the (empty) journal buffer answers `Poisoned` then.
+            if probed_at.elapsed() > POISON_PROBE {
+                probed_at = Instant::now();
+                if let Err(err) = trees.db.persist(fjall::PersistMode::Buffer) {
+                    return Err(super::write_error(err));
+                }
+            }
             if warned_at.elapsed() > STALL_WARNING {
                 warned_at = Instant::now();
                 tracing::warn!(
@@ -215,6 +232,7 @@ impl WriteBudget {
         }
         metrics::counter!("sealtrail_store_write_stall_microseconds_total")
             .increment(started.elapsed().as_micros() as u64);
+        Ok(())
     }
 
     /// After a durable group: seals every written keyspace once the write buffer is full,

@@ -37,7 +37,9 @@ use sealtrail_core::merkle::{Hash, NodeId};
 use sealtrail_core::receipt::{Receipt, ReceiptStatus};
 use sealtrail_core::record::{ChainHead, Record};
 
+use crate::disk::DiskGuard;
 use crate::group::GroupCommitter;
+use crate::rule::{self, GroupIds};
 
 mod budget;
 
@@ -82,12 +84,47 @@ pub struct FjallStore {
     trees: Trees,
     writer: GroupCommitter,
     keys: Arc<SqliteStore>,
+    space: Arc<DiskGuard>,
     /// Dropping it stops the thread that publishes the store's gauges.
     monitor_stop: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(err.to_string())
+}
+
+/// A failed read: fjall refuses reads of nothing, so only I/O (retryable) or a poisoned
+/// database (fatal) get here.
+fn read_error(err: fjall::Error) -> StoreError {
+    match err {
+        fjall::Error::Poisoned | fjall::Error::Unrecoverable => poisoned(err),
+        other => unavailable(other),
+    }
+}
+
+/// A failed write. fjall poisons the database on any failed journal write or fsync (it
+/// cannot tell what reached the disk), and a poisoned database refuses every later write:
+/// only a restart, which replays the journal, recovers. So every write error but a plain
+/// lock contention is fatal for this process.
+fn write_error(err: fjall::Error) -> StoreError {
+    match err {
+        fjall::Error::Locked => unavailable(err),
+        fjall::Error::Io(ref io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            StoreError::Fatal(format!(
+                "the disk filled up under the event store ({err}); fjall cannot continue in \
+                 this process: free disk space and restart the server (nothing acknowledged is lost)"
+            ))
+        }
+        other => poisoned(other),
+    }
+}
+
+fn poisoned(err: fjall::Error) -> StoreError {
+    StoreError::Fatal(format!(
+        "the event store failed a write and refuses further writes ({err}); restart the \
+         server (it replays its journal; nothing acknowledged is lost), and check the disk and \
+         the server log"
+    ))
 }
 
 fn corrupt(err: impl std::fmt::Display) -> StoreError {
@@ -248,22 +285,25 @@ impl Trees {
 
     /// Writes a group of batches as one durable fjall batch (see the module doc).
     ///
-    /// Fork check: a record above the tenant's stored head is new (the chain is gapless,
-    /// so nothing is stored above the head); one at or below it must be the very record
-    /// stored there (a replay), else it is a fork. `heads` caches the stored heads across
-    /// groups — this writer is the only one (fjall admits one process) — and is updated
-    /// only after a group is durable.
+    /// Each batch is judged by the append rule (`crate::rule`) against the stored head
+    /// as earlier groups and earlier batches of this group left it. `heads` caches the
+    /// stored heads across groups — this writer is the only one (fjall admits one
+    /// process) — and is updated only after a group is durable.
     ///
     /// Crash windows: see the module doc (nothing is visible before the fsync). Memory:
     /// the group first waits for the flush worker if it is behind, and seals the memtables
-    /// once they took in the write buffer (`budget.rs`).
+    /// once they took in the write buffer (`budget.rs`). Disk: a group is refused
+    /// (`NoSpace`, nothing written) while the disk is below its free-space floor, so fjall
+    /// itself never meets a full disk, which would poison it for the rest of the process.
     fn write_group(
         &self,
-        heads: &mut HashMap<String, u64>,
+        heads: &mut HashMap<String, ChainHead>,
         budget: &mut WriteBudget,
+        space: &DiskGuard,
         batches: &[&CommitBatch],
     ) -> StoreResult<()> {
-        budget.wait_for_flushes(self);
+        budget.wait_for_flushes(self)?;
+        space.check()?;
         // This thread is the only writer, so what it reads is every earlier group, whole.
         let snap = self.db.snapshot();
         let mut wb = self.db.batch().durability(Some(PersistMode::SyncAll));
@@ -271,69 +311,54 @@ impl Trees {
             budget.account(ks, key.len(), value.len());
             wb.insert(self.all()[ks].1, key, value);
         };
-        // The highest sequence number stored or written in this group, per tenant.
-        let mut tops: HashMap<&str, u64> = HashMap::new();
+        // Each tenant's head as this group has left it.
+        let mut tops: HashMap<&str, ChainHead> = HashMap::new();
+        let mut group_ids = GroupIds::default();
         for batch in batches {
-            for chained in &batch.records {
-                let r = &chained.record;
-                let top = match tops
-                    .get(r.tenant_id.as_str())
-                    .or_else(|| heads.get(&r.tenant_id))
-                {
-                    Some(top) => *top,
-                    None => self
-                        .head(&snap, &r.tenant_id)?
-                        .map_or(0, |h| h.sequence_number),
+            for (tenant, records) in rule::group_by_tenant(&batch.records)? {
+                let head = match tops.get(tenant).or_else(|| heads.get(tenant)) {
+                    Some(head) => Some(head.clone()),
+                    None => self.head(&snap, tenant)?,
                 };
-                if r.sequence_number <= top {
+                let replayed = rule::split_at_head(head.as_ref(), &records)?;
+                for r in &records[..replayed] {
                     let stored = snap
-                        .get(&self.events, event_key(&r.tenant_id, r.sequence_number))
-                        .map_err(unavailable)?;
-                    let same = match &stored {
-                        Some(value) => split_value(value)?.0 == r.hash,
-                        None => false,
+                        .get(&self.events, event_key(tenant, r.record.sequence_number))
+                        .map_err(read_error)?;
+                    let stored_hash = match &stored {
+                        Some(value) => Some(split_value(value)?.0),
+                        None => None,
                     };
-                    if same {
-                        continue; // a replay of the very same record
+                    rule::check_replayed(r, stored_hash)?;
+                }
+                for chained in &records[replayed..] {
+                    let r = &chained.record;
+                    group_ids.check(chained, || self.seq_of(&snap, tenant, &r.id))?;
+                    let mut value = Vec::with_capacity(2 * HASH_LEN + chained.canonical.len());
+                    value.extend_from_slice(r.hash.as_bytes());
+                    value.extend_from_slice(chained.input_digest.as_bytes());
+                    value.extend_from_slice(&chained.canonical);
+                    put(KS_EVENTS, event_key(tenant, r.sequence_number), value);
+                    put(
+                        KS_IDS,
+                        named_key(tenant, &r.id),
+                        r.sequence_number.to_be_bytes().to_vec(),
+                    );
+                    for (kind, facet) in [
+                        (FACET_ACTOR, &r.actor.id),
+                        (FACET_ACTION, &r.action),
+                        (FACET_RESOURCE, &r.resource.id),
+                    ] {
+                        let mut key = facet_prefix(tenant, kind, facet);
+                        key.extend_from_slice(&r.sequence_number.to_be_bytes());
+                        put(KS_FACETS, key, Vec::new());
                     }
-                    return Err(StoreError::Conflict(format!(
-                        "tenant {:?} sequence {} (event {:?}) is already taken by another record",
-                        r.tenant_id, r.sequence_number, r.id
-                    )));
                 }
-                if r.sequence_number != top + 1 {
-                    return Err(StoreError::Conflict(format!(
-                        "tenant {:?} sequence {} would leave a gap after {top}",
-                        r.tenant_id, r.sequence_number
-                    )));
+                if let Some(last) = records.last()
+                    && replayed < records.len()
+                {
+                    tops.insert(tenant, last.head());
                 }
-                // A server-made id is a fresh UUIDv7; a client's may already be chained.
-                if chained.client_id && self.seq_of(&snap, &r.tenant_id, &r.id)?.is_some() {
-                    return Err(StoreError::Conflict(format!(
-                        "event id {:?} of tenant {:?} is already chained",
-                        r.id, r.tenant_id
-                    )));
-                }
-                let mut value = Vec::with_capacity(2 * HASH_LEN + chained.canonical.len());
-                value.extend_from_slice(r.hash.as_bytes());
-                value.extend_from_slice(chained.input_digest.as_bytes());
-                value.extend_from_slice(&chained.canonical);
-                put(KS_EVENTS, event_key(&r.tenant_id, r.sequence_number), value);
-                put(
-                    KS_IDS,
-                    named_key(&r.tenant_id, &r.id),
-                    r.sequence_number.to_be_bytes().to_vec(),
-                );
-                for (kind, facet) in [
-                    (FACET_ACTOR, &r.actor.id),
-                    (FACET_ACTION, &r.action),
-                    (FACET_RESOURCE, &r.resource.id),
-                ] {
-                    let mut key = facet_prefix(&r.tenant_id, kind, facet);
-                    key.extend_from_slice(&r.sequence_number.to_be_bytes());
-                    put(KS_FACETS, key, Vec::new());
-                }
-                tops.insert(&r.tenant_id, r.sequence_number);
             }
             for (tenant, receipt) in &batch.receipts {
                 // The store, not the chainer, stamps the commit time (the chainer has no clock).
@@ -353,14 +378,15 @@ impl Trees {
             }
         }
         // Journal write + fsync, then the memtables (fjall applies a batch with a
-        // durability mode only after persisting it).
-        wb.commit().map_err(unavailable)?;
+        // durability mode only after persisting it). A failed journal write poisons the
+        // database for the rest of the process: that is fatal here.
+        wb.commit().map_err(write_error)?;
         budget.seal_if_full(self);
         if heads.len() > HEAD_CACHE_TENANTS {
             heads.clear();
         }
-        for (tenant, top) in tops {
-            heads.insert(tenant.to_string(), top);
+        for (tenant, head) in tops {
+            heads.insert(tenant.to_string(), head);
         }
         Ok(())
     }
@@ -466,8 +492,10 @@ impl FjallStore {
         let writer_trees = trees.clone();
         let mut heads = HashMap::new();
         let mut budget = WriteBudget::new(limits, triggers);
+        let space = Arc::new(DiskGuard::new(data_dir, limits.min_free_disk_bytes));
+        let writer_space = space.clone();
         let writer = GroupCommitter::start("sealtrail-fjall-writer", move |batches| {
-            writer_trees.write_group(&mut heads, &mut budget, batches)
+            writer_trees.write_group(&mut heads, &mut budget, &writer_space, batches)
         })?;
         let (monitor_stop, stopped) = std::sync::mpsc::channel::<()>();
         let monitor_trees = trees.clone();
@@ -487,6 +515,7 @@ impl FjallStore {
             trees,
             writer,
             keys,
+            space,
             monitor_stop: std::sync::Mutex::new(Some(monitor_stop)),
         })
     }
@@ -533,6 +562,10 @@ impl Drop for FjallStore {
 
 #[async_trait]
 impl Store for FjallStore {
+    fn write_blocked(&self) -> Option<String> {
+        self.space.blocked()
+    }
+
     fn close(&self) {
         self.shutdown();
     }
