@@ -33,9 +33,21 @@ impl Server {
     }
 
     pub async fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_logging_to(data_dir, None, extra).await
+    }
+
+    /// [`Server::start_with`] with the server's stderr in `log_path` (default: beside the
+    /// data directory).
+    pub async fn start_logging_to(
+        data_dir: &Path,
+        log_path: Option<&Path>,
+        extra: &[&str],
+    ) -> Server {
         let port = free_port();
         let grpc_port = free_port();
-        let log_path = data_dir.with_extension(format!("{port}.log"));
+        let log_path = log_path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| data_dir.with_extension(format!("{port}.log")));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(BIN)
             .args(["serve", "--data-dir"])
