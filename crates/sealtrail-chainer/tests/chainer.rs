@@ -211,6 +211,8 @@ struct FlakyStore {
     inner: Arc<dyn Store>,
     fail_before: std::sync::atomic::AtomicU32,
     fail_after: std::sync::atomic::AtomicU32,
+    /// What a failing append answers.
+    error: fn(String) -> sealtrail_store::StoreError,
 }
 
 #[async_trait::async_trait]
@@ -224,9 +226,7 @@ impl Store for FlakyStore {
             n.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)).is_ok()
         };
         if take(&self.fail_before) {
-            return Err(sealtrail_store::StoreError::Unavailable(
-                "injected: before writing".into(),
-            ));
+            return Err((self.error)("injected: before writing".into()));
         }
         self.inner.append_shared(batch).await?;
         if take(&self.fail_after) {
@@ -314,6 +314,7 @@ async fn flaky_appends_commit_each_event_once(fail_before: u32, fail_after: u32)
         inner: inner.clone(),
         fail_before: fail_before.into(),
         fail_after: fail_after.into(),
+        error: sealtrail_store::StoreError::Unavailable,
     });
     let h = start(store, 1);
     let mut ids = Vec::new();
@@ -352,6 +353,7 @@ async fn health_reports_a_partition_while_its_store_writes_fail() {
         inner,
         fail_before: 4.into(),
         fail_after: 0.into(),
+        error: sealtrail_store::StoreError::Unavailable,
     });
     let health = sealtrail_chainer::Health::default();
     let (log, mut consumers) = MemoryLog::new(1, 16);
@@ -408,6 +410,136 @@ async fn health_reports_a_partition_while_its_store_writes_fail() {
     );
     log.close();
     task.await.unwrap().unwrap();
+}
+
+/// A chainer on a `FlakyStore` that fails its first `fail_before` appends with `error`,
+/// with one entry of one event sent; returns the chainer's task, the waiter's outcome
+/// (within 5 s) and the log.
+async fn one_entry_on_a_failing_store(
+    fail_before: u32,
+    error: fn(String) -> sealtrail_store::StoreError,
+) -> (
+    tokio::task::JoinHandle<Result<(), sealtrail_chainer::ChainerError>>,
+    Option<EntryOutcome>,
+    MemoryLog,
+    sealtrail_chainer::Health,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let flaky = Arc::new(FlakyStore {
+        inner,
+        fail_before: fail_before.into(),
+        fail_after: 0.into(),
+        error,
+    });
+    let health = sealtrail_chainer::Health::default();
+    let (log, mut consumers) = MemoryLog::new(1, 16);
+    let correlator = Arc::new(Correlator::new("test-gw"));
+    let chainer = Chainer::new(
+        consumers.remove(0),
+        flaky,
+        correlator.clone(),
+        CommitSignal::default(),
+        ChainerConfig::default(),
+    )
+    .with_health(health.clone());
+    let task = tokio::spawn(chainer.run());
+    let waiter = correlator.register();
+    let entry = LogEntry {
+        tenant_id: "t".into(),
+        receipt_id: "r1".into(),
+        created_at: "2024-05-01T00:00:00.000000Z".into(),
+        events: vec![IndexedEvent {
+            index: 0,
+            event: validate_event(ev("f1", "a.b"), 1, uuidish).unwrap(),
+        }],
+        rejected: vec![],
+        reply_to: Some(waiter.address.clone()),
+        reply_only: false,
+    };
+    log.append(entry).await.unwrap();
+    let outcome = waiter.wait(Duration::from_secs(5)).await;
+    std::mem::forget(dir); // the store outlives this helper
+    (task, outcome, log, health)
+}
+
+/// Errors retrying cannot fix stop the chainer at once (crash-only), each reported as what
+/// it is, and the waiter hears it instead of timing out; an embedded fork is a refusal,
+/// not "fenced".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_retrying_cannot_fix_stop_the_chainer() {
+    use sealtrail_chainer::ChainerError;
+    use sealtrail_store::StoreError;
+    use sealtrail_store::rule::{Refusal, RefusalKind};
+    fn refused(_: String) -> StoreError {
+        StoreError::Refused(Refusal {
+            tenant: "t".into(),
+            sequence_number: 1,
+            kind: RefusalKind::Fork,
+        })
+    }
+    let cases: [(fn(String) -> StoreError, &str); 4] = [
+        (StoreError::Corrupt, "corrupt"),
+        (StoreError::Fatal, "fatal"),
+        (StoreError::Fenced, "fenced"),
+        (refused, "refused"),
+    ];
+    for (error, kind) in cases {
+        let (task, outcome, _log, health) = one_entry_on_a_failing_store(1, error).await;
+        assert!(
+            matches!(outcome, Some(EntryOutcome::Unavailable { no_space: false, .. })),
+            "{kind}: the waiter is told at once: {outcome:?}"
+        );
+        let result = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the chainer stops instead of retrying")
+            .unwrap();
+        match (kind, result) {
+            ("corrupt" | "fatal", Err(ChainerError::Fatal(e))) => assert_eq!(e.kind(), kind),
+            ("fenced", Err(ChainerError::Fenced(_))) => {}
+            ("refused", Err(ChainerError::Refused(r))) => {
+                assert_eq!(r.kind, RefusalKind::Fork);
+            }
+            (kind, other) => panic!("{kind}: stopped with {other:?}"),
+        }
+        let problems = health.problems();
+        assert!(
+            problems.first().is_some_and(|(_, e)| e.starts_with(kind)),
+            "{kind}: {problems:?}"
+        );
+    }
+}
+
+/// A full disk is retryable: the waiter hears `no_space` at once, the chainer keeps the
+/// batch and commits it when space is back; and a chainer stuck retrying lets go when the
+/// log closes (shutdown is not held hostage by a failing store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_retried_and_shutdown_is_not_held() {
+    use sealtrail_store::StoreError;
+    let (task, outcome, log, health) = one_entry_on_a_failing_store(3, StoreError::NoSpace).await;
+    assert!(
+        matches!(outcome, Some(EntryOutcome::Unavailable { no_space: true, .. })),
+        "{outcome:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !health.problems().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never committed: {:?}",
+            health.problems()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    log.close();
+    task.await.unwrap().unwrap();
+
+    let (task, _, log, _) = one_entry_on_a_failing_store(u32::MAX, StoreError::Unavailable).await;
+    log.close();
+    let result = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("a closing log ends the retries")
+        .unwrap();
+    assert!(result.is_err(), "the abandoned batch is reported: {result:?}");
 }
 
 /// A chain stored without tree nodes (written before the tree existed) gets them rebuilt

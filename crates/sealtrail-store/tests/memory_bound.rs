@@ -21,9 +21,10 @@ const BATCH: usize = 100;
 const PAD: usize = 2000;
 
 /// `n` records of `tenant` after sequence number `after`. The store checks sequence
-/// numbers (gapless) and compares hashes only on replays; it never recomputes them. So one
-/// real record is the template and the others carry its canonical bytes with stand-in
-/// hashes: the test spends its time in the store, not in debug-build hashing.
+/// numbers (gapless) and links (`prev_hash`), and compares hashes only on replays; it never
+/// recomputes them. So one real record is the template and the others carry its canonical
+/// bytes with stand-in hashes (record `s` hashes to `s` in hex, so record 1 links to the
+/// zero hash): the test spends its time in the store, not in debug-build hashing.
 fn records(template: &ChainedRecord, tenant: &str, after: u64, n: usize) -> Vec<ChainedRecord> {
     (after + 1..=after + n as u64)
         .map(|seq| {
@@ -32,6 +33,7 @@ fn records(template: &ChainedRecord, tenant: &str, after: u64, n: usize) -> Vec<
             rec.record.sequence_number = seq;
             rec.record.id = format!("{tenant}-{seq}");
             rec.record.hash = format!("{seq:064x}");
+            rec.record.prev_hash = format!("{:064x}", seq - 1);
             rec.client_id = false;
             rec
         })
