@@ -213,6 +213,10 @@ struct FlakyStore {
     fail_after: std::sync::atomic::AtomicU32,
     /// What a failing append answers.
     error: fn(String) -> sealtrail_store::StoreError,
+    /// Appends wait for this lock before writing: a test holds it to hold "the fsync".
+    hold: Arc<tokio::sync::RwLock<()>>,
+    /// Told when an append is waiting for `hold`.
+    entered: Arc<tokio::sync::Notify>,
 }
 
 #[async_trait::async_trait]
@@ -225,6 +229,8 @@ impl Store for FlakyStore {
         let take = |n: &std::sync::atomic::AtomicU32| {
             n.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)).is_ok()
         };
+        self.entered.notify_one();
+        let _held = self.hold.read().await;
         if take(&self.fail_before) {
             return Err((self.error)("injected: before writing".into()));
         }
@@ -315,6 +321,8 @@ async fn flaky_appends_commit_each_event_once(fail_before: u32, fail_after: u32)
         fail_before: fail_before.into(),
         fail_after: fail_after.into(),
         error: sealtrail_store::StoreError::Unavailable,
+        hold: Default::default(),
+        entered: Default::default(),
     });
     let h = start(store, 1);
     let mut ids = Vec::new();
@@ -354,6 +362,8 @@ async fn health_reports_a_partition_while_its_store_writes_fail() {
         fail_before: 4.into(),
         fail_after: 0.into(),
         error: sealtrail_store::StoreError::Unavailable,
+        hold: Default::default(),
+        entered: Default::default(),
     });
     let health = sealtrail_chainer::Health::default();
     let (log, mut consumers) = MemoryLog::new(1, 16);
@@ -412,6 +422,82 @@ async fn health_reports_a_partition_while_its_store_writes_fail() {
     task.await.unwrap().unwrap();
 }
 
+/// Nothing is visible before the store write is durable: while the store holds the write
+/// (as a slow fsync would), the waiter has no answer, the commit signal (which wakes live
+/// streams) has not moved and no store read shows the records; once it lets go, all three
+/// do. The chainer keeps no state of its own that readers could see early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_answered_or_signalled_before_the_store_write_returns() {
+    /// Records the replies the chainer sends.
+    #[derive(Default)]
+    struct Replies(std::sync::Mutex<Vec<EntryOutcome>>);
+    #[async_trait::async_trait]
+    impl sealtrail_log::ReplySink for Replies {
+        async fn send(&self, _to: &sealtrail_log::ReplyAddress, outcome: EntryOutcome) {
+            self.0.lock().unwrap().push(outcome);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let store = Arc::new(FlakyStore {
+        inner: inner.clone(),
+        fail_before: 0.into(),
+        fail_after: 0.into(),
+        error: sealtrail_store::StoreError::Unavailable,
+        hold: Default::default(),
+        entered: Default::default(),
+    });
+    let signal = CommitSignal::default();
+    let mut commits = signal.subscribe();
+    let (log, mut consumers) = MemoryLog::new(1, 16);
+    let replies = Arc::new(Replies::default());
+    let chainer = Chainer::new(
+        consumers.remove(0),
+        store.clone(),
+        replies.clone(),
+        signal,
+        ChainerConfig::default(),
+    );
+    let task = tokio::spawn(chainer.run());
+    let held = store.hold.clone().write_owned().await;
+    log.append(LogEntry {
+        tenant_id: "t".into(),
+        receipt_id: "r-held".into(),
+        created_at: "2024-05-01T00:00:00.000000Z".into(),
+        events: vec![IndexedEvent {
+            index: 0,
+            event: validate_event(ev("held-1", "a.b"), 1, uuidish).unwrap(),
+        }],
+        rejected: vec![],
+        reply_to: Some(sealtrail_log::ReplyAddress {
+            gateway: "test-gw".into(),
+            correlation_id: 1,
+        }),
+        reply_only: false,
+    })
+    .await
+    .unwrap();
+    store.entered.notified().await;
+    // The write is in the store's hands and held there.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(replies.0.lock().unwrap().is_empty(), "answered before durable");
+    assert!(!commits.has_changed().unwrap(), "signalled before durable");
+    assert!(inner.heads(vec!["t".into()]).await.unwrap().is_empty());
+    assert!(inner.get_event("t", "held-1").await.unwrap().is_none());
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while replies.0.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never answered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let outcome = replies.0.lock().unwrap().pop().unwrap();
+    committed(outcome);
+    assert!(commits.has_changed().unwrap(), "signalled once durable");
+    assert_eq!(inner.heads(vec!["t".into()]).await.unwrap()["t"].sequence_number, 1);
+    log.close();
+    task.await.unwrap().unwrap();
+}
+
 /// A chainer on a `FlakyStore` that fails its first `fail_before` appends with `error`,
 /// with one entry of one event sent; returns the chainer's task, the waiter's outcome
 /// (within 5 s) and the log.
@@ -431,6 +517,8 @@ async fn one_entry_on_a_failing_store(
         fail_before: fail_before.into(),
         fail_after: 0.into(),
         error,
+        hold: Default::default(),
+        entered: Default::default(),
     });
     let health = sealtrail_chainer::Health::default();
     let (log, mut consumers) = MemoryLog::new(1, 16);

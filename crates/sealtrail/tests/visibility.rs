@@ -125,3 +125,136 @@ async fn readers_see_whole_commits_only_fjall() {
 async fn readers_see_whole_commits_only_sqlite() {
     readers_see_whole_commits_only("sqlite").await;
 }
+
+/// A checkpoint served before a crash still holds after it: while sync batches commit,
+/// fresh checkpoints are polled and the server is SIGKILLed, several times; afterwards
+/// every checkpoint ever served is the root of a prefix of the log, and the server proves
+/// it consistent with its current checkpoint. (A checkpoint signed over records a crash
+/// then erased would be equivocation by the log itself.)
+async fn checkpoints_served_before_a_crash_hold_after_it(store: &str) {
+    const CYCLES: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    let mut notes: Vec<String> = Vec::new();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for cycle in 0..CYCLES {
+        let mut server = Server::start_with(&data, &["--store", store]).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..2 {
+            let (http, key, base, stop) = (http.clone(), key.clone(), server.base.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let events: Vec<Value> = (0..20)
+                        .map(|k| event(&format!("c{cycle}-w{w}-{n}-{k}")))
+                        .collect();
+                    // The server dies mid-request at some point: errors are expected.
+                    let _ = http
+                        .post(format!("{base}/v1/events/batch?sync=true"))
+                        .bearer_auth(&key)
+                        .json(&json!({ "events": events }))
+                        .send()
+                        .await;
+                }
+            }));
+        }
+        let poller = {
+            let (http, key, base, stop) = (http.clone(), key.clone(), server.base.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut served = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(r) = http
+                        .get(format!("{base}/v1/checkpoint?fresh=true"))
+                        .bearer_auth(&key)
+                        .send()
+                        .await
+                        && r.status() == 200
+                        && let Ok(text) = r.text().await
+                    {
+                        served.push(text);
+                    }
+                }
+                served
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(700 + 300 * cycle as u64)).await;
+        server.sigkill();
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.await.unwrap();
+        }
+        notes.extend(poller.await.unwrap());
+    }
+    assert!(notes.len() >= CYCLES, "too few checkpoints served ({})", notes.len());
+
+    let server = Server::start_with(&data, &["--store", store]).await;
+    let api = Api::new(&server, &key);
+    let (_, log_key) = api.get("/v1/log/key").await;
+    let verifier = NoteVerifier::parse(log_key["verifier_key"].as_str().unwrap()).unwrap();
+    let origin = log_key["origin"].as_str();
+    let events = assert_chain_ok(&api).await;
+    let mut tree = MemoryTree::new();
+    let mut roots = vec![tree.root()];
+    for e in &events {
+        tree.push(&record_leaf(e["hash"].as_str().unwrap()).unwrap());
+        roots.push(tree.root());
+    }
+    let (_, latest) = api.get_text("/v1/checkpoint?fresh=true").await;
+    let latest = Checkpoint::open(&latest, &verifier, origin).unwrap();
+    assert_eq!(latest.size, events.len() as u64);
+    let mut sizes = std::collections::BTreeSet::new();
+    for note in &notes {
+        let cp = Checkpoint::open(note, &verifier, origin).expect("signed by the log key");
+        let root = roots.get(cp.size as usize).unwrap_or_else(|| {
+            panic!(
+                "a checkpoint of size {} was served, but after the crashes the log has {}",
+                cp.size,
+                events.len()
+            )
+        });
+        assert_eq!(&cp.root, root, "the checkpoint of size {} contradicts the log", cp.size);
+        if cp.size > 0 && sizes.insert(cp.size) {
+            let (status, proof) = api
+                .get(&format!("/v1/proof/consistency?from={}&to={}", cp.size, latest.size))
+                .await;
+            assert_eq!(status, 200, "{proof}");
+            let hashes: Vec<[u8; 32]> = proof["hashes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(h.as_str().unwrap())
+                        .unwrap()
+                        .try_into()
+                        .unwrap()
+                })
+                .collect();
+            sealtrail_core::proof::verify_consistency(
+                cp.size,
+                latest.size,
+                &hashes,
+                &cp.root,
+                &latest.root,
+            )
+            .unwrap_or_else(|e| panic!("size {} is not consistent with the log: {e:?}", cp.size));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_served_before_a_crash_hold_after_it_fjall() {
+    checkpoints_served_before_a_crash_hold_after_it("fjall").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_served_before_a_crash_hold_after_it_sqlite() {
+    checkpoints_served_before_a_crash_hold_after_it("sqlite").await;
+}
