@@ -448,7 +448,7 @@ async fn nothing_is_answered_or_signalled_before_the_store_write_returns() {
         entered: Default::default(),
     });
     let signal = CommitSignal::default();
-    let mut commits = signal.subscribe();
+    let commits = signal.subscribe();
     let (log, mut consumers) = MemoryLog::new(1, 16);
     let replies = Arc::new(Replies::default());
     let chainer = Chainer::new(
@@ -480,7 +480,10 @@ async fn nothing_is_answered_or_signalled_before_the_store_write_returns() {
     store.entered.notified().await;
     // The write is in the store's hands and held there.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(replies.0.lock().unwrap().is_empty(), "answered before durable");
+    assert!(
+        replies.0.lock().unwrap().is_empty(),
+        "answered before durable"
+    );
     assert!(!commits.has_changed().unwrap(), "signalled before durable");
     assert!(inner.heads(vec!["t".into()]).await.unwrap().is_empty());
     assert!(inner.get_event("t", "held-1").await.unwrap().is_none());
@@ -493,7 +496,10 @@ async fn nothing_is_answered_or_signalled_before_the_store_write_returns() {
     let outcome = replies.0.lock().unwrap().pop().unwrap();
     committed(outcome);
     assert!(commits.has_changed().unwrap(), "signalled once durable");
-    assert_eq!(inner.heads(vec!["t".into()]).await.unwrap()["t"].sequence_number, 1);
+    assert_eq!(
+        inner.heads(vec!["t".into()]).await.unwrap()["t"].sequence_number,
+        1
+    );
     log.close();
     task.await.unwrap().unwrap();
 }
@@ -566,7 +572,8 @@ async fn errors_retrying_cannot_fix_stop_the_chainer() {
             kind: RefusalKind::Fork,
         })
     }
-    let cases: [(fn(String) -> StoreError, &str); 4] = [
+    type MakeError = fn(String) -> StoreError;
+    let cases: [(MakeError, &str); 4] = [
         (StoreError::Corrupt, "corrupt"),
         (StoreError::Fatal, "fatal"),
         (StoreError::Fenced, "fenced"),
@@ -575,7 +582,13 @@ async fn errors_retrying_cannot_fix_stop_the_chainer() {
     for (error, kind) in cases {
         let (task, outcome, _log, health) = one_entry_on_a_failing_store(1, error).await;
         assert!(
-            matches!(outcome, Some(EntryOutcome::Unavailable { no_space: false, .. })),
+            matches!(
+                outcome,
+                Some(EntryOutcome::Unavailable {
+                    no_space: false,
+                    ..
+                })
+            ),
             "{kind}: the waiter is told at once: {outcome:?}"
         );
         let result = tokio::time::timeout(Duration::from_secs(5), task)
@@ -606,7 +619,10 @@ async fn a_full_disk_is_retried_and_shutdown_is_not_held() {
     use sealtrail_store::StoreError;
     let (task, outcome, log, health) = one_entry_on_a_failing_store(3, StoreError::NoSpace).await;
     assert!(
-        matches!(outcome, Some(EntryOutcome::Unavailable { no_space: true, .. })),
+        matches!(
+            outcome,
+            Some(EntryOutcome::Unavailable { no_space: true, .. })
+        ),
         "{outcome:?}"
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -627,7 +643,10 @@ async fn a_full_disk_is_retried_and_shutdown_is_not_held() {
         .await
         .expect("a closing log ends the retries")
         .unwrap();
-    assert!(result.is_err(), "the abandoned batch is reported: {result:?}");
+    assert!(
+        result.is_err(),
+        "the abandoned batch is reported: {result:?}"
+    );
 }
 
 /// A chain stored without tree nodes (written before the tree existed) gets them rebuilt

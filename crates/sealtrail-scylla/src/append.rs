@@ -345,8 +345,9 @@ impl ScyllaStore {
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(rows)
             })
             .collect();
-        let found: Vec<Vec<(String, i64)>> =
-            run_bounded(reads, WRITE_CONCURRENCY).await.map_err(unavailable)?;
+        let found: Vec<Vec<(String, i64)>> = run_bounded(reads, WRITE_CONCURRENCY)
+            .await
+            .map_err(unavailable)?;
         for (id, seq) in found.into_iter().flatten() {
             let seq = seq as u64;
             if seq > stored {

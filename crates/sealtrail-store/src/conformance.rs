@@ -202,12 +202,22 @@ pub async fn append_rule_cases(store: &dyn Store) {
         RefusalKind::Gap { after: 3 }
     );
     // A broken link: record 4 that does not point at record 3.
-    let unlinked = rehashed(next[0].clone(), |r| r.record.prev_hash = recs[1].record.hash.clone());
-    assert_eq!(refused(store, vec![unlinked]).await, RefusalKind::BrokenLink);
+    let unlinked = rehashed(next[0].clone(), |r| {
+        r.record.prev_hash = recs[1].record.hash.clone()
+    });
+    assert_eq!(
+        refused(store, vec![unlinked]).await,
+        RefusalKind::BrokenLink
+    );
     // A first record that does not link to the zero hash.
     let first = make_chain("conf-rule-genesis", None, 1);
-    let bad_genesis = rehashed(first[0].clone(), |r| r.record.prev_hash = recs[0].record.hash.clone());
-    assert_eq!(refused(store, vec![bad_genesis]).await, RefusalKind::BrokenLink);
+    let bad_genesis = rehashed(first[0].clone(), |r| {
+        r.record.prev_hash = recs[0].record.hash.clone()
+    });
+    assert_eq!(
+        refused(store, vec![bad_genesis]).await,
+        RefusalKind::BrokenLink
+    );
     // A duplicate client id at a new sequence number.
     let reused = rehashed(next[0].clone(), |r| r.record.id = recs[1].record.id.clone());
     assert!(reused.client_id);
@@ -249,7 +259,10 @@ pub async fn append_rule_cases(store: &dyn Store) {
     assert_eq!(store.heads(vec![t.into()]).await.unwrap()[t], head);
     let replay_and_more = [recs.clone(), next.clone()].concat();
     store.append(records_only(replay_and_more)).await.unwrap();
-    assert_eq!(store.heads(vec![t.into()]).await.unwrap()[t], next[1].head());
+    assert_eq!(
+        store.heads(vec![t.into()]).await.unwrap()[t],
+        next[1].head()
+    );
     let rows = store.scan_chain(t, 0, 100).await.unwrap();
     assert_eq!(rows.len(), 5);
     for (row, rec) in rows.iter().zip(recs.iter().chain(&next)) {

@@ -82,7 +82,11 @@ impl DiskGuard {
                 None => tracing::info!("free disk space is back above the floor: writes resume"),
             }
         }
-        metrics::gauge!("sealtrail_store_writes_blocked").set(if blocked.is_some() { 1.0 } else { 0.0 });
+        metrics::gauge!("sealtrail_store_writes_blocked").set(if blocked.is_some() {
+            1.0
+        } else {
+            0.0
+        });
         state.checked_at = Some(Instant::now());
         state.blocked = blocked.clone();
         match blocked {

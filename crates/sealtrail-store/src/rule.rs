@@ -144,7 +144,10 @@ pub fn group_by_tenant(
 /// stored `head`: returns how many leading records are at or below the head (replays, to
 /// be checked with [`check_replayed`]); the rest are new. Refuses a gap and a first new
 /// record that does not link to the head.
-pub fn split_at_head(head: Option<&ChainHead>, records: &[&ChainedRecord]) -> Result<usize, Refusal> {
+pub fn split_at_head(
+    head: Option<&ChainHead>,
+    records: &[&ChainedRecord],
+) -> Result<usize, Refusal> {
     let Some(first) = records.first() else {
         return Ok(0);
     };

@@ -87,7 +87,7 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         max_batch_events: config.max_batch_events,
         head_cache_tenants: config.head_cache_tenants,
     };
-    // A chainer that stops before the log closes (fenced by a store conflict, or a panic)
+    // A chainer that stops before the log closes (a refused batch, a fatal store error, or a panic)
     // is fatal: its partition would stall. The server then shuts down and exits non-zero
     // instead of timing requests out forever.
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(1);

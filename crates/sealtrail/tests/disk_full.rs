@@ -86,7 +86,9 @@ fn config(dir: &Path, floor_mib: u64) -> PathBuf {
     let path = dir.join(format!("sealtrail-{floor_mib}.toml"));
     std::fs::write(
         &path,
-        format!("min_free_disk_mb = {floor_mib}\nfjall_write_buffer_mb = 1\nfjall_journal_mb = 64\n"),
+        format!(
+            "min_free_disk_mb = {floor_mib}\nfjall_write_buffer_mb = 1\nfjall_journal_mb = 64\n"
+        ),
     )
     .unwrap();
     path

@@ -146,7 +146,8 @@ async fn checkpoints_served_before_a_crash_hold_after_it(store: &str) {
         let stop = Arc::new(AtomicBool::new(false));
         let mut writers = Vec::new();
         for w in 0..2 {
-            let (http, key, base, stop) = (http.clone(), key.clone(), server.base.clone(), stop.clone());
+            let (http, key, base, stop) =
+                (http.clone(), key.clone(), server.base.clone(), stop.clone());
             writers.push(tokio::spawn(async move {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -165,7 +166,8 @@ async fn checkpoints_served_before_a_crash_hold_after_it(store: &str) {
             }));
         }
         let poller = {
-            let (http, key, base, stop) = (http.clone(), key.clone(), server.base.clone(), stop.clone());
+            let (http, key, base, stop) =
+                (http.clone(), key.clone(), server.base.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut served = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
@@ -191,7 +193,11 @@ async fn checkpoints_served_before_a_crash_hold_after_it(store: &str) {
         }
         notes.extend(poller.await.unwrap());
     }
-    assert!(notes.len() >= CYCLES, "too few checkpoints served ({})", notes.len());
+    assert!(
+        notes.len() >= CYCLES,
+        "too few checkpoints served ({})",
+        notes.len()
+    );
 
     let server = Server::start_with(&data, &["--store", store]).await;
     let api = Api::new(&server, &key);
@@ -218,10 +224,17 @@ async fn checkpoints_served_before_a_crash_hold_after_it(store: &str) {
                 events.len()
             )
         });
-        assert_eq!(&cp.root, root, "the checkpoint of size {} contradicts the log", cp.size);
+        assert_eq!(
+            &cp.root, root,
+            "the checkpoint of size {} contradicts the log",
+            cp.size
+        );
         if cp.size > 0 && sizes.insert(cp.size) {
             let (status, proof) = api
-                .get(&format!("/v1/proof/consistency?from={}&to={}", cp.size, latest.size))
+                .get(&format!(
+                    "/v1/proof/consistency?from={}&to={}",
+                    cp.size, latest.size
+                ))
                 .await;
             assert_eq!(status, 200, "{proof}");
             let hashes: Vec<[u8; 32]> = proof["hashes"]
