@@ -14,6 +14,10 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for 503 (overload, unavailable) and 507 answers.
     pub retry_after: Option<u32>,
+    /// The gRPC code when the HTTP status alone does not decide it (a 503 that means
+    /// "slow down" is `RESOURCE_EXHAUSTED`, one that means "down" is `UNAVAILABLE`); set by
+    /// the constructor that knows which, never derived from the code string.
+    pub grpc: Option<tonic::Code>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -34,6 +38,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            grpc: None,
         }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -48,6 +53,7 @@ impl ApiError {
     pub fn overloaded(message: impl Into<String>) -> Self {
         Self {
             retry_after: Some(1),
+            grpc: Some(tonic::Code::ResourceExhausted),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
         }
     }
@@ -61,6 +67,7 @@ impl ApiError {
     pub fn insufficient_storage(message: impl Into<String>) -> Self {
         Self {
             retry_after: Some(30),
+            grpc: Some(tonic::Code::ResourceExhausted),
             ..Self::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "insufficient_storage",

@@ -32,15 +32,16 @@ pub const ERROR_DOMAIN: &str = "sealtrail";
 
 /// The gRPC code of an API error (see the module table).
 pub fn grpc_code(err: &ApiError) -> Code {
+    if let Some(code) = err.grpc {
+        return code;
+    }
     match err.status {
         StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => Code::InvalidArgument,
         StatusCode::UNAUTHORIZED => Code::Unauthenticated,
         StatusCode::FORBIDDEN => Code::PermissionDenied,
         StatusCode::NOT_FOUND => Code::NotFound,
         StatusCode::CONFLICT => Code::AlreadyExists,
-        StatusCode::SERVICE_UNAVAILABLE if err.code == "overloaded" => Code::ResourceExhausted,
         StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
-        StatusCode::INSUFFICIENT_STORAGE => Code::ResourceExhausted,
         StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
         StatusCode::INTERNAL_SERVER_ERROR => Code::Internal,
         _ => Code::Unknown,
@@ -100,6 +101,15 @@ mod tests {
                 Code::AlreadyExists,
             ),
             (ApiError::unavailable("x"), Code::Unavailable),
+            (ApiError::insufficient_storage("x"), Code::ResourceExhausted),
+            (
+                ApiError::from(sealtrail_store::StoreError::NoSpace("x".into())),
+                Code::ResourceExhausted,
+            ),
+            (
+                ApiError::from(sealtrail_store::StoreError::Corrupt("x".into())),
+                Code::Internal,
+            ),
         ];
         for (err, code) in cases {
             let reason = err.code;
