@@ -202,30 +202,43 @@ pub async fn export(
         .into_response())
 }
 
-/// A `Write` that hands its bytes to the HTTP body (the ZIP writer runs on a blocking
-/// thread; a bounded channel keeps memory constant).
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-    buf: Vec<u8>,
-}
+/// The bytes the ZIP writer has produced and the HTTP body has not taken yet. The writer
+/// only ever appends here (it never waits); the producing task moves the bytes to the
+/// body between pages.
+#[derive(Clone, Default)]
+struct ZipBytes(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
-impl Write for ChannelWriter {
+impl Write for ZipBytes {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= 256 * 1024 {
-            self.flush()?;
-        }
+        self.0
+            .lock()
+            .expect("zip bytes lock")
+            .extend_from_slice(data);
         Ok(data.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            let chunk = Bytes::from(std::mem::take(&mut self.buf));
-            self.tx
-                .blocking_send(Ok(chunk))
-                .map_err(|_| std::io::Error::other("the client went away"))?;
-        }
         Ok(())
     }
+}
+
+impl ZipBytes {
+    fn take(&self) -> Bytes {
+        Bytes::from(std::mem::take(&mut *self.0.lock().expect("zip bytes lock")))
+    }
+}
+
+type PackZip = zip::ZipWriter<zip::write::StreamWriter<ZipBytes>>;
+type PackError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs one step of ZIP writing (compression: CPU work) on a blocking thread. The step
+/// waits for nothing — no store read, no client — so the blocking pool can never fill up
+/// with steps waiting for each other (eight concurrent packs used to freeze every store
+/// operation that way).
+async fn zip_step<T: Send + 'static>(
+    zip: PackZip,
+    step: impl FnOnce(PackZip) -> Result<T, PackError> + Send + 'static,
+) -> Result<T, PackError> {
+    tokio::task::spawn_blocking(move || step(zip)).await?
 }
 
 const VERIFY_MD: &str = include_str!("VERIFY.md");
@@ -273,48 +286,66 @@ pub async fn evidence_pack(
         });
     }
     let key = log.verifier_key();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let handle = tokio::runtime::Handle::current();
-    let errors = tx.clone();
-    tokio::task::spawn_blocking(move || {
-        let result = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            let mut zip = zip::ZipWriter::new_stream(ChannelWriter {
-                tx,
-                buf: Vec::new(),
-            });
+    // The producer is an async task: store reads and waits for a slow client hold no
+    // thread; only the compression of each page runs on a blocking thread (`zip_step`).
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let bytes = ZipBytes::default();
+        let result: Result<(), PackError> = async {
             let opts = zip::write::SimpleFileOptions::default()
                 .compression_method(zip::CompressionMethod::Deflated)
                 .large_file(true);
-            for (name, text) in [
-                (pack::README, VERIFY_MD.to_string()),
-                (pack::CHECKPOINT, checkpoint),
-                (pack::KEY, format!("{key}\n")),
-                (pack::PROOFS, serde_json::to_string_pretty(&proofs)?),
-            ] {
-                zip.start_file(name, opts)?;
-                zip.write_all(text.as_bytes())?;
-            }
-            zip.start_file(pack::RECORDS, opts)?;
+            let proofs = serde_json::to_string_pretty(&proofs)?;
+            let zip = zip::ZipWriter::new_stream(bytes.clone());
+            let mut zip = zip_step(zip, move |mut zip| {
+                for (name, text) in [
+                    (pack::README, VERIFY_MD.to_string()),
+                    (pack::CHECKPOINT, checkpoint),
+                    (pack::KEY, format!("{key}\n")),
+                    (pack::PROOFS, proofs),
+                ] {
+                    zip.start_file(name, opts)?;
+                    zip.write_all(text.as_bytes())?;
+                }
+                zip.start_file(pack::RECORDS, opts)?;
+                Ok(zip)
+            })
+            .await?;
             let mut after = 0;
             while after < size {
                 let limit = PAGE.min((size - after) as usize);
-                let page = handle.block_on(store.scan_chain(&tenant, after, limit))?;
-                if page.is_empty() {
+                let page = store.scan_chain(&tenant, after, limit).await?;
+                let Some(last) = page.last() else {
                     return Err("the chain ended before its head".into());
-                }
-                for row in &page {
-                    zip.write_all(&canonical_line(&row.canonical, &row.hash))?;
-                    zip.write_all(b"\n")?;
-                    after = row.sequence_number;
-                }
+                };
+                after = last.sequence_number;
+                zip = zip_step(zip, move |mut zip| {
+                    for row in &page {
+                        zip.write_all(&canonical_line(&row.canonical, &row.hash))?;
+                        zip.write_all(b"\n")?;
+                    }
+                    Ok(zip)
+                })
+                .await?;
+                // Waits for the client (bounded channel), holding no thread.
+                tx.send(Ok(bytes.take()))
+                    .await
+                    .map_err(|_| "the client went away")?;
             }
-            let mut inner = zip.finish()?;
-            inner.flush()?;
+            zip_step(zip, |zip| {
+                zip.finish()?;
+                Ok(())
+            })
+            .await?;
+            tx.send(Ok(bytes.take()))
+                .await
+                .map_err(|_| "the client went away")?;
             Ok(())
-        })();
+        }
+        .await;
         if let Err(e) = result {
-            tracing::error!(error = %e, "evidence pack failed midway");
-            let _ = errors.blocking_send(Err(std::io::Error::other(e.to_string())));
+            tracing::warn!(error = %e, "evidence pack stopped midway");
+            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
         }
     });
     let body = tokio_stream::wrappers::ReceiverStream::new(rx);
