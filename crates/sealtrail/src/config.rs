@@ -73,12 +73,21 @@ pub struct Config {
     pub kafka_reply_topic: String,
     /// Partitions of the reply topic (`migrate` creates it; each gateway reads one).
     pub kafka_reply_partitions: u32,
+    /// Where a chainer puts an entry it cannot chain (undecodable, or its tenant does not
+    /// belong to the partition), byte for byte with its partition, offset and reason in
+    /// headers; the partition then moves on. Empty: `<kafka_topic>-dead-letter`.
+    /// `migrate` creates it; kept forever (it may hold acknowledged events).
+    pub kafka_dead_letter_topic: String,
     /// Consumer group the chainers share; partitions are balanced across its members.
     pub kafka_group_id: String,
     /// Replication factor `migrate` gives the topics (3 in production; 1 on one broker).
     pub kafka_replication_factor: u32,
     /// How long a silent chainer keeps its partitions before the group moves them (ms).
     pub kafka_session_timeout_ms: u64,
+    /// Longest a chainer may go without polling Kafka before the group moves its
+    /// partitions (`max.poll.interval.ms`, at least `kafka_session_timeout_ms`). A slow
+    /// partition is paused, not waited for, so the chainer polls on regardless.
+    pub kafka_max_poll_interval_ms: u64,
     /// ScyllaDB / Cassandra contact points, comma-separated `host:port`.
     pub scylla_nodes: String,
     /// Keyspace holding events, heads, receipts and keys.
@@ -118,9 +127,11 @@ impl Default for Config {
             kafka_topic: "sealtrail-events".into(),
             kafka_reply_topic: "sealtrail-replies".into(),
             kafka_reply_partitions: 8,
+            kafka_dead_letter_topic: String::new(),
             kafka_group_id: "sealtrail-chainers".into(),
             kafka_replication_factor: 1,
             kafka_session_timeout_ms: 10_000,
+            kafka_max_poll_interval_ms: 300_000,
             scylla_nodes: "127.0.0.1:9042".into(),
             scylla_keyspace: "sealtrail".into(),
             scylla_consistency: ScyllaConsistency::LocalQuorum,
@@ -151,7 +162,7 @@ pub enum ScyllaConsistency {
 }
 
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 31] = [
+const ENV_KEYS: [&str; 33] = [
     "log_origin",
     "log_key_file",
     "checkpoint_interval_ms",
@@ -174,9 +185,11 @@ const ENV_KEYS: [&str; 31] = [
     "kafka_topic",
     "kafka_reply_topic",
     "kafka_reply_partitions",
+    "kafka_dead_letter_topic",
     "kafka_group_id",
     "kafka_replication_factor",
     "kafka_session_timeout_ms",
+    "kafka_max_poll_interval_ms",
     "scylla_nodes",
     "scylla_keyspace",
     "scylla_consistency",
@@ -218,6 +231,15 @@ impl Config {
         self.log_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("log-key.private"))
+    }
+
+    /// The dead-letter topic: `kafka_dead_letter_topic`, or `<kafka_topic>-dead-letter`.
+    pub fn dead_letter_topic(&self) -> String {
+        if self.kafka_dead_letter_topic.is_empty() {
+            format!("{}-dead-letter", self.kafka_topic)
+        } else {
+            self.kafka_dead_letter_topic.clone()
+        }
     }
 
     /// Loads the layered configuration.
@@ -305,6 +327,17 @@ impl Config {
         anyhow::ensure!(
             self.kafka_session_timeout_ms >= 6000,
             "kafka_session_timeout_ms must be at least 6000 (the brokers' minimum)"
+        );
+        anyhow::ensure!(
+            self.kafka_max_poll_interval_ms >= self.kafka_session_timeout_ms,
+            "kafka_max_poll_interval_ms ({}) must be at least kafka_session_timeout_ms ({})",
+            self.kafka_max_poll_interval_ms,
+            self.kafka_session_timeout_ms
+        );
+        anyhow::ensure!(
+            self.dead_letter_topic() != self.kafka_topic
+                && self.dead_letter_topic() != self.kafka_reply_topic,
+            "kafka_dead_letter_topic must differ from kafka_topic and kafka_reply_topic"
         );
         anyhow::ensure!(
             self.kafka_reply_partitions > 0
