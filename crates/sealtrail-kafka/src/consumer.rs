@@ -216,6 +216,9 @@ impl ChainerFeed {
                 delivered: None,
                 committed: None,
                 dead_lettered: None,
+                ready: Vec::new(),
+                ready_events: 0,
+                refused: None,
             }),
             RawEvent::Revoked(p) => FeedEvent::Revoked(p),
         })
@@ -260,6 +263,11 @@ pub struct KafkaPartitionConsumer {
     committed: Option<i64>,
     /// Offset of the last dead-lettered entry (its dead letter acknowledged).
     dead_lettered: Option<i64>,
+    /// Entries taken from the channel for the next batch, and their event count.
+    ready: Vec<(Offset, LogEntry)>,
+    ready_events: usize,
+    /// An entry taken from the channel that goes to the dead-letter topic next.
+    refused: Option<(Fetched, Refused)>,
 }
 
 impl KafkaPartitionConsumer {
@@ -281,18 +289,29 @@ impl KafkaPartitionConsumer {
         }
     }
 
-    /// Puts `fetched` on the dead-letter topic, retrying until Kafka acknowledges it.
-    /// `None` if the partition is revoked (or the feed stopped) meanwhile: its next owner
-    /// reads the entry again.
-    async fn dead_letter(&mut self, fetched: &Fetched, refused: Refused) -> Option<()> {
-        let (partition, offset) = (self.partition, fetched.offset);
+    /// Puts the refused entry on the dead-letter topic, retrying until Kafka acknowledges
+    /// it; then forgets it. `None` if the partition is revoked (or the feed stopped)
+    /// meanwhile: its next owner reads the entry again. Cancellation safe: the entry stays
+    /// in `self.refused` until acknowledged.
+    async fn dead_letter(&mut self) -> Option<()> {
+        let Self {
+            partition,
+            refused: Some((fetched, refused)),
+            revoked,
+            dead_letters,
+            ..
+        } = self
+        else {
+            return Some(());
+        };
+        let (partition, offset) = (*partition, fetched.offset);
         let reason = refused.reason.code();
         tracing::error!(
             partition,
             offset,
             reason,
             error = %refused.detail,
-            topic = self.dead_letters.topic(),
+            topic = dead_letters.topic(),
             "cannot chain this entry: it goes to the dead-letter topic and the partition moves on"
         );
         let letter = DeadLetter {
@@ -301,22 +320,17 @@ impl KafkaPartitionConsumer {
             key: fetched.key.as_deref(),
             payload: fetched.payload.as_deref(),
             timestamp: fetched.timestamp,
-            refused: &refused,
+            refused,
         };
         let mut backoff = Duration::from_millis(100);
         loop {
             let result = tokio::select! {
                 biased;
-                _ = self.revoked.changed() => return None,
-                result = self.dead_letters.send(&letter) => result,
+                _ = revoked.changed() => return None,
+                result = dead_letters.send(&letter) => result,
             };
             match result {
-                Ok(()) => {
-                    metrics::counter!("sealtrail_dead_letter_total", "reason" => reason)
-                        .increment(1);
-                    self.dead_lettered = Some(offset);
-                    return Some(());
-                }
+                Ok(()) => break,
                 Err(err) => {
                     metrics::counter!("sealtrail_dead_letter_errors_total").increment(1);
                     tracing::error!(
@@ -325,22 +339,24 @@ impl KafkaPartitionConsumer {
                     );
                     tokio::select! {
                         biased;
-                        _ = self.revoked.changed() => return None,
+                        _ = revoked.changed() => return None,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
+        metrics::counter!("sealtrail_dead_letter_total", "reason" => reason).increment(1);
+        self.dead_lettered = Some(offset);
+        self.refused = None;
+        Some(())
     }
 
     /// Where a commit may move the partition's position: past `stored` and past the
     /// dead-lettered entries right after it, if `stored` is the last entry handed out.
     fn commit_through(&self, stored: Option<i64>) -> Option<i64> {
         match self.dead_lettered {
-            Some(dead) if stored == self.delivered && stored.is_none_or(|s| dead > s) => {
-                Some(dead)
-            }
+            Some(dead) if stored == self.delivered && stored.is_none_or(|s| dead > s) => Some(dead),
             _ => stored,
         }
     }
@@ -369,6 +385,7 @@ impl PartitionConsumer for KafkaPartitionConsumer {
         self.fresh_from.is_none_or(|fresh| (offset as i64) < fresh)
     }
 
+    /// Cancellation safe: entries taken from the channel stay in `self` until returned.
     async fn poll(&mut self, max_events: usize) -> Option<Vec<(Offset, LogEntry)>> {
         #[cfg(feature = "fault-injection")]
         let slow = crate::fault::slow_poll(self.partition);
@@ -378,29 +395,31 @@ impl PartitionConsumer for KafkaPartitionConsumer {
             if *self.revoked.borrow() {
                 return None;
             }
-            let first = tokio::select! {
-                biased;
-                _ = self.revoked.changed() => return None,
-                next = self.receiver.recv() => next?,
-            };
-            let mut out = Vec::new();
-            let mut events = 0;
-            let mut next = Some(first);
-            while let Some(fetched) = next {
-                match check_entry(fetched.payload.as_deref(), self.partition, self.partitions) {
-                    Ok(entry) => {
-                        events += entry.events.len().max(1);
-                        out.push((fetched.offset as Offset, entry));
-                    }
-                    Err(refused) => self.dead_letter(&fetched, refused).await?,
+            if self.refused.is_some() {
+                self.dead_letter().await?;
+                // Only dead letters so far: move the partition's position past them now if
+                // every entry handed out before them is stored; else the chainer's next
+                // commit does.
+                if self.ready.is_empty()
+                    && self.committed == self.delivered
+                    && let Some(through) = self.commit_through(self.committed)
+                    && let Err(err) = self.commit_offset(through)
+                {
+                    tracing::warn!(partition = self.partition, %err, "could not commit the log offset");
                 }
-                next = if events < max_events {
-                    self.receiver.try_recv().ok()
-                } else {
-                    None
-                };
             }
-            if let Some(&(last, _)) = out.last() {
+            let fetched = if self.ready.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = self.revoked.changed() => return None,
+                    next = self.receiver.recv() => next?,
+                }
+            } else if let Some(fetched) = (self.ready_events < max_events)
+                .then(|| self.receiver.try_recv().ok())
+                .flatten()
+            {
+                fetched
+            } else {
                 #[cfg(feature = "fault-injection")]
                 if let Some(delay) = slow {
                     tokio::select! {
@@ -409,16 +428,17 @@ impl PartitionConsumer for KafkaPartitionConsumer {
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
-                self.delivered = Some(last as i64);
+                let out = std::mem::take(&mut self.ready);
+                self.ready_events = 0;
+                self.delivered = out.last().map(|&(offset, _)| offset as i64);
                 return Some(out);
-            }
-            // Only dead letters: move the partition's position past them now if every entry
-            // handed out before them is stored, else the chainer's next commit does.
-            if self.committed == self.delivered
-                && let Some(through) = self.commit_through(self.committed)
-                && let Err(err) = self.commit_offset(through)
-            {
-                tracing::warn!(partition = self.partition, %err, "could not commit the log offset");
+            };
+            match check_entry(fetched.payload.as_deref(), self.partition, self.partitions) {
+                Ok(entry) => {
+                    self.ready_events += entry.events.len().max(1);
+                    self.ready.push((fetched.offset as Offset, entry));
+                }
+                Err(refused) => self.refused = Some((fetched, refused)),
             }
         }
     }

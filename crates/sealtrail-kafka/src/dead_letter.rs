@@ -83,7 +83,10 @@ pub fn check_entry(
 ) -> Result<LogEntry, Refused> {
     let refused = |reason, detail: String| Refused { reason, detail };
     let Some(payload) = payload else {
-        return Err(refused(Reason::Undecodable, "the message has no value".into()));
+        return Err(refused(
+            Reason::Undecodable,
+            "the message has no value".into(),
+        ));
     };
     let entry: LogEntry = serde_json::from_slice(payload).map_err(|err| {
         refused(
@@ -92,7 +95,10 @@ pub fn check_entry(
         )
     })?;
     if entry.tenant_id.is_empty() {
-        return Err(refused(Reason::NoTenant, "the entry has no tenant id".into()));
+        return Err(refused(
+            Reason::NoTenant,
+            "the entry has no tenant id".into(),
+        ));
     }
     let home = partition_for(&entry.tenant_id, partitions);
     if home != partition {

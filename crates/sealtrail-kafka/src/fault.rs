@@ -24,5 +24,6 @@ pub(crate) fn slow_poll(partition: u32) -> Option<Duration> {
             None => panic!("SEALTRAIL_FAULT_SLOW_PARTITION={spec:?}: expected PARTITION:MILLIS"),
         }
     });
-    slow.filter(|(p, _)| *p == partition).map(|(_, delay)| delay)
+    slow.filter(|(p, _)| *p == partition)
+        .map(|(_, delay)| delay)
 }
