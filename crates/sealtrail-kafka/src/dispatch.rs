@@ -187,7 +187,8 @@ pub(crate) fn set_paused<C: ConsumerContext>(
     };
     match result {
         Ok(()) if pause => tracing::info!(?partitions, "chainer behind: partition paused"),
-        Ok(()) => tracing::info!(?partitions, "partition resumed"),
+        // Also at every assignment, where it is mostly a no-op.
+        Ok(()) => tracing::debug!(?partitions, "partition resumed"),
         Err(err) => tracing::warn!(?partitions, pause, %err, "cannot pause/resume"),
     }
 }
@@ -203,7 +204,10 @@ pub(crate) async fn dispatch<C: ConsumerContext + 'static>(
     loop {
         if flow.is_holding() {
             let resume = flow.drain(&slots.lock().expect("slots lock"), RESUME_ROOM);
-            set_paused(consumer.as_ref(), &topic, &resume, false);
+            if !resume.is_empty() {
+                tracing::info!(partitions = ?resume, "chainer caught up: partition resumed");
+                set_paused(consumer.as_ref(), &topic, &resume, false);
+            }
         }
         let retry_held = async {
             if flow.is_holding() {
