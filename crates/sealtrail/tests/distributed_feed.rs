@@ -483,22 +483,23 @@ async fn a_slow_partition_delays_only_itself_and_the_chainer_stays_in_the_group(
     }
 
     let log_text = chainer.log();
-    let revoked = log_text
+    let left_group = log_text
         .lines()
         .filter(|l| l.contains("revoked") || l.contains("poll interval"))
         .collect::<Vec<_>>();
-    assert!(
-        revoked.is_empty() && chainer.running(),
-        "the chainer left the group (or died):\n{}",
-        revoked.join("\n")
-    );
     let slowest = writes.iter().map(|&(_, t)| t).max().unwrap();
     let failed: Vec<_> = writes.iter().filter(|&&(s, _)| s != 201).collect();
     assert!(
-        failed.is_empty() && slowest < Duration::from_secs(3),
-        "{} sync writes on the fast partition, {} failed ({failed:?}), slowest {slowest:?}",
+        left_group.is_empty()
+            && chainer.running()
+            && failed.is_empty()
+            && slowest < Duration::from_secs(3),
+        "{} sync writes on the fast partition, {} failed ({failed:?}), slowest {slowest:?}; \
+         chainer running: {}; left the group:\n{}",
         writes.len(),
-        failed.len()
+        failed.len(),
+        chainer.running(),
+        left_group.join("\n")
     );
     assert!(writes.len() >= 20, "only {} writes in 20 s", writes.len());
     let events = assert_chain_ok(&api).await;
