@@ -267,7 +267,8 @@ pub struct KafkaPartitionConsumer {
     ready: Vec<(Offset, LogEntry)>,
     ready_events: usize,
     /// An entry taken from the channel that goes to the dead-letter topic next.
-    refused: Option<(Fetched, Refused)>,
+    /// (Boxed: rare, and it would double the size of the consumer.)
+    refused: Option<Box<(Fetched, Refused)>>,
 }
 
 impl KafkaPartitionConsumer {
@@ -296,7 +297,7 @@ impl KafkaPartitionConsumer {
     async fn dead_letter(&mut self) -> Option<()> {
         let Self {
             partition,
-            refused: Some((fetched, refused)),
+            refused: Some(refused),
             revoked,
             dead_letters,
             ..
@@ -304,6 +305,7 @@ impl KafkaPartitionConsumer {
         else {
             return Some(());
         };
+        let (fetched, refused) = (&refused.0, &refused.1);
         let (partition, offset) = (*partition, fetched.offset);
         let reason = refused.reason.code();
         tracing::error!(
@@ -438,7 +440,7 @@ impl PartitionConsumer for KafkaPartitionConsumer {
                     self.ready_events += entry.events.len().max(1);
                     self.ready.push((fetched.offset as Offset, entry));
                 }
-                Err(refused) => self.refused = Some((fetched, refused)),
+                Err(refused) => self.refused = Some(Box::new((fetched, refused))),
             }
         }
     }

@@ -404,6 +404,22 @@ mod tests {
     }
 
     #[test]
+    fn the_dead_letter_topic_follows_the_events_topic_unless_set() {
+        let mut c = Config {
+            kafka_topic: "audit".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.dead_letter_topic(), "audit-dead-letter");
+        c.kafka_dead_letter_topic = "poison".into();
+        assert_eq!(c.dead_letter_topic(), "poison");
+        c.kafka_dead_letter_topic = "audit".into();
+        assert!(c.check().is_err(), "the events topic is no dead-letter topic");
+        c.kafka_dead_letter_topic = String::new();
+        c.kafka_max_poll_interval_ms = c.kafka_session_timeout_ms - 1;
+        assert!(c.check().is_err(), "max poll interval below the session timeout");
+    }
+
+    #[test]
     fn defaults_round_trip_through_toml() {
         let parsed: Config = toml::from_str(&Config::defaults_toml()).unwrap();
         assert_eq!(parsed, Config::default());
