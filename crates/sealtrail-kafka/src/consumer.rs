@@ -115,6 +115,7 @@ impl ConsumerContext for FeedContext {
                         revoked,
                     }));
                 }
+                drop(slots);
                 // librdkafka keeps a partition paused across its revocation: a partition
                 // paused under an earlier assignment must fetch again (no-op otherwise).
                 set_paused(consumer, &self.topic, &fresh, false);

@@ -149,6 +149,16 @@ impl DeadLetterSink {
             .set("message.timeout.ms", "30000")
             .create()?;
         partition_count(producer.client(), &settings.dead_letter_topic)?;
+        // Exported from the start, so a dashboard sees 0 rather than nothing.
+        for reason in [
+            Reason::Undecodable,
+            Reason::NoTenant,
+            Reason::WrongPartition,
+            Reason::Empty,
+        ] {
+            metrics::counter!("sealtrail_dead_letter_total", "reason" => reason.code())
+                .increment(0);
+        }
         Ok(Self {
             producer,
             topic: settings.dead_letter_topic.clone(),

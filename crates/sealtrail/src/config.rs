@@ -413,10 +413,16 @@ mod tests {
         c.kafka_dead_letter_topic = "poison".into();
         assert_eq!(c.dead_letter_topic(), "poison");
         c.kafka_dead_letter_topic = "audit".into();
-        assert!(c.check().is_err(), "the events topic is no dead-letter topic");
+        assert!(
+            c.check().is_err(),
+            "the events topic is no dead-letter topic"
+        );
         c.kafka_dead_letter_topic = String::new();
         c.kafka_max_poll_interval_ms = c.kafka_session_timeout_ms - 1;
-        assert!(c.check().is_err(), "max poll interval below the session timeout");
+        assert!(
+            c.check().is_err(),
+            "max poll interval below the session timeout"
+        );
     }
 
     #[test]
