@@ -4,7 +4,9 @@
 #   2. distributed mode end to end: 2 gateways, 2 chainers, several tenants, SIGKILL of a
 #      gateway, a chainer, the Kafka broker and the Cassandra node mid-load, a SIGSTOPped
 #      zombie chainer, sync 504 and retry,
-#   3. the fact0 Python SDK suite (and the independent hash check) against a gateway.
+#   3. the Kafka feed when a partition goes wrong: a poison entry goes to the dead-letter
+#      topic while its neighbours chain; a slow partition delays only itself,
+#   4. the fact0 Python SDK suite (and the independent hash check) against a gateway.
 # Starts the local Kafka and Cassandra (deploy/local/up.sh) when they are not running and
 # stops again whatever it started. PYTHON and CARGO may be overridden.
 set -euo pipefail
@@ -27,5 +29,7 @@ echo "== store conformance against Cassandra"
 $CARGO test -p sealtrail-scylla --features integration --test cassandra
 echo "== distributed mode end to end (kills one process at a time; runs serially)"
 $CARGO test -p sealtrail --features integration --test distributed -- --test-threads=1
+echo "== distributed mode: a poison entry and a slow partition"
+$CARGO test -p sealtrail --features integration --test distributed_feed -- --test-threads=1
 echo "== fact0 Python SDK against a gateway"
 SEALTRAIL_MODE=distributed SEALTRAIL_BIN="$PWD/target/debug/sealtrail" $PYTHON -m pytest tests/python -q

@@ -16,9 +16,11 @@ pub enum TopicState {
     Existed,
 }
 
-/// Creates the events topic with `partitions` partitions and the reply topic with
-/// `reply_partitions`, both replicated `replication` times with `min.insync.replicas`
-/// of `replication - 1` (at least 1), unless they exist with those partition counts.
+/// Creates the events topic with `partitions` partitions, the reply topic with
+/// `reply_partitions` and the dead-letter topic with one, all replicated `replication`
+/// times with `min.insync.replicas` of `replication - 1` (at least 1), unless they exist
+/// with those partition counts. The events and dead-letter topics are kept forever: they
+/// hold entries gateways acknowledged.
 pub async fn ensure_topics(
     settings: &KafkaSettings,
     partitions: u32,
@@ -34,6 +36,8 @@ pub async fn ensure_topics(
         (settings.topic.as_str(), partitions, "-1"),
         // Replies matter for seconds only.
         (settings.reply_topic.as_str(), reply_partitions, "3600000"),
+        // Rare, read by an operator; one partition keeps them in the order they came.
+        (settings.dead_letter_topic.as_str(), 1, "-1"),
     ] {
         let new = NewTopic::new(
             topic,

@@ -1,40 +1,51 @@
 //! The chainer's side of the log: a consumer-group member whose assigned partitions each
 //! become a [`PartitionConsumer`].
 //!
-//! One dispatcher task polls the consumer (which also runs the rebalance callbacks) and
-//! routes each message to its partition's bounded channel. On assignment the callback
-//! opens a channel and announces a [`KafkaPartitionConsumer`]; on revocation it closes the
-//! channel and flags the consumer revoked, so its chainer stops at its next poll. A chainer
-//! that still holds a batch when its partition moves may try to store it; the store's
-//! partition epoch (claimed by the new owner) refuses that write.
+//! One dispatcher task ([`crate::dispatch`]) polls the consumer (which also runs the
+//! rebalance callbacks) and routes each message to its partition's bounded channel; a
+//! partition whose channel is full is paused there, never waited for, so one slow
+//! partition delays only itself and the process never misses its poll deadline. On
+//! assignment the callback opens a channel and announces a [`KafkaPartitionConsumer`]; on
+//! revocation it closes the channel and flags the consumer revoked, so its chainer stops at
+//! its next poll. A chainer that still holds a batch when its partition moves may try to
+//! store it; the store's partition epoch (claimed by the new owner) refuses that write.
+//!
+//! Each partition's consumer decodes and checks its entries
+//! ([`check_entry`](crate::dead_letter::check_entry)); one it refuses goes to the
+//! dead-letter topic ([`crate::dead_letter`]) and the entries around it are chained as
+//! usual, in order. The consumer retries the dead-letter write until Kafka acknowledges
+//! it (the partition waits meanwhile: an entry is never skipped silently) or the partition
+//! is revoked.
 //!
 //! Offsets are committed by the chainer after the store write (`commit`), so a crash
 //! redelivers at most the entries after the last commit, which the chainer answers
-//! idempotently.
+//! idempotently. Dead-lettered entries are committed past with the next commit once every
+//! entry handed to the chainer before them is committed (or at once, when there is none).
+//! Crash windows: a crash after the dead-letter write and before that commit redelivers
+//! the entry, which is dead-lettered a second time (same source partition and offset
+//! headers); a crash before the dead-letter write is acknowledged leaves the offset
+//! uncommitted, so the entry is read again. Either way nothing is lost.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset as KafkaOffset, TopicPartitionList};
 use sealtrail_log::{LogEntry, LogError, Offset, PartitionConsumer};
 use tokio::sync::{mpsc, watch};
 
+use crate::dead_letter::{DeadLetter, DeadLetterSink, Refused, check_entry};
+use crate::dispatch::{Fetched, PARTITION_BUFFER, Slot, Slots, dispatch, set_paused};
 use crate::{KafkaLogError, KafkaSettings, MAX_MESSAGE_BYTES, base_config, partition_count};
 
-/// Messages buffered per partition between the dispatcher and the chainer.
-const PARTITION_BUFFER: usize = 4096;
-
-type Payload = (i64, Vec<u8>);
-
 /// A partition newly assigned to this process.
-pub struct Assigned {
-    pub partition: u32,
-    receiver: mpsc::Receiver<Payload>,
+struct Assigned {
+    partition: u32,
+    receiver: mpsc::Receiver<Fetched>,
     revoked: watch::Receiver<bool>,
 }
 
@@ -44,14 +55,11 @@ pub enum FeedEvent {
     Revoked(u32),
 }
 
-struct Slot {
-    sender: mpsc::Sender<Payload>,
-    revoked: watch::Sender<bool>,
-}
-
 pub struct FeedContext {
-    slots: Arc<Mutex<HashMap<u32, Slot>>>,
+    slots: Slots,
     events: mpsc::UnboundedSender<RawEvent>,
+    topic: String,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 enum RawEvent {
@@ -76,10 +84,11 @@ impl ConsumerContext for FeedContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let mut slots = self.slots.lock().expect("slots lock");
+                let mut fresh = Vec::new();
                 for element in tpl.elements() {
                     let partition = element.partition() as u32;
                     if slots.contains_key(&partition) {
@@ -87,13 +96,18 @@ impl ConsumerContext for FeedContext {
                     }
                     let (sender, receiver) = mpsc::channel(PARTITION_BUFFER);
                     let (revoked_tx, revoked) = watch::channel(false);
+                    let generation = self
+                        .generation
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     slots.insert(
                         partition,
                         Slot {
                             sender,
                             revoked: revoked_tx,
+                            generation,
                         },
                     );
+                    fresh.push(partition);
                     tracing::info!(partition, "partition assigned");
                     let _ = self.events.send(RawEvent::Assigned(Assigned {
                         partition,
@@ -101,6 +115,10 @@ impl ConsumerContext for FeedContext {
                         revoked,
                     }));
                 }
+                drop(slots);
+                // librdkafka keeps a partition paused across its revocation: a partition
+                // paused under an earlier assignment must fetch again (no-op otherwise).
+                set_paused(consumer, &self.topic, &fresh, false);
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(err) => tracing::error!(%err, "rebalance error"),
@@ -115,20 +133,28 @@ pub struct ChainerFeed {
     consumer: Arc<GroupConsumer>,
     topic: String,
     partitions: u32,
+    dead_letters: Arc<DeadLetterSink>,
     events: mpsc::UnboundedReceiver<RawEvent>,
-    slots: Arc<Mutex<HashMap<u32, Slot>>>,
+    slots: Slots,
     stop: watch::Sender<bool>,
     dispatcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ChainerFeed {
     /// Joins the group and starts dispatching. Partitions arrive through [`next`](Self::next).
+    /// The events topic and the dead-letter topic must exist (`sealtrail migrate`).
     pub fn start(settings: &KafkaSettings, client_id: &str) -> Result<Self, KafkaLogError> {
-        let slots: Arc<Mutex<HashMap<u32, Slot>>> = Arc::default();
+        let dead_letters = Arc::new(DeadLetterSink::connect(
+            settings,
+            &format!("{client_id}-dead-letters"),
+        )?);
+        let slots: Slots = Arc::new(Mutex::new(HashMap::new()));
         let (events_tx, events) = mpsc::unbounded_channel();
         let context = FeedContext {
             slots: slots.clone(),
             events: events_tx,
+            topic: settings.topic.clone(),
+            generation: Default::default(),
         };
         let consumer: GroupConsumer = base_config(settings, client_id)
             .set("group.id", &settings.group_id)
@@ -140,6 +166,10 @@ impl ChainerFeed {
                 "session.timeout.ms",
                 settings.session_timeout.as_millis().to_string(),
             )
+            .set(
+                "max.poll.interval.ms",
+                settings.max_poll_interval.as_millis().to_string(),
+            )
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "50")
             .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
@@ -148,11 +178,17 @@ impl ChainerFeed {
         consumer.subscribe(&[&settings.topic])?;
         let consumer = Arc::new(consumer);
         let (stop, stop_rx) = watch::channel(false);
-        let dispatcher = tokio::spawn(dispatch(consumer.clone(), slots.clone(), stop_rx));
+        let dispatcher = tokio::spawn(dispatch(
+            consumer.clone(),
+            settings.topic.clone(),
+            slots.clone(),
+            stop_rx,
+        ));
         Ok(Self {
             consumer,
             topic: settings.topic.clone(),
             partitions,
+            dead_letters,
             events,
             slots,
             stop,
@@ -171,11 +207,19 @@ impl ChainerFeed {
         Some(match event {
             RawEvent::Assigned(a) => FeedEvent::Assigned(KafkaPartitionConsumer {
                 partition: a.partition,
+                partitions: self.partitions,
                 topic: self.topic.clone(),
                 receiver: a.receiver,
                 revoked: a.revoked,
                 consumer: self.consumer.clone(),
+                dead_letters: self.dead_letters.clone(),
                 fresh_from: None,
+                delivered: None,
+                committed: None,
+                dead_lettered: None,
+                ready: Vec::new(),
+                ready_events: 0,
+                refused: None,
             }),
             RawEvent::Revoked(p) => FeedEvent::Revoked(p),
         })
@@ -201,56 +245,31 @@ impl ChainerFeed {
     }
 }
 
-async fn dispatch(
-    consumer: Arc<GroupConsumer>,
-    slots: Arc<Mutex<HashMap<u32, Slot>>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let (partition, offset, payload) = tokio::select! {
-            _ = stop.changed() => return,
-            received = consumer.recv() => match received {
-                Ok(message) => (
-                    message.partition() as u32,
-                    message.offset(),
-                    message.payload().unwrap_or_default().to_vec(),
-                ),
-                Err(err) => {
-                    tracing::warn!(%err, "kafka consumer error");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let sender = slots
-            .lock()
-            .expect("slots lock")
-            .get(&partition)
-            .map(|s| s.sender.clone());
-        match sender {
-            // Waits while the chainer is behind (bounded memory). The closed case is a
-            // partition revoked meanwhile: its new owner reads the entry again.
-            Some(sender) => {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = sender.send((offset, payload)) => {}
-                }
-            }
-            None => tracing::debug!(partition, offset, "entry for a partition not assigned here"),
-        }
-    }
-}
-
 /// One assigned partition, as the chainer reads it.
 pub struct KafkaPartitionConsumer {
     partition: u32,
+    /// Partition count of the topic (tenants are hashed onto it).
+    partitions: u32,
     topic: String,
-    receiver: mpsc::Receiver<Payload>,
+    receiver: mpsc::Receiver<Fetched>,
     revoked: watch::Receiver<bool>,
     consumer: Arc<GroupConsumer>,
+    dead_letters: Arc<DeadLetterSink>,
     /// Entries from this offset on were published after this chainer claimed the
     /// partition, so no other chainer can have stored them.
     fresh_from: Option<i64>,
+    /// Offset of the last entry handed to the chainer.
+    delivered: Option<i64>,
+    /// Offset of the last entry the chainer committed (stored).
+    committed: Option<i64>,
+    /// Offset of the last dead-lettered entry (its dead letter acknowledged).
+    dead_lettered: Option<i64>,
+    /// Entries taken from the channel for the next batch, and their event count.
+    ready: Vec<(Offset, LogEntry)>,
+    ready_events: usize,
+    /// An entry taken from the channel that goes to the dead-letter topic next.
+    /// (Boxed: rare, and it would double the size of the consumer.)
+    refused: Option<Box<(Fetched, Refused)>>,
 }
 
 impl KafkaPartitionConsumer {
@@ -262,7 +281,7 @@ impl KafkaPartitionConsumer {
         let consumer = self.consumer.clone();
         let (topic, partition) = (self.topic.clone(), self.partition as i32);
         let high = tokio::task::block_in_place(|| {
-            consumer.fetch_watermarks(&topic, partition, std::time::Duration::from_secs(5))
+            consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5))
         });
         match high {
             Ok((_, high)) => self.fresh_from = Some(high),
@@ -272,17 +291,90 @@ impl KafkaPartitionConsumer {
         }
     }
 
-    fn decode(&self, offset: i64, payload: &[u8]) -> LogEntry {
-        match serde_json::from_slice(payload) {
-            Ok(entry) => entry,
-            // Skipping it could drop acknowledged events, and retrying cannot help: stop
-            // the chainer loudly (an older chainer reading a newer gateway's entries?).
-            Err(err) => panic!(
-                "partition {} offset {offset}: undecodable log entry ({err}); \
-                 is this chainer older than the gateways?",
-                self.partition
-            ),
+    /// Puts the refused entry on the dead-letter topic, retrying until Kafka acknowledges
+    /// it; then forgets it. `None` if the partition is revoked (or the feed stopped)
+    /// meanwhile: its next owner reads the entry again. Cancellation safe: the entry stays
+    /// in `self.refused` until acknowledged.
+    async fn dead_letter(&mut self) -> Option<()> {
+        let Self {
+            partition,
+            refused: Some(refused),
+            revoked,
+            dead_letters,
+            ..
+        } = self
+        else {
+            return Some(());
+        };
+        let (fetched, refused) = (&refused.0, &refused.1);
+        let (partition, offset) = (*partition, fetched.offset);
+        let reason = refused.reason.code();
+        tracing::error!(
+            partition,
+            offset,
+            reason,
+            error = %refused.detail,
+            topic = dead_letters.topic(),
+            "cannot chain this entry: it goes to the dead-letter topic and the partition moves on"
+        );
+        let letter = DeadLetter {
+            partition,
+            offset,
+            key: fetched.key.as_deref(),
+            payload: fetched.payload.as_deref(),
+            timestamp: fetched.timestamp,
+            refused,
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = tokio::select! {
+                biased;
+                _ = revoked.changed() => return None,
+                result = dead_letters.send(&letter) => result,
+            };
+            match result {
+                Ok(()) => break,
+                Err(err) => {
+                    metrics::counter!("sealtrail_dead_letter_errors_total").increment(1);
+                    tracing::error!(
+                        partition, offset, %err,
+                        "cannot write to the dead-letter topic; the partition waits and retries"
+                    );
+                    tokio::select! {
+                        biased;
+                        _ = revoked.changed() => return None,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
         }
+        metrics::counter!("sealtrail_dead_letter_total", "reason" => reason).increment(1);
+        self.dead_lettered = Some(offset);
+        self.refused = None;
+        Some(())
+    }
+
+    /// Where a commit may move the partition's position: past `stored` and past the
+    /// dead-lettered entries right after it, if `stored` is the last entry handed out.
+    fn commit_through(&self, stored: Option<i64>) -> Option<i64> {
+        match self.dead_lettered {
+            Some(dead) if stored == self.delivered && stored.is_none_or(|s| dead > s) => Some(dead),
+            _ => stored,
+        }
+    }
+
+    fn commit_offset(&self, through: i64) -> Result<(), LogError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            &self.topic,
+            self.partition as i32,
+            KafkaOffset::Offset(through + 1),
+        )
+        .map_err(|e| LogError::Backend(e.to_string()))?;
+        self.consumer
+            .commit(&tpl, CommitMode::Async)
+            .map_err(|e| LogError::Backend(e.to_string()))
     }
 }
 
@@ -296,40 +388,69 @@ impl PartitionConsumer for KafkaPartitionConsumer {
         self.fresh_from.is_none_or(|fresh| (offset as i64) < fresh)
     }
 
+    /// Cancellation safe: entries taken from the channel stay in `self` until returned.
     async fn poll(&mut self, max_events: usize) -> Option<Vec<(Offset, LogEntry)>> {
-        if *self.revoked.borrow() {
-            return None;
-        }
-        let (offset, payload) = tokio::select! {
-            biased;
-            _ = self.revoked.changed() => return None,
-            next = self.receiver.recv() => next?,
-        };
-        let mut out = vec![(offset as Offset, self.decode(offset, &payload))];
-        let mut events = out[0].1.events.len().max(1);
-        while events < max_events {
-            match self.receiver.try_recv() {
-                Ok((offset, payload)) => {
-                    let entry = self.decode(offset, &payload);
-                    events += entry.events.len().max(1);
-                    out.push((offset as Offset, entry));
+        #[cfg(feature = "fault-injection")]
+        let slow = crate::fault::slow_poll(self.partition);
+        #[cfg(feature = "fault-injection")]
+        let max_events = if slow.is_some() { 1 } else { max_events };
+        loop {
+            if *self.revoked.borrow() {
+                return None;
+            }
+            if self.refused.is_some() {
+                self.dead_letter().await?;
+                // Only dead letters so far: move the partition's position past them now if
+                // every entry handed out before them is stored; else the chainer's next
+                // commit does.
+                if self.ready.is_empty()
+                    && self.committed == self.delivered
+                    && let Some(through) = self.commit_through(self.committed)
+                    && let Err(err) = self.commit_offset(through)
+                {
+                    tracing::warn!(partition = self.partition, %err, "could not commit the log offset");
                 }
-                Err(_) => break,
+            }
+            let fetched = if self.ready.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = self.revoked.changed() => return None,
+                    next = self.receiver.recv() => next?,
+                }
+            } else if let Some(fetched) = (self.ready_events < max_events)
+                .then(|| self.receiver.try_recv().ok())
+                .flatten()
+            {
+                fetched
+            } else {
+                #[cfg(feature = "fault-injection")]
+                if let Some(delay) = slow {
+                    tokio::select! {
+                        biased;
+                        _ = self.revoked.changed() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                let out = std::mem::take(&mut self.ready);
+                self.ready_events = 0;
+                self.delivered = out.last().map(|&(offset, _)| offset as i64);
+                return Some(out);
+            };
+            match check_entry(fetched.payload.as_deref(), self.partition, self.partitions) {
+                Ok(entry) => {
+                    self.ready_events += entry.events.len().max(1);
+                    self.ready.push((fetched.offset as Offset, entry));
+                }
+                Err(refused) => self.refused = Some(Box::new((fetched, refused))),
             }
         }
-        Some(out)
     }
 
     async fn commit(&mut self, offset: Offset) -> Result<(), LogError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(
-            &self.topic,
-            self.partition as i32,
-            KafkaOffset::Offset(offset as i64 + 1),
-        )
-        .map_err(|e| LogError::Backend(e.to_string()))?;
-        self.consumer
-            .commit(&tpl, CommitMode::Async)
-            .map_err(|e| LogError::Backend(e.to_string()))
+        self.committed = Some(offset as i64);
+        let through = self
+            .commit_through(self.committed)
+            .expect("a committed offset");
+        self.commit_offset(through)
     }
 }

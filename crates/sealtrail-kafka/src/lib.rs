@@ -6,7 +6,12 @@
 //!   chosen here with Kafka's own murmur2 (the Java client's), so every client agrees.
 //! - [`consumer::ChainerFeed`]: the chainer's side. One consumer-group member per chainer
 //!   process; each assigned partition becomes a
-//!   [`PartitionConsumer`](sealtrail_log::PartitionConsumer) fed by one dispatcher task.
+//!   [`PartitionConsumer`](sealtrail_log::PartitionConsumer) fed by one dispatcher task,
+//!   which pauses a partition whose chainer is behind instead of waiting for it
+//!   ([`dispatch`]), so a slow partition delays only itself.
+//! - [`dead_letter`]: an entry a chainer cannot decode or that fails its cheap checks goes to
+//!   the dead-letter topic, byte for byte, with where it came from and why; the partition
+//!   moves on.
 //! - [`replies`]: the correlation channel. A reply topic; each gateway reads one partition of
 //!   it (chosen from its gateway id) and keeps the replies addressed to it.
 //! - [`admin::ensure_topics`]: creates the topics (`sealtrail migrate`).
@@ -16,6 +21,10 @@
 
 pub mod admin;
 pub mod consumer;
+pub mod dead_letter;
+mod dispatch;
+#[cfg(feature = "fault-injection")]
+mod fault;
 pub mod producer;
 pub mod replies;
 
@@ -36,10 +45,17 @@ pub struct KafkaSettings {
     pub topic: String,
     /// The topic sync replies travel on.
     pub reply_topic: String,
+    /// Where entries a chainer cannot chain go (undecodable, or failing the checks in
+    /// [`dead_letter::check_entry`]), with their source partition, offset and the reason.
+    pub dead_letter_topic: String,
     /// Consumer group of the chainers.
     pub group_id: String,
     /// How long a chainer may be silent before the group moves its partitions away.
     pub session_timeout: Duration,
+    /// Longest a chainer process may go without polling the group consumer before the group
+    /// moves its partitions away (Kafka's `max.poll.interval.ms`; at least the session
+    /// timeout). The dispatcher polls continuously, however slow a partition's chainer is.
+    pub max_poll_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -25,8 +25,10 @@ fn settings(
         brokers: cluster.bootstrap_servers(),
         topic: "events".into(),
         reply_topic: "replies".into(),
+        dead_letter_topic: "events-dead-letter".into(),
         group_id: "chainers".into(),
         session_timeout: Duration::from_secs(6),
+        max_poll_interval: Duration::from_secs(300),
     }
 }
 
@@ -57,6 +59,7 @@ async fn entries_reach_their_tenants_partition_in_order() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("events", 4, 1).unwrap();
     cluster.create_topic("replies", 2, 1).unwrap();
+    cluster.create_topic("events-dead-letter", 1, 1).unwrap();
     let settings = settings(&cluster);
 
     let log = KafkaLog::connect(&settings, "test-gateway").unwrap();

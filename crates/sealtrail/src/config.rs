@@ -78,12 +78,21 @@ pub struct Config {
     pub kafka_reply_topic: String,
     /// Partitions of the reply topic (`migrate` creates it; each gateway reads one).
     pub kafka_reply_partitions: u32,
+    /// Where a chainer puts an entry it cannot chain (undecodable, or its tenant does not
+    /// belong to the partition), byte for byte with its partition, offset and reason in
+    /// headers; the partition then moves on. Empty: `<kafka_topic>-dead-letter`.
+    /// `migrate` creates it; kept forever (it may hold acknowledged events).
+    pub kafka_dead_letter_topic: String,
     /// Consumer group the chainers share; partitions are balanced across its members.
     pub kafka_group_id: String,
     /// Replication factor `migrate` gives the topics (3 in production; 1 on one broker).
     pub kafka_replication_factor: u32,
     /// How long a silent chainer keeps its partitions before the group moves them (ms).
     pub kafka_session_timeout_ms: u64,
+    /// Longest a chainer may go without polling Kafka before the group moves its
+    /// partitions (`max.poll.interval.ms`, at least `kafka_session_timeout_ms`). A slow
+    /// partition is paused, not waited for, so the chainer polls on regardless.
+    pub kafka_max_poll_interval_ms: u64,
     /// ScyllaDB / Cassandra contact points, comma-separated `host:port`.
     pub scylla_nodes: String,
     /// Keyspace holding events, heads, receipts and keys.
@@ -124,9 +133,11 @@ impl Default for Config {
             kafka_topic: "sealtrail-events".into(),
             kafka_reply_topic: "sealtrail-replies".into(),
             kafka_reply_partitions: 8,
+            kafka_dead_letter_topic: String::new(),
             kafka_group_id: "sealtrail-chainers".into(),
             kafka_replication_factor: 1,
             kafka_session_timeout_ms: 10_000,
+            kafka_max_poll_interval_ms: 300_000,
             scylla_nodes: "127.0.0.1:9042".into(),
             scylla_keyspace: "sealtrail".into(),
             scylla_consistency: ScyllaConsistency::LocalQuorum,
@@ -157,7 +168,7 @@ pub enum ScyllaConsistency {
 }
 
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 32] = [
+const ENV_KEYS: [&str; 34] = [
     "log_origin",
     "log_key_file",
     "checkpoint_interval_ms",
@@ -181,9 +192,11 @@ const ENV_KEYS: [&str; 32] = [
     "kafka_topic",
     "kafka_reply_topic",
     "kafka_reply_partitions",
+    "kafka_dead_letter_topic",
     "kafka_group_id",
     "kafka_replication_factor",
     "kafka_session_timeout_ms",
+    "kafka_max_poll_interval_ms",
     "scylla_nodes",
     "scylla_keyspace",
     "scylla_consistency",
@@ -225,6 +238,15 @@ impl Config {
         self.log_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("log-key.private"))
+    }
+
+    /// The dead-letter topic: `kafka_dead_letter_topic`, or `<kafka_topic>-dead-letter`.
+    pub fn dead_letter_topic(&self) -> String {
+        if self.kafka_dead_letter_topic.is_empty() {
+            format!("{}-dead-letter", self.kafka_topic)
+        } else {
+            self.kafka_dead_letter_topic.clone()
+        }
     }
 
     /// Loads the layered configuration.
@@ -314,6 +336,17 @@ impl Config {
             "kafka_session_timeout_ms must be at least 6000 (the brokers' minimum)"
         );
         anyhow::ensure!(
+            self.kafka_max_poll_interval_ms >= self.kafka_session_timeout_ms,
+            "kafka_max_poll_interval_ms ({}) must be at least kafka_session_timeout_ms ({})",
+            self.kafka_max_poll_interval_ms,
+            self.kafka_session_timeout_ms
+        );
+        anyhow::ensure!(
+            self.dead_letter_topic() != self.kafka_topic
+                && self.dead_letter_topic() != self.kafka_reply_topic,
+            "kafka_dead_letter_topic must differ from kafka_topic and kafka_reply_topic"
+        );
+        anyhow::ensure!(
             self.kafka_reply_partitions > 0
                 && self.kafka_replication_factor > 0
                 && self.scylla_replication_factor > 0,
@@ -376,6 +409,28 @@ mod tests {
         assert!(err.contains("partitons"), "{err}");
         std::fs::write(&file, "http_addr = \"localhost\"\n").unwrap();
         assert!(Config::load(Some(&file), Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn the_dead_letter_topic_follows_the_events_topic_unless_set() {
+        let mut c = Config {
+            kafka_topic: "audit".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.dead_letter_topic(), "audit-dead-letter");
+        c.kafka_dead_letter_topic = "poison".into();
+        assert_eq!(c.dead_letter_topic(), "poison");
+        c.kafka_dead_letter_topic = "audit".into();
+        assert!(
+            c.check().is_err(),
+            "the events topic is no dead-letter topic"
+        );
+        c.kafka_dead_letter_topic = String::new();
+        c.kafka_max_poll_interval_ms = c.kafka_session_timeout_ms - 1;
+        assert!(
+            c.check().is_err(),
+            "max poll interval below the session timeout"
+        );
     }
 
     #[test]

@@ -36,8 +36,10 @@ pub fn kafka_settings(config: &Config) -> KafkaSettings {
         brokers: config.kafka_brokers.clone(),
         topic: config.kafka_topic.clone(),
         reply_topic: config.kafka_reply_topic.clone(),
+        dead_letter_topic: config.dead_letter_topic(),
         group_id: config.kafka_group_id.clone(),
         session_timeout: Duration::from_millis(config.kafka_session_timeout_ms),
+        max_poll_interval: Duration::from_millis(config.kafka_max_poll_interval_ms),
     }
 }
 
@@ -95,11 +97,12 @@ pub fn migrate(config: Config, partitions: u32) -> anyhow::Result<()> {
     rt.block_on(async move {
         let kafka = kafka_settings(&config);
         eprintln!(
-            "kafka {}: topics {} ({partitions} partitions) and {} ({} partitions), replication {}",
+            "kafka {}: topics {} ({partitions} partitions), {} ({} partitions) and {} (dead letters), replication {}",
             config.kafka_brokers,
             kafka.topic,
             kafka.reply_topic,
             config.kafka_reply_partitions,
+            kafka.dead_letter_topic,
             config.kafka_replication_factor
         );
         let topics = sealtrail_kafka::admin::ensure_topics(
@@ -416,8 +419,9 @@ async fn chain_partition(
         config,
     )
     .with_health(state.health.clone());
-    // Its own task, so a panic (an undecodable entry) arrives here as a JoinError and
-    // becomes a fatal failure of the process instead of a silently stalled partition.
+    // Its own task, so a panic arrives here as a JoinError and becomes a fatal failure of
+    // the process instead of a silently stalled partition. (An entry that cannot be
+    // decoded does not panic: the consumer puts it on the dead-letter topic.)
     let result = tokio::spawn(chainer.run()).await;
     let failure = match result {
         Ok(Ok(())) => return, // revoked or shutting down: drained

@@ -1,0 +1,29 @@
+//! Test-only faults, compiled with the cargo feature `fault-injection` (the distributed
+//! suite's `integration` feature turns it on; release builds have none of this).
+//!
+//! `SEALTRAIL_FAULT_SLOW_PARTITION=<partition>:<millis>` makes the chainer of that
+//! partition slow, as a slow store or a stuck chainer would: each poll returns one entry
+//! and only after `<millis>`. The dispatcher and every other partition are untouched.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The delay of each poll of `partition`, if it is the slow one.
+pub(crate) fn slow_poll(partition: u32) -> Option<Duration> {
+    static SLOW: OnceLock<Option<(u32, Duration)>> = OnceLock::new();
+    let slow = SLOW.get_or_init(|| {
+        let spec = std::env::var("SEALTRAIL_FAULT_SLOW_PARTITION").ok()?;
+        let parsed = spec
+            .split_once(':')
+            .and_then(|(p, ms)| Some((p.parse().ok()?, ms.parse().ok()?)));
+        match parsed {
+            Some((p, ms)) => {
+                tracing::warn!(partition = p, ms, "fault injection: a slow partition");
+                Some((p, Duration::from_millis(ms)))
+            }
+            None => panic!("SEALTRAIL_FAULT_SLOW_PARTITION={spec:?}: expected PARTITION:MILLIS"),
+        }
+    });
+    slow.filter(|(p, _)| *p == partition)
+        .map(|(_, delay)| delay)
+}
