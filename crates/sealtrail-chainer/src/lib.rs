@@ -127,6 +127,9 @@ pub enum ChainerError {
     /// The store failed in a way retrying cannot fix (corrupt data, a poisoned engine, a
     /// misconfiguration).
     Fatal(StoreError),
+    /// Internal: the log closed while a store call was failing; `run` returns `Ok`.
+    #[doc(hidden)]
+    Abandoned,
 }
 
 impl std::fmt::Display for ChainerError {
@@ -139,6 +142,7 @@ impl std::fmt::Display for ChainerError {
                  (is another process writing the same data?); stopping rather than forking the log"
             ),
             Self::Fatal(err) => write!(f, "{err}"),
+            Self::Abandoned => write!(f, "the log closed while the store was failing"),
         }
     }
 }
@@ -226,7 +230,13 @@ impl<C: PartitionConsumer> Chainer<C> {
                 .map(|(offset, _)| self.consumer.maybe_stored(*offset))
                 .collect();
             let entries: Vec<LogEntry> = entries.into_iter().map(|(_, e)| e).collect();
-            self.process(entries, &maybe_stored).await?;
+            match self.process(entries, &maybe_stored).await {
+                Ok(()) => {}
+                // Shutting down or revoked while the store failed: the batch in hand was not
+                // acknowledged, and a durable log redelivers it.
+                Err(ChainerError::Abandoned) => return Ok(()),
+                Err(err) => return Err(err),
+            }
             if let Err(err) = self.consumer.commit(last_offset).await {
                 // Not fatal: the entries are stored; a redelivery is answered idempotently.
                 tracing::warn!(partition, %err, "could not commit the log offset");
@@ -309,9 +319,9 @@ impl<C: PartitionConsumer> Chainer<C> {
         Ok(())
     }
 
-    /// Waits before a retry; gives up (`Stopped` is not an error: the log is closing, so
-    /// the batch in hand is abandoned — it was not acknowledged, and a durable log
-    /// redelivers it to the partition's next chainer).
+    /// Waits before a retry; gives up with `Abandoned` when the log is closing (the batch
+    /// in hand was not acknowledged, and a durable log redelivers it to the partition's
+    /// next chainer; `run` then returns `Ok`).
     async fn retry_after(
         &mut self,
         err: &StoreError,
@@ -326,9 +336,7 @@ impl<C: PartitionConsumer> Chainer<C> {
             _ = tokio::time::sleep(*backoff) => {}
             _ = closing => {
                 tracing::warn!(partition = self.consumer.partition(), "the log is closing: the batch in hand is abandoned (not acknowledged; a durable log redelivers it)");
-                return Err(ChainerError::Fatal(StoreError::Unavailable(format!(
-                    "stopped while the store was failing: {err}"
-                ))));
+                return Err(ChainerError::Abandoned);
             }
         }
         *backoff = (*backoff * 2).min(Duration::from_secs(2));

@@ -644,8 +644,8 @@ async fn a_full_disk_is_retried_and_shutdown_is_not_held() {
         .expect("a closing log ends the retries")
         .unwrap();
     assert!(
-        result.is_err(),
-        "the abandoned batch is reported: {result:?}"
+        result.is_ok(),
+        "shutting down while the store fails is not a failure: {result:?}"
     );
 }
 

@@ -388,6 +388,16 @@ impl PartitionConsumer for KafkaPartitionConsumer {
         self.fresh_from.is_none_or(|fresh| (offset as i64) < fresh)
     }
 
+    /// The partition was revoked, or the feed stopped (its slot, and with it the sender,
+    /// is dropped): a chainer retrying a failing store lets its batch go; the partition's
+    /// next owner reads it again from the committed offset.
+    fn closing(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let mut revoked = self.revoked.clone();
+        Box::pin(async move {
+            let _ = revoked.wait_for(|r| *r).await;
+        })
+    }
+
     /// Cancellation safe: entries taken from the channel stay in `self` until returned.
     async fn poll(&mut self, max_events: usize) -> Option<Vec<(Offset, LogEntry)>> {
         #[cfg(feature = "fault-injection")]
