@@ -18,6 +18,11 @@ pub struct ApiError {
     /// "slow down" is `RESOURCE_EXHAUSTED`, one that means "down" is `UNAVAILABLE`); set by
     /// the constructor that knows which, never derived from the code string.
     pub grpc: Option<tonic::Code>,
+    /// For an error whose outcome may be unknown (a `503`/`504`/`507` after the events were
+    /// handed to the log): the receipt id and the event ids the server assigned, so a
+    /// client that sent events without ids can retry them without duplicates.
+    pub receipt_id: Option<String>,
+    pub event_ids: Option<Vec<String>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -29,6 +34,13 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+    /// On a `503`/`504`/`507` after the events reached the log: the receipt id assigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt_id: Option<String>,
+    /// On a `503`/`504`/`507` after the events reached the log: the event ids assigned, in
+    /// request order — retry with these, and nothing is stored twice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_ids: Option<Vec<String>>,
 }
 
 impl ApiError {
@@ -39,7 +51,24 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             grpc: None,
+            receipt_id: None,
+            event_ids: None,
         }
+    }
+
+    /// Names the receipt and event ids of the request when the outcome may be unknown
+    /// (`503`, `504`, `507`); other errors are returned as they are.
+    pub fn with_ids(mut self, receipt_id: String, event_ids: Vec<String>) -> Self {
+        if matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::GATEWAY_TIMEOUT
+                | StatusCode::INSUFFICIENT_STORAGE
+        ) {
+            self.receipt_id = Some(receipt_id);
+            self.event_ids = Some(event_ids);
+        }
+        self
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -112,6 +141,8 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.to_string(),
                 message: self.message,
+                receipt_id: self.receipt_id,
+                event_ids: self.event_ids,
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();

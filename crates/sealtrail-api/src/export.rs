@@ -26,6 +26,7 @@ use crate::tlog::{inclusion, log_size};
 const PAGE: usize = 1_000;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportParams {
     /// `jsonl` (default) or `csv`
     pub format: Option<String>,

@@ -37,6 +37,7 @@ struct BatchEnvelope<'a> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct IngestParams {
     /// `true` for synchronous ingest (same as the `X-Fact0-Sync: true` header).
     pub sync: Option<String>,
@@ -91,11 +92,21 @@ pub(crate) async fn publish(
     sync: bool,
 ) -> ApiResult<Option<(Receipt, Vec<Record>)>> {
     refuse_if_full(state)?;
+    // An error from here on may have an unknown outcome (the entry may be stored): it
+    // names the ids the server assigned, so the client can retry exactly these.
+    let receipt_id = entry.receipt_id.clone();
+    let event_ids: Vec<String> = entry.events.iter().map(|e| e.event.id.clone()).collect();
+    let with_ids = move |err: ApiError| err.with_ids(receipt_id.clone(), event_ids.clone());
     if !sync && state.config.pending_receipts.is_some() {
         // A durable log (distributed mode) and a caller that does not wait: no reply to
         // ask the chainer for.
         entry.reply_to = None;
-        return match state.log.append(entry).await.map_err(log_error)? {
+        return match state
+            .log
+            .append(entry)
+            .await
+            .map_err(|e| with_ids(log_error(e)))?
+        {
             Durability::Durable => Ok(None),
             Durability::Volatile => Err(ApiError::internal(
                 "pending receipts need a durable log",
@@ -103,11 +114,14 @@ pub(crate) async fn publish(
             )),
         };
     }
-    let (waiter, durability) = append(state, entry).await?;
+    let (waiter, durability) = append(state, entry).await.map_err(&with_ids)?;
     if durability == Durability::Durable && !sync {
         return Ok(None);
     }
-    wait_outcome(state, waiter).await.map(Some)
+    wait_outcome(state, waiter)
+        .await
+        .map(Some)
+        .map_err(with_ids)
 }
 
 /// Appends `entry` to the log with a reply address; the returned waiter receives its
@@ -166,7 +180,7 @@ pub(crate) async fn wait_outcome(
             StatusCode::GATEWAY_TIMEOUT,
             "commit_timeout",
             format!(
-                "the commit was not confirmed within {} ms; retry with the same event id(s), which will not be duplicated",
+                "the commit was not confirmed within {} ms, so its outcome is unknown: the events may or may not be stored. Retry with the ids in event_ids (an id is never chained twice) or look up receipt_id later",
                 state.config.commit_timeout.as_millis()
             ),
         )),

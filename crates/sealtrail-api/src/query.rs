@@ -80,6 +80,7 @@ fn uuid_v7_micros(id: &str) -> Option<i64> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     pub actor_id: Option<String>,
     /// human, agent or system
@@ -340,6 +341,7 @@ pub async fn verify_one(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VerifyParams {
     /// RFC 3339: report only events whose `timestamp` is at or after this
     pub from: Option<String>,

@@ -25,6 +25,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 const STREAM_PAGE: usize = 500;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamParams {
     /// Start after this sequence number (as `Last-Event-ID` does); default: the current head
     pub after: Option<String>,

@@ -168,6 +168,7 @@ fn log_of(state: &AppState) -> ApiResult<&TransparencyLog> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CheckpointParams {
     /// `true`: sign the current tree head now instead of serving one up to
     /// `checkpoint_interval_ms` old
@@ -234,6 +235,7 @@ pub async fn get_log_key(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InclusionParams {
     /// the record to prove (1-based)
     pub sequence_number: Option<String>,
@@ -306,6 +308,7 @@ pub async fn inclusion(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistencyParams {
     /// the earlier tree size
     pub from: Option<String>,

@@ -97,3 +97,76 @@ async fn concurrent_evidence_packs_do_not_stall_the_store() {
         assert!(records.lines().count() >= RECORDS);
     }
 }
+
+/// A commit that is not confirmed in time has an unknown outcome. Its `504` names the ids
+/// the server minted for events sent without one, so the client retries exactly those:
+/// each event ends up stored once, never twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_timeout_names_the_minted_ids_and_their_retry_stores_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    // 1 ms: nearly every sync commit outlives the wait.
+    let cfg = dir.path().join("sealtrail.toml");
+    std::fs::write(&cfg, "commit_timeout_ms = 1\n").unwrap();
+    let server = Server::start_with(&data, &["--config", cfg.to_str().unwrap()]).await;
+    let api = Api::new(&server, &key);
+    let without_id = |n: usize| {
+        let mut e = event("unused");
+        e.as_object_mut().unwrap().remove("id");
+        // Large events, so a commit (chaining, hashing, fsync) outlives 1 ms for sure.
+        e["metadata"] = json!({ "n": n, "padding": "p".repeat(3000) });
+        e
+    };
+    const BATCH: usize = 200;
+    let mut timed_out = Vec::new();
+    for n in 0..5 {
+        let events: Vec<Value> = (0..BATCH).map(|k| without_id(n * BATCH + k)).collect();
+        let (status, body) = api
+            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
+            .await;
+        if status != 504 {
+            continue;
+        }
+        let error = &body["error"];
+        assert_eq!(error["code"], "commit_timeout", "{body}");
+        assert!(error["message"].as_str().unwrap().contains("event_ids"));
+        assert!(error["receipt_id"].is_string(), "{body}");
+        let ids: Vec<String> = error["event_ids"]
+            .as_array()
+            .expect("a 504 names the event ids")
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids.len(), BATCH);
+        timed_out.push((n, ids));
+    }
+    assert!(!timed_out.is_empty(), "no commit outlived a 1 ms wait");
+    // The client retries each timed-out batch with the ids it was told (the retry may time
+    // out too: it is idempotent all the same); then every event is stored exactly once.
+    for (n, ids) in &timed_out {
+        let events: Vec<Value> = ids
+            .iter()
+            .enumerate()
+            .map(|(k, id)| {
+                let mut e = without_id(n * BATCH + k);
+                e["id"] = json!(id);
+                e
+            })
+            .collect();
+        let (status, body) = api
+            .post("/v1/events/batch", &json!({ "events": events }))
+            .await;
+        assert!(matches!(status, 200 | 202 | 504), "{status} {body}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = assert_chain_ok(&api).await;
+    assert_eq!(events.len(), 5 * BATCH, "each event stored once");
+    let stored: std::collections::HashSet<&str> =
+        events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    for (_, ids) in &timed_out {
+        for id in ids {
+            assert!(stored.contains(id.as_str()), "{id} was not stored");
+        }
+    }
+}

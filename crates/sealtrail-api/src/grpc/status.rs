@@ -52,7 +52,14 @@ impl From<ApiError> for Status {
     fn from(err: ApiError) -> Status {
         let code = grpc_code(&err);
         let mut details = ErrorDetails::new();
-        details.set_error_info(err.code, ERROR_DOMAIN, HashMap::new());
+        let mut info = HashMap::new();
+        if let Some(receipt_id) = &err.receipt_id {
+            info.insert("receipt_id".to_string(), receipt_id.clone());
+        }
+        if let Some(ids) = &err.event_ids {
+            info.insert("event_ids".to_string(), ids.join(","));
+        }
+        details.set_error_info(err.code, ERROR_DOMAIN, info);
         if let Some(secs) = err.retry_after {
             details.set_retry_info(Some(Duration::from_secs(secs.into())));
         }
