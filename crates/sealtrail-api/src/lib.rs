@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod edge;
 pub mod error;
 pub mod export;
 pub mod grpc;
@@ -109,15 +110,14 @@ pub fn router(service: AppState) -> Router {
         .with_state(service)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits
-/// for in-flight requests (each bounded by the commit timeout; streams end on the
-/// service's shutdown flag).
+/// Serves `app` on `listener` within `limits` until `shutdown` resolves, then stops
+/// accepting and waits for in-flight requests (see [`edge`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
+    limits: edge::EdgeLimits,
+    gate: edge::ConnectionGate,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    edge::serve_rest(listener, app, limits, gate, shutdown).await
 }

@@ -68,6 +68,15 @@ pub struct Config {
     /// by themselves once space is freed; it leaves room for the flushes and compactions
     /// under way, so the store never meets a full disk. 0 turns the floor off.
     pub min_free_disk_mb: u64,
+    /// REST and gRPC connections open at once (together); at the cap new connections wait
+    /// in the kernel's backlog. Lowered at start to stay below the file-descriptor limit
+    /// (with 512 left for the store).
+    pub max_connections: usize,
+    /// How long a REST client may take to send a request head; also how long an idle
+    /// keep-alive connection stays open.
+    pub header_read_timeout_ms: u64,
+    /// Largest REST request head (start line and headers) in bytes; larger ones get `431`.
+    pub max_header_bytes: usize,
 
     // ---- distributed mode (`gateway`, `chainer`, `migrate`; `keys` with store = scylla) ----
     /// Kafka bootstrap servers, comma-separated `host:port`.
@@ -129,6 +138,9 @@ impl Default for Config {
             fjall_cache_mb: 8,
             fjall_worker_threads: 2,
             min_free_disk_mb: 1024,
+            max_connections: 2048,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 32 * 1024,
             kafka_brokers: "127.0.0.1:9092".into(),
             kafka_topic: "sealtrail-events".into(),
             kafka_reply_topic: "sealtrail-replies".into(),
@@ -168,7 +180,7 @@ pub enum ScyllaConsistency {
 }
 
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 34] = [
+const ENV_KEYS: [&str; 37] = [
     "log_origin",
     "log_key_file",
     "checkpoint_interval_ms",
@@ -188,6 +200,9 @@ const ENV_KEYS: [&str; 34] = [
     "fjall_cache_mb",
     "fjall_worker_threads",
     "min_free_disk_mb",
+    "max_connections",
+    "header_read_timeout_ms",
+    "max_header_bytes",
     "kafka_brokers",
     "kafka_topic",
     "kafka_reply_topic",
@@ -280,6 +295,20 @@ impl Config {
             self.partitions
         );
         anyhow::ensure!(self.queue_capacity > 0, "queue_capacity must be at least 1");
+        anyhow::ensure!(
+            self.max_connections >= 16,
+            "max_connections must be at least 16, not {}",
+            self.max_connections
+        );
+        anyhow::ensure!(
+            self.header_read_timeout_ms >= 100,
+            "header_read_timeout_ms must be at least 100"
+        );
+        anyhow::ensure!(
+            (8192..=1 << 20).contains(&self.max_header_bytes),
+            "max_header_bytes must be 8192 to 1048576, not {}",
+            self.max_header_bytes
+        );
         anyhow::ensure!(
             self.commit_timeout_ms > 0,
             "commit_timeout_ms must be at least 1"

@@ -245,7 +245,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         eprintln!("shutting down: finishing in-flight requests");
         let _ = shutdown_tx.send(true);
     };
-    serve_apis(listener, grpc_listener, service, shutdown).await?;
+    serve_apis(&config, listener, grpc_listener, service, shutdown).await?;
     log.close();
     eprintln!("stopped cleanly");
     Ok(())

@@ -168,7 +168,7 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         }
         let _ = shutdown_tx.send(true);
     };
-    serve_apis(listener, grpc_listener, service, shutdown).await?;
+    serve_apis(&config, listener, grpc_listener, service, shutdown).await?;
 
     log.close();
     for chainer in chainers {
@@ -206,22 +206,66 @@ pub(crate) fn listen_both(
 /// Serves REST and gRPC over one service until `shutdown` completes (it must flip the
 /// service's shutdown flag); both stop together and finish their in-flight calls.
 pub(crate) async fn serve_apis(
+    config: &Config,
     rest: tokio::net::TcpListener,
     grpc: tokio::net::TcpListener,
     service: Arc<Service>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let limits = edge_limits(config);
+    let gate = sealtrail_api::edge::ConnectionGate::new(limits.max_connections);
     let mut grpc_stop = service.shutdown.clone();
     let grpc = tokio::spawn(sealtrail_api::grpc::serve(
         grpc,
+        gate.clone(),
         service.clone(),
         async move {
             let _ = grpc_stop.wait_for(|stop| *stop).await;
         },
     ));
-    sealtrail_api::serve(rest, sealtrail_api::router(service), shutdown).await?;
+    sealtrail_api::serve(rest, sealtrail_api::router(service), limits, gate, shutdown).await?;
     grpc.await.context("the gRPC server task failed")??;
     Ok(())
+}
+
+/// The edge limits from the configuration, with the connection cap kept below the
+/// process's file-descriptor limit (raised to its hard limit first): the store must
+/// always find descriptors for its flushes and compactions, or a failed flush poisons it.
+pub(crate) fn edge_limits(config: &Config) -> sealtrail_api::edge::EdgeLimits {
+    /// Descriptors kept for the store, logs and everything but connections.
+    const RESERVE: u64 = 512;
+    let mut max_connections = config.max_connections;
+    if let rustix::process::Rlimit {
+        current: Some(soft),
+        maximum,
+    } = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+    {
+        let mut soft = soft;
+        if maximum.is_none_or(|hard| hard > soft) {
+            let wanted = maximum.unwrap_or(soft.max(65_536)).min(1 << 20);
+            let raised = rustix::process::Rlimit {
+                current: Some(wanted),
+                maximum,
+            };
+            if rustix::process::setrlimit(rustix::process::Resource::Nofile, raised).is_ok() {
+                soft = wanted;
+            }
+        }
+        let room = soft.saturating_sub(RESERVE).max(soft / 2) as usize;
+        if room < max_connections {
+            tracing::warn!(
+                max_connections,
+                fd_limit = soft,
+                "max_connections lowered to {room} to leave file descriptors for the store; raise the limit (ulimit -n) to allow more"
+            );
+            max_connections = room;
+        }
+    }
+    sealtrail_api::edge::EdgeLimits {
+        max_connections,
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        max_header_bytes: config.max_header_bytes,
+    }
 }
 
 /// Binds with SO_REUSEADDR, so a restart right after a crash can take the port back

@@ -170,3 +170,200 @@ async fn a_commit_timeout_names_the_minted_ids_and_their_retry_stores_each_once(
         }
     }
 }
+
+/// Hundreds of idle and slow-header connections (more than the cap) while a normal client
+/// keeps working: the server closes a connection whose request head does not arrive in
+/// time, never holds more than `max_connections`, answers an oversized head `431`, and
+/// normal requests keep being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_header_connections_are_bounded_and_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CAP: usize = 64;
+    const ATTACKERS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    let cfg = dir.path().join("sealtrail.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "max_connections = {CAP}\nheader_read_timeout_ms = 1000\nmax_header_bytes = 16384\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(&data, &["--config", cfg.to_str().unwrap()]).await;
+    let api = Api::new(&server, &key);
+    let addr = server.base.trim_start_matches("http://").to_string();
+
+    // Half send nothing, half an unfinished request head, byte by byte.
+    let mut attackers = Vec::new();
+    for n in 0..ATTACKERS {
+        let addr = addr.clone();
+        attackers.push(tokio::spawn(async move {
+            let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+                return None;
+            };
+            let opened = Instant::now();
+            if n % 2 == 1 {
+                let _ = stream
+                    .write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n")
+                    .await;
+            }
+            // Trickle a header byte per 200 ms until the server hangs up.
+            let mut buf = [0u8; 64];
+            loop {
+                tokio::select! {
+                    read = stream.read(&mut buf) => match read {
+                        Ok(0) | Err(_) => return Some(opened.elapsed()),
+                        Ok(_) => {} // a 408/400 before closing is fine
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                        if n % 2 == 1 && stream.write_all(b"X").await.is_err() {
+                            return Some(opened.elapsed());
+                        }
+                        if opened.elapsed() > Duration::from_secs(30) {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let open_connections = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("sealtrail_connections_open "))
+            .expect("the open-connections gauge")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let mut peak: f64 = 0.0;
+    // A normal client meanwhile (it may wait for a slot while the cap is reached).
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    for n in 0..10 {
+        let started = Instant::now();
+        let response = quick
+            .post(server.url("/v1/events?sync=true"))
+            .bearer_auth(&key)
+            .json(&event(&format!("normal-{n}")))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("a normal request during the attack: {e}"));
+        assert_eq!(response.status(), 201);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let metrics = quick
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        peak = peak.max(open_connections(&metrics));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(peak <= CAP as f64, "{peak} connections open, cap {CAP}");
+    assert!(
+        peak >= (CAP / 2) as f64,
+        "the attack did not reach the cap ({peak})"
+    );
+    let mut closed = 0;
+    for attacker in attackers {
+        if let Some(after) = attacker.await.unwrap() {
+            closed += 1;
+            assert!(after < Duration::from_secs(30));
+        }
+    }
+    assert_eq!(
+        closed, ATTACKERS,
+        "every stalled connection was closed by the server"
+    );
+
+    // An oversized request head is refused.
+    let response = quick
+        .get(server.url("/v1/events"))
+        .bearer_auth(&key)
+        .header("x-big", "b".repeat(64 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    let (status, _) = api.get("/v1/events?page_size=1").await;
+    assert_eq!(status, 200);
+}
+
+/// Under a low file-descriptor limit, hundreds of idle connections cannot take the
+/// descriptors the store needs: the connection cap is lowered below the limit, the store
+/// keeps flushing (a 1 MiB write buffer flushes constantly) and every write succeeds.
+/// Idle connections used to exhaust descriptors until fjall's flush worker failed and
+/// poisoned the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_fd_limit_never_poisons_the_store() {
+    const FD_LIMIT: u64 = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    let cfg = dir.path().join("sealtrail.toml");
+    std::fs::write(
+        &cfg,
+        "fjall_write_buffer_mb = 1\nheader_read_timeout_ms = 2000\n",
+    )
+    .unwrap();
+    let server =
+        Server::start_with_fd_limit(&data, FD_LIMIT, &["--config", cfg.to_str().unwrap()]).await;
+    assert!(
+        server.log().contains("max_connections lowered"),
+        "the cap is lowered to fit the limit: {}",
+        server.log()
+    );
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // More idle connections than the limit allows descriptors.
+    let mut idle = Vec::new();
+    for _ in 0..FD_LIMIT + 100 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => idle.push(stream),
+            _ => break, // the backlog is full: the server is not accepting more
+        }
+    }
+    // Writes that keep the store flushing (~2 KB each, 1 MiB write buffer).
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let padding = "p".repeat(2000);
+    // The idle connections hold every slot until the server closes them (2 s without a
+    // request head); the writes get in after them.
+    for b in 0..20 {
+        let events: Vec<Value> = (0..100)
+            .map(|k| {
+                let mut e = event(&format!("fd-{b}-{k}"));
+                e["metadata"] = json!({ "padding": padding });
+                e
+            })
+            .collect();
+        let response = http
+            .post(server.url("/v1/events/batch?sync=true"))
+            .bearer_auth(&key)
+            .json(&json!({ "events": events }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("batch {b} under the fd limit: {e}"));
+        assert_eq!(response.status(), 200, "batch {b}");
+    }
+    drop(idle);
+    let api = Api::new(&server, &key);
+    let (status, health) = api.get("/healthz").await;
+    assert_eq!(status, 200, "{health}");
+    let events = assert_chain_ok(&api).await;
+    assert_eq!(events.len(), 2000);
+}

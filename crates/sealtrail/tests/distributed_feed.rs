@@ -468,7 +468,25 @@ async fn a_slow_partition_delays_only_itself_and_the_chainer_stays_in_the_group(
         base: gateway.http.clone(),
         key,
     };
-    // Sync writes on the other partition for longer than the poll deadline.
+    // First, until the chainer has joined the group and holds the fast partition (joining
+    // takes a few seconds, and is not what this test measures).
+    let joined = Instant::now();
+    loop {
+        let (status, _) = api
+            .post("/v1/events?sync=true", &event("fast-warmup"))
+            .await;
+        if status == 201 {
+            break;
+        }
+        assert!(
+            joined.elapsed() < Duration::from_secs(60),
+            "the chainer never served the fast partition"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Sync writes on the other partition for longer than the poll deadline. (The bound on
+    // their latency is loose on purpose — this machine also builds and runs other tests;
+    // waiting behind the slow partition would cost 15 s per entry, and 504 at 10 s.)
     let started = Instant::now();
     let mut writes = Vec::new();
     let mut n = 0;
@@ -493,7 +511,7 @@ async fn a_slow_partition_delays_only_itself_and_the_chainer_stays_in_the_group(
         left_group.is_empty()
             && chainer.running()
             && failed.is_empty()
-            && slowest < Duration::from_secs(3),
+            && slowest < Duration::from_secs(5),
         "{} sync writes on the fast partition, {} failed ({failed:?}), slowest {slowest:?}; \
          chainer running: {}; left the group:\n{}",
         writes.len(),

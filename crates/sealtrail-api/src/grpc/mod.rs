@@ -20,7 +20,6 @@ use std::future::Future;
 use sealtrail_core::limits::MAX_BATCH_BODY_BYTES;
 use sealtrail_proto::audit_log_server::AuditLogServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 
@@ -72,6 +71,7 @@ pub async fn routes(state: AppState) -> (Routes, HealthReporter) {
 /// appended by in-flight calls are committed and acknowledged.
 pub async fn serve(
     listener: TcpListener,
+    gate: crate::edge::ConnectionGate,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -93,8 +93,11 @@ pub async fn serve(
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(8 << 20))
+        // Dead or vanished peers are dropped; idle connections are bounded by the gate.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+        .serve_with_incoming_shutdown(crate::edge::gated_incoming(listener, gate), shutdown);
     let deadline = async move {
         if started_rx.await.is_ok() {
             tokio::time::sleep(grace).await;

@@ -43,13 +43,35 @@ impl Server {
         log_path: Option<&Path>,
         extra: &[&str],
     ) -> Server {
+        Self::spawn(data_dir, log_path, extra, None).await
+    }
+
+    /// [`Server::start_with`] under a file-descriptor limit (soft and hard, via `prlimit`).
+    pub async fn start_with_fd_limit(data_dir: &Path, fd_limit: u64, extra: &[&str]) -> Server {
+        Self::spawn(data_dir, None, extra, Some(fd_limit)).await
+    }
+
+    async fn spawn(
+        data_dir: &Path,
+        log_path: Option<&Path>,
+        extra: &[&str],
+        fd_limit: Option<u64>,
+    ) -> Server {
         let port = free_port();
         let grpc_port = free_port();
         let log_path = log_path
             .map(Path::to_path_buf)
             .unwrap_or_else(|| data_dir.with_extension(format!("{port}.log")));
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(BIN)
+        let mut command = match fd_limit {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args([
