@@ -31,7 +31,7 @@ GRPC=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 BASE="http://127.0.0.1:$PORT"
 PID=
 start_server() {
-  RUST_LOG=warn "$BIN" serve --data-dir "$DATA" --store "$STORE" --http-addr "127.0.0.1:$PORT" \
+  SEALTRAIL_RATE_LIMIT_PER_KEY=0 SEALTRAIL_RATE_LIMIT_PER_TENANT=0 RUST_LOG=warn "$BIN" serve --data-dir "$DATA" --store "$STORE" --http-addr "127.0.0.1:$PORT" \
     --grpc-addr "127.0.0.1:$GRPC" 2>>"$WORK/server.log" &
   PID=$!
 }

@@ -34,6 +34,8 @@ impl Scope {
 /// The caller, once authenticated.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The key's public id (rate limits and slots are per key).
+    pub key_id: String,
     pub tenant_id: String,
     pub scopes: Vec<String>,
 }
@@ -41,9 +43,28 @@ pub struct Caller {
 #[derive(Default)]
 pub struct KeyCache {
     entries: Mutex<HashMap<String, (Option<ApiKey>, Instant)>>,
+    quotas: crate::quota::Quotas,
 }
 
 impl KeyCache {
+    /// A key cache enforcing `quotas` on every authenticated request.
+    pub fn with_quotas(quotas: crate::quota::QuotaConfig) -> Self {
+        Self {
+            entries: Mutex::default(),
+            quotas: crate::quota::Quotas::new(quotas),
+        }
+    }
+
+    /// A slot for one expensive response of `caller` (see [`crate::quota`]); keep the
+    /// permit alive as long as the response runs.
+    pub fn slot(
+        &self,
+        caller: &Caller,
+        kind: crate::quota::Heavy,
+    ) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+        self.quotas.slot(&caller.key_id, kind)
+    }
+
     async fn lookup(&self, store: &dyn Store, key_hash: &str) -> ApiResult<Option<ApiKey>> {
         if let Some((key, at)) = self.entries.lock().expect("key cache").get(key_hash)
             && at.elapsed() < KEY_CACHE_TTL
@@ -116,7 +137,9 @@ impl KeyCache {
                 format!("this key lacks the {} scope", need.join(" or ")),
             ));
         }
+        self.quotas.admit(&key.key_id, &key.tenant_id)?;
         Ok(Caller {
+            key_id: key.key_id,
             tenant_id: key.tenant_id,
             scopes: key.scopes,
         })

@@ -92,6 +92,14 @@ impl ApiError {
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
         }
     }
+    /// `429`: over a rate or concurrency limit; retry after `wait`.
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u32),
+            grpc: Some(tonic::Code::ResourceExhausted),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
     /// `507`: the store's disk is below its free-space floor; nothing was stored.
     pub fn insufficient_storage(message: impl Into<String>) -> Self {
         Self {

@@ -160,6 +160,7 @@ pub async fn export(
             ));
         }
     };
+    let slot = state.keys.slot(&caller, crate::quota::Heavy::Bulk)?;
     let size = log_size(state.store.as_ref(), &caller.tenant_id).await?;
     let from = parse_seq("from", p.from.as_deref())?.unwrap_or(1).max(1);
     let to = parse_seq("to", p.to.as_deref())?.unwrap_or(size).min(size);
@@ -184,7 +185,13 @@ pub async fn export(
         }
         Ok::<_, std::io::Error>(Bytes::from(out))
     });
-    let body = futures::stream::iter(header_line).chain(body);
+    // The slot goes with the body: released when the export ends or the client leaves.
+    let body = futures::stream::iter(header_line)
+        .chain(body)
+        .map(move |chunk| {
+            let _held = &slot;
+            chunk
+        });
     let (content_type, ext) = match format {
         Format::Jsonl => ("application/x-ndjson", "jsonl"),
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
@@ -265,6 +272,7 @@ pub async fn evidence_pack(
             "this server has no verifiable log configured",
         )
     })?;
+    let slot = state.keys.slot(&caller, crate::quota::Heavy::Bulk)?;
     let tenant = caller.tenant_id.clone();
     let store = state.store.clone();
     let size = log_size(store.as_ref(), &tenant).await?;
@@ -349,7 +357,11 @@ pub async fn evidence_pack(
             let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
         }
     });
-    let body = tokio_stream::wrappers::ReceiverStream::new(rx);
+    // The slot goes with the body: released when the client has it all, or leaves.
+    let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |chunk| {
+        let _held = &slot;
+        chunk
+    });
     Ok((
         [
             (header::CONTENT_TYPE, "application/zip".to_string()),

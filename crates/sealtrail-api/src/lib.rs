@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod keys;
 pub mod openapi;
 pub mod query;
+pub mod quota;
 pub mod stream;
 mod telemetry;
 pub mod tlog;

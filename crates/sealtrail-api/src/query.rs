@@ -399,6 +399,7 @@ pub async fn verify_chain(
         .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
         .await?;
     let p = query_or_400(params)?;
+    let _slot = state.keys.slot(&caller, crate::quota::Heavy::Bulk)?;
     verify_walk(&state, &caller.tenant_id, p).await.map(Json)
 }
 

@@ -48,6 +48,7 @@ pub async fn stream_events(
         .await?;
     let Query(params) =
         params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let slot = state.keys.slot(&caller, crate::quota::Heavy::Stream)?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -63,16 +64,15 @@ pub async fn stream_events(
         None => head_sequence(&state, &caller.tenant_id).await?,
     };
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(STREAM_PAGE);
-    tokio::spawn(feed(
-        state.clone(),
-        caller.tenant_id,
-        after,
-        tx,
-        |seq, record| {
-            let data = serde_json::to_string(&record).expect("records serialize");
-            Ok(Event::default().id(seq.to_string()).data(data))
-        },
-    ));
+    let feed = feed(state.clone(), caller.tenant_id, after, tx, |seq, record| {
+        let data = serde_json::to_string(&record).expect("records serialize");
+        Ok(Event::default().id(seq.to_string()).data(data))
+    });
+    // The slot is held as long as the stream runs.
+    tokio::spawn(async move {
+        feed.await;
+        drop(slot);
+    });
     Ok(Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

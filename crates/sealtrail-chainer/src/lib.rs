@@ -480,16 +480,16 @@ impl<C: PartitionConsumer> Chainer<C> {
                 receipt.accepted += 1;
                 receipt.ids.push(event.id.clone());
                 records.push(chained.record.clone());
-                if let Some(key) = key {
-                    // A later event of this poll may reuse the id.
-                    known.insert(
-                        key,
-                        StoredEvent {
-                            record: chained.record.clone(),
-                            input_digest: chained.input_digest.clone(),
-                        },
-                    );
-                }
+                // A later event of this poll may reuse the id — also one the server minted
+                // here: a client retrying a request that timed out sends the minted ids
+                // back, and the retry can land in the same poll as the original.
+                known.insert(
+                    key.unwrap_or_else(|| (tenant.clone(), event.id.clone())),
+                    StoredEvent {
+                        record: chained.record.clone(),
+                        input_digest: chained.input_digest.clone(),
+                    },
+                );
                 batch.records.push(chained);
             }
             receipt.errors.sort_by_key(|e| e.index);

@@ -15,7 +15,7 @@
 //! | **fork** | at or below the head, a different hash | refused |
 //! | **gap** | the first is beyond head + 1 | refused |
 //! | **broken link** | `prev_hash` is not the hash of the record before it | refused |
-//! | **duplicate id** | a new record reuses a client id stored at another sequence number | refused |
+//! | **duplicate id** | a new record reuses an id stored at another sequence number, or one earlier in the batch or group | refused |
 //!
 //! A refusal writes nothing of the batch. A replayed record the store cannot find (below
 //! its own head) is not a refusal: the stored chain has a hole, which is corruption.
@@ -46,8 +46,8 @@ pub enum RefusalKind {
     OutOfOrder { after: u64 },
     /// `prev_hash` is not the hash of the record before it.
     BrokenLink,
-    /// The record's client-chosen id is already chained at `stored_at` (or earlier in the
-    /// batch).
+    /// The record's id is already chained at `stored_at` (or earlier in the batch or the
+    /// group commit; 0 when that sequence number is not known).
     DuplicateId { id: String, stored_at: u64 },
 }
 
@@ -102,13 +102,13 @@ impl std::fmt::Display for Refusal {
 
 /// A batch's records grouped by tenant, in order of first appearance (the chainer
 /// interleaves tenants). Refuses a tenant whose records are not consecutive, not linked,
-/// or repeat a client id.
+/// or repeat an id.
 pub fn group_by_tenant(
     records: &[ChainedRecord],
 ) -> Result<Vec<(&str, Vec<&ChainedRecord>)>, Refusal> {
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut out: Vec<(&str, Vec<&ChainedRecord>)> = Vec::new();
-    let mut client_ids: HashMap<(&str, &str), u64> = HashMap::new();
+    let mut ids: HashMap<(&str, &str), u64> = HashMap::new();
     for r in records {
         let t = r.record.tenant_id.as_str();
         let slot = *index.entry(t).or_insert_with(|| {
@@ -124,9 +124,8 @@ pub fn group_by_tenant(
                 return Err(Refusal::new(r, RefusalKind::BrokenLink));
             }
         }
-        if r.client_id
-            && let Some(stored_at) = client_ids.insert((t, &r.record.id), r.record.sequence_number)
-        {
+        // Every id, client-chosen or server-made: a retry may send a minted id back.
+        if let Some(stored_at) = ids.insert((t, &r.record.id), r.record.sequence_number) {
             return Err(Refusal::new(
                 r,
                 RefusalKind::DuplicateId {
@@ -207,16 +206,13 @@ pub(crate) struct GroupIds<'a> {
 }
 
 impl<'a> GroupIds<'a> {
-    /// Judges a new record's client id against the group and the store (`stored_at`, looked
-    /// up by the caller only when the group does not hold it) and remembers it.
+    /// Judges a new record's id against the group, and a client id also against the store
+    /// (`stored_at`, looked up only then), and remembers it.
     pub(crate) fn check(
         &mut self,
         record: &'a ChainedRecord,
         stored_at: impl FnOnce() -> Result<Option<u64>, StoreError>,
     ) -> Result<(), StoreError> {
-        if !record.client_id {
-            return Ok(());
-        }
         let key = (record.record.tenant_id.as_str(), record.record.id.as_str());
         if self.ids.contains(&key) {
             return Err(StoreError::Refused(Refusal::new(
@@ -227,7 +223,11 @@ impl<'a> GroupIds<'a> {
                 },
             )));
         }
-        check_new_id(record, stored_at()?)?;
+        // Only a client's id can be stored already; a server-made one is a fresh UUIDv7
+        // (but it is remembered: a later batch of the group may carry it back).
+        if record.client_id {
+            check_new_id(record, stored_at()?)?;
+        }
         self.ids.insert(key);
         Ok(())
     }
@@ -313,6 +313,9 @@ mod tests {
         let err = group_by_tenant(&twice).unwrap_err();
         assert_eq!(err.case(), "duplicate_id");
         assert_eq!(err.sequence_number, 3);
+        // A server-made id sent back by a client's retry counts too.
+        twice[0].client_id = false;
+        assert_eq!(group_by_tenant(&twice).unwrap_err().case(), "duplicate_id");
     }
 
     #[test]

@@ -77,6 +77,15 @@ pub struct Config {
     pub header_read_timeout_ms: u64,
     /// Largest REST request head (start line and headers) in bytes; larger ones get `431`.
     pub max_header_bytes: usize,
+    /// Requests per second one API key may make (bursts up to twice that); over it,
+    /// `429` with `Retry-After`. 0: unlimited.
+    pub rate_limit_per_key: u32,
+    /// Requests per second one tenant may make, all its keys together. 0: unlimited.
+    pub rate_limit_per_tenant: u32,
+    /// Exports, evidence packs and full verifications one key may run at once.
+    pub max_heavy_per_key: usize,
+    /// Live streams (SSE, gRPC `Tail`) one key may hold open at once.
+    pub max_streams_per_key: usize,
 
     // ---- distributed mode (`gateway`, `chainer`, `migrate`; `keys` with store = scylla) ----
     /// Kafka bootstrap servers, comma-separated `host:port`.
@@ -141,6 +150,10 @@ impl Default for Config {
             max_connections: 2048,
             header_read_timeout_ms: 10_000,
             max_header_bytes: 32 * 1024,
+            rate_limit_per_key: 10_000,
+            rate_limit_per_tenant: 20_000,
+            max_heavy_per_key: 4,
+            max_streams_per_key: 32,
             kafka_brokers: "127.0.0.1:9092".into(),
             kafka_topic: "sealtrail-events".into(),
             kafka_reply_topic: "sealtrail-replies".into(),
@@ -180,7 +193,7 @@ pub enum ScyllaConsistency {
 }
 
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 37] = [
+const ENV_KEYS: [&str; 41] = [
     "log_origin",
     "log_key_file",
     "checkpoint_interval_ms",
@@ -203,6 +216,10 @@ const ENV_KEYS: [&str; 37] = [
     "max_connections",
     "header_read_timeout_ms",
     "max_header_bytes",
+    "rate_limit_per_key",
+    "rate_limit_per_tenant",
+    "max_heavy_per_key",
+    "max_streams_per_key",
     "kafka_brokers",
     "kafka_topic",
     "kafka_reply_topic",
@@ -393,6 +410,16 @@ impl Config {
             cache_bytes: self.fjall_cache_mb * MIB,
             worker_threads: self.fjall_worker_threads,
             min_free_disk_bytes: self.min_free_disk_mb * MIB,
+        }
+    }
+
+    /// The per-key quotas from `rate_limit_*` and `max_*_per_key`.
+    pub fn quotas(&self) -> sealtrail_api::quota::QuotaConfig {
+        sealtrail_api::quota::QuotaConfig {
+            per_key: self.rate_limit_per_key,
+            per_tenant: self.rate_limit_per_tenant,
+            heavy_per_key: self.max_heavy_per_key.max(1),
+            streams_per_key: self.max_streams_per_key.max(1),
         }
     }
 

@@ -222,7 +222,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         store: Arc::new(store),
         commits: None,
         health: None,
-        keys: Default::default(),
+        keys: sealtrail_api::auth::KeyCache::with_quotas(config.quotas()),
         config: ApiConfig {
             commit_timeout: Duration::from_millis(config.commit_timeout_ms),
             stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),

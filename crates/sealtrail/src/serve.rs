@@ -130,7 +130,7 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         store: store.clone(),
         commits: Some(commits),
         health: Some(health),
-        keys: Default::default(),
+        keys: sealtrail_api::auth::KeyCache::with_quotas(config.quotas()),
         config: ApiConfig {
             commit_timeout: Duration::from_millis(config.commit_timeout_ms),
             stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),

@@ -21,7 +21,10 @@ async fn concurrent_evidence_packs_do_not_stall_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = create_key(&data, "acme", "read,write");
-    let server = Server::start(&data).await;
+    // One key, so its concurrency limit is raised above the number of packs.
+    let cfg = dir.path().join("sealtrail.toml");
+    std::fs::write(&cfg, format!("max_heavy_per_key = {PACKS}\n")).unwrap();
+    let server = Server::start_with(&data, &["--config", cfg.to_str().unwrap()]).await;
     let api = Api::new(&server, &key);
     let noise = |seed: String| -> String {
         use sha2::Digest;
@@ -366,4 +369,112 @@ async fn a_low_fd_limit_never_poisons_the_store() {
     assert_eq!(status, 200, "{health}");
     let events = assert_chain_ok(&api).await;
     assert_eq!(events.len(), 2000);
+}
+
+/// A key over its request rate gets `429 rate_limited` with `Retry-After` over REST and
+/// `RESOURCE_EXHAUSTED` with the same retry delay over gRPC; one key's budget is not
+/// another's. A key may run only so many exports/packs/verifications and streams at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_and_concurrency_limits_answer_429_on_rest_and_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    let other = create_key(&data, "acme", "read,write");
+    let cfg = dir.path().join("sealtrail.toml");
+    std::fs::write(
+        &cfg,
+        "rate_limit_per_key = 5\nrate_limit_per_tenant = 0\nmax_heavy_per_key = 1\nmax_streams_per_key = 1\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&data, &["--config", cfg.to_str().unwrap()]).await;
+    let http = reqwest::Client::new();
+    let get = |key: &str, path: &str| {
+        http.get(server.url(path))
+            .bearer_auth(key.to_string())
+            .send()
+    };
+    let mut limited = None;
+    for _ in 0..20 {
+        let r = get(&key, "/v1/events").await.unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    let r = limited.expect("the key's burst (10) was spent");
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert_eq!(get(&other, "/v1/events").await.unwrap().status(), 200);
+
+    // gRPC: the same budget, spent.
+    let mut raw =
+        sealtrail_client::proto::audit_log_client::AuditLogClient::connect(server.grpc.clone())
+            .await
+            .unwrap();
+    let mut status = None;
+    for _ in 0..20 {
+        let mut request =
+            tonic::Request::new(sealtrail_client::proto::GetEventRequest { id: "none".into() });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        match raw.get_event(request).await {
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                status = Some(s);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let status = status.expect("RESOURCE_EXHAUSTED over gRPC");
+    assert!(status.metadata().get("retry-after").is_some());
+
+    // Concurrency: one evidence pack at a time for `other`, whose reader is not done.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events: Vec<Value> = (0..1000).map(|k| event(&format!("pack-{k}"))).collect();
+    let r = http
+        .post(server.url("/v1/events/batch?sync=true"))
+        .bearer_auth(&other)
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first = get(&other, "/v1/export/evidence-pack").await.unwrap();
+    assert_eq!(first.status(), 200);
+    let second = get(&other, "/v1/export/evidence-pack").await.unwrap();
+    assert_eq!(second.status(), 429);
+    let body: Value = second.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already has 1"),
+        "{body}"
+    );
+    // Finishing the first frees the slot.
+    first.bytes().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        get(&other, "/v1/export/evidence-pack")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Streams: one at a time.
+    let stream = get(&other, "/v1/events/stream").await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        get(&other, "/v1/events/stream").await.unwrap().status(),
+        429
+    );
+    drop(stream);
 }

@@ -247,6 +247,7 @@ impl AuditLog for AuditLogService {
             to: r.to,
             scan_all: r.scan_all.then(|| "true".to_string()),
         };
+        let _slot = self.state.keys.slot(&caller, crate::quota::Heavy::Bulk)?;
         let v = query::verify_walk(&self.state, &caller.tenant_id, params).await?;
         Ok(Response::new(pb::VerifyChainResponse {
             valid: v.valid,
@@ -281,12 +282,13 @@ impl AuditLog for AuditLogService {
         request: Request<pb::TailRequest>,
     ) -> Result<Response<Self::TailStream>, Status> {
         let caller = self.caller(&request, &[Scope::Read]).await?;
+        let slot = self.state.keys.slot(&caller, crate::quota::Heavy::Stream)?;
         let after = match request.into_inner().after_sequence_number {
             Some(after) => after,
             None => stream::head_sequence(&self.state, &caller.tenant_id).await?,
         };
         let (tx, rx) = mpsc::channel(TAIL_BUFFER);
-        tokio::spawn(stream::feed(
+        let feed = stream::feed(
             self.state.clone(),
             caller.tenant_id,
             after,
@@ -296,7 +298,12 @@ impl AuditLog for AuditLogService {
                     record: Some(pb::record_from_core(&record)),
                 })
             },
-        ));
+        );
+        // The slot is held as long as the stream runs.
+        tokio::spawn(async move {
+            feed.await;
+            drop(slot);
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
