@@ -122,6 +122,24 @@ impl ApiError {
     }
 }
 
+/// The one rule for boolean query parameters and headers: absent is `false`; `true`/`1`
+/// and `false`/`0` (any case, surrounding blanks ignored) are what they say; anything else
+/// (`banana`, an empty value) is a `400` naming the parameter.
+pub fn parse_flag(name: &str, value: Option<&str>) -> ApiResult<bool> {
+    let Some(raw) = value else { return Ok(false) };
+    let v = raw.trim();
+    if v.eq_ignore_ascii_case("true") || v == "1" {
+        Ok(true)
+    } else if v.eq_ignore_ascii_case("false") || v == "0" {
+        Ok(false)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_query",
+            format!("{name} must be true or false (or 1 or 0), not {raw:?}"),
+        ))
+    }
+}
+
 impl From<ValidationError> for ApiError {
     fn from(err: ValidationError) -> Self {
         Self::bad_request(err.code, err.message)
@@ -164,3 +182,24 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_rule_for_flags() {
+        assert!(!parse_flag("sync", None).unwrap());
+        for yes in ["true", "TRUE", " 1 ", "True"] {
+            assert!(parse_flag("sync", Some(yes)).unwrap(), "{yes}");
+        }
+        for no in ["false", "0", "False"] {
+            assert!(!parse_flag("sync", Some(no)).unwrap(), "{no}");
+        }
+        for bad in ["banana", "", "yes", "2"] {
+            let err = parse_flag("sync", Some(bad)).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(err.message.contains("sync"));
+        }
+    }
+}

@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 
 use crate::auth::Scope;
 use crate::body::{read_bytes, read_json};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, parse_flag};
 use crate::{AppState, Service};
 
 #[derive(Deserialize)]
@@ -60,16 +60,20 @@ pub struct BatchResult {
     pub events: Vec<Record>,
 }
 
-fn wants_sync(headers: &HeaderMap, params: &IngestParams) -> bool {
-    let header = headers
-        .get("x-fact0-sync")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1");
-    let query = params
-        .sync
-        .as_deref()
-        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-    header || query
+/// Sync when the `X-Fact0-Sync` header or the `sync` parameter says so (one rule for
+/// both: `true`/`1`, `false`/`0`, a `400` for anything else).
+fn wants_sync(headers: &HeaderMap, params: &IngestParams) -> ApiResult<bool> {
+    let header = match headers.get("x-fact0-sync") {
+        None => false,
+        Some(v) => parse_flag(
+            "the X-Fact0-Sync header",
+            Some(v.to_str().map_err(|_| {
+                ApiError::bad_request("invalid_header", "X-Fact0-Sync must be true or false")
+            })?),
+        )
+        .map_err(|e| ApiError::bad_request("invalid_header", e.message))?,
+    };
+    Ok(header || parse_flag("sync", params.sync.as_deref())?)
 }
 
 pub(crate) fn new_id() -> String {
@@ -229,8 +233,8 @@ pub async fn log_event(
         .authenticate(state.store.as_ref(), &headers, &[Scope::Write])
         .await?;
     let params = params_or_400(params)?;
-    let sync = wants_sync(&headers, &params);
-    let with_proof = params.proof.as_deref() == Some("true");
+    let sync = wants_sync(&headers, &params)?;
+    let with_proof = parse_flag("proof", params.proof.as_deref())?;
     let value = read_json(&headers, body, MAX_EVENT_BODY_BYTES).await?;
     match ingest_event(&state, caller.tenant_id, value, sync).await? {
         EventOutcome::Accepted(receipt) => {
@@ -327,8 +331,16 @@ pub async fn log_batch(
         .keys
         .authenticate(state.store.as_ref(), &headers, &[Scope::Write])
         .await?;
-    let sync = wants_sync(&headers, &params_or_400(params)?);
+    let sync = wants_sync(&headers, &params_or_400(params)?)?;
     let bytes = read_bytes(&headers, body, MAX_BATCH_BODY_BYTES).await?;
+    // Only the documented envelope, an object: serde would also read a struct from an
+    // array (`[[event, …]]`).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "a batch must be a JSON object {\"events\": [event, …]}",
+        ));
+    }
     // The envelope is parsed on its own and each item strictly by itself, so an item that
     // is not I-JSON (or not valid) is rejected by its index while the others commit.
     let envelope: BatchEnvelope = serde_json::from_slice(&bytes).map_err(|err| {

@@ -1,7 +1,7 @@
 //! Reads: receipts, events (list and one), and verification.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -27,6 +27,12 @@ fn query_or_400<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
+/// A path that is not valid percent-encoded UTF-8 (e.g. `/v1/events/%FF`), in the JSON
+/// envelope like every other error.
+fn path_error(err: PathRejection) -> ApiError {
+    ApiError::bad_request("invalid_path", err.body_text())
+}
+
 /// Poll an ingest receipt.
 #[utoipa::path(get, path = "/v1/receipts/{id}", tag = "Ingest", operation_id = "getReceipt",
     params(("id" = String, Path, description = "receipt_id")),
@@ -35,8 +41,9 @@ fn query_or_400<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
 pub async fn get_receipt(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Receipt>> {
+    let Path(id) = id.map_err(path_error)?;
     // A write-only key may poll the receipts of what it wrote.
     let caller = state
         .keys
@@ -249,8 +256,9 @@ pub async fn list(
 pub async fn get_event(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Record>> {
+    let Path(id) = id.map_err(path_error)?;
     let caller = state
         .keys
         .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
@@ -284,8 +292,9 @@ pub struct SingleVerifyResult {
 pub async fn verify_event(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<SingleVerifyResult>> {
+    let Path(id) = id.map_err(path_error)?;
     let caller = state
         .keys
         .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
@@ -411,17 +420,7 @@ pub async fn verify_walk(
 ) -> ApiResult<VerifyResult> {
     let from = parse_time("from", p.from)?;
     let to = parse_time("to", p.to)?;
-    let scan_all = match p.scan_all.as_deref() {
-        None => false,
-        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
-        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
-        Some(v) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("scan_all must be true or false, not {v:?}"),
-            ));
-        }
-    };
+    let scan_all = crate::error::parse_flag("scan_all", p.scan_all.as_deref())?;
     // Reading (SQLite, on a blocking thread) and checking (hashing, on another) overlap:
     // a reader task pages through the chain while pages already read are checked.
     let tenant = tenant_id.to_string();

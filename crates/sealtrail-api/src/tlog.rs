@@ -191,16 +191,7 @@ pub async fn get_checkpoint(
         .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
         .await?;
     let p = query_or_400(params)?;
-    let fresh = match p.fresh.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("fresh must be true or false, not {other:?}"),
-            ));
-        }
-    };
+    let fresh = crate::error::parse_flag("fresh", p.fresh.as_deref())?;
     let (_, note) = log_of(&state)?
         .latest(state.store.as_ref(), &caller.tenant_id, fresh)
         .await?;

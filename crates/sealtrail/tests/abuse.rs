@@ -478,3 +478,59 @@ async fn rate_and_concurrency_limits_answer_429_on_rest_and_grpc() {
     );
     drop(stream);
 }
+
+/// The contract served is the contract kept: one rule for boolean parameters and the sync
+/// header (a `400` for anything but true/false/1/0), only the documented batch envelope,
+/// and the JSON envelope on a path that is not valid UTF-8. None of the refused writes
+/// stores anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_envelopes_and_paths_follow_one_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    let server = Server::start(&data).await;
+    let api = Api::new(&server, &key);
+    for path in [
+        "/v1/events?sync=banana",
+        "/v1/events?proof=",
+        "/v1/events?sync=true&proof=maybe",
+    ] {
+        let (status, body) = api.post(path, &event("flag-1")).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_query", "{path}: {body}");
+    }
+    let r = api
+        .http
+        .post(server.url("/v1/events"))
+        .bearer_auth(&key)
+        .header("x-fact0-sync", "maybe")
+        .json(&event("flag-2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_header", "{body}");
+    for path in ["/v1/checkpoint?fresh=maybe", "/v1/verify?scan_all=yes"] {
+        let (status, body) = api.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+    let (status, _) = api.post("/v1/events?sync=1", &event("flag-ok")).await;
+    assert_eq!(status, 201);
+
+    // A batch as an array of arrays used to commit (serde reads a struct from an array).
+    let (status, body) = api
+        .post("/v1/events/batch?sync=true", &json!([[event("arr-1")]]))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_body");
+
+    let (status, body) = api.get_text("/v1/events/%FF").await;
+    assert_eq!(status, 400, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("the JSON envelope");
+    assert_eq!(body["error"]["code"], "invalid_path");
+
+    let events = assert_chain_ok(&api).await;
+    let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["flag-ok"], "only the valid request stored anything");
+}
