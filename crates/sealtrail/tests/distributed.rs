@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Api, BIN, assert_chain_ok, event, free_port};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -573,8 +573,10 @@ async fn a_sync_caller_gets_504_when_no_chainer_commits_and_the_retry_returns_th
         err["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("same event id")
+            .contains("outcome is unknown"),
+        "{err}"
     );
+    assert_eq!(err["error"]["event_ids"], json!(["late-1"]), "{err}");
 
     c.add_chainer().await;
     c.wait_assigned(&[]).await;
