@@ -9,16 +9,24 @@ use serde_json::Value;
 use crate::error::{ApiError, ApiResult};
 
 /// Reads at most `limit` bytes of `body` and parses them as strict I-JSON.
-pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Value> {
-    let bytes = read_bytes(headers, body, limit).await?;
+pub async fn read_json(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> ApiResult<Value> {
+    let bytes = read_bytes(headers, body, limit, deadline).await?;
     parse_strict(&bytes).map_err(|e| ApiError::bad_request(e.code, e.message))
 }
 
-/// Reads at most `limit` bytes of a non-empty body (413 past the limit).
+/// Reads at most `limit` bytes of a non-empty body (413 past the limit) within `deadline`
+/// (408 past it: a client trickling its body would otherwise hold a connection slot
+/// indefinitely).
 pub async fn read_bytes(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    deadline: std::time::Duration,
 ) -> ApiResult<axum::body::Bytes> {
     let too_large = || {
         ApiError::new(
@@ -35,7 +43,19 @@ pub async fn read_bytes(
     {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} ms; nothing was stored",
+                    deadline.as_millis()
+                ),
+            )
+        })?;
+    let bytes = read.map_err(|err| {
         let is_limit = std::error::Error::source(&err)
             .map(|s| s.is::<http_body_util::LengthLimitError>())
             .unwrap_or(false);

@@ -235,7 +235,13 @@ pub async fn log_event(
     let params = params_or_400(params)?;
     let sync = wants_sync(&headers, &params)?;
     let with_proof = parse_flag("proof", params.proof.as_deref())?;
-    let value = read_json(&headers, body, MAX_EVENT_BODY_BYTES).await?;
+    let value = read_json(
+        &headers,
+        body,
+        MAX_EVENT_BODY_BYTES,
+        state.config.body_read_timeout,
+    )
+    .await?;
     match ingest_event(&state, caller.tenant_id, value, sync).await? {
         EventOutcome::Accepted(receipt) => {
             Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
@@ -332,7 +338,13 @@ pub async fn log_batch(
         .authenticate(state.store.as_ref(), &headers, &[Scope::Write])
         .await?;
     let sync = wants_sync(&headers, &params_or_400(params)?)?;
-    let bytes = read_bytes(&headers, body, MAX_BATCH_BODY_BYTES).await?;
+    let bytes = read_bytes(
+        &headers,
+        body,
+        MAX_BATCH_BODY_BYTES,
+        state.config.body_read_timeout,
+    )
+    .await?;
     // Only the documented envelope, an object: serde would also read a struct from an
     // array (`[[event, …]]`).
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {

@@ -48,6 +48,8 @@ pub struct ApiConfig {
     /// the entry and the receipt is stored when a chainer commits it). `None`: the
     /// receipt is stored before the answer (embedded mode).
     pub pending_receipts: Option<Duration>,
+    /// The longest a client may take to send a request body (`408` past it).
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +58,7 @@ impl Default for ApiConfig {
             commit_timeout: Duration::from_secs(10),
             stream_poll_interval: Duration::from_millis(500),
             pending_receipts: None,
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }

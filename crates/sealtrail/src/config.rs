@@ -77,6 +77,8 @@ pub struct Config {
     pub header_read_timeout_ms: u64,
     /// Largest REST request head (start line and headers) in bytes; larger ones get `431`.
     pub max_header_bytes: usize,
+    /// How long a client may take to send a request body; past it, `408 request_timeout`.
+    pub body_read_timeout_ms: u64,
     /// Requests per second one API key may make (bursts up to twice that); over it,
     /// `429` with `Retry-After`. 0: unlimited.
     pub rate_limit_per_key: u32,
@@ -150,6 +152,7 @@ impl Default for Config {
             max_connections: 2048,
             header_read_timeout_ms: 10_000,
             max_header_bytes: 32 * 1024,
+            body_read_timeout_ms: 30_000,
             rate_limit_per_key: 10_000,
             rate_limit_per_tenant: 20_000,
             max_heavy_per_key: 4,
@@ -193,7 +196,7 @@ pub enum ScyllaConsistency {
 }
 
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 41] = [
+const ENV_KEYS: [&str; 42] = [
     "log_origin",
     "log_key_file",
     "checkpoint_interval_ms",
@@ -216,6 +219,7 @@ const ENV_KEYS: [&str; 41] = [
     "max_connections",
     "header_read_timeout_ms",
     "max_header_bytes",
+    "body_read_timeout_ms",
     "rate_limit_per_key",
     "rate_limit_per_tenant",
     "max_heavy_per_key",
@@ -316,6 +320,10 @@ impl Config {
             self.max_connections >= 16,
             "max_connections must be at least 16, not {}",
             self.max_connections
+        );
+        anyhow::ensure!(
+            self.body_read_timeout_ms >= 100,
+            "body_read_timeout_ms must be at least 100"
         );
         anyhow::ensure!(
             self.header_read_timeout_ms >= 100,

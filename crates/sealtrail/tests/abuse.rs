@@ -534,3 +534,43 @@ async fn flags_envelopes_and_paths_follow_one_rule() {
     let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["flag-ok"], "only the valid request stored anything");
 }
+
+/// A client that sends its headers and then trickles (or stops sending) its body gets
+/// `408 request_timeout` once `body_read_timeout_ms` has passed; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_in_time_is_a_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    let cfg = dir.path().join("sealtrail.toml");
+    std::fs::write(&cfg, "body_read_timeout_ms = 500\n").unwrap();
+    let server = Server::start_with(&data, &["--config", cfg.to_str().unwrap()]).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/events?sync=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"id\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("request_timeout") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("an answer before 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed without an answer: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    let api = Api::new(&server, &key);
+    assert!(assert_chain_ok(&api).await.is_empty());
+}
