@@ -23,6 +23,8 @@ pub mod quota;
 pub mod stream;
 mod telemetry;
 pub mod tlog;
+pub mod tls;
+pub mod verified;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +81,8 @@ pub struct Service {
     pub tlog: Option<Arc<tlog::TransparencyLog>>,
     /// Flips to `true` at shutdown; long-lived streams end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// Where each tenant's chain was last found valid, and the permits for long walks.
+    pub verified: verified::Verified,
 }
 
 pub type AppState = Arc<Service>;

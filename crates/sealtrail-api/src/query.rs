@@ -36,7 +36,8 @@ fn path_error(err: PathRejection) -> ApiError {
 /// Poll an ingest receipt.
 #[utoipa::path(get, path = "/v1/receipts/{id}", tag = "Ingest", operation_id = "getReceipt",
     params(("id" = String, Path, description = "receipt_id")),
-    responses((status = 200, body = Receipt), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = Receipt), (status = 400, description = "The path is not valid percent-encoded UTF-8", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn get_receipt(
     State(state): State<AppState>,
@@ -91,18 +92,24 @@ fn uuid_v7_micros(id: &str) -> Option<i64> {
 pub struct ListParams {
     pub actor_id: Option<String>,
     /// human, agent or system
+    #[param(value_type = Option<ActorType>)]
     pub actor_type: Option<String>,
     pub action: Option<String>,
     pub resource_id: Option<String>,
     /// success, failure or error
+    #[param(value_type = Option<Outcome>)]
     pub outcome: Option<String>,
     /// RFC 3339 lower bound (inclusive) of the event `timestamp`
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// RFC 3339 upper bound (inclusive) of the event `timestamp`
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// 1-based page number (default 1)
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 4294967295.0)]
     pub page: Option<String>,
     /// events per page, 1 to 1000 (default 50)
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub page_size: Option<String>,
     /// `next_cursor` of a previous answer: keyset paging for deep reads (ignores `page`)
     pub cursor: Option<String>,
@@ -251,7 +258,8 @@ pub async fn list(
 /// Get one event.
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "Query", operation_id = "getEvent",
     params(("id" = String, Path, description = "event id")),
-    responses((status = 200, body = Record), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = Record), (status = 400, description = "The path is not valid percent-encoded UTF-8", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn get_event(
     State(state): State<AppState>,
@@ -287,7 +295,8 @@ pub struct SingleVerifyResult {
 /// Recompute one event's hash and check its link to the previous event.
 #[utoipa::path(get, path = "/v1/events/{id}/verify", tag = "Verify", operation_id = "verifyEvent",
     params(("id" = String, Path, description = "event id")),
-    responses((status = 200, body = SingleVerifyResult), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = SingleVerifyResult), (status = 400, description = "The path is not valid percent-encoded UTF-8", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn verify_event(
     State(state): State<AppState>,
@@ -358,6 +367,9 @@ pub struct VerifyParams {
     pub to: Option<String>,
     /// `true` to list every broken event instead of stopping at the first
     pub scan_all: Option<String>,
+    /// `true` to walk the whole chain from its first record. By default a call resumes
+    /// where this server last found the chain valid (see `resumed_from`)
+    pub full: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -374,8 +386,16 @@ pub struct BrokenEvent {
 pub struct VerifyResult {
     pub valid: bool,
     pub tenant_id: String,
-    /// Events whose hash and link were checked (within from/to when given).
+    /// Events the result vouches for (within from/to when given): those checked by this
+    /// call plus, when it resumed (`resumed_from`), those found valid before.
     pub events_checked: u64,
+    /// Events whose hash and link this call checked (sealtrail extension).
+    pub newly_checked: u64,
+    /// When this call resumed where the server last found the chain valid: that record's
+    /// sequence number (re-read and checked unchanged; the walk continued after it).
+    /// Absent for a walk from the first record (sealtrail extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<u64>,
     /// Hash of the last event walked: the chain head when the walk reached the end.
     pub root_hash: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -391,12 +411,18 @@ pub struct VerifyResult {
     pub all_broken_events: Option<Vec<BrokenEvent>>,
 }
 
-/// Walk the tenant's chain from sequence 1 and verify every hash and link.
+/// Walk the tenant's chain and verify every hash and link.
 ///
-/// A link can only be checked against its predecessor, so the walk always starts at the
-/// beginning of the chain; `from`/`to` narrow which events are counted and reported.
+/// A link can only be checked against its predecessor. Without `from`/`to` and unless
+/// `full=true`, the walk resumes where this server last found the chain valid: it checks
+/// that record is unchanged and every record after it, so repeated calls cost only new
+/// records (`newly_checked`; `events_checked` counts the whole chain). Otherwise it starts
+/// at the first record; `from`/`to` narrow which events are counted and reported. A walk
+/// over more than 100,000 records needs one of the server's `max_full_verifications`
+/// slots: `429` with `Retry-After` when they are all taken.
 #[utoipa::path(get, path = "/v1/verify", tag = "Verify", operation_id = "verifyChain", params(VerifyParams),
-    responses((status = 200, body = VerifyResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = VerifyResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, description = "Too many verifications at once for this key, or every long-walk slot of the server is taken", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn verify_chain(
     State(state): State<AppState>,
@@ -421,14 +447,34 @@ pub async fn verify_walk(
     let from = parse_time("from", p.from)?;
     let to = parse_time("to", p.to)?;
     let scan_all = crate::error::parse_flag("scan_all", p.scan_all.as_deref())?;
-    // Reading (SQLite, on a blocking thread) and checking (hashing, on another) overlap:
-    // a reader task pages through the chain while pages already read are checked.
+    let full = crate::error::parse_flag("full", p.full.as_deref())?;
     let tenant = tenant_id.to_string();
+    // Resume where this server last found the chain valid, unless asked for a full walk
+    // or for a time range (whose counts need the whole chain read).
+    let ranged = from.is_some() || to.is_some();
+    let anchor = if full || ranged {
+        None
+    } else {
+        state.verified.position(&tenant)
+    };
+    let head = state
+        .store
+        .heads(vec![tenant.clone()])
+        .await?
+        .remove(&tenant)
+        .map_or(0, |h| h.sequence_number);
+    let start = anchor.as_ref().map_or(1, |a| a.sequence_number);
+    let _long_walk = state
+        .verified
+        .permit_for(head.saturating_sub(start).saturating_add(1))?;
+    // Reading (on a blocking thread) and checking (hashing, on another) overlap: a reader
+    // task pages through the chain while pages already read are checked.
     let (pages_tx, mut pages) = tokio::sync::mpsc::channel::<Vec<ChainRow>>(2);
     let store = state.store.clone();
     let reader_tenant = tenant.clone();
+    let first_after = start - 1;
     let reader = tokio::spawn(async move {
-        let mut after = 0u64;
+        let mut after = first_after;
         loop {
             let rows = store.scan_chain(&reader_tenant, after, VERIFY_PAGE).await?;
             let Some(last) = rows.last() else {
@@ -442,7 +488,11 @@ pub async fn verify_walk(
         }
     });
     let mut walk = Walk {
-        walker: ChainWalker::new(&tenant),
+        walker: match &anchor {
+            Some(anchor) => ChainWalker::resume_at(&tenant, anchor),
+            None => ChainWalker::new(&tenant),
+        },
+        any_break: false,
         from: from.clone(),
         to: to.clone(),
         scan_all,
@@ -469,20 +519,53 @@ pub async fn verify_walk(
     let Walk {
         walker,
         counted,
-        broken,
-        broken_count,
+        mut broken,
+        mut broken_count,
+        any_break,
+        stopped,
         ..
     } = walk;
     metrics::counter!("sealtrail_verified_events_total").increment(walker.checked());
+    let resumed_from = anchor.as_ref().map(|a| a.sequence_number);
+    if let Some(anchor) = anchor.as_ref().filter(|_| walker.anchor_pending()) {
+        // Not even the record found valid earlier was read back: records were removed.
+        broken_count += 1;
+        broken.push(BrokenEvent {
+            event_id: String::new(),
+            sequence_number: anchor.sequence_number,
+            timestamp: String::new(),
+            action: String::new(),
+            actor_id: String::new(),
+            reason: format!(
+                "chain_truncated: this server found the chain valid up to record {} (hash {}), \
+                 which the store no longer returns",
+                anchor.sequence_number, anchor.hash
+            ),
+        });
+    } else if !any_break && !stopped && walker.checked() > 0 {
+        state.verified.record(
+            &tenant,
+            sealtrail_core::record::ChainHead {
+                sequence_number: walker.last_sequence(),
+                hash: walker.last_hash().to_string(),
+            },
+        );
+    }
+    let newly_checked = walker.checked() - u64::from(resumed_from.is_some() && walker.checked() > 0);
     let first = broken.first();
     Ok(VerifyResult {
         valid: broken_count == 0,
         tenant_id: tenant,
-        events_checked: counted,
+        // A resumed walk is never ranged: it vouches for the records before the anchor too.
+        events_checked: counted + resumed_from.map_or(0, |seq| seq - 1),
+        newly_checked,
+        resumed_from,
         root_hash: walker.last_hash().to_string(),
         from,
         to,
-        first_broken_event_id: first.map(|b| b.event_id.clone()),
+        first_broken_event_id: first
+            .map(|b| b.event_id.clone())
+            .filter(|id| !id.is_empty()),
         reason: first.map(|b| b.reason.clone()),
         broken_count,
         all_broken_events: scan_all.then_some(broken),
@@ -492,6 +575,8 @@ pub async fn verify_walk(
 /// The state of one chain walk (see [`verify_chain`]).
 struct Walk {
     walker: ChainWalker,
+    /// Any broken record, in range or not (a chain with one is not remembered as valid).
+    any_break: bool,
     from: Option<String>,
     to: Option<String>,
     scan_all: bool,
@@ -511,7 +596,9 @@ impl Walk {
             if in_range {
                 self.counted += 1;
             }
-            if let Err(b) = self.walker.check(&row.hash, &row.canonical)
+            let checked = self.walker.check(&row.hash, &row.canonical);
+            self.any_break |= checked.is_err();
+            if let Err(b) = checked
                 && in_range
             {
                 self.broken_count += 1;

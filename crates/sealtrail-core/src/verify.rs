@@ -22,7 +22,8 @@ pub struct Broken {
     pub action: String,
     pub actor_id: String,
     /// Machine-readable: `hash_mismatch`, `sequence_gap`, `prev_hash_mismatch`,
-    /// `wrong_tenant`, `unreadable_record`.
+    /// `wrong_tenant`, `unreadable_record`, and for a walk resumed at an anchor
+    /// ([`ChainWalker::resume_at`]) `changed_since_verified`.
     pub code: &'static str,
     pub reason: String,
 }
@@ -67,6 +68,8 @@ pub struct ChainWalker {
     expect_sequence: u64,
     prev_hash: String,
     checked: u64,
+    /// A walk resumed at an anchor: the hash the next row (the anchor itself) must have.
+    anchor: Option<String>,
 }
 
 impl ChainWalker {
@@ -77,7 +80,34 @@ impl ChainWalker {
             expect_sequence: 1,
             prev_hash: ZERO_HASH.to_string(),
             checked: 0,
+            anchor: None,
         }
+    }
+
+    /// A walk that resumes at a record found valid earlier (`anchor`: its sequence number
+    /// and hash). The first row fed in must be the anchor itself, unchanged: it must still
+    /// hash to the anchor's hash (a record rewritten since, with or without its stored
+    /// hash, is `changed_since_verified`); its own link to its predecessor is not checked
+    /// again. The rows after it are checked as in a walk from the start.
+    pub fn resume_at(tenant_id: impl Into<String>, anchor: &crate::record::ChainHead) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            expect_sequence: anchor.sequence_number,
+            prev_hash: String::new(),
+            checked: 0,
+            anchor: Some(anchor.hash.clone()),
+        }
+    }
+
+    /// Whether the walk was resumed at an anchor that no row has been fed for yet (after
+    /// the last row: the chain no longer reaches the anchor).
+    pub fn anchor_pending(&self) -> bool {
+        self.anchor.is_some()
+    }
+
+    /// The sequence number of the last row fed in (0 before any).
+    pub fn last_sequence(&self) -> u64 {
+        self.expect_sequence - 1
     }
 
     /// Rows checked so far.
@@ -98,6 +128,9 @@ impl ChainWalker {
         let mut computed = [0u8; 64];
         hex::encode_to_slice(Sha256::digest(canonical), &mut computed).expect("64 hex digits");
         let hash_ok = computed.as_slice() == stored_hash.as_bytes();
+        if let Some(anchor) = self.anchor.take() {
+            return self.check_anchor(&anchor, stored_hash, canonical, hash_ok, &computed);
+        }
         // Hot path: hash, sequence, link and tenant all as expected.
         if hash_ok
             && let Ok(links) = serde_json::from_slice::<Links>(canonical)
@@ -117,6 +150,47 @@ impl ChainWalker {
             hash_ok,
             &computed,
         )))
+    }
+
+    /// The first row of a walk resumed at `anchor`: the anchor record, unchanged.
+    fn check_anchor(
+        &mut self,
+        anchor: &str,
+        stored_hash: &str,
+        canonical: &[u8],
+        hash_ok: bool,
+        computed: &[u8; 64],
+    ) -> Result<(), Box<Broken>> {
+        let computed = std::str::from_utf8(computed).expect("hex is ascii");
+        let links = serde_json::from_slice::<Links>(canonical).ok();
+        if hash_ok
+            && stored_hash == anchor
+            && let Some(links) = &links
+            && links.sequence_number == self.expect_sequence
+            && links.tenant_id == self.tenant_id
+        {
+            self.advance(links.sequence_number, stored_hash);
+            return Ok(());
+        }
+        // Report it the way any broken row is reported; a record that is in its place
+        // and its tenant's but no longer the one verified is `changed_since_verified`.
+        let in_place = links.as_ref().is_none_or(|l| {
+            l.sequence_number == self.expect_sequence && l.tenant_id == self.tenant_id
+        });
+        self.prev_hash = links
+            .as_ref()
+            .map(|l| l.prev_hash.to_string())
+            .unwrap_or_default();
+        let mut broken = self.describe(stored_hash, canonical, hash_ok, computed);
+        if in_place {
+            broken.code = "changed_since_verified";
+            broken.reason = format!(
+                "record {} was verified earlier with hash {anchor}; now its stored hash is \
+                 {stored_hash} and it hashes to {computed}",
+                broken.sequence_number
+            );
+        }
+        Err(Box::new(broken))
     }
 
     fn advance(&mut self, sequence_number: u64, stored_hash: &str) {
@@ -233,6 +307,56 @@ mod tests {
     #[test]
     fn clean_chain_verifies() {
         assert!(walk("t", &rows(&chain("t", 50))).is_empty());
+    }
+
+    /// A walk resumed at record 20 checks 20 is unchanged and links 21.. to it.
+    #[test]
+    fn resumed_walk_checks_the_anchor_and_what_follows() {
+        let recs = chain("t", 30);
+        let all = rows(&recs);
+        let anchor = recs[19].head();
+        let resume = |rows: &[(String, Vec<u8>)]| {
+            let mut w = ChainWalker::resume_at("t", &anchor);
+            let broken: Vec<Broken> = rows
+                .iter()
+                .filter_map(|(h, c)| w.check(h, c).err().map(|b| *b))
+                .collect();
+            (w, broken)
+        };
+        let (w, broken) = resume(&all[19..]);
+        assert!(broken.is_empty(), "{broken:?}");
+        assert_eq!((w.checked(), w.last_sequence()), (11, 30));
+        assert!(!w.anchor_pending());
+        assert_eq!(w.last_hash(), recs[29].record.hash);
+
+        // The anchor rewritten (stored hash updated to match): changed since verified.
+        let mut forged = all[19..].to_vec();
+        let text = String::from_utf8(forged[0].1.clone()).unwrap();
+        forged[0].1 = text.replace("\"a19\"", "\"mallory\"").into_bytes();
+        forged[0].0 = hex::encode(Sha256::digest(&forged[0].1));
+        let (_, broken) = resume(&forged);
+        assert_eq!(broken.len(), 2, "{broken:?}");
+        assert_eq!(broken[0].code, "changed_since_verified");
+        // ...and the next record no longer links to it.
+        assert_eq!(broken[1].code, "prev_hash_mismatch");
+        assert_eq!(broken[0].sequence_number, 20);
+        assert_eq!(broken[0].actor_id, "mallory");
+
+        // A row after the anchor that does not link to it is still caught.
+        let mut tampered = all[19..].to_vec();
+        let text = String::from_utf8(tampered[3].1.clone()).unwrap();
+        tampered[3].1 = text.replace("\"a22\"", "\"a2x\"").into_bytes();
+        let (_, broken) = resume(&tampered);
+        assert_eq!(broken.len(), 1, "{broken:?}");
+        assert_eq!(broken[0].code, "hash_mismatch");
+
+        // Nothing fed at all: the chain no longer reaches the anchor.
+        let (w, broken) = resume(&[]);
+        assert!(broken.is_empty() && w.anchor_pending());
+
+        // Another record where the anchor should be: a sequence gap, not silently accepted.
+        let (_, broken) = resume(&all[20..]);
+        assert_eq!(broken.first().map(|b| b.code), Some("sequence_gap"));
     }
 
     #[test]

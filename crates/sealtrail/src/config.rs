@@ -77,6 +77,14 @@ pub struct Config {
     pub header_read_timeout_ms: u64,
     /// Largest REST request head (start line and headers) in bytes; larger ones get `431`.
     pub max_header_bytes: usize,
+    /// PEM certificate chain (leaf first) for native TLS on the REST and gRPC ports; with
+    /// `tls_key_file`. Both files are read again on `SIGHUP`. Unset: plain TCP (terminate
+    /// TLS in front).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
     /// How long a client may take to send a request body; past it, `408 request_timeout`.
     pub body_read_timeout_ms: u64,
     /// Requests per second one API key may make (bursts up to twice that); over it,
@@ -88,6 +96,11 @@ pub struct Config {
     pub max_heavy_per_key: usize,
     /// Live streams (SSE, gRPC `Tail`) one key may hold open at once.
     pub max_streams_per_key: usize,
+    /// Chain verifications of more than 100,000 records the whole server runs at once
+    /// (`GET /v1/verify` with `full=true` or a time range, or the first after a start);
+    /// beyond, `429`. Verifications resumed where the chain was last found valid cost only
+    /// the new records and need none.
+    pub max_full_verifications: usize,
 
     // ---- distributed mode (`gateway`, `chainer`, `migrate`; `keys` with store = scylla) ----
     /// Kafka bootstrap servers, comma-separated `host:port`.
@@ -152,11 +165,14 @@ impl Default for Config {
             max_connections: 2048,
             header_read_timeout_ms: 10_000,
             max_header_bytes: 32 * 1024,
+            tls_cert_file: None,
+            tls_key_file: None,
             body_read_timeout_ms: 30_000,
             rate_limit_per_key: 10_000,
             rate_limit_per_tenant: 20_000,
             max_heavy_per_key: 4,
             max_streams_per_key: 32,
+            max_full_verifications: 2,
             kafka_brokers: "127.0.0.1:9092".into(),
             kafka_topic: "sealtrail-events".into(),
             kafka_reply_topic: "sealtrail-replies".into(),
@@ -196,7 +212,7 @@ pub enum ScyllaConsistency {
 }
 
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 42] = [
+const ENV_KEYS: [&str; 45] = [
     "log_origin",
     "log_key_file",
     "checkpoint_interval_ms",
@@ -219,11 +235,14 @@ const ENV_KEYS: [&str; 42] = [
     "max_connections",
     "header_read_timeout_ms",
     "max_header_bytes",
+    "tls_cert_file",
+    "tls_key_file",
     "body_read_timeout_ms",
     "rate_limit_per_key",
     "rate_limit_per_tenant",
     "max_heavy_per_key",
     "max_streams_per_key",
+    "max_full_verifications",
     "kafka_brokers",
     "kafka_topic",
     "kafka_reply_topic",
@@ -406,7 +425,24 @@ impl Config {
                 && self.scylla_replication_factor > 0,
             "kafka_reply_partitions and the replication factors must be at least 1"
         );
+        anyhow::ensure!(
+            self.tls_cert_file.is_some() == self.tls_key_file.is_some(),
+            "tls_cert_file and tls_key_file go together: set both for TLS, or neither"
+        );
         Ok(())
+    }
+
+    /// The TLS identity from `tls_cert_file` and `tls_key_file`, loaded (`None` when unset).
+    pub fn tls(&self) -> anyhow::Result<Option<std::sync::Arc<sealtrail_api::tls::TlsEdge>>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) else {
+            return Ok(None);
+        };
+        let files = sealtrail_api::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        let tls = sealtrail_api::tls::TlsEdge::load(files).map_err(|e| anyhow::anyhow!(e))?;
+        Ok(Some(std::sync::Arc::new(tls)))
     }
 
     /// The fjall store's limits from `fjall_*`.

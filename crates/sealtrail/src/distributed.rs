@@ -232,10 +232,13 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         },
         metrics: Some(metrics),
         shutdown: shutdown_rx,
+        verified: sealtrail_api::verified::Verified::new(config.max_full_verifications),
     });
+    let tls = config.tls()?;
     let (listener, grpc_listener) = listen_both(&config)?;
+    let (http, grpc) = crate::serve::schemes(tls.as_deref());
     eprintln!(
-        "sealtrail gateway {gateway_id} listening on http://{} and grpc://{} (kafka {}, scylla {})",
+        "sealtrail gateway {gateway_id} listening on {http}://{} and {grpc}://{} (kafka {}, scylla {})",
         listener.local_addr()?,
         grpc_listener.local_addr()?,
         config.kafka_brokers,
@@ -246,7 +249,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         eprintln!("shutting down: finishing in-flight requests");
         let _ = shutdown_tx.send(true);
     };
-    serve_apis(&config, listener, grpc_listener, service, shutdown).await?;
+    serve_apis(&config, tls, listener, grpc_listener, service, shutdown).await?;
     log.close();
     eprintln!("stopped cleanly");
     Ok(())

@@ -140,12 +140,15 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         metrics: Some(metrics),
         tlog: Some(Arc::new(tlog)),
         shutdown: shutdown_rx,
+        verified: sealtrail_api::verified::Verified::new(config.max_full_verifications),
     });
 
+    let tls = config.tls()?;
     let (listener, grpc_listener) = listen_both(&config)?;
     let local = listener.local_addr()?;
+    let (http, grpc) = schemes(tls.as_deref());
     eprintln!(
-        "sealtrail {} listening on http://{local} and grpc://{} (data in {})",
+        "sealtrail {} listening on {http}://{local} and {grpc}://{} (data in {})",
         env!("CARGO_PKG_VERSION"),
         grpc_listener.local_addr()?,
         config.data_dir.display()
@@ -169,7 +172,7 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         }
         let _ = shutdown_tx.send(true);
     };
-    serve_apis(&config, listener, grpc_listener, service, shutdown).await?;
+    serve_apis(&config, tls, listener, grpc_listener, service, shutdown).await?;
 
     log.close();
     for chainer in chainers {
@@ -208,13 +211,20 @@ pub(crate) fn listen_both(
 /// service's shutdown flag); both stop together and finish their in-flight calls.
 pub(crate) async fn serve_apis(
     config: &Config,
+    tls: Option<Arc<sealtrail_api::tls::TlsEdge>>,
     rest: tokio::net::TcpListener,
     grpc: tokio::net::TcpListener,
     service: Arc<Service>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let limits = edge_limits(config);
-    let gate = sealtrail_api::edge::ConnectionGate::new(limits.max_connections);
+    if let Some(tls) = &tls {
+        tls.reload_on_sighup()
+            .context("cannot listen for SIGHUP (TLS reload)")?;
+        tracing::info!(certificate = %tls.describe(), "TLS on; SIGHUP reloads tls_cert_file and tls_key_file");
+    }
+    let gate = sealtrail_api::edge::ConnectionGate::new(limits.max_connections)
+        .with_tls(tls, limits.header_read_timeout);
     let mut grpc_stop = service.shutdown.clone();
     let grpc = tokio::spawn(sealtrail_api::grpc::serve(
         grpc,
@@ -227,6 +237,15 @@ pub(crate) async fn serve_apis(
     sealtrail_api::serve(rest, sealtrail_api::router(service), limits, gate, shutdown).await?;
     grpc.await.context("the gRPC server task failed")??;
     Ok(())
+}
+
+/// How the listening message names the REST and gRPC endpoints.
+pub(crate) fn schemes(tls: Option<&sealtrail_api::tls::TlsEdge>) -> (&'static str, &'static str) {
+    if tls.is_some() {
+        ("https", "grpcs")
+    } else {
+        ("http", "grpc")
+    }
 }
 
 /// The edge limits from the configuration, with the connection cap kept below the

@@ -296,6 +296,33 @@ async fn idle_and_slow_header_connections_are_bounded_and_closed() {
         .await
         .unwrap();
     assert_eq!(response.status(), 431);
+    // hyper answers that one before any handler runs; it still carries the envelope.
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "{response:?}"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "headers_too_large", "{body}");
+    // So does hyper's 400 for a head that is not HTTP.
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut raw,
+        b"GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut answer)
+        .await
+        .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(head.contains("content-type: application/json"), "{answer}");
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
     let (status, _) = api.get("/v1/events?page_size=1").await;
     assert_eq!(status, 200);
 }

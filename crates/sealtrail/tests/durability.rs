@@ -286,6 +286,160 @@ async fn tamper_test(engine: &str, tamper: impl FnOnce(&std::path::Path)) {
     assert_eq!(fine["valid"], json!(true));
 }
 
+/// `GET /v1/verify` resumes where the server last found the chain valid: a repeated call
+/// checks only new records, yet a rewrite of the record it resumes at, or a chain cut
+/// short behind it, is still caught; `full=true` re-walks everything and finds an older
+/// rewrite the resumed walk (by design) does not re-hash. SQLite lets the test rewrite
+/// records while the server runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_resumes_where_it_left_off_and_still_catches_rewrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    let server = Server::start_with(&data, &["--store", "sqlite"]).await;
+    let api = Api::new(&server, &key);
+    let post = |i: u32| {
+        let api = &api;
+        async move {
+            let (status, _) = api
+                .post("/v1/events?sync=true", &event(&format!("v{i}")))
+                .await;
+            assert_eq!(status, 201);
+        }
+    };
+    let verify = |query: &'static str| {
+        let api = &api;
+        async move {
+            let (status, body) = api.get(&format!("/v1/verify{query}")).await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    for i in 1..=6 {
+        post(i).await;
+    }
+    let first = verify("").await;
+    assert_eq!(
+        (
+            &first["valid"],
+            &first["events_checked"],
+            &first["newly_checked"]
+        ),
+        (&json!(true), &json!(6), &json!(6)),
+        "{first}"
+    );
+    assert!(first.get("resumed_from").is_none(), "{first}");
+    for i in 7..=9 {
+        post(i).await;
+    }
+    let second = verify("").await;
+    assert_eq!(
+        (
+            &second["valid"],
+            &second["events_checked"],
+            &second["newly_checked"],
+            &second["resumed_from"]
+        ),
+        (&json!(true), &json!(9), &json!(3), &json!(6)),
+        "{second}"
+    );
+    let again = verify("").await;
+    assert_eq!(
+        (
+            &again["events_checked"],
+            &again["newly_checked"],
+            &again["resumed_from"]
+        ),
+        (&json!(9), &json!(0), &json!(9)),
+        "{again}"
+    );
+    assert_eq!(again["root_hash"], second["root_hash"]);
+
+    let db = rusqlite::Connection::open(data.join("sealtrail.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let rewrite = |seq: u32| {
+        let body: Vec<u8> = db
+            .query_row(
+                &format!("SELECT body FROM events WHERE tenant_id='acme' AND seq={seq}"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let edited = String::from_utf8(body)
+            .unwrap()
+            .replace("\"success\"", "\"failure\"");
+        db.execute(
+            &format!("UPDATE events SET body=?1 WHERE tenant_id='acme' AND seq={seq}"),
+            [edited.as_bytes()],
+        )
+        .unwrap();
+    };
+    // An old record rewritten: only a full walk re-hashes it.
+    rewrite(2);
+    let resumed = verify("").await;
+    assert_eq!(resumed["valid"], json!(true), "{resumed}");
+    let full = verify("?full=true").await;
+    assert_eq!(
+        (
+            &full["valid"],
+            &full["first_broken_event_id"],
+            &full["newly_checked"]
+        ),
+        (&json!(false), &json!("v2"), &json!(2)),
+        "{full}"
+    );
+    assert!(full.get("resumed_from").is_none(), "{full}");
+    assert!(
+        full["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("hash_mismatch"),
+        "{full}"
+    );
+    // The record the walk resumes at rewritten.
+    rewrite(9);
+    let anchor = verify("").await;
+    assert_eq!(
+        (
+            &anchor["valid"],
+            &anchor["first_broken_event_id"],
+            &anchor["resumed_from"]
+        ),
+        (&json!(false), &json!("v9"), &json!(9)),
+        "{anchor}"
+    );
+    assert!(
+        anchor["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("changed_since_verified"),
+        "{anchor}"
+    );
+    // The chain cut short behind the position found valid.
+    db.execute("DELETE FROM events WHERE tenant_id='acme' AND seq>=8", [])
+        .unwrap();
+    let cut = verify("?scan_all=true").await;
+    assert_eq!(
+        (&cut["valid"], &cut["broken_count"]),
+        (&json!(false), &json!(1)),
+        "{cut}"
+    );
+    assert!(
+        cut["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("chain_truncated"),
+        "{cut}"
+    );
+    assert!(cut.get("first_broken_event_id").is_none(), "{cut}");
+    let (status, bad) = api.get("/v1/verify?full=maybe").await;
+    assert_eq!(
+        (status, &bad["error"]["code"]),
+        (400, &json!("invalid_query")),
+        "{bad}"
+    );
+}
+
 /// Someone deletes the newest record of a tenant while the server runs (SQLite allows a
 /// second writer). The chainer's next append would leave a gap; the store refuses it as a
 /// fork, and the server must stop and say so rather than keep a stalled partition.

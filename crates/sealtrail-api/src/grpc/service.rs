@@ -246,6 +246,7 @@ impl AuditLog for AuditLogService {
             from: r.from,
             to: r.to,
             scan_all: r.scan_all.then(|| "true".to_string()),
+            full: r.full.then(|| "true".to_string()),
         };
         let _slot = self.state.keys.slot(&caller, crate::quota::Heavy::Bulk)?;
         let v = query::verify_walk(&self.state, &caller.tenant_id, params).await?;
@@ -253,6 +254,8 @@ impl AuditLog for AuditLogService {
             valid: v.valid,
             tenant_id: v.tenant_id,
             events_checked: v.events_checked,
+            newly_checked: v.newly_checked,
+            resumed_from: v.resumed_from,
             root_hash: v.root_hash,
             from: v.from,
             to: v.to,
