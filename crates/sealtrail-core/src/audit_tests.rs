@@ -384,6 +384,31 @@ fn slow_path_agrees_on_non_canonical_lines() {
     }
 }
 
+/// Found by `make fuzz` (verify_export): a line with bytes that are not UTF-8 in a string
+/// passed for JCS, so its raw bytes were hashed and a forger who recomputed `hash` over
+/// them got a line that is not JSON through the audit.
+#[test]
+fn a_line_that_is_not_utf8_is_unreadable_even_with_a_matching_hash() {
+    let r = &records("acme", 1)[0];
+    // `"doc.read"` becomes `"doc.` + four bytes that are not UTF-8 + `"`
+    let forge = |mut bytes: Vec<u8>| {
+        let at = bytes
+            .windows(10)
+            .position(|w| w == b"\"doc.read\"")
+            .unwrap();
+        bytes.splice(at + 5..at + 9, *b"\xff\xfe\xff\xfe");
+        bytes
+    };
+    let unhashed = r.canonical_unhashed();
+    let bad = forge(canonical_line(
+        &unhashed,
+        &hash_hex(&forge(unhashed.clone())),
+    ));
+    assert!(canonical_object(&bad).is_none());
+    let failure = audit(Checks::default(), &[bad], None, None).unwrap_err();
+    assert_eq!((failure.code, failure.position), ("unreadable_record", 1));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

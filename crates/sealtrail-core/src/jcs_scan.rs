@@ -22,6 +22,9 @@ const MAX_DEPTH: usize = 64;
 
 /// `Some(members)` when `text` is exactly the JCS form of a JSON object.
 pub(crate) fn canonical_object(text: &[u8]) -> Option<Vec<Member>> {
+    // The scanner looks at ASCII only: the bytes of a string are checked here, once, so a
+    // line that is not UTF-8 (hence not JSON) never passes for canonical.
+    std::str::from_utf8(text).ok()?;
     let mut s = Scanner { b: text, at: 0 };
     let mut members = Vec::with_capacity(12);
     s.object(0, Some(&mut members))?;
@@ -272,6 +275,9 @@ mod tests {
             br#"{"a":1} "#,
             br#"[1]"#,
             br#"{"a":tru}"#,
+            b"{\"a\":\"x\xff\"}",
+            b"{\"a\":[\"\xed\xa0\x80\"]}", // a lone surrogate in UTF-8 form
+            b"{\"a\":\"\xc3\"}",
         ] {
             assert!(
                 canonical_object(bad).is_none(),
