@@ -66,7 +66,7 @@ pub fn check_proofs(proofs: &str, checkpoint: Option<&Checkpoint>) -> Result<(),
         let path: Option<Vec<Hash>> = p.hashes.iter().map(|h| hash_b64(h)).collect();
         let path = path.ok_or_else(|| bad(format!("{what}: bad hashes")))?;
         let leaf = record_leaf(&p.hash).ok_or_else(|| bad(format!("{what}: bad hash")))?;
-        if p.leaf_index + 1 != p.sequence_number {
+        if p.leaf_index.checked_add(1) != Some(p.sequence_number) {
             return Err(bad(format!(
                 "{what}: leaf_index must be sequence_number - 1"
             )));
@@ -83,4 +83,28 @@ pub fn check_proofs(proofs: &str, checkpoint: Option<&Checkpoint>) -> Result<(),
             .map_err(|e| bad(format!("{what}: {e}")))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `leaf_index` of u64::MAX overflowed `+ 1` (a panic where overflow checks are
+    /// on, as in the fuzz build) instead of refusing the proof (`make fuzz`, verify_proofs).
+    #[test]
+    fn a_leaf_index_at_the_end_of_u64_is_a_bad_proof() {
+        let proofs = format!(
+            r#"{{"inclusion":[{{"sequence_number":0,"hash":"{}","leaf_index":{},"tree_size":1,"root_hash":"{}","hashes":[]}}]}}"#,
+            "0".repeat(64),
+            u64::MAX,
+            B64.encode([0u8; 32])
+        );
+        let failure = check_proofs(&proofs, None).unwrap_err();
+        assert_eq!(failure.code, "bad_proof");
+        assert!(
+            failure.message.contains("leaf_index"),
+            "{}",
+            failure.message
+        );
+    }
 }
