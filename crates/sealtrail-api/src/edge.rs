@@ -144,6 +144,45 @@ impl ConnectionGate {
     }
 }
 
+/// Refuses a REST request whose head (start line and headers) is larger than
+/// `max_header_bytes`: hyper's read buffer bounds head memory only to within one read of
+/// it, so the exact limit is kept here: `431 headers_too_large` in the JSON envelope, as
+/// hyper's own answer to a head that outgrows its buffer (the target counts too).
+pub async fn head_limit(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let max = state.config.max_header_bytes;
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(1, |p| p.as_str().len());
+    // `METHOD target HTTP/1.1\r\n`, each `name: value\r\n`, the blank line.
+    let head = request.method().as_str().len()
+        + target
+        + 12
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>()
+        + 2;
+    if head <= max {
+        return next.run(request).await;
+    }
+    crate::error::ApiError::new(
+        axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+        format!(
+            "the request head is {head} bytes; this server accepts at most {max} \
+             (max_header_bytes): send fewer or smaller headers, and large inputs in the body"
+        ),
+    )
+    .into_response()
+}
+
 /// Serves `app` (REST, HTTP/1.1) on `listener` within `limits` until `shutdown`
 /// resolves; then stops accepting and waits for the open connections to finish their
 /// requests.
@@ -159,7 +198,8 @@ pub async fn serve_rest(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        // The read buffer bounds a request head (hyper's minimum is 8 KiB).
+        // The read buffer bounds a request head to within one read of `max_header_bytes`
+        // (hyper's minimum is 8 KiB); [`head_limit`] keeps the exact limit.
         .max_buf_size(limits.max_header_bytes.max(8192));
     loop {
         let (stream, permit) = tokio::select! {

@@ -52,6 +52,9 @@ pub struct ApiConfig {
     pub pending_receipts: Option<Duration>,
     /// The longest a client may take to send a request body (`408` past it).
     pub body_read_timeout: Duration,
+    /// Largest request head: REST start line and headers (`431`, or `414` for the target
+    /// alone), gRPC header list (`max_header_bytes`).
+    pub max_header_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +64,7 @@ impl Default for ApiConfig {
             stream_poll_interval: Duration::from_millis(500),
             pending_receipts: None,
             body_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 32 * 1024,
         }
     }
 }
@@ -111,6 +115,10 @@ pub fn router(service: AppState) -> Router {
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(telemetry::not_found)
         .method_not_allowed_fallback(telemetry::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            edge::head_limit,
+        ))
         .layer(axum::middleware::from_fn(telemetry::track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             telemetry::panic_response,

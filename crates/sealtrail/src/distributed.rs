@@ -227,6 +227,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
             commit_timeout: Duration::from_millis(config.commit_timeout_ms),
             stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),
             body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
+            max_header_bytes: config.max_header_bytes,
             // Receipts of entries Kafka holds but no chainer has committed yet.
             pending_receipts: Some(Duration::from_secs(15 * 60)),
         },

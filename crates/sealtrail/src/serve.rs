@@ -135,6 +135,7 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
             commit_timeout: Duration::from_millis(config.commit_timeout_ms),
             stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),
             body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
+            max_header_bytes: config.max_header_bytes,
             pending_receipts: None,
         },
         metrics: Some(metrics),

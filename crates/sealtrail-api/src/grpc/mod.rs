@@ -76,6 +76,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let grace = state.config.commit_timeout + SHUTDOWN_GRACE;
+    let max_header_list = u32::try_from(state.config.max_header_bytes).unwrap_or(u32::MAX);
     let (routes, reporter) = routes(state.clone()).await;
     tokio::spawn(mirror_health(state, reporter.clone()));
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
@@ -96,6 +97,8 @@ pub async fn serve(
         // Dead or vanished peers are dropped; idle connections are bounded by the gate.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        // Header memory per connection, as for REST.
+        .http2_max_header_list_size(Some(max_header_list))
         .add_routes(routes)
         .serve_with_incoming_shutdown(crate::edge::gated_incoming(listener, gate), shutdown);
     let deadline = async move {
