@@ -29,12 +29,30 @@ const PAGE: usize = 1_000;
 #[into_params(parameter_in = Query)]
 pub struct ExportParams {
     /// `jsonl` (default) or `csv`
+    #[param(value_type = Option<ExportFormat>, inline)]
     pub format: Option<String>,
     /// first sequence number (inclusive, default 1)
+    #[param(value_type = Option<u64>, format = "uint64")]
     pub from: Option<String>,
     /// last sequence number (inclusive, default: the log size when the export starts)
+    #[param(value_type = Option<u64>, format = "uint64")]
     pub to: Option<String>,
 }
+
+/// The formats of an export, as declared (`format` is parsed by hand, for its error).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+/// Binary content, as declared.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct Binary(Vec<u8>);
 
 #[derive(Clone, Copy, PartialEq)]
 enum Format {
@@ -136,7 +154,10 @@ fn rows(
 /// Export a tenant's records (streamed): JSONL of canonical records, or CSV.
 #[utoipa::path(get, path = "/v1/export", tag = "Verifiable log", operation_id = "exportEvents",
     params(ExportParams),
-    responses((status = 200, content_type = "application/x-ndjson", body = String), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses((status = 200, description = "One canonical record per line (JSONL), or CSV with a header row", content(
+            (String = "application/x-ndjson"),
+            (String = "text/csv"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn export(
     State(state): State<AppState>,
@@ -255,7 +276,8 @@ const VERIFY_MD: &str = include_str!("VERIFY.md");
 /// those n records, the log's verifier key, inclusion proofs of the first and last
 /// records, and VERIFY.md. n is the log size when the request starts.
 #[utoipa::path(get, path = "/v1/export/evidence-pack", tag = "Verifiable log", operation_id = "exportEvidencePack",
-    responses((status = 200, content_type = "application/zip", body = Vec<u8>), (status = 401, body = ErrorBody)),
+    responses((status = 200, description = "A ZIP archive", content_type = "application/zip", body = Binary), (status = 401, body = ErrorBody),
+        (status = 404, description = "No verifiable log is configured (`not_configured`)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn evidence_pack(
     State(state): State<AppState>,

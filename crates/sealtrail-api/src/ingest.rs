@@ -40,11 +40,32 @@ struct BatchEnvelope<'a> {
 #[into_params(parameter_in = Query)]
 pub struct IngestParams {
     /// `true` for synchronous ingest (same as the `X-Fact0-Sync: true` header).
+    #[param(value_type = Option<bool>)]
     pub sync: Option<String>,
     /// `true` with sync ingest of one event: the `201` record also carries `checkpoint`
     /// (the signed checkpoint of the log up to this record) and `inclusion_proof` (the
     /// record's proof in it), extra members beside fact0's shape.
+    #[param(value_type = Option<bool>)]
     pub proof: Option<String>,
+}
+
+/// The ingest header, as declared (read by [`wants_sync`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct SyncHeader {
+    /// `true` for synchronous ingest (same as the `sync` parameter)
+    #[param(rename = "X-Fact0-Sync", value_type = bool, required = false)]
+    x_fact0_sync: Option<bool>,
+}
+
+/// The batch's query, as declared (`proof` is for one event only).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct BatchParams {
+    /// `true` for synchronous ingest (same as the `X-Fact0-Sync: true` header)
+    sync: Option<bool>,
 }
 
 /// The sync answer of a batch: fact0's `BatchResult` plus the committed records.
@@ -61,7 +82,8 @@ pub struct BatchResult {
 }
 
 /// Sync when the `X-Fact0-Sync` header or the `sync` parameter says so (one rule for
-/// both: `true`/`1`, `false`/`0`, a `400` for anything else).
+/// both: `true`/`1`, `false`/`0`, a `400` for anything else — each is checked even when
+/// the other already says `true`).
 fn wants_sync(headers: &HeaderMap, params: &IngestParams) -> ApiResult<bool> {
     let header = match headers.get("x-fact0-sync") {
         None => false,
@@ -73,7 +95,8 @@ fn wants_sync(headers: &HeaderMap, params: &IngestParams) -> ApiResult<bool> {
         )
         .map_err(|e| ApiError::bad_request("invalid_header", e.message))?,
     };
-    Ok(header || parse_flag("sync", params.sync.as_deref())?)
+    let query = parse_flag("sync", params.sync.as_deref())?;
+    Ok(header || query)
 }
 
 pub(crate) fn new_id() -> String {
@@ -207,14 +230,15 @@ pub(crate) fn queued_receipt(entry: &LogEntry) -> Receipt {
 
 /// Ingest one audit event.
 #[utoipa::path(post, path = "/v1/events", tag = "Ingest", operation_id = "logEvent",
-    params(IngestParams, ("X-Fact0-Sync" = Option<String>, Header, description = "`true` for synchronous ingest")),
-    request_body(content = Object, description = "An `AuditEventInput`: actor, action, resource, outcome, and optionally id, timestamp, metadata"),
+    params(IngestParams, SyncHeader),
+    request_body(content = crate::openapi::AuditEventInput, description = "One audit event"),
     responses(
         (status = 202, description = "Accepted (async, the default)", body = Receipt),
-        (status = 201, description = "Committed (sync)", body = Record),
-        (status = 400, description = "Invalid event", body = ErrorBody),
+        (status = 201, description = "Committed (sync); with `proof=true` also its checkpoint and inclusion proof", body = ref("#/components/schemas/RecordWithProof")),
+        (status = 400, description = "Invalid event, body or parameter", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked key", body = ErrorBody),
         (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time; nothing stored", body = ErrorBody),
         (status = 409, description = "The id exists with different content (sync)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 503, description = "Overloaded; retry after Retry-After", body = ErrorBody),
@@ -313,14 +337,15 @@ fn conflict_from(receipt: &Receipt) -> ApiError {
 
 /// Ingest up to 1000 audit events.
 #[utoipa::path(post, path = "/v1/events/batch", tag = "Ingest", operation_id = "logBatch",
-    params(IngestParams, ("X-Fact0-Sync" = Option<String>, Header, description = "`true` for synchronous ingest")),
-    request_body(content = Object, description = "`{\"events\": [AuditEventInput, …]}` with 1 to 1000 events; invalid items are rejected by index, the others committed"),
+    params(BatchParams, SyncHeader),
+    request_body(content = crate::openapi::BatchInput, description = "1 to 1000 events; invalid items are rejected by index, the others committed"),
     responses(
         (status = 202, description = "Accepted (async)", body = Receipt),
         (status = 200, description = "Committed (sync)", body = BatchResult),
-        (status = 400, description = "Invalid batch envelope", body = ErrorBody),
+        (status = 400, description = "Invalid batch envelope or parameter", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked key", body = ErrorBody),
         (status = 403, description = "Key lacks the write scope", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time; nothing stored", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 503, description = "Overloaded; retry after Retry-After", body = ErrorBody),
         (status = 504, description = "Commit not confirmed in time; retry with the same ids", body = ErrorBody),
@@ -461,5 +486,33 @@ pub async fn ingest_batch(
         None => Ok(BatchOutcome::Accepted(queued)),
         Some((receipt, records)) if sync => Ok(BatchOutcome::Committed { receipt, records }),
         Some((receipt, _)) => Ok(BatchOutcome::Accepted(receipt)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(sync: Option<&str>) -> IngestParams {
+        IngestParams {
+            sync: sync.map(str::to_string),
+            proof: None,
+        }
+    }
+
+    /// A bad `sync` is a `400` even when the header already asks for sync (it used to be
+    /// skipped then: `X-Fact0-Sync: true` with `?sync=AAA` committed).
+    #[test]
+    fn both_sync_flags_are_checked() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-fact0-sync", "true".parse().unwrap());
+        let err = wants_sync(&headers, &params(Some("AAA"))).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(wants_sync(&headers, &params(Some("false"))).unwrap());
+        assert!(wants_sync(&HeaderMap::new(), &params(Some("1"))).unwrap());
+        assert!(!wants_sync(&HeaderMap::new(), &params(None)).unwrap());
+        headers.insert("x-fact0-sync", "null".parse().unwrap());
+        let err = wants_sync(&headers, &params(Some("true"))).unwrap_err();
+        assert_eq!(err.code, "invalid_header");
     }
 }

@@ -1,7 +1,19 @@
 //! The OpenAPI document, generated from the handlers' annotations and the wire types.
+//!
+//! What the handlers take is declared here too: the request bodies (fact0's
+//! `AuditEventInput` and the batch envelope) as schemas that mirror the validation in
+//! `sealtrail_core::event::parse_input`, which has the final word. The Python suite runs
+//! schemathesis against the document as served (`tests/python/test_openapi_contract.py`).
 
 use axum::Json;
+use sealtrail_core::event::{ActorType, Outcome};
+use serde::Deserialize;
+use utoipa::openapi::content::Content;
+use utoipa::openapi::header::Header;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Ref, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{PathItem, RefOr};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -27,6 +39,10 @@ use utoipa::{Modify, OpenApi};
         sealtrail_core::Record,
         sealtrail_core::Receipt,
         sealtrail_core::ItemError,
+        AuditEventInput,
+        ActorInput,
+        ResourceInput,
+        BatchInput,
         crate::ingest::BatchResult,
         crate::query::EventListResponse,
         crate::query::SingleVerifyResult,
@@ -37,10 +53,102 @@ use utoipa::{Modify, OpenApi};
         crate::tlog::InclusionProofResponse,
         crate::tlog::ConsistencyProofResponse,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &RecordWithProof, &SharedErrors),
     tags((name = "Ingest"), (name = "Query"), (name = "Verify"), (name = "Stream"), (name = "Verifiable log"))
 )]
 pub struct ApiDoc;
+
+/// fact0's `AuditEventInput`: the body of `POST /v1/events` and each item of a batch.
+/// Lengths are limits in UTF-8 bytes (`sealtrail_core::limits`); strings must not be
+/// blank nor hold control characters.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // a declaration only: `parse_input` reads the body
+pub struct AuditEventInput {
+    /// The idempotency key: the same id with the same content answers the original
+    /// record, with other content `409`. Default: a server-generated UUIDv7.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$"
+    )]
+    id: Option<String>,
+    /// When it happened, RFC 3339 with any offset (stored as UTC with microseconds).
+    /// Default: when sealtrail accepted it.
+    #[schema(format = DateTime)]
+    timestamp: Option<String>,
+    actor: ActorInput,
+    /// Dot-notation, e.g. `document.delete`: no whitespace, no empty segment.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\s.\x00-\x1f\x7f-\x9f]+(\.[^\s.\x00-\x1f\x7f-\x9f]+)*$"
+    )]
+    action: String,
+    resource: ResourceInput,
+    outcome: Outcome,
+    /// Any JSON object, at most 32 KiB once serialized; I-JSON (integers within
+    /// ±(2^53−1), no duplicate keys). Default: `{}`.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Who did it.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ActorInput {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    id: String,
+    #[serde(rename = "type")]
+    actor_type: Option<ActorType>,
+    #[schema(
+        min_length = 1,
+        max_length = 320,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    email: Option<String>,
+}
+
+/// What it was done to.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ResourceInput {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    id: String,
+    #[serde(rename = "type")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    resource_type: String,
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    name: Option<String>,
+}
+
+/// The body of `POST /v1/events/batch`. An invalid item is rejected by its index in the
+/// answer while the others are committed.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct BatchInput {
+    #[schema(min_items = 1, max_items = 1000)]
+    events: Vec<AuditEventInput>,
+}
 
 struct BearerAuth;
 
@@ -59,6 +167,133 @@ impl Modify for BearerAuth {
     }
 }
 
+/// `RecordWithProof`: the `201` of `POST /v1/events?sync=true&proof=true` is the committed
+/// record plus `checkpoint` and `inclusion_proof` (a sealtrail extension). `Record` admits
+/// no other member, so this is a copy of it with those two, kept in step by construction.
+struct RecordWithProof;
+
+impl Modify for RecordWithProof {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let Some(RefOr::T(Schema::Object(mut record))) = components.schemas.get("Record").cloned()
+        else {
+            panic!("the Record schema is an object");
+        };
+        record.description = Some(
+            "A committed record; with `proof=true`, also the signed checkpoint of the log up to it and its inclusion proof in that checkpoint".into(),
+        );
+        record.properties.insert(
+            "checkpoint".into(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(
+                    "C2SP signed note of the tenant's log up to this record",
+                ))
+                .into(),
+        );
+        record.properties.insert(
+            "inclusion_proof".into(),
+            Ref::from_schema_name("InclusionProofResponse").into(),
+        );
+        components
+            .schemas
+            .insert("RecordWithProof".into(), record.into());
+    }
+}
+
+/// The errors every authenticated operation may answer, whatever it does: the key
+/// (`401`, `403`), its rate (`429`), and a store or log that is down or overloaded
+/// (`503`). Each operation's annotation declares its own errors on top.
+struct SharedErrors;
+
+const SHARED_ERRORS: [(&str, &str, bool); 4] = [
+    ("401", "Missing, unknown or revoked API key", false),
+    ("403", "The key lacks the scope this operation needs", false),
+    (
+        "429",
+        "Over the key's or tenant's request rate, or its concurrent exports/streams; retry after Retry-After",
+        true,
+    ),
+    (
+        "503",
+        "The store or the log is unavailable or overloaded; retry after Retry-After",
+        true,
+    ),
+];
+
+fn operations_mut(
+    item: &mut PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+impl Modify for SharedErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for op in operations_mut(item) {
+                if op.security.as_ref().is_none_or(Vec::is_empty) {
+                    continue;
+                }
+                for (status, description, retry_after) in SHARED_ERRORS {
+                    let response = op
+                        .responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| RefOr::T(error_response(description, retry_after)));
+                    if let RefOr::T(response) = response
+                        && response.description.is_empty()
+                    {
+                        response.description = description.into();
+                    }
+                }
+                // An operation's own 429/503/507 carries Retry-After as well (`ApiError`).
+                for status in ["429", "503", "507"] {
+                    if let Some(RefOr::T(response)) = op.responses.responses.get_mut(status) {
+                        response
+                            .headers
+                            .entry("Retry-After".into())
+                            .or_insert_with(retry_after_header);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn retry_after_header() -> Header {
+    let mut header = Header::new(
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1)),
+    );
+    header.description = Some("seconds".into());
+    header
+}
+
+/// An error answer: the `ErrorBody` envelope, and `Retry-After` (seconds) when it says when
+/// to retry.
+fn error_response(description: &str, retry_after: bool) -> utoipa::openapi::Response {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+    );
+    if retry_after {
+        response = response.header("Retry-After", retry_after_header());
+    }
+    response.build()
+}
+
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
@@ -66,37 +301,211 @@ pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
+
+    fn doc() -> Value {
+        serde_json::to_value(ApiDoc::openapi()).unwrap()
+    }
+
+    fn operations(doc: &Value) -> impl Iterator<Item = (String, String, &Value)> {
+        doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .iter()
+                    .map(move |(method, op)| (path.clone(), method.clone(), op))
+            })
+    }
 
     /// Every parameter is declared where it is: a path parameter names a `{segment}` of
-    /// its path, everything else is an optional query parameter (or a header). The
-    /// document used to declare all 26 query parameters `in: path, required: true`.
+    /// its path, everything else is a query parameter (or a header), optional unless the
+    /// handler answers `400` without it. The document used to declare all 26 query
+    /// parameters `in: path, required: true`.
     #[test]
     fn parameters_are_declared_where_they_are() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let doc = doc();
+        let required_queries = [
+            ("/v1/proof/inclusion", "sequence_number"),
+            ("/v1/proof/consistency", "from"),
+        ];
         let mut queries = 0;
-        for (path, item) in doc["paths"].as_object().unwrap() {
-            for (method, op) in item.as_object().unwrap() {
-                for param in op["parameters"].as_array().into_iter().flatten() {
-                    let name = param["name"].as_str().unwrap();
-                    match param["in"].as_str().unwrap() {
-                        "path" => assert!(
-                            path.contains(&format!("{{{name}}}")),
-                            "{method} {path}: {name} is not a path segment"
-                        ),
-                        "query" => {
-                            queries += 1;
-                            assert_ne!(
-                                param["required"],
-                                serde_json::json!(true),
-                                "{method} {path}: query parameter {name} is optional"
-                            );
-                        }
-                        "header" => {}
-                        other => panic!("{method} {path}: {name} in {other}"),
+        for (path, method, op) in operations(&doc) {
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                let name = param["name"].as_str().unwrap();
+                match param["in"].as_str().unwrap() {
+                    "path" => assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: {name} is not a path segment"
+                    ),
+                    "query" => {
+                        queries += 1;
+                        assert_eq!(
+                            param["required"] == json!(true),
+                            required_queries.contains(&(path.as_str(), name)),
+                            "{method} {path}: query parameter {name} is required only if the handler needs it"
+                        );
                     }
+                    "header" => {}
+                    other => panic!("{method} {path}: {name} in {other}"),
                 }
             }
         }
         assert!(queries >= 20, "only {queries} query parameters declared");
+    }
+
+    /// The bodies are declared, not `{"type":"object"}`: fact0's `AuditEventInput` for one
+    /// event, `{"events": [AuditEventInput, …]}` for a batch, with the members and limits
+    /// the validation enforces.
+    #[test]
+    fn request_bodies_have_real_schemas() {
+        let doc = doc();
+        for (path, schema) in [
+            ("/v1/events", "AuditEventInput"),
+            ("/v1/events/batch", "BatchInput"),
+        ] {
+            let body = &doc["paths"][path]["post"]["requestBody"];
+            assert_eq!(body["required"], json!(true), "{path}");
+            assert_eq!(
+                body["content"]["application/json"]["schema"]["$ref"],
+                json!(format!("#/components/schemas/{schema}")),
+                "{path}"
+            );
+        }
+        let schemas = &doc["components"]["schemas"];
+        let event = &schemas["AuditEventInput"];
+        let mut required: Vec<_> = event["required"].as_array().unwrap().clone();
+        required.sort_by_key(|v| v.to_string());
+        assert_eq!(
+            required,
+            vec![
+                json!("action"),
+                json!("actor"),
+                json!("outcome"),
+                json!("resource")
+            ]
+        );
+        for name in [
+            "AuditEventInput",
+            "ActorInput",
+            "ResourceInput",
+            "BatchInput",
+        ] {
+            assert_eq!(
+                schemas[name]["additionalProperties"],
+                json!(false),
+                "{name}: unknown members are refused"
+            );
+        }
+        assert_eq!(event["properties"]["id"]["maxLength"], json!(128));
+        assert_eq!(
+            schemas["BatchInput"]["properties"]["events"]["maxItems"],
+            json!(1000)
+        );
+        assert_eq!(
+            schemas["BatchInput"]["properties"]["events"]["items"]["$ref"],
+            json!("#/components/schemas/AuditEventInput")
+        );
+    }
+
+    /// Every error an operation declares is the `{"error":{"code","message"}}` envelope,
+    /// and every authenticated operation declares the errors of authentication and rate
+    /// limits.
+    #[test]
+    fn errors_are_declared_with_the_envelope() {
+        let doc = doc();
+        for (path, method, op) in operations(&doc) {
+            let responses = op["responses"].as_object().unwrap();
+            for status in ["401", "403", "429", "503"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} does not declare {status}"
+                );
+            }
+            assert!(
+                responses["429"]["headers"]["Retry-After"].is_object(),
+                "{method} {path}: 429 without Retry-After"
+            );
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"]["$ref"],
+                        json!("#/components/schemas/ErrorBody"),
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every `$ref` names a schema the document has (a parameter's enum once pointed
+    /// nowhere, and schemathesis skipped it).
+    #[test]
+    fn every_reference_resolves() {
+        fn walk(value: &Value, doc: &Value, at: &str) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(Value::String(target)) = map.get("$ref") {
+                        let pointer = target.strip_prefix('#').unwrap_or(target);
+                        assert!(
+                            doc.pointer(pointer).is_some(),
+                            "{at}: {target} does not resolve"
+                        );
+                    }
+                    for (k, v) in map {
+                        walk(v, doc, &format!("{at}/{k}"));
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|v| walk(v, doc, at)),
+                _ => {}
+            }
+        }
+        let doc = doc();
+        walk(&doc, &doc, "");
+    }
+
+    /// No parameter is declared nullable: a header or query value is text, never `null`.
+    #[test]
+    fn parameters_are_not_nullable() {
+        let doc = doc();
+        for (path, method, op) in operations(&doc) {
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                let ty = &param["schema"]["type"];
+                assert!(
+                    !ty.as_array().is_some_and(|t| t.contains(&json!("null"))),
+                    "{method} {path}: {} is nullable",
+                    param["name"]
+                );
+            }
+        }
+    }
+
+    /// The sync `201` with `proof=true` carries two members `Record` does not admit; it is
+    /// declared as `RecordWithProof`, Record's members and those two.
+    #[test]
+    fn the_sync_record_with_proof_is_declared() {
+        let doc = doc();
+        let schemas = &doc["components"]["schemas"];
+        let record = schemas["Record"]["properties"].as_object().unwrap();
+        let with_proof = schemas["RecordWithProof"]["properties"]
+            .as_object()
+            .unwrap();
+        for name in record.keys() {
+            assert!(with_proof.contains_key(name), "{name}");
+        }
+        assert!(
+            with_proof.contains_key("checkpoint") && with_proof.contains_key("inclusion_proof")
+        );
+        assert_eq!(
+            schemas["RecordWithProof"]["required"],
+            schemas["Record"]["required"]
+        );
+        assert_eq!(
+            doc["paths"]["/v1/events"]["post"]["responses"]["201"]["content"]["application/json"]["schema"]
+                ["$ref"],
+            json!("#/components/schemas/RecordWithProof")
+        );
     }
 }

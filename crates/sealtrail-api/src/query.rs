@@ -106,7 +106,7 @@ pub struct ListParams {
     #[param(format = DateTime)]
     pub to: Option<String>,
     /// 1-based page number (default 1)
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 4294967295.0)]
+    #[param(value_type = Option<u32>, format = "uint32", minimum = 1, maximum = 4294967295.0)]
     pub page: Option<String>,
     /// events per page, 1 to 1000 (default 50)
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]

@@ -28,13 +28,25 @@ const STREAM_PAGE: usize = 500;
 #[into_params(parameter_in = Query)]
 pub struct StreamParams {
     /// Start after this sequence number (as `Last-Event-ID` does); default: the current head
+    #[param(value_type = Option<u64>, format = "uint64")]
     pub after: Option<String>,
 }
 
+/// The resume header, as declared (read by [`stream_events`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct ResumeHeader {
+    /// Resume after this sequence number (the `id` of the last event received); wins over
+    /// `after`
+    #[param(rename = "Last-Event-ID", value_type = u64, format = "uint64", required = false)]
+    last_event_id: Option<u64>,
+}
+
 /// Live stream of committed events (SSE).
-#[utoipa::path(get, path = "/v1/events/stream", tag = "Stream", operation_id = "streamEvents", params(StreamParams,
-        ("Last-Event-ID" = Option<String>, Header, description = "resume after this sequence number")),
+#[utoipa::path(get, path = "/v1/events/stream", tag = "Stream", operation_id = "streamEvents", params(StreamParams, ResumeHeader),
     responses((status = 200, description = "text/event-stream of records", content_type = "text/event-stream"),
+        (status = 400, description = "`after` or `Last-Event-ID` is not a sequence number", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn stream_events(
@@ -48,19 +60,26 @@ pub async fn stream_events(
         .await?;
     let Query(params) =
         params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let slot = state.keys.slot(&caller, crate::quota::Heavy::Stream)?;
-    let resume = headers
+    // Both are checked (one rule: a 400 for anything but a sequence number); the header
+    // wins, as a reconnecting EventSource sends it with the URL it first used.
+    let query = params
+        .after
+        .as_deref()
+        .map(|text| sequence_number("after", "invalid_query", text))
+        .transpose()?;
+    let header = headers
         .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(params.after);
-    let after = match resume {
-        Some(text) => text.trim().parse::<u64>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("Last-Event-ID / after must be a sequence number, not {text:?}"),
-            )
-        })?,
+        .map(|v| match v.to_str() {
+            Ok(text) => sequence_number("Last-Event-ID", "invalid_header", text),
+            Err(_) => Err(ApiError::bad_request(
+                "invalid_header",
+                "Last-Event-ID must be a sequence number",
+            )),
+        })
+        .transpose()?;
+    let slot = state.keys.slot(&caller, crate::quota::Heavy::Stream)?;
+    let after = match header.or(query) {
+        Some(after) => after,
         None => head_sequence(&state, &caller.tenant_id).await?,
     };
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(STREAM_PAGE);
@@ -75,6 +94,15 @@ pub async fn stream_events(
     });
     Ok(Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn sequence_number(name: &str, code: &'static str, text: &str) -> ApiResult<u64> {
+    text.trim().parse::<u64>().map_err(|_| {
+        ApiError::bad_request(
+            code,
+            format!("{name} must be a sequence number, not {text:?}"),
+        )
+    })
 }
 
 /// The sequence number of the tenant's chain head (0 for an empty chain).

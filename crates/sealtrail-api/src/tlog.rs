@@ -172,6 +172,7 @@ fn log_of(state: &AppState) -> ApiResult<&TransparencyLog> {
 pub struct CheckpointParams {
     /// `true`: sign the current tree head now instead of serving one up to
     /// `checkpoint_interval_ms` old
+    #[param(value_type = Option<bool>)]
     pub fresh: Option<String>,
 }
 
@@ -179,7 +180,8 @@ pub struct CheckpointParams {
 /// note (Ed25519), served as is.
 #[utoipa::path(get, path = "/v1/checkpoint", tag = "Verifiable log", operation_id = "getCheckpoint",
     params(CheckpointParams),
-    responses((status = 200, content_type = "text/plain", body = String), (status = 401, body = ErrorBody)),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, description = "No verifiable log is configured (`not_configured`)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn get_checkpoint(
     State(state): State<AppState>,
@@ -208,7 +210,7 @@ pub struct LogKey {
 
 /// The log's public key and this tenant's checkpoint origin.
 #[utoipa::path(get, path = "/v1/log/key", tag = "Verifiable log", operation_id = "getLogKey",
-    responses((status = 200, body = LogKey), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = LogKey), (status = 401, body = ErrorBody), (status = 404, description = "No verifiable log is configured (`not_configured`)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn get_log_key(
     State(state): State<AppState>,
@@ -228,9 +230,11 @@ pub async fn get_log_key(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct InclusionParams {
-    /// the record to prove (1-based)
+    /// the record to prove (1-based), at most `tree_size`
+    #[param(value_type = u64, format = "uint64", minimum = 1)]
     pub sequence_number: Option<String>,
-    /// size of the tree to prove it in (default: the current log size)
+    /// size of the tree to prove it in, at most the log size (default: the log size)
+    #[param(value_type = Option<u64>, format = "uint64", minimum = 1)]
     pub tree_size: Option<String>,
 }
 
@@ -247,7 +251,7 @@ pub struct InclusionProofResponse {
 /// Proof that record `sequence_number` is in the tree of `tree_size` records.
 #[utoipa::path(get, path = "/v1/proof/inclusion", tag = "Verifiable log", operation_id = "getInclusionProof",
     params(InclusionParams),
-    responses((status = 200, body = InclusionProofResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = InclusionProofResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, description = "No verifiable log is configured (`not_configured`)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn get_inclusion_proof(
     State(state): State<AppState>,
@@ -301,9 +305,11 @@ pub async fn inclusion(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ConsistencyParams {
-    /// the earlier tree size
+    /// the earlier tree size, at most `to`
+    #[param(value_type = u64, format = "uint64", minimum = 1)]
     pub from: Option<String>,
-    /// the later tree size (default: the current log size)
+    /// the later tree size, at most the log size (default: the log size)
+    #[param(value_type = Option<u64>, format = "uint64", minimum = 1)]
     pub to: Option<String>,
 }
 
@@ -318,7 +324,7 @@ pub struct ConsistencyProofResponse {
 /// Proof that the tree of `to` records extends the tree of `from` records.
 #[utoipa::path(get, path = "/v1/proof/consistency", tag = "Verifiable log", operation_id = "getConsistencyProof",
     params(ConsistencyParams),
-    responses((status = 200, body = ConsistencyProofResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = ConsistencyProofResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, description = "No verifiable log is configured (`not_configured`)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn get_consistency_proof(
     State(state): State<AppState>,
