@@ -362,13 +362,17 @@ pub async fn verify_one(
 #[into_params(parameter_in = Query)]
 pub struct VerifyParams {
     /// RFC 3339: report only events whose `timestamp` is at or after this
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// RFC 3339: report only events whose `timestamp` is at or before this
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// `true` to list every broken event instead of stopping at the first
+    #[param(value_type = Option<bool>)]
     pub scan_all: Option<String>,
     /// `true` to walk the whole chain from its first record. By default a call resumes
     /// where this server last found the chain valid (see `resumed_from`)
+    #[param(value_type = Option<bool>)]
     pub full: Option<String>,
 }
 
@@ -551,7 +555,8 @@ pub async fn verify_walk(
             },
         );
     }
-    let newly_checked = walker.checked() - u64::from(resumed_from.is_some() && walker.checked() > 0);
+    let newly_checked =
+        walker.checked() - u64::from(resumed_from.is_some() && walker.checked() > 0);
     let first = broken.first();
     Ok(VerifyResult {
         valid: broken_count == 0,
