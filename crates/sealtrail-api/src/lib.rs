@@ -21,7 +21,7 @@ pub mod openapi;
 pub mod query;
 pub mod quota;
 pub mod stream;
-mod telemetry;
+pub mod telemetry;
 pub mod tlog;
 pub mod tls;
 pub mod verified;
@@ -87,6 +87,9 @@ pub struct Service {
     pub shutdown: watch::Receiver<bool>,
     /// Where each tenant's chain was last found valid, and the permits for long walks.
     pub verified: verified::Verified,
+    /// What a background probe found wrong with the services this process depends on
+    /// (distributed gateways); `/readyz` reports it.
+    pub readiness: Option<watch::Receiver<Vec<telemetry::NotReady>>>,
 }
 
 pub type AppState = Arc<Service>;
@@ -111,6 +114,7 @@ pub fn router(service: AppState) -> Router {
         .route("/v1/export", get(export::export))
         .route("/v1/export/evidence-pack", get(export::evidence_pack))
         .route("/healthz", get(telemetry::healthz))
+        .route("/readyz", get(telemetry::readyz))
         .route("/metrics", get(telemetry::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(telemetry::not_found)

@@ -36,6 +36,57 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
+/// One reason a server should not get traffic now (see [`readyz`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NotReady {
+    /// `kafka`, `scylla`, `chainer`, `store`, `disk`, `gateway`.
+    pub component: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    pub reason: String,
+}
+
+/// Readiness, for load balancers: `200 {"status":"ready"}`, or `503
+/// {"status":"not_ready","problems":[{component, partition?, reason}]}` while something
+/// this server depends on is out: in distributed mode Kafka not acknowledging a
+/// partition's appends, the store not answering, a partition without a live chainer; in
+/// both modes what `/healthz` reports (a failing store, writes refused for disk space).
+/// `/healthz` stays the liveness check: restarting this process would not fix any of these.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let mut problems: Vec<NotReady> = state
+        .readiness
+        .as_ref()
+        .map(|r| r.borrow().clone())
+        .unwrap_or_default();
+    if let Some(health) = &state.health {
+        problems.extend(
+            health
+                .problems()
+                .into_iter()
+                .map(|(partition, error)| NotReady {
+                    component: "store",
+                    partition: Some(partition),
+                    reason: error,
+                }),
+        );
+    }
+    if let Some(reason) = state.store.write_blocked() {
+        problems.push(NotReady {
+            component: "disk",
+            partition: None,
+            reason,
+        });
+    }
+    if problems.is_empty() {
+        return axum::Json(serde_json::json!({"status": "ready"})).into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({"status": "not_ready", "problems": problems})),
+    )
+        .into_response()
+}
+
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(handle) => (

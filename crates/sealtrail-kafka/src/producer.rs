@@ -1,6 +1,6 @@
 //! The gateway's side of the log.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +21,28 @@ pub struct KafkaLog {
     topic: String,
     partitions: u32,
     closed: AtomicBool,
+    deliveries: Vec<Deliveries>,
+    started: std::time::Instant,
+}
+
+/// What one partition's appends did lately, for readiness ([`KafkaLog::stalled_partitions`]).
+#[derive(Default)]
+struct Deliveries {
+    in_flight: AtomicU64,
+    /// Milliseconds since the log was created, at the last acknowledged append.
+    last_ok_ms: AtomicU64,
+    /// The same at the last append that failed or timed out (0: none).
+    last_failed_ms: AtomicU64,
+    /// The same at the last append that completed either way.
+    last_done_ms: AtomicU64,
+    last_error: std::sync::Mutex<String>,
+}
+
+/// A partition the gateway cannot append to now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StalledPartition {
+    pub partition: u32,
+    pub reason: String,
 }
 
 impl KafkaLog {
@@ -43,7 +65,47 @@ impl KafkaLog {
             topic: settings.topic.clone(),
             partitions,
             closed: AtomicBool::new(false),
+            deliveries: (0..partitions).map(|_| Deliveries::default()).collect(),
+            started: std::time::Instant::now(),
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Partitions whose appends are failing now: the last one completed failed (within
+    /// the last 30 s), or appends have been waiting for longer than `stuck_after` with
+    /// none completing meanwhile (a broker that does not answer, a partition whose leader
+    /// the producer lost).
+    pub fn stalled_partitions(&self, stuck_after: Duration) -> Vec<StalledPartition> {
+        let now = self.now_ms();
+        let stuck_ms = stuck_after.as_millis() as u64;
+        let mut stalled = Vec::new();
+        for (partition, d) in self.deliveries.iter().enumerate() {
+            let ok = d.last_ok_ms.load(Ordering::Acquire);
+            let failed = d.last_failed_ms.load(Ordering::Acquire);
+            let done = d.last_done_ms.load(Ordering::Acquire);
+            let in_flight = d.in_flight.load(Ordering::Acquire);
+            let reason = if failed > ok && now.saturating_sub(failed) < 30_000 {
+                let error = d.last_error.lock().expect("delivery lock").clone();
+                Some(format!("kafka appends fail: {error}"))
+            } else if in_flight > 0 && now.saturating_sub(done) > stuck_ms {
+                Some(format!(
+                    "kafka has acknowledged none of {in_flight} appends for {} ms",
+                    now.saturating_sub(done)
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                stalled.push(StalledPartition {
+                    partition: partition as u32,
+                    reason,
+                });
+            }
+        }
+        stalled
     }
 }
 
@@ -60,7 +122,25 @@ impl LogProducer for KafkaLog {
             .payload(&payload)
             .partition(partition);
         let started = std::time::Instant::now();
+        let deliveries = &self.deliveries[partition as usize];
+        if deliveries.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            // Nothing was waiting: the stall clock starts now, not at the last completion.
+            deliveries
+                .last_done_ms
+                .store(self.now_ms(), Ordering::Release);
+        }
         let result = self.producer.send(record, Timeout::After(QUEUE_WAIT)).await;
+        deliveries.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let now = self.now_ms();
+        deliveries.last_done_ms.store(now, Ordering::Release);
+        match &result {
+            Ok(_) => deliveries.last_ok_ms.store(now, Ordering::Release),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {}
+            Err((err, _)) => {
+                *deliveries.last_error.lock().expect("delivery lock") = err.to_string();
+                deliveries.last_failed_ms.store(now, Ordering::Release);
+            }
+        }
         metrics::histogram!("sealtrail_kafka_append_seconds")
             .record(started.elapsed().as_secs_f64());
         match result {

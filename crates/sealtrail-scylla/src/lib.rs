@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod append;
+pub mod beats;
 pub mod fence;
 mod keys;
 mod read;

@@ -104,6 +104,11 @@ fn tables(ks: &str) -> Vec<String> {
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.api_keys_by_id (key_id text PRIMARY KEY, key_hash text)"
         ),
+        // Chainers' heartbeats (see `crate::beats`): rows expire by themselves.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.chainer_beats (log_partition int PRIMARY KEY, \
+             owner text)"
+        ),
     ]
 }
 

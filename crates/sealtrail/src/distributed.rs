@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
+use sealtrail_api::telemetry::NotReady;
 use sealtrail_api::{ApiConfig, Service};
 use sealtrail_chainer::{Chainer, ChainerConfig, ChainerError, CommitSignal, Health};
 use sealtrail_kafka::KafkaSettings;
@@ -204,7 +205,9 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         config.scylla_keyspace,
         store.log_partitions()
     );
-    let log: Arc<dyn LogProducer> = Arc::new(log);
+    let kafka_log = Arc::new(log);
+    let readiness = watch_readiness(kafka_log.clone(), store.clone());
+    let log: Arc<dyn LogProducer> = kafka_log;
     let correlator = Arc::new(Correlator::new(gateway_id.clone()));
     let _replies = ReplyListener::start(&kafka, &gateway_id, correlator.clone())
         .context("reading the reply topic")?;
@@ -234,6 +237,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         metrics: Some(metrics),
         shutdown: shutdown_rx,
         verified: sealtrail_api::verified::Verified::new(config.max_full_verifications),
+        readiness: Some(readiness),
     });
     let tls = config.tls()?;
     let (listener, grpc_listener) = listen_both(&config)?;
@@ -254,6 +258,112 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
     log.close();
     eprintln!("stopped cleanly");
     Ok(())
+}
+
+/// How long appends to a partition may wait with none acknowledged before the partition
+/// counts as stalled.
+const KAFKA_STUCK_AFTER: Duration = Duration::from_secs(3);
+
+/// The gateway's readiness probe, once a second: partitions Kafka is not acknowledging
+/// ([`KafkaLog::stalled_partitions`]), whether the store answers (2 s at most), and which
+/// partitions have no live chainer (heartbeats, [`ScyllaStore::owners`]). The same facts
+/// go to `/metrics`: `sealtrail_ready`, `sealtrail_store_reachable`,
+/// `sealtrail_kafka_partition_stalled{partition}`, `sealtrail_partition_owned{partition}`.
+fn watch_readiness(
+    log: Arc<KafkaLog>,
+    store: ScyllaStore,
+) -> tokio::sync::watch::Receiver<Vec<NotReady>> {
+    let (tx, rx) = tokio::sync::watch::channel(vec![NotReady {
+        component: "gateway",
+        partition: None,
+        reason: "starting: the first readiness check has not finished".into(),
+    }]);
+    tokio::spawn(async move {
+        let partitions = store.log_partitions();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let mut problems = Vec::new();
+            let stalled = log.stalled_partitions(KAFKA_STUCK_AFTER);
+            for p in 0..partitions {
+                let stall = stalled.iter().find(|s| s.partition == p);
+                metrics::gauge!("sealtrail_kafka_partition_stalled", "partition" => p.to_string())
+                    .set(f64::from(u8::from(stall.is_some())));
+                if let Some(stall) = stall {
+                    problems.push(NotReady {
+                        component: "kafka",
+                        partition: Some(p),
+                        reason: stall.reason.clone(),
+                    });
+                }
+            }
+            let owners = tokio::time::timeout(Duration::from_secs(2), store.owners()).await;
+            let reachable = matches!(owners, Ok(Ok(_)));
+            metrics::gauge!("sealtrail_store_reachable").set(f64::from(u8::from(reachable)));
+            match owners {
+                Ok(Ok(owners)) => {
+                    for p in 0..partitions {
+                        let owned = owners.contains_key(&p);
+                        metrics::gauge!("sealtrail_partition_owned", "partition" => p.to_string())
+                            .set(f64::from(u8::from(owned)));
+                        if !owned {
+                            problems.push(NotReady {
+                                component: "chainer",
+                                partition: Some(p),
+                                reason: format!(
+                                    "no chainer holds this partition (no heartbeat for {} s): its writes wait for one",
+                                    sealtrail_scylla::beats::BEAT_TTL_SECS
+                                ),
+                            });
+                        }
+                    }
+                }
+                Ok(Err(err)) => problems.push(NotReady {
+                    component: "scylla",
+                    partition: None,
+                    reason: format!("the store does not answer: {err}"),
+                }),
+                Err(_) => problems.push(NotReady {
+                    component: "scylla",
+                    partition: None,
+                    reason: "the store did not answer within 2 s".into(),
+                }),
+            }
+            metrics::gauge!("sealtrail_ready").set(f64::from(u8::from(problems.is_empty())));
+            if tx.send(problems).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Writes this chainer's heartbeats once a second for the partitions it holds, so
+/// gateways can tell a partition without an owner ([`ScyllaStore::beat`]).
+fn beat_for_partitions(store: ScyllaStore, owner: String, state: ChainerState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let held: Vec<u32> = state
+                .assigned
+                .lock()
+                .expect("assigned lock")
+                .keys()
+                .copied()
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            match tokio::time::timeout(Duration::from_secs(2), store.beat(&held, &owner)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::debug!(%err, "heartbeat not written"),
+                Err(_) => tracing::debug!("heartbeat timed out"),
+            }
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------- chainer
@@ -308,9 +418,11 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
     );
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(chainer_health))
+        .route("/readyz", axum::routing::get(chainer_health))
         .route("/metrics", axum::routing::get(chainer_metrics))
         .with_state(state.clone());
     let http = tokio::spawn(async move { axum::serve(listener, app).await });
+    beat_for_partitions(store.clone(), owner.clone(), state.clone());
 
     let chainer_config = ChainerConfig {
         max_batch_events: config.max_batch_events,

@@ -142,6 +142,7 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         tlog: Some(Arc::new(tlog)),
         shutdown: shutdown_rx,
         verified: sealtrail_api::verified::Verified::new(config.max_full_verifications),
+        readiness: None,
     });
 
     let tls = config.tls()?;

@@ -141,6 +141,14 @@ async fn a_full_disk_refuses_writes_then_resumes_or_exits_and_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let refused = refused.expect("writes below the floor are refused with 507");
+    let (status, ready) = api.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["problems"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["component"] == "disk")),
+        "{ready}"
+    );
     let (status, health) = api.get("/healthz").await;
     assert_eq!(status, 503, "{health}");
     assert!(
@@ -185,6 +193,8 @@ async fn a_full_disk_refuses_writes_then_resumes_or_exits_and_loses_nothing() {
     }
     let (status, _) = api.get("/healthz").await;
     assert_eq!(status, 200);
+    let (status, ready) = api.get("/readyz").await;
+    assert_eq!((status, &ready["status"]), (200, &serde_json::json!("ready")));
     let started = Instant::now();
     assert!(server.sigterm_and_wait(), "{}", server.log());
     assert!(

@@ -742,3 +742,131 @@ async fn a_zombie_chainer_is_fenced_and_the_chains_stay_whole() {
     }
     assert_nothing_lost(&c, 0, &ts, &acked).await;
 }
+
+/// `GET /readyz` of a process: status and body.
+async fn readyz(proc: &Proc) -> (u16, Value) {
+    match reqwest::Client::new()
+        .get(format!("{}/readyz", proc.http))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+    {
+        Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
+        Err(e) => (0, json!(e.to_string())),
+    }
+}
+
+/// Waits until the gateway's `/readyz` is ready (`component: None`) or names
+/// `component` among its problems; returns how long that took.
+async fn wait_readiness(c: &Cluster, component: Option<&str>, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (status, body) = readyz(&c.gateways[0]).await;
+        let named = |want: &str| {
+            body["problems"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["component"] == want))
+        };
+        let reached = match component {
+            None => status == 200 && body["status"] == "ready",
+            Some(want) => status == 503 && body["status"] == "not_ready" && named(want),
+        };
+        if reached {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "/readyz did not turn to {component:?} in {within:?}: {status} {body}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends SIGCONT to a stopped service when dropped, so a failing test never leaves Kafka
+/// or Cassandra frozen for the tests after it.
+struct Frozen(String);
+
+impl Frozen {
+    fn service(service: &str) -> Frozen {
+        let pid_file = repo_root().join(format!(".build/infra/{service}/{service}.pid"));
+        let pid = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+            .trim()
+            .to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-STOP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}
+
+/// `/readyz` tells the truth: a gateway without a chainer for its partitions, a chainer
+/// SIGKILLed, Cassandra frozen and Kafka frozen each turn it `503` naming the cause within
+/// a few seconds, and it turns `200` again once the cause is gone. `/healthz` (liveness)
+/// stays `200` throughout: restarting the gateway would fix none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_reports_each_outage_and_its_end() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::new("ready", 2, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "3000")]);
+    c.add_gateway().await;
+    let secs = Duration::from_secs;
+    wait_readiness(&c, Some("chainer"), secs(10)).await;
+    c.add_chainer().await;
+    c.wait_assigned(&[]).await;
+    let t = wait_readiness(&c, None, secs(10)).await;
+    eprintln!("ready {t:?} after the chainer held its partitions");
+
+    c.chainers[0].sigkill();
+    let t = wait_readiness(&c, Some("chainer"), secs(10)).await;
+    eprintln!("chainer SIGKILLed: /readyz said so after {t:?}");
+    c.chainers[0].spawn();
+    c.chainers[0].wait_healthy().await;
+    c.wait_assigned(&[]).await;
+    wait_readiness(&c, None, secs(15)).await;
+
+    let frozen = Frozen::service("cassandra");
+    let t = wait_readiness(&c, Some("scylla"), secs(10)).await;
+    eprintln!("cassandra frozen: /readyz said so after {t:?}");
+    let (status, _) = reqwest::get(format!("{}/healthz", c.gateways[0].http))
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 200, "liveness is not readiness");
+    drop(frozen);
+    let t = wait_readiness(&c, None, secs(20)).await;
+    eprintln!("cassandra resumed: ready again after {t:?}");
+
+    // Kafka frozen while a write waits for its acknowledgement.
+    let ts = tenants(&c, 1).await;
+    let frozen = Frozen::service("kafka");
+    let api = c.api(0, &ts[0].1);
+    let pending = tokio::spawn(async move { api.post("/v1/events", &event("ready-1")).await });
+    let t = wait_readiness(&c, Some("kafka"), secs(10)).await;
+    eprintln!("kafka frozen: /readyz said so after {t:?}");
+    drop(frozen);
+    let t = wait_readiness(&c, None, secs(40)).await;
+    eprintln!("kafka resumed: ready again after {t:?}");
+    let (status, body) = pending.await.unwrap();
+    assert!(status == 202 || status == 503, "{status} {body}");
+    let metrics = reqwest::get(format!("{}/metrics", c.gateways[0].http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in ["sealtrail_ready 1", "sealtrail_store_reachable 1"] {
+        assert!(metrics.contains(line), "{line} missing from /metrics");
+    }
+    assert!(metrics.contains("sealtrail_partition_owned{partition=\"1\"} 1"));
+}
