@@ -156,7 +156,11 @@ impl ChainerFeed {
             topic: settings.topic.clone(),
             generation: Default::default(),
         };
-        let consumer: GroupConsumer = base_config(settings, client_id)
+        let mut config = base_config(settings, client_id);
+        if let Some(instance) = &settings.group_instance_id {
+            config.set("group.instance.id", instance);
+        }
+        let consumer: GroupConsumer = config
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

@@ -56,6 +56,10 @@ pub struct KafkaSettings {
     /// moves its partitions away (Kafka's `max.poll.interval.ms`; at least the session
     /// timeout). The dispatcher polls continuously, however slow a partition's chainer is.
     pub max_poll_interval: Duration,
+    /// Static group membership (Kafka's `group.instance.id`), unique per chainer and
+    /// stable across its restarts: a chainer restarted within the session timeout gets
+    /// its partitions back at once, without a rebalance. `None`: dynamic membership.
+    pub group_instance_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

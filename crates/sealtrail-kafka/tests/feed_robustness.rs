@@ -31,6 +31,7 @@ fn cluster(partitions: i32) -> (Cluster, KafkaSettings) {
         group_id: "chainers".into(),
         session_timeout: Duration::from_secs(6),
         max_poll_interval: Duration::from_secs(300),
+        group_instance_id: None,
     };
     (cluster, settings)
 }

@@ -29,6 +29,7 @@ fn settings(
         group_id: "chainers".into(),
         session_timeout: Duration::from_secs(6),
         max_poll_interval: Duration::from_secs(300),
+        group_instance_id: None,
     }
 }
 

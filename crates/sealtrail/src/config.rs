@@ -126,6 +126,13 @@ pub struct Config {
     /// partitions (`max.poll.interval.ms`, at least `kafka_session_timeout_ms`). A slow
     /// partition is paused, not waited for, so the chainer polls on regardless.
     pub kafka_max_poll_interval_ms: u64,
+    /// Static group membership for a chainer (Kafka's `group.instance.id`): unique per
+    /// chainer and stable across its restarts (a StatefulSet pod name). A chainer that
+    /// restarts within `kafka_session_timeout_ms` gets its partitions back at once instead
+    /// of after the session timeout; but a chainer stopped for good keeps its partitions
+    /// until the session timeout (a static member does not leave the group). Empty:
+    /// dynamic membership.
+    pub kafka_group_instance_id: String,
     /// ScyllaDB / Cassandra contact points, comma-separated `host:port`.
     pub scylla_nodes: String,
     /// Keyspace holding events, heads, receipts and keys.
@@ -181,6 +188,7 @@ impl Default for Config {
             kafka_group_id: "sealtrail-chainers".into(),
             kafka_replication_factor: 1,
             kafka_session_timeout_ms: 10_000,
+            kafka_group_instance_id: String::new(),
             kafka_max_poll_interval_ms: 300_000,
             scylla_nodes: "127.0.0.1:9042".into(),
             scylla_keyspace: "sealtrail".into(),
@@ -212,7 +220,7 @@ pub enum ScyllaConsistency {
 }
 
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 45] = [
+const ENV_KEYS: [&str; 46] = [
     "log_origin",
     "log_key_file",
     "checkpoint_interval_ms",
@@ -251,6 +259,7 @@ const ENV_KEYS: [&str; 45] = [
     "kafka_group_id",
     "kafka_replication_factor",
     "kafka_session_timeout_ms",
+    "kafka_group_instance_id",
     "kafka_max_poll_interval_ms",
     "scylla_nodes",
     "scylla_keyspace",

@@ -41,6 +41,7 @@ pub fn kafka_settings(config: &Config) -> KafkaSettings {
         group_id: config.kafka_group_id.clone(),
         session_timeout: Duration::from_millis(config.kafka_session_timeout_ms),
         max_poll_interval: Duration::from_millis(config.kafka_max_poll_interval_ms),
+        group_instance_id: Some(config.kafka_group_instance_id.clone()).filter(|id| !id.is_empty()),
     }
 }
 

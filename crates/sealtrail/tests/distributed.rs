@@ -870,3 +870,61 @@ async fn readiness_reports_each_outage_and_its_end() {
     }
     assert!(metrics.contains("sealtrail_partition_owned{partition=\"1\"} 1"));
 }
+
+/// With static group membership (`kafka_group_instance_id`) a chainer SIGKILLed and
+/// restarted a second later gets its partitions back at once: sync writes to every
+/// tenant commit within seconds of the restart, well before the 6 s session of the dead
+/// instance would have expired and a rebalance moved anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_static_member_chainer_resumes_within_seconds() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::new("static", 2, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "30000")]);
+    c.add_gateway().await;
+    let mut chainer = c.proc("chainer", 0);
+    chainer.env.push((
+        "SEALTRAIL_KAFKA_GROUP_INSTANCE_ID".into(),
+        format!("{}-chainer-0", c.name),
+    ));
+    chainer.spawn();
+    chainer.wait_healthy().await;
+    c.chainers.push(chainer);
+    c.wait_assigned(&[]).await;
+    let ts = tenants(&c, 4).await;
+    for (i, (_, key)) in ts.iter().enumerate() {
+        let (s, body) = c
+            .api(0, key)
+            .post("/v1/events?sync=true", &event(&format!("warm-{i}")))
+            .await;
+        assert_eq!(s, 201, "{body}");
+    }
+
+    c.chainers[0].sigkill();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.chainers[0].spawn();
+    let restarted = Instant::now();
+    let writes = ts.iter().enumerate().map(|(i, (_, key))| {
+        let api = c.api(0, key);
+        async move {
+            let (s, body) = api
+                .post("/v1/events?sync=true", &event(&format!("after-{i}")))
+                .await;
+            assert_eq!(s, 201, "{body}");
+            restarted.elapsed()
+        }
+    });
+    let gaps = futures::future::join_all(writes).await;
+    let worst = gaps.iter().max().copied().unwrap();
+    eprintln!(
+        "static member restarted 1 s after SIGKILL: every tenant's write committed {worst:?} after the restart ({:?} after the kill)",
+        killed.elapsed()
+    );
+    assert!(
+        worst < Duration::from_secs(4),
+        "writes resumed {worst:?} after the restart (the dead session alone lasts 6 s):\n{}",
+        c.logs()
+    );
+    for (_, key) in &ts {
+        assert_chain_ok(&c.api(0, key)).await;
+    }
+}

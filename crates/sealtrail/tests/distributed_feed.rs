@@ -245,6 +245,7 @@ impl Deployment {
             group_id: self.name.clone(),
             session_timeout: Duration::from_secs(6),
             max_poll_interval: Duration::from_secs(300),
+            group_instance_id: None,
         };
         KafkaLog::connect(&settings, &format!("{}-test", self.name)).unwrap()
     }
