@@ -44,7 +44,16 @@ pub struct Caller {
 pub struct KeyCache {
     entries: Mutex<HashMap<String, (Option<ApiKey>, Instant)>>,
     quotas: crate::quota::Quotas,
+    /// How long a cached key keeps answering while the store cannot be asked (see
+    /// [`KeyCache::with_grace`]); zero: never.
+    grace: Duration,
+    /// After a lookup failed because the store is unavailable: until when keys in their
+    /// grace period are served without asking it again.
+    store_down_until: Mutex<Option<Instant>>,
 }
+
+/// After the store failed a key lookup, how long to serve cached keys before asking again.
+const STORE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl KeyCache {
     /// A key cache enforcing `quotas` on every authenticated request.
@@ -52,7 +61,25 @@ impl KeyCache {
         Self {
             entries: Mutex::default(),
             quotas: crate::quota::Quotas::new(quotas),
+            grace: Duration::ZERO,
+            store_down_until: Mutex::default(),
         }
+    }
+
+    /// Keys looked up within the last `grace` keep answering while the store is
+    /// unavailable (a ScyllaDB outage), so async ingest goes on being accepted into the
+    /// log. The price: a key revoked during the outage keeps working until the store
+    /// answers again or `grace` has passed since it was last looked up.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// A cached entry for `key_hash` no older than the grace period.
+    fn within_grace(&self, key_hash: &str) -> Option<Option<ApiKey>> {
+        let entries = self.entries.lock().expect("key cache");
+        let (key, at) = entries.get(key_hash)?;
+        (at.elapsed() < self.grace).then(|| key.clone())
     }
 
     /// A slot for one expensive response of `caller` (see [`crate::quota`]); keep the
@@ -71,7 +98,32 @@ impl KeyCache {
         {
             return Ok(key.clone());
         }
-        let key = store.find_key(key_hash).await?;
+        let store_down = self
+            .store_down_until
+            .lock()
+            .expect("key cache")
+            .is_some_and(|until| Instant::now() < until);
+        if store_down && let Some(key) = self.within_grace(key_hash) {
+            metrics::counter!("sealtrail_key_cache_grace_total").increment(1);
+            return Ok(key);
+        }
+        let key = match store.find_key(key_hash).await {
+            Ok(key) => key,
+            Err(err) if err.is_retryable() => {
+                *self.store_down_until.lock().expect("key cache") =
+                    Some(Instant::now() + STORE_RETRY_AFTER);
+                match self.within_grace(key_hash) {
+                    Some(key) => {
+                        metrics::counter!("sealtrail_key_cache_grace_total").increment(1);
+                        tracing::warn!(%err, "store unavailable: a cached API key answers (key_cache_grace_ms)");
+                        return Ok(key);
+                    }
+                    None => return Err(err.into()),
+                }
+            }
+            Err(err) => return Err(err.into()),
+        };
+        *self.store_down_until.lock().expect("key cache") = None;
         let mut entries = self.entries.lock().expect("key cache");
         if entries.len() >= KEY_CACHE_MAX {
             entries.clear();

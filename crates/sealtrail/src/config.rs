@@ -133,6 +133,11 @@ pub struct Config {
     /// until the session timeout (a static member does not leave the group). Empty:
     /// dynamic membership.
     pub kafka_group_instance_id: String,
+    /// How long an API key looked up recently keeps answering while the store is
+    /// unreachable (distributed: a ScyllaDB outage), so async ingest goes on being
+    /// accepted into Kafka. A key revoked meanwhile works until the store answers again
+    /// or this long after its last lookup. 0: no grace (requests fail with the store).
+    pub key_cache_grace_ms: u64,
     /// ScyllaDB / Cassandra contact points, comma-separated `host:port`.
     pub scylla_nodes: String,
     /// Keyspace holding events, heads, receipts and keys.
@@ -189,6 +194,7 @@ impl Default for Config {
             kafka_replication_factor: 1,
             kafka_session_timeout_ms: 10_000,
             kafka_group_instance_id: String::new(),
+            key_cache_grace_ms: 60_000,
             kafka_max_poll_interval_ms: 300_000,
             scylla_nodes: "127.0.0.1:9042".into(),
             scylla_keyspace: "sealtrail".into(),
@@ -220,7 +226,7 @@ pub enum ScyllaConsistency {
 }
 
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 46] = [
+const ENV_KEYS: [&str; 47] = [
     "log_origin",
     "log_key_file",
     "checkpoint_interval_ms",
@@ -260,6 +266,7 @@ const ENV_KEYS: [&str; 46] = [
     "kafka_replication_factor",
     "kafka_session_timeout_ms",
     "kafka_group_instance_id",
+    "key_cache_grace_ms",
     "kafka_max_poll_interval_ms",
     "scylla_nodes",
     "scylla_keyspace",

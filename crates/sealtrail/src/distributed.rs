@@ -226,7 +226,8 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         store: Arc::new(store),
         commits: None,
         health: None,
-        keys: sealtrail_api::auth::KeyCache::with_quotas(config.quotas()),
+        keys: sealtrail_api::auth::KeyCache::with_quotas(config.quotas())
+            .with_grace(Duration::from_millis(config.key_cache_grace_ms)),
         config: ApiConfig {
             commit_timeout: Duration::from_millis(config.commit_timeout_ms),
             stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),

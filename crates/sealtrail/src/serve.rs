@@ -130,7 +130,8 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         store: store.clone(),
         commits: Some(commits),
         health: Some(health),
-        keys: sealtrail_api::auth::KeyCache::with_quotas(config.quotas()),
+        keys: sealtrail_api::auth::KeyCache::with_quotas(config.quotas())
+            .with_grace(Duration::from_millis(config.key_cache_grace_ms)),
         config: ApiConfig {
             commit_timeout: Duration::from_millis(config.commit_timeout_ms),
             stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),

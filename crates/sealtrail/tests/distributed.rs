@@ -835,9 +835,25 @@ async fn readiness_reports_each_outage_and_its_end() {
     c.wait_assigned(&[]).await;
     wait_readiness(&c, None, secs(15)).await;
 
+    // A key used before the outage (its lookup cached).
+    let ts = tenants(&c, 1).await;
+    let (s, _) = c.api(0, &ts[0].1).get("/v1/events?page_size=1").await;
+    assert_eq!(s, 200);
     let frozen = Frozen::service("cassandra");
     let t = wait_readiness(&c, Some("scylla"), secs(10)).await;
     eprintln!("cassandra frozen: /readyz said so after {t:?}");
+    // Async ingest goes on: the key answers from the cache (key_cache_grace_ms) and
+    // Kafka takes the event.
+    let started = Instant::now();
+    let (s, body) = c
+        .api(0, &ts[0].1)
+        .post("/v1/events", &event("during-outage"))
+        .await;
+    assert_eq!(s, 202, "{body}\n{}", c.logs());
+    eprintln!(
+        "cassandra frozen: async ingest answered 202 in {:?}",
+        started.elapsed()
+    );
     let (status, _) = reqwest::get(format!("{}/healthz", c.gateways[0].http))
         .await
         .map(|r| (r.status().as_u16(), ()))
@@ -846,9 +862,16 @@ async fn readiness_reports_each_outage_and_its_end() {
     drop(frozen);
     let t = wait_readiness(&c, None, secs(20)).await;
     eprintln!("cassandra resumed: ready again after {t:?}");
+    let deadline = Instant::now() + secs(30);
+    while c.api(0, &ts[0].1).get("/v1/events/during-outage").await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the event taken during the outage never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Kafka frozen while a write waits for its acknowledgement.
-    let ts = tenants(&c, 1).await;
     let frozen = Frozen::service("kafka");
     let api = c.api(0, &ts[0].1);
     let pending = tokio::spawn(async move { api.post("/v1/events", &event("ready-1")).await });
