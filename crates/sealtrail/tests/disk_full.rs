@@ -194,7 +194,10 @@ async fn a_full_disk_refuses_writes_then_resumes_or_exits_and_loses_nothing() {
     let (status, _) = api.get("/healthz").await;
     assert_eq!(status, 200);
     let (status, ready) = api.get("/readyz").await;
-    assert_eq!((status, &ready["status"]), (200, &serde_json::json!("ready")));
+    assert_eq!(
+        (status, &ready["status"]),
+        (200, &serde_json::json!("ready"))
+    );
     let started = Instant::now();
     assert!(server.sigterm_and_wait(), "{}", server.log());
     assert!(
