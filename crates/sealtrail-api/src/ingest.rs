@@ -141,11 +141,12 @@ pub(crate) async fn publish(
             )),
         };
     }
+    let tenant = entry.tenant_id.clone();
     let (waiter, durability) = append(state, entry).await.map_err(&with_ids)?;
     if durability == Durability::Durable && !sync {
         return Ok(None);
     }
-    wait_outcome(state, waiter)
+    wait_outcome(state, waiter, &tenant)
         .await
         .map(Some)
         .map_err(with_ids)
@@ -191,12 +192,48 @@ pub(crate) fn log_error(err: LogError) -> ApiError {
     }
 }
 
-/// Waits (at most the commit timeout) for the outcome of an appended entry.
+/// Resolves once the readiness probe (distributed gateways) reports that no chainer holds
+/// `partition`; never without a probe.
+async fn orphaned(state: &Service, partition: u32) {
+    let Some(mut ready) = state.readiness.clone() else {
+        return std::future::pending().await;
+    };
+    loop {
+        let orphaned = ready
+            .borrow_and_update()
+            .iter()
+            .any(|p| p.component == "chainer" && p.partition == Some(partition));
+        if orphaned {
+            return;
+        }
+        if ready.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Waits (at most the commit timeout) for the outcome of an appended entry of `tenant`.
+/// When the gateway knows that no chainer holds the tenant's partition (its readiness
+/// probe), it answers a retryable `503` at once instead of waiting out the timeout.
 pub(crate) async fn wait_outcome(
     state: &Service,
     waiter: Waiter<'_>,
+    tenant: &str,
 ) -> ApiResult<(Receipt, Vec<Record>)> {
-    match waiter.wait(state.config.commit_timeout).await {
+    let partition = sealtrail_core::partition::partition_for(tenant, state.log.partitions());
+    let outcome = tokio::select! {
+        outcome = waiter.wait(state.config.commit_timeout) => outcome,
+        () = orphaned(state, partition) => {
+            metrics::counter!("sealtrail_sync_orphaned_total").increment(1);
+            return Err(ApiError::unavailable(format!(
+                "no chainer holds partition {partition} of this tenant right now (it missed its \
+                 heartbeats): the events are in the log and will be committed when a chainer \
+                 takes the partition. Retry with the ids in event_ids (an id is never chained \
+                 twice) or look up receipt_id later"
+            )));
+        }
+    };
+    match outcome {
         Some(EntryOutcome::Committed { receipt, records }) => Ok((receipt, records)),
         Some(EntryOutcome::Unavailable {
             message,

@@ -269,9 +269,10 @@ async fn submit<'a>(
         reply_to: None,
         reply_only: false,
     };
+    let tenant = tenant.to_string();
     match append(state, entry).await {
         Ok((waiter, _durability)) => Box::pin(async move {
-            match wait_outcome(state, waiter).await {
+            match wait_outcome(state, waiter, &tenant).await {
                 Ok((receipt, records)) => acknowledge(first, ids, &receipt, &records),
                 Err(err) => acknowledge_failure(first, ids, &rejected, Some(err)),
             }
