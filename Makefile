@@ -4,7 +4,7 @@ PYTHON ?= python3
 CARGO ?= cargo
 DATA_DIR ?= ./sealtrail-data
 
-.PHONY: help build run test test-rust test-python test-distributed python-deps lint proto-lint fmt bench bench-scale bench-distributed up down clean
+.PHONY: help build run test test-rust test-python test-distributed python-deps lint proto-lint fmt fuzz bench bench-scale bench-distributed up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ proto-lint: ## buf lint of proto/ (STANDARD + COMMENTS rules; buf comes from npm
 
 fmt: ## format the code
 	$(CARGO) fmt --all
+
+FUZZ_SECONDS ?= 300
+fuzz: ## fuzz the strict JSON parser, ingest validation and the offline verifier's input (cargo-fuzz, installed if missing) for FUZZ_SECONDS each (300; CI: 30); prints the inputs run
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
 bench: build ## benchmark a release build: REST with wrk (needs wrk and bc), then gRPC streaming ingest
 	bench/bench.sh
