@@ -8,11 +8,16 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use sealtrail_core::audit::Checks;
 use sealtrail_core::merkle::Hash;
-use sealtrail_core::proof::{consistency_proof, inclusion_proof};
+use sealtrail_core::pack::check_proofs;
+use sealtrail_core::proof::{
+    consistency_proof, inclusion_proof, verify_consistency, verify_inclusion,
+};
 use sealtrail_core::record::ChainedRecord;
 use sealtrail_fuzz::{
-    TENANT, chain, export, ingest_one, pack_proofs, signed_checkpoint, tree, verifier,
+    ExportCase, TENANT, audit, chain, decode_pack_case, decode_raw_case, encode_pack_case,
+    encode_raw_case, export, ingest_one, pack_proofs, signed_checkpoint, tree, verifier,
 };
 
 const MINIMAL: &str = r#"{"actor":{"id":"user_1"},"action":"document.read","resource":{"id":"doc_1","type":"document"},"outcome":"success"}"#;
@@ -58,10 +63,6 @@ fn records(n: usize) -> Vec<ChainedRecord> {
         ingest_one(body.as_bytes(), &format!("gen-{i}")).expect("seed events are valid")
     });
     chain(events)
-}
-
-fn joined(parts: &[&[u8]]) -> Vec<u8> {
-    parts.join(&0u8)
 }
 
 fn main() {
@@ -111,96 +112,123 @@ fn main() {
     let text_of = |note: &str| note.split("\n\n").next().unwrap().to_string() + "\n";
     let key = verifier().to_string();
     let dir = root.join("verify_export");
-    write(&dir, "00-records-only", &joined(&[&[0, 0], &jsonl]));
-    write(
-        &dir,
-        "01-signed-notes",
-        &joined(&[&[0, 0], &jsonl, checkpoint.as_bytes(), kept.as_bytes()]),
-    );
-    write(
-        &dir,
+    // Each seed is decoded as the target decodes it, and the clean ones audit clean.
+    let export_seed = |name: &str, case: ExportCase| {
+        let bytes = case.encode();
+        assert_eq!(ExportCase::decode(&bytes), Some(case), "{name}");
+        write(&dir, name, &bytes);
+    };
+    let clean = |checkpoint: Option<&str>, kept: Option<&str>, jsonl: &[u8]| {
+        audit(
+            Checks::default(),
+            Some(&verifier()),
+            checkpoint,
+            kept,
+            jsonl,
+        )
+        .expect("a clean seed audits clean");
+    };
+    let case = ExportCase {
+        records: &jsonl,
+        ..ExportCase::default()
+    };
+    clean(None, None, &jsonl);
+    export_seed("00-records-only", case);
+    let signed = ExportCase {
+        checkpoint: Some(checkpoint.as_bytes()),
+        kept: Some(kept.as_bytes()),
+        ..case
+    };
+    clean(Some(&checkpoint), Some(&kept), &jsonl);
+    export_seed("01-signed-notes", signed);
+    let (cp_text, kept_text) = (text_of(&checkpoint), text_of(&kept));
+    export_seed(
         "02-texts-signed-by-the-harness",
-        &joined(&[
-            &[3, 0],
-            &jsonl,
-            text_of(&checkpoint).as_bytes(),
-            text_of(&kept).as_bytes(),
-        ]),
+        ExportCase {
+            mode: 3,
+            checkpoint: Some(cp_text.as_bytes()),
+            kept: Some(kept_text.as_bytes()),
+            ..case
+        },
     );
-    write(
-        &dir,
+    export_seed(
         "03-with-key",
-        &joined(&[
-            &[0, 0],
-            &jsonl,
-            checkpoint.as_bytes(),
-            kept.as_bytes(),
-            key.as_bytes(),
-        ]),
+        ExportCase {
+            key: Some(key.as_bytes()),
+            ..signed
+        },
     );
-    // the same records, not in JCS form (pretty-free serde output, CRLF): the slow path
+    // the same records, not in JCS form (plain serde output, CRLF): the slow path
     let mut plain = Vec::new();
     for r in &recs {
         plain.extend(serde_json::to_vec(&r.record).unwrap());
         plain.extend(b"\r\n");
     }
-    write(
-        &dir,
+    clean(Some(&checkpoint), None, &plain);
+    export_seed(
         "04-not-jcs",
-        &joined(&[&[0, 0], &plain, checkpoint.as_bytes()]),
+        ExportCase {
+            records: &plain,
+            checkpoint: Some(checkpoint.as_bytes()),
+            ..case
+        },
     );
-    write(
-        &dir,
+    export_seed(
         "05-checks-off",
-        &joined(&[&[0, 0xff], &jsonl, text_of(&checkpoint).as_bytes()]),
+        ExportCase {
+            disabled: 0xff,
+            checkpoint: Some(cp_text.as_bytes()),
+            ..case
+        },
     );
-
     // bytes that are not UTF-8 in a string (such a line once passed for JCS)
     let mut not_utf8 = export(&recs[..1]);
     let at = not_utf8.windows(5).position(|w| w == b"read\"").unwrap();
     not_utf8.splice(at..at + 4, *b"\xff\xfe\xed\xa0");
-    write(&dir, "06-not-utf8", &joined(&[&[0, 0], &not_utf8]));
+    let failure = audit(Checks::default(), None, None, None, &not_utf8).unwrap_err();
+    assert_eq!(failure.code, "unreadable_record");
+    export_seed(
+        "06-not-utf8",
+        ExportCase {
+            records: &not_utf8,
+            ..case
+        },
+    );
 
     let dir = root.join("verify_proofs");
-    let cp_text = text_of(&checkpoint);
-    write(
-        &dir,
-        "00-pack",
-        &joined(&[&[0], pack_proofs(&recs).as_bytes(), cp_text.as_bytes()]),
-    );
+    let pack_seed = |name: &str, proofs: &str, checkpoint: Option<&str>, ok: bool| {
+        let bytes = encode_pack_case(proofs.as_bytes(), checkpoint.map(str::as_bytes));
+        let (p, cp) = decode_pack_case(&bytes[1..]).expect("UTF-8");
+        assert_eq!((p, cp.is_some()), (proofs, checkpoint.is_some()), "{name}");
+        assert_eq!(check_proofs(p, cp.as_ref()).is_ok(), ok, "{name}");
+        write(&dir, name, &bytes);
+    };
+    pack_seed("00-pack", &pack_proofs(&recs), Some(&cp_text), true);
     let big = records(13);
     let big_tree = tree(&big);
-    write(
-        &dir,
-        "01-pack-13",
-        &joined(&[&[0], pack_proofs(&big).as_bytes()]),
-    );
+    pack_seed("01-pack-13", &pack_proofs(&big), None, true);
     // the edges of u64 (a leaf_index of u64::MAX once overflowed)
     let edge = format!(
         r#"{{"inclusion":[{{"sequence_number":0,"hash":"{}","leaf_index":18446744073709551615,"tree_size":18446744073709551615,"root_hash":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","hashes":[]}}]}}"#,
         "0".repeat(64)
     );
-    write(&dir, "04-pack-u64-edges", &joined(&[&[0], edge.as_bytes()]));
+    pack_seed("04-pack-u64-edges", &edge, None, false);
     let leaf =
         |i: usize| -> Hash { sealtrail_core::merkle::record_leaf(&big[i].record.hash).unwrap() };
-    let raw = |index: u64, size: u64, from: u64, to: u64, hashes: &[Hash]| -> Vec<u8> {
-        let mut out = vec![1u8];
-        for w in [index, size, from, to] {
-            out.extend(w.to_le_bytes());
-        }
-        for h in hashes {
-            out.extend(h);
-        }
-        out
-    };
     let path = inclusion_proof(&big_tree, 5, 13).unwrap();
     let mut hashes = vec![leaf(5), big_tree.root(), [0; 32], [0; 32]];
     hashes.extend(path);
-    write(&dir, "02-raw-inclusion", &raw(5, 13, 0, 0, &hashes));
+    let bytes = encode_raw_case([5, 13, 0, 0], &hashes);
+    let ([index, size, ..], h) = decode_raw_case(&bytes[1..]);
+    verify_inclusion(&h[0], index, size, &h[4..], &h[1]).expect("an honest proof");
+    write(&dir, "02-raw-inclusion", &bytes);
     let proof = consistency_proof(&big_tree, 6, 13).unwrap();
     let mut hashes = vec![[0; 32], [0; 32], tree(&big[..6]).root(), big_tree.root()];
     hashes.extend(proof);
-    write(&dir, "03-raw-consistency", &raw(0, 0, 6, 13, &hashes));
+    let bytes = encode_raw_case([0, 0, 6, 13], &hashes);
+    let ([.., from, to], h) = decode_raw_case(&bytes[1..]);
+    verify_consistency(from, to, &h[4..], &h[2], &h[3]).expect("an honest proof");
+    write(&dir, "03-raw-consistency", &bytes);
 
     println!("seeds written to {} (tenant {TENANT})", root.display());
 }

@@ -2,13 +2,13 @@
 //! checkpoint to check it against, an earlier checkpoint the auditor kept, and the log's
 //! verifier key — all untrusted bytes.
 //!
-//! Input layout: two header bytes, then up to four sections separated by NUL:
-//! `records \0 checkpoint \0 kept checkpoint \0 key`. Header byte 0, bit 0 (bit 1): the
-//! checkpoint (kept) section is a checkpoint text that the harness signs with the fixed
-//! log key, so mutated sizes and roots get past the signature; otherwise it is used as a
-//! signed note. Header byte 1: each bit turns one of the auditor's checks off. Without a
-//! key section the fixed log key verifies; a key section that does not parse ends the
-//! run as it ends the command (exit 2).
+//! Input layout: [`sealtrail_fuzz::ExportCase`]: two header bytes, then up to four
+//! sections separated by NUL, `records \0 checkpoint \0 kept checkpoint \0 key`. With
+//! header byte 0's bit 0 (bit 1), the checkpoint (kept) section is a checkpoint text that
+//! the harness signs with the fixed log key, so mutated sizes and roots get past the
+//! signature; otherwise it is used as a signed note. Header byte 1: each bit turns one of
+//! the auditor's checks off. Without a key section the fixed log key verifies; a key
+//! section that does not parse ends the run as it ends the command (exit 2).
 //!
 //! Beyond "never panics": a line the verifier reads in JCS form hashes to what the JCS
 //! crate makes of it (the fast path never disagrees with the slow one); a key that parses
@@ -18,7 +18,7 @@
 use libfuzzer_sys::fuzz_target;
 use sealtrail_core::audit::{Checks, digest_line};
 use sealtrail_core::note::NoteVerifier;
-use sealtrail_fuzz::{record_lines, sections, signer, slow_record_hash, verifier};
+use sealtrail_fuzz::{ExportCase, record_lines, signer, slow_record_hash, verifier};
 
 fn checks(bits: u8) -> Checks {
     let on = |bit: u8| bits & (1 << bit) == 0;
@@ -37,9 +37,6 @@ fn checks(bits: u8) -> Checks {
 /// The note the auditor gets from a checkpoint section.
 fn note(section: Option<&[u8]>, sign: bool) -> Option<String> {
     let text = String::from_utf8(section?.to_vec()).ok()?;
-    if text.is_empty() {
-        return None;
-    }
     if sign {
         // not a valid note text (no final newline, an empty line): left unsigned
         return Some(signer().sign(&text).unwrap_or(text));
@@ -48,14 +45,13 @@ fn note(section: Option<&[u8]>, sign: bool) -> Option<String> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let [mode, disabled, rest @ ..] = data else {
+    let Some(case) = ExportCase::decode(data) else {
         return;
     };
-    let parts = sections(rest, 4);
-    let records = parts[0];
-    let checkpoint = note(parts.get(1).copied(), mode & 1 != 0);
-    let kept = note(parts.get(2).copied(), mode & 2 != 0);
-    let key = match parts.get(3) {
+    let records = case.records;
+    let checkpoint = note(case.checkpoint, case.mode & 1 != 0);
+    let kept = note(case.kept, case.mode & 2 != 0);
+    let key = match case.key {
         None => verifier(),
         Some(text) => {
             let Ok(text) = std::str::from_utf8(text) else {
@@ -85,7 +81,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let outcome = sealtrail_fuzz::audit(
-        checks(*disabled),
+        checks(case.disabled),
         Some(&key),
         checkpoint.as_deref(),
         kept.as_deref(),
@@ -94,7 +90,7 @@ fuzz_target!(|data: &[u8]| {
     match outcome {
         Ok(summary) => {
             if let Some(cp) = &summary.checkpoint
-                && checks(*disabled).checkpoint_size
+                && checks(case.disabled).checkpoint_size
             {
                 assert!(summary.records >= cp.size);
                 assert_eq!(summary.uncovered, summary.records - cp.size);

@@ -4,8 +4,9 @@
 //! (`proof::verify_inclusion`, `proof::verify_consistency`, as a client checks what a
 //! server sent).
 //!
-//! Input: byte 0 even: `proofs.json \0 checkpoint text`; byte 0 odd: little-endian u64s
-//! `index size from to`, then 32-byte hashes `leaf root from_root to_root proof…`.
+//! Input: byte 0 even: `proofs.json \0 checkpoint text` (`sealtrail_fuzz::decode_pack_case`);
+//! byte 0 odd: little-endian u64s `index size from to`, then 32-byte hashes
+//! `leaf root from_root to_root proof…` (`sealtrail_fuzz::decode_raw_case`).
 //!
 //! Beyond "never panics": a failure has a code and a message; proofs made by the tree
 //! code for a tree of the fuzzer's size verify, and the same proofs do not verify for
@@ -13,44 +14,24 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sealtrail_core::checkpoint::Checkpoint;
-use sealtrail_core::merkle::{Hash, MemoryTree};
+use sealtrail_core::merkle::MemoryTree;
 use sealtrail_core::pack::check_proofs;
 use sealtrail_core::proof::{
     consistency_proof, inclusion_proof, verify_consistency, verify_inclusion,
 };
-use sealtrail_fuzz::sections;
+use sealtrail_fuzz::{decode_pack_case, decode_raw_case};
 
 fn pack(rest: &[u8]) {
-    let parts = sections(rest, 2);
-    let Ok(proofs) = std::str::from_utf8(parts[0]) else {
+    let Some((proofs, checkpoint)) = decode_pack_case(rest) else {
         return;
     };
-    let checkpoint = parts
-        .get(1)
-        .and_then(|t| std::str::from_utf8(t).ok())
-        .and_then(|t| Checkpoint::parse(t).ok());
     if let Err(failure) = check_proofs(proofs, checkpoint.as_ref()) {
         assert!(failure.code == "bad_proof" && !failure.message.is_empty());
     }
 }
 
 fn raw(rest: &[u8]) {
-    let mut words = [0u64; 4];
-    for (i, w) in words.iter_mut().enumerate() {
-        let mut b = [0u8; 8];
-        let chunk = rest.get(8 * i..).unwrap_or_default();
-        let n = chunk.len().min(8);
-        b[..n].copy_from_slice(&chunk[..n]);
-        *w = u64::from_le_bytes(b);
-    }
-    let [index, size, from, to] = words;
-    let hashes: Vec<Hash> = rest
-        .get(32..)
-        .unwrap_or_default()
-        .chunks_exact(32)
-        .map(|c| c.try_into().expect("32 bytes"))
-        .collect();
+    let ([index, size, from, to], hashes) = decode_raw_case(rest);
     let zero = [0u8; 32];
     let h = |i: usize| hashes.get(i).unwrap_or(&zero);
     let proof = hashes.get(4..).unwrap_or_default();

@@ -50,6 +50,108 @@ pub fn sections(data: &[u8], n: usize) -> Vec<&[u8]> {
     data.splitn(n, |b| *b == 0).collect()
 }
 
+/// An input of the verify_export target: two header bytes, then the sections
+/// `records \0 checkpoint \0 kept checkpoint \0 key` (trailing ones may be left out; an
+/// empty checkpoint section is no checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExportCase<'a> {
+    /// Bit 0 (bit 1): the checkpoint (kept) section is a checkpoint text the harness signs
+    /// with the fixed log key; otherwise it is a signed note.
+    pub mode: u8,
+    /// Each bit turns one of the auditor's checks off (see the target).
+    pub disabled: u8,
+    pub records: &'a [u8],
+    pub checkpoint: Option<&'a [u8]>,
+    pub kept: Option<&'a [u8]>,
+    pub key: Option<&'a [u8]>,
+}
+
+impl<'a> ExportCase<'a> {
+    pub fn decode(data: &'a [u8]) -> Option<Self> {
+        let [mode, disabled, rest @ ..] = data else {
+            return None;
+        };
+        let parts = sections(rest, 4);
+        Some(Self {
+            mode: *mode,
+            disabled: *disabled,
+            records: parts[0],
+            checkpoint: parts.get(1).copied().filter(|c| !c.is_empty()),
+            kept: parts.get(2).copied().filter(|c| !c.is_empty()),
+            key: parts.get(3).copied(),
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![self.mode, self.disabled];
+        out.extend_from_slice(self.records);
+        let tail = [self.checkpoint, self.kept, self.key];
+        let used = tail.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+        for section in &tail[..used] {
+            out.push(0);
+            out.extend_from_slice(section.unwrap_or_default());
+        }
+        out
+    }
+}
+
+/// An input of the verify_proofs target in pack mode: an even byte, `proofs.json`, and
+/// optionally `\0` and a checkpoint text.
+pub fn encode_pack_case(proofs: &[u8], checkpoint: Option<&[u8]>) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(proofs);
+    if let Some(text) = checkpoint {
+        out.push(0);
+        out.extend_from_slice(text);
+    }
+    out
+}
+
+/// An input of the verify_proofs target in raw mode (after the mode byte): little-endian
+/// `index size from to`, then 32-byte hashes `leaf root from_root to_root proof…`; missing
+/// bytes read as zeros.
+pub fn decode_raw_case(rest: &[u8]) -> ([u64; 4], Vec<Hash>) {
+    let mut words = [0u64; 4];
+    for (i, w) in words.iter_mut().enumerate() {
+        let mut b = [0u8; 8];
+        let chunk = rest.get(8 * i..).unwrap_or_default();
+        let n = chunk.len().min(8);
+        b[..n].copy_from_slice(&chunk[..n]);
+        *w = u64::from_le_bytes(b);
+    }
+    let hashes = rest
+        .get(32..)
+        .unwrap_or_default()
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32 bytes"))
+        .collect();
+    (words, hashes)
+}
+
+/// The inverse of [`decode_raw_case`], mode byte included.
+pub fn encode_raw_case(words: [u64; 4], hashes: &[Hash]) -> Vec<u8> {
+    let mut out = vec![1u8];
+    for w in words {
+        out.extend(w.to_le_bytes());
+    }
+    for h in hashes {
+        out.extend(h);
+    }
+    out
+}
+
+/// The inverse of [`encode_pack_case`] (after the mode byte): `proofs.json` and the
+/// checkpoint, when its text parses.
+pub fn decode_pack_case(rest: &[u8]) -> Option<(&str, Option<Checkpoint>)> {
+    let parts = sections(rest, 2);
+    let proofs = std::str::from_utf8(parts[0]).ok()?;
+    let checkpoint = parts
+        .get(1)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| Checkpoint::parse(t).ok());
+    Some((proofs, checkpoint))
+}
+
 /// Parses and validates one event as `POST /v1/events` does (`body::read_json`, then
 /// `validate_event`).
 pub fn ingest_one(body: &[u8], new_id: &str) -> Result<NormalizedEvent, ValidationError> {
