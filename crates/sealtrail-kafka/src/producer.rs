@@ -17,7 +17,10 @@ use crate::{KafkaLogError, KafkaSettings, MAX_MESSAGE_BYTES, base_config, partit
 const QUEUE_WAIT: Duration = Duration::from_millis(200);
 
 pub struct KafkaLog {
-    producer: FutureProducer,
+    /// Replaced whole by [`KafkaLog::replace_producer`]; appends take a clone (an `Arc`).
+    producer: std::sync::RwLock<FutureProducer>,
+    settings: KafkaSettings,
+    client_id: String,
     topic: String,
     partitions: u32,
     closed: AtomicBool,
@@ -48,6 +51,24 @@ pub struct StalledPartition {
 impl KafkaLog {
     /// Connects and reads the topic's partition count (the topic must exist).
     pub fn connect(settings: &KafkaSettings, client_id: &str) -> Result<Self, KafkaLogError> {
+        let producer = Self::producer(settings, client_id)?;
+        let partitions = partition_count(producer.client(), &settings.topic)?;
+        Ok(Self {
+            producer: std::sync::RwLock::new(producer),
+            settings: settings.clone(),
+            client_id: client_id.to_string(),
+            topic: settings.topic.clone(),
+            partitions,
+            closed: AtomicBool::new(false),
+            deliveries: (0..partitions).map(|_| Deliveries::default()).collect(),
+            started: std::time::Instant::now(),
+        })
+    }
+
+    fn producer(
+        settings: &KafkaSettings,
+        client_id: &str,
+    ) -> Result<FutureProducer, KafkaLogError> {
         let producer: FutureProducer = base_config(settings, client_id)
             // Exactly-once, in-order delivery per partition across retries, and an
             // acknowledgement only once every in-sync replica has the entry.
@@ -59,15 +80,56 @@ impl KafkaLog {
             .set("message.timeout.ms", "30000")
             .set("queue.buffering.max.messages", "200000")
             .create()?;
-        let partitions = partition_count(producer.client(), &settings.topic)?;
-        Ok(Self {
-            producer,
-            topic: settings.topic.clone(),
-            partitions,
-            closed: AtomicBool::new(false),
-            deliveries: (0..partitions).map(|_| Deliveries::default()).collect(),
-            started: std::time::Instant::now(),
-        })
+        Ok(producer)
+    }
+
+    fn current(&self) -> FutureProducer {
+        self.producer.read().expect("producer lock").clone()
+    }
+
+    /// Whether the brokers answer a metadata request for the topic now (within 2 s) and
+    /// name a leader for each of `partitions`. Asked through a fresh client: a stuck
+    /// producer does not even answer this. Blocking.
+    pub fn leaders_known(&self, partitions: &[u32]) -> bool {
+        let probe: Result<rdkafka::producer::BaseProducer, _> =
+            base_config(&self.settings, &format!("{}-probe", self.client_id)).create();
+        let Ok(probe) = probe else {
+            return false;
+        };
+        let Ok(metadata) = probe
+            .client()
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(2))
+        else {
+            return false;
+        };
+        metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic)
+            .is_some_and(|t| {
+                partitions.iter().all(|&p| {
+                    t.partitions()
+                        .iter()
+                        .any(|m| m.id() == p as i32 && m.leader() >= 0 && m.error().is_none())
+                })
+            })
+    }
+
+    /// Replaces the producer with a new one (new connections, new metadata, a new
+    /// idempotent producer id): the way out of a producer that keeps failing a partition
+    /// the brokers serve (librdkafka issue #5430: a partition whose leader was briefly
+    /// `-1` stays without a leader in the producer's cache for good). Appends already
+    /// handed to the old producer finish there (acknowledged, or failed with their ids for
+    /// the client to retry; an id is never chained twice); it is flushed and dropped in
+    /// the background. Blocking.
+    pub fn replace_producer(&self) -> Result<(), KafkaLogError> {
+        let fresh = Self::producer(&self.settings, &self.client_id)?;
+        let old = std::mem::replace(&mut *self.producer.write().expect("producer lock"), fresh);
+        metrics::counter!("sealtrail_kafka_producer_replaced_total").increment(1);
+        std::thread::spawn(move || {
+            let _ = old.flush(Timeout::After(Duration::from_secs(35)));
+        });
+        Ok(())
     }
 
     fn now_ms(&self) -> u64 {
@@ -75,7 +137,8 @@ impl KafkaLog {
     }
 
     /// Partitions whose appends are failing now: the last one completed failed (within
-    /// the last 30 s), or appends have been waiting for longer than `stuck_after` with
+    /// the last 10 s: an idle gateway taken out of a load balancer's rotation gets no
+    /// traffic to prove it recovered), or appends have been waiting for longer than `stuck_after` with
     /// none completing meanwhile (a broker that does not answer, a partition whose leader
     /// the producer lost).
     pub fn stalled_partitions(&self, stuck_after: Duration) -> Vec<StalledPartition> {
@@ -87,7 +150,7 @@ impl KafkaLog {
             let failed = d.last_failed_ms.load(Ordering::Acquire);
             let done = d.last_done_ms.load(Ordering::Acquire);
             let in_flight = d.in_flight.load(Ordering::Acquire);
-            let reason = if failed > ok && now.saturating_sub(failed) < 30_000 {
+            let reason = if failed > ok && now.saturating_sub(failed) < 10_000 {
                 let error = d.last_error.lock().expect("delivery lock").clone();
                 Some(format!("kafka appends fail: {error}"))
             } else if in_flight > 0 && now.saturating_sub(done) > stuck_ms {
@@ -129,7 +192,8 @@ impl LogProducer for KafkaLog {
                 .last_done_ms
                 .store(self.now_ms(), Ordering::Release);
         }
-        let result = self.producer.send(record, Timeout::After(QUEUE_WAIT)).await;
+        let producer = self.current();
+        let result = producer.send(record, Timeout::After(QUEUE_WAIT)).await;
         deliveries.in_flight.fetch_sub(1, Ordering::AcqRel);
         let now = self.now_ms();
         deliveries.last_done_ms.store(now, Ordering::Release);
@@ -165,7 +229,10 @@ impl LogProducer for KafkaLog {
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        if let Err(err) = self.producer.flush(Timeout::After(Duration::from_secs(10))) {
+        if let Err(err) = self
+            .current()
+            .flush(Timeout::After(Duration::from_secs(10)))
+        {
             tracing::warn!(%err, "kafka producer did not flush");
         }
     }

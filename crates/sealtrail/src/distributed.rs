@@ -265,6 +265,62 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
 /// How long appends to a partition may wait with none acknowledged before the partition
 /// counts as stalled.
 const KAFKA_STUCK_AFTER: Duration = Duration::from_secs(3);
+/// A partition stalled this long while the brokers name its leader (two checks in a row)
+/// gets the producer replaced; at most once per [`PRODUCER_REPLACE_COOLDOWN`].
+const PRODUCER_STUCK_REPLACE_AFTER: Duration = Duration::from_secs(10);
+const PRODUCER_REPLACE_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// Replaces the gateway's Kafka producer when a partition stays stalled although the
+/// brokers serve it: the producer, not Kafka, is stuck (librdkafka #5430). `stalled`:
+/// this tick's stalled partitions; the other arguments are the loop's memory.
+async fn replace_stuck_producer(
+    log: &Arc<KafkaLog>,
+    stalled: &[u32],
+    since: &mut HashMap<u32, std::time::Instant>,
+    leaders_seen: &mut u32,
+    last_replaced: &mut Option<std::time::Instant>,
+) {
+    let now = std::time::Instant::now();
+    since.retain(|p, _| stalled.contains(p));
+    for &p in stalled {
+        since.entry(p).or_insert(now);
+    }
+    let stuck: Vec<u32> = since
+        .iter()
+        .filter(|(_, at)| now.duration_since(**at) >= PRODUCER_STUCK_REPLACE_AFTER)
+        .map(|(p, _)| *p)
+        .collect();
+    if stuck.is_empty()
+        || last_replaced.is_some_and(|t| now.duration_since(t) < PRODUCER_REPLACE_COOLDOWN)
+    {
+        *leaders_seen = 0;
+        return;
+    }
+    let probe = log.clone();
+    let partitions = stuck.clone();
+    let leaders = tokio::task::spawn_blocking(move || probe.leaders_known(&partitions))
+        .await
+        .unwrap_or(false);
+    tracing::debug!(partitions = ?stuck, leaders, "kafka partitions stalled past the replacement threshold");
+    *leaders_seen = if leaders { *leaders_seen + 1 } else { 0 };
+    if *leaders_seen < 2 {
+        return;
+    }
+    tracing::warn!(
+        partitions = ?stuck,
+        "kafka appends to these partitions have been stalled for over {} s although the brokers name their leaders: replacing the producer",
+        PRODUCER_STUCK_REPLACE_AFTER.as_secs()
+    );
+    let replacing = log.clone();
+    match tokio::task::spawn_blocking(move || replacing.replace_producer()).await {
+        Ok(Ok(())) => tracing::warn!("kafka producer replaced"),
+        Ok(Err(err)) => tracing::error!(%err, "cannot replace the kafka producer"),
+        Err(err) => tracing::error!(%err, "cannot replace the kafka producer"),
+    }
+    *last_replaced = Some(now);
+    *leaders_seen = 0;
+    since.clear();
+}
 
 /// The gateway's readiness probe, once a second: partitions Kafka is not acknowledging
 /// ([`KafkaLog::stalled_partitions`]), whether the store answers (2 s at most), and which
@@ -284,10 +340,23 @@ fn watch_readiness(
         let partitions = store.log_partitions();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut since, mut leaders_seen, mut last_replaced) = (HashMap::new(), 0, None);
         loop {
             tick.tick().await;
             let mut problems = Vec::new();
             let stalled = log.stalled_partitions(KAFKA_STUCK_AFTER);
+            let stalled_ids: Vec<u32> = stalled.iter().map(|s| s.partition).collect();
+            if !stalled_ids.is_empty() {
+                tracing::debug!(?stalled, "kafka partitions stalled");
+            }
+            replace_stuck_producer(
+                &log,
+                &stalled_ids,
+                &mut since,
+                &mut leaders_seen,
+                &mut last_replaced,
+            )
+            .await;
             for p in 0..partitions {
                 let stall = stalled.iter().find(|s| s.partition == p);
                 metrics::gauge!("sealtrail_kafka_partition_stalled", "partition" => p.to_string())

@@ -961,3 +961,145 @@ async fn a_restarted_static_member_chainer_resumes_within_seconds() {
         assert_chain_ok(&c.api(0, key)).await;
     }
 }
+
+/// Kafka frozen (SIGSTOP) for 12 s, five times, with writes waiting on every gateway:
+/// after each resume every gateway acknowledges an async write to every partition within
+/// seconds. (librdkafka #5430 could leave a producer failing a partition for good after
+/// such a freeze; the gateway replaces a producer whose partition stays stalled while the
+/// brokers name its leader.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_gateway_writes_to_every_partition_soon_after_a_broker_freeze() {
+    let _serial = SERIAL.lock().await;
+    const PARTITIONS: u32 = 4;
+    let mut c = Cluster::new(
+        "freeze",
+        PARTITIONS,
+        &[
+            ("SEALTRAIL_COMMIT_TIMEOUT_MS", "5000"),
+            ("RUST_LOG", "warn,sealtrail=debug"),
+        ],
+    );
+    c.add_gateway().await;
+    c.add_gateway().await;
+    c.add_chainer().await;
+    c.wait_assigned(&[]).await;
+    // One tenant per partition.
+    let mut keys: HashMap<u32, String> = HashMap::new();
+    for i in 0.. {
+        let tenant = format!("freeze-{i}");
+        let p = sealtrail_core::partition::partition_for(&tenant, PARTITIONS);
+        if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(p) {
+            slot.insert(c.create_key(&tenant));
+            if keys.len() == PARTITIONS as usize {
+                break;
+            }
+        }
+    }
+    let write_everywhere = |tag: String| {
+        let mut writes = Vec::new();
+        for g in 0..c.gateways.len() {
+            for (p, key) in &keys {
+                let api = c.api(g, key);
+                let id = format!("{tag}-g{g}-p{p}");
+                writes.push(tokio::spawn(async move {
+                    (api.post("/v1/events", &event(&id)).await, g, id)
+                }));
+            }
+        }
+        writes
+    };
+    for trial in 0..5 {
+        let frozen = Frozen::service("kafka");
+        // Writes waiting on every gateway and partition while the broker is frozen.
+        let during = write_everywhere(format!("during{trial}"));
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        drop(frozen);
+        let resumed = Instant::now();
+        for w in during {
+            let _ = w.await;
+        }
+        // Every gateway to every partition, until each has been acknowledged once; each
+        // attempt gives up after 3 s (one stuck on a producer that is being replaced
+        // would otherwise wait out Kafka's 30 s message timeout).
+        let quick = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        let mut pending: HashSet<(usize, u32)> = (0..c.gateways.len())
+            .flat_map(|g| keys.keys().map(move |p| (g, *p)))
+            .collect();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            attempt += 1;
+            let tries = pending.iter().map(|&(g, p)| {
+                let request = quick
+                    .post(format!("{}/v1/events", c.gateways[g].http))
+                    .bearer_auth(&keys[&p])
+                    .json(&event(&format!("after{trial}-{attempt}-g{g}-p{p}")));
+                async move { (g, p, request.send().await.map(|r| r.status().as_u16())) }
+            });
+            for (g, p, status) in futures::future::join_all(tries).await {
+                if matches!(status, Ok(202)) {
+                    pending.remove(&(g, p));
+                }
+            }
+            assert!(
+                resumed.elapsed() < Duration::from_secs(60),
+                "trial {trial}: gateways/partitions {pending:?} still failing 60 s after the resume:\n{}",
+                c.logs()
+            );
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        eprintln!(
+            "trial {trial}: every gateway acknowledged a write to every partition {:?} after the resume",
+            resumed.elapsed()
+        );
+    }
+    for g in &c.gateways {
+        let metrics = reqwest::get(format!("{}/metrics", g.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let replaced = metrics
+            .lines()
+            .find(|l| l.starts_with("sealtrail_kafka_producer_replaced_total"))
+            .unwrap_or("sealtrail_kafka_producer_replaced_total 0");
+        eprintln!("{}: {replaced}", g.name);
+    }
+    // Known and left open (issue 18): after such freezes the chainer's group consumer can
+    // lose its coordinator and not rejoin for a minute or more; restart it then, so the
+    // invariants are still checked.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.chainers[0].partitions().await.len() < PARTITIONS as usize {
+        if Instant::now() > deadline {
+            eprintln!(
+                "the chainer did not rejoin the group within 60 s of the last resume; restarting it"
+            );
+            c.chainers[0].sigkill();
+            c.chainers[0].spawn();
+            c.chainers[0].wait_healthy().await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    c.wait_assigned(&[]).await;
+    for key in keys.values() {
+        // Async writes acknowledged by Kafka may still be on their way to the store: wait
+        // until the chain stops growing, then check it.
+        let api = c.api(0, key);
+        let mut last = usize::MAX;
+        loop {
+            let now = api.all_events().await.len();
+            if now == last {
+                break;
+            }
+            last = now;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        assert_chain_ok(&api).await;
+    }
+}
