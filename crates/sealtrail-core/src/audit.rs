@@ -152,7 +152,68 @@ fn check_members<'a>(keys: impl Iterator<Item = &'a [u8]>) -> Result<(), LineErr
     Ok(())
 }
 
+/// Deserializes any JSON value and fails on an object with the same member twice, at any
+/// depth. `serde_json::Value` keeps the last of duplicates silently, so a line such as
+/// `{"action":"everything.delete","action":"document.delete",…}` would canonicalize to the
+/// record that was signed while a reader taking the first member sees another one.
+struct NoDuplicateMembers;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NoDuplicateMembers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if !seen.insert(key.to_string()) {
+                        return Err(serde::de::Error::custom(format!(
+                            "member {key:?} appears twice"
+                        )));
+                    }
+                    map.next_value::<NoDuplicateMembers>()?;
+                }
+                Ok(NoDuplicateMembers)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<NoDuplicateMembers>()?.is_some() {}
+                Ok(NoDuplicateMembers)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(NoDuplicateMembers)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateMembers)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateMembers)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(NoDuplicateMembers)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(NoDuplicateMembers)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(NoDuplicateMembers)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 fn digest_parsed(line: &[u8]) -> Result<LineDigest, LineError> {
+    serde_json::from_slice::<NoDuplicateMembers>(line)
+        .map_err(|e| LineError(format!("not a JSON record: {e}")))?;
     // Not the ingest's strict parser: a canonical line may hold an integer-valued float
     // (JCS writes 1e16 as 10000000000000000) that strict I-JSON parsing would refuse.
     let value: serde_json::Value =

@@ -409,6 +409,40 @@ fn a_line_that_is_not_utf8_is_unreadable_even_with_a_matching_hash() {
     assert_eq!((failure.code, failure.position), ("unreadable_record", 1));
 }
 
+/// A line with a member twice (here `action`, prepended with another value) would
+/// canonicalize to the signed record, last member winning, while a reader taking the first
+/// sees another action: refused, at any depth.
+#[test]
+fn a_line_with_a_duplicate_member_is_refused() {
+    let r = &records("acme", 1)[0];
+    let line = canonical_line(&r.canonical_unhashed(), &r.hash);
+    assert!(audit(Checks::default(), std::slice::from_ref(&line), None, None).is_ok());
+    let text = String::from_utf8(line).unwrap();
+    for forged in [
+        text.replacen('{', r#"{"action":"everything.delete","#, 1),
+        text.replacen(r#""metadata":{"#, r#""metadata":{"k":1,"k":2,"#, 1),
+    ] {
+        assert_ne!(forged, text, "the forgery applies");
+        let failure = audit(
+            Checks::default(),
+            &[forged.clone().into_bytes()],
+            None,
+            None,
+        )
+        .expect_err(&forged);
+        assert_eq!(
+            (failure.code, failure.position),
+            ("unreadable_record", 1),
+            "{forged}"
+        );
+        assert!(
+            failure.message.contains("appears twice"),
+            "{}",
+            failure.message
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

@@ -183,12 +183,20 @@ fn verify_pack(
     let file = File::open(path).map_err(io(format!("cannot open {}", path.display())))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(file))
         .map_err(|e| RunError::Usage(format!("{} is not a readable ZIP: {e}", path.display())))?;
-    let mut entry_text = |name: &str| -> Result<Option<String>, RunError> {
+    // The small members are read whole, so their size is bounded: a pack is untrusted
+    // input, and a compression bomb must not exhaust the auditor's memory.
+    let mut entry_text = |name: &str, limit: u64| -> Result<Option<String>, RunError> {
         match zip.by_name(name) {
-            Ok(mut f) => {
+            Ok(f) => {
                 let mut s = String::new();
-                f.read_to_string(&mut s)
+                f.take(limit + 1)
+                    .read_to_string(&mut s)
                     .map_err(io(format!("cannot read {name} in the pack")))?;
+                if s.len() as u64 > limit {
+                    return Err(RunError::Usage(format!(
+                        "{name} in the pack is larger than {limit} bytes: not a sealtrail pack"
+                    )));
+                }
                 Ok(Some(s))
             }
             Err(zip::result::ZipError::FileNotFound) => Ok(None),
@@ -197,9 +205,10 @@ fn verify_pack(
             ))),
         }
     };
-    let pack_key = entry_text(pack::KEY)?;
-    let pack_checkpoint = entry_text(pack::CHECKPOINT)?;
-    let proofs = entry_text(pack::PROOFS)?;
+    const SMALL: u64 = 1 << 20;
+    let pack_key = entry_text(pack::KEY, SMALL)?;
+    let pack_checkpoint = entry_text(pack::CHECKPOINT, SMALL)?;
+    let proofs = entry_text(pack::PROOFS, 64 << 20)?;
     let key = match (key, pack_key) {
         (Some(k), _) => k,
         (None, Some(k)) => {

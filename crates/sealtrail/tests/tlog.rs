@@ -257,3 +257,29 @@ fn an_early_failure_in_a_large_input_ends_the_run() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("[unreadable_record] record 1"), "{out}");
 }
+
+/// A pack is untrusted input: a member the verifier reads whole (here a checkpoint that
+/// inflates to 2 MiB from a few KiB) is refused past its bound instead of being read
+/// into memory without limit.
+#[test]
+fn an_oversized_pack_member_is_refused() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.zip");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let deflated = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file(sealtrail_core::pack::CHECKPOINT, deflated)
+        .unwrap();
+    zip.write_all(&vec![b'a'; 2 << 20]).unwrap();
+    zip.start_file(sealtrail_core::pack::RECORDS, deflated)
+        .unwrap();
+    zip.finish().unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() < 64 * 1024);
+    let (code, out) = verify_cli(&[path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("checkpoint.txt in the pack is larger than"),
+        "{out}"
+    );
+}
