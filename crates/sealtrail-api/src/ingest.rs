@@ -192,12 +192,18 @@ pub(crate) fn log_error(err: LogError) -> ApiError {
     }
 }
 
+/// How long a sync call waits for its commit before the readiness probe's word that no
+/// chainer holds its partition counts: a chainer that has just taken the partition writes
+/// its first heartbeat within a second, and the probe reads it within another.
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Resolves once the readiness probe (distributed gateways) reports that no chainer holds
-/// `partition`; never without a probe.
+/// `partition`, [`ORPHAN_GRACE`] into the wait at the earliest; never without a probe.
 async fn orphaned(state: &Service, partition: u32) {
     let Some(mut ready) = state.readiness.clone() else {
         return std::future::pending().await;
     };
+    tokio::time::sleep(ORPHAN_GRACE).await;
     loop {
         let orphaned = ready
             .borrow_and_update()

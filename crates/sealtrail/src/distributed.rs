@@ -418,13 +418,7 @@ fn beat_for_partitions(store: ScyllaStore, owner: String, state: ChainerState) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let held: Vec<u32> = state
-                .assigned
-                .lock()
-                .expect("assigned lock")
-                .keys()
-                .copied()
-                .collect();
+            let held = state.held_partitions();
             if held.is_empty() {
                 continue;
             }
@@ -624,15 +618,23 @@ async fn chain_partition(
     let _ = fatal.send(failure).await;
 }
 
+impl ChainerState {
+    /// The partitions assigned here now, in order.
+    fn held_partitions(&self) -> Vec<u32> {
+        let mut held: Vec<u32> = self
+            .assigned
+            .lock()
+            .expect("assigned lock")
+            .keys()
+            .copied()
+            .collect();
+        held.sort_unstable();
+        held
+    }
+}
+
 async fn chainer_health(State(state): State<ChainerState>) -> Response {
-    let mut partitions: Vec<u32> = state
-        .assigned
-        .lock()
-        .expect("assigned lock")
-        .keys()
-        .copied()
-        .collect();
-    partitions.sort_unstable();
+    let partitions = state.held_partitions();
     let problems = state.health.problems();
     if problems.is_empty() {
         return axum::Json(serde_json::json!({"status": "ok", "partitions": partitions}))

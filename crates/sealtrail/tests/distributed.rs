@@ -560,8 +560,8 @@ async fn two_gateways_two_chainers_serve_sync_async_reads_and_isolation() {
 }
 
 /// A sync caller whose tenant's partition has no chainer, once the gateway knows it (its
-/// readiness check), gets a retryable `503` at once naming the ids, not a `504` after the
-/// whole commit timeout; the retry after a chainer arrives returns the record, stored once.
+/// readiness check), gets a retryable `503` naming the ids within seconds, not a `504`
+/// after the whole (here 20 s) commit timeout; the retry after a chainer arrives returns the record, stored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sync_caller_without_a_chainer_gets_a_fast_503_and_the_retry_returns_the_record() {
     let _serial = SERIAL.lock().await;
@@ -574,8 +574,9 @@ async fn a_sync_caller_without_a_chainer_gets_a_fast_503_and_the_retry_returns_t
     let (s, err) = api.post("/v1/events?sync=true", &event("late-1")).await;
     let waited = started.elapsed();
     assert_eq!(s, 503, "{err}");
+    // The gateway gives a chainer that may just have taken the partition 3 s to show up.
     assert!(
-        waited < Duration::from_secs(5),
+        waited < Duration::from_secs(6),
         "answered after {waited:?}, not at once"
     );
     assert!(
