@@ -41,15 +41,6 @@ struct Deliveries {
     last_error: std::sync::Mutex<String>,
 }
 
-/// One append counted in [`Deliveries::in_flight`] until dropped.
-struct InFlight<'a>(&'a Deliveries);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// A partition the gateway cannot append to now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StalledPartition {
@@ -201,12 +192,9 @@ impl LogProducer for KafkaLog {
                 .last_done_ms
                 .store(self.now_ms(), Ordering::Release);
         }
-        // Counted out on drop too: a request whose client goes away drops this future
-        // mid-send, and a count left behind would show the partition stalled for good.
-        let in_flight = InFlight(deliveries);
         let producer = self.current();
         let result = producer.send(record, Timeout::After(QUEUE_WAIT)).await;
-        drop(in_flight);
+        deliveries.in_flight.fetch_sub(1, Ordering::AcqRel);
         let now = self.now_ms();
         deliveries.last_done_ms.store(now, Ordering::Release);
         match &result {

@@ -184,18 +184,3 @@ async fn a_missing_topic_says_to_migrate() {
         "{err}"
     );
 }
-
-/// An append whose caller goes away mid-send (its future dropped) is counted out of the
-/// partition's in-flight appends: left behind, it would report the partition stalled for
-/// good (and get the producer replaced every 30 s).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_append_does_not_leave_its_partition_stalled() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 2, 1).unwrap();
-    let log = KafkaLog::connect(&settings(&cluster), "test-gateway").unwrap();
-    // Polled once (counted in, handed to the producer), then dropped.
-    let dropped = tokio::time::timeout(Duration::ZERO, log.append(entry("acme", 1))).await;
-    assert!(dropped.is_err(), "the append was still waiting for Kafka");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(log.stalled_partitions(Duration::from_millis(50)), vec![]);
-}
