@@ -1,5 +1,6 @@
 //! The gateway's side of the log.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -24,8 +25,21 @@ pub struct KafkaLog {
     topic: String,
     partitions: u32,
     closed: AtomicBool,
-    deliveries: Vec<Deliveries>,
+    /// Shared with the tasks that wait for each delivery, which outlive a request that
+    /// goes away (the entry is in librdkafka's hands until it reports the delivery).
+    tracker: Arc<Tracker>,
+}
+
+/// Every partition's [`Deliveries`], and the clock they count in.
+struct Tracker {
     started: std::time::Instant,
+    partitions: Vec<Deliveries>,
+}
+
+impl Tracker {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
+    }
 }
 
 /// What one partition's appends did lately, for readiness ([`KafkaLog::stalled_partitions`]).
@@ -60,8 +74,10 @@ impl KafkaLog {
             topic: settings.topic.clone(),
             partitions,
             closed: AtomicBool::new(false),
-            deliveries: (0..partitions).map(|_| Deliveries::default()).collect(),
-            started: std::time::Instant::now(),
+            tracker: Arc::new(Tracker {
+                started: std::time::Instant::now(),
+                partitions: (0..partitions).map(|_| Deliveries::default()).collect(),
+            }),
         })
     }
 
@@ -132,20 +148,16 @@ impl KafkaLog {
         Ok(())
     }
 
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64 + 1
-    }
-
     /// Partitions whose appends are failing now: the last one completed failed (within
     /// the last 10 s: an idle gateway taken out of a load balancer's rotation gets no
     /// traffic to prove it recovered), or appends have been waiting for longer than `stuck_after` with
     /// none completing meanwhile (a broker that does not answer, a partition whose leader
     /// the producer lost).
     pub fn stalled_partitions(&self, stuck_after: Duration) -> Vec<StalledPartition> {
-        let now = self.now_ms();
+        let now = self.tracker.now_ms();
         let stuck_ms = stuck_after.as_millis() as u64;
         let mut stalled = Vec::new();
-        for (partition, d) in self.deliveries.iter().enumerate() {
+        for (partition, d) in self.tracker.partitions.iter().enumerate() {
             let ok = d.last_ok_ms.load(Ordering::Acquire);
             let failed = d.last_failed_ms.load(Ordering::Acquire);
             let done = d.last_done_ms.load(Ordering::Acquire);
@@ -185,41 +197,73 @@ impl LogProducer for KafkaLog {
             .payload(&payload)
             .partition(partition);
         let started = std::time::Instant::now();
-        let deliveries = &self.deliveries[partition as usize];
-        if deliveries.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
-            // Nothing was waiting: the stall clock starts now, not at the last completion.
-            deliveries
-                .last_done_ms
-                .store(self.now_ms(), Ordering::Release);
-        }
         let producer = self.current();
-        let result = producer.send(record, Timeout::After(QUEUE_WAIT)).await;
-        deliveries.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let now = self.now_ms();
-        deliveries.last_done_ms.store(now, Ordering::Release);
-        match &result {
-            Ok(_) => deliveries.last_ok_ms.store(now, Ordering::Release),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {}
-            Err((err, _)) => {
-                *deliveries.last_error.lock().expect("delivery lock") = err.to_string();
-                deliveries.last_failed_ms.store(now, Ordering::Release);
+        // Enqueue, waiting up to QUEUE_WAIT for room. Nothing is counted in flight yet: a
+        // request dropped here leaves no entry with librdkafka.
+        let mut record = record;
+        let delivery = loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if started.elapsed() < QUEUE_WAIT =>
+                {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    return Err(LogError::Overloaded);
+                }
+                Err((err, _)) => {
+                    tracing::warn!(%err, partition, "kafka refused the append");
+                    return Err(LogError::Backend(format!("kafka refused the append: {err}")));
+                }
             }
+        };
+        // The entry is librdkafka's now: it is counted in flight until librdkafka reports
+        // its delivery (acknowledged, failed, or timed out after `message.timeout.ms`),
+        // by a task of its own, so that a request that goes away meanwhile (its client
+        // disconnected) neither leaves the count behind (an idle partition would look
+        // stalled for good) nor takes it out early (a stuck producer's stall would hide).
+        let tracker = Arc::clone(&self.tracker);
+        let index = partition as usize;
+        if tracker.partitions[index].in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            // Nothing was waiting: the stall clock starts now, not at the last completion.
+            tracker.partitions[index]
+                .last_done_ms
+                .store(tracker.now_ms(), Ordering::Release);
         }
-        metrics::histogram!("sealtrail_kafka_append_seconds")
-            .record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(_) => Ok(Durability::Durable),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                Err(LogError::Overloaded)
+        let waiting = tokio::spawn(async move {
+            let result = match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((err, _))) => Err(err.to_string()),
+                Err(_canceled) => Err("the producer was dropped before delivery".to_string()),
+            };
+            let deliveries = &tracker.partitions[index];
+            deliveries.in_flight.fetch_sub(1, Ordering::AcqRel);
+            let now = tracker.now_ms();
+            deliveries.last_done_ms.store(now, Ordering::Release);
+            match &result {
+                Ok(()) => deliveries.last_ok_ms.store(now, Ordering::Release),
+                Err(err) => {
+                    *deliveries.last_error.lock().expect("delivery lock") = err.clone();
+                    deliveries.last_failed_ms.store(now, Ordering::Release);
+                }
             }
-            Err((err, _)) => {
+            metrics::histogram!("sealtrail_kafka_append_seconds")
+                .record(started.elapsed().as_secs_f64());
+            result
+        });
+        match waiting.await {
+            Ok(Ok(())) => Ok(Durability::Durable),
+            Ok(Err(err)) => {
                 // Unknown outcome (e.g. a timeout): the entry may still be delivered. The
                 // client is told to retry; retrying the same ids is idempotent.
                 tracing::warn!(%err, partition, "kafka append failed");
-                Err(LogError::Backend(format!(
-                    "kafka did not acknowledge: {err}"
-                )))
+                Err(LogError::Backend(format!("kafka did not acknowledge: {err}")))
             }
+            Err(join) => Err(LogError::Backend(format!(
+                "the kafka delivery task failed: {join}"
+            ))),
         }
     }
 

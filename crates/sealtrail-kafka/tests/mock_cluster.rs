@@ -184,3 +184,45 @@ async fn a_missing_topic_says_to_migrate() {
         "{err}"
     );
 }
+
+/// A request that goes away while its entry is with librdkafka (the client disconnected)
+/// leaves the partition counted in flight until librdkafka reports the delivery, and no
+/// longer: the partition shows stalled while the broker is slow, and healthy once the
+/// delivery is acknowledged, though no request is left to see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_append_is_counted_until_its_delivery_and_no_longer() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 1, 1).unwrap();
+    let settings = settings(&cluster);
+    let log = KafkaLog::connect(&settings, "test-gateway").unwrap();
+    log.append(entry("acme", 0)).await.unwrap();
+
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(2500))
+        .unwrap();
+    let dropped = tokio::time::timeout(Duration::from_millis(100), log.append(entry("acme", 1)));
+    assert!(dropped.await.is_err(), "the slow append is dropped");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stalled = log.stalled_partitions(Duration::from_millis(500));
+    assert_eq!(stalled.len(), 1, "in flight with a slow broker: {stalled:?}");
+    assert!(stalled[0].reason.contains("acknowledged none of 1"), "{stalled:?}");
+
+    cluster
+        .broker_round_trip_time(1, Duration::ZERO)
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stalled = log.stalled_partitions(Duration::from_millis(500));
+        if stalled.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delivery was acknowledged, yet the partition shows stalled: {stalled:?}"
+        );
+    }
+    // And stays so: nothing is left counted in flight.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(log.stalled_partitions(Duration::from_millis(500)), vec![]);
+}
