@@ -80,6 +80,8 @@ impl CommitSignal {
 #[derive(Clone, Default)]
 pub struct Health {
     failing: Arc<std::sync::Mutex<std::collections::BTreeMap<u32, String>>>,
+    /// When each partition's chainer last stored a batch.
+    last_write: Arc<std::sync::Mutex<std::collections::BTreeMap<u32, std::time::Instant>>>,
 }
 
 impl Health {
@@ -100,6 +102,25 @@ impl Health {
     /// Clears `partition`'s failure (e.g. when it moves to another process).
     pub fn clear_partition(&self, partition: u32) {
         self.clear(partition);
+    }
+    /// When `partition`'s chainer in this process last stored a batch (`None`: not yet).
+    pub fn last_write(&self, partition: u32) -> Option<std::time::Instant> {
+        self.last_write
+            .lock()
+            .expect("health lock")
+            .get(&partition)
+            .copied()
+    }
+    fn wrote(&self, partition: u32) {
+        self.last_write
+            .lock()
+            .expect("health lock")
+            .insert(partition, std::time::Instant::now());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        metrics::gauge!("sealtrail_chainer_last_write_timestamp_seconds", "partition" => partition.to_string())
+            .set(now.as_secs_f64());
     }
     fn set(&self, partition: u32, error: String) {
         self.failing
@@ -305,6 +326,7 @@ impl<C: PartitionConsumer> Chainer<C> {
             self.frontiers.put(tenant, frontier);
         }
         self.health.clear(self.consumer.partition());
+        self.health.wrote(self.consumer.partition());
         // (4): tell the waiters.
         self.signal.bump();
         for s in prepared.settled {
@@ -441,6 +463,9 @@ impl<C: PartitionConsumer> Chainer<C> {
                 let key = (all_ids || event.client_id).then(|| (tenant.clone(), event.id.clone()));
                 if let Some(stored) = key.as_ref().and_then(|k| known.get(k)) {
                     if stored.input_digest == event.input_digest {
+                        // A redelivery (after a crash or a rebalance) or a client's retry.
+                        metrics::counter!("sealtrail_chainer_already_stored_events_total")
+                            .increment(1);
                         receipt.accepted += 1;
                         receipt.ids.push(event.id.clone());
                         records.push(stored.record.clone());

@@ -17,8 +17,14 @@
 //! it (the partition waits meanwhile: an entry is never skipped silently) or the partition
 //! is revoked.
 //!
-//! Offsets are committed by the chainer after the store write (`commit`), so a crash
-//! redelivers at most the entries after the last commit, which the chainer answers
+//! Offsets are stored by the chainer after the store write (`commit`: librdkafka's offset
+//! store) and committed to Kafka by librdkafka every [`AUTO_COMMIT_MS`], at every
+//! revocation (what a revoked partition's chainer stored by then) and when the feed
+//! closes. One commit request per interval instead of one per batch: no storm of commits
+//! failing with a stale generation around a rebalance (each such failure is counted in
+//! `sealtrail_kafka_commit_failures_total` and logged at debug level; the next commit
+//! carries the same offsets). A crash redelivers at most the entries stored since the last
+//! commit (the last [`AUTO_COMMIT_MS`], and the batch in hand), which the chainer answers
 //! idempotently. Dead-lettered entries are committed past with the next commit once every
 //! entry handed to the chainer before them is committed (or at once, when there is none).
 //! Crash windows: a crash after the dead-letter write and before that commit redelivers
@@ -26,14 +32,15 @@
 //! headers); a crash before the dead-letter write is acknowledged leaves the offset
 //! uncommitted, so the entry is read again. Either way nothing is lost.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset as KafkaOffset, TopicPartitionList};
 use sealtrail_log::{LogEntry, LogError, Offset, PartitionConsumer};
 use tokio::sync::{mpsc, watch};
@@ -55,11 +62,77 @@ pub enum FeedEvent {
     Revoked(u32),
 }
 
+/// How often librdkafka commits the offsets the chainers stored.
+pub const AUTO_COMMIT_MS: u64 = 250;
+
+/// How often librdkafka reports the group's state and the partitions' offsets.
+const STATS_INTERVAL_MS: u64 = 1000;
+
 pub struct FeedContext {
     slots: Slots,
     events: mpsc::UnboundedSender<RawEvent>,
     topic: String,
     generation: std::sync::atomic::AtomicU64,
+    status: Arc<Mutex<FeedStatus>>,
+}
+
+/// This member of the chainers' group as librdkafka last reported it (statistics, once a
+/// second).
+#[derive(Debug, Clone)]
+pub struct FeedStatus {
+    /// librdkafka's `cgrp.state` (`up`: the group coordinator is known) and
+    /// `cgrp.join_state` (`steady`: joined, with its assignment); empty before the first
+    /// report.
+    pub group_state: String,
+    pub join_state: String,
+    /// When the feed started.
+    pub started: Instant,
+    /// The last report, and the last that found the member `up` and `steady`.
+    pub reported_at: Option<Instant>,
+    pub steady_at: Option<Instant>,
+    /// The partitions assigned here.
+    pub partitions: BTreeMap<u32, PartitionProgress>,
+}
+
+/// Where one assigned partition stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionProgress {
+    /// The partition's high watermark on the broker (-1: not known yet).
+    pub high_watermark: i64,
+    /// The next offset to chain: the offset the chainer stored last, plus one (-1: none
+    /// stored since the assignment).
+    pub stored: i64,
+    /// The offset committed to Kafka (where the next owner would start; -1: none).
+    pub committed: i64,
+    /// Entries on the broker not chained yet (-1: not known yet).
+    pub lag: i64,
+}
+
+impl FeedStatus {
+    fn new() -> Self {
+        Self {
+            group_state: String::new(),
+            join_state: String::new(),
+            started: Instant::now(),
+            reported_at: None,
+            steady_at: None,
+            partitions: BTreeMap::new(),
+        }
+    }
+
+    /// How long the member has been out of the group (not `up` and `steady`, or no report),
+    /// or `None` if it is in the group now. A member that lost its coordinator or its
+    /// assignment gets neither partitions nor any work until it rejoins.
+    pub fn out_of_group_for(&self, now: Instant) -> Option<Duration> {
+        let in_group = self.group_state == "up" && self.join_state == "steady";
+        let fresh = self
+            .reported_at
+            .is_some_and(|at| now.duration_since(at) < Duration::from_millis(STATS_INTERVAL_MS * 5));
+        if in_group && fresh {
+            return None;
+        }
+        Some(now.duration_since(self.steady_at.unwrap_or(self.started)))
+    }
 }
 
 enum RawEvent {
@@ -67,9 +140,80 @@ enum RawEvent {
     Revoked(u32),
 }
 
-impl ClientContext for FeedContext {}
+impl ClientContext for FeedContext {
+    /// librdkafka's log, through `tracing`; a failed offset commit (`COMMITFAIL`, expected
+    /// around every rebalance, and retried by the next commit) at debug level only: it is
+    /// counted by [`commit_callback`](ConsumerContext::commit_callback).
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            _ if fac == "COMMITFAIL" => tracing::debug!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "{fac} {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac} {message}"),
+        }
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let now = Instant::now();
+        let held: Vec<u32> = self
+            .slots
+            .lock()
+            .expect("slots lock")
+            .keys()
+            .copied()
+            .collect();
+        let mut status = self.status.lock().expect("status lock");
+        status.reported_at = Some(now);
+        if let Some(group) = &statistics.cgrp {
+            status.group_state.clone_from(&group.state);
+            status.join_state.clone_from(&group.join_state);
+        }
+        if status.group_state == "up" && status.join_state == "steady" {
+            status.steady_at = Some(now);
+        }
+        status.partitions.clear();
+        let reported = statistics.topics.get(&self.topic);
+        for partition in held {
+            let p = reported.and_then(|t| t.partitions.get(&(partition as i32)));
+            let progress = match p {
+                Some(p) => PartitionProgress {
+                    high_watermark: p.hi_offset,
+                    stored: p.stored_offset.max(-1),
+                    committed: p.committed_offset.max(-1),
+                    lag: if p.hi_offset < 0 {
+                        -1
+                    } else if p.stored_offset >= 0 {
+                        p.consumer_lag_stored.max(0)
+                    } else {
+                        p.consumer_lag.max(-1)
+                    },
+                },
+                None => PartitionProgress {
+                    high_watermark: -1,
+                    stored: -1,
+                    committed: -1,
+                    lag: -1,
+                },
+            };
+            status.partitions.insert(partition, progress);
+        }
+    }
+}
 
 impl ConsumerContext for FeedContext {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(err) = result {
+            metrics::counter!("sealtrail_kafka_commit_failures_total").increment(1);
+            tracing::debug!(%err, "offset commit failed; the next one carries the same offsets");
+        }
+    }
+
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let mut slots = self.slots.lock().expect("slots lock");
@@ -138,6 +282,7 @@ pub struct ChainerFeed {
     slots: Slots,
     stop: watch::Sender<bool>,
     dispatcher: Option<tokio::task::JoinHandle<()>>,
+    status: Arc<Mutex<FeedStatus>>,
 }
 
 impl ChainerFeed {
@@ -150,11 +295,13 @@ impl ChainerFeed {
         )?);
         let slots: Slots = Arc::new(Mutex::new(HashMap::new()));
         let (events_tx, events) = mpsc::unbounded_channel();
+        let status = Arc::new(Mutex::new(FeedStatus::new()));
         let context = FeedContext {
             slots: slots.clone(),
             events: events_tx,
             topic: settings.topic.clone(),
             generation: Default::default(),
+            status: status.clone(),
         };
         let mut config = base_config(settings, client_id);
         if let Some(instance) = &settings.group_instance_id {
@@ -162,8 +309,12 @@ impl ChainerFeed {
         }
         let consumer: GroupConsumer = config
             .set("group.id", &settings.group_id)
-            .set("enable.auto.commit", "false")
+            // The chainer stores each offset once its entries are stored; librdkafka
+            // commits what is stored, every AUTO_COMMIT_MS and at every revocation.
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", AUTO_COMMIT_MS.to_string())
             .set("enable.auto.offset.store", "false")
+            .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set(
@@ -181,6 +332,15 @@ impl ChainerFeed {
         let partitions = partition_count(consumer.client(), &settings.topic)?;
         consumer.subscribe(&[&settings.topic])?;
         let consumer = Arc::new(consumer);
+        #[cfg(feature = "fault-injection")]
+        if let Some(after) = crate::fault::leave_group_after() {
+            let consumer = consumer.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                tracing::warn!("fault injection: the feed leaves the chainers' group");
+                consumer.unsubscribe();
+            });
+        }
         let (stop, stop_rx) = watch::channel(false);
         let dispatcher = tokio::spawn(dispatch(
             consumer.clone(),
@@ -197,7 +357,13 @@ impl ChainerFeed {
             slots,
             stop,
             dispatcher: Some(dispatcher),
+            status,
         })
+    }
+
+    /// The group membership and the assigned partitions' offsets, as last reported.
+    pub fn status(&self) -> FeedStatus {
+        self.status.lock().expect("status lock").clone()
     }
 
     /// Partition count of the topic.
@@ -244,8 +410,18 @@ impl ChainerFeed {
 
     /// Graceful stop, step two (after the chainers finished): leave the group, so the
     /// partitions move to the other chainers at once instead of after the session timeout.
-    pub fn leave(self) {
+    /// Closing the consumer commits the offsets stored by then; it waits for Kafka (on a
+    /// blocking thread), at most 10 s.
+    pub async fn leave(self) {
         self.consumer.unsubscribe();
+        let consumer = self.consumer;
+        let closing = tokio::task::spawn_blocking(move || drop(consumer));
+        if tokio::time::timeout(Duration::from_secs(10), closing)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the kafka consumer did not close in 10 s");
+        }
     }
 }
 
@@ -368,6 +544,9 @@ impl KafkaPartitionConsumer {
         }
     }
 
+    /// Stores `through + 1` as the partition's position, for librdkafka's next commit.
+    /// Fails once the partition is no longer assigned here (its next owner reads on from
+    /// the last commit).
     fn commit_offset(&self, through: i64) -> Result<(), LogError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(
@@ -377,7 +556,7 @@ impl KafkaPartitionConsumer {
         )
         .map_err(|e| LogError::Backend(e.to_string()))?;
         self.consumer
-            .commit(&tpl, CommitMode::Async)
+            .store_offsets(&tpl)
             .map_err(|e| LogError::Backend(e.to_string()))
     }
 }

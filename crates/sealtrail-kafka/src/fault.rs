@@ -27,3 +27,18 @@ pub(crate) fn slow_poll(partition: u32) -> Option<Duration> {
     slow.filter(|(p, _)| *p == partition)
         .map(|(_, delay)| delay)
 }
+
+/// `SEALTRAIL_FAULT_LEAVE_GROUP_AFTER=<seconds>`: the first feed of the process leaves the
+/// chainers' group that long after it starts, silently (it unsubscribes, as a consumer
+/// that lost its coordinator and never rejoins stops getting partitions), so that the
+/// chainer's watchdog has to notice and start a new feed.
+pub(crate) fn leave_group_after() -> Option<Duration> {
+    static FIRST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    let secs: u64 = std::env::var("SEALTRAIL_FAULT_LEAVE_GROUP_AFTER")
+        .ok()?
+        .parse()
+        .expect("SEALTRAIL_FAULT_LEAVE_GROUP_AFTER: seconds");
+    FIRST
+        .swap(false, std::sync::atomic::Ordering::AcqRel)
+        .then(|| Duration::from_secs(secs))
+}

@@ -223,7 +223,7 @@ async fn poison_entries_go_to_the_dead_letter_topic_and_the_partition_moves_on()
         assert_eq!(key.as_deref(), Some(&b"k"[..]));
     }
     feed.stop().await;
-    feed.leave();
+    feed.leave().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,5 +260,5 @@ async fn a_partition_whose_chainer_is_behind_is_paused_while_another_flows() {
         "partition 0 lost, repeated or reordered entries"
     );
     feed.stop().await;
-    feed.leave();
+    feed.leave().await;
 }

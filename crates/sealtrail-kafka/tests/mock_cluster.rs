@@ -114,7 +114,7 @@ async fn entries_reach_their_tenants_partition_in_order() {
         assert_eq!(seen[t], expected, "per-tenant order is kept");
     }
     feed.stop().await;
-    feed.leave();
+    feed.leave().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

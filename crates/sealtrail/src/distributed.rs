@@ -22,7 +22,7 @@ use sealtrail_api::telemetry::NotReady;
 use sealtrail_api::{ApiConfig, Service};
 use sealtrail_chainer::{Chainer, ChainerConfig, ChainerError, CommitSignal, Health};
 use sealtrail_kafka::KafkaSettings;
-use sealtrail_kafka::consumer::{ChainerFeed, FeedEvent};
+use sealtrail_kafka::consumer::{ChainerFeed, FeedEvent, FeedStatus};
 use sealtrail_kafka::producer::KafkaLog;
 use sealtrail_kafka::replies::{KafkaReplySink, ReplyListener};
 use sealtrail_log::{Correlator, LogProducer, PartitionConsumer};
@@ -442,7 +442,22 @@ struct ChainerState {
     health: Health,
     /// Partitions assigned here, each with the generation of its assignment.
     assigned: Arc<Mutex<HashMap<u32, u64>>>,
+    /// The group consumer's last report (refreshed each second).
+    feed: Arc<Mutex<FeedStatus>>,
     metrics: PrometheusHandle,
+}
+
+/// How long a chainer's group consumer may stay out of the group (coordinator lost, or
+/// joined without an assignment) before it is replaced by a new one. A 12 s Kafka freeze
+/// keeps it out ~15 s; librdkafka's consumer was seen, after such a freeze, to stay
+/// without a coordinator for good (1 freeze in ~25).
+const OUT_OF_GROUP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Why one group consumer of a chainer ended.
+enum FeedEnd {
+    Signal,
+    Failure(String),
+    OutOfGroup(Duration),
 }
 
 async fn run_chainer(config: Config) -> anyhow::Result<()> {
@@ -452,7 +467,8 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
     let owner = format!("{}/{}", hostname(), std::process::id());
     let store = connect_store(&config).await?;
     let kafka = kafka_settings(&config);
-    let mut feed = ChainerFeed::start(&kafka, &format!("chainer-{owner}"))
+    let client_id = format!("chainer-{owner}");
+    let mut feed = ChainerFeed::start(&kafka, &client_id)
         .with_context(|| format!("joining the chainers' group on {}", config.kafka_brokers))?;
     anyhow::ensure!(
         feed.partitions() == store.log_partitions(),
@@ -466,6 +482,7 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
     let state = ChainerState {
         health: Health::default(),
         assigned: Arc::default(),
+        feed: Arc::new(Mutex::new(feed.status())),
         metrics,
     };
 
@@ -482,8 +499,8 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
         config.scylla_nodes
     );
     let app = axum::Router::new()
-        .route("/healthz", axum::routing::get(chainer_health))
-        .route("/readyz", axum::routing::get(chainer_health))
+        .route("/healthz", axum::routing::get(|s| chainer_health(s, false)))
+        .route("/readyz", axum::routing::get(|s| chainer_health(s, true)))
         .route("/metrics", axum::routing::get(chainer_metrics))
         .with_state(state.clone());
     let http = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -494,55 +511,110 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
         head_cache_tenants: config.head_cache_tenants,
     };
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(4);
-    let mut tasks = Vec::new();
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
     let mut generation = 0u64;
     let failure = loop {
-        tokio::select! {
-            _ = wait_for_signal() => {
-                eprintln!("shutting down: finishing the current batches");
-                break None;
-            }
-            Some(failure) = fatal_rx.recv() => break Some(failure),
-            event = feed.next() => match event {
-                None => break Some("the Kafka consumer stopped".to_string()),
-                Some(FeedEvent::Revoked(partition)) => {
-                    state.assigned.lock().expect("assigned lock").remove(&partition);
-                    state.health.clear_partition(partition);
+        let mut tasks = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let end = loop {
+            tokio::select! {
+                _ = &mut signal => break FeedEnd::Signal,
+                Some(failure) = fatal_rx.recv() => break FeedEnd::Failure(failure),
+                _ = tick.tick() => {
+                    let status = feed.status();
+                    for (partition, progress) in &status.partitions {
+                        metrics::gauge!("sealtrail_chainer_partition_lag", "partition" => partition.to_string())
+                            .set(progress.lag as f64);
+                    }
+                    let out = status.out_of_group_for(std::time::Instant::now());
+                    metrics::gauge!("sealtrail_chainer_in_group").set(f64::from(u8::from(out.is_none())));
+                    *state.feed.lock().expect("feed lock") = status;
+                    if let Some(out) = out.filter(|out| *out > OUT_OF_GROUP_LIMIT) {
+                        break FeedEnd::OutOfGroup(out);
+                    }
                 }
-                Some(FeedEvent::Assigned(consumer)) => {
-                    generation += 1;
-                    let partition = consumer.partition();
-                    state.assigned.lock().expect("assigned lock").insert(partition, generation);
-                    tasks.push(tokio::spawn(chain_partition(
-                        consumer,
-                        generation,
-                        store.clone(),
-                        owner.clone(),
-                        replies.clone(),
-                        chainer_config.clone(),
-                        state.clone(),
-                        fatal_tx.clone(),
-                    )));
+                event = feed.next() => match event {
+                    None => break FeedEnd::Failure("the Kafka consumer stopped".to_string()),
+                    Some(FeedEvent::Revoked(partition)) => {
+                        state.assigned.lock().expect("assigned lock").remove(&partition);
+                        state.health.clear_partition(partition);
+                        metrics::gauge!("sealtrail_chainer_partition_held", "partition" => partition.to_string()).set(0.0);
+                    }
+                    Some(FeedEvent::Assigned(consumer)) => {
+                        generation += 1;
+                        let partition = consumer.partition();
+                        state.assigned.lock().expect("assigned lock").insert(partition, generation);
+                        metrics::gauge!("sealtrail_chainer_partition_held", "partition" => partition.to_string()).set(1.0);
+                        tasks.push(tokio::spawn(chain_partition(
+                            consumer,
+                            generation,
+                            store.clone(),
+                            owner.clone(),
+                            replies.clone(),
+                            chainer_config.clone(),
+                            state.clone(),
+                            fatal_tx.clone(),
+                        )));
+                    }
                 }
             }
+        };
+        if let FeedEnd::Signal = end {
+            eprintln!("shutting down: finishing the current batches");
         }
-    };
-    // Stop fetching; each chainer finishes the batch it holds (stored, answered, committed)
-    // and stops. Buffered entries are left to the partition's next owner.
-    feed.stop().await;
-    let drain = async {
-        for task in tasks {
-            let _ = task.await;
+        // Stop fetching; each chainer finishes the batch it holds (stored, answered,
+        // committed) and stops. Buffered entries are left to the partition's next owner.
+        feed.stop().await;
+        let drain = async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), drain)
+            .await
+            .is_err()
+        {
+            eprintln!("some partitions did not drain in 30 s; they will be replayed");
         }
+        for partition in state.held_partitions() {
+            metrics::gauge!("sealtrail_chainer_partition_held", "partition" => partition.to_string()).set(0.0);
+        }
+        state.assigned.lock().expect("assigned lock").clear();
+        let out = match end {
+            FeedEnd::Signal => break None,
+            FeedEnd::Failure(failure) => break Some(failure),
+            FeedEnd::OutOfGroup(out) => out,
+        };
+        // Out of the group too long: leave it (whatever librdkafka still believes) and
+        // join again with a new consumer; its partitions resume from the last commits.
+        tracing::error!(
+            out_of_group_ms = out.as_millis() as u64,
+            "the Kafka group consumer has been out of the chainers' group for {} s; replacing it",
+            out.as_secs()
+        );
+        metrics::counter!("sealtrail_chainer_feed_restarts_total").increment(1);
+        feed.leave().await;
+        feed = loop {
+            match ChainerFeed::start(&kafka, &client_id) {
+                Ok(fresh) => break fresh,
+                Err(err) => {
+                    tracing::error!(%err, "cannot join the chainers' group again; retrying in 5 s");
+                    tokio::select! {
+                        _ = &mut signal => {
+                            http.abort();
+                            store.close();
+                            eprintln!("stopped while rejoining the chainers' group");
+                            return Ok(());
+                        }
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+            }
+        };
     };
-    if tokio::time::timeout(Duration::from_secs(30), drain)
-        .await
-        .is_err()
-    {
-        eprintln!("some partitions did not drain in 30 s; they will be replayed");
-    }
     replies.flush();
-    feed.leave();
+    feed.leave().await;
     http.abort();
     store.close();
     match failure {
@@ -633,22 +705,62 @@ impl ChainerState {
     }
 }
 
-async fn chainer_health(State(state): State<ChainerState>) -> Response {
+/// The chainer's health: `200` unless a partition's chainer is failing (retrying the
+/// store), and for readiness (`/readyz`) unless the group consumer has been out of the
+/// chainers' group for 5 s (liveness, `/healthz`, does not restart a chainer for a Kafka
+/// outage: the chainer replaces its group consumer itself after 30 s out); with each held
+/// partition's lag (entries on the broker not chained yet), the time since its last
+/// stored batch and its committed offset.
+async fn chainer_health(State(state): State<ChainerState>, readiness: bool) -> Response {
+    let now = std::time::Instant::now();
     let partitions = state.held_partitions();
     let problems = state.health.problems();
-    if problems.is_empty() {
-        return axum::Json(serde_json::json!({"status": "ok", "partitions": partitions}))
-            .into_response();
+    let feed = state.feed.lock().expect("feed lock").clone();
+    let out_of_group = feed.out_of_group_for(now);
+    let held: Vec<_> = partitions
+        .iter()
+        .map(|&partition| {
+            let progress = feed.partitions.get(&partition);
+            serde_json::json!({
+                "partition": partition,
+                "lag": progress.map(|p| p.lag).filter(|lag| *lag >= 0),
+                "committed_offset": progress.map(|p| p.committed).filter(|o| *o >= 0),
+                "last_write_ms_ago": state
+                    .health
+                    .last_write(partition)
+                    .map(|at| now.duration_since(at).as_millis() as u64),
+            })
+        })
+        .collect();
+    let group = serde_json::json!({
+        "state": feed.group_state,
+        "join_state": feed.join_state,
+        "in_group": out_of_group.is_none(),
+    });
+    let in_group = !readiness || out_of_group.is_none_or(|out| out < Duration::from_secs(5));
+    if problems.is_empty() && in_group {
+        return axum::Json(serde_json::json!({
+            "status": "ok", "partitions": partitions, "held": held, "group": group,
+        }))
+        .into_response();
     }
     let failing: Vec<_> = problems
         .into_iter()
         .map(|(partition, error)| serde_json::json!({"partition": partition, "error": error}))
         .collect();
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(serde_json::json!({"status": "degraded", "partitions": partitions, "failing_partitions": failing})),
-    )
-        .into_response()
+    let mut body = serde_json::json!({
+        "status": "degraded", "partitions": partitions, "held": held, "group": group,
+        "failing_partitions": failing,
+    });
+    if !in_group && let Some(out) = out_of_group {
+        body["error"] = serde_json::json!(format!(
+            "out of the chainers' consumer group for {} s (group state {:?}, join state {:?})",
+            out.as_secs(),
+            feed.group_state,
+            feed.join_state
+        ));
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 async fn chainer_metrics(State(state): State<ChainerState>) -> Response {
