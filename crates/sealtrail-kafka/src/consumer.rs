@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset as KafkaOffset, TopicPartitionList};
@@ -125,9 +125,9 @@ impl FeedStatus {
     /// assignment gets neither partitions nor any work until it rejoins.
     pub fn out_of_group_for(&self, now: Instant) -> Option<Duration> {
         let in_group = self.group_state == "up" && self.join_state == "steady";
-        let fresh = self
-            .reported_at
-            .is_some_and(|at| now.duration_since(at) < Duration::from_millis(STATS_INTERVAL_MS * 5));
+        let fresh = self.reported_at.is_some_and(|at| {
+            now.duration_since(at) < Duration::from_millis(STATS_INTERVAL_MS * 5)
+        });
         if in_group && fresh {
             return None;
         }
@@ -283,6 +283,7 @@ pub struct ChainerFeed {
     stop: watch::Sender<bool>,
     dispatcher: Option<tokio::task::JoinHandle<()>>,
     status: Arc<Mutex<FeedStatus>>,
+    fatal: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ChainerFeed {
@@ -342,11 +343,13 @@ impl ChainerFeed {
             });
         }
         let (stop, stop_rx) = watch::channel(false);
+        let fatal = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let dispatcher = tokio::spawn(dispatch(
             consumer.clone(),
             settings.topic.clone(),
             slots.clone(),
             stop_rx,
+            fatal.clone(),
         ));
         Ok(Self {
             consumer,
@@ -358,12 +361,18 @@ impl ChainerFeed {
             stop,
             dispatcher: Some(dispatcher),
             status,
+            fatal,
         })
     }
 
     /// The group membership and the assigned partitions' offsets, as last reported.
     pub fn status(&self) -> FeedStatus {
         self.status.lock().expect("status lock").clone()
+    }
+
+    /// Whether the consumer hit a fatal error (it will not get partitions again).
+    pub fn failed_fatally(&self) -> bool {
+        self.fatal.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Partition count of the topic.
@@ -406,6 +415,15 @@ impl ChainerFeed {
         }
         self.slots.lock().expect("slots lock").clear();
         self.events.close();
+    }
+
+    /// Drops a consumer that is out of the group for good (after [`stop`](Self::stop)),
+    /// without waiting: its close would wait on a coordinator it has lost. A new feed can
+    /// start at once.
+    pub fn abandon(self) {
+        self.consumer.unsubscribe();
+        let consumer = self.consumer;
+        std::thread::spawn(move || drop(consumer));
     }
 
     /// Graceful stop, step two (after the chainers finished): leave the group, so the

@@ -194,11 +194,14 @@ pub(crate) fn set_paused<C: ConsumerContext>(
 }
 
 /// Polls `consumer` and routes messages until `stop`.
+/// A fatal consumer error (e.g. a static member fenced by another with its instance id)
+/// sets `fatal`: the consumer will not recover, and its owner replaces it.
 pub(crate) async fn dispatch<C: ConsumerContext + 'static>(
     consumer: Arc<StreamConsumer<C>>,
     topic: String,
     slots: Slots,
     mut stop: watch::Receiver<bool>,
+    fatal: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut flow = FlowControl::default();
     loop {
@@ -231,6 +234,9 @@ pub(crate) async fn dispatch<C: ConsumerContext + 'static>(
                     },
                 ),
                 Err(err) => {
+                    if matches!(err, rdkafka::error::KafkaError::MessageConsumptionFatal(_)) {
+                        fatal.store(true, std::sync::atomic::Ordering::Release);
+                    }
                     tracing::warn!(%err, "kafka consumer error");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;

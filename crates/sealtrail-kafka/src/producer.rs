@@ -215,7 +215,9 @@ impl LogProducer for KafkaLog {
                 }
                 Err((err, _)) => {
                     tracing::warn!(%err, partition, "kafka refused the append");
-                    return Err(LogError::Backend(format!("kafka refused the append: {err}")));
+                    return Err(LogError::Backend(format!(
+                        "kafka refused the append: {err}"
+                    )));
                 }
             }
         };
@@ -226,7 +228,11 @@ impl LogProducer for KafkaLog {
         // stalled for good) nor takes it out early (a stuck producer's stall would hide).
         let tracker = Arc::clone(&self.tracker);
         let index = partition as usize;
-        if tracker.partitions[index].in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+        if tracker.partitions[index]
+            .in_flight
+            .fetch_add(1, Ordering::AcqRel)
+            == 0
+        {
             // Nothing was waiting: the stall clock starts now, not at the last completion.
             tracker.partitions[index]
                 .last_done_ms
@@ -259,7 +265,9 @@ impl LogProducer for KafkaLog {
                 // Unknown outcome (e.g. a timeout): the entry may still be delivered. The
                 // client is told to retry; retrying the same ids is idempotent.
                 tracing::warn!(%err, partition, "kafka append failed");
-                Err(LogError::Backend(format!("kafka did not acknowledge: {err}")))
+                Err(LogError::Backend(format!(
+                    "kafka did not acknowledge: {err}"
+                )))
             }
             Err(join) => Err(LogError::Backend(format!(
                 "the kafka delivery task failed: {join}"

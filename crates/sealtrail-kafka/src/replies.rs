@@ -80,17 +80,54 @@ impl ReplySink for KafkaReplySink {
             .payload(&payload)
             .partition(reply_partition(&to.gateway, self.partitions) as i32);
         // Enqueue without waiting for the broker: the chainer must not slow down for a
-        // gateway that may be gone. Dropping the delivery future does not cancel delivery.
-        if let Err((err, _)) = self.producer.send_result(record) {
-            tracing::warn!(%err, gateway = %to.gateway, "reply dropped");
+        // gateway that may be gone. A task of its own sees the delivery's end.
+        match self.producer.send_result(record) {
+            Ok(delivery) => {
+                tokio::spawn(async move {
+                    match delivery.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((err, _))) => {
+                            metrics::counter!("sealtrail_kafka_reply_failures_total").increment(1);
+                            tracing::warn!(%err, "a reply was not delivered");
+                        }
+                        Err(_) => {}
+                    }
+                });
+            }
+            Err((err, _)) => {
+                metrics::counter!("sealtrail_kafka_reply_failures_total").increment(1);
+                tracing::warn!(%err, gateway = %to.gateway, "reply dropped");
+            }
         }
     }
 }
 
+/// How often the reply listener checks that it keeps up with its partition.
+const LISTENER_CHECK: Duration = Duration::from_secs(1);
+/// How long the check may keep failing before the listener's consumer is replaced.
+const LISTENER_STUCK_AFTER: Duration = Duration::from_secs(3);
+/// The same, while the partition's watermark cannot be read at all.
+const LISTENER_UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
+
 /// The gateway's reader of its reply partition. Runs until the process ends.
+///
+/// It checks itself every [`LISTENER_CHECK`]: the partition's high watermark (asked
+/// through its own consumer) must be reachable, and not beyond what it has read unless it
+/// read something since the last check. After a Kafka freeze, librdkafka's consumer was
+/// seen to stop fetching for good (the partition's leader briefly `-1`, as in #5430):
+/// every sync request of the gateway then timed out although the chainers had committed
+/// and replied. A check failing for [`LISTENER_STUCK_AFTER`] ([`LISTENER_UNREACHABLE_AFTER`] when
+/// the watermark cannot be read at all) replaces the consumer, which
+/// reads on from the first offset not read (so replies that arrived meanwhile still reach
+/// the requests that wait for them).
 pub struct ReplyListener {
     task: tokio::task::JoinHandle<()>,
+    /// Milliseconds since `started` at which the checks began to fail (0: they pass).
+    stalled_since_ms: Arc<std::sync::atomic::AtomicU64>,
+    started: std::time::Instant,
 }
+
+type ReplyConsumer = StreamConsumer;
 
 impl ReplyListener {
     /// Starts reading this gateway's reply partition from its current end and delivering
@@ -101,44 +138,174 @@ impl ReplyListener {
         gateway: &str,
         correlator: Arc<Correlator>,
     ) -> Result<Self, KafkaLogError> {
-        let consumer: StreamConsumer = base_config(settings, &format!("{gateway}-replies"))
+        let consumer = Self::consumer(settings, gateway)?;
+        let partitions = partition_count(consumer.client(), &settings.reply_topic)?;
+        let partition = reply_partition(gateway, partitions) as i32;
+        let (_, high) =
+            consumer.fetch_watermarks(&settings.reply_topic, partition, Duration::from_secs(10))?;
+        Self::assign(&consumer, &settings.reply_topic, partition, high)?;
+        let started = std::time::Instant::now();
+        let stalled_since_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let task = tokio::spawn(listen(Listening {
+            settings: settings.clone(),
+            gateway: gateway.to_string(),
+            partition,
+            next: high,
+            correlator,
+            stalled_since_ms: stalled_since_ms.clone(),
+            started,
+            consumer: Arc::new(consumer),
+        }));
+        Ok(Self {
+            task,
+            stalled_since_ms,
+            started,
+        })
+    }
+
+    fn consumer(settings: &KafkaSettings, gateway: &str) -> Result<ReplyConsumer, KafkaLogError> {
+        Ok(base_config(settings, &format!("{gateway}-replies"))
             // Required by librdkafka; no offsets are ever committed under it.
             .set("group.id", format!("sealtrail-gateway-{gateway}"))
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "10")
             .set("fetch.message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-            .create()?;
-        let partitions = partition_count(consumer.client(), &settings.reply_topic)?;
-        let partition = reply_partition(gateway, partitions) as i32;
-        let (_, high) =
-            consumer.fetch_watermarks(&settings.reply_topic, partition, Duration::from_secs(10))?;
+            .create()?)
+    }
+
+    fn assign(
+        consumer: &ReplyConsumer,
+        topic: &str,
+        partition: i32,
+        from: i64,
+    ) -> Result<(), KafkaLogError> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&settings.reply_topic, partition, KafkaOffset::Offset(high))?;
+        tpl.add_partition_offset(topic, partition, KafkaOffset::Offset(from))?;
         consumer.assign(&tpl)?;
-        let gateway = gateway.as_bytes().to_vec();
-        let task = tokio::spawn(async move {
-            loop {
-                match consumer.recv().await {
-                    Ok(message) => {
-                        if message.key() != Some(gateway.as_slice()) {
-                            continue; // another gateway sharing this partition
-                        }
-                        match message.payload().map(serde_json::from_slice::<Reply>) {
-                            Some(Ok(reply)) => {
-                                correlator.deliver(reply.correlation_id, reply.outcome)
-                            }
-                            Some(Err(err)) => tracing::warn!(%err, "undecodable reply"),
-                            None => {}
-                        }
+        Ok(())
+    }
+
+    /// How long the listener has been failing its checks (`None`: it keeps up).
+    pub fn stalled_for(&self) -> Option<Duration> {
+        let since = self
+            .stalled_since_ms
+            .load(std::sync::atomic::Ordering::Acquire);
+        (since > 0).then(|| {
+            self.started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(since))
+        })
+    }
+}
+
+struct Listening {
+    settings: KafkaSettings,
+    gateway: String,
+    partition: i32,
+    /// The first offset not read yet.
+    next: i64,
+    correlator: Arc<Correlator>,
+    stalled_since_ms: Arc<std::sync::atomic::AtomicU64>,
+    started: std::time::Instant,
+    consumer: Arc<ReplyConsumer>,
+}
+
+async fn listen(mut l: Listening) {
+    let key = l.gateway.as_bytes().to_vec();
+    let topic = l.settings.reply_topic.clone();
+    let mut check = tokio::time::interval(LISTENER_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut read_since_check = false;
+    let mut failing_since: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            received = l.consumer.recv() => match received {
+                Ok(message) => {
+                    l.next = message.offset() + 1;
+                    read_since_check = true;
+                    if message.key() != Some(key.as_slice()) {
+                        continue; // another gateway sharing this partition
                     }
-                    Err(err) => {
-                        tracing::warn!(%err, "reply consumer error");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    match message.payload().map(serde_json::from_slice::<Reply>) {
+                        Some(Ok(reply)) => l.correlator.deliver(reply.correlation_id, reply.outcome),
+                        Some(Err(err)) => tracing::warn!(%err, "undecodable reply"),
+                        None => {}
                     }
                 }
+                Err(err) => {
+                    tracing::warn!(%err, "reply consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = check.tick() => {
+                let probe = l.consumer.clone();
+                let (probe_topic, partition) = (topic.clone(), l.partition);
+                let high = tokio::task::spawn_blocking(move || {
+                    probe.fetch_watermarks(&probe_topic, partition, Duration::from_millis(800))
+                })
+                .await;
+                // Replaced after LISTENER_STUCK_AFTER when replies wait that it does not
+                // read; after LISTENER_UNREACHABLE_AFTER when it cannot even ask (Kafka
+                // down: a new consumer would not help sooner, and may when it is back).
+                let (keeping_up, seen, limit) = match high {
+                    Ok(Ok((_, high))) => (
+                        read_since_check || high <= l.next,
+                        format!("high watermark {high}, read up to {}", l.next),
+                        LISTENER_STUCK_AFTER,
+                    ),
+                    Ok(Err(err)) => (
+                        false,
+                        format!("watermark query failed: {err}"),
+                        LISTENER_UNREACHABLE_AFTER,
+                    ),
+                    Err(err) => (
+                        false,
+                        format!("watermark query failed: {err}"),
+                        LISTENER_UNREACHABLE_AFTER,
+                    ),
+                };
+                read_since_check = false;
+                if keeping_up {
+                    failing_since = None;
+                    l.stalled_since_ms.store(0, std::sync::atomic::Ordering::Release);
+                    continue;
+                }
+                let now = std::time::Instant::now();
+                let since = *failing_since.get_or_insert(now);
+                let since_ms = since.duration_since(l.started).as_millis() as u64 + 1;
+                let _ = l.stalled_since_ms.compare_exchange(
+                    0,
+                    since_ms,
+                    std::sync::atomic::Ordering::AcqRel,
+                    std::sync::atomic::Ordering::Acquire,
+                );
+                if now.duration_since(since) < limit {
+                    tracing::debug!(partition = l.partition, seen, "the reply consumer is behind");
+                    continue;
+                }
+                tracing::warn!(
+                    partition = l.partition,
+                    from = l.next,
+                    seen,
+                    "the reply consumer has not kept up with its partition for {} s: replacing it",
+                    now.duration_since(since).as_secs()
+                );
+                let fresh = ReplyListener::consumer(&l.settings, &l.gateway).and_then(|c| {
+                    ReplyListener::assign(&c, &topic, l.partition, l.next)?;
+                    Ok(c)
+                });
+                match fresh {
+                    Ok(fresh) => {
+                        metrics::counter!("sealtrail_kafka_reply_listener_replaced_total").increment(1);
+                        let old = std::mem::replace(&mut l.consumer, Arc::new(fresh));
+                        // Closing a stuck consumer may wait on Kafka: not here.
+                        tokio::task::spawn_blocking(move || drop(old));
+                        failing_since = Some(now);
+                    }
+                    Err(err) => tracing::error!(%err, "cannot replace the reply consumer"),
+                }
             }
-        });
-        Ok(Self { task })
+        }
     }
 }
 

@@ -204,12 +204,17 @@ async fn a_dropped_append_is_counted_until_its_delivery_and_no_longer() {
     assert!(dropped.await.is_err(), "the slow append is dropped");
     tokio::time::sleep(Duration::from_millis(700)).await;
     let stalled = log.stalled_partitions(Duration::from_millis(500));
-    assert_eq!(stalled.len(), 1, "in flight with a slow broker: {stalled:?}");
-    assert!(stalled[0].reason.contains("acknowledged none of 1"), "{stalled:?}");
+    assert_eq!(
+        stalled.len(),
+        1,
+        "in flight with a slow broker: {stalled:?}"
+    );
+    assert!(
+        stalled[0].reason.contains("acknowledged none of 1"),
+        "{stalled:?}"
+    );
 
-    cluster
-        .broker_round_trip_time(1, Duration::ZERO)
-        .unwrap();
+    cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -207,11 +207,13 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         store.log_partitions()
     );
     let kafka_log = Arc::new(log);
-    let readiness = watch_readiness(kafka_log.clone(), store.clone());
-    let log: Arc<dyn LogProducer> = kafka_log;
     let correlator = Arc::new(Correlator::new(gateway_id.clone()));
-    let _replies = ReplyListener::start(&kafka, &gateway_id, correlator.clone())
-        .context("reading the reply topic")?;
+    let replies = Arc::new(
+        ReplyListener::start(&kafka, &gateway_id, correlator.clone())
+            .context("reading the reply topic")?,
+    );
+    let readiness = watch_readiness(kafka_log.clone(), store.clone(), replies.clone());
+    let log: Arc<dyn LogProducer> = kafka_log;
 
     let signer = log_signer(&config, &store).await?;
     let tlog = sealtrail_api::tlog::TransparencyLog::new(
@@ -267,7 +269,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
 const KAFKA_STUCK_AFTER: Duration = Duration::from_secs(3);
 /// A partition stalled this long while the brokers name its leader (two checks in a row)
 /// gets the producer replaced; at most once per [`PRODUCER_REPLACE_COOLDOWN`].
-const PRODUCER_STUCK_REPLACE_AFTER: Duration = Duration::from_secs(10);
+const PRODUCER_STUCK_REPLACE_AFTER: Duration = Duration::from_secs(5);
 const PRODUCER_REPLACE_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// Replaces the gateway's Kafka producer when a partition stays stalled although the
@@ -323,13 +325,16 @@ async fn replace_stuck_producer(
 }
 
 /// The gateway's readiness probe, once a second: partitions Kafka is not acknowledging
-/// ([`KafkaLog::stalled_partitions`]), whether the store answers (2 s at most), and which
-/// partitions have no live chainer (heartbeats, [`ScyllaStore::owners`]). The same facts
-/// go to `/metrics`: `sealtrail_ready`, `sealtrail_store_reachable`,
-/// `sealtrail_kafka_partition_stalled{partition}`, `sealtrail_partition_owned{partition}`.
+/// ([`KafkaLog::stalled_partitions`]), a reply channel that does not keep up
+/// ([`ReplyListener::stalled_for`]: sync requests would time out), whether the store
+/// answers (2 s at most), and which partitions have no live chainer (heartbeats,
+/// [`ScyllaStore::owners`]). The same facts go to `/metrics`: `sealtrail_ready`,
+/// `sealtrail_store_reachable`, `sealtrail_kafka_partition_stalled{partition}`,
+/// `sealtrail_kafka_replies_stalled`, `sealtrail_partition_owned{partition}`.
 fn watch_readiness(
     log: Arc<KafkaLog>,
     store: ScyllaStore,
+    replies: Arc<ReplyListener>,
 ) -> tokio::sync::watch::Receiver<Vec<NotReady>> {
     let (tx, rx) = tokio::sync::watch::channel(vec![NotReady {
         component: "gateway",
@@ -368,6 +373,21 @@ fn watch_readiness(
                         reason: stall.reason.clone(),
                     });
                 }
+            }
+            let replies_stalled = replies
+                .stalled_for()
+                .filter(|d| *d >= Duration::from_secs(2));
+            metrics::gauge!("sealtrail_kafka_replies_stalled")
+                .set(f64::from(u8::from(replies_stalled.is_some())));
+            if let Some(stalled) = replies_stalled {
+                problems.push(NotReady {
+                    component: "replies",
+                    partition: None,
+                    reason: format!(
+                        "the reply consumer has not kept up with its partition for {} s: sync requests wait for their commits in vain (it is replaced after 3 s)",
+                        stalled.as_secs()
+                    ),
+                });
             }
             let owners = tokio::time::timeout(Duration::from_secs(2), store.owners()).await;
             let reachable = matches!(owners, Ok(Ok(_)));
@@ -448,10 +468,11 @@ struct ChainerState {
 }
 
 /// How long a chainer's group consumer may stay out of the group (coordinator lost, or
-/// joined without an assignment) before it is replaced by a new one. A 12 s Kafka freeze
-/// keeps it out ~15 s; librdkafka's consumer was seen, after such a freeze, to stay
-/// without a coordinator for good (1 freeze in ~25).
-const OUT_OF_GROUP_LIMIT: Duration = Duration::from_secs(30);
+/// not rejoined) before it is replaced by a new one. After a Kafka freeze longer than the
+/// session, librdkafka's consumer was seen to stay out of the group for good (about 1
+/// freeze in 10 here; librdkafka #2944, #3396); one that rejoins does so within ~7 s of
+/// the resume. Replacing one that would have rejoined costs one rebalance.
+const OUT_OF_GROUP_LIMIT: Duration = Duration::from_secs(15);
 
 /// Why one group consumer of a chainer ended.
 enum FeedEnd {
@@ -533,6 +554,10 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
                     if let Some(out) = out.filter(|out| *out > OUT_OF_GROUP_LIMIT) {
                         break FeedEnd::OutOfGroup(out);
                     }
+                    if feed.failed_fatally() {
+                        // E.g. a static member fenced by an instance of the same id.
+                        break FeedEnd::OutOfGroup(out.unwrap_or_default());
+                    }
                 }
                 event = feed.next() => match event {
                     None => break FeedEnd::Failure("the Kafka consumer stopped".to_string()),
@@ -588,13 +613,17 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
         };
         // Out of the group too long: leave it (whatever librdkafka still believes) and
         // join again with a new consumer; its partitions resume from the last commits.
+        let status = feed.status();
         tracing::error!(
             out_of_group_ms = out.as_millis() as u64,
+            group_state = %status.group_state,
+            join_state = %status.join_state,
+            fatal_error = feed.failed_fatally(),
             "the Kafka group consumer has been out of the chainers' group for {} s; replacing it",
             out.as_secs()
         );
         metrics::counter!("sealtrail_chainer_feed_restarts_total").increment(1);
-        feed.leave().await;
+        feed.abandon();
         feed = loop {
             match ChainerFeed::start(&kafka, &client_id) {
                 Ok(fresh) => break fresh,
