@@ -468,11 +468,15 @@ struct ChainerState {
 }
 
 /// How long a chainer's group consumer may stay out of the group (coordinator lost, or
-/// not rejoined) before it is replaced by a new one. After a Kafka freeze longer than the
-/// session, librdkafka's consumer was seen to stay out of the group for good (about 1
-/// freeze in 10 here; librdkafka #2944, #3396); one that rejoins does so within ~7 s of
-/// the resume. Replacing one that would have rejoined costs one rebalance.
-const OUT_OF_GROUP_LIMIT: Duration = Duration::from_secs(15);
+/// not rejoined) before it is replaced by a new one: twice the session timeout plus this.
+/// After a Kafka freeze longer than the session, librdkafka's consumer was seen to stay
+/// out of the group for good (librdkafka #2944, #3396); one that rejoins is back within
+/// about a session timeout of the resume (the group waits for the old member's session,
+/// refreshed by a heartbeat that was queued during the freeze). A shorter limit (the
+/// session plus 3 s) was tried: it replaced consumers that were about to join, whose
+/// successors then waited for the group's next round, and made the stall worse as often
+/// as better.
+const OUT_OF_GROUP_GRACE: Duration = Duration::from_secs(3);
 
 /// Why one group consumer of a chainer ended.
 enum FeedEnd {
@@ -532,6 +536,7 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
         head_cache_tenants: config.head_cache_tenants,
     };
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(4);
+    let out_of_group_limit = kafka.session_timeout * 2 + OUT_OF_GROUP_GRACE;
     let signal = wait_for_signal();
     tokio::pin!(signal);
     let mut generation = 0u64;
@@ -551,7 +556,7 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
                     let out = status.out_of_group_for(std::time::Instant::now());
                     metrics::gauge!("sealtrail_chainer_in_group").set(f64::from(u8::from(out.is_none())));
                     *state.feed.lock().expect("feed lock") = status;
-                    if let Some(out) = out.filter(|out| *out > OUT_OF_GROUP_LIMIT) {
+                    if let Some(out) = out.filter(|out| *out > out_of_group_limit) {
                         break FeedEnd::OutOfGroup(out);
                     }
                     if feed.failed_fatally() {

@@ -636,9 +636,39 @@ async fn kill_mid_load(test: &str, victim: Victim) {
         }
         Victim::Chainer => {
             c.chainers[0].sigkill();
-            // The group moves its partitions to the survivor after the session timeout.
+            let killed = Instant::now();
+            // The group moves its partitions to the survivor after the session timeout
+            // (6 s here): a sync write to every tenant commits again soon after.
+            let writes = ts.iter().enumerate().map(|(i, (_, key))| {
+                let api = c.api(1, key);
+                async move {
+                    for attempt in 0.. {
+                        let (s, _) = api
+                            .post("/v1/events?sync=true", &event(&format!("failover-{i}-{attempt}")))
+                            .await;
+                        if s == 201 || killed.elapsed() > Duration::from_secs(60) {
+                            return (s, killed.elapsed());
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    unreachable!()
+                }
+            });
+            let done = futures::future::join_all(writes).await;
+            assert!(done.iter().all(|(s, _)| *s == 201), "{done:?}\n{}", c.logs());
+            let worst = done.iter().map(|(_, t)| *t).max().unwrap();
+            eprintln!(
+                "{test}: a chainer SIGKILLed for good: a sync write to every tenant committed {worst:?} after the kill (session timeout 6 s)"
+            );
             c.wait_assigned(&[0]).await;
             wait_for_acks(&load, 300).await;
+            // What the survivor replayed: entries the dead chainer had stored but not
+            // committed to Kafka yet (offsets are committed every 250 ms).
+            eprintln!(
+                "{test}: the survivor's {}; {}",
+                chainer_metric(&c.chainers[1], "sealtrail_chainer_already_stored_events_total").await,
+                chainer_metric(&c.chainers[1], "sealtrail_kafka_commit_failures_total").await
+            );
             c.chainers[0].spawn();
             c.chainers[0].wait_healthy().await;
         }
@@ -1127,7 +1157,7 @@ async fn every_gateway_writes_to_every_partition_soon_after_a_broker_freeze() {
     }
     // After such freezes librdkafka's group consumer was seen (about 1 freeze in 10) to
     // lose its coordinator and not rejoin; the chainer replaces a consumer that stays out
-    // of the group for 15 s. Either way it holds every partition again within a minute.
+    // of the group for twice the session timeout plus 3 s. Either way it holds every partition again within a minute.
     let deadline = Instant::now() + Duration::from_secs(60);
     while c.chainers[0].partitions().await.len() < PARTITIONS as usize {
         assert!(
@@ -1177,7 +1207,8 @@ async fn chainer_metric(proc: &Proc, name: &str) -> String {
 /// A chainer whose group consumer is out of the group (here: it silently leaves it, by the
 /// test-only fault `SEALTRAIL_FAULT_LEAVE_GROUP_AFTER`; in the wild: a consumer that lost
 /// its coordinator after a broker freeze and never rejoined) says so in `/readyz`
-/// within seconds and replaces its consumer after 15 s out; its partitions come back and
+/// within seconds and replaces its consumer after twice the session timeout plus 3 s out
+/// (15 s here); its partitions come back and
 /// sync writes commit again, with nothing lost or forked. `/healthz` (liveness) stays `200`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chainer_out_of_its_group_replaces_its_consumer() {
