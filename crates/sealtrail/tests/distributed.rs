@@ -644,7 +644,10 @@ async fn kill_mid_load(test: &str, victim: Victim) {
                 async move {
                     for attempt in 0.. {
                         let (s, _) = api
-                            .post("/v1/events?sync=true", &event(&format!("failover-{i}-{attempt}")))
+                            .post(
+                                "/v1/events?sync=true",
+                                &event(&format!("failover-{i}-{attempt}")),
+                            )
                             .await;
                         if s == 201 || killed.elapsed() > Duration::from_secs(60) {
                             return (s, killed.elapsed());
@@ -655,7 +658,11 @@ async fn kill_mid_load(test: &str, victim: Victim) {
                 }
             });
             let done = futures::future::join_all(writes).await;
-            assert!(done.iter().all(|(s, _)| *s == 201), "{done:?}\n{}", c.logs());
+            assert!(
+                done.iter().all(|(s, _)| *s == 201),
+                "{done:?}\n{}",
+                c.logs()
+            );
             let worst = done.iter().map(|(_, t)| *t).max().unwrap();
             eprintln!(
                 "{test}: a chainer SIGKILLed for good: a sync write to every tenant committed {worst:?} after the kill (session timeout 6 s)"
@@ -666,7 +673,11 @@ async fn kill_mid_load(test: &str, victim: Victim) {
             // committed to Kafka yet (offsets are committed every 250 ms).
             eprintln!(
                 "{test}: the survivor's {}; {}",
-                chainer_metric(&c.chainers[1], "sealtrail_chainer_already_stored_events_total").await,
+                chainer_metric(
+                    &c.chainers[1],
+                    "sealtrail_chainer_already_stored_events_total"
+                )
+                .await,
                 chainer_metric(&c.chainers[1], "sealtrail_kafka_commit_failures_total").await
             );
             c.chainers[0].spawn();
