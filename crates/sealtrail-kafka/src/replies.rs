@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
@@ -106,7 +107,7 @@ impl ReplySink for KafkaReplySink {
 const LISTENER_CHECK: Duration = Duration::from_secs(1);
 /// How long the check may keep failing before the listener's consumer is replaced.
 const LISTENER_STUCK_AFTER: Duration = Duration::from_secs(3);
-/// The same, while the partition's watermark cannot be read at all.
+/// The same, while Kafka cannot be reached to read the partition's watermark.
 const LISTENER_UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// The gateway's reader of its reply partition. Runs until the process ends.
@@ -117,7 +118,7 @@ const LISTENER_UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
 /// seen to stop fetching for good (the partition's leader briefly `-1`, as in #5430):
 /// every sync request of the gateway then timed out although the chainers had committed
 /// and replied. A check failing for [`LISTENER_STUCK_AFTER`] ([`LISTENER_UNREACHABLE_AFTER`] when
-/// the watermark cannot be read at all) replaces the consumer, which
+/// Kafka does not answer at all) replaces the consumer, which
 /// reads on from the first offset not read (so replies that arrived meanwhile still reach
 /// the requests that wait for them).
 pub struct ReplyListener {
@@ -253,11 +254,24 @@ async fn listen(mut l: Listening) {
                         format!("high watermark {high}, read up to {}", l.next),
                         LISTENER_STUCK_AFTER,
                     ),
-                    Ok(Err(err)) => (
-                        false,
-                        format!("watermark query failed: {err}"),
-                        LISTENER_UNREACHABLE_AFTER,
-                    ),
+                    // Kafka down or not answering: a new consumer would not help sooner.
+                    // Any other failure (e.g. `UnknownPartition` from a consumer created
+                    // during an outage whose metadata never recovered) is the consumer's.
+                    Ok(Err(err)) => {
+                        let unreachable = matches!(
+                            err.rdkafka_error_code(),
+                            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::OperationTimedOut)
+                        );
+                        (
+                            false,
+                            format!("watermark query failed: {err}"),
+                            if unreachable {
+                                LISTENER_UNREACHABLE_AFTER
+                            } else {
+                                LISTENER_STUCK_AFTER
+                            },
+                        )
+                    }
                     Err(err) => (
                         false,
                         format!("watermark query failed: {err}"),

@@ -267,10 +267,10 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
 /// How long appends to a partition may wait with none acknowledged before the partition
 /// counts as stalled.
 const KAFKA_STUCK_AFTER: Duration = Duration::from_secs(3);
-/// A partition stalled this long while the brokers name its leader (two checks in a row)
+/// A partition stalled this long while the brokers name its leader (one check through a fresh client)
 /// gets the producer replaced; at most once per [`PRODUCER_REPLACE_COOLDOWN`].
 const PRODUCER_STUCK_REPLACE_AFTER: Duration = Duration::from_secs(5);
-const PRODUCER_REPLACE_COOLDOWN: Duration = Duration::from_secs(30);
+const PRODUCER_REPLACE_COOLDOWN: Duration = Duration::from_secs(10);
 
 /// Replaces the gateway's Kafka producer when a partition stays stalled although the
 /// brokers serve it: the producer, not Kafka, is stuck (librdkafka #5430). `stalled`:
@@ -305,7 +305,7 @@ async fn replace_stuck_producer(
         .unwrap_or(false);
     tracing::debug!(partitions = ?stuck, leaders, "kafka partitions stalled past the replacement threshold");
     *leaders_seen = if leaders { *leaders_seen + 1 } else { 0 };
-    if *leaders_seen < 2 {
+    if *leaders_seen < 1 {
         return;
     }
     tracing::warn!(

@@ -1024,7 +1024,19 @@ async fn every_gateway_writes_to_every_partition_soon_after_a_broker_freeze() {
     );
     c.add_gateway().await;
     c.add_gateway().await;
-    c.add_chainer().await;
+    // Static membership (`kafka_group_instance_id`, as the Kubernetes manifests set it):
+    // a chainer whose session expired during the freeze rejoins under its instance id at
+    // once. With dynamic membership the group waits out the old member's session after
+    // the resume (a heartbeat queued during the freeze refreshed it): sync writes then
+    // resume about a session timeout after the resume (6.2-7.1 s here, 6 s session).
+    let mut chainer = c.proc("chainer", 0);
+    chainer.env.push((
+        "SEALTRAIL_KAFKA_GROUP_INSTANCE_ID".into(),
+        format!("{}-chainer-0", c.name),
+    ));
+    chainer.spawn();
+    chainer.wait_healthy().await;
+    c.chainers.push(chainer);
     c.wait_assigned(&[]).await;
     // One tenant per partition.
     let mut keys: HashMap<u32, String> = HashMap::new();
