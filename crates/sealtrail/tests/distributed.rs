@@ -1019,7 +1019,10 @@ async fn every_gateway_writes_to_every_partition_soon_after_a_broker_freeze() {
         PARTITIONS,
         &[
             ("SEALTRAIL_COMMIT_TIMEOUT_MS", "5000"),
-            ("RUST_LOG", "warn,sealtrail=info,sealtrail_kafka=debug"),
+            (
+                "RUST_LOG",
+                "warn,sealtrail=info,sealtrail_kafka=debug,sealtrail::distributed=debug",
+            ),
         ],
     );
     c.add_gateway().await;
