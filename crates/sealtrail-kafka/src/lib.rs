@@ -81,6 +81,10 @@ pub(crate) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientCo
         .set("socket.keepalive.enable", "true")
         // Topics are created by `sealtrail migrate` only, with the right partition count.
         .set("allow.auto.create.topics", "false")
+        // A broker that is down or frozen for a while pushes librdkafka's reconnect
+        // backoff to its 10 s default maximum, so a client could wait up to 10 s after the
+        // broker is back before it even tries: at most 1 s.
+        .set("reconnect.backoff.max.ms", "1000")
         .set("log_level", "4");
     config
 }

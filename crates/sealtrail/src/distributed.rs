@@ -270,7 +270,7 @@ const KAFKA_STUCK_AFTER: Duration = Duration::from_secs(3);
 /// A partition stalled this long while the brokers name its leader (one check through a fresh client)
 /// gets the producer replaced; at most once per [`PRODUCER_REPLACE_COOLDOWN`].
 const PRODUCER_STUCK_REPLACE_AFTER: Duration = Duration::from_secs(5);
-const PRODUCER_REPLACE_COOLDOWN: Duration = Duration::from_secs(10);
+const PRODUCER_REPLACE_COOLDOWN: Duration = Duration::from_secs(5);
 
 /// Replaces the gateway's Kafka producer when a partition stays stalled although the
 /// brokers serve it: the producer, not Kafka, is stuck (librdkafka #5430). `stalled`:
@@ -741,10 +741,10 @@ impl ChainerState {
 
 /// The chainer's health: `200` unless a partition's chainer is failing (retrying the
 /// store), and for readiness (`/readyz`) unless the group consumer has been out of the
-/// chainers' group for 5 s (liveness, `/healthz`, does not restart a chainer for a Kafka
-/// outage: the chainer replaces its group consumer itself after 30 s out); with each held
-/// partition's lag (entries on the broker not chained yet), the time since its last
-/// stored batch and its committed offset.
+/// chainers' group for 3 s (liveness, `/healthz`, does not restart a chainer for a Kafka
+/// outage: the chainer replaces its group consumer itself after twice the session
+/// timeout plus 3 s out); with each held partition's lag (entries on the broker not
+/// chained yet), the time since its last stored batch and its committed offset.
 async fn chainer_health(State(state): State<ChainerState>, readiness: bool) -> Response {
     let now = std::time::Instant::now();
     let partitions = state.held_partitions();
@@ -771,7 +771,7 @@ async fn chainer_health(State(state): State<ChainerState>, readiness: bool) -> R
         "join_state": feed.join_state,
         "in_group": out_of_group.is_none(),
     });
-    let in_group = !readiness || out_of_group.is_none_or(|out| out < Duration::from_secs(5));
+    let in_group = !readiness || out_of_group.is_none_or(|out| out < Duration::from_secs(3));
     if problems.is_empty() && in_group {
         return axum::Json(serde_json::json!({
             "status": "ok", "partitions": partitions, "held": held, "group": group,
