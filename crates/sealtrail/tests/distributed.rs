@@ -640,22 +640,7 @@ async fn kill_mid_load(test: &str, victim: Victim) {
             // The group moves its partitions to the survivor after the session timeout
             // (6 s here): a sync write to every tenant commits again soon after.
             let writes = ts.iter().enumerate().map(|(i, (_, key))| {
-                let api = c.api(1, key);
-                async move {
-                    for attempt in 0.. {
-                        let (s, _) = api
-                            .post(
-                                "/v1/events?sync=true",
-                                &event(&format!("failover-{i}-{attempt}")),
-                            )
-                            .await;
-                        if s == 201 || killed.elapsed() > Duration::from_secs(60) {
-                            return (s, killed.elapsed());
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    unreachable!()
-                }
+                sync_until_committed(c.api(1, key), format!("failover-{i}"), killed)
             });
             let done = futures::future::join_all(writes).await;
             assert!(
@@ -1115,23 +1100,7 @@ async fn every_gateway_writes_to_every_partition_soon_after_a_broker_freeze() {
         // And the chain side: a sync write to every partition commits (the write stall
         // is the pause plus this).
         let syncs = keys.iter().map(|(p, key)| {
-            let api = c.api(0, key);
-            let p = *p;
-            async move {
-                for attempt in 0.. {
-                    let (s, _) = api
-                        .post(
-                            "/v1/events?sync=true",
-                            &event(&format!("sync{trial}-{attempt}-p{p}")),
-                        )
-                        .await;
-                    if s == 201 || resumed.elapsed() > Duration::from_secs(60) {
-                        return (s, resumed.elapsed());
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                unreachable!()
-            }
+            sync_until_committed(c.api(0, key), format!("sync{trial}-p{p}"), resumed)
         });
         let synced = futures::future::join_all(syncs).await;
         if !synced.iter().all(|(s, _)| *s == 201) {
@@ -1342,4 +1311,19 @@ fn clock() -> String {
         secs % 60,
         now.subsec_millis()
     )
+}
+
+/// Sends sync writes (ids `<tag>-<attempt>`) every 100 ms until one commits (`201`) or
+/// 60 s have passed since `since`; returns the last status and the time since `since`.
+async fn sync_until_committed(api: Api, tag: String, since: Instant) -> (u16, Duration) {
+    for attempt in 0.. {
+        let (s, _) = api
+            .post("/v1/events?sync=true", &event(&format!("{tag}-{attempt}")))
+            .await;
+        if s == 201 || since.elapsed() > Duration::from_secs(60) {
+            return (s, since.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unreachable!()
 }
