@@ -264,7 +264,14 @@ impl Cluster {
     }
 
     async fn add_chainer(&mut self) -> usize {
+        self.add_chainer_with(&[]).await
+    }
+
+    /// A chainer with extra environment (e.g. a static member's instance id).
+    async fn add_chainer_with(&mut self, env: &[(&str, String)]) -> usize {
         let mut p = self.proc("chainer", self.chainers.len());
+        p.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         p.spawn();
         p.wait_healthy().await;
         self.chainers.push(p);
@@ -940,14 +947,9 @@ async fn a_restarted_static_member_chainer_resumes_within_seconds() {
     let _serial = SERIAL.lock().await;
     let mut c = Cluster::new("static", 2, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "30000")]);
     c.add_gateway().await;
-    let mut chainer = c.proc("chainer", 0);
-    chainer.env.push((
-        "SEALTRAIL_KAFKA_GROUP_INSTANCE_ID".into(),
-        format!("{}-chainer-0", c.name),
-    ));
-    chainer.spawn();
-    chainer.wait_healthy().await;
-    c.chainers.push(chainer);
+    let instance = format!("{}-chainer-0", c.name);
+    c.add_chainer_with(&[("SEALTRAIL_KAFKA_GROUP_INSTANCE_ID", instance)])
+        .await;
     c.wait_assigned(&[]).await;
     let ts = tenants(&c, 4).await;
     for (i, (_, key)) in ts.iter().enumerate() {
@@ -1017,14 +1019,9 @@ async fn every_gateway_writes_to_every_partition_soon_after_a_broker_freeze() {
     // once. With dynamic membership the group waits out the old member's session after
     // the resume (a heartbeat queued during the freeze refreshed it): sync writes then
     // resume about a session timeout after the resume (6.2-7.1 s here, 6 s session).
-    let mut chainer = c.proc("chainer", 0);
-    chainer.env.push((
-        "SEALTRAIL_KAFKA_GROUP_INSTANCE_ID".into(),
-        format!("{}-chainer-0", c.name),
-    ));
-    chainer.spawn();
-    chainer.wait_healthy().await;
-    c.chainers.push(chainer);
+    let instance = format!("{}-chainer-0", c.name);
+    c.add_chainer_with(&[("SEALTRAIL_KAFKA_GROUP_INSTANCE_ID", instance)])
+        .await;
     c.wait_assigned(&[]).await;
     // One tenant per partition.
     let mut keys: HashMap<u32, String> = HashMap::new();
