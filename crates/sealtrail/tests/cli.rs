@@ -174,11 +174,7 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     for engine in ["fjall", "sqlite"] {
         let data = dir.path().join(format!("data-{engine}"));
         let first = common::Server::start_with(&data, &["--store", engine]).await;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let (code, _, err) = run(
             &[
                 "serve",

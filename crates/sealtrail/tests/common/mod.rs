@@ -19,12 +19,29 @@ pub struct Server {
     pub log_path: PathBuf,
 }
 
+/// A port for a server the test is about to start, from 20000-32599: below Linux's
+/// ephemeral range (32768-60999), so neither an outgoing connection nor another `bind(0)`
+/// can take it between this call and the server's bind (CI saw exactly that race with
+/// `bind(0)`: "Address already in use"). Each process walks its own stretch of the range
+/// (by pid), and a port someone already listens on is skipped.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_600;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 impl Server {
