@@ -133,6 +133,38 @@ impl FeedStatus {
         }
         Some(now.duration_since(self.steady_at.unwrap_or(self.started)))
     }
+
+    /// Whether the member waits on something only the group coordinator can end: the
+    /// coordinator itself (`group_state` not `up`: librdkafka is still looking for it), a
+    /// revocation that has to commit through it (`wait-incr-unassign-to-complete`,
+    /// `wait-unassign-to-complete`), or a join it has not even started (`init`). After a
+    /// broker blip, librdkafka has been seen to stay in these states for good while the
+    /// broker answered every other client again: [`group_coordinator_answers`] tells the
+    /// two apart. A member waiting in `wait-join` or `wait-sync` is not counted here: a
+    /// rebalance may legitimately keep it there up to the session timeout.
+    pub fn awaits_coordinator(&self) -> bool {
+        self.group_state != "up"
+            || matches!(
+                self.join_state.as_str(),
+                "init" | "wait-incr-unassign-to-complete" | "wait-unassign-to-complete"
+            )
+    }
+}
+
+/// Whether the chainers' group coordinator answers now, asked through a fresh client: the
+/// brokers list and describe the group (within 2 s). A member stuck in
+/// [`FeedStatus::awaits_coordinator`] while this holds is stuck in librdkafka, not waiting
+/// on Kafka; the chainer replaces it. Blocking.
+pub fn group_coordinator_answers(settings: &KafkaSettings, client_id: &str) -> bool {
+    let probe: Result<BaseConsumer, _> = base_config(settings, &format!("{client_id}-probe"))
+        .set("enable.auto.commit", "false")
+        .create();
+    let Ok(probe) = probe else {
+        return false;
+    };
+    probe
+        .fetch_group_list(Some(&settings.group_id), Duration::from_secs(2))
+        .is_ok_and(|list| list.groups().iter().any(|g| g.name() == settings.group_id))
 }
 
 enum RawEvent {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::util::Timeout;
 use sealtrail_core::partition::partition_for;
 use sealtrail_log::{Durability, LogEntry, LogError, LogProducer};
@@ -19,7 +20,9 @@ const QUEUE_WAIT: Duration = Duration::from_millis(200);
 
 pub struct KafkaLog {
     /// Replaced whole by [`KafkaLog::replace_producer`]; appends take a clone (an `Arc`).
-    producer: std::sync::RwLock<FutureProducer>,
+    /// Shared with the delivery tasks, which hand an entry purged from a replaced
+    /// producer's queue to the current one.
+    producer: Arc<std::sync::RwLock<FutureProducer>>,
     settings: KafkaSettings,
     client_id: String,
     topic: String,
@@ -52,6 +55,10 @@ struct Deliveries {
     last_failed_ms: AtomicU64,
     /// The same at the last append that completed either way.
     last_done_ms: AtomicU64,
+    /// The same at the last acknowledged append, or when appends started waiting on an
+    /// idle partition if that came later: failed deliveries do not move it (a stuck
+    /// producer's appends keep timing out, [`KafkaLog::unacknowledged_partitions`]).
+    last_progress_ms: AtomicU64,
     last_error: std::sync::Mutex<String>,
 }
 
@@ -68,7 +75,7 @@ impl KafkaLog {
         let producer = Self::producer(settings, client_id)?;
         let partitions = partition_count(producer.client(), &settings.topic)?;
         Ok(Self {
-            producer: std::sync::RwLock::new(producer),
+            producer: Arc::new(std::sync::RwLock::new(producer)),
             settings: settings.clone(),
             client_id: client_id.to_string(),
             topic: settings.topic.clone(),
@@ -134,18 +141,42 @@ impl KafkaLog {
     /// Replaces the producer with a new one (new connections, new metadata, a new
     /// idempotent producer id): the way out of a producer that keeps failing a partition
     /// the brokers serve (librdkafka issue #5430: a partition whose leader was briefly
-    /// `-1` stays without a leader in the producer's cache for good). Appends already
-    /// handed to the old producer finish there (acknowledged, or failed with their ids for
-    /// the client to retry; an id is never chained twice); it is flushed and dropped in
-    /// the background. Blocking.
+    /// `-1` stays without a leader in the producer's cache for good). Appends still in
+    /// the old producer's queues (never sent: all of a stuck partition's) move to the new
+    /// one, so their requests are answered once it delivers. Appends already sent finish
+    /// on the old producer (acknowledged, or failed with their ids for the client to
+    /// retry; an id is never chained twice); it is flushed and dropped in the background.
+    /// Blocking.
     pub fn replace_producer(&self) -> Result<(), KafkaLogError> {
         let fresh = Self::producer(&self.settings, &self.client_id)?;
         let old = std::mem::replace(&mut *self.producer.write().expect("producer lock"), fresh);
         metrics::counter!("sealtrail_kafka_producer_replaced_total").increment(1);
         std::thread::spawn(move || {
+            // Entries still in its queues were never sent: their delivery tasks hand them
+            // to the new producer (so the requests waiting on them are answered as soon as
+            // it delivers, not after `message.timeout.ms`). Entries sent and not yet
+            // acknowledged finish here.
+            old.purge(PurgeConfig::default().queue());
             let _ = old.flush(Timeout::After(Duration::from_secs(35)));
         });
         Ok(())
+    }
+
+    /// Partitions with appends waiting whose last acknowledgement (or, on a partition
+    /// that was idle, the first of the waiting appends) is older than `after`: failed
+    /// and timed-out deliveries do not count as progress. What decides whether a
+    /// producer is stuck (with the brokers naming the partitions' leaders).
+    pub fn unacknowledged_partitions(&self, after: Duration) -> Vec<u32> {
+        let now = self.tracker.now_ms();
+        let after_ms = after.as_millis() as u64;
+        (0..self.tracker.partitions.len())
+            .filter(|&p| {
+                let d = &self.tracker.partitions[p];
+                d.in_flight.load(Ordering::Acquire) > 0
+                    && now.saturating_sub(d.last_progress_ms.load(Ordering::Acquire)) > after_ms
+            })
+            .map(|p| p as u32)
+            .collect()
     }
 
     /// Partitions whose appends are failing now: the last one completed failed (within
@@ -233,23 +264,52 @@ impl LogProducer for KafkaLog {
             .fetch_add(1, Ordering::AcqRel)
             == 0
         {
-            // Nothing was waiting: the stall clock starts now, not at the last completion.
-            tracker.partitions[index]
-                .last_done_ms
-                .store(tracker.now_ms(), Ordering::Release);
+            // Nothing was waiting: the stall clocks start now, not at the last completion.
+            let now = tracker.now_ms();
+            let deliveries = &tracker.partitions[index];
+            deliveries.last_done_ms.store(now, Ordering::Release);
+            deliveries.last_progress_ms.store(now, Ordering::Release);
         }
+        let (producers, topic) = (Arc::clone(&self.producer), self.topic.clone());
         let waiting = tokio::spawn(async move {
-            let result = match delivery.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((err, _))) => Err(err.to_string()),
-                Err(_canceled) => Err("the producer was dropped before delivery".to_string()),
+            let mut delivery = delivery;
+            let result = loop {
+                match delivery.await {
+                    Ok(Ok(_)) => break Ok(()),
+                    // Purged from the queue of a producer being replaced: never sent, so
+                    // sending it again cannot duplicate it.
+                    Ok(Err((
+                        KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue),
+                        message,
+                    ))) => {
+                        let current = producers.read().expect("producer lock").clone();
+                        let mut record = FutureRecord::to(&topic).partition(message.partition());
+                        if let Some(key) = message.key() {
+                            record = record.key(key);
+                        }
+                        if let Some(payload) = message.payload() {
+                            record = record.payload(payload);
+                        }
+                        match current.send_result(record) {
+                            Ok(again) => delivery = again,
+                            Err((err, _)) => break Err(err.to_string()),
+                        }
+                    }
+                    Ok(Err((err, _))) => break Err(err.to_string()),
+                    Err(_canceled) => {
+                        break Err("the producer was dropped before delivery".to_string());
+                    }
+                }
             };
             let deliveries = &tracker.partitions[index];
             deliveries.in_flight.fetch_sub(1, Ordering::AcqRel);
             let now = tracker.now_ms();
             deliveries.last_done_ms.store(now, Ordering::Release);
             match &result {
-                Ok(()) => deliveries.last_ok_ms.store(now, Ordering::Release),
+                Ok(()) => {
+                    deliveries.last_ok_ms.store(now, Ordering::Release);
+                    deliveries.last_progress_ms.store(now, Ordering::Release);
+                }
                 Err(err) => {
                     *deliveries.last_error.lock().expect("delivery lock") = err.clone();
                     deliveries.last_failed_ms.store(now, Ordering::Release);

@@ -105,10 +105,9 @@ impl ReplySink for KafkaReplySink {
 
 /// How often the reply listener checks that it keeps up with its partition.
 const LISTENER_CHECK: Duration = Duration::from_secs(1);
-/// How long the check may keep failing before the listener's consumer is replaced.
+/// How long the check may keep failing, through the listener's fault, before its consumer
+/// is replaced.
 const LISTENER_STUCK_AFTER: Duration = Duration::from_secs(3);
-/// The same, while Kafka cannot be reached to read the partition's watermark.
-const LISTENER_UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// The gateway's reader of its reply partition. Runs until the process ends.
 ///
@@ -117,10 +116,12 @@ const LISTENER_UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
 /// read something since the last check. After a Kafka freeze, librdkafka's consumer was
 /// seen to stop fetching for good (the partition's leader briefly `-1`, as in #5430):
 /// every sync request of the gateway then timed out although the chainers had committed
-/// and replied. A check failing for [`LISTENER_STUCK_AFTER`] ([`LISTENER_UNREACHABLE_AFTER`] when
-/// Kafka does not answer at all) replaces the consumer, which
+/// and replied. A check failing for [`LISTENER_STUCK_AFTER`] replaces the consumer, which
 /// reads on from the first offset not read (so replies that arrived meanwhile still reach
-/// the requests that wait for them).
+/// the requests that wait for them). While Kafka itself does not answer (a fresh client
+/// cannot fetch the topic's metadata either) the consumer is not blamed: one created
+/// during an outage was seen to fail with `UnknownPartition` after it, costing another
+/// round of checks.
 pub struct ReplyListener {
     task: tokio::task::JoinHandle<()>,
     /// Milliseconds since `started` at which the checks began to fail (0: they pass).
@@ -245,38 +246,13 @@ async fn listen(mut l: Listening) {
                     probe.fetch_watermarks(&probe_topic, partition, Duration::from_millis(800))
                 })
                 .await;
-                // Replaced after LISTENER_STUCK_AFTER when replies wait that it does not
-                // read; after LISTENER_UNREACHABLE_AFTER when it cannot even ask (Kafka
-                // down: a new consumer would not help sooner, and may when it is back).
-                let (keeping_up, seen, limit) = match high {
+                let (keeping_up, seen) = match &high {
                     Ok(Ok((_, high))) => (
-                        read_since_check || high <= l.next,
+                        read_since_check || *high <= l.next,
                         format!("high watermark {high}, read up to {}", l.next),
-                        LISTENER_STUCK_AFTER,
                     ),
-                    // Kafka down or not answering: a new consumer would not help sooner.
-                    // Any other failure (e.g. `UnknownPartition` from a consumer created
-                    // during an outage whose metadata never recovered) is the consumer's.
-                    Ok(Err(err)) => {
-                        let unreachable = matches!(
-                            err.rdkafka_error_code(),
-                            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::OperationTimedOut)
-                        );
-                        (
-                            false,
-                            format!("watermark query failed: {err}"),
-                            if unreachable {
-                                LISTENER_UNREACHABLE_AFTER
-                            } else {
-                                LISTENER_STUCK_AFTER
-                            },
-                        )
-                    }
-                    Err(err) => (
-                        false,
-                        format!("watermark query failed: {err}"),
-                        LISTENER_UNREACHABLE_AFTER,
-                    ),
+                    Ok(Err(err)) => (false, format!("watermark query failed: {err}")),
+                    Err(err) => (false, format!("watermark query failed: {err}")),
                 };
                 read_since_check = false;
                 if keeping_up {
@@ -285,15 +261,38 @@ async fn listen(mut l: Listening) {
                     continue;
                 }
                 let now = std::time::Instant::now();
-                let since = *failing_since.get_or_insert(now);
-                let since_ms = since.duration_since(l.started).as_millis() as u64 + 1;
+                let since_ms = now.duration_since(l.started).as_millis() as u64 + 1;
                 let _ = l.stalled_since_ms.compare_exchange(
                     0,
                     since_ms,
                     std::sync::atomic::Ordering::AcqRel,
                     std::sync::atomic::Ordering::Acquire,
                 );
-                if now.duration_since(since) < limit {
+                // Kafka down or not answering: a new consumer would not help, and one
+                // made now may come out of the outage broken. Any other failure (behind
+                // the watermark, `UnknownPartition`, a query timing out that a fresh
+                // client answers) is the consumer's.
+                let timed_out = matches!(
+                    &high,
+                    Ok(Err(err)) if matches!(
+                        err.rdkafka_error_code(),
+                        Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::OperationTimedOut)
+                    )
+                );
+                if timed_out {
+                    let (settings, gateway) = (l.settings.clone(), l.gateway.clone());
+                    let kafka_answers =
+                        tokio::task::spawn_blocking(move || topic_answers(&settings, &gateway))
+                            .await
+                            .unwrap_or(false);
+                    if !kafka_answers {
+                        tracing::debug!(partition = l.partition, seen, "kafka does not answer");
+                        failing_since = None;
+                        continue;
+                    }
+                }
+                let since = *failing_since.get_or_insert(now);
+                if now.duration_since(since) < LISTENER_STUCK_AFTER {
                     tracing::debug!(partition = l.partition, seen, "the reply consumer is behind");
                     continue;
                 }
@@ -321,6 +320,19 @@ async fn listen(mut l: Listening) {
             }
         }
     }
+}
+
+/// Whether the brokers answer a metadata request for the reply topic now (800 ms), asked
+/// through a fresh client. Blocking.
+fn topic_answers(settings: &KafkaSettings, gateway: &str) -> bool {
+    let probe: Result<rdkafka::producer::BaseProducer, _> =
+        base_config(settings, &format!("{gateway}-replies-probe")).create();
+    probe.is_ok_and(|probe| {
+        probe
+            .client()
+            .fetch_metadata(Some(&settings.reply_topic), Duration::from_millis(800))
+            .is_ok()
+    })
 }
 
 impl Drop for ReplyListener {

@@ -267,35 +267,31 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
 /// How long appends to a partition may wait with none acknowledged before the partition
 /// counts as stalled.
 const KAFKA_STUCK_AFTER: Duration = Duration::from_secs(3);
-/// A partition stalled this long while the brokers name its leader (one check through a fresh client)
-/// gets the producer replaced; at most once per [`PRODUCER_REPLACE_COOLDOWN`].
-const PRODUCER_STUCK_REPLACE_AFTER: Duration = Duration::from_secs(5);
+/// Appends to a partition waiting this long with no acknowledgement get the brokers asked
+/// (through a fresh client) whether they name the partition's leader ...
+const PRODUCER_UNACKED_AFTER: Duration = Duration::from_secs(2);
+/// ... and the producer is replaced once they have for this long while the appends kept
+/// waiting: a healthy producer delivers within milliseconds of a broker's return; one
+/// hit by librdkafka #5430 never does. At most once per [`PRODUCER_REPLACE_COOLDOWN`].
+/// (A clock that started only once the partition showed in readiness, after 3 s, and ran
+/// 5 s more replaced a stuck producer ~9.5 s after a freeze ended.)
+const LEADERS_KNOWN_FOR: Duration = Duration::from_secs(1);
 const PRODUCER_REPLACE_COOLDOWN: Duration = Duration::from_secs(5);
 
-/// Replaces the gateway's Kafka producer when a partition stays stalled although the
-/// brokers serve it: the producer, not Kafka, is stuck (librdkafka #5430). `stalled`:
-/// this tick's stalled partitions; the other arguments are the loop's memory.
+/// Replaces the gateway's Kafka producer when appends to a partition stay unacknowledged
+/// although the brokers serve it: the producer, not Kafka, is stuck (librdkafka #5430).
+/// `leaders_known_since` and `last_replaced` are the loop's memory.
 async fn replace_stuck_producer(
     log: &Arc<KafkaLog>,
-    stalled: &[u32],
-    since: &mut HashMap<u32, std::time::Instant>,
-    leaders_seen: &mut u32,
+    leaders_known_since: &mut Option<std::time::Instant>,
     last_replaced: &mut Option<std::time::Instant>,
 ) {
     let now = std::time::Instant::now();
-    since.retain(|p, _| stalled.contains(p));
-    for &p in stalled {
-        since.entry(p).or_insert(now);
-    }
-    let stuck: Vec<u32> = since
-        .iter()
-        .filter(|(_, at)| now.duration_since(**at) >= PRODUCER_STUCK_REPLACE_AFTER)
-        .map(|(p, _)| *p)
-        .collect();
+    let stuck = log.unacknowledged_partitions(PRODUCER_UNACKED_AFTER);
     if stuck.is_empty()
         || last_replaced.is_some_and(|t| now.duration_since(t) < PRODUCER_REPLACE_COOLDOWN)
     {
-        *leaders_seen = 0;
+        *leaders_known_since = None;
         return;
     }
     let probe = log.clone();
@@ -303,15 +299,20 @@ async fn replace_stuck_producer(
     let leaders = tokio::task::spawn_blocking(move || probe.leaders_known(&partitions))
         .await
         .unwrap_or(false);
-    tracing::debug!(partitions = ?stuck, leaders, "kafka partitions stalled past the replacement threshold");
-    *leaders_seen = if leaders { *leaders_seen + 1 } else { 0 };
-    if *leaders_seen < 1 {
+    tracing::debug!(partitions = ?stuck, leaders, "kafka appends unacknowledged past the producer check threshold");
+    if !leaders {
+        *leaders_known_since = None;
+        return;
+    }
+    let since = *leaders_known_since.get_or_insert(now);
+    if now.duration_since(since) < LEADERS_KNOWN_FOR {
         return;
     }
     tracing::warn!(
         partitions = ?stuck,
-        "kafka appends to these partitions have been stalled for over {} s although the brokers name their leaders: replacing the producer",
-        PRODUCER_STUCK_REPLACE_AFTER.as_secs()
+        "kafka appends to these partitions have waited over {} s for an acknowledgement although the brokers have named their leaders for {} s: replacing the producer",
+        PRODUCER_UNACKED_AFTER.as_secs(),
+        LEADERS_KNOWN_FOR.as_secs()
     );
     let replacing = log.clone();
     match tokio::task::spawn_blocking(move || replacing.replace_producer()).await {
@@ -320,8 +321,7 @@ async fn replace_stuck_producer(
         Err(err) => tracing::error!(%err, "cannot replace the kafka producer"),
     }
     *last_replaced = Some(now);
-    *leaders_seen = 0;
-    since.clear();
+    *leaders_known_since = None;
 }
 
 /// The gateway's readiness probe, once a second: partitions Kafka is not acknowledging
@@ -345,23 +345,15 @@ fn watch_readiness(
         let partitions = store.log_partitions();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut since, mut leaders_seen, mut last_replaced) = (HashMap::new(), 0, None);
+        let (mut leaders_known_since, mut last_replaced) = (None, None);
         loop {
             tick.tick().await;
             let mut problems = Vec::new();
             let stalled = log.stalled_partitions(KAFKA_STUCK_AFTER);
-            let stalled_ids: Vec<u32> = stalled.iter().map(|s| s.partition).collect();
-            if !stalled_ids.is_empty() {
+            if !stalled.is_empty() {
                 tracing::debug!(?stalled, "kafka partitions stalled");
             }
-            replace_stuck_producer(
-                &log,
-                &stalled_ids,
-                &mut since,
-                &mut leaders_seen,
-                &mut last_replaced,
-            )
-            .await;
+            replace_stuck_producer(&log, &mut leaders_known_since, &mut last_replaced).await;
             for p in 0..partitions {
                 let stall = stalled.iter().find(|s| s.partition == p);
                 metrics::gauge!("sealtrail_kafka_partition_stalled", "partition" => p.to_string())
@@ -478,6 +470,19 @@ struct ChainerState {
 /// as better.
 const OUT_OF_GROUP_GRACE: Duration = Duration::from_secs(3);
 
+/// A group consumer out of the group this long, waiting on its coordinator
+/// ([`FeedStatus::awaits_coordinator`](sealtrail_kafka::consumer::FeedStatus::awaits_coordinator)),
+/// has the coordinator probed through a fresh client once a second.
+const COORDINATOR_PROBE_AFTER: Duration = Duration::from_secs(2);
+
+/// ... and is replaced once the probes have found the coordinator answering for this long
+/// while it kept waiting. In the freeze runs, most of the consumers that were replaced
+/// only after the out-of-group limit (15 s) sat in `query-coord` /
+/// `wait-incr-unassign-to-complete` while the broker had long answered everyone else; a
+/// consumer that recovers by itself finds its coordinator within about a second of the
+/// broker's return (`reconnect.backoff.max.ms` is 1 s).
+const COORDINATOR_ANSWERS_FOR: Duration = Duration::from_secs(2);
+
 /// Why one group consumer of a chainer ended.
 enum FeedEnd {
     Signal,
@@ -543,6 +548,13 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
     let failure = loop {
         let mut tasks = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The coordinator probe in flight, and since when the probes found the
+        // coordinator answering while this consumer kept waiting for it.
+        let mut probe: Option<(std::time::Instant, tokio::task::JoinHandle<bool>)> = None;
+        let mut coordinator_answers_since: Option<std::time::Instant> = None;
+        // The last assignment change seen: librdkafka's statistics (once a second) may
+        // still describe the member as it was before it.
+        let mut last_rebalance = std::time::Instant::now();
         let end = loop {
             tokio::select! {
                 _ = &mut signal => break FeedEnd::Signal,
@@ -555,9 +567,45 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
                     }
                     let out = status.out_of_group_for(std::time::Instant::now());
                     metrics::gauge!("sealtrail_chainer_in_group").set(f64::from(u8::from(out.is_none())));
-                    *state.feed.lock().expect("feed lock") = status;
+                    *state.feed.lock().expect("feed lock") = status.clone();
                     if let Some(out) = out.filter(|out| *out > out_of_group_limit) {
                         break FeedEnd::OutOfGroup(out);
+                    }
+                    let now = std::time::Instant::now();
+                    let reported_since_rebalance =
+                        status.reported_at.is_some_and(|at| at > last_rebalance);
+                    let waiting = out.is_some_and(|out| out >= COORDINATOR_PROBE_AFTER)
+                        && reported_since_rebalance
+                        && status.awaits_coordinator();
+                    if !waiting {
+                        probe = None;
+                        coordinator_answers_since = None;
+                    } else {
+                        if let Some((asked, done)) = probe.take_if(|(_, p)| p.is_finished()) {
+                            if done.await.unwrap_or(false) {
+                                coordinator_answers_since.get_or_insert(asked);
+                            } else {
+                                coordinator_answers_since = None;
+                            }
+                        }
+                        if coordinator_answers_since
+                            .is_some_and(|since| now.duration_since(since) >= COORDINATOR_ANSWERS_FOR)
+                        {
+                            tracing::warn!(
+                                group_state = %status.group_state,
+                                join_state = %status.join_state,
+                                "the group coordinator has answered a fresh client for {} s while this consumer still waits for it",
+                                COORDINATOR_ANSWERS_FOR.as_secs()
+                            );
+                            metrics::counter!("sealtrail_chainer_coordinator_stuck_total").increment(1);
+                            break FeedEnd::OutOfGroup(out.unwrap_or_default());
+                        }
+                        if probe.is_none() {
+                            let (kafka, client_id) = (kafka.clone(), client_id.clone());
+                            probe = Some((now, tokio::task::spawn_blocking(move || {
+                                sealtrail_kafka::consumer::group_coordinator_answers(&kafka, &client_id)
+                            })));
+                        }
                     }
                     if feed.failed_fatally() {
                         // E.g. a static member fenced by an instance of the same id.
@@ -567,11 +615,13 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
                 event = feed.next() => match event {
                     None => break FeedEnd::Failure("the Kafka consumer stopped".to_string()),
                     Some(FeedEvent::Revoked(partition)) => {
+                        last_rebalance = std::time::Instant::now();
                         state.assigned.lock().expect("assigned lock").remove(&partition);
                         state.health.clear_partition(partition);
                         metrics::gauge!("sealtrail_chainer_partition_held", "partition" => partition.to_string()).set(0.0);
                     }
                     Some(FeedEvent::Assigned(consumer)) => {
+                        last_rebalance = std::time::Instant::now();
                         generation += 1;
                         let partition = consumer.partition();
                         state.assigned.lock().expect("assigned lock").insert(partition, generation);
@@ -633,7 +683,7 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
             match ChainerFeed::start(&kafka, &client_id) {
                 Ok(fresh) => break fresh,
                 Err(err) => {
-                    tracing::error!(%err, "cannot join the chainers' group again; retrying in 5 s");
+                    tracing::error!(%err, "cannot join the chainers' group again; retrying in 1 s");
                     tokio::select! {
                         _ = &mut signal => {
                             http.abort();
@@ -641,7 +691,7 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
                             eprintln!("stopped while rejoining the chainers' group");
                             return Ok(());
                         }
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
             }

@@ -111,6 +111,32 @@ impl Proc {
         text[text.len().saturating_sub(6000)..].to_string()
     }
 
+    /// The log without the lines every stalled second repeats, last 20,000 characters:
+    /// what the clients did to recover.
+    fn log_events(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                ![
+                    "METADATAUPDATE",
+                    "kafka partitions stalled",
+                    "log append failed",
+                    "REQTMOUT",
+                    "kafka append failed",
+                ]
+                .iter()
+                .any(|noise| l.contains(noise))
+            })
+            .collect();
+        let kept = kept.join("\n");
+        let from = kept.len().saturating_sub(20_000);
+        let from = (from..=kept.len())
+            .find(|&i| kept.is_char_boundary(i))
+            .unwrap_or(kept.len());
+        kept[from..].to_string()
+    }
+
     /// Partitions the chainer reports in its `/healthz`.
     async fn partitions(&self) -> Vec<u64> {
         let Ok(r) = reqwest::Client::new()
@@ -1131,7 +1157,13 @@ async fn every_gateway_writes_to_every_partition_soon_after_a_broker_freeze() {
             "trial {trial}: every gateway acknowledged a write to every partition {acked:?} after the resume; a sync write to every partition committed {committed:?} after it"
         );
         if acked > Duration::from_secs(5) || committed > Duration::from_secs(5) {
-            eprintln!("trial {trial} missed the 5 s target; logs:\n{}", c.logs());
+            for p in c.gateways.iter().chain(&c.chainers) {
+                eprintln!(
+                    "trial {trial} missed the 5 s target; {}:\n{}",
+                    p.name,
+                    p.log_events()
+                );
+            }
         }
     }
     for g in &c.gateways {
@@ -1160,10 +1192,19 @@ async fn every_gateway_writes_to_every_partition_soon_after_a_broker_freeze() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     eprintln!(
-        "the chainer holds every partition {:?} after the last resume; {}",
+        "the chainer holds every partition {:?} after the last resume; {}; {}",
         Instant::now() + Duration::from_secs(60) - deadline,
-        chainer_metric(&c.chainers[0], "sealtrail_chainer_feed_restarts_total").await
+        chainer_metric(&c.chainers[0], "sealtrail_chainer_feed_restarts_total").await,
+        chainer_metric(&c.chainers[0], "sealtrail_chainer_coordinator_stuck_total").await
     );
+    // What recovered the clients, for the record (times to compare with the resumes).
+    for line in c
+        .logs()
+        .lines()
+        .filter(|l| l.contains("replac") || l.starts_with("===="))
+    {
+        eprintln!("{line}");
+    }
     c.wait_assigned(&[]).await;
     for key in keys.values() {
         // Async writes acknowledged by Kafka may still be on their way to the store: wait
