@@ -231,3 +231,60 @@ async fn a_dropped_append_is_counted_until_its_delivery_and_no_longer() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(log.stalled_partitions(Duration::from_millis(500)), vec![]);
 }
+
+/// An append waiting in the queue of a producer that is replaced (here its broker is down;
+/// with librdkafka #5430 a partition stays without a leader in a stuck producer's cache,
+/// which the mock cluster cannot play: it crashes on a produce to a leaderless partition)
+/// moves to the new producer and is acknowledged once the broker is back, instead of
+/// failing (purged) or waiting out `message.timeout.ms` on the old one. Meanwhile the partition counts as
+/// unacknowledged, which is what gets a stuck producer replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_queued_on_a_replaced_producer_is_delivered_by_the_new_one() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 1, 1).unwrap();
+    let settings = settings(&cluster);
+    let log = Arc::new(KafkaLog::connect(&settings, "test-gateway").unwrap());
+    log.append(entry("acme", 0)).await.unwrap();
+    assert_eq!(
+        log.unacknowledged_partitions(Duration::ZERO),
+        Vec::<u32>::new()
+    );
+
+    cluster.broker_down(1).unwrap();
+    let appending = {
+        let log = log.clone();
+        tokio::spawn(async move { log.append(entry("acme", 1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!appending.is_finished(), "broker down: the append waits");
+    assert_eq!(
+        log.unacknowledged_partitions(Duration::from_millis(1000)),
+        vec![0]
+    );
+
+    let replacing = log.clone();
+    tokio::task::spawn_blocking(move || replacing.replace_producer())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !appending.is_finished(),
+        "purged from the old producer, the append waits on the new one: {:?}",
+        if appending.is_finished() {
+            Some(appending.await)
+        } else {
+            None
+        }
+    );
+    cluster.broker_up(1).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), appending)
+        .await
+        .expect("delivered well within message.timeout.ms (30 s)")
+        .unwrap();
+    assert_eq!(outcome.unwrap(), Durability::Durable);
+    assert_eq!(
+        log.unacknowledged_partitions(Duration::ZERO),
+        Vec::<u32>::new()
+    );
+}
