@@ -341,11 +341,22 @@ fn watch_readiness(
         partition: None,
         reason: "starting: the first readiness check has not finished".into(),
     }]);
+    // The producer check asks the brokers through a fresh client (up to 2 s while they
+    // do not answer): a loop of its own, so readiness is not held up by it.
+    let watched = log.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut leaders_known_since, mut last_replaced) = (None, None);
+        loop {
+            tick.tick().await;
+            replace_stuck_producer(&watched, &mut leaders_known_since, &mut last_replaced).await;
+        }
+    });
     tokio::spawn(async move {
         let partitions = store.log_partitions();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut leaders_known_since, mut last_replaced) = (None, None);
         loop {
             tick.tick().await;
             let mut problems = Vec::new();
@@ -353,7 +364,6 @@ fn watch_readiness(
             if !stalled.is_empty() {
                 tracing::debug!(?stalled, "kafka partitions stalled");
             }
-            replace_stuck_producer(&log, &mut leaders_known_since, &mut last_replaced).await;
             for p in 0..partitions {
                 let stall = stalled.iter().find(|s| s.partition == p);
                 metrics::gauge!("sealtrail_kafka_partition_stalled", "partition" => p.to_string())

@@ -460,6 +460,23 @@ async fn assert_nothing_lost(
     let deadline = Instant::now() + Duration::from_secs(120);
     for (tenant, key) in tenants {
         let api = cluster.api(gateway, key);
+        // After a store outage the gateway's reads may come back later than the chainers'
+        // writes (acknowledged async writes need Kafka and the key cache only).
+        let asked = Instant::now();
+        loop {
+            let (s, body) = api.get("/v1/events?page_size=1").await;
+            if s == 200 {
+                break;
+            }
+            assert!(
+                s == 503 && Instant::now() < deadline,
+                "the gateway does not read the store: {s} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if asked.elapsed() > Duration::from_millis(500) {
+            eprintln!("reads answered again after {:?}", asked.elapsed());
+        }
         let want: HashSet<&str> = acked
             .iter()
             .filter(|(t, _)| t == tenant)
@@ -1240,9 +1257,11 @@ async fn chainer_metric(proc: &Proc, name: &str) -> String {
 /// A chainer whose group consumer is out of the group (here: it silently leaves it, by the
 /// test-only fault `SEALTRAIL_FAULT_LEAVE_GROUP_AFTER`; in the wild: a consumer that lost
 /// its coordinator after a broker freeze and never rejoined) says so in `/readyz`
-/// within seconds and replaces its consumer after twice the session timeout plus 3 s out
-/// (15 s here); its partitions come back and
-/// sync writes commit again, with nothing lost or forked. `/healthz` (liveness) stays `200`.
+/// within seconds and replaces its consumer: a member in `init` while a fresh client finds
+/// the coordinator answering is not going to rejoin by itself (replaced after 2 s of that;
+/// the limit for any other state is twice the session timeout plus 3 s, 15 s here). Its
+/// partitions come back and sync writes commit again, with nothing lost or forked.
+/// `/healthz` (liveness) stays `200`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chainer_out_of_its_group_replaces_its_consumer() {
     let _serial = SERIAL.lock().await;
@@ -1308,13 +1327,15 @@ async fn a_chainer_out_of_its_group_replaces_its_consumer() {
     eprintln!(
         "out of the group: /readyz said so {shown:?} after the consumer left; the partitions were back {back:?} after"
     );
-    assert!(
-        back > Duration::from_secs(12),
-        "the partitions came back {back:?} after: before the watchdog could act?"
-    );
+    // The consumer left for good: only its replacement brings the partitions back.
     assert_eq!(
         chainer_metric(&c.chainers[0], "sealtrail_chainer_feed_restarts_total").await,
         "sealtrail_chainer_feed_restarts_total 1"
+    );
+    assert_eq!(
+        chainer_metric(&c.chainers[0], "sealtrail_chainer_coordinator_stuck_total").await,
+        "sealtrail_chainer_coordinator_stuck_total 1",
+        "replaced as a member that waits on an answering coordinator"
     );
     for (i, (_, key)) in ts.iter().enumerate() {
         let (s, body) = c
