@@ -11,6 +11,7 @@ mod durable_file;
 pub mod fjall;
 mod group;
 pub mod rule;
+pub mod segment;
 pub mod sqlite;
 mod types;
 
