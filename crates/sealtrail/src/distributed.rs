@@ -277,6 +277,9 @@ const PRODUCER_UNACKED_AFTER: Duration = Duration::from_secs(2);
 /// 5 s more replaced a stuck producer ~9.5 s after a freeze ended.)
 const LEADERS_KNOWN_FOR: Duration = Duration::from_secs(1);
 const PRODUCER_REPLACE_COOLDOWN: Duration = Duration::from_secs(5);
+/// How often the gateway checks its producer (the check itself costs nothing while every
+/// partition is acknowledged).
+const PRODUCER_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Replaces the gateway's Kafka producer when appends to a partition stay unacknowledged
 /// although the brokers serve it: the producer, not Kafka, is stuck (librdkafka #5430).
@@ -342,10 +345,11 @@ fn watch_readiness(
         reason: "starting: the first readiness check has not finished".into(),
     }]);
     // The producer check asks the brokers through a fresh client (up to 2 s while they
-    // do not answer): a loop of its own, so readiness is not held up by it.
+    // do not answer): a loop of its own, so readiness is not held up by it. Every 250 ms,
+    // so that a stuck producer is replaced about a second after the brokers are back.
     let watched = log.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(PRODUCER_CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut leaders_known_since, mut last_replaced) = (None, None);
         loop {
