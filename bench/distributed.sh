@@ -66,3 +66,4 @@ run "batch 100 sync (c=$BATCH_CONNS)" "/v1/events/batch?sync=true" "$WORK/batch.
 run "single async (c=$CONNS)" /v1/events "$WORK/event.json" "$CONNS" 1
 printf '%-30s gateway %.0f s, chainer %.0f s, kafka %.0f s, cassandra %.0f s\n' "CPU time used" \
   "$(cpu $GPID)" "$(cpu $CPID)" "$(cpu "$(cat .build/infra/kafka/kafka.pid)")" "$(cpu "$(cat .build/infra/cassandra/cassandra.pid)")"
+printf '%-30s %s\n' "gateway producer replacements" "$(curl -s "$BASE/metrics" | awk '/^sealtrail_kafka_producer_replaced_total/ {print $2}' | grep . || echo 0)"
