@@ -197,35 +197,16 @@ impl SegmentLog {
         for &base in sealed {
             let path = segment_path(dir, base);
             if base != expected {
-                return Err(SegmentError::Corrupt {
-                    file: path,
-                    offset: 0,
-                    what: format!(
-                        "the segment before it ends at log position {expected}: a segment is missing"
-                    ),
-                });
+                return Err(missing_before(path, expected));
             }
             let bytes = std::fs::read(&path)?;
-            let (frames, stop) = scan(&bytes);
-            if let Some((offset, what)) = stop {
-                return Err(SegmentError::Corrupt {
-                    file: path,
-                    offset: offset as u64,
-                    what,
-                });
-            }
+            let frames = scan_whole(&bytes, path)?;
             recovery.frames += frames.len() as u64;
             expected = base + bytes.len() as u64;
         }
         let path = segment_path(dir, last);
         if last != expected {
-            return Err(SegmentError::Corrupt {
-                file: path,
-                offset: 0,
-                what: format!(
-                    "the segment before it ends at log position {expected}: a segment is missing"
-                ),
-            });
+            return Err(missing_before(path, expected));
         }
         let bytes = std::fs::read(&path)?;
         let (frames, stop) = scan(&bytes);
@@ -311,14 +292,7 @@ impl SegmentLog {
             if base + bytes.len() as u64 <= from {
                 continue;
             }
-            let (frames, stop) = scan(&bytes);
-            if let Some((offset, what)) = stop {
-                return Err(SegmentError::Corrupt {
-                    file: path,
-                    offset: offset as u64,
-                    what,
-                });
-            }
+            let frames = scan_whole(&bytes, path)?;
             for range in frames {
                 let at = base + (range.start - HEADER) as u64;
                 if at >= from {
@@ -327,6 +301,29 @@ impl SegmentLog {
             }
         }
         Ok(out)
+    }
+}
+
+/// The frames of a segment that must be whole (sealed, or read after opening).
+fn scan_whole(bytes: &[u8], path: PathBuf) -> Result<Vec<std::ops::Range<usize>>, SegmentError> {
+    match scan(bytes) {
+        (frames, None) => Ok(frames),
+        (_, Some((offset, what))) => Err(SegmentError::Corrupt {
+            file: path,
+            offset: offset as u64,
+            what,
+        }),
+    }
+}
+
+/// The error for a segment that does not start where the one before it ends.
+fn missing_before(path: PathBuf, expected: u64) -> SegmentError {
+    SegmentError::Corrupt {
+        file: path,
+        offset: 0,
+        what: format!(
+            "the segment before it ends at log position {expected}: a segment is missing"
+        ),
     }
 }
 
