@@ -89,6 +89,22 @@ pub(crate) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientCo
     config
 }
 
+/// `topic`'s metadata as the brokers give it now to a fresh client, or `None` if they do
+/// not answer within `timeout`. A fresh client has its own connections and cache, so it
+/// tells a Kafka outage apart from a stuck long-lived client (librdkafka #5430), which
+/// is how the gateway judges its producer and its reply consumer. Blocking.
+pub(crate) fn fresh_metadata(
+    settings: &KafkaSettings,
+    client_id: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Option<rdkafka::metadata::Metadata> {
+    let probe: rdkafka::producer::BaseProducer = base_config(settings, client_id).create().ok()?;
+    rdkafka::producer::Producer::client(&probe)
+        .fetch_metadata(Some(topic), timeout)
+        .ok()
+}
+
 /// Number of partitions of `topic`, or a setup error telling the operator what to do.
 pub(crate) fn partition_count<C: rdkafka::client::ClientContext>(
     client: &rdkafka::client::Client<C>,

@@ -12,7 +12,9 @@ use rdkafka::util::Timeout;
 use sealtrail_core::partition::partition_for;
 use sealtrail_log::{Durability, LogEntry, LogError, LogProducer};
 
-use crate::{KafkaLogError, KafkaSettings, MAX_MESSAGE_BYTES, base_config, partition_count};
+use crate::{
+    KafkaLogError, KafkaSettings, MAX_MESSAGE_BYTES, base_config, fresh_metadata, partition_count,
+};
 
 /// How long an append may wait for room in the producer's local queue before the request
 /// is answered 503 (overloaded).
@@ -114,15 +116,12 @@ impl KafkaLog {
     /// name a leader for each of `partitions`. Asked through a fresh client: a stuck
     /// producer does not even answer this. Blocking.
     pub fn leaders_known(&self, partitions: &[u32]) -> bool {
-        let probe: Result<rdkafka::producer::BaseProducer, _> =
-            base_config(&self.settings, &format!("{}-probe", self.client_id)).create();
-        let Ok(probe) = probe else {
-            return false;
-        };
-        let Ok(metadata) = probe
-            .client()
-            .fetch_metadata(Some(&self.topic), Duration::from_secs(2))
-        else {
+        let Some(metadata) = fresh_metadata(
+            &self.settings,
+            &format!("{}-probe", self.client_id),
+            &self.topic,
+            Duration::from_secs(2),
+        ) else {
             return false;
         };
         metadata
@@ -277,7 +276,11 @@ impl LogProducer for KafkaLog {
                 match delivery.await {
                     Ok(Ok(_)) => break Ok(()),
                     // Purged from the queue of a producer being replaced: never sent, so
-                    // sending it again cannot duplicate it.
+                    // sending it again cannot duplicate it. Entries handed over this way
+                    // may reach the new producer in another order than they were queued;
+                    // they belong to requests that were all still unanswered, so no client
+                    // has seen an order between them. A crash meanwhile leaves the request
+                    // unanswered, and the client's retry with the same ids is idempotent.
                     Ok(Err((
                         KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue),
                         message,

@@ -19,7 +19,9 @@ use sealtrail_core::partition::partition_for;
 use sealtrail_log::{Correlator, EntryOutcome, ReplyAddress, ReplySink};
 use serde::{Deserialize, Serialize};
 
-use crate::{KafkaLogError, KafkaSettings, MAX_MESSAGE_BYTES, base_config, partition_count};
+use crate::{
+    KafkaLogError, KafkaSettings, MAX_MESSAGE_BYTES, base_config, fresh_metadata, partition_count,
+};
 
 #[derive(Serialize, Deserialize)]
 struct Reply {
@@ -281,10 +283,14 @@ async fn listen(mut l: Listening) {
                 );
                 if timed_out {
                     let (settings, gateway) = (l.settings.clone(), l.gateway.clone());
-                    let kafka_answers =
-                        tokio::task::spawn_blocking(move || topic_answers(&settings, &gateway))
-                            .await
-                            .unwrap_or(false);
+                    let kafka_answers = tokio::task::spawn_blocking(move || {
+                        let probe = format!("{gateway}-replies-probe");
+                        let topic = &settings.reply_topic;
+                        fresh_metadata(&settings, &probe, topic, Duration::from_millis(800))
+                            .is_some()
+                    })
+                    .await
+                    .unwrap_or(false);
                     if !kafka_answers {
                         tracing::debug!(partition = l.partition, seen, "kafka does not answer");
                         failing_since = None;
@@ -320,19 +326,6 @@ async fn listen(mut l: Listening) {
             }
         }
     }
-}
-
-/// Whether the brokers answer a metadata request for the reply topic now (800 ms), asked
-/// through a fresh client. Blocking.
-fn topic_answers(settings: &KafkaSettings, gateway: &str) -> bool {
-    let probe: Result<rdkafka::producer::BaseProducer, _> =
-        base_config(settings, &format!("{gateway}-replies-probe")).create();
-    probe.is_ok_and(|probe| {
-        probe
-            .client()
-            .fetch_metadata(Some(&settings.reply_topic), Duration::from_millis(800))
-            .is_ok()
-    })
 }
 
 impl Drop for ReplyListener {

@@ -497,6 +497,63 @@ const COORDINATOR_PROBE_AFTER: Duration = Duration::from_secs(2);
 /// broker's return (`reconnect.backoff.max.ms` is 1 s).
 const COORDINATOR_ANSWERS_FOR: Duration = Duration::from_secs(2);
 
+/// The chainer's judgement of a group consumer that waits on its coordinator: fed each
+/// second with librdkafka's latest statistics and the answers of fresh-client probes, it
+/// says when the consumer is stuck in librdkafka rather than waiting on Kafka.
+struct CoordinatorWatch {
+    /// Since when the probes have found the coordinator answering while this consumer kept
+    /// waiting (the start of the first such probe).
+    answers_since: Option<std::time::Instant>,
+    /// The last assignment change seen: librdkafka's statistics (once a second) may still
+    /// describe the member as it was before it.
+    last_rebalance: std::time::Instant,
+}
+
+impl CoordinatorWatch {
+    fn new(now: std::time::Instant) -> Self {
+        Self {
+            answers_since: None,
+            last_rebalance: now,
+        }
+    }
+
+    fn rebalanced(&mut self, now: std::time::Instant) {
+        self.last_rebalance = now;
+    }
+
+    /// Whether the consumer, out of the group for `out`, waits on its coordinator by
+    /// statistics reported after the last assignment change: the only case worth a probe.
+    /// Otherwise the probes' record is dropped.
+    fn waiting(&mut self, status: &FeedStatus, out: Option<Duration>) -> bool {
+        let waiting = out.is_some_and(|out| out >= COORDINATOR_PROBE_AFTER)
+            && status
+                .reported_at
+                .is_some_and(|at| at > self.last_rebalance)
+            && status.awaits_coordinator();
+        if !waiting {
+            self.answers_since = None;
+        }
+        waiting
+    }
+
+    /// A probe asked at `asked` found the coordinator answering, or not (which starts the
+    /// count over).
+    fn probed(&mut self, asked: std::time::Instant, answered: bool) {
+        if answered {
+            self.answers_since.get_or_insert(asked);
+        } else {
+            self.answers_since = None;
+        }
+    }
+
+    /// Whether the coordinator has answered for [`COORDINATOR_ANSWERS_FOR`] while the
+    /// consumer kept waiting: replace it.
+    fn stuck(&self, now: std::time::Instant) -> bool {
+        self.answers_since
+            .is_some_and(|since| now.duration_since(since) >= COORDINATOR_ANSWERS_FOR)
+    }
+}
+
 /// Why one group consumer of a chainer ended.
 enum FeedEnd {
     Signal,
@@ -562,13 +619,9 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
     let failure = loop {
         let mut tasks = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        // The coordinator probe in flight, and since when the probes found the
-        // coordinator answering while this consumer kept waiting for it.
+        // The coordinator probe in flight (asked when), and what the probes found.
         let mut probe: Option<(std::time::Instant, tokio::task::JoinHandle<bool>)> = None;
-        let mut coordinator_answers_since: Option<std::time::Instant> = None;
-        // The last assignment change seen: librdkafka's statistics (once a second) may
-        // still describe the member as it was before it.
-        let mut last_rebalance = std::time::Instant::now();
+        let mut coordinator = CoordinatorWatch::new(std::time::Instant::now());
         let end = loop {
             tokio::select! {
                 _ = &mut signal => break FeedEnd::Signal,
@@ -586,25 +639,13 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
                         break FeedEnd::OutOfGroup(out);
                     }
                     let now = std::time::Instant::now();
-                    let reported_since_rebalance =
-                        status.reported_at.is_some_and(|at| at > last_rebalance);
-                    let waiting = out.is_some_and(|out| out >= COORDINATOR_PROBE_AFTER)
-                        && reported_since_rebalance
-                        && status.awaits_coordinator();
-                    if !waiting {
+                    if !coordinator.waiting(&status, out) {
                         probe = None;
-                        coordinator_answers_since = None;
                     } else {
                         if let Some((asked, done)) = probe.take_if(|(_, p)| p.is_finished()) {
-                            if done.await.unwrap_or(false) {
-                                coordinator_answers_since.get_or_insert(asked);
-                            } else {
-                                coordinator_answers_since = None;
-                            }
+                            coordinator.probed(asked, done.await.unwrap_or(false));
                         }
-                        if coordinator_answers_since
-                            .is_some_and(|since| now.duration_since(since) >= COORDINATOR_ANSWERS_FOR)
-                        {
+                        if coordinator.stuck(now) {
                             tracing::warn!(
                                 group_state = %status.group_state,
                                 join_state = %status.join_state,
@@ -629,13 +670,13 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
                 event = feed.next() => match event {
                     None => break FeedEnd::Failure("the Kafka consumer stopped".to_string()),
                     Some(FeedEvent::Revoked(partition)) => {
-                        last_rebalance = std::time::Instant::now();
+                        coordinator.rebalanced(std::time::Instant::now());
                         state.assigned.lock().expect("assigned lock").remove(&partition);
                         state.health.clear_partition(partition);
                         metrics::gauge!("sealtrail_chainer_partition_held", "partition" => partition.to_string()).set(0.0);
                     }
                     Some(FeedEvent::Assigned(consumer)) => {
-                        last_rebalance = std::time::Instant::now();
+                        coordinator.rebalanced(std::time::Instant::now());
                         generation += 1;
                         let partition = consumer.partition();
                         state.assigned.lock().expect("assigned lock").insert(partition, generation);
@@ -870,4 +911,87 @@ async fn chainer_metrics(State(state): State<ChainerState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn status(group_state: &str, join_state: &str, reported_at: Instant) -> FeedStatus {
+        FeedStatus {
+            group_state: group_state.into(),
+            join_state: join_state.into(),
+            started: reported_at,
+            reported_at: Some(reported_at),
+            steady_at: None,
+            partitions: Default::default(),
+        }
+    }
+
+    /// A consumer waiting on its coordinator is judged stuck once probes have found the
+    /// coordinator answering for 2 s, counted from the first such probe; a failed probe
+    /// starts the count over.
+    #[test]
+    fn a_consumer_waiting_on_an_answering_coordinator_is_stuck_after_two_seconds() {
+        let t0 = Instant::now();
+        let mut watch = CoordinatorWatch::new(t0);
+        let waiting = status(
+            "query-coord",
+            "wait-incr-unassign-to-complete",
+            t0 + Duration::from_millis(500),
+        );
+        let out = Some(Duration::from_secs(3));
+        assert!(watch.waiting(&waiting, out));
+        watch.probed(t0 + Duration::from_secs(1), false);
+        assert!(
+            !watch.stuck(t0 + Duration::from_secs(5)),
+            "Kafka did not answer"
+        );
+        watch.probed(t0 + Duration::from_secs(2), true);
+        watch.probed(t0 + Duration::from_secs(3), true);
+        assert!(!watch.stuck(t0 + Duration::from_millis(3900)));
+        assert!(watch.stuck(t0 + Duration::from_secs(4)));
+        watch.probed(t0 + Duration::from_secs(4), false);
+        assert!(
+            !watch.stuck(t0 + Duration::from_secs(10)),
+            "a failed probe starts over"
+        );
+    }
+
+    /// Statistics from before the last assignment change, a member in `wait-join` or
+    /// `wait-sync` (a rebalance may keep it there), or one out of the group for less than
+    /// 2 s are not a wait on the coordinator, and drop what the probes found.
+    #[test]
+    fn stale_statistics_a_rebalance_in_progress_or_a_short_absence_are_not_a_coordinator_wait() {
+        let t0 = Instant::now();
+        let out = Some(Duration::from_secs(3));
+        let mut watch = CoordinatorWatch::new(t0);
+        assert!(watch.waiting(&status("up", "init", t0 + Duration::from_secs(1)), out));
+        watch.probed(t0, true);
+        watch.rebalanced(t0 + Duration::from_secs(2));
+        assert!(
+            !watch.waiting(&status("up", "init", t0 + Duration::from_secs(1)), out),
+            "reported before the assignment that followed"
+        );
+        assert!(
+            !watch.stuck(t0 + Duration::from_secs(10)),
+            "the record was dropped"
+        );
+        let fresh = t0 + Duration::from_secs(3);
+        assert!(watch.waiting(&status("up", "init", fresh), out));
+        for join_state in ["wait-join", "wait-sync", "steady"] {
+            assert!(
+                !watch.waiting(&status("up", join_state, fresh), out),
+                "{join_state}"
+            );
+        }
+        assert!(watch.waiting(&status("query-coord", "wait-sync", fresh), out));
+        assert!(!watch.waiting(
+            &status("query-coord", "init", fresh),
+            Some(Duration::from_secs(1))
+        ));
+        assert!(!watch.waiting(&status("query-coord", "init", fresh), None));
+    }
 }
