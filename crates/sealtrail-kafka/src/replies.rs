@@ -36,31 +36,84 @@ pub fn reply_partition(gateway: &str, partitions: u32) -> u32 {
 
 /// The chainer's sender of replies.
 pub struct KafkaReplySink {
-    producer: FutureProducer,
+    producer: Arc<std::sync::RwLock<FutureProducer>>,
+    settings: KafkaSettings,
+    client_id: String,
+    /// When the producer was last replaced (see [`KafkaReplySink::replace_if_stuck`]).
+    replaced_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     topic: String,
     partitions: u32,
 }
 
 impl KafkaReplySink {
     pub fn connect(settings: &KafkaSettings, client_id: &str) -> Result<Self, KafkaLogError> {
-        let producer: FutureProducer = base_config(settings, client_id)
-            .set("acks", "1")
-            .set("linger.ms", "0")
-            .set("compression.type", "lz4")
-            .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-            .set("message.timeout.ms", "10000")
-            .create()?;
+        let producer = Self::producer(settings, client_id)?;
         let partitions = partition_count(producer.client(), &settings.reply_topic)?;
         Ok(Self {
-            producer,
+            producer: Arc::new(std::sync::RwLock::new(producer)),
+            settings: settings.clone(),
+            client_id: client_id.to_string(),
+            replaced_at: Arc::default(),
             topic: settings.reply_topic.clone(),
             partitions,
         })
     }
 
+    fn producer(
+        settings: &KafkaSettings,
+        client_id: &str,
+    ) -> Result<FutureProducer, KafkaLogError> {
+        Ok(base_config(settings, client_id)
+            .set("acks", "1")
+            .set("linger.ms", "0")
+            .set("compression.type", "lz4")
+            .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
+            .set("message.timeout.ms", "10000")
+            .create()?)
+    }
+
+    /// After a reply timed out: replaces the producer if a fresh client gets the reply
+    /// topic's metadata (Kafka answers, so the producer is the one stuck: librdkafka
+    /// #5430 after a broker freeze, seen leaving every sync request `504` for over a
+    /// minute although the chainer had stored its events), at most every 10 s (the
+    /// replies' `message.timeout.ms`). Replies already handed to the old producer are
+    /// lost; a lost reply is a `504` whose retry is answered from the store. Blocking.
+    fn replace_if_stuck(
+        producer: &std::sync::RwLock<FutureProducer>,
+        settings: &KafkaSettings,
+        client_id: &str,
+        replaced_at: &std::sync::Mutex<Option<std::time::Instant>>,
+    ) {
+        let mut last = replaced_at.lock().expect("replaced lock");
+        if last.is_some_and(|at| at.elapsed() < Duration::from_secs(10)) {
+            return;
+        }
+        let probe = format!("{client_id}-probe");
+        if fresh_metadata(
+            settings,
+            &probe,
+            &settings.reply_topic,
+            Duration::from_secs(2),
+        )
+        .is_none()
+        {
+            return;
+        }
+        match Self::producer(settings, client_id) {
+            Ok(fresh) => {
+                *producer.write().expect("producer lock") = fresh;
+                *last = Some(std::time::Instant::now());
+                metrics::counter!("sealtrail_kafka_reply_producer_replaced_total").increment(1);
+                tracing::warn!("a reply timed out although Kafka answers: reply producer replaced");
+            }
+            Err(err) => tracing::error!(%err, "cannot replace the reply producer"),
+        }
+    }
+
     /// Sends what is queued (graceful shutdown).
     pub fn flush(&self) {
-        let _ = self.producer.flush(Duration::from_secs(5));
+        let producer = self.producer.read().expect("producer lock").clone();
+        let _ = producer.flush(Duration::from_secs(5));
     }
 }
 
@@ -84,14 +137,33 @@ impl ReplySink for KafkaReplySink {
             .partition(reply_partition(&to.gateway, self.partitions) as i32);
         // Enqueue without waiting for the broker: the chainer must not slow down for a
         // gateway that may be gone. A task of its own sees the delivery's end.
-        match self.producer.send_result(record) {
+        let producer = self.producer.read().expect("producer lock").clone();
+        match producer.send_result(record) {
             Ok(delivery) => {
+                let shared = (
+                    self.producer.clone(),
+                    self.settings.clone(),
+                    self.client_id.clone(),
+                    self.replaced_at.clone(),
+                );
                 tokio::spawn(async move {
                     match delivery.await {
                         Ok(Ok(_)) => {}
                         Ok(Err((err, _))) => {
                             metrics::counter!("sealtrail_kafka_reply_failures_total").increment(1);
                             tracing::warn!(%err, "a reply was not delivered");
+                            if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut) {
+                                let (producer, settings, client_id, replaced_at) = shared;
+                                let _ = tokio::task::spawn_blocking(move || {
+                                    KafkaReplySink::replace_if_stuck(
+                                        &producer,
+                                        &settings,
+                                        &client_id,
+                                        &replaced_at,
+                                    )
+                                })
+                                .await;
+                            }
                         }
                         Err(_) => {}
                     }
