@@ -24,7 +24,7 @@ impl GroupCommitter {
     /// nothing of it and fail.
     pub(crate) fn start<W>(name: &str, mut write: W) -> StoreResult<Self>
     where
-        W: FnMut(&[&CommitBatch]) -> StoreResult<()> + Send + 'static,
+        W: FnMut(&[Arc<CommitBatch>]) -> StoreResult<()> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel::<WriteJob>();
         let thread = std::thread::Builder::new()
@@ -38,7 +38,8 @@ impl GroupCommitter {
                             Err(_) => break,
                         }
                     }
-                    let batches: Vec<&CommitBatch> = group.iter().map(|(b, _)| &**b).collect();
+                    let batches: Vec<Arc<CommitBatch>> =
+                        group.iter().map(|(b, _)| b.clone()).collect();
                     match write(&batches) {
                         Ok(()) => {
                             for (_, reply) in group {
@@ -49,7 +50,7 @@ impl GroupCommitter {
                             // Something in the group was refused: write each batch on its
                             // own so only the offending one fails.
                             for (batch, reply) in group {
-                                let _ = reply.send(write(&[&*batch]));
+                                let _ = reply.send(write(&[batch]));
                             }
                         }
                         Err(err) => {

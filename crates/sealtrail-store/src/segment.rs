@@ -43,13 +43,18 @@
 //! - crash while creating a segment: an empty (or torn-first-frame) last segment, handled
 //!   as above; an empty last segment is reused.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 const MAGIC: u32 = 0x5345_414C;
 const HEADER: usize = 12;
 const TRAILER: usize = 4;
+/// Where a frame's payload starts, counted from the frame's position.
+pub const PAYLOAD_OFFSET: u64 = HEADER as u64;
 /// The largest payload a frame may carry (a group commit is bounded well below this).
 pub const MAX_PAYLOAD: usize = 256 * 1024 * 1024;
 const SUFFIX: &str = "seg";
@@ -69,6 +74,9 @@ pub enum SegmentError {
     },
     #[error("a frame payload of {0} bytes exceeds the maximum of {MAX_PAYLOAD}")]
     TooLarge(usize),
+    /// An earlier write or sync failed in a way that leaves the log's end unknown.
+    #[error("the log refuses appends after a failed write ({0}); restart the server")]
+    Broken(String),
 }
 
 /// What opening found and did.
@@ -90,6 +98,75 @@ pub struct SegmentLog {
     file: File,
     /// Bytes in the last segment.
     len: u64,
+    reader: LogReader,
+    /// Set when a failed write or sync left the end unknown: appends refuse until reopen.
+    broken: Option<String>,
+}
+
+/// Reads byte ranges of the log by position, from any thread (the writer registers each
+/// new segment; older ones are opened on first use and kept open).
+#[derive(Clone)]
+pub struct LogReader {
+    dir: PathBuf,
+    files: Arc<RwLock<BTreeMap<u64, Option<Arc<File>>>>>,
+}
+
+impl LogReader {
+    fn new(dir: &Path, bases: &[u64]) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            files: Arc::new(RwLock::new(bases.iter().map(|&b| (b, None)).collect())),
+        }
+    }
+
+    fn register(&self, base: u64) {
+        self.files
+            .write()
+            .expect("segment map lock")
+            .insert(base, None);
+    }
+
+    /// `len` bytes at log position `pos`, which must lie inside one segment (a frame never
+    /// spans two). Only positions the writer has synced may be asked for.
+    pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, SegmentError> {
+        let (base, file) = {
+            let files = self.files.read().expect("segment map lock");
+            let (&base, file) =
+                files
+                    .range(..=pos)
+                    .next_back()
+                    .ok_or_else(|| SegmentError::Corrupt {
+                        file: self.dir.clone(),
+                        offset: pos,
+                        what: "no segment holds this log position".into(),
+                    })?;
+            (base, file.clone())
+        };
+        let file = match file {
+            Some(file) => file,
+            None => {
+                let file = Arc::new(File::open(segment_path(&self.dir, base))?);
+                self.files
+                    .write()
+                    .expect("segment map lock")
+                    .insert(base, Some(file.clone()));
+                file
+            }
+        };
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, pos - base).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                SegmentError::Corrupt {
+                    file: segment_path(&self.dir, base),
+                    offset: pos - base,
+                    what: format!("{len} bytes were expected here, the segment ends before"),
+                }
+            } else {
+                SegmentError::Io(e)
+            }
+        })?;
+        Ok(buf)
+    }
 }
 
 fn segment_path(dir: &Path, base: u64) -> PathBuf {
@@ -177,6 +254,19 @@ impl SegmentLog {
     /// Opens (or creates) the log in `dir`, checks every frame, cuts off a torn last
     /// frame, and positions at the end. Segments roll at `roll_bytes`.
     pub fn open(dir: &Path, roll_bytes: u64) -> Result<(SegmentLog, Recovery), SegmentError> {
+        Self::open_checking_from(dir, roll_bytes, 0)
+    }
+
+    /// [`open`](Self::open), but the frames of sealed segments that end at or before log
+    /// position `check_from` are not read (their sizes are still checked to follow on
+    /// without a gap): a restart reads only what it replays, not the whole log. Their
+    /// checksums are checked whenever they are read ([`for_each_frame_from`](Self::for_each_frame_from),
+    /// `sealtrail verify`).
+    pub fn open_checking_from(
+        dir: &Path,
+        roll_bytes: u64,
+        check_from: u64,
+    ) -> Result<(SegmentLog, Recovery), SegmentError> {
         std::fs::create_dir_all(dir)?;
         let bases = segments(dir)?;
         let mut recovery = Recovery::default();
@@ -189,6 +279,8 @@ impl SegmentLog {
                     base: 0,
                     file,
                     len: 0,
+                    reader: LogReader::new(dir, &[0]),
+                    broken: None,
                 },
                 recovery,
             ));
@@ -198,6 +290,11 @@ impl SegmentLog {
             let path = segment_path(dir, base);
             if base != expected {
                 return Err(missing_before(path, expected));
+            }
+            let size = std::fs::metadata(&path)?.len();
+            if base + size <= check_from {
+                expected = base + size;
+                continue;
             }
             let bytes = std::fs::read(&path)?;
             let frames = scan_whole(&bytes, path)?;
@@ -237,9 +334,16 @@ impl SegmentLog {
                 base: last,
                 file,
                 len,
+                reader: LogReader::new(dir, &bases),
+                broken: None,
             },
             recovery,
         ))
+    }
+
+    /// A reader of this log's synced bytes, for other threads.
+    pub fn reader(&self) -> LogReader {
+        self.reader.clone()
     }
 
     /// The log position after the last frame.
@@ -254,6 +358,9 @@ impl SegmentLog {
         if payload.len() > MAX_PAYLOAD {
             return Err(SegmentError::TooLarge(payload.len()));
         }
+        if let Some(why) = &self.broken {
+            return Err(SegmentError::Broken(why.clone()));
+        }
         if self.len >= self.roll_bytes && self.len > 0 {
             self.roll()?;
         }
@@ -265,8 +372,22 @@ impl SegmentLog {
         frame.extend_from_slice(payload);
         frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         let at = self.end();
-        self.file.write_all(&frame)?;
-        self.file.sync_data()?;
+        if let Err(err) = self.file.write_all(&frame) {
+            // Nothing was synced: cut the partial frame off and stay usable (a full disk
+            // must not need a restart). If even that fails, the end is unknown.
+            if let Err(cut) = self.file.set_len(self.len) {
+                self.broken = Some(format!(
+                    "{err}; then cutting the partial frame failed: {cut}"
+                ));
+            }
+            return Err(err.into());
+        }
+        if let Err(err) = self.file.sync_data() {
+            // After a failed fsync the kernel may have dropped the dirty pages: what is on
+            // disk is unknown, so nothing more is appended until a reopen checks it.
+            self.broken = Some(format!("fdatasync failed: {err}"));
+            return Err(err.into());
+        }
         self.len += frame.len() as u64;
         Ok(at)
     }
@@ -278,28 +399,55 @@ impl SegmentLog {
         self.file = create_segment(&self.dir, base)?;
         self.base = base;
         self.len = 0;
+        self.reader.register(base);
+        Ok(())
+    }
+
+    /// Calls `f` with every frame's position and payload from log position `from` (a
+    /// frame's start, or the end), in order, checking each frame's checksums. Reads one
+    /// segment at a time, and only segments that end after `from`.
+    pub fn for_each_frame_from<E: From<SegmentError>>(
+        &self,
+        from: u64,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for base in segments(&self.dir)? {
+            let path = segment_path(&self.dir, base);
+            let size = std::fs::metadata(&path).map_err(SegmentError::Io)?.len();
+            if base + size <= from || base > self.end() {
+                continue;
+            }
+            let skip = from.saturating_sub(base);
+            let mut file = File::open(&path).map_err(SegmentError::Io)?;
+            file.seek(SeekFrom::Start(skip)).map_err(SegmentError::Io)?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(SegmentError::Io)?;
+            let (frames, stop) = scan(&bytes);
+            if let Some((offset, what)) = stop {
+                return Err(SegmentError::Corrupt {
+                    file: path,
+                    offset: skip + offset as u64,
+                    what,
+                }
+                .into());
+            }
+            for range in frames {
+                let at = base + skip + (range.start - HEADER) as u64;
+                f(at, &bytes[range])?;
+            }
+        }
         Ok(())
     }
 
     /// Every frame's payload from log position `from` (a frame's start, as returned by
-    /// [`append`](Self::append)), in order, with its position.
+    /// [`append`](Self::append)), in order, with its position (small logs and tests;
+    /// [`for_each_frame_from`](Self::for_each_frame_from) reads a segment at a time).
     pub fn read_from(&self, from: u64) -> Result<Vec<(u64, Vec<u8>)>, SegmentError> {
         let mut out = Vec::new();
-        for base in segments(&self.dir)? {
-            let path = segment_path(&self.dir, base);
-            let mut bytes = Vec::new();
-            File::open(&path)?.read_to_end(&mut bytes)?;
-            if base + bytes.len() as u64 <= from {
-                continue;
-            }
-            let frames = scan_whole(&bytes, path)?;
-            for range in frames {
-                let at = base + (range.start - HEADER) as u64;
-                if at >= from {
-                    out.push((at, bytes[range].to_vec()));
-                }
-            }
-        }
+        self.for_each_frame_from(from, |at, payload| {
+            out.push((at, payload.to_vec()));
+            Ok::<(), SegmentError>(())
+        })?;
         Ok(out)
     }
 }

@@ -166,7 +166,8 @@ impl SqliteStore {
         let writer_space = space.clone();
         let writer = GroupCommitter::start("sealtrail-sqlite-writer", move |batches| {
             writer_space.check()?;
-            write_group(&mut conn, batches)
+            let batches: Vec<&CommitBatch> = batches.iter().map(|b| &**b).collect();
+            write_group(&mut conn, &batches)
         })?;
         Ok(Self {
             path,

@@ -67,42 +67,10 @@ async fn memtables_and_journal_stay_bounded_under_sustained_appends() {
         cache_bytes: MIB,
         // One worker: the setting under which fjall's own memtable sealing deadlocked.
         worker_threads: 1,
-        min_free_disk_bytes: 0,
+        ..FjallLimits::default()
     };
     // × 4 tenants × ~2.5 KB ≈ 300 MB through the journal
     sustained_appends(dir.path(), limits, limits.memtable_ceiling(), 30_000).await;
-}
-
-/// A directory made before the store recorded its keyspaces' seal triggers keeps the small
-/// ones it was created with (fjall fixes them at creation): with today's 32 MiB write
-/// buffer, fjall's own trigger (8 MiB for events) would fire first and flood its worker.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_directory_from_an_earlier_version_stays_bounded_too() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        // The keyspaces as the previous version created them.
-        let db = fjall::Database::builder(dir.path().join("events"))
-            .open()
-            .unwrap();
-        for (name, mib) in [
-            ("events", 8),
-            ("ids", 2),
-            ("facets", 4),
-            ("receipts", 2),
-            ("tree", 2),
-        ] {
-            db.keyspace(name, || {
-                fjall::KeyspaceCreateOptions::default().max_memtable_size(mib * MIB)
-            })
-            .unwrap();
-        }
-    }
-    let limits = FjallLimits {
-        worker_threads: 1,
-        ..FjallLimits::default()
-    };
-    // Sealed by half the old triggers: 3 × (4 + 1 + 2 + 1 + 1) MiB.
-    sustained_appends(dir.path(), limits, 3 * 9 * MIB, 20_000).await;
 }
 
 /// Appends `per_tenant` events for each of [`TENANTS`] tenants at once and checks the

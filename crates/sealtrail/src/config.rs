@@ -51,7 +51,13 @@ pub struct Config {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `sealtrail=debug`; `RUST_LOG` overrides it.
     pub log_level: String,
 
-    // ---- embedded fjall store: what bounds its memory and journal ----
+    // ---- embedded fjall store: its log, and what bounds its memory and journal ----
+    /// MiB at which the fjall store's log (`<data_dir>/log/`) starts a new segment file.
+    /// Sealed segments never change (a backup copies them once).
+    pub segment_mb: u64,
+    /// MiB of acknowledged records not yet in the fjall indexes that memory may hold
+    /// (reads see them there); past it commits wait for the indexer.
+    pub index_lag_mb: u64,
     /// MiB the fjall memtables take in before they are all sealed and flushed. Memtables
     /// hold at most 3× this (one filling, two flushing) before ingest waits for the flush.
     pub fjall_write_buffer_mb: u64,
@@ -169,6 +175,8 @@ impl Default for Config {
             log_key_file: None,
             checkpoint_interval_ms: 1000,
             log_level: "info".into(),
+            segment_mb: 64,
+            index_lag_mb: 32,
             fjall_write_buffer_mb: 32,
             fjall_journal_mb: 256,
             fjall_cache_mb: 8,
@@ -226,7 +234,7 @@ pub enum ScyllaConsistency {
 }
 
 /// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 47] = [
+const ENV_KEYS: [&str; 49] = [
     "log_origin",
     "log_key_file",
     "checkpoint_interval_ms",
@@ -241,6 +249,8 @@ const ENV_KEYS: [&str; 47] = [
     "head_cache_tenants",
     "stream_poll_interval_ms",
     "log_level",
+    "segment_mb",
+    "index_lag_mb",
     "fjall_write_buffer_mb",
     "fjall_journal_mb",
     "fjall_cache_mb",
@@ -410,6 +420,16 @@ impl Config {
             self.fjall_write_buffer_mb
         );
         anyhow::ensure!(
+            (1..=4096).contains(&self.segment_mb),
+            "segment_mb must be 1 to 4096, not {}",
+            self.segment_mb
+        );
+        anyhow::ensure!(
+            (1..=4096).contains(&self.index_lag_mb),
+            "index_lag_mb must be 1 to 4096, not {}",
+            self.index_lag_mb
+        );
+        anyhow::ensure!(
             (1..=64).contains(&self.fjall_worker_threads),
             "fjall_worker_threads must be 1 to 64, not {}",
             self.fjall_worker_threads
@@ -470,6 +490,8 @@ impl Config {
             cache_bytes: self.fjall_cache_mb * MIB,
             worker_threads: self.fjall_worker_threads,
             min_free_disk_bytes: self.min_free_disk_mb * MIB,
+            segment_bytes: self.segment_mb * MIB,
+            tail_bytes: self.index_lag_mb * MIB,
         }
     }
 

@@ -28,8 +28,11 @@ use crate::serve::load_log_key;
 
 /// The identity file inside the data directory.
 pub const IDENTITY_FILE: &str = "data-dir.json";
-/// The on-disk format this build reads and writes.
-const FORMAT: u32 = 1;
+/// The on-disk format this build reads and writes. 2: the fjall engine keeps its records
+/// in a segment log (`log/`) with indexes derived from it (`index/`); format 1 kept them in
+/// fjall itself (`events/`), which this build refuses (SQLite directories are unchanged
+/// and are relabelled).
+const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Identity {
@@ -71,7 +74,11 @@ impl DataDir {
             identity
         } else {
             // New, or made before identities were recorded: tell by what it holds.
-            let held = if path.join(sealtrail_store::fjall::EVENTS_DIR).exists() {
+            let held = if path.join(sealtrail_store::fjall::LOG_DIR).exists()
+                || path
+                    .join(sealtrail_store::fjall::LEGACY_EVENTS_DIR)
+                    .exists()
+            {
                 StoreEngine::Fjall
             } else if sealtrail_store::sqlite::holds_events(&path)? {
                 StoreEngine::Sqlite
@@ -91,12 +98,26 @@ impl DataDir {
             held = engine_name(identity.store),
             wanted = engine_name(config.store),
         );
+        let mut identity = identity;
+        let upgrade = identity.format < FORMAT;
+        if upgrade {
+            anyhow::ensure!(
+                !(identity.store == StoreEngine::Fjall
+                    && path
+                        .join(sealtrail_store::fjall::LEGACY_EVENTS_DIR)
+                        .exists()
+                    && !path.join(sealtrail_store::fjall::LOG_DIR).exists()),
+                "the data directory {} holds a fjall store of data format 1 (records inside fjall), which this sealtrail no longer reads: it keeps records in a segment log. Keep serving it with the release that wrote it, or start this one on a new --data-dir",
+                path.display()
+            );
+            identity.format = FORMAT;
+        }
         let dir = DataDir {
             path,
             identity,
             _lock: lock,
         };
-        if !identity_path.exists() {
+        if !identity_path.exists() || upgrade {
             dir.save()?;
         }
         Ok(dir)

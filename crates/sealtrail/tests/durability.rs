@@ -219,21 +219,38 @@ async fn verification_detects_tampering_in_the_sqlite_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_detects_tampering_in_the_fjall_store() {
     tamper_test("fjall", |data| {
-        let db = fjall::Database::builder(data.join("events"))
-            .open()
-            .unwrap();
+        // The attacker rewrites record 3 in the log — and its frame's checksum, which
+        // guards against torn writes, not against a deliberate edit — and removes record 5
+        // from the index.
+        for seg in std::fs::read_dir(data.join("log")).unwrap() {
+            let seg = seg.unwrap().path();
+            let mut bytes = std::fs::read(&seg).unwrap();
+            let mut at = 0;
+            while at + 12 <= bytes.len() {
+                let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+                let payload = at + 12..at + 12 + len;
+                let find =
+                    |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+                if find(&bytes[payload.clone()], br#""id":"t3""#).is_some() {
+                    let outcome = find(&bytes[payload.clone()], br#""success""#).unwrap();
+                    let at_outcome = payload.start + outcome;
+                    bytes[at_outcome..at_outcome + 9].copy_from_slice(br#""failure""#);
+                    let crc = crc32fast::hash(&bytes[payload.clone()]);
+                    bytes[payload.end..payload.end + 4].copy_from_slice(&crc.to_le_bytes());
+                }
+                at = payload.end + 4;
+            }
+            std::fs::write(&seg, bytes).unwrap();
+        }
+        let db = fjall::Database::builder(data.join("index")).open().unwrap();
         let events = db
             .keyspace("events", fjall::KeyspaceCreateOptions::default)
             .unwrap();
         let key = |seq: u64| [&[4u8][..], b"acme", &seq.to_be_bytes()].concat();
-        let value = events
-            .get(key(3))
-            .unwrap()
-            .expect("record 3 is stored under its key");
-        let edited = String::from_utf8(value.to_vec())
-            .unwrap()
-            .replace("\"success\"", "\"failure\"");
-        events.insert(key(3), edited.as_bytes()).unwrap();
+        assert!(
+            events.get(key(5)).unwrap().is_some(),
+            "record 5 is indexed under its key"
+        );
         events.remove(key(5)).unwrap();
         db.persist(fjall::PersistMode::SyncAll).unwrap();
     })

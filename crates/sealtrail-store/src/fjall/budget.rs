@@ -18,16 +18,16 @@
 //! journal grow ~1.7 KB per event until the kernel kills the process (11.7 GB at 8.6M
 //! events) — and a restart replays the whole journal (minutes).
 //!
-//! **What bounds them now.** The store's single writer thread seals memtables itself:
+//! **What bounds them now.** The store's indexer thread (the only fjall writer) seals
+//! memtables itself:
 //! - it counts what each group adds to the memtables (keys + values + fjall's per-entry
 //!   overhead, as fjall counts) and, once `write_buffer_bytes` were added since the last
 //!   seal, seals *every* keyspace written since then (`rotate_memtable`, which enqueues the
 //!   flushes with a blocking send from this thread — the worker drains the channel, so that
 //!   send waits at worst, it cannot deadlock). fjall's own per-keyspace trigger is set to
-//!   twice the budget, so it never fires and the request flood cannot start. fjall fixes
-//!   that trigger when a keyspace is created, so a directory made by an earlier version
-//!   keeps its smaller ones: the writer also seals once any keyspace reached half of its
-//!   own trigger ([`seal_triggers`]);
+//!   twice the budget, so it never fires and the request flood cannot start (the writer
+//!   also seals once any keyspace reached half of the trigger it was created with,
+//!   [`seal_triggers`]);
 //! - before each group it waits while any keyspace still has [`MAX_SEALED_MEMTABLES`]
 //!   sealed memtables waiting for the flush worker: when flushing (or a compaction the
 //!   worker is busy with) cannot keep up, commits slow down, the chainers' queues fill and
@@ -69,8 +69,9 @@ const POISON_PROBE: Duration = Duration::from_millis(200);
 /// How long a stall is before the writer says so in the log.
 const STALL_WARNING: Duration = Duration::from_secs(5);
 
-/// Memory and journal limits of the fjall store (config keys `fjall_write_buffer_mb`,
-/// `fjall_journal_mb`, `fjall_cache_mb`).
+/// Memory, journal and log limits of the fjall store (config keys `fjall_write_buffer_mb`,
+/// `fjall_journal_mb`, `fjall_cache_mb`, `fjall_worker_threads`, `min_free_disk_mb`,
+/// `segment_mb`, `index_lag_mb`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FjallLimits {
     /// Bytes the memtables take in before they are all sealed and flushed.
@@ -87,6 +88,11 @@ pub struct FjallLimits {
     /// Free space the data directory's disk must keep: below it writes are refused
     /// (`NoSpace`) instead of letting fjall meet a full disk (`crate::disk`). 0: no floor.
     pub min_free_disk_bytes: u64,
+    /// Size at which the log starts a new segment file.
+    pub segment_bytes: u64,
+    /// Acknowledged groups not yet indexed that memory may hold (counted per record with
+    /// its canonical bytes and overhead); past it the writer waits for the indexer.
+    pub tail_bytes: u64,
 }
 
 impl Default for FjallLimits {
@@ -97,6 +103,8 @@ impl Default for FjallLimits {
             cache_bytes: 8 * MIB,
             worker_threads: 2,
             min_free_disk_bytes: 0,
+            segment_bytes: 64 * MIB,
+            tail_bytes: 32 * MIB,
         }
     }
 }
@@ -119,25 +127,25 @@ impl FjallLimits {
     }
 }
 
-/// The file in the fjall directory recording each keyspace's seal trigger.
+/// The file in the index directory recording each keyspace's seal trigger.
 const TRIGGERS_FILE: &str = "sealtrail-memtables.json";
-/// The triggers the store gave its keyspaces before it recorded them (events, ids,
-/// facets, receipts, tree). Still older directories have fjall's default (64 MiB), larger.
-const LEGACY_TRIGGERS: [u64; super::KEYSPACES] = [8 * MIB, 2 * MIB, 4 * MIB, 2 * MIB, 2 * MIB];
+
+/// Whether `dir` has recorded its seal triggers (an index directory without them was cut
+/// short by a crash while it was created, and is rebuilt).
+pub(super) fn has_triggers(dir: &std::path::Path) -> bool {
+    dir.join(TRIGGERS_FILE).exists()
+}
 
 /// fjall's own seal trigger of each keyspace, which fjall fixes when a keyspace is created
-/// (later options are ignored): recorded in `TRIGGERS_FILE` for a new directory; a
-/// directory from before the file existed has the triggers the store used then. The
-/// writer seals each keyspace by half its trigger, so fjall's own trigger — the one that
-/// floods its worker — never fires, whatever the directory's age.
+/// (later options are ignored): recorded in `TRIGGERS_FILE` when the index directory is
+/// created. The writer seals each keyspace by half its trigger, so fjall's own trigger —
+/// the one that floods its worker — never fires.
 ///
 /// Crash window: the file is written after fjall created the keyspaces. A crash between
-/// the two leaves a directory without the file, which the next open takes for an old one
-/// and records the legacy triggers: smaller than the real ones, so the writer only seals
-/// earlier than it needs to — never later.
+/// the two leaves a directory without the file, which the next open deletes and rebuilds
+/// from the log ([`has_triggers`]).
 pub(super) fn seal_triggers(
     dir: &std::path::Path,
-    created: bool,
     memtable: u64,
 ) -> crate::StoreResult<[u64; super::KEYSPACES]> {
     let path = dir.join(TRIGGERS_FILE);
@@ -147,11 +155,7 @@ pub(super) fn seal_triggers(
     if let Ok(text) = std::fs::read_to_string(&path) {
         return serde_json::from_str(&text).map_err(|e| unavailable(&e));
     }
-    let triggers = if created {
-        [memtable; super::KEYSPACES]
-    } else {
-        LEGACY_TRIGGERS
-    };
+    let triggers = [memtable; super::KEYSPACES];
     let json = serde_json::to_vec(&triggers).expect("triggers serialize");
     crate::write_durably(&path, &json, false).map_err(|e| unavailable(&e))?;
     Ok(triggers)

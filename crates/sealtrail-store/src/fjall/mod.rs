@@ -1,47 +1,76 @@
-//! The embedded event store on fjall (an LSM tree), with API keys in SQLite.
+//! The embedded event store: a segment log is the store, fjall (an LSM tree) holds the
+//! indexes derived from it, API keys live in SQLite.
 //!
-//! Why an LSM here: every event adds entries to three filter indexes (actor, action,
-//! resource) at effectively random positions. A B-tree (SQLite) rewrites a whole page per
-//! touched index leaf on every commit; an LSM appends the new keys to its journal and sorts
-//! them later in the background. Measured on this project's 2-core machine with varied
-//! actors and resources: SQLite with those indexes ~20k events/s, fjall ~67k events/s,
-//! both fsyncing every group commit (see the README's "Storage").
+//! # Write path (issue 11)
 //!
-//! Keyspaces (all integers big-endian; `T` = tenant as `len:u8` + bytes):
-//! - `events`:   `T seq:u64` → `hash(64) digest(64) canonical-record`
+//! One writer thread takes every batch waiting (`group.rs`), judges them with the append
+//! rule against what is stored (the fjall indexes plus the not-yet-indexed tail, `tail.rs`),
+//! and appends the whole group as **one frame** to the segment log (`segment.rs`): the
+//! exact canonical bytes that were hashed, the hash, tenant, sequence number, input digest,
+//! the receipts and the Merkle tree nodes (`frame.rs`), then **one `fdatasync`**. Only
+//! then is the group put in the in-memory tail, where every read sees it, and only then is
+//! any request of the group answered. An indexer thread writes the group's index entries
+//! to fjall off that path — in large batches, without an fsync each — and removes the
+//! group from the tail once they are committed.
+//!
+//! The indexes (all integers big-endian; `T` = tenant as `len:u8` + bytes):
+//! - `events`:   `T seq:u64` → `hash(64) log-position:u64 entry-length:u32` (the record
+//!   itself is read from the log by position)
 //! - `ids`:      `T id` → `seq:u64`
 //! - `facets`:   `T kind:u8 len:u16 value seq:u64` → empty (kind 1 actor, 2 action, 3 resource)
 //! - `receipts`: `T receipt_id` → receipt JSON
 //! - `tree`:     `T level:u8 index:u64` → 32-byte Merkle node hash (`TreeNode`)
 //!
+//! The indexer persists an **"indexed up to" watermark** (a log position, in
+//! `index/sealtrail-indexed-to`) about once a second, and only after `persist(SyncAll)`
+//! has made every index entry below it durable. A start replays the log from the
+//! watermark: entries past it may be in fjall already, wholly or in part (fjall's
+//! unsynced journal, flushed tables), and writing them again is harmless — every index
+//! entry is a pure function of the log, and frames are replayed in order.
+//!
+//! # What a crash leaves
+//!
+//! - **before or during the frame's write or its fsync:** the frame may be partly on disk.
+//!   Nothing of the group was answered or readable (the tail gets it after the fsync). The
+//!   next open cuts the torn frame off (logged); the chainers' logs redeliver the batches.
+//! - **after the fsync, before the answers:** the group is in the log; the next open
+//!   indexes it from the log. A redelivered batch is a byte-identical replay: a no-op.
+//! - **anywhere in the indexer:** the log has every acknowledged group; the next open
+//!   replays from the last persisted watermark, rebuilding whatever fjall lost.
+//! - **a missing or unreadable index:** delete `index/` and start: it is rebuilt from the
+//!   log (the whole log is replayed).
+//!
+//! A bad checksum anywhere but a torn last frame refuses to open, naming the segment and
+//! offset (`segment.rs`); so does a log that ends before the watermark (synced bytes lost).
+//!
 //! API keys live in the SQLite database of [`SqliteStore`] in the same data directory,
 //! because `sealtrail keys …` must work from a second process while the server runs and
 //! fjall allows one process per database.
 //!
-//! Crash windows: a group is one fjall write batch, written to the journal and fsynced
-//! (`durability(SyncAll)`) *before* fjall applies it to the memtables, so no reader sees a
-//! record a crash can still erase. A crash before the fsync completes leaves none of the
-//! group after recovery (the journal replays whole batches only), and nothing of it was
-//! acknowledged or readable. A crash after it leaves the whole group, replayed from the
-//! journal on the next start.
-//!
 //! Memory and journal size are bounded by [`FjallLimits`]; `budget.rs` says how and why.
+//! The tail is bounded by `FjallLimits::tail_bytes`: the writer waits while it is fuller.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
+use fjall::{
+    Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Readable, Snapshot,
+};
 use sealtrail_core::merkle::{Hash, NodeId};
 use sealtrail_core::receipt::{Receipt, ReceiptStatus};
-use sealtrail_core::record::{ChainHead, Record};
+use sealtrail_core::record::{ChainHead, ChainedRecord, Record};
 
 use crate::disk::DiskGuard;
 use crate::group::GroupCommitter;
 use crate::rule::{self, GroupIds};
+use crate::segment::{LogReader, PAYLOAD_OFFSET, SegmentError, SegmentLog};
 
 mod budget;
+mod frame;
+mod tail;
 
 use crate::sqlite::SqliteStore;
 use crate::{
@@ -50,15 +79,33 @@ use crate::{
 };
 use budget::WriteBudget;
 pub use budget::{FjallLimits, MAX_SEALED_MEMTABLES};
+use frame::{Encoder, RecordEntry};
+use tail::{Tail, TailRow};
 
-/// Directory of the fjall database inside the data directory.
-pub const EVENTS_DIR: &str = "events";
+/// Directory of the segment log inside the data directory.
+pub const LOG_DIR: &str = "log";
+/// Directory of the fjall indexes inside the data directory.
+pub const INDEX_DIR: &str = "index";
+/// Where data format 1 kept its fjall database (records in it, no log).
+pub const LEGACY_EVENTS_DIR: &str = "events";
+/// The watermark file in the index directory.
+const WATERMARK_FILE: &str = "sealtrail-indexed-to";
 
 const HASH_LEN: usize = 64;
+const POINTER_VALUE_LEN: usize = HASH_LEN + 12;
 /// Tenants whose head sequence number the writer remembers (then it starts over).
 const HEAD_CACHE_TENANTS: usize = 100_000;
 /// How often the store's gauges are refreshed on the metrics registry.
-const METRICS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the indexer persists its watermark (bounds what a restart replays).
+const WATERMARK_INTERVAL: Duration = Duration::from_secs(1);
+/// Frame bytes the indexer folds into one fjall batch.
+const INDEX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Test hook: the indexer sleeps this many milliseconds before each batch, so tests can
+/// crash and read while it lags far behind the log. Unset in production.
+const PAUSE_ENV: &str = "SEALTRAIL_TEST_INDEXER_PAUSE_MS";
+/// How long the writer waits for a full tail before it says so in the log.
+const TAIL_STALL_WARNING: Duration = Duration::from_secs(5);
 /// The keyspaces, in [`Trees::all`] order.
 const KEYSPACES: usize = 5;
 const KS_EVENTS: usize = 0;
@@ -78,15 +125,19 @@ struct Trees {
     facets: Keyspace,
     receipts: Keyspace,
     tree: Keyspace,
+    log: LogReader,
 }
 
 pub struct FjallStore {
     trees: Trees,
+    tail: Arc<RwLock<Tail>>,
     writer: GroupCommitter,
+    indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
     keys: Arc<SqliteStore>,
     space: Arc<DiskGuard>,
     /// Dropping it stops the thread that publishes the store's gauges.
-    monitor_stop: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    monitor_stop: Mutex<Option<mpsc::Sender<()>>>,
+    closed: Mutex<bool>,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> StoreError {
@@ -175,21 +226,91 @@ fn seq_suffix(key: &[u8]) -> StoreResult<u64> {
     Ok(u64::from_be_bytes(tail))
 }
 
-/// Splits a stored event value into (hash, digest, canonical record).
-fn split_value(value: &[u8]) -> StoreResult<(&str, &str, &[u8])> {
-    if value.len() < 2 * HASH_LEN {
-        return Err(corrupt("stored event is truncated"));
+/// An `events` value: the record's hash, and where its entry is in the log.
+fn event_value(hash: &str, pos: u64, len: u32) -> Vec<u8> {
+    let mut value = Vec::with_capacity(POINTER_VALUE_LEN);
+    value.extend_from_slice(hash.as_bytes());
+    value.extend_from_slice(&pos.to_be_bytes());
+    value.extend_from_slice(&len.to_be_bytes());
+    value
+}
+
+/// Splits an `events` value into (hash, log position, entry length).
+fn split_value(value: &[u8]) -> StoreResult<(&str, u64, usize)> {
+    if value.len() != POINTER_VALUE_LEN {
+        return Err(corrupt("an events index entry has the wrong length"));
     }
     let hash = std::str::from_utf8(&value[..HASH_LEN]).map_err(corrupt)?;
-    let digest = std::str::from_utf8(&value[HASH_LEN..2 * HASH_LEN]).map_err(corrupt)?;
-    Ok((hash, digest, &value[2 * HASH_LEN..]))
+    let pos = u64::from_be_bytes(value[HASH_LEN..HASH_LEN + 8].try_into().unwrap());
+    let len = u32::from_be_bytes(value[HASH_LEN + 8..].try_into().unwrap());
+    Ok((hash, pos, len as usize))
+}
+
+fn log_error(err: SegmentError) -> StoreError {
+    match err {
+        SegmentError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            StoreError::NoSpace(format!("the segment log: {io}"))
+        }
+        SegmentError::Io(io) => unavailable(format!("the segment log: {io}")),
+        SegmentError::Corrupt { .. } => StoreError::Corrupt(err.to_string()),
+        SegmentError::TooLarge(_) | SegmentError::Broken(_) => StoreError::Fatal(err.to_string()),
+    }
+}
+
+impl From<SegmentError> for StoreError {
+    fn from(err: SegmentError) -> Self {
+        log_error(err)
+    }
+}
+
+/// The watermark the indexer last persisted: the log position below which every index
+/// entry is durable (0 when there is none yet: everything is replayed).
+fn read_watermark(index_dir: &Path) -> StoreResult<u64> {
+    let path = index_dir.join(WATERMARK_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|e| {
+            corrupt(format!(
+                "{} holds {text:?}, not a log position ({e}); delete the index directory to rebuild it from the log",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(unavailable(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// Makes every index entry written so far durable, then records `position` as the
+/// watermark. Crash window: the file is replaced atomically, after the sync; a crash
+/// between the two leaves the older watermark, and a restart replays a little more.
+fn persist_watermark(trees: &Trees, index_dir: &Path, position: u64) -> StoreResult<()> {
+    trees
+        .db
+        .persist(PersistMode::SyncAll)
+        .map_err(write_error)?;
+    crate::write_durably(
+        &index_dir.join(WATERMARK_FILE),
+        format!("{position}\n").as_bytes(),
+        false,
+    )
+    .map_err(|e| unavailable(format!("cannot record the index watermark: {e}")))
+}
+
+/// The index of `record` in `records` (it is one of them).
+fn index_in(records: &[ChainedRecord], record: &ChainedRecord) -> usize {
+    let base = records.as_ptr() as usize;
+    let index = (record as *const ChainedRecord as usize - base) / size_of::<ChainedRecord>();
+    debug_assert!(std::ptr::eq(&records[index], record));
+    index
 }
 
 impl Trees {
-    /// Opens the database and its keyspaces; also returns fjall's own seal trigger of each
-    /// keyspace (see [`budget::seal_triggers`]).
-    fn open(dir: &Path, limits: &FjallLimits) -> StoreResult<(Self, [u64; KEYSPACES])> {
-        let created = !dir.exists();
+    /// Opens the index database and its keyspaces; also returns fjall's own seal trigger
+    /// of each keyspace (see [`budget::seal_triggers`]).
+    fn open(
+        dir: &Path,
+        limits: &FjallLimits,
+        log: LogReader,
+    ) -> StoreResult<(Self, [u64; KEYSPACES])> {
         let db = Database::builder(dir)
             .cache_size(limits.cache_bytes)
             .max_journaling_size(limits.fjall_journal_size())
@@ -197,7 +318,7 @@ impl Trees {
             .open()
             .map_err(|e| {
                 unavailable(format!(
-                    "cannot open the event store in {}: {e}",
+                    "cannot open the event indexes in {}: {e}",
                     dir.display()
                 ))
             })?;
@@ -215,8 +336,9 @@ impl Trees {
             receipts: open("receipts")?,
             tree: open("tree")?,
             db,
+            log,
         };
-        let triggers = budget::seal_triggers(dir, created, memtable)?;
+        let triggers = budget::seal_triggers(dir, memtable)?;
         // What the journal replayed sits in the active memtables: seal it now, so it is
         // flushed and the replayed journal files can go (the budget counts from zero).
         budget::seal(&trees, &[true; KEYSPACES]);
@@ -234,6 +356,44 @@ impl Trees {
         ]
     }
 
+    /// Reads the record entry an `events` value points at, and checks it is the one the
+    /// key names.
+    fn load(&self, tenant: &str, seq: u64, value: &[u8]) -> StoreResult<StoredEvent> {
+        let (_, pos, len) = split_value(value)?;
+        let bytes = self.log.read_at(pos, len)?;
+        let entry = frame::decode_record(&bytes)
+            .map_err(|e| corrupt(format!("the log entry at position {pos}: {e}")))?;
+        if entry.tenant != tenant || entry.seq != seq {
+            return Err(corrupt(format!(
+                "the log entry at position {pos} is {}#{}, but the index has it as {tenant}#{seq}",
+                entry.tenant, entry.seq
+            )));
+        }
+        let record = Record::from_canonical(entry.canonical, entry.hash).map_err(corrupt)?;
+        Ok(StoredEvent {
+            record,
+            input_digest: entry.digest.to_string(),
+        })
+    }
+
+    fn load_row(&self, tenant: &str, seq: u64, value: &[u8]) -> StoreResult<ChainRow> {
+        let (_, pos, len) = split_value(value)?;
+        let bytes = self.log.read_at(pos, len)?;
+        let entry = frame::decode_record(&bytes)
+            .map_err(|e| corrupt(format!("the log entry at position {pos}: {e}")))?;
+        if entry.tenant != tenant || entry.seq != seq {
+            return Err(corrupt(format!(
+                "the log entry at position {pos} is {}#{}, but the index has it as {tenant}#{seq}",
+                entry.tenant, entry.seq
+            )));
+        }
+        Ok(ChainRow {
+            sequence_number: seq,
+            hash: entry.hash.to_string(),
+            canonical: entry.canonical.to_vec(),
+        })
+    }
+
     fn stored_event(
         &self,
         snap: &Snapshot,
@@ -246,12 +406,17 @@ impl Trees {
         else {
             return Ok(None);
         };
-        let (hash, digest, body) = split_value(&value)?;
-        let record = Record::from_canonical(body, hash).map_err(corrupt)?;
-        Ok(Some(StoredEvent {
-            record,
-            input_digest: digest.to_string(),
-        }))
+        self.load(tenant, seq, &value).map(Some)
+    }
+
+    fn stored_hash(&self, snap: &Snapshot, tenant: &str, seq: u64) -> StoreResult<Option<String>> {
+        let value = snap
+            .get(&self.events, event_key(tenant, seq))
+            .map_err(read_error)?;
+        match value {
+            Some(value) => Ok(Some(split_value(&value)?.0.to_string())),
+            None => Ok(None),
+        }
     }
 
     fn seq_of(&self, snap: &Snapshot, tenant: &str, id: &str) -> StoreResult<Option<u64>> {
@@ -283,115 +448,75 @@ impl Trees {
         }))
     }
 
-    /// Writes a group of batches as one durable fjall batch (see the module doc).
-    ///
-    /// Each batch is judged by the append rule (`crate::rule`) against the stored head
-    /// as earlier groups and earlier batches of this group left it. `heads` caches the
-    /// stored heads across groups — this writer is the only one (fjall admits one
-    /// process) — and is updated only after a group is durable.
-    ///
-    /// Crash windows: see the module doc (nothing is visible before the fsync). Memory:
-    /// the group first waits for the flush worker if it is behind, and seals the memtables
-    /// once they took in the write buffer (`budget.rs`). Disk: a group is refused
-    /// (`NoSpace`, nothing written) while the disk is below its free-space floor, so fjall
-    /// itself never meets a full disk, which would poison it for the rest of the process.
-    fn write_group(
+    /// Adds one frame's index entries to `wb`. Every entry is a pure function of the
+    /// frame, so indexing a frame again (a replay after a crash) writes the same entries.
+    fn index_frame(
         &self,
-        heads: &mut HashMap<String, ChainHead>,
+        wb: &mut OwnedWriteBatch,
         budget: &mut WriteBudget,
-        space: &DiskGuard,
-        batches: &[&CommitBatch],
+        pos: u64,
+        payload: &[u8],
     ) -> StoreResult<()> {
-        budget.wait_for_flushes(self)?;
-        space.check()?;
-        // This thread is the only writer, so what it reads is every earlier group, whole.
-        let snap = self.db.snapshot();
-        let mut wb = self.db.batch().durability(Some(PersistMode::SyncAll));
+        let frame = frame::decode(payload)
+            .map_err(|e| corrupt(format!("the log frame at position {pos}: {e}")))?;
         let mut put = |ks: usize, key: Vec<u8>, value: Vec<u8>| {
             budget.account(ks, key.len(), value.len());
             wb.insert(self.all()[ks].1, key, value);
         };
-        // Each tenant's head as this group has left it.
-        let mut tops: HashMap<&str, ChainHead> = HashMap::new();
-        let mut group_ids = GroupIds::default();
-        for batch in batches {
-            for (tenant, records) in rule::group_by_tenant(&batch.records)? {
-                let head = match tops.get(tenant).or_else(|| heads.get(tenant)) {
-                    Some(head) => Some(head.clone()),
-                    None => self.head(&snap, tenant)?,
-                };
-                let replayed = rule::split_at_head(head.as_ref(), &records)?;
-                for r in &records[..replayed] {
-                    let stored = snap
-                        .get(&self.events, event_key(tenant, r.record.sequence_number))
-                        .map_err(read_error)?;
-                    let stored_hash = match &stored {
-                        Some(value) => Some(split_value(value)?.0),
-                        None => None,
-                    };
-                    rule::check_replayed(r, stored_hash)?;
-                }
-                for chained in &records[replayed..] {
-                    let r = &chained.record;
-                    group_ids.check(chained, || self.seq_of(&snap, tenant, &r.id))?;
-                    let mut value = Vec::with_capacity(2 * HASH_LEN + chained.canonical.len());
-                    value.extend_from_slice(r.hash.as_bytes());
-                    value.extend_from_slice(chained.input_digest.as_bytes());
-                    value.extend_from_slice(&chained.canonical);
-                    put(KS_EVENTS, event_key(tenant, r.sequence_number), value);
-                    put(
-                        KS_IDS,
-                        named_key(tenant, &r.id),
-                        r.sequence_number.to_be_bytes().to_vec(),
-                    );
-                    for (kind, facet) in [
-                        (FACET_ACTOR, &r.actor.id),
-                        (FACET_ACTION, &r.action),
-                        (FACET_RESOURCE, &r.resource.id),
-                    ] {
-                        let mut key = facet_prefix(tenant, kind, facet);
-                        key.extend_from_slice(&r.sequence_number.to_be_bytes());
-                        put(KS_FACETS, key, Vec::new());
-                    }
-                }
-                if let Some(last) = records.last()
-                    && replayed < records.len()
-                {
-                    tops.insert(tenant, last.head());
-                }
-            }
-            for (tenant, receipt) in &batch.receipts {
-                // The store, not the chainer, stamps the commit time (the chainer has no clock).
-                let mut receipt = receipt.clone();
-                if receipt.committed_at.is_none() && receipt.status == ReceiptStatus::Committed {
-                    receipt.committed_at = Some(crate::now_wire());
-                }
-                let json = serde_json::to_vec(&receipt).expect("receipts serialize");
-                put(KS_RECEIPTS, named_key(tenant, &receipt.receipt_id), json);
-            }
-            for node in &batch.tree_nodes {
-                put(
-                    KS_TREE,
-                    tree_key(&node.tenant_id, node.id),
-                    node.hash.to_vec(),
-                );
+        let payload_at = pos + PAYLOAD_OFFSET;
+        for (r, start, len) in &frame.records {
+            put(
+                KS_EVENTS,
+                event_key(r.tenant, r.seq),
+                event_value(r.hash, payload_at + *start as u64, *len),
+            );
+            put(
+                KS_IDS,
+                named_key(r.tenant, r.id),
+                r.seq.to_be_bytes().to_vec(),
+            );
+            for (kind, facet) in [
+                (FACET_ACTOR, r.actor_id),
+                (FACET_ACTION, r.action),
+                (FACET_RESOURCE, r.resource_id),
+            ] {
+                let mut key = facet_prefix(r.tenant, kind, facet);
+                key.extend_from_slice(&r.seq.to_be_bytes());
+                put(KS_FACETS, key, Vec::new());
             }
         }
-        // Journal write + fsync, then the memtables (fjall applies a batch with a
-        // durability mode only after persisting it). A failed journal write poisons the
-        // database for the rest of the process: that is fatal here.
-        wb.commit().map_err(write_error)?;
-        budget.seal_if_full(self);
-        if heads.len() > HEAD_CACHE_TENANTS {
-            heads.clear();
+        for (tenant, receipt_id, json) in &frame.receipts {
+            put(KS_RECEIPTS, named_key(tenant, receipt_id), json.to_vec());
         }
-        for (tenant, head) in tops {
-            heads.insert(tenant.to_string(), head);
+        for (tenant, id, hash) in &frame.nodes {
+            put(KS_TREE, tree_key(tenant, *id), hash.to_vec());
         }
         Ok(())
     }
 
-    fn list(&self, snap: &Snapshot, tenant: &str, query: &EventQuery) -> StoreResult<EventPage> {
+    /// Indexes frames as one fjall batch (no fsync: the watermark says what is durable).
+    fn index_frames<'a>(
+        &self,
+        budget: &mut WriteBudget,
+        frames: impl Iterator<Item = (u64, &'a [u8])>,
+    ) -> StoreResult<()> {
+        budget.wait_for_flushes(self)?;
+        let mut wb = self.db.batch();
+        for (pos, payload) in frames {
+            self.index_frame(&mut wb, budget, pos, payload)?;
+        }
+        wb.commit().map_err(write_error)?;
+        budget.seal_if_full(self);
+        Ok(())
+    }
+
+    fn list(
+        &self,
+        snap: &Snapshot,
+        tenant: &str,
+        query: &EventQuery,
+        tail: Vec<TailRow>,
+    ) -> StoreResult<EventPage> {
         let (limit, skip, after) = match query.paging {
             Paging::Page { page, page_size } => (
                 page_size as usize,
@@ -400,112 +525,524 @@ impl Trees {
             ),
             Paging::After { after, page_size } => (page_size as usize, 0, after),
         };
-        let facet = [
-            (FACET_ACTOR, &query.actor_id),
-            (FACET_ACTION, &query.action),
-            (FACET_RESOURCE, &query.resource_id),
-        ]
-        .into_iter()
-        .find_map(|(kind, v)| v.as_ref().map(|v| (kind, v)));
+        // fjall answers for the sequence numbers below the tail's first.
+        let below = tail.first().map_or(u64::MAX, TailRow::seq);
 
         // Fast path: no filter at all. The chain is gapless, so the head is the total and a
         // page is a direct range.
         if !query.is_filtered() {
-            let total = self.head(snap, tenant)?.map_or(0, |h| h.sequence_number);
+            let total = match tail.last() {
+                Some(row) => row.seq(),
+                None => self.head(snap, tenant)?.map_or(0, |h| h.sequence_number),
+            };
             let start = after.max(skip as u64) + 1;
-            let events = self
-                .range_rows(snap, tenant, start, limit)?
+            let mut events: Vec<Record> = self
+                .range_rows(snap, tenant, start, limit, below)?
                 .iter()
                 .map(ChainRow::record)
                 .collect::<StoreResult<_>>()?;
+            for row in tail.iter().filter(|r| r.seq() >= start) {
+                if events.len() >= limit {
+                    break;
+                }
+                events.push(row.chained().record.clone());
+            }
             return Ok(EventPage { events, total });
         }
+
+        let facets = [
+            (FACET_ACTOR, &query.actor_id),
+            (FACET_ACTION, &query.action),
+            (FACET_RESOURCE, &query.resource_id),
+        ];
+        let facet = facets
+            .iter()
+            .find_map(|(kind, v)| v.as_ref().map(|v| (*kind, v)));
+        // One facet filter and nothing else: every index entry under it matches, so only
+        // the page's records are read from the log.
+        let only_facet = facets.iter().filter(|(_, v)| v.is_some()).count() == 1
+            && query.actor_type.is_none()
+            && query.outcome.is_none()
+            && query.from.is_none()
+            && query.to.is_none();
 
         // Otherwise walk candidate sequence numbers in order (a facet index if one applies,
         // else the whole chain), check every filter on the record, count all matches and keep
         // the requested window.
         let mut total = 0u64;
         let mut events = Vec::new();
-        let mut consider = |record: Record| {
-            if query.matches(&record) {
-                total += 1;
-                if record.sequence_number > after && total as usize > skip && events.len() < limit {
-                    events.push(record);
-                }
-            }
+        let wanted = |total: u64, seq: u64, events: &Vec<Record>| {
+            seq > after && total as usize > skip && events.len() < limit
         };
         match facet {
             Some((kind, value)) => {
                 for item in snap.prefix(&self.facets, facet_prefix(tenant, kind, value)) {
                     let key = item.key().map_err(unavailable)?;
                     let seq = seq_suffix(&key)?;
-                    if let Some(stored) = self.stored_event(snap, tenant, seq)? {
-                        consider(stored.record);
+                    if seq >= below {
+                        break;
+                    }
+                    if only_facet {
+                        total += 1;
+                        if wanted(total, seq, &events)
+                            && let Some(stored) = self.stored_event(snap, tenant, seq)?
+                        {
+                            events.push(stored.record);
+                        }
+                    } else if let Some(stored) = self.stored_event(snap, tenant, seq)?
+                        && query.matches(&stored.record)
+                    {
+                        total += 1;
+                        if wanted(total, seq, &events) {
+                            events.push(stored.record);
+                        }
                     }
                 }
             }
             None => {
-                for item in snap.prefix(&self.events, tenant_prefix(tenant)) {
-                    let (_, value) = item.into_inner().map_err(unavailable)?;
-                    let (hash, _, body) = split_value(&value)?;
-                    consider(Record::from_canonical(body, hash).map_err(corrupt)?);
+                let end = event_key(tenant, below.saturating_sub(1));
+                for item in snap.range(&self.events, tenant_prefix(tenant)..=end) {
+                    let (key, value) = item.into_inner().map_err(unavailable)?;
+                    let seq = seq_suffix(&key)?;
+                    if seq >= below {
+                        break;
+                    }
+                    let record = self.load(tenant, seq, &value)?.record;
+                    if query.matches(&record) {
+                        total += 1;
+                        if wanted(total, seq, &events) {
+                            events.push(record);
+                        }
+                    }
+                }
+            }
+        }
+        for row in &tail {
+            let record = &row.chained().record;
+            if query.matches(record) {
+                total += 1;
+                if wanted(total, record.sequence_number, &events) {
+                    events.push(record.clone());
                 }
             }
         }
         Ok(EventPage { events, total })
     }
 
+    /// Up to `limit` rows from `from_seq` on, below `below`.
     fn range_rows(
         &self,
         snap: &Snapshot,
         tenant: &str,
         from_seq: u64,
         limit: usize,
+        below: u64,
     ) -> StoreResult<Vec<ChainRow>> {
+        if from_seq >= below {
+            return Ok(Vec::new());
+        }
         let start = event_key(tenant, from_seq);
-        let end = event_key(tenant, u64::MAX);
+        let end = event_key(tenant, below - 1);
         let mut rows = Vec::with_capacity(limit.min(4096));
         for item in snap.range(&self.events, start..=end).take(limit) {
             let (key, value) = item.into_inner().map_err(unavailable)?;
-            let (hash, _, body) = split_value(&value)?;
-            rows.push(ChainRow {
-                sequence_number: seq_suffix(&key)?,
-                hash: hash.to_string(),
-                canonical: body.to_vec(),
-            });
+            rows.push(self.load_row(tenant, seq_suffix(&key)?, &value)?);
         }
         Ok(rows)
     }
 }
 
+/// The writer thread's state.
+struct Writer {
+    trees: Trees,
+    log: SegmentLog,
+    tail: Arc<RwLock<Tail>>,
+    /// Stored heads across groups (this writer is the only one: fjall admits one process).
+    heads: HashMap<String, ChainHead>,
+    space: Arc<DiskGuard>,
+    to_indexer: mpsc::Sender<IndexJob>,
+    failed: Arc<Mutex<Option<String>>>,
+    tail_limit: usize,
+}
+
+/// A durable frame for the indexer.
+struct IndexJob {
+    pos: u64,
+    end: u64,
+    payload: Vec<u8>,
+}
+
+impl Writer {
+    fn failure(&self) -> Option<String> {
+        self.failed.lock().expect("failure lock").clone()
+    }
+
+    /// Waits while the tail is over its limit: the indexer is behind, so commits slow
+    /// down (and the chainers' queues push back on ingest) instead of memory growing.
+    fn wait_for_tail(&self) -> StoreResult<()> {
+        let full = || self.tail.read().expect("tail lock").bytes() > self.tail_limit;
+        if !full() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut warned_at = started;
+        while full() {
+            if let Some(why) = self.failure() {
+                return Err(StoreError::Fatal(why));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            if warned_at.elapsed() > TAIL_STALL_WARNING {
+                warned_at = Instant::now();
+                tracing::warn!(
+                    "store writes have waited {:?} for the indexer to catch up with the log",
+                    started.elapsed()
+                );
+            }
+        }
+        metrics::counter!("sealtrail_store_index_stall_microseconds_total")
+            .increment(started.elapsed().as_micros() as u64);
+        Ok(())
+    }
+
+    /// Writes a group of batches as one frame of the log (see the module doc).
+    ///
+    /// Each batch is judged by the append rule (`crate::rule`) against the stored head
+    /// as earlier groups and earlier batches of this group left it; nothing is written
+    /// unless every batch passes (the group committer then retries them one by one).
+    fn write_group(&mut self, batches: &[Arc<CommitBatch>]) -> StoreResult<()> {
+        if let Some(why) = self.failure() {
+            return Err(StoreError::Fatal(why));
+        }
+        self.wait_for_tail()?;
+        self.space.check()?;
+        let mut rows: Vec<(String, TailRow)> = Vec::new();
+        let mut receipts: Vec<(String, Receipt)> = Vec::new();
+        let mut tops: HashMap<String, ChainHead> = HashMap::new();
+        let frame_pos = self.log.end();
+        {
+            // The tail first, then the snapshot (the order `tail.rs` explains).
+            let tail = self.tail.read().expect("tail lock");
+            let snap = self.trees.db.snapshot();
+            let mut group_ids = GroupIds::default();
+            for batch in batches {
+                for (tenant, records) in rule::group_by_tenant(&batch.records)? {
+                    let head = match tops.get(tenant).or_else(|| self.heads.get(tenant)) {
+                        Some(head) => Some(head.clone()),
+                        None => match tail.head(tenant) {
+                            Some(head) => Some(head),
+                            None => self.trees.head(&snap, tenant)?,
+                        },
+                    };
+                    let replayed = rule::split_at_head(head.as_ref(), &records)?;
+                    for r in &records[..replayed] {
+                        let seq = r.record.sequence_number;
+                        let stored = match tail.at(tenant, seq) {
+                            Some(row) => Some(row.chained().record.hash.clone()),
+                            None => self.trees.stored_hash(&snap, tenant, seq)?,
+                        };
+                        rule::check_replayed(r, stored.as_deref())?;
+                    }
+                    for chained in &records[replayed..] {
+                        let id = &chained.record.id;
+                        group_ids.check(chained, || match tail.by_id(tenant, id) {
+                            Some(row) => Ok(Some(row.seq())),
+                            None => self.trees.seq_of(&snap, tenant, id),
+                        })?;
+                        let index = index_in(&batch.records, chained);
+                        rows.push((
+                            tenant.to_string(),
+                            TailRow::new(frame_pos, batch.clone(), index),
+                        ));
+                    }
+                    if let Some(last) = records.last()
+                        && replayed < records.len()
+                    {
+                        tops.insert(tenant.to_string(), last.head());
+                    }
+                }
+                for (tenant, receipt) in &batch.receipts {
+                    // The store, not the chainer, stamps the commit time (it has no clock).
+                    let mut receipt = receipt.clone();
+                    if receipt.committed_at.is_none() && receipt.status == ReceiptStatus::Committed
+                    {
+                        receipt.committed_at = Some(crate::now_wire());
+                    }
+                    receipts.push((tenant.clone(), receipt));
+                }
+            }
+        }
+        let nodes: Vec<(String, NodeId, Hash)> = batches
+            .iter()
+            .flat_map(|b| &b.tree_nodes)
+            .map(|n| (n.tenant_id.clone(), n.id, n.hash))
+            .collect();
+        if rows.is_empty() && receipts.is_empty() && nodes.is_empty() {
+            return Ok(());
+        }
+        let mut encoder = Encoder::new();
+        for (tenant, row) in &rows {
+            let c = row.chained();
+            let r = &c.record;
+            encoder.record(&RecordEntry {
+                tenant,
+                seq: r.sequence_number,
+                hash: &r.hash,
+                digest: &c.input_digest,
+                id: &r.id,
+                actor_id: &r.actor.id,
+                action: &r.action,
+                resource_id: &r.resource.id,
+                canonical: &c.canonical,
+            });
+        }
+        encoder.receipts(receipts.iter().map(|(tenant, r)| {
+            (
+                tenant.as_str(),
+                r.receipt_id.as_str(),
+                serde_json::to_vec(r).expect("receipts serialize"),
+            )
+        }));
+        let (payload, _) = encoder.finish(nodes.iter().map(|(t, id, h)| (t.as_str(), *id, *h)));
+        // The one durable step: the frame and its fdatasync.
+        let pos = self.log.append(&payload)?;
+        debug_assert_eq!(pos, frame_pos);
+        let end = self.log.end();
+        // Durable: now visible (the tail), then answered (on return).
+        self.tail
+            .write()
+            .expect("tail lock")
+            .add(pos, rows, receipts, nodes);
+        if self
+            .to_indexer
+            .send(IndexJob { pos, end, payload })
+            .is_err()
+        {
+            // The indexer stopped (its failure is recorded); the group is durable and
+            // visible, so it is answered, and the next group fails.
+            tracing::error!("the indexer has stopped; the store takes no more writes");
+        }
+        if self.heads.len() > HEAD_CACHE_TENANTS {
+            self.heads.clear();
+        }
+        self.heads.extend(tops);
+        Ok(())
+    }
+}
+
+/// The indexer thread: indexes durable frames in large fjall batches, takes them out of
+/// the tail, and persists its watermark about once a second. Stops when the writer has
+/// stopped (after a last watermark), or on a failure, which it records: the writer then
+/// refuses further groups (the log keeps everything; a restart re-indexes it).
+fn run_indexer(
+    trees: Trees,
+    tail: Arc<RwLock<Tail>>,
+    jobs: mpsc::Receiver<IndexJob>,
+    mut budget: WriteBudget,
+    failed: Arc<Mutex<Option<String>>>,
+    index_dir: PathBuf,
+    mut indexed: u64,
+) {
+    let pause = std::env::var(PAUSE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis);
+    let mut persisted = indexed;
+    let mut persisted_at = Instant::now();
+    let fail = |err: StoreError| {
+        tracing::error!("the indexer failed: {err}");
+        *failed.lock().expect("failure lock") = Some(format!(
+            "the indexer failed ({err}); restart the server (the log keeps every acknowledged record; the restart re-indexes it)"
+        ));
+    };
+    loop {
+        let first = match jobs.recv_timeout(WATERMARK_INTERVAL) {
+            Ok(job) => Some(job),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        if let Some(first) = first {
+            if let Some(pause) = pause {
+                std::thread::sleep(pause);
+            }
+            let mut bytes = first.payload.len();
+            let mut batch = vec![first];
+            while bytes < INDEX_BATCH_BYTES {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        bytes += job.payload.len();
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(err) =
+                trees.index_frames(&mut budget, batch.iter().map(|j| (j.pos, &j.payload[..])))
+            {
+                fail(err);
+                return;
+            }
+            let last = batch.last().expect("one job at least");
+            indexed = last.end;
+            let mut tail = tail.write().expect("tail lock");
+            tail.remove_through(last.pos);
+            metrics::gauge!("sealtrail_store_unindexed_bytes").set(tail.bytes() as f64);
+        }
+        if indexed != persisted && persisted_at.elapsed() >= WATERMARK_INTERVAL {
+            if let Err(err) = persist_watermark(&trees, &index_dir, indexed) {
+                fail(err);
+                return;
+            }
+            persisted = indexed;
+            persisted_at = Instant::now();
+        }
+    }
+    if indexed != persisted
+        && let Err(err) = persist_watermark(&trees, &index_dir, indexed)
+    {
+        fail(err);
+    }
+}
+
+/// Indexes the log from `from` to its end (a start after a crash, or a rebuild), then
+/// records the end as the watermark.
+fn replay(
+    trees: &Trees,
+    budget: &mut WriteBudget,
+    log: &SegmentLog,
+    index_dir: &Path,
+    from: u64,
+) -> StoreResult<()> {
+    if from == log.end() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut reported = started;
+    let total = log.end() - from;
+    tracing::info!(
+        from,
+        to = log.end(),
+        "indexing {total} bytes of the log that the indexes do not cover yet"
+    );
+    let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut pending_bytes = 0;
+    let flush = |pending: &mut Vec<(u64, Vec<u8>)>, budget: &mut WriteBudget| {
+        let result = trees.index_frames(budget, pending.iter().map(|(p, f)| (*p, &f[..])));
+        pending.clear();
+        result
+    };
+    log.for_each_frame_from(from, |pos, payload| {
+        pending.push((pos, payload.to_vec()));
+        pending_bytes += payload.len();
+        if pending_bytes >= INDEX_BATCH_BYTES {
+            flush(&mut pending, budget)?;
+            pending_bytes = 0;
+            if reported.elapsed() > Duration::from_secs(5) {
+                reported = Instant::now();
+                tracing::info!(
+                    "indexing the log: {}% ({} of {total} bytes)",
+                    (pos - from) * 100 / total.max(1),
+                    pos - from
+                );
+            }
+        }
+        Ok::<(), StoreError>(())
+    })?;
+    flush(&mut pending, budget)?;
+    persist_watermark(trees, index_dir, log.end())?;
+    tracing::info!(
+        "indexed {total} bytes of the log in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 impl FjallStore {
-    /// Opens (creating if needed) the store in `data_dir` with the default limits: events
-    /// under `events/`, keys in `sealtrail.db`.
+    /// Opens (creating if needed) the store in `data_dir` with the default limits: the
+    /// log under `log/`, the indexes under `index/`, keys in `sealtrail.db`.
     pub fn open(data_dir: &Path) -> StoreResult<Self> {
         Self::open_with(data_dir, FjallLimits::default())
     }
 
-    /// [`FjallStore::open`] with the given memory and journal limits.
+    /// [`FjallStore::open`] with the given limits.
     pub fn open_with(data_dir: &Path, limits: FjallLimits) -> StoreResult<Self> {
+        let log_dir = data_dir.join(LOG_DIR);
+        if data_dir.join(LEGACY_EVENTS_DIR).exists() && !log_dir.exists() {
+            return Err(StoreError::Fatal(format!(
+                "{} holds a fjall event store of data format 1 (records in fjall, no segment log), which this sealtrail no longer reads. Export it with the sealtrail release that wrote it (`sealtrail verify` and the evidence pack), or start this one on a new --data-dir",
+                data_dir.display()
+            )));
+        }
         let keys = Arc::new(SqliteStore::open(data_dir)?);
-        let (trees, triggers) = Trees::open(&data_dir.join(EVENTS_DIR), &limits)?;
-        let writer_trees = trees.clone();
-        let mut heads = HashMap::new();
+        let index_dir = data_dir.join(INDEX_DIR);
+        if index_dir.exists() && !budget::has_triggers(&index_dir) {
+            // Made by a start that crashed before recording it: rebuilt from the log.
+            tracing::warn!(
+                "the index directory {} is incomplete (a crash while it was created); rebuilding it from the log",
+                index_dir.display()
+            );
+            std::fs::remove_dir_all(&index_dir)
+                .map_err(|e| unavailable(format!("{}: {e}", index_dir.display())))?;
+        }
+        let watermark = read_watermark(&index_dir)?;
+        let (log, recovery) =
+            SegmentLog::open_checking_from(&log_dir, limits.segment_bytes, watermark)?;
+        if let Some((file, offset, dropped)) = &recovery.truncated {
+            tracing::warn!(
+                "cut a torn frame off the end of the log: {} from byte {offset} ({dropped} bytes); it was never acknowledged (a crash during its write)",
+                file.display()
+            );
+        }
+        if log.end() < watermark {
+            return Err(StoreError::Corrupt(format!(
+                "the log in {} ends at position {}, but its indexes cover it up to {watermark}: synced log bytes are missing. Restore the data directory from a backup",
+                log_dir.display(),
+                log.end()
+            )));
+        }
+        let (trees, triggers) = Trees::open(&index_dir, &limits, log.reader())?;
         let mut budget = WriteBudget::new(limits, triggers);
+        replay(&trees, &mut budget, &log, &index_dir, watermark)?;
+
+        let tail = Arc::new(RwLock::new(Tail::default()));
+        let failed = Arc::new(Mutex::new(None));
+        let (to_indexer, jobs) = mpsc::channel();
+        let indexer = {
+            let (trees, tail, failed) = (trees.clone(), tail.clone(), failed.clone());
+            let indexed = log.end();
+            let index_dir = index_dir.clone();
+            std::thread::Builder::new()
+                .name("sealtrail-indexer".into())
+                .spawn(move || run_indexer(trees, tail, jobs, budget, failed, index_dir, indexed))
+                .map_err(|e| unavailable(format!("cannot start the indexer thread: {e}")))?
+        };
         let space = Arc::new(DiskGuard::new(data_dir, limits.min_free_disk_bytes));
-        let writer_space = space.clone();
+        let mut writer_state = Writer {
+            trees: trees.clone(),
+            log,
+            tail: tail.clone(),
+            heads: HashMap::new(),
+            space: space.clone(),
+            to_indexer,
+            failed,
+            tail_limit: limits.tail_bytes as usize,
+        };
         let writer = GroupCommitter::start("sealtrail-fjall-writer", move |batches| {
-            writer_trees.write_group(&mut heads, &mut budget, &writer_space, batches)
+            writer_state.write_group(batches)
         })?;
-        let (monitor_stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (monitor_stop, stopped) = mpsc::channel::<()>();
         let monitor_trees = trees.clone();
+        let monitor_tail = tail.clone();
         std::thread::Builder::new()
             .name("sealtrail-fjall-metrics".into())
             .spawn(move || {
                 loop {
                     budget::publish(&monitor_trees, &limits);
+                    let tail = monitor_tail.read().expect("tail lock");
+                    metrics::gauge!("sealtrail_store_unindexed_bytes").set(tail.bytes() as f64);
+                    metrics::gauge!("sealtrail_store_unindexed_groups").set(tail.groups() as f64);
+                    drop(tail);
                     match stopped.recv_timeout(METRICS_INTERVAL) {
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
                         _ => break,
                     }
                 }
@@ -513,16 +1050,28 @@ impl FjallStore {
             .map_err(|e| unavailable(format!("cannot start the store metrics thread: {e}")))?;
         Ok(Self {
             trees,
+            tail,
             writer,
+            indexer: Mutex::new(Some(indexer)),
             keys,
             space,
-            monitor_stop: std::sync::Mutex::new(Some(monitor_stop)),
+            monitor_stop: Mutex::new(Some(monitor_stop)),
+            closed: Mutex::new(false),
         })
     }
 
-    /// Stops the writer after its last group commit and persists the journal.
+    /// Stops the writer after its last group commit, lets the indexer finish and record
+    /// its watermark, and persists the indexes.
     pub fn shutdown(&self) {
+        let mut closed = self.closed.lock().expect("close lock");
+        if *closed {
+            return;
+        }
+        *closed = true;
         self.writer.close();
+        if let Some(indexer) = self.indexer.lock().expect("indexer lock").take() {
+            let _ = indexer.join();
+        }
         self.monitor_stop.lock().expect("monitor lock").take();
         let _ = self.trees.db.persist(PersistMode::SyncAll);
         self.keys.close();
@@ -538,19 +1087,30 @@ impl FjallStore {
         self.trees.db.journal_disk_space().map_err(unavailable)
     }
 
-    /// Runs a read on a blocking thread, through a snapshot: it sees whole groups only.
-    /// (fjall applies a batch to the memtables entry by entry and publishes it after the
-    /// last one; plain keyspace reads would see a group half applied — a chain head
-    /// without the tree nodes written with it.)
-    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    /// Bytes of acknowledged groups not yet indexed (held in memory).
+    pub fn unindexed_bytes(&self) -> usize {
+        self.tail.read().expect("tail lock").bytes()
+    }
+
+    /// Runs a read on a blocking thread: `extract` takes what it needs from the tail
+    /// under its lock, then `f` reads fjall through a snapshot taken after (so a group
+    /// the indexer moves out of the tail meanwhile is in the snapshot), seeing whole
+    /// groups only.
+    async fn read<T, X, G, F>(&self, extract: G, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Trees, &Snapshot) -> StoreResult<T> + Send + 'static,
+        X: Send + 'static,
+        G: FnOnce(&Tail) -> X + Send + 'static,
+        F: FnOnce(&Trees, &Snapshot, X) -> StoreResult<T> + Send + 'static,
     {
         let trees = self.trees.clone();
-        tokio::task::spawn_blocking(move || f(&trees, &trees.db.snapshot()))
-            .await
-            .map_err(|e| unavailable(format!("read task failed: {e}")))?
+        let tail = self.tail.clone();
+        tokio::task::spawn_blocking(move || {
+            let x = extract(&tail.read().expect("tail lock"));
+            f(&trees, &trees.db.snapshot(), x)
+        })
+        .await
+        .map_err(|e| unavailable(format!("read task failed: {e}")))?
     }
 }
 
@@ -575,30 +1135,57 @@ impl Store for FjallStore {
     }
 
     async fn heads(&self, tenants: Vec<String>) -> StoreResult<HashMap<String, ChainHead>> {
-        self.read(move |t, s| {
-            let mut out = HashMap::new();
-            for tenant in tenants {
-                if let Some(head) = t.head(s, &tenant)? {
-                    out.insert(tenant, head);
+        self.read(
+            move |tail| {
+                tenants
+                    .into_iter()
+                    .map(|t| {
+                        let head = tail.head(&t);
+                        (t, head)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |trees, snap, found| {
+                let mut out = HashMap::new();
+                for (tenant, head) in found {
+                    let head = match head {
+                        Some(head) => Some(head),
+                        None => trees.head(snap, &tenant)?,
+                    };
+                    if let Some(head) = head {
+                        out.insert(tenant, head);
+                    }
                 }
-            }
-            Ok(out)
-        })
+                Ok(out)
+            },
+        )
         .await
     }
 
     async fn find_events(&self, keys: Vec<(String, String)>) -> StoreResult<Vec<StoredEvent>> {
-        self.read(move |t, s| {
-            let mut out = Vec::new();
-            for (tenant, id) in keys {
-                if let Some(seq) = t.seq_of(s, &tenant, &id)?
-                    && let Some(stored) = t.stored_event(s, &tenant, seq)?
-                {
-                    out.push(stored);
+        self.read(
+            move |tail| {
+                keys.into_iter()
+                    .map(|(tenant, id)| {
+                        let found = tail.by_id(&tenant, &id).map(TailRow::stored);
+                        (tenant, id, found)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |trees, snap, found| {
+                let mut out = Vec::new();
+                for (tenant, id, in_tail) in found {
+                    if let Some(stored) = in_tail {
+                        out.push(stored);
+                    } else if let Some(seq) = trees.seq_of(snap, &tenant, &id)?
+                        && let Some(stored) = trees.stored_event(snap, &tenant, seq)?
+                    {
+                        out.push(stored);
+                    }
                 }
-            }
-            Ok(out)
-        })
+                Ok(out)
+            },
+        )
         .await
     }
 
@@ -610,19 +1197,31 @@ impl Store for FjallStore {
     }
 
     async fn get_receipt(&self, tenant_id: &str, receipt_id: &str) -> StoreResult<Option<Receipt>> {
+        let (tenant, id) = (tenant_id.to_string(), receipt_id.to_string());
         let key = named_key(tenant_id, receipt_id);
-        self.read(move |t, s| {
-            s.get(&t.receipts, key)
-                .map_err(unavailable)?
-                .map(|v| serde_json::from_slice(&v).map_err(corrupt))
-                .transpose()
-        })
+        self.read(
+            move |tail| tail.receipt(&tenant, &id),
+            move |t, s, in_tail| {
+                if let Some(receipt) = in_tail {
+                    return Ok(Some((*receipt).clone()));
+                }
+                s.get(&t.receipts, key)
+                    .map_err(unavailable)?
+                    .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+                    .transpose()
+            },
+        )
         .await
     }
 
     async fn list_events(&self, tenant_id: &str, query: EventQuery) -> StoreResult<EventPage> {
         let tenant = tenant_id.to_string();
-        self.read(move |t, s| t.list(s, &tenant, &query)).await
+        let t2 = tenant.clone();
+        self.read(
+            move |tail| tail.rows(&t2),
+            move |t, s, rows| t.list(s, &tenant, &query, rows),
+        )
+        .await
     }
 
     async fn scan_chain(
@@ -632,8 +1231,23 @@ impl Store for FjallStore {
         limit: usize,
     ) -> StoreResult<Vec<ChainRow>> {
         let tenant = tenant_id.to_string();
-        self.read(move |t, s| t.range_rows(s, &tenant, after.saturating_add(1), limit))
-            .await
+        let t2 = tenant.clone();
+        self.read(
+            move |tail| tail.rows(&t2),
+            move |t, s, tail_rows| {
+                let from = after.saturating_add(1);
+                let below = tail_rows.first().map_or(u64::MAX, TailRow::seq);
+                let mut rows = t.range_rows(s, &tenant, from, limit, below)?;
+                for row in tail_rows.iter().filter(|r| r.seq() >= from) {
+                    if rows.len() >= limit {
+                        break;
+                    }
+                    rows.push(row.row());
+                }
+                Ok(rows)
+            },
+        )
+        .await
     }
 
     async fn tree_nodes(
@@ -642,21 +1256,30 @@ impl Store for FjallStore {
         ids: Vec<NodeId>,
     ) -> StoreResult<Vec<Option<Hash>>> {
         let tenant = tenant_id.to_string();
-        self.read(move |t, s| {
-            ids.iter()
-                .map(|id| {
-                    match s
-                        .get(&t.tree, tree_key(&tenant, *id))
-                        .map_err(unavailable)?
-                    {
-                        None => Ok(None),
-                        Some(v) => Hash::try_from(v.as_ref())
-                            .map(Some)
-                            .map_err(|_| corrupt("bad tree node")),
-                    }
-                })
-                .collect()
-        })
+        let t2 = tenant.clone();
+        self.read(
+            move |tail| {
+                ids.into_iter()
+                    .map(|id| (id, tail.node(&t2, id)))
+                    .collect::<Vec<_>>()
+            },
+            move |t, s, found| {
+                found
+                    .into_iter()
+                    .map(|(id, in_tail)| {
+                        if in_tail.is_some() {
+                            return Ok(in_tail);
+                        }
+                        match s.get(&t.tree, tree_key(&tenant, id)).map_err(unavailable)? {
+                            None => Ok(None),
+                            Some(v) => Hash::try_from(v.as_ref())
+                                .map(Some)
+                                .map_err(|_| corrupt("bad tree node")),
+                        }
+                    })
+                    .collect()
+            },
+        )
         .await
     }
 

@@ -60,12 +60,17 @@ impl Server {
         log_path: Option<&Path>,
         extra: &[&str],
     ) -> Server {
-        Self::spawn(data_dir, log_path, extra, None).await
+        Self::spawn(data_dir, log_path, extra, None, &[]).await
+    }
+
+    /// [`Server::start_with`] with extra environment variables.
+    pub async fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn(data_dir, None, extra, None, env).await
     }
 
     /// [`Server::start_with`] under a file-descriptor limit (soft and hard, via `prlimit`).
     pub async fn start_with_fd_limit(data_dir: &Path, fd_limit: u64, extra: &[&str]) -> Server {
-        Self::spawn(data_dir, None, extra, Some(fd_limit)).await
+        Self::spawn(data_dir, None, extra, Some(fd_limit), &[]).await
     }
 
     async fn spawn(
@@ -73,6 +78,7 @@ impl Server {
         log_path: Option<&Path>,
         extra: &[&str],
         fd_limit: Option<u64>,
+        env: &[(&str, &str)],
     ) -> Server {
         let port = free_port();
         let grpc_port = free_port();
@@ -99,6 +105,7 @@ impl Server {
             ])
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,0 +1,399 @@
+//! The fjall engine keeps its records in a segment log and derives every index from it
+//! (issue 11). These tests run the real server on such a directory:
+//! - every acknowledged write is readable at once (by id, in a filtered list with its
+//!   total, by receipt, with an inclusion proof) while the indexer lags far behind;
+//! - a torn frame at the end of the log (a crash mid-write) is cut off at start, and every
+//!   earlier record kept;
+//! - a flipped byte inside the log refuses the start, naming the segment and the offset;
+//! - indexes that went through SIGKILLs at random points, with the indexer lagging, are
+//!   exactly the indexes a full rebuild from the log makes.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The indexer sleeps this long before each batch: it lags the log by up to the tail's
+/// limit, so reads must find acknowledged records in the unindexed tail.
+const LAGGING: (&str, &str) = ("SEALTRAIL_TEST_INDEXER_PAUSE_MS", "300");
+
+fn event_by(id: &str, actor: &str) -> Value {
+    let mut e = event(id);
+    e["actor"]["id"] = json!(actor);
+    e
+}
+
+/// The segment files of a data directory, in log order.
+fn segments(data: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// (offset, payload length) of each frame of a segment.
+fn frames(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 12 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        out.push((at, len));
+        at += 12 + len + 4;
+    }
+    out
+}
+
+/// Runs `serve` on `data` expecting it to refuse to start; returns its stderr.
+fn refused(data: &Path) -> String {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(data)
+        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            assert!(!status.success(), "serve exited 0: {err}");
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve started on {} instead of refusing", data.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn fill(data: &Path, key: &str, n: usize) {
+    let mut server = Server::start(data).await;
+    let api = Api::new(&server, key);
+    for i in 0..n {
+        let (s, v) = api
+            .post("/v1/events?sync=true", &event(&format!("e{i}")))
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    assert!(server.sigterm_and_wait());
+}
+
+async fn metric(api: &Api, name: &str) -> f64 {
+    let (_, text) = api.get_text("/metrics").await;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_write_is_readable_at_once_while_the_indexer_lags() {
+    const WRITERS: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    let server = Server::start_with_env(&data, &[], &[LAGGING]).await;
+    let api = Arc::new(Api::new(&server, &key));
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak_unindexed = Arc::new(AtomicU64::new(0));
+
+    let sampler = {
+        let (api, stop, peak) = (api.clone(), stop.clone(), peak_unindexed.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let bytes = metric(&api, "sealtrail_store_unindexed_bytes").await as u64;
+                peak.fetch_max(bytes, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (api, stop) = (api.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let actor = format!("actor-{w}");
+            let (mut mine, mut checks, mut failures) = (0u64, 0u32, Vec::<String>::new());
+            let mut fail = |what: String| failures.push(what);
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                match i % 3 {
+                    0 => {
+                        let id = format!("w{w}-{i}");
+                        let (s, rec) = api
+                            .post("/v1/events?sync=true", &event_by(&id, &actor))
+                            .await;
+                        assert_eq!(s, 201, "{rec}");
+                        mine += 1;
+                        let (s, got) = api.get(&format!("/v1/events/{id}")).await;
+                        if s != 200 || got["hash"] != rec["hash"] {
+                            fail(format!("GET {id} right after its 201: {s} {got}"));
+                        }
+                        let (s, page) = api
+                            .get(&format!("/v1/events?actor_id={actor}&page_size=1"))
+                            .await;
+                        if s != 200 || page["total"] != json!(mine) {
+                            fail(format!("list of {actor} after {mine} writes: {s} {page}"));
+                        }
+                        let seq = rec["sequence_number"].as_u64().unwrap();
+                        let (s, proof) = api
+                            .get(&format!("/v1/proof/inclusion?sequence_number={seq}"))
+                            .await;
+                        if s != 200 {
+                            fail(format!(
+                                "inclusion proof of {seq} right after its 201: {s} {proof}"
+                            ));
+                        }
+                        checks += 3;
+                    }
+                    1 => {
+                        let id = format!("w{w}-{i}");
+                        let (s, receipt) = api.post("/v1/events", &event_by(&id, &actor)).await;
+                        assert_eq!(s, 202, "{receipt}");
+                        mine += 1;
+                        let rid = receipt["receipt_id"].as_str().unwrap();
+                        let (s, got) = api.get(&format!("/v1/receipts/{rid}")).await;
+                        if s != 200 {
+                            fail(format!("receipt {rid} right after its 202: {s} {got}"));
+                        }
+                        checks += 1;
+                    }
+                    _ => {
+                        let ids: Vec<String> = (0..20).map(|k| format!("w{w}-{i}-{k}")).collect();
+                        let events: Vec<Value> =
+                            ids.iter().map(|id| event_by(id, &actor)).collect();
+                        let (s, v) = api
+                            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
+                            .await;
+                        assert_eq!(s, 200, "{v}");
+                        mine += 20;
+                        for id in [&ids[0], &ids[19]] {
+                            let (s, got) = api.get(&format!("/v1/events/{id}")).await;
+                            if s != 200 {
+                                fail(format!("GET {id} right after its batch: {s} {got}"));
+                            }
+                        }
+                        checks += 2;
+                    }
+                }
+            }
+            (checks, failures)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut checks, mut failures) = (0, Vec::new());
+    for w in writers {
+        let (c, f) = w.await.unwrap();
+        checks += c;
+        failures.extend(f);
+    }
+    sampler.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {checks} reads right after an acknowledgement missed it, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(checks > 100, "too few checks ({checks})");
+    assert!(
+        peak_unindexed.load(Ordering::Relaxed) > 0,
+        "the indexer never lagged: the test did not exercise the unindexed tail"
+    );
+    let events = assert_chain_ok(&api).await;
+    assert_tree_matches(&api, &events).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_frame_at_the_end_of_the_log_is_cut_off_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    fill(&data, &key, 10).await;
+
+    // A crash mid-write: a valid header announcing 4,096 bytes, and only 1,000 of them.
+    let last = segments(&data).pop().unwrap();
+    let before = std::fs::metadata(&last).unwrap().len();
+    let mut torn = Vec::new();
+    torn.extend_from_slice(&0x5345_414Cu32.to_le_bytes());
+    torn.extend_from_slice(&4096u32.to_le_bytes());
+    let crc = crc32fast::hash(&torn);
+    torn.extend_from_slice(&crc.to_le_bytes());
+    torn.extend_from_slice(&[0xAB; 1000]);
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes.extend_from_slice(&torn);
+    std::fs::write(&last, bytes).unwrap();
+
+    let mut server = Server::start(&data).await;
+    assert!(
+        server
+            .log()
+            .contains("cut a torn frame off the end of the log"),
+        "the cut is logged: {}",
+        server.log()
+    );
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), before);
+    let api = Api::new(&server, &key);
+    assert_eq!(assert_chain_ok(&api).await.len(), 10);
+    for i in 10..15 {
+        let (s, v) = api
+            .post("/v1/events?sync=true", &event(&format!("e{i}")))
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    assert!(server.sigterm_and_wait());
+    let server = Server::start(&data).await;
+    let api = Api::new(&server, &key);
+    let events = assert_chain_ok(&api).await;
+    assert_eq!(events.len(), 15);
+    assert_tree_matches(&api, &events).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_inside_the_log_refuses_the_start_naming_segment_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    fill(&data, &key, 10).await;
+
+    let seg = segments(&data).pop().unwrap();
+    let original = std::fs::read(&seg).unwrap();
+    let all = frames(&original);
+    assert!(all.len() >= 10, "one frame per sync commit: {}", all.len());
+    let (third, len) = all[2];
+    let mut flipped = original.clone();
+    flipped[third + 12 + len / 2] ^= 0x01;
+    std::fs::write(&seg, &flipped).unwrap();
+
+    let err = refused(&data);
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    assert!(
+        err.contains(&format!("{name} at byte {third}")),
+        "the error names the segment and the frame's offset ({name}, {third}): {err}"
+    );
+    assert!(err.contains("corrupt"), "{err}");
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        flipped,
+        "a refused start changes nothing"
+    );
+
+    std::fs::write(&seg, &original).unwrap();
+    let server = Server::start(&data).await;
+    assert_eq!(assert_chain_ok(&Api::new(&server, &key)).await.len(), 10);
+}
+
+/// Every key and value of a keyspace, in key order.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Every key and value of the index directory's keyspaces.
+fn dump_indexes(data: &Path) -> BTreeMap<String, Entries> {
+    let db = fjall::Database::builder(data.join("index")).open().unwrap();
+    let mut out = BTreeMap::new();
+    for name in ["events", "ids", "facets", "receipts", "tree"] {
+        let ks = db
+            .keyspace(name, fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let entries = ks
+            .iter()
+            .map(|item| {
+                let (k, v) = item.into_inner().unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
+        out.insert(name.to_string(), entries);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_that_lived_through_sigkills_equal_a_rebuild_from_the_log() {
+    const CYCLES: u64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    let mut acked: HashMap<String, Vec<String>> = HashMap::new();
+    for cycle in 0..CYCLES {
+        let mut server = Server::start_with_env(&data, &[], &[LAGGING]).await;
+        let base = server.base.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..3 {
+            let (stop, base, key) = (stop.clone(), base.clone(), key.clone());
+            // The server dies under these requests: a failed request is expected.
+            let http = reqwest::Client::new();
+            let post = move |path: &str, body: Value| {
+                http.post(format!("{base}{path}"))
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+            };
+            writers.push(tokio::spawn(async move {
+                let mut ok = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let ids: Vec<String> =
+                        (0..10).map(|k| format!("c{cycle}-w{w}-{i}-{k}")).collect();
+                    let events: Vec<Value> = ids
+                        .iter()
+                        .map(|id| event_by(id, &format!("actor-{}", i % 5)))
+                        .collect();
+                    let sent =
+                        post("/v1/events/batch?sync=true", json!({ "events": events })).await;
+                    if sent.is_ok_and(|r| r.status() == 200) {
+                        ok.extend(ids);
+                    }
+                    // Async writes too: their receipts are indexed from the log as well.
+                    let _ = post("/v1/events", event(&format!("c{cycle}-w{w}-{i}-a"))).await;
+                }
+                ok
+            }));
+        }
+        // A different point of the indexer's work each cycle.
+        tokio::time::sleep(Duration::from_millis(700 + 450 * cycle)).await;
+        server.sigkill();
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            acked
+                .entry("acme".into())
+                .or_default()
+                .extend(w.await.unwrap());
+        }
+    }
+    let mut server = Server::start(&data).await;
+    let stored =
+        assert_all_present_once(&server, &[("acme".to_string(), key.clone())], &acked).await;
+    assert!(stored > 100, "too few events stored ({stored})");
+    assert!(server.sigterm_and_wait());
+
+    let lived = dump_indexes(&data);
+    std::fs::rename(data.join("index"), dir.path().join("index.old")).unwrap();
+    let mut server = Server::start(&data).await;
+    assert!(server.sigterm_and_wait());
+    let rebuilt = dump_indexes(&data);
+    assert_eq!(lived["events"].len(), stored);
+    for (name, entries) in &lived {
+        assert!(
+            entries == &rebuilt[name],
+            "the {name} index differs from a rebuild ({} vs {} entries)",
+            entries.len(),
+            rebuilt[name].len()
+        );
+    }
+}
