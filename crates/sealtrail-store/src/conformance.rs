@@ -61,6 +61,7 @@ pub async fn run_all(store: &dyn Store) {
     receipts_round_trip(store).await;
     keys_lifecycle(store).await;
     tree_nodes_round_trip(store).await;
+    every_node_of_a_larger_tree(store).await;
 }
 
 pub async fn append_then_read_back(store: &dyn Store) {
@@ -625,4 +626,50 @@ pub async fn tree_nodes_round_trip(store: &dyn Store) {
     let ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
     let got = store.tree_nodes("conf-tree-backfill", ids).await.unwrap();
     assert!(got.iter().all(Option::is_some));
+}
+
+/// Every complete node of a 600-leaf tree (levels 0 to 9) reads back as the tree has it,
+/// appended in batches whose boundaries fall anywhere (a store may keep only the upper
+/// levels and compute the lower ones from the leaves); the first node past the end is
+/// `None` at every level.
+pub async fn every_node_of_a_larger_tree(store: &dyn Store) {
+    use sealtrail_core::merkle::{Frontier, NodeId};
+    const N: u64 = 600;
+    let recs = make_chain("conf-big-tree", None, N as usize);
+    let mut frontier = Frontier::new();
+    let mut all = Vec::new();
+    for chunk in recs.chunks(37) {
+        let nodes = tree_nodes_of(&mut frontier, chunk);
+        all.extend(nodes.iter().cloned());
+        store
+            .append(CommitBatch {
+                records: chunk.to_vec(),
+                tree_nodes: nodes,
+                ..Default::default()
+            })
+            .await
+            .expect("append a chunk with its nodes");
+    }
+    let ids: Vec<NodeId> = all.iter().map(|n| n.id).collect();
+    assert!(ids.iter().any(|id| id.level == 9));
+    let got = store.tree_nodes("conf-big-tree", ids).await.unwrap();
+    for (node, got) in all.iter().zip(got) {
+        assert_eq!(got, Some(node.hash), "node {:?}", node.id);
+    }
+    let past: Vec<NodeId> = (0..=9u8).map(|l| NodeId::new(l, N >> l)).collect();
+    let got = store
+        .tree_nodes("conf-big-tree", past.clone())
+        .await
+        .unwrap();
+    for (id, got) in past.iter().zip(got) {
+        assert_eq!(got, None, "{id:?} is not complete");
+    }
+    let hashes: Vec<[u8; 32]> = store
+        .tree_nodes("conf-big-tree", Frontier::ids(N))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.expect("frontier node"))
+        .collect();
+    assert_eq!(Frontier::from_nodes(N, hashes).unwrap(), frontier);
 }

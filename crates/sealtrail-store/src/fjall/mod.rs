@@ -17,9 +17,15 @@
 //! - `events`:   `T seq:u64` → `hash(64) log-position:u64 entry-length:u32` (the record
 //!   itself is read from the log by position)
 //! - `ids`:      `T id` → `seq:u64`
-//! - `facets`:   `T kind:u8 len:u16 value seq:u64` → empty (kind 1 actor, 2 action, 3 resource)
+//! - `facets`:   `T kind:u8 len:u16 value first-seq:u64` → the sequence numbers of one
+//!   frame's records with that value, as a posting list (`postings`; kind 1 actor,
+//!   2 action, 3 resource): one entry per value per frame, not one per record, so a batch
+//!   whose records share an action costs one insert for it, and counting a filter's
+//!   `total` reads a few entries per frame instead of one per record
 //! - `receipts`: `T receipt_id` → receipt JSON
-//! - `tree`:     `T level:u8 index:u64` → 32-byte Merkle node hash (`TreeNode`)
+//! - `tree`:     `T level:u8 index:u64` → 32-byte Merkle node hash (`TreeNode`), for nodes
+//!   of level [`STORED_LEVEL`] and up only (one node per 256 records); a lower node is
+//!   computed from its ≤ 128 leaves, whose record hashes the `events` entries hold
 //!
 //! The indexer persists an **"indexed up to" watermark** (a log position, in
 //! `index/sealtrail-indexed-to`) about once a second, and only after `persist(SyncAll)`
@@ -59,7 +65,7 @@ use async_trait::async_trait;
 use fjall::{
     Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Readable, Snapshot,
 };
-use sealtrail_core::merkle::{Hash, NodeId};
+use sealtrail_core::merkle::{self, Hash, NodeId};
 use sealtrail_core::receipt::{Receipt, ReceiptStatus};
 use sealtrail_core::record::{ChainHead, ChainedRecord, Record};
 
@@ -70,6 +76,7 @@ use crate::segment::{LogReader, PAYLOAD_OFFSET, SegmentError, SegmentLog};
 
 mod budget;
 mod frame;
+mod postings;
 mod tail;
 
 use crate::sqlite::SqliteStore;
@@ -113,6 +120,8 @@ const KS_IDS: usize = 1;
 const KS_FACETS: usize = 2;
 const KS_RECEIPTS: usize = 3;
 const KS_TREE: usize = 4;
+/// The lowest level of Merkle tree node the store keeps (in the log, the tail and fjall).
+pub const STORED_LEVEL: u8 = 8;
 const FACET_ACTOR: u8 = 1;
 const FACET_ACTION: u8 = 2;
 const FACET_RESOURCE: u8 = 3;
@@ -464,6 +473,8 @@ impl Trees {
             wb.insert(self.all()[ks].1, key, value);
         };
         let payload_at = pos + PAYLOAD_OFFSET;
+        // (tenant, kind, value) → the frame's sequence numbers with it, in order.
+        let mut lists: HashMap<(&str, u8, &str), Vec<u64>> = HashMap::new();
         for (r, start, len) in &frame.records {
             put(
                 KS_EVENTS,
@@ -480,16 +491,24 @@ impl Trees {
                 (FACET_ACTION, r.action),
                 (FACET_RESOURCE, r.resource_id),
             ] {
-                let mut key = facet_prefix(r.tenant, kind, facet);
-                key.extend_from_slice(&r.seq.to_be_bytes());
-                put(KS_FACETS, key, Vec::new());
+                lists
+                    .entry((r.tenant, kind, facet))
+                    .or_default()
+                    .push(r.seq);
             }
+        }
+        for ((tenant, kind, value), seqs) in lists {
+            let mut key = facet_prefix(tenant, kind, value);
+            key.extend_from_slice(&seqs[0].to_be_bytes());
+            put(KS_FACETS, key, postings::encode(&seqs));
         }
         for (tenant, receipt_id, json) in &frame.receipts {
             put(KS_RECEIPTS, named_key(tenant, receipt_id), json.to_vec());
         }
         for (tenant, id, hash) in &frame.nodes {
-            put(KS_TREE, tree_key(tenant, *id), hash.to_vec());
+            if id.level >= STORED_LEVEL {
+                put(KS_TREE, tree_key(tenant, *id), hash.to_vec());
+            }
         }
         Ok(())
     }
@@ -508,6 +527,48 @@ impl Trees {
         wb.commit().map_err(write_error)?;
         budget.seal_if_full(self);
         Ok(())
+    }
+
+    /// A node below [`STORED_LEVEL`], from the hashes of its leaves (`leaf i` is record
+    /// `i + 1`): those the tail held (`in_tail`), the rest from the `events` index. `None`
+    /// if a leaf is not there (the node is not complete).
+    fn computed_node(
+        &self,
+        snap: &Snapshot,
+        tenant: &str,
+        id: NodeId,
+        in_tail: Vec<Option<String>>,
+    ) -> StoreResult<Option<Hash>> {
+        let first_seq = id.start() + 1;
+        let mut leaves = Vec::with_capacity(in_tail.len());
+        let mut indexed = None;
+        for (offset, hash) in in_tail.into_iter().enumerate() {
+            let hash = match hash {
+                Some(hash) => hash,
+                None => {
+                    // One range read for the node's leaves the tail did not hold.
+                    let rows = indexed.get_or_insert_with(|| {
+                        let start = event_key(tenant, first_seq);
+                        let end = event_key(tenant, first_seq + id.width() - 1);
+                        snap.range(&self.events, start..=end)
+                            .map(|item| {
+                                let (key, value) = item.into_inner().map_err(unavailable)?;
+                                Ok((seq_suffix(&key)?, split_value(&value)?.0.to_string()))
+                            })
+                            .collect::<StoreResult<HashMap<u64, String>>>()
+                    });
+                    let rows = rows.as_ref().map_err(|e| e.duplicate())?;
+                    match rows.get(&(first_seq + offset as u64)) {
+                        Some(hash) => hash.clone(),
+                        None => return Ok(None),
+                    }
+                }
+            };
+            let leaf = merkle::record_leaf(&hash)
+                .ok_or_else(|| corrupt(format!("record hash {hash:?} is not hex")))?;
+            leaves.push(merkle::leaf_hash(&leaf));
+        }
+        Ok(Some(merkle::root_of_leaf_hashes(&leaves)))
     }
 
     fn list(
@@ -576,25 +637,39 @@ impl Trees {
         };
         match facet {
             Some((kind, value)) => {
-                for item in snap.prefix(&self.facets, facet_prefix(tenant, kind, value)) {
-                    let key = item.key().map_err(unavailable)?;
-                    let seq = seq_suffix(&key)?;
-                    if seq >= below {
+                'entries: for item in snap.prefix(&self.facets, facet_prefix(tenant, kind, value)) {
+                    let (key, list) = item.into_inner().map_err(unavailable)?;
+                    let first = seq_suffix(&key)?;
+                    if first >= below {
                         break;
                     }
-                    if only_facet {
-                        total += 1;
-                        if wanted(total, seq, &events)
-                            && let Some(stored) = self.stored_event(snap, tenant, seq)?
-                        {
-                            events.push(stored.record);
-                        }
-                    } else if let Some(stored) = self.stored_event(snap, tenant, seq)?
-                        && query.matches(&stored.record)
+                    let seqs = postings::decode(first, &list).map_err(corrupt)?;
+                    if only_facet
+                        && seqs.last().is_some_and(|&last| last < below)
+                        && (total + seqs.len() as u64) as usize <= skip
                     {
-                        total += 1;
-                        if wanted(total, seq, &events) {
-                            events.push(stored.record);
+                        // The whole entry is before the page: counted, nothing read.
+                        total += seqs.len() as u64;
+                        continue;
+                    }
+                    for seq in seqs {
+                        if seq >= below {
+                            break 'entries;
+                        }
+                        if only_facet {
+                            total += 1;
+                            if wanted(total, seq, &events)
+                                && let Some(stored) = self.stored_event(snap, tenant, seq)?
+                            {
+                                events.push(stored.record);
+                            }
+                        } else if let Some(stored) = self.stored_event(snap, tenant, seq)?
+                            && query.matches(&stored.record)
+                        {
+                            total += 1;
+                            if wanted(total, seq, &events) {
+                                events.push(stored.record);
+                            }
                         }
                     }
                 }
@@ -650,6 +725,14 @@ impl Trees {
         }
         Ok(rows)
     }
+}
+
+/// What the tail has towards one requested tree node.
+enum TailNode {
+    /// A stored level: the node, if the tail holds it.
+    Stored(Option<Hash>),
+    /// A computed level: the hash of each leaf the tail holds.
+    Leaves(Vec<Option<String>>),
 }
 
 /// The writer thread's state.
@@ -771,9 +854,11 @@ impl Writer {
                 }
             }
         }
+        // Only the upper levels are kept; a lower node is computed from its leaves.
         let nodes: Vec<(String, NodeId, Hash)> = batches
             .iter()
             .flat_map(|b| &b.tree_nodes)
+            .filter(|n| n.id.level >= STORED_LEVEL)
             .map(|n| (n.tenant_id.clone(), n.id, n.hash))
             .collect();
         if rows.is_empty() && receipts.is_empty() && nodes.is_empty() {
@@ -1260,22 +1345,36 @@ impl Store for FjallStore {
         self.read(
             move |tail| {
                 ids.into_iter()
-                    .map(|id| (id, tail.node(&t2, id)))
+                    .map(|id| {
+                        if id.level >= STORED_LEVEL {
+                            (id, TailNode::Stored(tail.node(&t2, id)))
+                        } else {
+                            // The hashes of the node's leaves that the tail holds.
+                            let hashes = (id.start()..id.start() + id.width())
+                                .map(|leaf| {
+                                    tail.at(&t2, leaf + 1)
+                                        .map(|row| row.chained().record.hash.clone())
+                                })
+                                .collect();
+                            (id, TailNode::Leaves(hashes))
+                        }
+                    })
                     .collect::<Vec<_>>()
             },
             move |t, s, found| {
                 found
                     .into_iter()
-                    .map(|(id, in_tail)| {
-                        if in_tail.is_some() {
-                            return Ok(in_tail);
+                    .map(|(id, in_tail)| match in_tail {
+                        TailNode::Stored(Some(hash)) => Ok(Some(hash)),
+                        TailNode::Stored(None) => {
+                            match s.get(&t.tree, tree_key(&tenant, id)).map_err(unavailable)? {
+                                None => Ok(None),
+                                Some(v) => Hash::try_from(v.as_ref())
+                                    .map(Some)
+                                    .map_err(|_| corrupt("bad tree node")),
+                            }
                         }
-                        match s.get(&t.tree, tree_key(&tenant, id)).map_err(unavailable)? {
-                            None => Ok(None),
-                            Some(v) => Hash::try_from(v.as_ref())
-                                .map(Some)
-                                .map_err(|_| corrupt("bad tree node")),
-                        }
+                        TailNode::Leaves(hashes) => t.computed_node(s, &tenant, id, hashes),
                     })
                     .collect()
             },
