@@ -5,6 +5,7 @@
 //! writer thread (`group.rs`); [`conformance`] is the suite each backend must pass.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod conformance;
 pub mod disk;
 mod durable_file;

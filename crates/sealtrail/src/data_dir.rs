@@ -197,6 +197,42 @@ fn create_log_key(path: &Path, origin: &str) -> anyhow::Result<NoteSigner> {
 /// servers on one data directory would each chain the same tenants and fork them. (The
 /// `keys` command does not take it; it only touches the key table.) The OS drops the lock
 /// when the process dies, so a crash never leaves a stale lock behind.
+/// The engine a data directory's identity file records (`None`: no identity file).
+pub fn recorded_engine(data_dir: &Path) -> anyhow::Result<Option<StoreEngine>> {
+    let path = data_dir.join(IDENTITY_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let identity: Identity = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a sealtrail data directory identity",
+            path.display()
+        )
+    })?;
+    Ok(Some(identity.store))
+}
+
+/// Takes the data directory's server lock if no server holds it (`None` if one does): a
+/// backup holds it so no server starts meanwhile.
+pub fn try_lock(data_dir: &Path) -> anyhow::Result<Option<File>> {
+    let path = data_dir.join("serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(err)) => {
+            Err(err).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
 fn lock(data_dir: &Path) -> anyhow::Result<File> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;

@@ -1,7 +1,8 @@
 //! The `sealtrail` command: `serve` (embedded mode), `gateway`, `chainer` and `migrate`
-//! (distributed mode), `keys`, `config`.
+//! (distributed mode), `keys`, `config`, `verify`, `backup` and `restore`.
 #![forbid(unsafe_code)]
 
+mod backup_cmd;
 mod config;
 mod data_dir;
 mod distributed;
@@ -57,16 +58,22 @@ enum Command {
     /// Merkle tree against the signed checkpoint, and consistency with a kept one.
     /// Exit 0 when everything holds, 1 on the first failure, 2 when it cannot run.
     Verify(verify_cmd::VerifyArgs),
+    /// Copy an embedded data directory to a new directory, consistently, while its server
+    /// runs (or not): the log, API keys, identity and signing key.
+    Backup(backup_cmd::BackupArgs),
+    /// Bring a backup back into a new data directory; the server started on it rebuilds
+    /// the indexes from the log and serves the same records and checkpoints.
+    Restore(backup_cmd::RestoreArgs),
 }
 
 #[derive(Args, Clone, Default)]
-struct Common {
+pub(crate) struct Common {
     /// Configuration file (TOML); also SEALTRAIL_CONFIG.
     #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Data directory [default: ./sealtrail-data; env: SEALTRAIL_DATA_DIR].
     #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -298,6 +305,10 @@ fn main() -> std::process::ExitCode {
             distributed::migrate(config, partitions)
         }),
         Command::Keys(cmd) => keys_cmd::run(cmd),
+        Command::Backup(args) => {
+            load(&args.common, Overrides::default()).and_then(|c| backup_cmd::backup(c, &args))
+        }
+        Command::Restore(args) => backup_cmd::restore(&args),
         Command::Config(ConfigCommand::Defaults) => {
             print!("{}", Config::defaults_toml());
             Ok(())

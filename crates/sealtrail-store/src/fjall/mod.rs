@@ -272,8 +272,12 @@ impl From<SegmentError> for StoreError {
     }
 }
 
-/// The watermark the indexer last persisted: the log position below which every index
-/// entry is durable (0 when there is none yet: everything is replayed).
+/// The watermark the indexer last persisted in `index_dir`: the log position below which
+/// every index entry is durable — and so every frame fsynced (0 when there is none yet).
+pub fn indexed_watermark(index_dir: &Path) -> StoreResult<u64> {
+    read_watermark(index_dir)
+}
+
 fn read_watermark(index_dir: &Path) -> StoreResult<u64> {
     let path = index_dir.join(WATERMARK_FILE);
     match std::fs::read_to_string(&path) {
