@@ -235,6 +235,24 @@ async fn verification_detects_tampering_in_the_fjall_store() {
                     let outcome = find(&bytes[payload.clone()], br#""success""#).unwrap();
                     let at_outcome = payload.start + outcome;
                     bytes[at_outcome..at_outcome + 9].copy_from_slice(br#""failure""#);
+                    // The record entry's own checksum too: the first entry of the frame
+                    // (after the format byte and the count), eight length-prefixed fields
+                    // with the sequence number after the first.
+                    let entry = payload.start + 5;
+                    let mut end = entry;
+                    for field in 0..8 {
+                        let n = u32::from_le_bytes(bytes[end..end + 4].try_into().unwrap());
+                        end += 4 + n as usize;
+                        if field == 0 {
+                            end += 8;
+                        }
+                    }
+                    assert!(
+                        entry < at_outcome && at_outcome < end,
+                        "the edit is in the entry"
+                    );
+                    let crc = crc32fast::hash(&bytes[entry..end]);
+                    bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
                     let crc = crc32fast::hash(&bytes[payload.clone()]);
                     bytes[payload.end..payload.end + 4].copy_from_slice(&crc.to_le_bytes());
                 }

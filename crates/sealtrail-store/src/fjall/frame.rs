@@ -5,6 +5,7 @@
 //! records  u32 count, then each (a *record entry*, which an `events` index entry points at):
 //!   tenant str | sequence_number u64 | hash str | input_digest str | id str
 //!   | actor_id str | action str | resource_id str | canonical bytes
+//!   | CRC32 u32 of the entry's bytes before it
 //! receipts u32 count, then each: tenant str | receipt_id str | receipt JSON bytes
 //! nodes    u32 count, then each: tenant str | level u8 | index u64 | hash [32]
 //! ```
@@ -13,7 +14,8 @@
 //! is the record without `hash` exactly as it was hashed; `id`, `actor_id`, `action` and
 //! `resource_id` repeat what the indexer needs from it, so indexing (live or replaying the
 //! log after a crash) never parses JSON. A record entry is self-contained: a read by
-//! position decodes it alone.
+//! position decodes it alone, and its own checksum catches a damaged record on every read
+//! (the frame's checksum is only checked when whole frames are read).
 
 use sealtrail_core::merkle::{Hash, NodeId};
 
@@ -84,6 +86,8 @@ impl Encoder {
             self.bytes(s.as_bytes());
         }
         self.bytes(r.canonical);
+        let crc = crc32fast::hash(&self.buf[start..]);
+        self.buf.extend_from_slice(&crc.to_le_bytes());
         self.record_spans
             .push((start as u32, (self.buf.len() - start) as u32));
         self.section.1 += 1;
@@ -153,7 +157,8 @@ impl<'a> Cursor<'a> {
     }
 
     fn record(&mut self) -> Result<RecordEntry<'a>, String> {
-        Ok(RecordEntry {
+        let start = self.at;
+        let entry = RecordEntry {
             tenant: self.str()?,
             seq: self.u64()?,
             hash: self.str()?,
@@ -163,7 +168,12 @@ impl<'a> Cursor<'a> {
             action: self.str()?,
             resource_id: self.str()?,
             canonical: self.bytes()?,
-        })
+        };
+        let computed = crc32fast::hash(&self.buf[start..self.at]);
+        if self.u32()? != computed {
+            return Err("the record entry's checksum does not match: the record is damaged".into());
+        }
+        Ok(entry)
     }
 }
 
@@ -265,5 +275,10 @@ mod tests {
         let mut longer = payload.clone();
         longer.push(0);
         assert!(decode(&longer).is_err());
+        // A flipped bit in a record is caught when the record alone is read.
+        let (_, start, len) = frame.records[1];
+        let mut damaged = payload[start as usize..(start + len) as usize].to_vec();
+        damaged[len as usize / 2] ^= 0x10;
+        assert!(decode_record(&damaged).unwrap_err().contains("checksum"));
     }
 }
