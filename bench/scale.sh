@@ -8,7 +8,12 @@
 # "errors" counts non-2xx answers and wrk socket errors (wrk gives up on a request after
 # 2 s); "stall s" is how long store commits waited for memtable flushes in the slice.
 #
+# At the target it reports the ingest rate of the last 10% against the first 10%, bytes on
+# disk per event and read latencies (bench/read_latency.py: a record by id, a one-filter
+# list with its total, a fresh checkpoint, an inclusion proof).
+#
 # Knobs (environment): SCALE_EVENTS (default 10000000), SCALE_SLICE_SECONDS (20),
+# SCALE_READS (200 requests of each read kind),
 # SCALE_CONNECTIONS (16), SCALE_TENANTS (8), SCALE_WRK_THREADS (2), SCALE_STORE (fjall),
 # SCALE_DATA_DIR (default: a fresh temporary directory, removed at the end).
 set -euo pipefail
@@ -87,6 +92,8 @@ printf '%5s %12s %10s %9s %8s %8s %9s %12s %11s %9s\n' slice stored events/s "p9
 count=0
 slice=0
 peak_rss=0
+# Time spent and events added by the slices that filled the first and the last 10%.
+first_events=0; first_s=0; last_events=0; last_s=0
 while ((count < TARGET)); do
   slice=$((slice + 1))
   before=$count
@@ -96,6 +103,12 @@ while ((count < TARGET)); do
   line=$(grep '^BENCH' <<<"$out") || { echo "$out" >&2; exit 1; }
   eval "${line#BENCH }"
   count=$(stored)
+  if ((before < TARGET / 10)); then
+    first_events=$((first_events + count - before)); first_s=$(echo "$first_s + $duration_s" | bc -l)
+  fi
+  if ((count > TARGET * 9 / 10)); then
+    last_events=$((last_events + count - before)); last_s=$(echo "$last_s + $duration_s" | bc -l)
+  fi
   rss=$(rss_kb)
   ((rss > peak_rss)) && peak_rss=$rss
   stall=$(metric sealtrail_store_write_stall_microseconds_total)
@@ -106,6 +119,16 @@ while ((count < TARGET)); do
 done
 printf 'peak RSS at the end of a slice: %.0f MB (VmHWM %.0f MB)\n' "$(echo "$peak_rss / 1024" | bc -l)" \
   "$(awk '/VmHWM/ {print $2/1024}' "/proc/$PID/status")"
+
+first_rate=$(echo "$first_events / $first_s" | bc -l)
+last_rate=$(echo "$last_events / $last_s" | bc -l)
+printf 'ingest rate: first 10%% %.0f events/s, last 10%% %.0f events/s (ratio %.2f)\n' "$first_rate" "$last_rate" \
+  "$(echo "$last_rate / $first_rate" | bc -l)"
+printf 'on disk: %s MB for %s events, %.0f bytes per event\n' "$(mb "$(store_bytes)")" "$count" \
+  "$(echo "$(store_bytes) / $count" | bc -l)"
+sleep 2 # let the indexer catch up, so reads measure the indexes, not the in-memory tail
+echo "read latencies at $count events (one tenant of $TENANTS, one request at a time):"
+python3 bench/read_latency.py "$BASE" "${KEYS%%,*}" "${SCALE_READS:-200}"
 
 # Crash and restart: SIGKILL (no shutdown, no final flush), then time until healthy.
 kill -9 "$PID"

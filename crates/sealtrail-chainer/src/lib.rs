@@ -203,6 +203,12 @@ struct Prepared {
 }
 
 /// One entry's result, before it is sent.
+/// An event id already chained: stored before this poll, or earlier in this batch.
+enum Known {
+    Stored(StoredEvent),
+    InBatch(usize),
+}
+
 struct Settled {
     reply_to: Option<ReplyAddress>,
     receipt: Receipt,
@@ -425,16 +431,23 @@ impl<C: PartitionConsumer> Chainer<C> {
                 working.insert(tenant.clone(), fetched.remove(&tenant));
             }
         }
-        let mut known: HashMap<(String, String), StoredEvent> = if keys.is_empty() {
+        let mut known: HashMap<(String, String), Known> = if keys.is_empty() {
             HashMap::new()
         } else {
             self.store
                 .find_events(keys)
                 .await?
                 .into_iter()
-                .map(|e| ((e.record.tenant_id.clone(), e.record.id.clone()), e))
+                .map(|e| {
+                    (
+                        (e.record.tenant_id.clone(), e.record.id.clone()),
+                        Known::Stored(e),
+                    )
+                })
                 .collect()
         };
+        // Nodes below this level the store does not keep (it computes them).
+        let min_level = self.store.min_tree_level();
 
         let mut frontiers: HashMap<String, Frontier> = HashMap::new();
 
@@ -457,18 +470,30 @@ impl<C: PartitionConsumer> Chainer<C> {
                 created_at: entry.created_at.clone(),
                 committed_at: None,
             };
-            let mut records = Vec::with_capacity(entry.events.len());
+            // The committed records go back only to a caller that waits for them.
+            let wants_records = entry.reply_to.is_some();
+            let mut records =
+                Vec::with_capacity(if wants_records { entry.events.len() } else { 0 });
             for indexed in &entry.events {
                 let event = &indexed.event;
                 let key = (all_ids || event.client_id).then(|| (tenant.clone(), event.id.clone()));
                 if let Some(stored) = key.as_ref().and_then(|k| known.get(k)) {
-                    if stored.input_digest == event.input_digest {
+                    let (record, digest) = match stored {
+                        Known::Stored(e) => (&e.record, &e.input_digest),
+                        Known::InBatch(i) => {
+                            let c = &batch.records[*i];
+                            (&c.record, &c.input_digest)
+                        }
+                    };
+                    if *digest == event.input_digest {
                         // A redelivery (after a crash or a rebalance) or a client's retry.
                         metrics::counter!("sealtrail_chainer_already_stored_events_total")
                             .increment(1);
                         receipt.accepted += 1;
                         receipt.ids.push(event.id.clone());
-                        records.push(stored.record.clone());
+                        if wants_records {
+                            records.push(record.clone());
+                        }
                     } else {
                         receipt.rejected += 1;
                         receipt.errors.push(ItemError {
@@ -495,25 +520,26 @@ impl<C: PartitionConsumer> Chainer<C> {
                 let frontier = frontiers.get_mut(tenant).expect("loaded above");
                 let leaf = record_leaf(&chained.record.hash).expect("the chain step writes hex");
                 frontier.push(&leaf, |id, hash| {
-                    batch.tree_nodes.push(TreeNode {
-                        tenant_id: tenant.clone(),
-                        id,
-                        hash,
-                    })
+                    if id.level >= min_level {
+                        batch.tree_nodes.push(TreeNode {
+                            tenant_id: tenant.clone(),
+                            id,
+                            hash,
+                        })
+                    }
                 });
                 working.insert(tenant.clone(), Some(chained.head()));
                 receipt.accepted += 1;
                 receipt.ids.push(event.id.clone());
-                records.push(chained.record.clone());
+                if wants_records {
+                    records.push(chained.record.clone());
+                }
                 // A later event of this poll may reuse the id — also one the server minted
                 // here: a client retrying a request that timed out sends the minted ids
                 // back, and the retry can land in the same poll as the original.
                 known.insert(
                     key.unwrap_or_else(|| (tenant.clone(), event.id.clone())),
-                    StoredEvent {
-                        record: chained.record.clone(),
-                        input_digest: chained.input_digest.clone(),
-                    },
+                    Known::InBatch(batch.records.len()),
                 );
                 batch.records.push(chained);
             }

@@ -159,6 +159,12 @@ pub trait Store: Send + Sync + 'static {
     async fn tree_nodes(&self, tenant_id: &str, ids: Vec<NodeId>)
     -> StoreResult<Vec<Option<Hash>>>;
 
+    /// The lowest level of Merkle tree node this store keeps: a writer need not send it
+    /// nodes below (the store computes those from the leaves). Default 0: every node.
+    fn min_tree_level(&self) -> u8 {
+        0
+    }
+
     /// Stores a new API key (only its hash).
     async fn create_key(&self, key: ApiKey) -> StoreResult<()>;
 

@@ -1219,6 +1219,10 @@ impl Store for FjallStore {
         self.shutdown();
     }
 
+    fn min_tree_level(&self) -> u8 {
+        STORED_LEVEL
+    }
+
     async fn append_shared(&self, batch: Arc<CommitBatch>) -> StoreResult<()> {
         self.writer.submit(batch).await
     }
