@@ -205,7 +205,7 @@ struct Prepared {
 /// One entry's result, before it is sent.
 /// An event id already chained: stored before this poll, or earlier in this batch.
 enum Known {
-    Stored(StoredEvent),
+    Stored(Box<StoredEvent>),
     InBatch(usize),
 }
 
@@ -441,7 +441,7 @@ impl<C: PartitionConsumer> Chainer<C> {
                 .map(|e| {
                     (
                         (e.record.tenant_id.clone(), e.record.id.clone()),
-                        Known::Stored(e),
+                        Known::Stored(Box::new(e)),
                     )
                 })
                 .collect()
