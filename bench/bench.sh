@@ -50,7 +50,7 @@ PY
 reset_peak() { echo 5 > /proc/$PID/clear_refs 2>/dev/null || true; }
 peak_mb() { awk '/VmHWM/ {print $2/1024}' /proc/$PID/status; }
 OVERALL_PEAK=0
-note_peak() { local p; p=$(peak_mb); OVERALL_PEAK=$(awk -v a="$p" -v b="$OVERALL_PEAK" 'BEGIN { print (a > b) ? a : b }'); echo "$p"; }
+note_peak() { local p; p=$(peak_mb); OVERALL_PEAK=$(awk -v a="$p" -v b="$OVERALL_PEAK" 'BEGIN { if (a + 0 > b + 0) print a; else print b }'); echo "$p"; }
 printf '\n%-28s %12s %9s %9s %9s %8s %9s\n' "scenario" "events/s" "p50 ms" "p99 ms" "p99.9 ms" "errors" "peak MB"
 run() { # name path body_file connections events_per_request
   local out line
