@@ -236,21 +236,10 @@ pub fn try_lock(data_dir: &Path) -> anyhow::Result<Option<File>> {
 fn lock(data_dir: &Path) -> anyhow::Result<File> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let path = data_dir.join("serve.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+    try_lock(data_dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
             "another sealtrail server is already serving {}; stop it first or choose another --data-dir",
             data_dir.display()
-        ),
-        Err(std::fs::TryLockError::Error(err)) => {
-            Err(err).with_context(|| format!("cannot lock {}", path.display()))
-        }
-    }
+        )
+    })
 }

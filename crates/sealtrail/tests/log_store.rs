@@ -12,10 +12,9 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
@@ -51,33 +50,6 @@ fn frames(bytes: &[u8]) -> Vec<(usize, usize)> {
         at += 12 + len + 4;
     }
     out
-}
-
-/// Runs `serve` on `data` expecting it to refuse to start; returns its stderr.
-fn refused(data: &Path) -> String {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--data-dir"])
-        .arg(data)
-        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            assert!(!status.success(), "serve exited 0: {err}");
-            return err;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve started on {} instead of refusing", data.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 async fn fill(data: &Path, key: &str, n: usize) {
@@ -280,7 +252,7 @@ async fn a_flipped_byte_inside_the_log_refuses_the_start_naming_segment_and_offs
     flipped[third + 12 + len / 2] ^= 0x01;
     std::fs::write(&seg, &flipped).unwrap();
 
-    let err = refused(&data);
+    let err = refused_to_start(&data, &[]);
     let name = seg.file_name().unwrap().to_str().unwrap();
     assert!(
         err.contains(&format!("{name} at byte {third}")),

@@ -368,3 +368,35 @@ pub async fn assert_all_present_once(
     }
     total
 }
+
+/// Runs `serve` on `data` (with `extra` flags) expecting it to refuse to start; returns
+/// its stderr.
+pub fn refused_to_start(data: &Path, extra: &[&str]) -> String {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(data)
+        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            assert!(!status.success(), "serve {extra:?} exited 0: {err}");
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "serve {extra:?} started on {} instead of refusing",
+                data.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
