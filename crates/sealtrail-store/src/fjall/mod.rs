@@ -320,6 +320,25 @@ fn index_in(records: &[ChainedRecord], record: &ChainedRecord) -> usize {
     index
 }
 
+/// Decodes the record entry read at log position `pos` and checks it is the record the
+/// index named (`tenant`, `seq`): an index pointing elsewhere is corruption.
+fn checked_entry<'a>(
+    tenant: &str,
+    seq: u64,
+    pos: u64,
+    bytes: &'a [u8],
+) -> StoreResult<RecordEntry<'a>> {
+    let entry = frame::decode_record(bytes)
+        .map_err(|e| corrupt(format!("the log entry at position {pos}: {e}")))?;
+    if entry.tenant != tenant || entry.seq != seq {
+        return Err(corrupt(format!(
+            "the log entry at position {pos} is {}#{}, but the index has it as {tenant}#{seq}",
+            entry.tenant, entry.seq
+        )));
+    }
+    Ok(entry)
+}
+
 impl Trees {
     /// Opens the index database and its keyspaces; also returns fjall's own seal trigger
     /// of each keyspace (see [`budget::seal_triggers`]).
@@ -378,14 +397,7 @@ impl Trees {
     fn load(&self, tenant: &str, seq: u64, value: &[u8]) -> StoreResult<StoredEvent> {
         let (_, pos, len) = split_value(value)?;
         let bytes = self.log.read_at(pos, len)?;
-        let entry = frame::decode_record(&bytes)
-            .map_err(|e| corrupt(format!("the log entry at position {pos}: {e}")))?;
-        if entry.tenant != tenant || entry.seq != seq {
-            return Err(corrupt(format!(
-                "the log entry at position {pos} is {}#{}, but the index has it as {tenant}#{seq}",
-                entry.tenant, entry.seq
-            )));
-        }
+        let entry = checked_entry(tenant, seq, pos, &bytes)?;
         let record = Record::from_canonical(entry.canonical, entry.hash).map_err(corrupt)?;
         Ok(StoredEvent {
             record,
@@ -761,14 +773,7 @@ impl Trees {
         pos: u64,
         bytes: &[u8],
     ) -> StoreResult<ChainRow> {
-        let entry = frame::decode_record(bytes)
-            .map_err(|e| corrupt(format!("the log entry at position {pos}: {e}")))?;
-        if entry.tenant != tenant || entry.seq != seq {
-            return Err(corrupt(format!(
-                "the log entry at position {pos} is {}#{}, but the index has it as {tenant}#{seq}",
-                entry.tenant, entry.seq
-            )));
-        }
+        let entry = checked_entry(tenant, seq, pos, bytes)?;
         Ok(ChainRow {
             sequence_number: seq,
             hash: entry.hash.to_string(),
