@@ -260,16 +260,24 @@ async fn verification_detects_tampering_in_the_fjall_store() {
             }
             std::fs::write(&seg, bytes).unwrap();
         }
+        // Each sync call was its own frame, so record 5 is a run of its own: the attacker
+        // deletes the run and the `records` entry it names.
         let db = fjall::Database::builder(data.join("index")).open().unwrap();
-        let events = db
-            .keyspace("events", fjall::KeyspaceCreateOptions::default)
-            .unwrap();
+        let open = |name| {
+            db.keyspace(name, fjall::KeyspaceCreateOptions::default)
+                .unwrap()
+        };
+        let (runs, records) = (open("runs"), open("records"));
         let key = |seq: u64| [&[4u8][..], b"acme", &seq.to_be_bytes()].concat();
+        let run = runs.get(key(5)).unwrap().expect("record 5 starts a run");
+        assert_eq!(&run[12..], &1u32.to_be_bytes(), "a run of one record");
+        let record_key = &run[..12];
         assert!(
-            events.get(key(5)).unwrap().is_some(),
-            "record 5 is indexed under its key"
+            records.get(record_key).unwrap().is_some(),
+            "record 5 is indexed"
         );
-        events.remove(key(5)).unwrap();
+        records.remove(record_key).unwrap();
+        runs.remove(key(5)).unwrap();
         db.persist(fjall::PersistMode::SyncAll).unwrap();
     })
     .await;

@@ -6,7 +6,8 @@
 //!   earlier record kept;
 //! - a flipped byte inside the log refuses the start, naming the segment and the offset;
 //! - indexes that went through SIGKILLs at random points, with the indexer lagging, are
-//!   exactly the indexes a full rebuild from the log makes.
+//!   exactly the indexes a full rebuild from the log makes;
+//! - an index directory of an older layout is rebuilt from the log at start.
 
 mod common;
 
@@ -277,7 +278,7 @@ type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 fn dump_indexes(data: &Path) -> BTreeMap<String, Entries> {
     let db = fjall::Database::builder(data.join("index")).open().unwrap();
     let mut out = BTreeMap::new();
-    for name in ["events", "ids", "facets", "receipts", "tree"] {
+    for name in ["records", "runs", "ids", "facets", "receipts", "tree"] {
         let ks = db
             .keyspace(name, fjall::KeyspaceCreateOptions::default)
             .unwrap();
@@ -359,7 +360,7 @@ async fn indexes_that_lived_through_sigkills_equal_a_rebuild_from_the_log() {
     let mut server = Server::start(&data).await;
     assert!(server.sigterm_and_wait());
     let rebuilt = dump_indexes(&data);
-    assert_eq!(lived["events"].len(), stored);
+    assert_eq!(lived["records"].len(), stored);
     for (name, entries) in &lived {
         assert!(
             entries == &rebuilt[name],
@@ -368,4 +369,53 @@ async fn indexes_that_lived_through_sigkills_equal_a_rebuild_from_the_log() {
             rebuilt[name].len()
         );
     }
+}
+
+/// An index directory written with another layout (the first one keyed every record by
+/// tenant; it recorded no layout) is deleted and rebuilt from the log at start: the log
+/// is the store. Records with server-made ids (UUIDv7, keyed by their timestamp) and
+/// client ids are found by id afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_of_an_older_layout_is_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    fill(&data, &key, 10).await;
+    let mut server = Server::start(&data).await;
+    let api = Api::new(&server, &key);
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let mut e = event("x");
+        e.as_object_mut().unwrap().remove("id");
+        let (s, v) = api.post("/v1/events?sync=true", &e).await;
+        assert_eq!(s, 201, "{v}");
+        made.push(v["id"].as_str().unwrap().to_string());
+    }
+    assert!(made[0].as_bytes()[14] == b'7', "a UUIDv7: {}", made[0]);
+    assert!(server.sigterm_and_wait());
+
+    let triggers = data.join("index/sealtrail-memtables.json");
+    let text = std::fs::read_to_string(&triggers).unwrap();
+    assert!(text.contains("\"layout\":2"), "{text}");
+    std::fs::write(&triggers, "[67108864,67108864,67108864,67108864,67108864]").unwrap();
+
+    let server = Server::start(&data).await;
+    assert!(
+        server
+            .log()
+            .contains("has an older layout; rebuilding it from the log"),
+        "{}",
+        server.log()
+    );
+    let api = Api::new(&server, &key);
+    let events = assert_chain_ok(&api).await;
+    assert_eq!(events.len(), 13);
+    assert_tree_matches(&api, &events).await;
+    for id in made.iter().map(String::as_str).chain(["e0", "e9"]) {
+        let (s, got) = api.get(&format!("/v1/events/{id}")).await;
+        assert_eq!(s, 200, "{id}: {got}");
+        assert_eq!(got["id"], json!(id));
+    }
+    let text = std::fs::read_to_string(&triggers).unwrap();
+    assert!(text.contains("\"layout\":2"), "rewritten: {text}");
 }

@@ -43,7 +43,7 @@ use crate::ingest::{append, new_id, wait_outcome};
 use crate::{AppState, Service};
 
 /// Entries of one stream appended and awaiting their commit at once.
-pub const MAX_IN_FLIGHT: usize = 4;
+pub const MAX_IN_FLIGHT: usize = 2;
 /// Most events the reader folds into one entry. With [`MAX_IN_FLIGHT`] this bounds what a
 /// stream holds in memory — validated events waiting, entries in flight, acknowledgements
 /// (each with its committed record) not yet sent: about `(1 + 2 × MAX_IN_FLIGHT) ×

@@ -136,6 +136,26 @@ pub(super) fn has_triggers(dir: &std::path::Path) -> bool {
     dir.join(TRIGGERS_FILE).exists()
 }
 
+/// The layout of the index directory this sealtrail writes, recorded in `TRIGGERS_FILE`
+/// next to the seal triggers. 2: `records` + `runs` keyed in write order (issue 11); an
+/// index of another layout (or of none recorded: the first, tenant-keyed `events`) is
+/// deleted and rebuilt from the log at start — the log is the store, the index is derived.
+pub(super) const INDEX_LAYOUT: u32 = 2;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IndexFile {
+    layout: u32,
+    seal_triggers: [u64; super::KEYSPACES],
+}
+
+/// Whether the index directory records the layout this sealtrail writes.
+pub(super) fn has_current_layout(dir: &std::path::Path) -> bool {
+    std::fs::read_to_string(dir.join(TRIGGERS_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_str::<IndexFile>(&text).ok())
+        .is_some_and(|file| file.layout == INDEX_LAYOUT)
+}
+
 /// fjall's own seal trigger of each keyspace, which fjall fixes when a keyspace is created
 /// (later options are ignored): recorded in `TRIGGERS_FILE` when the index directory is
 /// created. The writer seals each keyspace by half its trigger, so fjall's own trigger —
@@ -153,10 +173,16 @@ pub(super) fn seal_triggers(
         crate::StoreError::Unavailable(format!("{}: {e}", path.display()))
     };
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return serde_json::from_str(&text).map_err(|e| unavailable(&e));
+        return serde_json::from_str::<IndexFile>(&text)
+            .map(|file| file.seal_triggers)
+            .map_err(|e| unavailable(&e));
     }
     let triggers = [memtable; super::KEYSPACES];
-    let json = serde_json::to_vec(&triggers).expect("triggers serialize");
+    let json = serde_json::to_vec(&IndexFile {
+        layout: INDEX_LAYOUT,
+        seal_triggers: triggers,
+    })
+    .expect("triggers serialize");
     crate::write_durably(&path, &json, false).map_err(|e| unavailable(&e))?;
     Ok(triggers)
 }

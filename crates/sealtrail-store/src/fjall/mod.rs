@@ -14,18 +14,33 @@
 //! group from the tail once they are committed.
 //!
 //! The indexes (all integers big-endian; `T` = tenant as `len:u8` + bytes):
-//! - `events`:   `T seq:u64` → `hash(64) log-position:u64 entry-length:u32` (the record
-//!   itself is read from the log by position)
-//! - `ids`:      `T id` → `seq:u64`
+//! - `records`:  `frame-position:u64 index:u32` → `hash(32) log-position:u64
+//!   entry-length:u32` (the record itself is read from the log by position). `index` is
+//!   the record's place in its frame sorted by (tenant, seq), so each tenant's records of a
+//!   frame have consecutive keys
+//! - `runs`:     `T first-seq:u64` → `frame-position:u64 index:u32 count:u32`: one entry per
+//!   tenant per frame, naming the `records` keys of its sequence numbers `first-seq ..
+//!   first-seq + count`
+//! - `ids`:      `1 millis:u48 T id` for a UUIDv7 id (its own timestamp), `0 T id` for any
+//!   other → `seq:u64`
 //! - `facets`:   `T kind:u8 len:u16 value first-seq:u64` → the sequence numbers of one
 //!   frame's records with that value, as a posting list (`postings`; kind 1 actor,
 //!   2 action, 3 resource): one entry per value per frame, not one per record, so a batch
 //!   whose records share an action costs one insert for it, and counting a filter's
 //!   `total` reads a few entries per frame instead of one per record
-//! - `receipts`: `T receipt_id` → receipt JSON
+//! - `receipts`: keyed like `ids` (receipt ids are UUIDv7) → receipt JSON
 //! - `tree`:     `T level:u8 index:u64` → 32-byte Merkle node hash (`TreeNode`), for nodes
 //!   of level [`STORED_LEVEL`] and up only (one node per 256 records); a lower node is
-//!   computed from its ≤ 128 leaves, whose record hashes the `events` entries hold
+//!   computed from its ≤ 128 leaves, whose record hashes the `records` entries hold
+//!
+//! **Why these keys (compaction).** An LSM tree rewrites a table when a newer one overlaps
+//! its key range. Keyed by tenant first, every flushed table of a busy store spans every
+//! tenant, overlaps every older table, and compaction rewrites ever more of the index as
+//! it grows (measured: its CPU share rose from a seventh to two fifths of the machine over
+//! 4M events, and ingest fell to half). The per-record keyspaces are therefore keyed in
+//! write order — `records` by log position, `ids` and `receipts` by the UUIDv7 timestamp —
+//! so a flushed table lies (nearly) past every older one and is moved down, not rewritten;
+//! only the small per-frame keyspaces (`runs`, `facets`, `tree`) are keyed by tenant.
 //!
 //! The indexer persists an **"indexed up to" watermark** (a log position, in
 //! `index/sealtrail-indexed-to`) about once a second, and only after `persist(SyncAll)`
@@ -98,8 +113,9 @@ pub const LEGACY_EVENTS_DIR: &str = "events";
 /// The watermark file in the index directory.
 const WATERMARK_FILE: &str = "sealtrail-indexed-to";
 
-const HASH_LEN: usize = 64;
+const HASH_LEN: usize = 32;
 const POINTER_VALUE_LEN: usize = HASH_LEN + 12;
+const RUN_VALUE_LEN: usize = 16;
 /// Tenants whose head sequence number the writer remembers (then it starts over).
 const HEAD_CACHE_TENANTS: usize = 100_000;
 /// How often the store's gauges are refreshed on the metrics registry.
@@ -118,12 +134,13 @@ const PAUSE_ENV: &str = "SEALTRAIL_TEST_INDEXER_PAUSE_MS";
 /// How long the writer waits for a full tail before it says so in the log.
 const TAIL_STALL_WARNING: Duration = Duration::from_secs(5);
 /// The keyspaces, in [`Trees::all`] order.
-const KEYSPACES: usize = 5;
-const KS_EVENTS: usize = 0;
+const KEYSPACES: usize = 6;
+const KS_RECORDS: usize = 0;
 const KS_IDS: usize = 1;
 const KS_FACETS: usize = 2;
 const KS_RECEIPTS: usize = 3;
 const KS_TREE: usize = 4;
+const KS_RUNS: usize = 5;
 /// The lowest level of Merkle tree node the store keeps (in the log, the tail and fjall).
 pub const STORED_LEVEL: u8 = 8;
 const FACET_ACTOR: u8 = 1;
@@ -133,7 +150,8 @@ const FACET_RESOURCE: u8 = 3;
 #[derive(Clone)]
 struct Trees {
     db: Database,
-    events: Keyspace,
+    records: Keyspace,
+    runs: Keyspace,
     ids: Keyspace,
     facets: Keyspace,
     receipts: Keyspace,
@@ -210,10 +228,90 @@ fn event_key(tenant: &str, seq: u64) -> Vec<u8> {
     key
 }
 
+/// An `ids` or `receipts` key: a UUIDv7 (every id the server makes, and what SDKs make)
+/// under its own millisecond timestamp first, so entries arrive in nearly key order (see
+/// "Why these keys" above); any other id under `0` and the tenant.
 fn named_key(tenant: &str, name: &str) -> Vec<u8> {
-    let mut key = tenant_prefix(tenant);
+    let prefix = tenant_prefix(tenant);
+    let mut key = Vec::with_capacity(7 + prefix.len() + name.len());
+    match uuid7_millis(name) {
+        Some(ms) => {
+            key.push(1);
+            key.extend_from_slice(&ms.to_be_bytes()[2..]);
+        }
+        None => key.push(0),
+    }
+    key.extend_from_slice(&prefix);
     key.extend_from_slice(name.as_bytes());
     key
+}
+
+/// The 48-bit millisecond timestamp of a UUIDv7 in its text form (either case).
+fn uuid7_millis(id: &str) -> Option<u64> {
+    let b = id.as_bytes();
+    if b.len() != 36
+        || b[8] != b'-'
+        || b[13] != b'-'
+        || b[14] != b'7'
+        || b[18] != b'-'
+        || b[23] != b'-'
+    {
+        return None;
+    }
+    let mut ms = 0u64;
+    for &c in b[..8].iter().chain(&b[9..13]) {
+        ms = ms << 4 | u64::from((c as char).to_digit(16)?);
+    }
+    Some(ms)
+}
+
+/// A `records` key: the frame's log position and the record's index in the frame's
+/// (tenant, seq) order.
+fn record_key(pos: u64, index: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&pos.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// A `runs` value: where a run's first record key is, and how many records it has.
+fn run_value(pos: u64, index: u32, count: u32) -> Vec<u8> {
+    let mut value = Vec::with_capacity(RUN_VALUE_LEN);
+    value.extend_from_slice(&pos.to_be_bytes());
+    value.extend_from_slice(&index.to_be_bytes());
+    value.extend_from_slice(&count.to_be_bytes());
+    value
+}
+
+/// A run: its first sequence number (from the key), frame position, first index, count.
+#[derive(Clone, Copy)]
+struct Run {
+    first: u64,
+    pos: u64,
+    index: u32,
+    count: u64,
+}
+
+impl Run {
+    fn parse(key: &[u8], value: &[u8]) -> StoreResult<Self> {
+        if value.len() != RUN_VALUE_LEN || value[12..] == [0; 4] {
+            return Err(corrupt("a runs index entry is malformed"));
+        }
+        Ok(Run {
+            first: seq_suffix(key)?,
+            pos: u64::from_be_bytes(value[..8].try_into().unwrap()),
+            index: u32::from_be_bytes(value[8..12].try_into().unwrap()),
+            count: u64::from(u32::from_be_bytes(value[12..].try_into().unwrap())),
+        })
+    }
+
+    fn last(&self) -> u64 {
+        self.first + self.count - 1
+    }
+
+    fn key_of(&self, seq: u64) -> [u8; 12] {
+        record_key(self.pos, self.index + (seq - self.first) as u32)
+    }
 }
 
 fn facet_prefix(tenant: &str, kind: u8, value: &str) -> Vec<u8> {
@@ -239,21 +337,23 @@ fn seq_suffix(key: &[u8]) -> StoreResult<u64> {
     Ok(u64::from_be_bytes(tail))
 }
 
-/// An `events` value: the record's hash, and where its entry is in the log.
-fn event_value(hash: &str, pos: u64, len: u32) -> Vec<u8> {
+/// A `records` value: the record's hash (raw), and where its entry is in the log.
+fn record_value(hash_hex: &str, pos: u64, len: u32) -> StoreResult<Vec<u8>> {
+    let hash = merkle::record_leaf(hash_hex)
+        .ok_or_else(|| corrupt(format!("record hash {hash_hex:?} in the log is not hex")))?;
     let mut value = Vec::with_capacity(POINTER_VALUE_LEN);
-    value.extend_from_slice(hash.as_bytes());
+    value.extend_from_slice(&hash);
     value.extend_from_slice(&pos.to_be_bytes());
     value.extend_from_slice(&len.to_be_bytes());
-    value
+    Ok(value)
 }
 
-/// Splits an `events` value into (hash, log position, entry length).
-fn split_value(value: &[u8]) -> StoreResult<(&str, u64, usize)> {
+/// Splits a `records` value into (hash, log position, entry length).
+fn split_value(value: &[u8]) -> StoreResult<(Hash, u64, usize)> {
     if value.len() != POINTER_VALUE_LEN {
-        return Err(corrupt("an events index entry has the wrong length"));
+        return Err(corrupt("a records index entry has the wrong length"));
     }
-    let hash = std::str::from_utf8(&value[..HASH_LEN]).map_err(corrupt)?;
+    let hash: Hash = value[..HASH_LEN].try_into().unwrap();
     let pos = u64::from_be_bytes(value[HASH_LEN..HASH_LEN + 8].try_into().unwrap());
     let len = u32::from_be_bytes(value[HASH_LEN + 8..].try_into().unwrap());
     Ok((hash, pos, len as usize))
@@ -366,7 +466,8 @@ impl Trees {
             .map_err(unavailable)
         };
         let trees = Self {
-            events: open("events")?,
+            records: open("records")?,
+            runs: open("runs")?,
             ids: open("ids")?,
             facets: open("facets")?,
             receipts: open("receipts")?,
@@ -384,15 +485,16 @@ impl Trees {
     /// Every keyspace with its name, indexed by the `KS_*` constants.
     fn all(&self) -> [(&'static str, &Keyspace); KEYSPACES] {
         [
-            ("events", &self.events),
+            ("records", &self.records),
             ("ids", &self.ids),
             ("facets", &self.facets),
             ("receipts", &self.receipts),
             ("tree", &self.tree),
+            ("runs", &self.runs),
         ]
     }
 
-    /// Reads the record entry an `events` value points at, and checks it is the one the
+    /// Reads the record entry a `records` value points at, and checks it is the one the
     /// key names.
     fn load(&self, tenant: &str, seq: u64, value: &[u8]) -> StoreResult<StoredEvent> {
         let (_, pos, len) = split_value(value)?;
@@ -405,27 +507,109 @@ impl Trees {
         })
     }
 
+    /// The run of `tenant` that holds `seq`, if it is indexed.
+    fn run_of(&self, snap: &Snapshot, tenant: &str, seq: u64) -> StoreResult<Option<Run>> {
+        let Some(item) = snap
+            .range(&self.runs, tenant_prefix(tenant)..=event_key(tenant, seq))
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let (key, value) = item.into_inner().map_err(read_error)?;
+        let run = Run::parse(&key, &value)?;
+        Ok((seq <= run.last()).then_some(run))
+    }
+
+    /// The `records` value of `tenant`'s record `seq`, if it is indexed.
+    fn record_value(
+        &self,
+        snap: &Snapshot,
+        tenant: &str,
+        seq: u64,
+    ) -> StoreResult<Option<fjall::Slice>> {
+        let Some(run) = self.run_of(snap, tenant, seq)? else {
+            return Ok(None);
+        };
+        match snap
+            .get(&self.records, run.key_of(seq))
+            .map_err(read_error)?
+        {
+            Some(value) => Ok(Some(value)),
+            None => Err(corrupt(format!(
+                "the runs index names {tenant}#{seq}, the records index has no entry for it"
+            ))),
+        }
+    }
+
+    /// Calls `f(seq, records value)` for `tenant`'s indexed records `from ..= to` in
+    /// order, until it returns `false`: one `runs` range, then one `records` range per run.
+    fn scan(
+        &self,
+        snap: &Snapshot,
+        tenant: &str,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(u64, &[u8]) -> StoreResult<bool>,
+    ) -> StoreResult<()> {
+        if from > to {
+            return Ok(());
+        }
+        let mut visit = |run: Run| -> StoreResult<bool> {
+            let (lo, hi) = (from.max(run.first), to.min(run.last()));
+            if lo > hi {
+                return Ok(true);
+            }
+            let mut seq = lo;
+            for item in snap.range(&self.records, run.key_of(lo)..=run.key_of(hi)) {
+                let (_, value) = item.into_inner().map_err(read_error)?;
+                if !f(seq, &value)? {
+                    return Ok(false);
+                }
+                seq += 1;
+            }
+            if seq != hi + 1 {
+                return Err(corrupt(format!(
+                    "the runs index names {tenant}#{seq}, the records index has no entry for it"
+                )));
+            }
+            Ok(true)
+        };
+        // The run holding `from` may start before it.
+        if let Some(run) = self.run_of(snap, tenant, from)?
+            && !visit(run)?
+        {
+            return Ok(());
+        }
+        if from == u64::MAX {
+            return Ok(());
+        }
+        for item in snap.range(
+            &self.runs,
+            event_key(tenant, from + 1)..=event_key(tenant, to),
+        ) {
+            let (key, value) = item.into_inner().map_err(read_error)?;
+            if !visit(Run::parse(&key, &value)?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn stored_event(
         &self,
         snap: &Snapshot,
         tenant: &str,
         seq: u64,
     ) -> StoreResult<Option<StoredEvent>> {
-        let Some(value) = snap
-            .get(&self.events, event_key(tenant, seq))
-            .map_err(unavailable)?
-        else {
-            return Ok(None);
-        };
-        self.load(tenant, seq, &value).map(Some)
+        match self.record_value(snap, tenant, seq)? {
+            Some(value) => self.load(tenant, seq, &value).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn stored_hash(&self, snap: &Snapshot, tenant: &str, seq: u64) -> StoreResult<Option<String>> {
-        let value = snap
-            .get(&self.events, event_key(tenant, seq))
-            .map_err(read_error)?;
-        match value {
-            Some(value) => Ok(Some(split_value(&value)?.0.to_string())),
+        match self.record_value(snap, tenant, seq)? {
+            Some(value) => Ok(Some(hex::encode(split_value(&value)?.0))),
             None => Ok(None),
         }
     }
@@ -446,16 +630,25 @@ impl Trees {
 
     fn head(&self, snap: &Snapshot, tenant: &str) -> StoreResult<Option<ChainHead>> {
         let prefix = tenant_prefix(tenant);
-        let Some(last) = snap.prefix(&self.events, &prefix).next_back() else {
-            return Ok(None);
-        };
-        let (key, value) = last.into_inner().map_err(unavailable)?;
         // A longer tenant name can share the prefix bytes only with a different length
         // byte, so every key under the prefix is this tenant's.
-        let (hash, _, _) = split_value(&value)?;
+        let Some(last) = snap.prefix(&self.runs, &prefix).next_back() else {
+            return Ok(None);
+        };
+        let (key, value) = last.into_inner().map_err(read_error)?;
+        let run = Run::parse(&key, &value)?;
+        let seq = run.last();
+        let value = snap
+            .get(&self.records, run.key_of(seq))
+            .map_err(read_error)?
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "the runs index names {tenant}#{seq}, the records index has no entry for it"
+                ))
+            })?;
         Ok(Some(ChainHead {
-            sequence_number: seq_suffix(&key)?,
-            hash: hash.to_string(),
+            sequence_number: seq,
+            hash: hex::encode(split_value(&value)?.0),
         }))
     }
 
@@ -477,12 +670,45 @@ impl Trees {
         let payload_at = pos + PAYLOAD_OFFSET;
         // (tenant, kind, value) → the frame's sequence numbers with it, in order.
         let mut lists: HashMap<(&str, u8, &str), Vec<u64>> = HashMap::new();
-        for (r, start, len) in &frame.records {
+        // The frame's records in (tenant, seq) order: a tenant's records of one frame are
+        // consecutive sequence numbers, so they get consecutive `records` keys — one run.
+        let mut order: Vec<usize> = (0..frame.records.len()).collect();
+        order.sort_unstable_by_key(|&i| (frame.records[i].0.tenant, frame.records[i].0.seq));
+        let index_of = |i: usize| {
+            u32::try_from(i).map_err(|_| {
+                corrupt(format!(
+                    "the log frame at position {pos} has too many records"
+                ))
+            })
+        };
+        let mut run: Option<(&str, u64, u32, u32)> = None;
+        let mut runs = Vec::new();
+        for (index, &i) in order.iter().enumerate() {
+            let (r, start, len) = &frame.records[i];
+            let index = index_of(index)?;
             put(
-                KS_EVENTS,
-                event_key(r.tenant, r.seq),
-                event_value(r.hash, payload_at + *start as u64, *len),
+                KS_RECORDS,
+                record_key(pos, index).to_vec(),
+                record_value(r.hash, payload_at + *start as u64, *len)?,
             );
+            match &mut run {
+                Some((tenant, first, _, count))
+                    if *tenant == r.tenant && *first + u64::from(*count) == r.seq =>
+                {
+                    *count += 1;
+                }
+                _ => runs.extend(run.replace((r.tenant, r.seq, index, 1))),
+            }
+        }
+        runs.extend(run);
+        for (tenant, first, index, count) in runs {
+            put(
+                KS_RUNS,
+                event_key(tenant, first),
+                run_value(pos, index, count),
+            );
+        }
+        for (r, _, _) in &frame.records {
             put(
                 KS_IDS,
                 named_key(r.tenant, r.id),
@@ -532,7 +758,7 @@ impl Trees {
     }
 
     /// A node below [`STORED_LEVEL`], from the hashes of its leaves (`leaf i` is record
-    /// `i + 1`): those the tail held (`in_tail`), the rest from the `events` index. `None`
+    /// `i + 1`): those the tail held (`in_tail`), the rest from the `records` index. `None`
     /// if a leaf is not there (the node is not complete).
     fn computed_node(
         &self,
@@ -546,29 +772,32 @@ impl Trees {
         let mut indexed = None;
         for (offset, hash) in in_tail.into_iter().enumerate() {
             let hash = match hash {
-                Some(hash) => hash,
+                Some(hash) => merkle::record_leaf(&hash)
+                    .ok_or_else(|| corrupt(format!("record hash {hash:?} is not hex")))?,
                 None => {
                     // One range read for the node's leaves the tail did not hold.
                     let rows = indexed.get_or_insert_with(|| {
-                        let start = event_key(tenant, first_seq);
-                        let end = event_key(tenant, first_seq + id.width() - 1);
-                        snap.range(&self.events, start..=end)
-                            .map(|item| {
-                                let (key, value) = item.into_inner().map_err(unavailable)?;
-                                Ok((seq_suffix(&key)?, split_value(&value)?.0.to_string()))
-                            })
-                            .collect::<StoreResult<HashMap<u64, String>>>()
+                        let mut rows = HashMap::new();
+                        self.scan(
+                            snap,
+                            tenant,
+                            first_seq,
+                            first_seq + id.width() - 1,
+                            |seq, value| {
+                                rows.insert(seq, split_value(value)?.0);
+                                Ok(true)
+                            },
+                        )
+                        .map(|()| rows)
                     });
                     let rows = rows.as_ref().map_err(|e| e.duplicate())?;
                     match rows.get(&(first_seq + offset as u64)) {
-                        Some(hash) => hash.clone(),
+                        Some(hash) => *hash,
                         None => return Ok(None),
                     }
                 }
             };
-            let leaf = merkle::record_leaf(&hash)
-                .ok_or_else(|| corrupt(format!("record hash {hash:?} is not hex")))?;
-            leaves.push(merkle::leaf_hash(&leaf));
+            leaves.push(merkle::leaf_hash(&hash));
         }
         Ok(Some(merkle::root_of_leaf_hashes(&leaves)))
     }
@@ -677,21 +906,16 @@ impl Trees {
                 }
             }
             None => {
-                let end = event_key(tenant, below.saturating_sub(1));
-                for item in snap.range(&self.events, tenant_prefix(tenant)..=end) {
-                    let (key, value) = item.into_inner().map_err(unavailable)?;
-                    let seq = seq_suffix(&key)?;
-                    if seq >= below {
-                        break;
-                    }
-                    let record = self.load(tenant, seq, &value)?.record;
+                self.scan(snap, tenant, 1, below.saturating_sub(1), |seq, value| {
+                    let record = self.load(tenant, seq, value)?.record;
                     if query.matches(&record) {
                         total += 1;
                         if wanted(total, seq, &events) {
                             events.push(record);
                         }
                     }
-                }
+                    Ok(true)
+                })?;
             }
         }
         for row in &tail {
@@ -718,13 +942,13 @@ impl Trees {
         if from_seq >= below {
             return Ok(Vec::new());
         }
-        let start = event_key(tenant, from_seq);
-        let end = event_key(tenant, below - 1);
         let mut wanted: Vec<(u64, u64, usize)> = Vec::with_capacity(limit.min(4096));
-        for item in snap.range(&self.events, start..=end).take(limit) {
-            let (key, value) = item.into_inner().map_err(unavailable)?;
-            let (_, pos, len) = split_value(&value)?;
-            wanted.push((seq_suffix(&key)?, pos, len));
+        if limit > 0 {
+            self.scan(snap, tenant, from_seq, below - 1, |seq, value| {
+                let (_, pos, len) = split_value(value)?;
+                wanted.push((seq, pos, len));
+                Ok(wanted.len() < limit)
+            })?;
         }
         // Records of a chain sit close together in the log (a batch's records are one
         // run of a frame): read each run with one `pread` instead of one per record.
@@ -1114,12 +1338,20 @@ impl FjallStore {
         }
         let keys = Arc::new(SqliteStore::open(data_dir)?);
         let index_dir = data_dir.join(INDEX_DIR);
-        if index_dir.exists() && !budget::has_triggers(&index_dir) {
-            // Made by a start that crashed before recording it: rebuilt from the log.
-            tracing::warn!(
-                "the index directory {} is incomplete (a crash while it was created); rebuilding it from the log",
-                index_dir.display()
-            );
+        if index_dir.exists() && !budget::has_current_layout(&index_dir) {
+            // Made by a start that crashed before recording it, or by an older sealtrail
+            // with another index layout: rebuilt from the log.
+            if budget::has_triggers(&index_dir) {
+                tracing::warn!(
+                    "the index directory {} has an older layout; rebuilding it from the log (this takes a while for a large log; progress is logged)",
+                    index_dir.display()
+                );
+            } else {
+                tracing::warn!(
+                    "the index directory {} is incomplete (a crash while it was created); rebuilding it from the log",
+                    index_dir.display()
+                );
+            }
             std::fs::remove_dir_all(&index_dir)
                 .map_err(|e| unavailable(format!("{}: {e}", index_dir.display())))?;
         }
@@ -1455,5 +1687,49 @@ impl Store for FjallStore {
 
     async fn revoke_key(&self, key_id: &str, revoked_at: &str) -> StoreResult<bool> {
         self.keys.revoke_key(key_id, revoked_at).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid7_ids_are_keyed_by_their_timestamp_first() {
+        let id = "0190a5c2-7e1f-7abc-8def-0123456789ab";
+        assert_eq!(uuid7_millis(id), Some(0x0190_a5c2_7e1f));
+        assert_eq!(uuid7_millis(&id.to_uppercase()), Some(0x0190_a5c2_7e1f));
+        // Not a UUIDv7: version 4, wrong length, not hex.
+        assert_eq!(uuid7_millis("0190a5c2-7e1f-4abc-8def-0123456789ab"), None);
+        assert_eq!(uuid7_millis("0190a5c2-7e1f-7abc-8def-0123456789a"), None);
+        assert_eq!(uuid7_millis("0190a5g2-7e1f-7abc-8def-0123456789ab"), None);
+        let key = named_key("acme", id);
+        assert_eq!(key[0], 1);
+        assert_eq!(&key[1..7], &0x0190_a5c2_7e1f_u64.to_be_bytes()[2..]);
+        assert_eq!(&key[7..12], b"\x04acme");
+        assert!(key.ends_with(id.as_bytes()));
+        // Later ids sort later whatever their tenant; other ids sort before all of them.
+        let later = named_key("a", "0190a5c2-7e20-7000-8000-000000000000");
+        assert!(later > key);
+        assert!(named_key("zzz", "evt-1") < key);
+        assert_eq!(
+            named_key("acme", "evt-1"),
+            [&[0u8, 4][..], b"acme", b"evt-1"].concat()
+        );
+    }
+
+    #[test]
+    fn record_keys_follow_the_log_and_runs_name_them() {
+        assert!(record_key(100, 7) < record_key(101, 0));
+        assert!(record_key(100, 7) < record_key(100, 8));
+        let key = event_key("acme", 41);
+        let run = Run::parse(&key, &run_value(100, 5, 3)).unwrap();
+        assert_eq!((run.first, run.last()), (41, 43));
+        assert_eq!(run.key_of(42), record_key(100, 6));
+        assert!(
+            Run::parse(&key, &run_value(100, 5, 0)).is_err(),
+            "an empty run"
+        );
+        assert!(Run::parse(&key, &[0; 15]).is_err());
     }
 }
