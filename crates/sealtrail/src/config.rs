@@ -177,7 +177,7 @@ impl Default for Config {
             log_level: "info".into(),
             segment_mb: 64,
             index_lag_mb: 32,
-            fjall_write_buffer_mb: 32,
+            fjall_write_buffer_mb: 16,
             fjall_journal_mb: 256,
             fjall_cache_mb: 8,
             fjall_worker_threads: 2,

@@ -98,7 +98,7 @@ pub struct FjallLimits {
 impl Default for FjallLimits {
     fn default() -> Self {
         Self {
-            write_buffer_bytes: 32 * MIB,
+            write_buffer_bytes: 16 * MIB,
             journal_bytes: 256 * MIB,
             cache_bytes: 8 * MIB,
             worker_threads: 2,
