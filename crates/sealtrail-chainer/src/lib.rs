@@ -275,7 +275,7 @@ impl<C: PartitionConsumer> Chainer<C> {
 
     async fn process(
         &mut self,
-        entries: Vec<LogEntry>,
+        mut entries: Vec<LogEntry>,
         maybe_stored: &[bool],
     ) -> Result<(), ChainerError> {
         // (1)+(2): read and chain. Reads write nothing, so a failed read is simply retried
@@ -283,7 +283,7 @@ impl<C: PartitionConsumer> Chainer<C> {
         // help at all.
         let mut backoff = Duration::from_millis(50);
         let prepared = loop {
-            match self.prepare(&entries, maybe_stored).await {
+            match self.prepare(&mut entries, maybe_stored).await {
                 Ok(prepared) => break prepared,
                 Err(err) if err.is_retryable() => {
                     self.heads.clear();
@@ -402,9 +402,14 @@ impl<C: PartitionConsumer> Chainer<C> {
         ChainerError::from_store(err)
     }
 
+    /// Reads what chaining `entries` needs, then chains them. Every read (and so every
+    /// error) comes first; only the infallible chaining step (2) moves the events out of
+    /// `entries` into the batch, so a failed call leaves `entries` whole for the retry,
+    /// and a successful one leaves them without events (only their reply addresses are
+    /// used afterwards).
     async fn prepare(
         &mut self,
-        entries: &[LogEntry],
+        entries: &mut [LogEntry],
         maybe_stored: &[bool],
     ) -> Result<Prepared, StoreError> {
         // (1) heads of uncached tenants, and stored events whose ids are reused.
@@ -449,16 +454,29 @@ impl<C: PartitionConsumer> Chainer<C> {
         // Nodes below this level the store does not keep (it computes them).
         let min_level = self.store.min_tree_level();
 
-        let mut frontiers: HashMap<String, Frontier> = HashMap::new();
-
-        // (2) chain.
-        let mut batch = CommitBatch::default();
-        let mut settled = Vec::with_capacity(entries.len());
-        for (entry, &all_ids) in entries.iter().zip(maybe_stored) {
+        // The tree frontier of every tenant with an event here, at its head before this
+        // poll.
+        for entry in entries.iter() {
             let tenant = &entry.tenant_id;
             if !working.contains_key(tenant) {
                 working.insert(tenant.clone(), self.heads.get(tenant).cloned());
             }
+        }
+        let mut frontiers: HashMap<String, Frontier> = HashMap::new();
+        for (tenant, head) in &working {
+            let size = head.as_ref().map_or(0, |h| h.sequence_number);
+            let frontier = match self.frontiers.get(tenant) {
+                Some(f) if f.size() == size => f.clone(),
+                _ => self.load_frontier(tenant, size).await?,
+            };
+            frontiers.insert(tenant.clone(), frontier);
+        }
+
+        // (2) chain: nothing here fails.
+        let mut batch = CommitBatch::default();
+        let mut settled = Vec::with_capacity(entries.len());
+        for (entry, &all_ids) in entries.iter_mut().zip(maybe_stored) {
+            let tenant = &entry.tenant_id;
             let mut receipt = Receipt {
                 receipt_id: entry.receipt_id.clone(),
                 status: ReceiptStatus::Queued,
@@ -474,8 +492,8 @@ impl<C: PartitionConsumer> Chainer<C> {
             let wants_records = entry.reply_to.is_some();
             let mut records =
                 Vec::with_capacity(if wants_records { entry.events.len() } else { 0 });
-            for indexed in &entry.events {
-                let event = &indexed.event;
+            for indexed in std::mem::take(&mut entry.events) {
+                let event = indexed.event;
                 let key = (all_ids || event.client_id).then(|| (tenant.clone(), event.id.clone()));
                 if let Some(stored) = key.as_ref().and_then(|k| known.get(k)) {
                     let (record, digest) = match stored {
@@ -508,15 +526,8 @@ impl<C: PartitionConsumer> Chainer<C> {
                     continue;
                 }
                 let head = working.get(tenant).cloned().flatten();
-                if !frontiers.contains_key(tenant) {
-                    let size = head.as_ref().map_or(0, |h| h.sequence_number);
-                    let frontier = match self.frontiers.get(tenant) {
-                        Some(f) if f.size() == size => f.clone(),
-                        _ => self.load_frontier(tenant, size).await?,
-                    };
-                    frontiers.insert(tenant.clone(), frontier);
-                }
-                let chained = chain_step(head.as_ref(), tenant, event.clone());
+                let id = event.id.clone();
+                let chained = chain_step(head.as_ref(), tenant, event);
                 let frontier = frontiers.get_mut(tenant).expect("loaded above");
                 let leaf = record_leaf(&chained.record.hash).expect("the chain step writes hex");
                 frontier.push(&leaf, |id, hash| {
@@ -530,7 +541,7 @@ impl<C: PartitionConsumer> Chainer<C> {
                 });
                 working.insert(tenant.clone(), Some(chained.head()));
                 receipt.accepted += 1;
-                receipt.ids.push(event.id.clone());
+                receipt.ids.push(id.clone());
                 if wants_records {
                     records.push(chained.record.clone());
                 }
@@ -538,7 +549,7 @@ impl<C: PartitionConsumer> Chainer<C> {
                 // here: a client retrying a request that timed out sends the minted ids
                 // back, and the retry can land in the same poll as the original.
                 known.insert(
-                    key.unwrap_or_else(|| (tenant.clone(), event.id.clone())),
+                    key.unwrap_or_else(|| (tenant.clone(), id)),
                     Known::InBatch(batch.records.len()),
                 );
                 batch.records.push(chained);

@@ -199,7 +199,7 @@ fn digest_input(input: &EventInput) -> String {
     // The same canonical bytes as records get: the digest must not depend on member
     // order in the request, and must stay stable across versions (it is stored).
     let canonical = crate::record::canonical_bytes(input, &input.metadata);
-    hex::encode(Sha256::digest(&canonical))
+    const_hex::encode(Sha256::digest(&canonical))
 }
 
 /// Checks the shape and limits of one event object (see [`crate::limits`]).

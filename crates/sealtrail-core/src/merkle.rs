@@ -49,8 +49,12 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 
 /// The leaf of a record: the 32 raw bytes of its lowercase-hex `hash`.
 pub fn record_leaf(hash_hex: &str) -> Option<Hash> {
+    // Exactly 64 digits: `const_hex` would also take a `0x` prefix.
+    if hash_hex.len() != 64 {
+        return None;
+    }
     let mut out = [0u8; 32];
-    hex::decode_to_slice(hash_hex, &mut out).ok()?;
+    const_hex::decode_to_slice(hash_hex, &mut out).ok()?;
     Some(out)
 }
 
@@ -259,6 +263,16 @@ impl NodeSource for MemoryTree {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_record_leaf_is_exactly_64_hex_digits() {
+        let hex = "ab".repeat(32);
+        assert_eq!(record_leaf(&hex), Some([0xab; 32]));
+        assert_eq!(record_leaf(&hex.to_uppercase()), Some([0xab; 32]));
+        assert_eq!(record_leaf(&format!("0x{}", &hex[2..])), None, "no 0x prefix");
+        assert_eq!(record_leaf(&hex[2..]), None);
+        assert_eq!(record_leaf(&format!("{}zz", &hex[2..])), None);
+    }
+
     use super::*;
     use proptest::prelude::*;
 
