@@ -1,15 +1,54 @@
 -- wrk script: POSTs $ST_BODY to $ST_PATH, rotating over the API keys in $ST_KEYS
--- (comma-separated, one per tenant), and prints one machine-readable BENCH line.
+-- (comma-separated, one per tenant) or in the file $ST_KEYS_FILE (one key per line, the
+-- last tab-separated field: `sealtrail keys create --tenants-from` output), and prints one
+-- machine-readable BENCH line.
+-- ST_ONCE=1: each key is used exactly once, split over the $ST_THREADS threads (as wrk's
+-- -t); a thread whose keys are used up sends GET /healthz until wrk's duration ends.
 local keys = {}
-for k in string.gmatch(os.getenv("ST_KEYS") or "", "[^,]+") do keys[#keys + 1] = k end
+local file = os.getenv("ST_KEYS_FILE")
+if file then
+  for line in io.lines(file) do
+    local k = line:match("([^\t]+)$")
+    if k then keys[#keys + 1] = k end
+  end
+else
+  for k in string.gmatch(os.getenv("ST_KEYS") or "", "[^,]+") do keys[#keys + 1] = k end
+end
 local path = os.getenv("ST_PATH")
 local body = io.open(os.getenv("ST_BODY_FILE")):read("*a")
+local once = os.getenv("ST_ONCE") == "1"
+local nthreads = tonumber(os.getenv("ST_THREADS") or "1")
 local counter = 0
+local next_tid = 0
+
+setup = function(thread)
+  thread:set("tid", next_tid)
+  next_tid = next_tid + 1
+end
 
 request = function()
   counter = counter + 1
+  if once then
+    local i = (tid or 0) + 1 + (counter - 1) * nthreads
+    if i > #keys then
+      return wrk.format("GET", "/healthz")
+    end
+    return wrk.format("POST", path, { ["Authorization"] = "Bearer " .. keys[i], ["Content-Type"] = "application/json" }, body)
+  end
   local key = keys[(counter % #keys) + 1]
   return wrk.format("POST", path, { ["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json" }, body)
+end
+
+-- ST_ONCE: the thread stops once each of its connections has moved past its last key
+-- (so every POST it sent was answered).
+if once then
+  local per_thread_conns = math.ceil(tonumber(os.getenv("ST_CONNS") or "1") / nthreads)
+  response = function(status, headers, body)
+    local quota = math.ceil((#keys - (tid or 0)) / nthreads)
+    if counter >= quota + per_thread_conns then
+      wrk.thread:stop()
+    end
+  end
 end
 
 done = function(summary, latency, requests)

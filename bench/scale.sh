@@ -12,6 +12,12 @@
 # disk per event and read latencies (bench/read_latency.py: a record by id, a one-filter
 # list with its total, a fresh checkpoint, an inclusion proof).
 #
+# Then, on a fresh server, the many-tenants run: SCALE_MANY_TENANTS (default 100000)
+# tenants with one key each (created in one `keys create --tenants-from` call) send one
+# sync batch of SCALE_MANY_EVENTS (10) events each; it reports the rate, p99, RSS, bytes
+# per event, read latencies of one tenant, and the restart after a SIGKILL, and checks
+# 200 sampled tenants hold exactly their events. SCALE_MANY_TENANTS=0 skips it.
+#
 # Knobs (environment): SCALE_EVENTS (default 10000000), SCALE_SLICE_SECONDS (20),
 # SCALE_READS (200 requests of each read kind),
 # SCALE_CONNECTIONS (16), SCALE_TENANTS (8), SCALE_WRK_THREADS (2), SCALE_STORE (fjall),
@@ -142,3 +148,52 @@ after=$(stored)
 printf 'restart after SIGKILL: healthy in %.2f s (RSS %.0f MB); %s events after restart\n' \
   "$(echo "$t1 - $t0" | bc -l)" "$(echo "$(rss_kb) / 1024" | bc -l)" "$after"
 [ "$after" -ge "$count" ] || { echo "LOST EVENTS: $count before the kill, $after after" >&2; exit 1; }
+
+MANY=${SCALE_MANY_TENANTS:-100000}
+PER=${SCALE_MANY_EVENTS:-10}
+((MANY > 0)) || exit 0
+kill -9 "$PID"
+wait "$PID" 2>/dev/null || true
+[ -z "${SCALE_DATA_DIR:-}" ] && rm -rf "$DATA"
+DATA=$WORK/many
+start_server
+wait_healthy 30
+seq -f "many-%.0f" 1 "$MANY" > "$WORK/tenants.txt"
+t0=$(date +%s.%N)
+"$BIN" keys create --tenants-from "$WORK/tenants.txt" --scopes read,write --data-dir "$DATA" --store "$STORE" \
+  > "$WORK/many-keys.tsv" 2>/dev/null
+t1=$(date +%s.%N)
+python3 - "$WORK/batch10.json" "$EVENT" "$PER" <<'PY'
+import json, sys
+event = json.loads(sys.argv[2])
+json.dump({"events": [event] * int(sys.argv[3])}, open(sys.argv[1], "w"))
+PY
+printf '\nsealtrail scale, many tenants: %s tenants (keys created in %.1f s), one sync batch of %s events each, %s connections\n' \
+  "$MANY" "$(echo "$t1 - $t0" | bc -l)" "$PER" "$CONNS"
+out=$(ST_KEYS_FILE="$WORK/many-keys.tsv" ST_ONCE=1 ST_THREADS="$THREADS" ST_CONNS="$CONNS" \
+  ST_PATH="/v1/events/batch?sync=true" ST_BODY_FILE="$WORK/batch10.json" \
+  wrk -t"$THREADS" -c"$CONNS" -d3600s --latency -s bench/ingest.lua "$BASE" 2>&1)
+line=$(grep '^BENCH' <<<"$out") || { echo "$out" >&2; exit 1; }
+eval "${line#BENCH }"
+committed=$(metric sealtrail_events_committed_total)
+printf 'committed %.0f events in %.1f s: %.0f events/s, p99 %s ms, errors %s; RSS %.0f MB (VmHWM %.0f MB)\n' \
+  "$committed" "$duration_s" "$(echo "$committed / $duration_s" | bc -l)" "$p99_ms" "$((socket_errors + non2xx))" \
+  "$(echo "$(rss_kb) / 1024" | bc -l)" "$(awk '/VmHWM/ {print $2/1024}' "/proc/$PID/status")"
+printf 'on disk: %s MB, %.0f bytes per event\n' "$(mb "$(store_bytes)")" "$(echo "$(store_bytes) / $committed" | bc -l)"
+sleep 2
+echo "read latencies (one tenant of $MANY, $PER events):"
+python3 bench/read_latency.py "$BASE" "$(head -1 "$WORK/many-keys.tsv" | cut -f2)" "${SCALE_READS:-200}"
+kill -9 "$PID"
+wait "$PID" 2>/dev/null || true
+t0=$(date +%s.%N)
+start_server
+wait_healthy 600
+t1=$(date +%s.%N)
+printf 'restart after SIGKILL: healthy in %.2f s (RSS %.0f MB)\n' "$(echo "$t1 - $t0" | bc -l)" "$(echo "$(rss_kb) / 1024" | bc -l)"
+bad=0
+for k in $(shuf -n 200 "$WORK/many-keys.tsv" | cut -f2); do
+  t=$(curl -sf -H "Authorization: Bearer $k" "$BASE/v1/events?page_size=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+  [ "$t" = "$PER" ] || bad=$((bad + 1))
+done
+echo "200 sampled tenants after the restart: $((200 - bad)) hold exactly $PER events"
+[ "$bad" = 0 ] || { echo "TENANTS WITH WRONG COUNTS: $bad" >&2; exit 1; }

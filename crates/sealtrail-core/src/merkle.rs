@@ -268,7 +268,11 @@ mod tests {
         let hex = "ab".repeat(32);
         assert_eq!(record_leaf(&hex), Some([0xab; 32]));
         assert_eq!(record_leaf(&hex.to_uppercase()), Some([0xab; 32]));
-        assert_eq!(record_leaf(&format!("0x{}", &hex[2..])), None, "no 0x prefix");
+        assert_eq!(
+            record_leaf(&format!("0x{}", &hex[2..])),
+            None,
+            "no 0x prefix"
+        );
         assert_eq!(record_leaf(&hex[2..]), None);
         assert_eq!(record_leaf(&format!("{}zz", &hex[2..])), None);
     }

@@ -126,7 +126,8 @@ impl ChainWalker {
     pub fn check(&mut self, stored_hash: &str, canonical: &[u8]) -> Result<(), Box<Broken>> {
         self.checked += 1;
         let mut computed = [0u8; 64];
-        const_hex::encode_to_slice(Sha256::digest(canonical), &mut computed).expect("64 hex digits");
+        const_hex::encode_to_slice(Sha256::digest(canonical), &mut computed)
+            .expect("64 hex digits");
         let hash_ok = computed.as_slice() == stored_hash.as_bytes();
         if let Some(anchor) = self.anchor.take() {
             return self.check_anchor(&anchor, stored_hash, canonical, hash_ok, &computed);

@@ -364,15 +364,22 @@ impl SegmentLog {
         if self.len >= self.roll_bytes && self.len > 0 {
             self.roll()?;
         }
-        let mut frame = Vec::with_capacity(HEADER + payload.len() + TRAILER);
-        frame.extend_from_slice(&MAGIC.to_le_bytes());
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        let crc = header_crc(&frame[0..8]);
-        frame.extend_from_slice(&crc.to_le_bytes());
-        frame.extend_from_slice(payload);
-        frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        // Header, payload and trailer are written as they are (no copy of a payload of
+        // megabytes into one buffer); a failure between them leaves a partial frame, cut
+        // off below like any other.
+        let mut header = [0u8; HEADER];
+        header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        let crc = header_crc(&header[0..8]);
+        header[8..12].copy_from_slice(&crc.to_le_bytes());
+        let trailer: [u8; TRAILER] = crc32fast::hash(payload).to_le_bytes();
         let at = self.end();
-        if let Err(err) = self.file.write_all(&frame) {
+        let written = self
+            .file
+            .write_all(&header)
+            .and_then(|()| self.file.write_all(payload))
+            .and_then(|()| self.file.write_all(&trailer));
+        if let Err(err) = written {
             // Nothing was synced: cut the partial frame off and stay usable (a full disk
             // must not need a restart). If even that fails, the end is unknown.
             if let Err(cut) = self.file.set_len(self.len) {
@@ -388,7 +395,7 @@ impl SegmentLog {
             self.broken = Some(format!("fdatasync failed: {err}"));
             return Err(err.into());
         }
-        self.len += frame.len() as u64;
+        self.len += (HEADER + payload.len() + TRAILER) as u64;
         Ok(at)
     }
 

@@ -626,6 +626,34 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn create_keys(&self, keys: Vec<ApiKey>) -> StoreResult<()> {
+        self.write_direct(move |conn| {
+            let tx = conn.unchecked_transaction().map_err(unavailable)?;
+            {
+                let mut insert = tx
+                    .prepare(&format!(
+                        "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    ))
+                    .map_err(unavailable)?;
+                for key in keys {
+                    insert
+                        .execute(params![
+                            key.key_id,
+                            key.tenant_id,
+                            key.key_hash,
+                            key.key_prefix,
+                            key.scopes.join(","),
+                            key.created_at,
+                            key.revoked_at
+                        ])
+                        .map_err(unavailable)?;
+                }
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
     async fn find_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
         let hash = key_hash.to_string();
         self.read(move |conn| {

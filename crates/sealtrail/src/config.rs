@@ -67,7 +67,8 @@ pub struct Config {
     pub fjall_journal_mb: u64,
     /// fjall block cache for reads (MiB).
     pub fjall_cache_mb: u64,
-    /// fjall background threads that flush and compact (with 2 or more, one only flushes).
+    /// fjall background threads that flush and compact (with 2 or more, one only flushes,
+    /// but fjall 3.1 then spins that one while another compacts).
     pub fjall_worker_threads: usize,
     /// Embedded stores: free space (MiB) the data directory's disk must keep. Below it,
     /// writes are refused with `507 insufficient_storage` (reads keep working) and resume
@@ -180,7 +181,7 @@ impl Default for Config {
             fjall_write_buffer_mb: 16,
             fjall_journal_mb: 256,
             fjall_cache_mb: 8,
-            fjall_worker_threads: 2,
+            fjall_worker_threads: 1,
             min_free_disk_mb: 1024,
             max_connections: 2048,
             header_read_timeout_ms: 10_000,

@@ -1,6 +1,7 @@
 //! `sealtrail keys …`: key management straight on the store, so it works with or without
 //! a running server (SQLite serializes the writes).
 
+use std::io::Write;
 use std::sync::Arc;
 
 use sealtrail_store::sqlite::SqliteStore;
@@ -15,7 +16,37 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cmd {
-            KeysCommand::Create { common, target, tenant, scopes } => {
+            KeysCommand::Create { common, target, tenant: None, tenants_from: Some(path), scopes } => {
+                let config = crate::load(&common, target.overrides())?;
+                let scopes = sealtrail_api::keys::parse_scopes(&scopes).map_err(anyhow::Error::msg)?;
+                let text = if path.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+                };
+                let now = sealtrail_core::time::format_micros(now_micros());
+                let mut made = Vec::new();
+                for (line, tenant) in text.lines().map(str::trim).enumerate() {
+                    if tenant.is_empty() {
+                        continue;
+                    }
+                    let key = sealtrail_api::keys::generate(tenant, scopes.clone(), now.clone())
+                        .map_err(|e| anyhow::anyhow!("{}, line {}: {e}; no key was created", path.display(), line + 1))?;
+                    made.push(key);
+                }
+                anyhow::ensure!(!made.is_empty(), "{} names no tenant; no key was created", path.display());
+                let store = open(&config).await?;
+                store.create_keys(made.iter().map(|(_, key)| key.clone()).collect()).await?;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                for (raw, key) in &made {
+                    writeln!(out, "{}\t{raw}", key.tenant_id)?;
+                }
+                out.flush()?;
+                eprintln!("created {} keys with scopes {}; store them now: they are shown only once", made.len(), scopes.join(","));
+            }
+            KeysCommand::Create { common, target, tenant, scopes, .. } => {
+                let tenant = tenant.expect("clap requires --tenant without --tenants-from");
                 let config = crate::load(&common, target.overrides())?;
                 let scopes = sealtrail_api::keys::parse_scopes(&scopes).map_err(anyhow::Error::msg)?;
                 let store = open(&config).await?;

@@ -199,14 +199,24 @@ impl ClusterArgs {
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key for a tenant; the key is printed once, as the last line of stdout.
+    /// With --tenants-from, one key per listed tenant, printed as `TENANT<TAB>KEY` lines.
     Create {
         #[command(flatten)]
         common: Common,
         #[command(flatten)]
         target: KeyStoreArgs,
         /// Tenant the key belongs to (1-128 of A-Z a-z 0-9 - _ . :).
-        #[arg(long)]
-        tenant: String,
+        #[arg(
+            long,
+            required_unless_present = "tenants_from",
+            conflicts_with = "tenants_from"
+        )]
+        tenant: Option<String>,
+        /// Bulk provisioning: a file with one tenant per line (`-`: stdin). Every name is
+        /// checked first; then all keys are created at once (one SQLite transaction:
+        /// all or none) and printed to stdout as `TENANT<TAB>KEY`, in input order.
+        #[arg(long, value_name = "FILE")]
+        tenants_from: Option<std::path::PathBuf>,
         /// Comma-separated scopes: read (list, get, verify, stream), write (ingest).
         #[arg(long, default_value = "read,write")]
         scopes: String,

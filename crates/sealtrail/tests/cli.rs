@@ -192,3 +192,76 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
         drop(first);
     }
 }
+
+/// `keys create --tenants-from FILE` makes one key per listed tenant in one go; a bad name
+/// anywhere creates none and says which line; each printed key works for its tenant only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_created_in_bulk_from_a_file_all_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let list = dir.path().join("tenants.txt");
+    std::fs::write(&list, "alpha\nbeta\n\nbad tenant\n").unwrap();
+    let args = |file: &str| {
+        vec![
+            "keys".to_string(),
+            "create".into(),
+            "--tenants-from".into(),
+            file.into(),
+            "--data-dir".into(),
+            data_arg.into(),
+        ]
+    };
+    let strs = |v: &[String]| v.iter().map(String::as_str).collect::<Vec<_>>().join(" ");
+    let (code, out, err) = run(
+        &args(list.to_str().unwrap())
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(code, 1, "{}: {out}", strs(&args("")));
+    assert!(
+        err.contains("line 4") && err.contains("no key was created"),
+        "{err}"
+    );
+    let (_, listed, _) = run(&["keys", "list", "--data-dir", data_arg], &[]);
+    assert!(!listed.contains("alpha"), "none created: {listed}");
+
+    let names: Vec<String> = (0..300).map(|i| format!("bulk-{i}")).collect();
+    std::fs::write(&list, names.join("\n")).unwrap();
+    let (code, out, err) = run(
+        &args(list.to_str().unwrap())
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("created 300 keys"), "{err}");
+    let lines: Vec<(&str, &str)> = out
+        .lines()
+        .map(|l| l.split_once('\t').expect("TENANT<TAB>KEY"))
+        .collect();
+    assert_eq!(lines.len(), 300);
+    assert!(
+        lines.iter().zip(&names).all(|((t, _), n)| t == n),
+        "input order"
+    );
+
+    let server = common::Server::start(&data).await;
+    for (i, (tenant, key)) in [lines[0], lines[299]].into_iter().enumerate() {
+        let api = common::Api::new(&server, key);
+        let (s, v) = api
+            .post("/v1/events?sync=true", &common::event(&format!("e{i}")))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        assert_eq!(v["tenant_id"], serde_json::json!(tenant));
+        let (_, page) = api.get("/v1/events").await;
+        assert_eq!(
+            page["total"],
+            serde_json::json!(1),
+            "{tenant} sees its own event only"
+        );
+    }
+}

@@ -54,8 +54,10 @@ pub(super) struct Encoder {
 }
 
 impl Encoder {
-    pub fn new() -> Self {
-        let mut buf = Vec::with_capacity(64 * 1024);
+    /// An encoder whose buffer holds `capacity` bytes before it grows (a group's frame
+    /// is megabytes: each doubling would copy all of it).
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity.max(1024));
         buf.push(VERSION);
         buf.extend_from_slice(&0u32.to_le_bytes());
         Self {
@@ -249,7 +251,7 @@ mod tests {
             seq: 1,
             ..a
         };
-        let mut enc = Encoder::new();
+        let mut enc = Encoder::with_capacity(0);
         enc.record(&a);
         enc.record(&b);
         enc.receipts([("acme", "rcpt-1", br#"{"r":1}"#.to_vec())].into_iter());

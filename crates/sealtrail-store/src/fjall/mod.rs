@@ -1143,7 +1143,17 @@ impl Writer {
         if rows.is_empty() && receipts.is_empty() && nodes.is_empty() {
             return Ok(());
         }
-        let mut encoder = Encoder::new();
+        // Each record entry: its canonical bytes, and under 256 bytes of hashes, ids,
+        // facets and lengths; each receipt about 48 bytes per event it names.
+        let size = rows
+            .iter()
+            .map(|(_, row)| row.chained().canonical.len() + 256)
+            .sum::<usize>()
+            + receipts
+                .iter()
+                .map(|(_, r)| 256 + 48 * (r.ids.len() + r.errors.len()))
+                .sum::<usize>();
+        let mut encoder = Encoder::with_capacity(size);
         for (tenant, row) in &rows {
             let c = row.chained();
             let r = &c.record;
@@ -1675,6 +1685,10 @@ impl Store for FjallStore {
 
     async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
         self.keys.create_key(key).await
+    }
+
+    async fn create_keys(&self, keys: Vec<ApiKey>) -> StoreResult<()> {
+        self.keys.create_keys(keys).await
     }
 
     async fn find_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
