@@ -3,7 +3,8 @@
 -- last tab-separated field: `sealtrail keys create --tenants-from` output), and prints one
 -- machine-readable BENCH line.
 -- ST_ONCE=1: each key is used exactly once, split over the $ST_THREADS threads (as wrk's
--- -t); a thread whose keys are used up sends GET /healthz until wrk's duration ends.
+-- -t); a thread whose keys are used up sends GET /healthz until wrk is stopped (SIGINT:
+-- it then prints its summary).
 local keys = {}
 local file = os.getenv("ST_KEYS_FILE")
 if file then
@@ -29,7 +30,12 @@ end
 request = function()
   counter = counter + 1
   if once then
-    local i = (tid or 0) + 1 + (counter - 1) * nthreads
+    -- wrk calls request() once before a thread's first real request and drops the
+    -- result: that call gets a /healthz, so no key is lost.
+    if counter == 1 then
+      return wrk.format("GET", "/healthz")
+    end
+    local i = (tid or 0) + 1 + (counter - 2) * nthreads
     if i > #keys then
       return wrk.format("GET", "/healthz")
     end
@@ -37,18 +43,6 @@ request = function()
   end
   local key = keys[(counter % #keys) + 1]
   return wrk.format("POST", path, { ["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json" }, body)
-end
-
--- ST_ONCE: the thread stops once each of its connections has moved past its last key
--- (so every POST it sent was answered).
-if once then
-  local per_thread_conns = math.ceil(tonumber(os.getenv("ST_CONNS") or "1") / nthreads)
-  response = function(status, headers, body)
-    local quota = math.ceil((#keys - (tid or 0)) / nthreads)
-    if counter >= quota + per_thread_conns then
-      wrk.thread:stop()
-    end
-  end
 end
 
 done = function(summary, latency, requests)
