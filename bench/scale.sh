@@ -47,7 +47,9 @@ start_server() {
     --grpc-addr "127.0.0.1:$GRPC" 2>>"$WORK/server.log" &
   PID=$!
 }
+WRK=
 cleanup() {
+  [ -n "$WRK" ] && kill "$WRK" 2>/dev/null
   [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
   [ -z "${SCALE_DATA_DIR:-}" ] && rm -rf "$WORK"
   return 0
