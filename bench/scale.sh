@@ -190,6 +190,7 @@ while ((committed < want)); do
 done
 t1=$(date +%s.%N)
 kill -INT "$WRK"; wait "$WRK" || true
+WRK=
 line=$(grep '^BENCH' "$WORK/many-wrk.txt") || { cat "$WORK/many-wrk.txt" >&2; exit 1; }
 eval "${line#BENCH }"
 elapsed=$(echo "$t1 - $t0" | bc -l)
@@ -214,3 +215,4 @@ for k in $(shuf -n 200 "$WORK/many-keys.tsv" | cut -f2); do
 done
 echo "200 sampled tenants after the restart: $((200 - bad)) hold exactly $PER events"
 [ "$bad" = 0 ] || { echo "TENANTS WITH WRONG COUNTS: $bad" >&2; exit 1; }
+exit 0

@@ -181,7 +181,7 @@ impl Default for Config {
             fjall_write_buffer_mb: 16,
             fjall_journal_mb: 256,
             fjall_cache_mb: 8,
-            fjall_worker_threads: 1,
+            fjall_worker_threads: 2,
             min_free_disk_mb: 1024,
             max_connections: 2048,
             header_read_timeout_ms: 10_000,

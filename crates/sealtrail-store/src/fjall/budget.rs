@@ -101,7 +101,7 @@ impl Default for FjallLimits {
             write_buffer_bytes: 16 * MIB,
             journal_bytes: 256 * MIB,
             cache_bytes: 8 * MIB,
-            worker_threads: 1,
+            worker_threads: 2,
             min_free_disk_bytes: 0,
             segment_bytes: 64 * MIB,
             tail_bytes: 32 * MIB,
