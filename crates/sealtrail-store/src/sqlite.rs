@@ -605,25 +605,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_key(&self, key: ApiKey) -> StoreResult<()> {
-        self.write_direct(move |conn| {
-            conn.execute(
-                &format!(
-                    "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                ),
-                params![
-                    key.key_id,
-                    key.tenant_id,
-                    key.key_hash,
-                    key.key_prefix,
-                    key.scopes.join(","),
-                    key.created_at,
-                    key.revoked_at
-                ],
-            )
-            .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
+        self.create_keys(vec![key]).await
     }
 
     async fn create_keys(&self, keys: Vec<ApiKey>) -> StoreResult<()> {

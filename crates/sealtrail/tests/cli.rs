@@ -202,25 +202,21 @@ async fn keys_are_created_in_bulk_from_a_file_all_or_none() {
     let data_arg = data.to_str().unwrap();
     let list = dir.path().join("tenants.txt");
     std::fs::write(&list, "alpha\nbeta\n\nbad tenant\n").unwrap();
-    let args = |file: &str| {
-        vec![
-            "keys".to_string(),
-            "create".into(),
-            "--tenants-from".into(),
-            file.into(),
-            "--data-dir".into(),
-            data_arg.into(),
-        ]
+    let bulk = |file: &std::path::Path| {
+        run(
+            &[
+                "keys",
+                "create",
+                "--tenants-from",
+                file.to_str().unwrap(),
+                "--data-dir",
+                data_arg,
+            ],
+            &[],
+        )
     };
-    let strs = |v: &[String]| v.iter().map(String::as_str).collect::<Vec<_>>().join(" ");
-    let (code, out, err) = run(
-        &args(list.to_str().unwrap())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[],
-    );
-    assert_eq!(code, 1, "{}: {out}", strs(&args("")));
+    let (code, out, err) = bulk(&list);
+    assert_eq!(code, 1, "{out}");
     assert!(
         err.contains("line 4") && err.contains("no key was created"),
         "{err}"
@@ -230,13 +226,7 @@ async fn keys_are_created_in_bulk_from_a_file_all_or_none() {
 
     let names: Vec<String> = (0..300).map(|i| format!("bulk-{i}")).collect();
     std::fs::write(&list, names.join("\n")).unwrap();
-    let (code, out, err) = run(
-        &args(list.to_str().unwrap())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let (code, out, err) = bulk(&list);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("created 300 keys"), "{err}");
     let lines: Vec<(&str, &str)> = out
