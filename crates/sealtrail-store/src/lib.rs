@@ -168,8 +168,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new API key (only its hash).
     async fn create_key(&self, key: ApiKey) -> StoreResult<()>;
 
-    /// Stores many new keys (bulk provisioning). The default stores them one by one; SQLite
-    /// stores all or none in one transaction.
+    /// Stores many new keys (bulk provisioning). The default stores them one by one, so an
+    /// error part-way leaves the earlier ones stored; SQLite stores all or none in one
+    /// transaction.
     async fn create_keys(&self, keys: Vec<ApiKey>) -> StoreResult<()> {
         for key in keys {
             self.create_key(key).await?;

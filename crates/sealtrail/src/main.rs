@@ -213,8 +213,10 @@ enum KeysCommand {
         )]
         tenant: Option<String>,
         /// Bulk provisioning: a file with one tenant per line (`-`: stdin). Every name is
-        /// checked first; then all keys are created at once (one SQLite transaction:
-        /// all or none) and printed to stdout as `TENANT<TAB>KEY`, in input order.
+        /// checked first; then the keys are created and printed to stdout as
+        /// `TENANT<TAB>KEY`, in input order. Embedded stores create them in one SQLite
+        /// transaction (all or none); Scylla one by one, so a failure part-way leaves the
+        /// earlier keys created but unprinted: revoke them (`keys list --tenant`).
         #[arg(long, value_name = "FILE")]
         tenants_from: Option<std::path::PathBuf>,
         /// Comma-separated scopes: read (list, get, verify, stream), write (ingest).

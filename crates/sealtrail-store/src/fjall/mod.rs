@@ -337,6 +337,13 @@ fn seq_suffix(key: &[u8]) -> StoreResult<u64> {
     Ok(u64::from_be_bytes(tail))
 }
 
+/// A `runs` entry names a record the `records` index lacks.
+fn missing_record(tenant: &str, seq: u64) -> StoreError {
+    corrupt(format!(
+        "the runs index names {tenant}#{seq}, the records index has no entry for it; delete the index directory to rebuild it from the log"
+    ))
+}
+
 /// A `records` value: the record's hash (raw), and where its entry is in the log.
 fn record_value(hash_hex: &str, pos: u64, len: u32) -> StoreResult<Vec<u8>> {
     let hash = merkle::record_leaf(hash_hex)
@@ -527,18 +534,24 @@ impl Trees {
         tenant: &str,
         seq: u64,
     ) -> StoreResult<Option<fjall::Slice>> {
-        let Some(run) = self.run_of(snap, tenant, seq)? else {
-            return Ok(None);
-        };
-        match snap
-            .get(&self.records, run.key_of(seq))
-            .map_err(read_error)?
-        {
-            Some(value) => Ok(Some(value)),
-            None => Err(corrupt(format!(
-                "the runs index names {tenant}#{seq}, the records index has no entry for it"
-            ))),
+        match self.run_of(snap, tenant, seq)? {
+            Some(run) => self.run_record(snap, tenant, &run, seq).map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// The `records` value of record `seq` of `run`: a run and its records are written in
+    /// one batch ([`Trees::index_frame`]), so a run without it is corruption.
+    fn run_record(
+        &self,
+        snap: &Snapshot,
+        tenant: &str,
+        run: &Run,
+        seq: u64,
+    ) -> StoreResult<fjall::Slice> {
+        snap.get(&self.records, run.key_of(seq))
+            .map_err(read_error)?
+            .ok_or_else(|| missing_record(tenant, seq))
     }
 
     /// Calls `f(seq, records value)` for `tenant`'s indexed records `from ..= to` in
@@ -568,9 +581,7 @@ impl Trees {
                 seq += 1;
             }
             if seq != hi + 1 {
-                return Err(corrupt(format!(
-                    "the runs index names {tenant}#{seq}, the records index has no entry for it"
-                )));
+                return Err(missing_record(tenant, seq));
             }
             Ok(true)
         };
@@ -638,14 +649,7 @@ impl Trees {
         let (key, value) = last.into_inner().map_err(read_error)?;
         let run = Run::parse(&key, &value)?;
         let seq = run.last();
-        let value = snap
-            .get(&self.records, run.key_of(seq))
-            .map_err(read_error)?
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "the runs index names {tenant}#{seq}, the records index has no entry for it"
-                ))
-            })?;
+        let value = self.run_record(snap, tenant, &run, seq)?;
         Ok(Some(ChainHead {
             sequence_number: seq,
             hash: hex::encode(split_value(&value)?.0),
@@ -654,6 +658,8 @@ impl Trees {
 
     /// Adds one frame's index entries to `wb`. Every entry is a pure function of the
     /// frame, so indexing a frame again (a replay after a crash) writes the same entries.
+    /// A frame's `runs` and `records` entries go into the same batch, which fjall commits
+    /// whole: no snapshot (and no crash) has a run without its records.
     fn index_frame(
         &self,
         wb: &mut OwnedWriteBatch,
