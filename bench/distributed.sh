@@ -7,7 +7,10 @@
 #
 # Starts Kafka and Cassandra (deploy/local/up.sh) unless they run, on fresh topics and a
 # fresh keyspace, after a warm-up. Knobs: BENCH_SECONDS (default 15), BENCH_WARMUP_SECONDS (15), BENCH_CONNECTIONS (64),
-# BENCH_BATCH_CONNECTIONS (8), BENCH_TENANTS (8), BENCH_PARTITIONS (4), BENCH_WRK_THREADS (2).
+# BENCH_BATCH_CONNECTIONS (8), BENCH_TENANTS (8), BENCH_PARTITIONS (4), BENCH_WRK_THREADS (2),
+# BENCH_LIST_EVENTS (1000000: then one tenant is filled to that many events with sync
+# batches and bench/read_latency.py measures reads of it — by id, a one-filter list with
+# its total, a fresh checkpoint, an inclusion proof; 0 skips this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${BENCH_SECONDS:-15}
@@ -15,7 +18,7 @@ CONNS=${BENCH_CONNECTIONS:-64}
 BATCH_CONNS=${BENCH_BATCH_CONNECTIONS:-8}
 TENANTS=${BENCH_TENANTS:-8}
 THREADS=${BENCH_WRK_THREADS:-2}
-BIN=target/release/sealtrail
+BIN=${BENCH_BIN:-target/release/sealtrail}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 [ -x "$BIN" ] || cargo build --release -p sealtrail
@@ -61,9 +64,33 @@ run() { # name path body_file connections events_per_request
 # Warm-up (JIT of both JVMs, connection pools, caches), not reported.
 ST_KEYS="$KEYS" ST_PATH="/v1/events/batch?sync=true" ST_BODY_FILE="$WORK/batch.json" \
   wrk -t"$THREADS" -c"$BATCH_CONNS" -d"${BENCH_WARMUP_SECONDS:-15}s" -s bench/ingest.lua "$BASE" >/dev/null
+KPID=$(cat .build/infra/kafka/kafka.pid); CASSPID=$(cat .build/infra/cassandra/cassandra.pid)
+committed() { curl -s "http://127.0.0.1:$CPORT/metrics" | awk '/^sealtrail_events_committed_total/ {s += $2} END {print s + 0}'; }
+# CPU and committed events from here on: the three measured runs only (the JVMs may have
+# run before, and the warm-up is not reported).
+CPU0=("$(cpu $GPID)" "$(cpu $CPID)" "$(cpu "$KPID")" "$(cpu "$CASSPID")"); EV0=$(committed)
 run "single sync (c=$CONNS)" "/v1/events?sync=true" "$WORK/event.json" "$CONNS" 1
 run "batch 100 sync (c=$BATCH_CONNS)" "/v1/events/batch?sync=true" "$WORK/batch.json" "$BATCH_CONNS" 100
 run "single async (c=$CONNS)" /v1/events "$WORK/event.json" "$CONNS" 1
-printf '%-30s gateway %.0f s, chainer %.0f s, kafka %.0f s, cassandra %.0f s\n' "CPU time used" \
-  "$(cpu $GPID)" "$(cpu $CPID)" "$(cpu "$(cat .build/infra/kafka/kafka.pid)")" "$(cpu "$(cat .build/infra/cassandra/cassandra.pid)")"
+CPU1=("$(cpu $GPID)" "$(cpu $CPID)" "$(cpu "$KPID")" "$(cpu "$CASSPID")"); EV=$(( $(committed) - EV0 ))
+d() { echo "${CPU1[$1]} - ${CPU0[$1]}" | bc -l; }
+printf '%-30s gateway %.1f s, chainer %.1f s, kafka %.1f s, cassandra %.1f s (the three runs)\n' "CPU time used" "$(d 0)" "$(d 1)" "$(d 2)" "$(d 3)"
+printf '%-30s %s\n' "events committed" "$EV"
+printf '%-30s gateway %.0f, chainer %.0f, kafka %.0f, cassandra %.0f\n' "CPU us per committed event" \
+  "$(echo "$(d 0) * 1000000 / $EV" | bc -l)" "$(echo "$(d 1) * 1000000 / $EV" | bc -l)" "$(echo "$(d 2) * 1000000 / $EV" | bc -l)" "$(echo "$(d 3) * 1000000 / $EV" | bc -l)"
 printf '%-30s %s\n' "gateway producer replacements" "$(curl -s "$BASE/metrics" | awk '/^sealtrail_kafka_producer_replaced_total/ {print $2}' | grep . || echo 0)"
+
+LIST_EVENTS=${BENCH_LIST_EVENTS:-1000000}
+if ((LIST_EVENTS > 0)); then
+  KEY1=${KEYS%%,*}
+  size() { curl -s -H "Authorization: Bearer $KEY1" "$BASE/v1/events?page_size=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])'; }
+  have=$(size); started=$(date +%s)
+  ST_KEYS="$KEY1" ST_PATH="/v1/events/batch?sync=true" ST_BODY_FILE="$WORK/batch.json" \
+    wrk -t"$THREADS" -c"$BATCH_CONNS" -d1h -s bench/ingest.lua "$BASE" >/dev/null 2>&1 &
+  WRK=$!
+  while have=$(size) && ((have < LIST_EVENTS)); do sleep 2; done
+  kill -INT $WRK 2>/dev/null; wait $WRK 2>/dev/null || true
+  printf '\nfilled one tenant to %s events in %s s; waiting for its derived rows\n' "$(size)" "$(( $(date +%s) - started ))"
+  sleep 3
+  python3 bench/read_latency.py "$BASE" "$KEY1" "${BENCH_READS:-200}"
+fi

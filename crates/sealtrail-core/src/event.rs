@@ -430,6 +430,27 @@ fn check_action(action: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// The 48-bit millisecond timestamp of a UUIDv7 in its text form (either case); `None`
+/// for any other id. Stores key ids and receipts by it, so the entries written together
+/// (ids minted together) sit together.
+pub fn uuid7_millis(id: &str) -> Option<u64> {
+    let b = id.as_bytes();
+    if b.len() != 36
+        || b[8] != b'-'
+        || b[13] != b'-'
+        || b[14] != b'7'
+        || b[18] != b'-'
+        || b[23] != b'-'
+    {
+        return None;
+    }
+    let mut ms = 0u64;
+    for &c in b[..8].iter().chain(&b[9..13]) {
+        ms = ms << 4 | u64::from((c as char).to_digit(16)?);
+    }
+    Some(ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

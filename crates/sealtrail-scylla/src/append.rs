@@ -1,34 +1,45 @@
 //! The write path. One append, per attempt:
 //!
 //! 1. **Where is each tenant?** Its head comes from this handle's cache (heads it committed
-//!    itself) or a serial read. The append rule (`sealtrail_store::rule`, shared with the
-//!    embedded stores) then judges the batch: records at or below the head must equal the
-//!    stored ones (a replay: skipped), the first new one must follow and link to the head,
-//!    and no new client id may be committed already. A fork, gap, broken link or duplicate
-//!    id is refused (`Refused`) before anything is written.
-//! 2. **Rows.** The records beyond the head go to `events` and `event_ids`, written with
-//!    the epoch as timestamp. They are invisible: every read stops at the committed head.
+//!    itself) or a read (at the configured consistency for a fenced handle: its claim
+//!    completed every conditional write in flight, and a stale view only costs a refused
+//!    batch below; serial for an unfenced one). The append rule (`sealtrail_store::rule`,
+//!    shared with the embedded stores) then judges the batch: records at or below the head
+//!    must equal the stored ones (a replay: skipped), the first new one must follow and
+//!    link to the head, and no new client id may be committed already. A fork, gap, broken
+//!    link or duplicate id is refused (`Refused`) before anything is written.
+//! 2. **Records.** The records beyond the head go to `events`, as one unlogged batch per
+//!    tenant bucket, written with the epoch as timestamp. They are invisible: every read
+//!    stops at the committed head.
 //! 3. **Commit.** Per log partition, one conditional batch moves every tenant's head from
 //!    the head read in (1) to its last record, and (for a fenced handle) requires the
-//!    partition's epoch to be unchanged. Applied: committed. Not applied: someone moved a
-//!    head or claimed the partition — reread (a newer epoch means `Fenced`).
-//! 4. **Receipts**, only after the heads moved: a receipt never names an uncommitted event.
+//!    partition's epoch to be unchanged. Applied: committed, durable and readable.
+//!    Not applied: someone moved a head or claimed the partition — reread (a newer epoch
+//!    means `Fenced`).
+//! 4. **Derived rows** (the id index and the Merkle tree, `derive.rs`): handed to the
+//!    deriver, which writes them behind the acknowledgement (a fenced handle), or written
+//!    now (an unfenced one). Until they are written, reads consult the committed records.
+//! 5. **Receipts**, only after the heads moved: a receipt never names an uncommitted event.
 //!
 //! Crash windows: a crash in (2) or before (3) leaves invisible rows that the next attempt
 //! (a replay from the log) overwrites with identical bytes. A crash or timeout in (3) has an
 //! unknown outcome; the caller resubmits the same batch and (1) sees either the old head
-//! (commit again) or the new one (a replay: nothing left to do). A crash before (4) leaves a
-//! committed batch without receipts; its replay finds the events committed and writes them.
+//! (commit again) or the new one (a replay: nothing left to write but (4) and (5), which
+//! are done again). A crash before (4) completes leaves committed records past the
+//! tenant's watermark: readers consult them directly, and the partition's next owner
+//! derives them before its first append. A crash before (5) leaves a committed batch
+//! without receipts; the log redelivers it (its offset is committed after this returns),
+//! the replay finds the events committed and writes them.
 
 use std::collections::HashMap;
 
 use scylla::statement::batch::{Batch, BatchType};
 use sealtrail_core::record::{ChainHead, ChainedRecord};
 use sealtrail_store::rule;
-use sealtrail_store::{CommitBatch, StoreError, StoreResult, TreeNode};
+use sealtrail_store::{CommitBatch, StoreError, StoreResult};
 
 use crate::fence::applied;
-use crate::schema::{bucket, id_shard};
+use crate::schema::{bucket, id_bucket};
 use crate::{ScyllaStore, run_bounded, unavailable};
 
 /// Concurrent row writes per append.
@@ -48,11 +59,15 @@ impl ScyllaStore {
         let groups = rule::group_by_tenant(&batch.records)?;
         if groups.is_empty() && !batch.tree_nodes.is_empty() {
             // Nodes alone: a chain stored without them being backfilled.
-            self.write_nodes(&batch.tree_nodes).await?;
+            let nodes = crate::derive::Item {
+                ids: Vec::new(),
+                nodes: batch.tree_nodes.clone(),
+            };
+            self.write_derived(&[nodes]).await?;
         }
         let mut committed = false;
         for _ in 0..ATTEMPTS {
-            if self.append_attempt(&groups, &batch.tree_nodes).await? {
+            if self.append_attempt(&groups).await? {
                 committed = true;
                 break;
             }
@@ -62,16 +77,17 @@ impl ScyllaStore {
                 "chain heads kept moving under this writer; retry".into(),
             ));
         }
+        // (4) every record of the batch is committed now (by this attempt or an earlier
+        // one whose answer was lost): derive them all.
+        if !groups.is_empty() {
+            self.derive(batch).await?;
+        }
         self.write_receipts(batch).await
     }
 
     /// One pass of steps 1–3; `Ok(false)` when a conditional batch was refused for a moved
     /// head (reread and try again).
-    async fn append_attempt(
-        &self,
-        groups: &[(&str, Vec<&ChainedRecord>)],
-        nodes: &[TreeNode],
-    ) -> StoreResult<bool> {
+    async fn append_attempt(&self, groups: &[(&str, Vec<&ChainedRecord>)]) -> StoreResult<bool> {
         // (1)
         let unknown: Vec<String> = {
             let cache = self.heads.lock().expect("heads lock");
@@ -84,7 +100,7 @@ impl ScyllaStore {
         let mut fetched = if unknown.is_empty() {
             HashMap::new()
         } else {
-            self.read_heads(&unknown, true).await?
+            self.read_heads(&unknown, self.epoch.is_none()).await?
         };
         let mut pending = Vec::new();
         for (tenant, records) in groups {
@@ -112,10 +128,8 @@ impl ScyllaStore {
             return Ok(true);
         }
 
-        // (2) records, ids, and the batch's tree nodes (a node is a function of the chain,
-        // so writing it again is harmless).
+        // (2) records.
         self.write_rows(&pending).await?;
-        self.write_nodes(nodes).await?;
 
         // (3) one conditional batch per log partition.
         let mut by_partition: HashMap<i32, Vec<&Pending>> = HashMap::new();
@@ -193,19 +207,17 @@ impl ScyllaStore {
         Ok(all_applied)
     }
 
-    /// Step (2): the records and their ids, as unlogged batches that each stay in one
-    /// partition (an `events` bucket or an `event_ids` shard of one tenant).
+    /// Step (2): the records, as unlogged batches that each stay in one partition (an
+    /// `events` bucket of one tenant).
     async fn write_rows(&self, pending: &[Pending<'_>]) -> StoreResult<()> {
         let timestamp = self.row_timestamp();
         let mut events: HashMap<(&str, i64), Vec<&ChainedRecord>> = HashMap::new();
-        let mut ids: HashMap<(&str, i32), Vec<&ChainedRecord>> = HashMap::new();
         for r in pending.iter().flat_map(|p| p.records.iter()) {
-            let tenant = r.record.tenant_id.as_str();
             events
-                .entry((tenant, bucket(r.record.sequence_number)))
-                .or_default()
-                .push(r);
-            ids.entry((tenant, id_shard(&r.record.id)))
+                .entry((
+                    r.record.tenant_id.as_str(),
+                    bucket(r.record.sequence_number),
+                ))
                 .or_default()
                 .push(r);
         }
@@ -231,67 +243,7 @@ impl ScyllaStore {
                 event_batches.push(async move { session.batch(&batch, values).await });
             }
         }
-        let mut id_batches = Vec::new();
-        for ((tenant, shard), records) in &ids {
-            for chunk in chunks(records) {
-                let mut batch = Batch::new(BatchType::Unlogged);
-                let mut values = Vec::with_capacity(chunk.len());
-                for r in chunk {
-                    batch.append_statement(self.stmts.insert_event_id.clone());
-                    values.push((
-                        *tenant,
-                        *shard,
-                        r.record.id.as_str(),
-                        r.record.sequence_number as i64,
-                        timestamp,
-                    ));
-                }
-                id_batches.push(async move { session.batch(&batch, values).await });
-            }
-        }
-        let (events, ids) = futures::join!(
-            run_bounded(event_batches, WRITE_CONCURRENCY / 2),
-            run_bounded(id_batches, WRITE_CONCURRENCY / 2)
-        );
-        events.map_err(unavailable)?;
-        ids.map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn write_nodes(&self, nodes: &[TreeNode]) -> StoreResult<()> {
-        let timestamp = self.row_timestamp();
-        let mut groups: HashMap<(&str, i32, i64), Vec<&TreeNode>> = HashMap::new();
-        for node in nodes {
-            groups
-                .entry((
-                    node.tenant_id.as_str(),
-                    node.id.level as i32,
-                    (node.id.index >> crate::schema::BUCKET_BITS) as i64,
-                ))
-                .or_default()
-                .push(node);
-        }
-        let session = &self.session;
-        let mut batches = Vec::new();
-        for ((tenant, level, bucket), nodes) in &groups {
-            for chunk in nodes.chunks(200) {
-                let mut batch = Batch::new(BatchType::Unlogged);
-                let mut values = Vec::with_capacity(chunk.len());
-                for node in chunk {
-                    batch.append_statement(self.stmts.insert_node.clone());
-                    values.push((
-                        *tenant,
-                        *level,
-                        *bucket,
-                        node.id.index as i64,
-                        node.hash.as_slice(),
-                        timestamp,
-                    ));
-                }
-                batches.push(async move { session.batch(&batch, values).await });
-            }
-        }
-        run_bounded(batches, WRITE_CONCURRENCY)
+        run_bounded(event_batches, WRITE_CONCURRENCY)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -312,10 +264,8 @@ impl ScyllaStore {
         Ok(())
     }
 
-    /// No new record may reuse a client id committed at or below the head `stored`: one
-    /// `IN` read per id shard, and for an id found there a check that the committed record
-    /// at its sequence number really is that event (an id row written by an append that
-    /// never committed, or was fenced, can point anywhere).
+    /// No new record may reuse a client id committed at or below the head `stored`
+    /// (found by [`ScyllaStore::committed_ids`]: the id index, plus what is not derived yet).
     async fn check_new_ids(
         &self,
         tenant: &str,
@@ -325,46 +275,18 @@ impl ScyllaStore {
         if stored == 0 {
             return Ok(());
         }
-        let mut by_shard: HashMap<i32, Vec<&str>> = HashMap::new();
-        for r in records.iter().filter(|r| r.client_id) {
-            by_shard
-                .entry(id_shard(&r.record.id))
-                .or_default()
-                .push(r.record.id.as_str());
-        }
-        let reads: Vec<_> = by_shard
-            .into_iter()
-            .map(|(shard, ids)| async move {
-                let rows = self
-                    .session
-                    .execute_unpaged(&self.stmts.select_event_ids, (tenant, shard, ids))
-                    .await?
-                    .into_rows_result()?
-                    .rows::<(String, i64)>()?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(rows)
-            })
+        let ids: Vec<&str> = records
+            .iter()
+            .filter(|r| r.client_id)
+            .map(|r| r.record.id.as_str())
             .collect();
-        let found: Vec<Vec<(String, i64)>> = run_bounded(reads, WRITE_CONCURRENCY)
-            .await
-            .map_err(unavailable)?;
-        for (id, seq) in found.into_iter().flatten() {
-            let seq = seq as u64;
-            if seq > stored {
-                continue; // not committed: an earlier attempt of this very append
-            }
-            let row = self
-                .one_row::<(i64, String, Vec<u8>, String, String)>(
-                    &self.stmts.select_row,
-                    (tenant, bucket(seq), seq as i64),
-                )
-                .await?;
-            if row.is_some_and(|(_, _, _, _, event_id)| event_id == id) {
-                let record = records
-                    .iter()
-                    .find(|r| r.record.id == id)
-                    .expect("the read asked for the batch's ids");
-                rule::check_new_id(record, Some(seq))?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let found = self.committed_ids(tenant, stored, None, &ids).await?;
+        for record in records.iter().filter(|r| r.client_id) {
+            if let Some(seq) = found.get(record.record.id.as_str()) {
+                rule::check_new_id(record, Some(*seq))?;
             }
         }
         Ok(())
@@ -386,15 +308,47 @@ impl ScyllaStore {
             let body = serde_json::to_string(&receipt).map_err(crate::corrupt)?;
             bodies.push((tenant.as_str(), receipt.receipt_id, body));
         }
-        let writes: Vec<_> = bodies
-            .iter()
-            .map(|(tenant, id, body)| {
-                self.session.execute_unpaged(
-                    &self.stmts.insert_receipt,
-                    (*tenant, id.as_str(), body.as_str()),
-                )
-            })
-            .collect();
+        // One unlogged batch per `(tenant, bucket)` partition (a few per chainer batch),
+        // split to stay under the servers' batch size limit; a receipt too large for a
+        // batch (thousands of ids) is written alone.
+        let mut groups: HashMap<(&str, i64), Vec<(&str, &str)>> = HashMap::new();
+        for (tenant, id, body) in &bodies {
+            groups
+                .entry((*tenant, id_bucket(id)))
+                .or_default()
+                .push((id.as_str(), body.as_str()));
+        }
+        const MAX_BYTES: usize = 32 * 1024;
+        let session = &self.session;
+        let mut writes = Vec::new();
+        for ((tenant, bucket), rows) in &groups {
+            let mut start = 0;
+            while start < rows.len() {
+                let mut end = start;
+                let mut bytes = 0;
+                while end < rows.len() && (end == start || bytes + rows[end].1.len() <= MAX_BYTES) {
+                    bytes += rows[end].1.len() + 64;
+                    end += 1;
+                }
+                let chunk = &rows[start..end];
+                start = end;
+                let mut batch = Batch::new(BatchType::Unlogged);
+                let mut values = Vec::with_capacity(chunk.len());
+                for (id, body) in chunk {
+                    batch.append_statement(self.stmts.insert_receipt.clone());
+                    values.push((*tenant, *bucket, *id, *body));
+                }
+                writes.push(async move {
+                    if values.len() == 1 {
+                        session
+                            .execute_unpaged(&self.stmts.insert_receipt, values[0])
+                            .await
+                    } else {
+                        session.batch(&batch, values).await
+                    }
+                });
+            }
+        }
         run_bounded(writes, WRITE_CONCURRENCY)
             .await
             .map_err(unavailable)?;

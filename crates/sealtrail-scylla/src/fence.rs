@@ -91,15 +91,25 @@ impl ScyllaStore {
                 .map_err(ScyllaError::from_execution)?;
             if applied(result)? {
                 tracing::info!(partition, epoch = next, owner, "claimed log partition");
-                return Ok(ScyllaStore {
+                let mut handle = ScyllaStore {
                     epoch: Some(Epoch {
                         partition,
                         epoch: next,
                         owner: owner.to_string(),
                     }),
                     heads: Default::default(),
+                    deriver: None,
                     ..self.clone()
-                });
+                };
+                // Complete the derived rows of what earlier owners committed before this
+                // handle appends (its deriver's `pending` covers only its own appends).
+                handle.catch_up(partition).await.map_err(|e| {
+                    ScyllaError::Unavailable(format!(
+                        "partition {partition}: deriving rows past the watermark: {e}"
+                    ))
+                })?;
+                handle.deriver = Some(crate::derive::Deriver::start(handle.clone()));
+                return Ok(handle);
             }
         }
         Err(ScyllaError::Unavailable(format!(

@@ -9,6 +9,8 @@
 
 mod append;
 pub mod beats;
+mod derive;
+mod facets;
 pub mod fence;
 mod keys;
 mod read;
@@ -160,10 +162,17 @@ pub(crate) struct Statements {
     pub claim_epoch: PreparedStatement,
     pub select_rows: PreparedStatement,
     pub select_row: PreparedStatement,
-    pub select_event_id: PreparedStatement,
     pub select_event_ids: PreparedStatement,
     pub insert_node: PreparedStatement,
     pub select_node: PreparedStatement,
+    pub set_derived: PreparedStatement,
+    pub insert_facet: PreparedStatement,
+    pub select_facet_counts: PreparedStatement,
+    pub select_facet_postings: PreparedStatement,
+    pub select_derived: PreparedStatement,
+    pub select_partition_heads: PreparedStatement,
+    pub select_partition_derived: PreparedStatement,
+    pub select_tail_ids: PreparedStatement,
     pub insert_receipt: PreparedStatement,
     pub select_receipt: PreparedStatement,
     pub insert_key: PreparedStatement,
@@ -199,6 +208,28 @@ impl Statements {
         ))
         .await?;
         select_rows.set_page_size(1000);
+        let mut select_partition_heads = p(format!(
+            "SELECT tenant_id, sequence_number, hash FROM {ks}.heads WHERE log_partition = ?"
+        ))
+        .await?;
+        select_partition_heads.set_page_size(5000);
+        let mut select_partition_derived = p(format!(
+            "SELECT tenant_id, derived_to FROM {ks}.derived WHERE log_partition = ?"
+        ))
+        .await?;
+        select_partition_derived.set_page_size(5000);
+        let mut select_tail_ids = p(format!(
+            "SELECT sequence_number, hash, event_id FROM {ks}.events \
+             WHERE tenant_id = ? AND bucket = ? AND sequence_number >= ? AND sequence_number <= ?"
+        ))
+        .await?;
+        select_tail_ids.set_page_size(5000);
+        let mut select_facet_counts = p(format!(
+            "SELECT block, count, min_ts, max_ts FROM {ks}.facets \
+             WHERE tenant_id = ? AND kind = ? AND grp = ? AND value = ?"
+        ))
+        .await?;
+        select_facet_counts.set_page_size(2000);
         let mut select_keys = p(format!("SELECT body FROM {ks}.api_keys")).await?;
         select_keys.set_page_size(1000);
         Ok(Self {
@@ -208,8 +239,8 @@ impl Statements {
             ))
             .await?,
             insert_event_id: p(format!(
-                "INSERT INTO {ks}.event_ids (tenant_id, shard, event_id, sequence_number) \
-                 VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
+                "INSERT INTO {ks}.ids (tenant_id, bucket, event_id, sequence_number) \
+                 VALUES (?, ?, ?, ?)"
             ))
             .await?,
             advance_head: p(format!(
@@ -237,30 +268,50 @@ impl Statements {
                  WHERE tenant_id = ? AND bucket = ? AND sequence_number = ?"
             ))
             .await?,
-            select_event_id: p(format!(
-                "SELECT sequence_number FROM {ks}.event_ids WHERE tenant_id = ? AND shard = ? AND event_id = ?"
-            ))
-            .await?,
             select_event_ids: p(format!(
-                "SELECT event_id, sequence_number FROM {ks}.event_ids \
-                 WHERE tenant_id = ? AND shard = ? AND event_id IN ?"
+                "SELECT event_id, sequence_number FROM {ks}.ids \
+                 WHERE tenant_id = ? AND bucket = ? AND event_id IN ?"
             ))
             .await?,
             insert_node: p(format!(
-                "INSERT INTO {ks}.tree_nodes (tenant_id, level, bucket, idx, hash) \
-                 VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"
+                "INSERT INTO {ks}.tree (tenant_id, span, level, idx, hash) VALUES (?, ?, ?, ?, ?)"
             ))
             .await?,
             select_node: p(format!(
-                "SELECT hash FROM {ks}.tree_nodes WHERE tenant_id = ? AND level = ? AND bucket = ? AND idx = ?"
+                "SELECT hash FROM {ks}.tree WHERE tenant_id = ? AND span = ? AND level = ? AND idx = ?"
             ))
             .await?,
+            set_derived: p(format!(
+                "INSERT INTO {ks}.derived (log_partition, tenant_id, derived_to) VALUES (?, ?, ?) \
+                 USING TIMESTAMP ?"
+            ))
+            .await?,
+            select_derived: p(format!(
+                "SELECT derived_to FROM {ks}.derived WHERE log_partition = ? AND tenant_id = ?"
+            ))
+            .await?,
+            insert_facet: p(format!(
+                "INSERT INTO {ks}.facets (tenant_id, kind, grp, value, block, count, postings, \
+                 min_ts, max_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            select_facet_counts,
+            select_facet_postings: p(format!(
+                "SELECT postings FROM {ks}.facets WHERE tenant_id = ? AND kind = ? AND grp = ? \
+                 AND value = ? AND block = ?"
+            ))
+            .await?,
+            select_partition_heads,
+            select_partition_derived,
+            select_tail_ids,
             insert_receipt: p(format!(
-                "INSERT INTO {ks}.receipts (tenant_id, receipt_id, body) VALUES (?, ?, ?)"
+                "INSERT INTO {ks}.receipts_by_bucket (tenant_id, bucket, receipt_id, body) \
+                 VALUES (?, ?, ?, ?)"
             ))
             .await?,
             select_receipt: p(format!(
-                "SELECT body FROM {ks}.receipts WHERE tenant_id = ? AND receipt_id = ?"
+                "SELECT body FROM {ks}.receipts_by_bucket \
+                 WHERE tenant_id = ? AND bucket = ? AND receipt_id = ?"
             ))
             .await?,
             insert_key: p(format!(
@@ -298,6 +349,8 @@ pub struct ScyllaStore {
     pub(crate) epoch: Option<Epoch>,
     /// Heads this handle has committed (never ahead of the store).
     pub(crate) heads: Arc<Mutex<HashMap<String, ChainHead>>>,
+    /// A fenced handle's task writing derived rows behind its appends (`derive.rs`).
+    pub(crate) deriver: Option<Arc<derive::Deriver>>,
 }
 
 impl ScyllaStore {
@@ -341,6 +394,7 @@ impl ScyllaStore {
             keyspace: keyspace.into(),
             epoch: None,
             heads: Arc::default(),
+            deriver: None,
         })
     }
 
@@ -348,6 +402,18 @@ impl ScyllaStore {
     pub async fn meta(&self, key: &str) -> Result<Option<String>, ScyllaError> {
         meta_get(&self.session, &self.keyspace, key).await
     }
+
+    /// Stops (`true`) or resumes this fenced handle's writing of derived rows, so tests
+    /// can keep committed records past the watermark. No effect on an unfenced handle.
+    #[doc(hidden)]
+    pub fn pause_deriving(&self, paused: bool) {
+        if let Some(deriver) = &self.deriver {
+            deriver.pause(paused);
+        }
+    }
+
+    /// How long a fenced handle waits to gather appends before writing their derived rows.
+    pub const DERIVE_LINGER: Duration = derive::LINGER;
 
     /// The partition count the keyspace was migrated for.
     pub fn log_partitions(&self) -> u32 {
@@ -389,7 +455,9 @@ impl Store for ScyllaStore {
     }
 
     async fn heads(&self, tenants: Vec<String>) -> StoreResult<HashMap<String, ChainHead>> {
-        self.read_heads(&tenants, true).await
+        // At the configured consistency, not serial: API reads (checkpoints) must not pay
+        // Paxos, and a chainer's fenced handle needs none (see `append.rs`, step 1).
+        self.read_heads(&tenants, false).await
     }
 
     async fn find_events(&self, keys: Vec<(String, String)>) -> StoreResult<Vec<StoredEvent>> {
@@ -435,6 +503,10 @@ impl Store for ScyllaStore {
         ids: Vec<NodeId>,
     ) -> StoreResult<Vec<Option<Hash>>> {
         self.read_nodes(tenant_id, &ids).await
+    }
+
+    fn min_tree_level(&self) -> u8 {
+        schema::MIN_TREE_LEVEL
     }
 
     async fn create_key(&self, key: ApiKey) -> StoreResult<()> {

@@ -4,17 +4,18 @@
 use std::collections::HashMap;
 
 use futures::StreamExt;
-use sealtrail_core::merkle::{Hash, NodeId};
+use sealtrail_core::merkle::{Hash, NodeId, leaf_hash, node_hash, range_nodes, record_leaf};
 use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::{ChainHead, Record};
-use sealtrail_store::{ChainRow, EventPage, EventQuery, Paging, StoreResult, StoredEvent};
+use sealtrail_store::{ChainRow, EventPage, EventQuery, StoreResult, StoredEvent};
 
-use crate::schema::{BUCKET_BITS, bucket, id_shard};
+use crate::schema::{BUCKET_BITS, MIN_TREE_LEVEL, bucket, id_bucket, span};
 use crate::{ScyllaStore, corrupt, run_bounded, unavailable};
 
 const READ_CONCURRENCY: usize = 32;
-/// Records a filtered listing reads per request while it scans.
-const SCAN_CHUNK: u64 = 4096;
+/// Committed records past a tenant's watermark a read consults directly, at most; beyond
+/// that it answers `Unavailable` (the partition's chainer is catching up).
+const MAX_TAIL_SCAN: u64 = 100_000;
 
 impl ScyllaStore {
     /// Heads of `tenants` that have any record; `serial` reads see in-flight conditional
@@ -76,6 +77,36 @@ impl ScyllaStore {
         from: u64,
         to: u64,
     ) -> StoreResult<Vec<(ChainRow, String)>> {
+        let rows = self
+            .range_rows::<(i64, String, Vec<u8>, String)>(&self.stmts.select_rows, tenant, from, to)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, hash, canonical, digest)| {
+                (
+                    ChainRow {
+                        sequence_number: seq as u64,
+                        hash,
+                        canonical,
+                    },
+                    digest,
+                )
+            })
+            .collect())
+    }
+
+    /// The rows `statement` (a select by tenant, bucket and a sequence number range)
+    /// returns for `from..=to`, bucket by bucket, in order.
+    async fn range_rows<R>(
+        &self,
+        statement: &scylla::statement::prepared::PreparedStatement,
+        tenant: &str,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<Vec<R>>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
         let mut out = Vec::new();
         if from > to {
             return Ok(out);
@@ -85,21 +116,13 @@ impl ScyllaStore {
             let hi = to.min(((b as u64 + 1) << BUCKET_BITS) - 1) as i64;
             let mut rows = self
                 .session
-                .execute_iter(self.stmts.select_rows.clone(), (tenant, b, lo, hi))
+                .execute_iter(statement.clone(), (tenant, b, lo, hi))
                 .await
                 .map_err(unavailable)?
-                .rows_stream::<(i64, String, Vec<u8>, String)>()
+                .rows_stream::<R>()
                 .map_err(unavailable)?;
             while let Some(row) = rows.next().await {
-                let (seq, hash, canonical, digest) = row.map_err(unavailable)?;
-                out.push((
-                    ChainRow {
-                        sequence_number: seq as u64,
-                        hash,
-                        canonical,
-                    },
-                    digest,
-                ));
+                out.push(row.map_err(unavailable)?);
             }
         }
         Ok(out)
@@ -110,43 +133,119 @@ impl ScyllaStore {
         &self,
         keys: Vec<(String, String)>,
     ) -> StoreResult<Vec<StoredEvent>> {
-        let mut tenants: Vec<String> = keys.iter().map(|(t, _)| t.clone()).collect();
-        tenants.sort();
-        tenants.dedup();
-        let heads = self.read_heads(&tenants, false).await?;
-        let lookups: Vec<_> = keys
-            .iter()
-            .map(|(tenant, id)| {
-                let head = heads.get(tenant).map_or(0, |h| h.sequence_number);
-                async move {
-                    if head == 0 {
-                        return Ok(None);
-                    }
-                    self.committed_event(tenant, id, head).await
-                }
+        let mut by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (tenant, id) in &keys {
+            by_tenant
+                .entry(tenant.as_str())
+                .or_default()
+                .push(id.as_str());
+        }
+        let lookups: Vec<_> = by_tenant
+            .into_iter()
+            .map(|(tenant, ids)| async move {
+                // The watermark before the id index (see `derive.rs`), and the head.
+                let (derived, head) = if self.deriver.is_some() {
+                    (None, self.committed_head(tenant).await?)
+                } else {
+                    let (derived, head) =
+                        futures::join!(self.derived_to(tenant), self.committed_head(tenant));
+                    (Some(derived?), head?)
+                };
+                let Some(head) = head else {
+                    return Ok(Vec::new());
+                };
+                let found = self.committed_ids(tenant, head, derived, &ids).await?;
+                let reads: Vec<_> = found
+                    .into_iter()
+                    .map(|(id, seq)| async move { self.event_at(tenant, &id, seq).await })
+                    .collect();
+                let events: Vec<Option<StoredEvent>> = run_bounded(reads, READ_CONCURRENCY).await?;
+                Ok::<_, sealtrail_store::StoreError>(
+                    events.into_iter().flatten().collect::<Vec<_>>(),
+                )
             })
             .collect();
-        let found: Vec<Option<StoredEvent>> = run_bounded(lookups, READ_CONCURRENCY).await?;
+        let found: Vec<Vec<StoredEvent>> = run_bounded(lookups, READ_CONCURRENCY).await?;
         Ok(found.into_iter().flatten().collect())
     }
 
-    async fn committed_event(
+    /// Where the ids among `ids` that are committed at or below `head` are: this handle's
+    /// not-yet-written derived ids (a fenced handle), the id index, and — for the records
+    /// past the tenant's watermark `derived`, which an unfenced handle must have read
+    /// before calling (`None`: read it now) — the committed records themselves. An index
+    /// hit is a candidate: the caller checks the record at that position is the event.
+    pub(crate) async fn committed_ids(
         &self,
         tenant: &str,
-        id: &str,
         head: u64,
-    ) -> StoreResult<Option<StoredEvent>> {
-        let seq = self
-            .one_row::<(i64,)>(&self.stmts.select_event_id, (tenant, id_shard(id), id))
-            .await?;
-        let Some((seq,)) = seq else { return Ok(None) };
-        if seq as u64 > head {
-            return Ok(None); // written by an append that has not committed
+        derived: Option<u64>,
+        ids: &[&str],
+    ) -> StoreResult<HashMap<String, u64>> {
+        let derived = match (&self.deriver, derived) {
+            (Some(_), _) => None,
+            (None, Some(d)) => Some(d),
+            (None, None) => Some(self.derived_to(tenant).await?),
+        };
+        let mut found: HashMap<String, u64> = HashMap::new();
+        let mut by_shard: HashMap<i64, Vec<&str>> = HashMap::new();
+        for id in ids {
+            // Pending first: a pending id leaves `pending` only after its row is written.
+            match self.deriver.as_ref().and_then(|d| d.pending_id(tenant, id)) {
+                Some(seq) if seq <= head => {
+                    found.insert(id.to_string(), seq);
+                }
+                _ => by_shard.entry(id_bucket(id)).or_default().push(id),
+            }
         }
+        let reads: Vec<_> = by_shard
+            .into_iter()
+            .map(|(shard, ids)| async move {
+                let rows = self
+                    .session
+                    .execute_unpaged(&self.stmts.select_event_ids, (tenant, shard, ids))
+                    .await?
+                    .into_rows_result()?
+                    .rows::<(String, i64)>()?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(rows)
+            })
+            .collect();
+        let indexed: Vec<Vec<(String, i64)>> = run_bounded(reads, READ_CONCURRENCY)
+            .await
+            .map_err(unavailable)?;
+        for (id, seq) in indexed.into_iter().flatten() {
+            if seq as u64 <= head {
+                found.insert(id, seq as u64);
+            }
+        }
+        if let Some(derived) = derived
+            && derived < head
+            && ids.iter().any(|id| !found.contains_key(*id))
+        {
+            if head - derived > MAX_TAIL_SCAN {
+                return Err(sealtrail_store::StoreError::Unavailable(format!(
+                    "tenant {tenant}: {} committed records are not in the id index yet (its \
+                     chainer is catching up); retry shortly",
+                    head - derived
+                )));
+            }
+            let wanted: std::collections::HashSet<&str> = ids.iter().copied().collect();
+            for (seq, _, id) in self.tail_rows(tenant, derived + 1, head).await? {
+                if wanted.contains(id.as_str()) {
+                    found.entry(id).or_insert(seq);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The committed record at `seq` if it is the event `id` (an id row of schema version
+    /// 1 could point at a position its append never committed).
+    async fn event_at(&self, tenant: &str, id: &str, seq: u64) -> StoreResult<Option<StoredEvent>> {
         let row = self
             .one_row::<(i64, String, Vec<u8>, String, String)>(
                 &self.stmts.select_row,
-                (tenant, bucket(seq as u64), seq),
+                (tenant, bucket(seq), seq as i64),
             )
             .await?;
         let Some((_, hash, canonical, input_digest, event_id)) = row else {
@@ -155,7 +254,7 @@ impl ScyllaStore {
             )));
         };
         if event_id != id {
-            return Ok(None); // a stale id row from an append that never committed
+            return Ok(None);
         }
         let record = Record::from_canonical(&canonical, &hash)
             .map_err(|e| corrupt(format!("record {seq}: {e}")))?;
@@ -165,57 +264,162 @@ impl ScyllaStore {
         }))
     }
 
-    pub(crate) async fn list(&self, tenant: &str, query: &EventQuery) -> StoreResult<EventPage> {
-        let head = self.committed_head(tenant).await?.unwrap_or(0);
-        let (limit, skip, after) = match query.paging {
-            Paging::Page { page, page_size } => (
-                page_size as u64,
-                (page.max(1) as u64 - 1) * page_size as u64,
-                0,
-            ),
-            Paging::After { after, page_size } => (page_size as u64, 0, after),
-        };
-        if !query.is_filtered() {
-            // The chain is gapless: the head is the total and a page is a direct range.
-            let start = after.max(skip) + 1;
-            let end = head.min(start.saturating_add(limit).saturating_sub(1));
-            let events = self
-                .read_range(tenant, start, end)
-                .await?
-                .iter()
-                .map(|(row, _)| row.record())
-                .collect::<StoreResult<_>>()?;
-            return Ok(EventPage {
-                events,
-                total: head,
-            });
-        }
-        // Filters: scan the chain in order (bounded memory: one chunk at a time), count all
-        // matches and keep the requested window.
-        let mut total = 0u64;
-        let mut events = Vec::new();
-        let mut from = 1;
-        while from <= head {
-            let to = head.min(from + SCAN_CHUNK - 1);
-            for (row, _) in self.read_range(tenant, from, to).await? {
-                let record = row.record()?;
-                if query.matches(&record) {
-                    total += 1;
-                    if record.sequence_number > after
-                        && total > skip
-                        && (events.len() as u64) < limit
-                    {
-                        events.push(record);
-                    }
-                }
-            }
-            from = to + 1;
-        }
-        Ok(EventPage { events, total })
+    /// `(sequence number, hash, event id)` of the stored rows `from..=to`, in order.
+    pub(crate) async fn tail_rows(
+        &self,
+        tenant: &str,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<Vec<(u64, String, String)>> {
+        let rows = self
+            .range_rows::<(i64, String, String)>(&self.stmts.select_tail_ids, tenant, from, to)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, hash, id)| (seq as u64, hash, id))
+            .collect())
     }
 
-    /// Stored hashes of `ids` (complete nodes of the tenant's tree), in order.
+    pub(crate) async fn list(&self, tenant: &str, query: &EventQuery) -> StoreResult<EventPage> {
+        if query.is_filtered() {
+            // The watermark before the head: blocks below it have their facet rows.
+            let derived = self.derived_to(tenant).await?;
+            let head = self.committed_head(tenant).await?.unwrap_or(0);
+            return self.list_by_facets(tenant, query, head, derived).await;
+        }
+        let head = self.committed_head(tenant).await?.unwrap_or(0);
+        let (limit, skip, after) = query.paging.window();
+        // The chain is gapless: the head is the total and a page is a direct range.
+        let start = after.max(skip) + 1;
+        let end = head.min(start.saturating_add(limit).saturating_sub(1));
+        let events = self
+            .read_range(tenant, start, end)
+            .await?
+            .iter()
+            .map(|(row, _)| row.record())
+            .collect::<StoreResult<_>>()?;
+        Ok(EventPage {
+            events,
+            total: head,
+        })
+    }
+
+    /// Hashes of `ids` (complete nodes of the tenant's tree), in order. Nodes of level
+    /// [`MIN_TREE_LEVEL`] and up are stored; a lower one is computed from the hashes of
+    /// its ≤ 4 records, and so is — for an unfenced handle — a node over records past the
+    /// tenant's watermark (not derived yet), from the stored nodes below the watermark and
+    /// the committed records after it. `None` for a node that is not complete (or, below
+    /// the watermark, missing: damage).
     pub(crate) async fn read_nodes(
+        &self,
+        tenant: &str,
+        ids: &[NodeId],
+    ) -> StoreResult<Vec<Option<Hash>>> {
+        // The watermark before the nodes (see `derive.rs`); a fenced handle's `pending`
+        // holds everything past it instead. Stored nodes end at a multiple of a stored
+        // level's width.
+        let aligned = match self.deriver {
+            Some(_) => None,
+            None => Some(self.derived_to(tenant).await? & !((1u64 << MIN_TREE_LEVEL) - 1)),
+        };
+        let high: Vec<usize> = (0..ids.len())
+            .filter(|&i| ids[i].level >= MIN_TREE_LEVEL)
+            .collect();
+        let high_ids: Vec<NodeId> = high.iter().map(|&i| ids[i]).collect();
+        let mut out = vec![None; ids.len()];
+        for (i, hash) in high.iter().zip(self.stored_nodes(tenant, &high_ids).await?) {
+            out[*i] = hash;
+        }
+        let end = |id: &NodeId| id.start() + id.width();
+        let todo: Vec<usize> = (0..ids.len())
+            .filter(|&i| {
+                out[i].is_none()
+                    && (ids[i].level < MIN_TREE_LEVEL || aligned.is_some_and(|d| end(&ids[i]) > d))
+            })
+            .collect();
+        if todo.is_empty() {
+            return Ok(out);
+        }
+        let head = self.committed_head(tenant).await?.unwrap_or(0);
+        // Per node: the stored part below the watermark (a high node straddling it) and
+        // the leaves from where that ends.
+        let split = |id: &NodeId| match aligned {
+            Some(d) if id.level >= MIN_TREE_LEVEL && id.start() < d => d,
+            _ => id.start(),
+        };
+        let todo: Vec<usize> = todo.into_iter().filter(|&i| end(&ids[i]) <= head).collect();
+        let mut ranges: Vec<(u64, u64)> = todo
+            .iter()
+            .map(|&i| (split(&ids[i]), end(&ids[i])))
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (lo, hi) in ranges {
+            match merged.last_mut() {
+                Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        let leaf_count: u64 = merged.iter().map(|(lo, hi)| hi - lo).sum();
+        if leaf_count > MAX_TAIL_SCAN {
+            return Err(sealtrail_store::StoreError::Unavailable(format!(
+                "tenant {tenant}: {leaf_count} committed records are not in the tree yet (its \
+                 chainer is catching up); retry shortly"
+            )));
+        }
+        // Leaf i is record i + 1.
+        let mut leaves: HashMap<u64, Hash> = HashMap::new();
+        for (lo, hi) in merged {
+            let rows = self.tail_rows(tenant, lo + 1, hi).await?;
+            if rows.len() as u64 != hi - lo {
+                return Err(sealtrail_store::StoreError::Corrupt(format!(
+                    "tenant {tenant}: committed records {}..={hi} are missing",
+                    lo + 1
+                )));
+            }
+            for (seq, hash, _) in rows {
+                let leaf =
+                    record_leaf(&hash).ok_or_else(|| corrupt(format!("record {seq}: bad hash")))?;
+                leaves.insert(seq - 1, leaf_hash(&leaf));
+            }
+        }
+        let prefix_ids: Vec<NodeId> = todo
+            .iter()
+            .filter(|&&i| split(&ids[i]) > ids[i].start())
+            .flat_map(|&i| range_nodes(ids[i].start(), split(&ids[i])))
+            .collect();
+        let prefix: HashMap<NodeId, Option<Hash>> = prefix_ids
+            .iter()
+            .copied()
+            .zip(self.stored_nodes(tenant, &prefix_ids).await?)
+            .collect();
+        for i in todo {
+            let id = ids[i];
+            let at = split(&id);
+            let parts: Option<Vec<(u8, Hash)>> = range_nodes(id.start(), at)
+                .into_iter()
+                .map(|p| prefix.get(&p).copied().flatten().map(|h| (p.level, h)))
+                .collect();
+            let Some(mut stack) = parts else { continue }; // damage below the watermark
+            for leaf in at..end(&id) {
+                stack.push((0, leaves[&leaf]));
+                while stack.len() >= 2 && stack[stack.len() - 1].0 == stack[stack.len() - 2].0 {
+                    let (level, right) = stack.pop().expect("two");
+                    let (_, left) = stack.pop().expect("two");
+                    stack.push((level + 1, node_hash(&left, &right)));
+                }
+            }
+            if let [(level, hash)] = stack[..]
+                && level == id.level
+            {
+                out[i] = Some(hash);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored hashes of `ids` (a fenced handle's not-yet-written ones included).
+    pub(crate) async fn stored_nodes(
         &self,
         tenant: &str,
         ids: &[NodeId],
@@ -223,15 +427,18 @@ impl ScyllaStore {
         let lookups: Vec<_> = ids
             .iter()
             .map(|id| async move {
+                // Pending first: a pending node leaves `pending` only after its row is written.
+                if let Some(hash) = self
+                    .deriver
+                    .as_ref()
+                    .and_then(|d| d.pending_node(tenant, *id))
+                {
+                    return Ok(Some(hash));
+                }
                 let row = self
                     .one_row::<(Vec<u8>,)>(
                         &self.stmts.select_node,
-                        (
-                            tenant,
-                            id.level as i32,
-                            (id.index >> BUCKET_BITS) as i64,
-                            id.index as i64,
-                        ),
+                        (tenant, span(*id), id.level as i32, id.index as i64),
                     )
                     .await?;
                 row.map(|(bytes,)| {
@@ -250,7 +457,10 @@ impl ScyllaStore {
         receipt_id: &str,
     ) -> StoreResult<Option<Receipt>> {
         let row = self
-            .one_row::<(String,)>(&self.stmts.select_receipt, (tenant, receipt_id))
+            .one_row::<(String,)>(
+                &self.stmts.select_receipt,
+                (tenant, id_bucket(receipt_id), receipt_id),
+            )
             .await?;
         row.map(|(body,)| serde_json::from_str(&body).map_err(corrupt))
             .transpose()

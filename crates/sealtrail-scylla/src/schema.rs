@@ -11,14 +11,33 @@
 //! - `events`: `((tenant_id, bucket), sequence_number)` with `bucket = seq >> 14`, so a
 //!   Cassandra partition holds at most 16,384 records of one tenant; rows beyond the
 //!   tenant's head are not yet committed and are never returned.
-//! - `event_ids`: `((tenant_id, shard), event_id) → sequence_number`, for idempotency and
-//!   `GET /v1/events/{id}`; `shard` = murmur2(id) mod 16, so the ids of one append land in
-//!   at most 16 partitions per tenant and are written as a few batches, not one mutation
-//!   each (a mutation per partition is what a node pays for; see the README's benchmark).
-//! - `tree_nodes`: `((tenant_id, level, bucket), idx) → hash`, the complete nodes of each
-//!   tenant's Merkle tree (`bucket = idx >> 14`), written with the records that complete
-//!   them, so proofs read O(log n) rows.
-//! - `receipts`: `((tenant_id, receipt_id)) → receipt JSON`.
+//! - `ids`: `((tenant_id, bucket), event_id) → sequence_number`, for idempotency and
+//!   `GET /v1/events/{id}`. `bucket` ([`id_bucket`]) is the UUIDv7 timestamp `>> 16` (about
+//!   a minute) for a UUIDv7 id — what the server mints — so the ids of a gather share one
+//!   partition per tenant; any other id goes to one of 16 hash shards (negative buckets).
+//!   **Derived** (see `derive.rs`).
+//! - `tree`: `((tenant_id, span), level, idx) → hash`, the complete nodes of level 3 and
+//!   up of each tenant's Merkle tree (lower ones are computed from ≤ 4 record hashes), so
+//!   proofs read O(log n) rows. `span` = the node's first leaf `>> 16` for
+//!   levels below 16 and `-1` above, so the nodes a run of consecutive records completes
+//!   share one partition (one mutation) instead of one per level. **Derived.**
+//! - `facets`: `((tenant_id, kind, grp), value, block) → count, postings, min_ts, max_ts`:
+//!   for every complete block of 1,024 records, one row per filterable value in it, so a
+//!   filtered list and its `total` read the matching rows only (see `facets.rs`; `grp` is
+//!   the block `>> 10`, about a million records per partition). **Derived.**
+//! - `derived`: `((log_partition), tenant_id) → derived_to`: every record of the tenant up
+//!   to `derived_to` has its derived rows (`event_ids`, `tree`). Written with
+//!   `USING TIMESTAMP derived_to`, so a late, lower watermark (a slow former owner) never
+//!   overwrites a higher one. Records past it are committed but not yet derived: reads
+//!   consult them in `events` directly.
+//! - `event_ids`, `tree_nodes` and `receipts`: the tables of schema version 1 (one
+//!   partition per id shard, per tree level and per receipt); no longer written or read.
+//!   A keyspace migrated before has them; its chains have no `derived` rows, so each
+//!   partition's next owner derives their `ids` and `tree` rows once (logged). Receipts
+//!   stored before the upgrade are not read (they are answered 404).
+//! - `receipts_by_bucket`: `((tenant_id, bucket), receipt_id) → receipt JSON`, bucketed
+//!   like `ids` (receipt ids are UUIDv7s), so a chainer batch's receipts cost one
+//!   partition write per tenant, not one per receipt.
 //! - `api_keys` (by SHA-256 of the key) and `api_keys_by_id`.
 //!
 //! Every statement is `IF NOT EXISTS`, so `migrate` is idempotent; a keyspace migrated with
@@ -30,13 +49,37 @@ use crate::{ScyllaError, meta_get};
 
 /// Records per `events` partition, as a power of two.
 pub const BUCKET_BITS: u32 = 14;
-pub const SCHEMA_VERSION: &str = "1";
-/// Partitions of a tenant's id index.
+pub const SCHEMA_VERSION: &str = "2";
+/// Hash shards of a tenant's ids (and receipt ids) that are not UUIDv7s.
 pub const ID_SHARDS: u32 = 16;
 
-/// The id-index shard of an event id.
-pub fn id_shard(event_id: &str) -> i32 {
-    sealtrail_core::partition::partition_for(event_id, ID_SHARDS) as i32
+/// The `ids` / `receipts_by_bucket` partition (with the tenant) of an event or receipt
+/// id: a UUIDv7's millisecond timestamp `>> 16` (≈ 65 s), else `-1 - shard` for one of
+/// [`ID_SHARDS`] hash shards.
+pub fn id_bucket(id: &str) -> i64 {
+    match sealtrail_core::event::uuid7_millis(id) {
+        Some(ms) => (ms >> 16) as i64,
+        None => -1 - sealtrail_core::partition::partition_for(id, ID_SHARDS) as i64,
+    }
+}
+
+/// The lowest stored tree level: a node below it covers at most 4 records, and is computed
+/// from their hashes when asked for (so a record costs a quarter of a `tree` row, not two).
+pub const MIN_TREE_LEVEL: u8 = 3;
+
+/// Leaves per `tree` span below [`TOP_LEVEL`], as a power of two.
+pub const SPAN_BITS: u32 = 16;
+/// Nodes of this level and above share one `tree` partition per tenant (span `-1`): there
+/// are few of them (one per 65,536 records).
+pub const TOP_LEVEL: u8 = 16;
+
+/// The `tree` partition (`span`) of a node.
+pub fn span(id: sealtrail_core::merkle::NodeId) -> i64 {
+    if id.level >= TOP_LEVEL {
+        -1
+    } else {
+        (id.start() >> SPAN_BITS) as i64
+    }
 }
 
 /// The `bucket` of a sequence number.
@@ -86,16 +129,25 @@ fn tables(ks: &str) -> Vec<String> {
              WITH CLUSTERING ORDER BY (sequence_number ASC)"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.event_ids (tenant_id text, shard int, event_id text, \
-             sequence_number bigint, PRIMARY KEY ((tenant_id, shard), event_id))"
+            "CREATE TABLE IF NOT EXISTS {ks}.ids (tenant_id text, bucket bigint, event_id text, \
+             sequence_number bigint, PRIMARY KEY ((tenant_id, bucket), event_id))"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.tree_nodes (tenant_id text, level int, bucket bigint, \
-             idx bigint, hash blob, PRIMARY KEY ((tenant_id, level, bucket), idx))"
+            "CREATE TABLE IF NOT EXISTS {ks}.tree (tenant_id text, span bigint, level int, \
+             idx bigint, hash blob, PRIMARY KEY ((tenant_id, span), level, idx))"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.receipts (tenant_id text, receipt_id text, \
-             body text, PRIMARY KEY ((tenant_id, receipt_id)))"
+            "CREATE TABLE IF NOT EXISTS {ks}.facets (tenant_id text, kind int, grp bigint, \
+             value text, block bigint, count int, postings blob, min_ts text, max_ts text, \
+             PRIMARY KEY ((tenant_id, kind, grp), value, block))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.derived (log_partition int, tenant_id text, \
+             derived_to bigint, PRIMARY KEY (log_partition, tenant_id))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.receipts_by_bucket (tenant_id text, bucket bigint, \
+             receipt_id text, body text, PRIMARY KEY ((tenant_id, bucket), receipt_id))"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.api_keys (key_hash text PRIMARY KEY, \

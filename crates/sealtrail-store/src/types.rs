@@ -105,6 +105,21 @@ pub enum Paging {
     After { after: u64, page_size: u32 },
 }
 
+impl Paging {
+    /// `(limit, skip, after)`: at most `limit` matches, after skipping the first `skip`
+    /// matches with a sequence number above `after`.
+    pub fn window(self) -> (u64, u64, u64) {
+        match self {
+            Paging::Page { page, page_size } => (
+                page_size as u64,
+                (page.max(1) as u64 - 1) * page_size as u64,
+                0,
+            ),
+            Paging::After { after, page_size } => (page_size as u64, 0, after),
+        }
+    }
+}
+
 impl Default for Paging {
     fn default() -> Self {
         Paging::Page {

@@ -803,6 +803,15 @@ async fn chain_partition(
         }
     };
     state.health.clear_partition(partition);
+    if std::env::var_os("SEALTRAIL_TEST_HOLD_DERIVED").is_some() {
+        // For tests only: never write derived rows, as a chainer that dies right after
+        // each durable write would (readers and the next owner must cope).
+        tracing::warn!(
+            partition,
+            "SEALTRAIL_TEST_HOLD_DERIVED is set: derived rows are held"
+        );
+        fenced.pause_deriving(true);
+    }
     consumer.mark_claimed();
     let chainer = Chainer::new(
         consumer,

@@ -1386,3 +1386,149 @@ async fn sync_until_committed(api: Api, tag: String, since: Instant) -> (u16, Du
     }
     unreachable!()
 }
+
+/// Each tenant's `derived_to` watermark (`None`: no row).
+async fn watermarks(c: &Cluster, tenants: &[(String, String)]) -> Vec<Option<i64>> {
+    let settings = sealtrail_scylla::ScyllaSettings {
+        nodes: vec![std::env::var("SEALTRAIL_TEST_CASSANDRA").unwrap_or("127.0.0.1:9042".into())],
+        keyspace: c.name.clone(),
+        consistency: sealtrail_scylla::Consistency::One,
+        request_timeout: Duration::from_secs(10),
+    };
+    let session = sealtrail_scylla::connect(&settings).await.unwrap();
+    let mut out = Vec::new();
+    for (tenant, _) in tenants {
+        let rows = session
+            .query_unpaged(
+                format!(
+                    "SELECT derived_to FROM {}.derived WHERE tenant_id = ? ALLOW FILTERING",
+                    c.name
+                ),
+                (tenant.as_str(),),
+            )
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap();
+        out.push(
+            rows.maybe_first_row::<(Option<i64>,)>()
+                .unwrap()
+                .and_then(|(d,)| d),
+        );
+    }
+    out
+}
+
+/// Acknowledged events of a tenant are readable by id and provable, all of them are
+/// counted by a filtered list and are the tenant's whole chain (its tree matching), and
+/// the receipts say committed.
+async fn assert_readable(api: &Api, ids: &[String], receipts: &[String]) {
+    // By id and proved: every 16th event and the last ones (a list covers them all).
+    let sample = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 16 == 0 || i + 5 >= ids.len())
+        .map(|(_, id)| id);
+    for id in sample {
+        let (s, e) = api.get(&format!("/v1/events/{id}")).await;
+        assert_eq!(s, 200, "{id}: {e}");
+        let seq = e["sequence_number"].as_u64().unwrap();
+        let (s, p) = api
+            .get(&format!("/v1/proof/inclusion?sequence_number={seq}"))
+            .await;
+        assert_eq!(s, 200, "proof of {seq}: {p}");
+    }
+    let (s, page) = api
+        .get("/v1/events?action=document.delete&page_size=5")
+        .await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["total"].as_u64(), Some(ids.len() as u64), "{page}");
+    for r in receipts {
+        let (s, body) = api.get(&format!("/v1/receipts/{r}")).await;
+        assert_eq!(
+            (s, body["status"].as_str()),
+            (200, Some("committed")),
+            "{body}"
+        );
+    }
+    let events = assert_chain_ok(api).await;
+    assert_eq!(events.len(), ids.len());
+    common::assert_tree_matches(api, &events).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn derived_rows_are_rebuilt_after_a_chainer_dies_before_writing_them() {
+    // A chainer that never writes its derived rows (the id index, the tree, the facets),
+    // as if SIGKILLed after each durable write: the gateway still reads every
+    // acknowledged event by id, lists it and proves it; after the SIGKILL, the next owner
+    // derives the rows before it appends, and everything reads the same.
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::new("held", 2, &[]);
+    c.add_gateway().await;
+    c.add_chainer_with(&[("SEALTRAIL_TEST_HOLD_DERIVED", "1".into())])
+        .await;
+    c.wait_assigned(&[]).await;
+    let ts = tenants(&c, 2).await;
+    let mut acked: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+    for (t, (_, key)) in ts.iter().enumerate() {
+        let api = c.api(0, key);
+        let mut ids = Vec::new();
+        // 1,100 events: a complete facet block of 1,024 and a tail.
+        for b in 0..11 {
+            let batch: Vec<Value> = (0..100).map(|i| event(&format!("t{t}-b{b}-{i}"))).collect();
+            let (s, body) = api
+                .post("/v1/events/batch?sync=true", &json!({ "events": batch }))
+                .await;
+            assert_eq!(
+                (s, &body["status"]),
+                (200, &json!("committed")),
+                "{}",
+                body["error"]
+            );
+            ids.extend((0..100).map(|i| format!("t{t}-b{b}-{i}")));
+        }
+        let (s, body) = api.post("/v1/events", &event(&format!("t{t}-async"))).await;
+        assert_eq!(s, 202, "{body}");
+        ids.push(format!("t{t}-async"));
+        let receipt = body["receipt_id"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while api.get(&format!("/v1/receipts/{receipt}")).await.1["status"] != "committed" {
+            assert!(Instant::now() < deadline, "the async event never committed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        acked.push((ids, vec![receipt]));
+    }
+    assert_eq!(
+        watermarks(&c, &ts).await,
+        vec![None, None],
+        "nothing derived"
+    );
+    for ((_, key), (ids, receipts)) in ts.iter().zip(&acked) {
+        assert_readable(&c.api(0, key), ids, receipts).await;
+    }
+
+    c.chainers[0].sigkill();
+    c.add_chainer().await;
+    c.wait_assigned(&[0]).await;
+    // The new owner derived everything at its claim, before appending.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while watermarks(&c, &ts).await != vec![Some(1101), Some(1101)] {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}\n{}",
+            watermarks(&c, &ts).await,
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for ((_, key), (ids, receipts)) in ts.iter().zip(&acked) {
+        assert_readable(&c.api(0, key), ids, receipts).await;
+    }
+    // And the chains go on.
+    let (s, body) = c
+        .api(0, &ts[0].1)
+        .post("/v1/events?sync=true", &event("after"))
+        .await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["sequence_number"].as_u64(), Some(1102));
+}

@@ -96,7 +96,7 @@ mod tail;
 
 use crate::sqlite::SqliteStore;
 use crate::{
-    ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, Paging, Store, StoreError, StoreResult,
+    ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, Store, StoreError, StoreResult,
     StoredEvent,
 };
 use budget::WriteBudget;
@@ -234,7 +234,7 @@ fn event_key(tenant: &str, seq: u64) -> Vec<u8> {
 fn named_key(tenant: &str, name: &str) -> Vec<u8> {
     let prefix = tenant_prefix(tenant);
     let mut key = Vec::with_capacity(7 + prefix.len() + name.len());
-    match uuid7_millis(name) {
+    match sealtrail_core::event::uuid7_millis(name) {
         Some(ms) => {
             key.push(1);
             key.extend_from_slice(&ms.to_be_bytes()[2..]);
@@ -244,25 +244,6 @@ fn named_key(tenant: &str, name: &str) -> Vec<u8> {
     key.extend_from_slice(&prefix);
     key.extend_from_slice(name.as_bytes());
     key
-}
-
-/// The 48-bit millisecond timestamp of a UUIDv7 in its text form (either case).
-fn uuid7_millis(id: &str) -> Option<u64> {
-    let b = id.as_bytes();
-    if b.len() != 36
-        || b[8] != b'-'
-        || b[13] != b'-'
-        || b[14] != b'7'
-        || b[18] != b'-'
-        || b[23] != b'-'
-    {
-        return None;
-    }
-    let mut ms = 0u64;
-    for &c in b[..8].iter().chain(&b[9..13]) {
-        ms = ms << 4 | u64::from((c as char).to_digit(16)?);
-    }
-    Some(ms)
 }
 
 /// A `records` key: the frame's log position and the record's index in the frame's
@@ -815,14 +796,8 @@ impl Trees {
         query: &EventQuery,
         tail: Vec<TailRow>,
     ) -> StoreResult<EventPage> {
-        let (limit, skip, after) = match query.paging {
-            Paging::Page { page, page_size } => (
-                page_size as usize,
-                (page.max(1) as usize - 1) * page_size as usize,
-                0,
-            ),
-            Paging::After { after, page_size } => (page_size as usize, 0, after),
-        };
+        let (limit, skip, after) = query.paging.window();
+        let (limit, skip) = (limit as usize, skip as usize);
         // fjall answers for the sequence numbers below the tail's first.
         let below = tail.first().map_or(u64::MAX, TailRow::seq);
 
@@ -1717,12 +1692,27 @@ mod tests {
     #[test]
     fn uuid7_ids_are_keyed_by_their_timestamp_first() {
         let id = "0190a5c2-7e1f-7abc-8def-0123456789ab";
-        assert_eq!(uuid7_millis(id), Some(0x0190_a5c2_7e1f));
-        assert_eq!(uuid7_millis(&id.to_uppercase()), Some(0x0190_a5c2_7e1f));
+        assert_eq!(
+            sealtrail_core::event::uuid7_millis(id),
+            Some(0x0190_a5c2_7e1f)
+        );
+        assert_eq!(
+            sealtrail_core::event::uuid7_millis(&id.to_uppercase()),
+            Some(0x0190_a5c2_7e1f)
+        );
         // Not a UUIDv7: version 4, wrong length, not hex.
-        assert_eq!(uuid7_millis("0190a5c2-7e1f-4abc-8def-0123456789ab"), None);
-        assert_eq!(uuid7_millis("0190a5c2-7e1f-7abc-8def-0123456789a"), None);
-        assert_eq!(uuid7_millis("0190a5g2-7e1f-7abc-8def-0123456789ab"), None);
+        assert_eq!(
+            sealtrail_core::event::uuid7_millis("0190a5c2-7e1f-4abc-8def-0123456789ab"),
+            None
+        );
+        assert_eq!(
+            sealtrail_core::event::uuid7_millis("0190a5c2-7e1f-7abc-8def-0123456789a"),
+            None
+        );
+        assert_eq!(
+            sealtrail_core::event::uuid7_millis("0190a5g2-7e1f-7abc-8def-0123456789ab"),
+            None
+        );
         let key = named_key("acme", id);
         assert_eq!(key[0], 1);
         assert_eq!(&key[1..7], &0x0190_a5c2_7e1f_u64.to_be_bytes()[2..]);
