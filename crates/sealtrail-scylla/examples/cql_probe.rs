@@ -1,7 +1,8 @@
 //! Measures the CQL operations the store's append path uses, on a live node:
 //! `cargo run --release -p sealtrail-scylla --example cql_probe [host:port]`.
 //! Prints the throughput of concurrent plain inserts, unlogged single-partition batches
-//! and the latency of sequential lightweight transactions.
+//! (with the local node's CPU per batch, by rows per batch and row size) and the latency
+//! of sequential lightweight transactions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,6 +97,63 @@ async fn main() {
         println!(
             "unlogged batches of {rows} ({label}), concurrency {concurrency}: {:>8.0} rows/s",
             (rows * batches) as f64 / secs
+        );
+    }
+
+    // Cassandra's CPU per write, by shape (rows per single-partition batch × row size),
+    // read from /proc for the local node started by deploy/local (skipped elsewhere).
+    let cass_pid = std::fs::read_to_string(".build/infra/cassandra/cassandra.pid").ok();
+    let cpu = || -> Option<f64> {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", cass_pid.as_ref()?.trim())).ok()?;
+        let f: Vec<&str> = stat.split_whitespace().collect();
+        Some((f[13].parse::<f64>().ok()? + f[14].parse::<f64>().ok()?) / 100.0)
+    };
+    for (rows, size) in [
+        (200usize, 600usize),
+        (200, 50),
+        (1, 600),
+        (1, 30_000),
+        (1, 120_000),
+    ] {
+        let total_bytes = if size < 100 { 2_000_000 } else { 24_000_000 };
+        let batches = total_bytes / (rows * size);
+        let blob = vec![7u8; size];
+        let c0 = cpu();
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let (s, insert, blob) = (s.clone(), insert.clone(), blob.clone());
+            tasks.push(tokio::spawn(async move {
+                for b in (w..batches).step_by(8) {
+                    let mut batch = Batch::new(BatchType::Unlogged);
+                    let mut values = Vec::new();
+                    for r in 0..rows {
+                        batch.append_statement(insert.clone());
+                        values.push((
+                            format!("x{rows}-{size}-{}", b / 4),
+                            (b * rows + r) as i64,
+                            blob.clone(),
+                        ));
+                    }
+                    s.batch(&batch, values).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let per_batch = match (c0, cpu()) {
+            (Some(a), Some(b)) => format!(
+                ", Cassandra CPU {:.2} ms per batch",
+                (b - a) * 1000.0 / batches as f64
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "{batches} batches of {rows} rows x {size} B, concurrency 8: {:>6.0} batches/s{per_batch}",
+            batches as f64 / secs
         );
     }
 
