@@ -117,8 +117,11 @@ pub trait Store: Send + Sync + 'static {
     /// harmless). Every engine judges a batch with the one append rule ([`rule`]): a
     /// fork, a gap, a broken `prev_hash` link or a duplicate client id is refused with
     /// [`StoreError::Refused`] and nothing of the batch is written. A committed receipt without `committed_at` is stamped with the
-    /// store's write time. The batch's `tree_nodes` are written in the same unit as its
-    /// records (a node is deterministic, so rewriting one is a no-op).
+    /// store's write time. The batch's `tree_nodes` are written with its records (a node
+    /// is deterministic, so rewriting one is a no-op) — or, like every index a store
+    /// derives from the records, after them, as long as every read answers as if they
+    /// were there (the fjall store's indexer, the Scylla store's deriver: their reads
+    /// consult the records not yet indexed).
     ///
     /// An [`StoreError::Unavailable`] answer has an *unknown outcome*: the batch may or
     /// may not be stored. The caller resubmits the very same batch (hence the `Arc`), which
