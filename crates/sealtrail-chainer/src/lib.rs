@@ -278,9 +278,10 @@ impl<C: PartitionConsumer> Chainer<C> {
         mut entries: Vec<LogEntry>,
         maybe_stored: &[bool],
     ) -> Result<(), ChainerError> {
-        // (1)+(2): read and chain. Reads write nothing, so a failed read is simply retried
-        // from scratch (with the head cache dropped, as it may be stale) — if retrying can
-        // help at all.
+        // (1)+(2): read and chain. Reads write nothing but, at most, the tree nodes of a
+        // chain stored without them (`load_frontier`), which are deterministic; so a failed
+        // read is simply retried from scratch (with the head cache dropped, as it may be
+        // stale) — if retrying can help at all.
         let mut backoff = Duration::from_millis(50);
         let prepared = loop {
             match self.prepare(&mut entries, maybe_stored).await {
@@ -376,7 +377,7 @@ impl<C: PartitionConsumer> Chainer<C> {
         let no_space = matches!(err, StoreError::NoSpace(_));
         let message = match err {
             StoreError::NoSpace(m) => format!(
-                "{m}; the events are not committed yet: retry with the same ids (they will not be duplicated)"
+                "{m}; the events are not committed yet: retry with the same ids (an id is never chained twice; an event sent without an id gets a new one on a retry)"
             ),
             StoreError::Fenced(_) => "the chainer lost ownership of its partition; retry".into(),
             _ => "the log's writer stopped on a store error; retry with the same ids".into(),
