@@ -79,7 +79,10 @@ impl Item {
     }
 }
 
-/// Ids and nodes handed to the deriver and not yet written.
+/// Ids and nodes handed to the deriver and not yet written. An entry leaves only after
+/// its row is written, so a reader that looks here before the table misses nothing. The
+/// same key may be queued twice (a batch resubmitted after an unknown outcome); the first
+/// write removes it, which is harmless: both carry the same value, now in the table.
 #[derive(Default)]
 pub(crate) struct Pending {
     ids: HashMap<(String, String), u64>,

@@ -172,8 +172,9 @@ impl ScyllaStore {
     /// Where the ids among `ids` that are committed at or below `head` are: this handle's
     /// not-yet-written derived ids (a fenced handle), the id index, and — for the records
     /// past the tenant's watermark `derived`, which an unfenced handle must have read
-    /// before calling (`None`: read it now) — the committed records themselves. An index
-    /// hit is a candidate: the caller checks the record at that position is the event.
+    /// before calling (`None`: read it now) — the committed records themselves. Every
+    /// source holds committed records only (`ids` rows are derived after the commit, never
+    /// written ahead of it), so a hit at or below `head` is the event's position.
     pub(crate) async fn committed_ids(
         &self,
         tenant: &str,
@@ -239,8 +240,9 @@ impl ScyllaStore {
         Ok(found)
     }
 
-    /// The committed record at `seq` if it is the event `id` (an id row of schema version
-    /// 1 could point at a position its append never committed).
+    /// The committed record at `seq` if it is the event `id`. The check costs nothing (the
+    /// row is read anyway) and keeps a damaged or hand-edited id row from answering with
+    /// another event.
     async fn event_at(&self, tenant: &str, id: &str, seq: u64) -> StoreResult<Option<StoredEvent>> {
         let row = self
             .one_row::<(i64, String, Vec<u8>, String, String)>(
