@@ -95,7 +95,7 @@ pub struct FeedStatus {
 }
 
 /// Where one assigned partition stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionProgress {
     /// The partition's high watermark on the broker (-1: not known yet).
     pub high_watermark: i64,
@@ -106,6 +106,9 @@ pub struct PartitionProgress {
     pub committed: i64,
     /// Entries on the broker not chained yet (-1: not known yet).
     pub lag: i64,
+    /// librdkafka's fetch state of the partition (`active` while it fetches; `none`
+    /// before the statistics name it).
+    pub fetch_state: String,
 }
 
 impl FeedStatus {
@@ -225,12 +228,14 @@ impl ClientContext for FeedContext {
                     } else {
                         p.consumer_lag.max(-1)
                     },
+                    fetch_state: p.fetch_state.clone(),
                 },
                 None => PartitionProgress {
                     high_watermark: -1,
                     stored: -1,
                     committed: -1,
                     lag: -1,
+                    fetch_state: "none".to_string(),
                 },
             };
             status.partitions.insert(partition, progress);
@@ -372,6 +377,25 @@ impl ChainerFeed {
                 tokio::time::sleep(after).await;
                 tracing::warn!("fault injection: the feed leaves the chainers' group");
                 consumer.unsubscribe();
+            });
+        }
+        #[cfg(feature = "fault-injection")]
+        if let Some(after) = crate::fault::stop_fetching_after() {
+            let consumer = consumer.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                match consumer.assignment() {
+                    Ok(held) => {
+                        tracing::warn!(
+                            partitions = held.count(),
+                            "fault injection: the feed stops fetching its partitions"
+                        );
+                        if let Err(err) = consumer.incremental_unassign(&held) {
+                            tracing::error!(%err, "fault injection failed");
+                        }
+                    }
+                    Err(err) => tracing::error!(%err, "fault injection failed"),
+                }
             });
         }
         let (stop, stop_rx) = watch::channel(false);

@@ -42,3 +42,20 @@ pub(crate) fn leave_group_after() -> Option<Duration> {
         .swap(false, std::sync::atomic::Ordering::AcqRel)
         .then(|| Duration::from_secs(secs))
 }
+
+/// `SEALTRAIL_FAULT_STOP_FETCHING_AFTER=<seconds>`: the first feed of the process, that
+/// long after it starts, drops its partitions from librdkafka's assignment without a
+/// revocation (an incremental unassign behind the chainer's back): the group and the
+/// chainer still count them as held, but nothing fetches them, as after the
+/// `NOT_COORDINATOR` answer to a rejoined consumer's committed-offset query that librdkafka
+/// never repeats. The chainer's watchdog has to notice and start a new feed.
+pub(crate) fn stop_fetching_after() -> Option<Duration> {
+    static FIRST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    let secs: u64 = std::env::var("SEALTRAIL_FAULT_STOP_FETCHING_AFTER")
+        .ok()?
+        .parse()
+        .expect("SEALTRAIL_FAULT_STOP_FETCHING_AFTER: seconds");
+    FIRST
+        .swap(false, std::sync::atomic::Ordering::AcqRel)
+        .then(|| Duration::from_secs(secs))
+}

@@ -86,6 +86,9 @@ pub(crate) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientCo
         // broker is back before it even tries: at most 1 s.
         .set("reconnect.backoff.max.ms", "1000")
         .set("log_level", "4");
+    if let Ok(contexts) = std::env::var("SEALTRAIL_RDKAFKA_DEBUG") {
+        config.set("debug", contexts).set("log_level", "7");
+    }
     config
 }
 

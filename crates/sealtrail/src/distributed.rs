@@ -216,16 +216,18 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
     let log: Arc<dyn LogProducer> = kafka_log;
 
     let signer = log_signer(&config, &store).await?;
+    let store: Arc<dyn sealtrail_store::Store> = Arc::new(store);
     let tlog = sealtrail_api::tlog::TransparencyLog::new(
         signer,
         Duration::from_millis(config.checkpoint_interval_ms),
-    );
+    )
+    .with_witnesses(config.witness_configs()?, store.clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let service = Arc::new(Service {
         log: log.clone(),
         correlator,
         tlog: Some(Arc::new(tlog)),
-        store: Arc::new(store),
+        store,
         commits: None,
         health: None,
         keys: sealtrail_api::auth::KeyCache::with_quotas(config.quotas())
@@ -554,11 +556,88 @@ impl CoordinatorWatch {
     }
 }
 
+/// A partition held by a group consumer that is in the group and steady, whose fetcher
+/// has not been `active` for this long, is stuck in librdkafka: the consumer is replaced.
+/// Seen after a Kafka freeze that outlasted the session: the consumer rejoined and got its
+/// partitions back, but the broker, just resumed, answered the committed-offset query
+/// with `NOT_COORDINATOR`; librdkafka (2.12.1) found the coordinator again and never
+/// repeated the query, so the partitions sat in `stopped` with their offset queries
+/// pending, for good, while `/healthz` said everything was fine. A fetcher that is merely
+/// waiting for Kafka (a leader election, an offset reset) is `active` again within a
+/// second or two.
+const FETCH_STUCK_AFTER: Duration = Duration::from_secs(10);
+
+/// ... at most once per this long (a partition whose every replica is down stays out of
+/// `active` however often the consumer is replaced).
+const FETCH_STUCK_COOLDOWN: Duration = Duration::from_secs(60);
+
+/// The chainer's judgement of its held partitions' fetchers, fed each second with
+/// librdkafka's latest statistics.
+struct FetchWatch {
+    /// Per held partition: since when its fetcher has been reported anything but `active`.
+    idle_since: HashMap<u32, std::time::Instant>,
+    /// The last assignment change seen (statistics from before it are stale).
+    last_rebalance: std::time::Instant,
+}
+
+impl FetchWatch {
+    fn new(now: std::time::Instant) -> Self {
+        Self {
+            idle_since: HashMap::new(),
+            last_rebalance: now,
+        }
+    }
+
+    fn rebalanced(&mut self, now: std::time::Instant) {
+        self.last_rebalance = now;
+        self.idle_since.clear();
+    }
+
+    /// Takes the latest statistics; returns the partitions whose fetchers have been idle
+    /// for [`FETCH_STUCK_AFTER`] while the consumer was steady in the group (`in_group`).
+    fn observe(
+        &mut self,
+        status: &FeedStatus,
+        in_group: bool,
+        now: std::time::Instant,
+    ) -> Vec<(u32, String)> {
+        let fresh = status
+            .reported_at
+            .is_some_and(|at| at > self.last_rebalance);
+        if !fresh {
+            return Vec::new();
+        }
+        if !in_group || status.join_state != "steady" {
+            self.idle_since.clear();
+            return Vec::new();
+        }
+        self.idle_since.retain(|p, _| {
+            status
+                .partitions
+                .get(p)
+                .is_some_and(|s| s.fetch_state != "active")
+        });
+        let mut stuck = Vec::new();
+        for (partition, progress) in &status.partitions {
+            if progress.fetch_state == "active" {
+                continue;
+            }
+            let since = *self.idle_since.entry(*partition).or_insert(now);
+            if now.duration_since(since) >= FETCH_STUCK_AFTER {
+                stuck.push((*partition, progress.fetch_state.clone()));
+            }
+        }
+        stuck
+    }
+}
+
 /// Why one group consumer of a chainer ended.
 enum FeedEnd {
     Signal,
     Failure(String),
     OutOfGroup(Duration),
+    /// In the group, but held partitions do not fetch ([`FetchWatch`]).
+    FetchStuck,
 }
 
 async fn run_chainer(config: Config) -> anyhow::Result<()> {
@@ -616,12 +695,14 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
     let signal = wait_for_signal();
     tokio::pin!(signal);
     let mut generation = 0u64;
+    let mut last_fetch_replacement: Option<std::time::Instant> = None;
     let failure = loop {
         let mut tasks = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // The coordinator probe in flight (asked when), and what the probes found.
         let mut probe: Option<(std::time::Instant, tokio::task::JoinHandle<bool>)> = None;
         let mut coordinator = CoordinatorWatch::new(std::time::Instant::now());
+        let mut fetchers = FetchWatch::new(std::time::Instant::now());
         let end = loop {
             tokio::select! {
                 _ = &mut signal => break FeedEnd::Signal,
@@ -639,6 +720,20 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
                         break FeedEnd::OutOfGroup(out);
                     }
                     let now = std::time::Instant::now();
+                    let stuck = fetchers.observe(&status, out.is_none(), now);
+                    if !stuck.is_empty()
+                        && last_fetch_replacement
+                            .is_none_or(|at| now.duration_since(at) >= FETCH_STUCK_COOLDOWN)
+                    {
+                        tracing::warn!(
+                            ?stuck,
+                            "held partitions have not fetched for {} s while the consumer is steady in the group (stuck in librdkafka)",
+                            FETCH_STUCK_AFTER.as_secs()
+                        );
+                        metrics::counter!("sealtrail_chainer_fetch_stuck_total").increment(1);
+                        last_fetch_replacement = Some(now);
+                        break FeedEnd::FetchStuck;
+                    }
                     if !coordinator.waiting(&status, out) {
                         probe = None;
                     } else {
@@ -671,12 +766,14 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
                     None => break FeedEnd::Failure("the Kafka consumer stopped".to_string()),
                     Some(FeedEvent::Revoked(partition)) => {
                         coordinator.rebalanced(std::time::Instant::now());
+                        fetchers.rebalanced(std::time::Instant::now());
                         state.assigned.lock().expect("assigned lock").remove(&partition);
                         state.health.clear_partition(partition);
                         metrics::gauge!("sealtrail_chainer_partition_held", "partition" => partition.to_string()).set(0.0);
                     }
                     Some(FeedEvent::Assigned(consumer)) => {
                         coordinator.rebalanced(std::time::Instant::now());
+                        fetchers.rebalanced(std::time::Instant::now());
                         generation += 1;
                         let partition = consumer.partition();
                         state.assigned.lock().expect("assigned lock").insert(partition, generation);
@@ -716,22 +813,25 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
             metrics::gauge!("sealtrail_chainer_partition_held", "partition" => partition.to_string()).set(0.0);
         }
         state.assigned.lock().expect("assigned lock").clear();
-        let out = match end {
+        // Out of the group too long, or in it without fetching: leave it (whatever
+        // librdkafka still believes) and join again with a new consumer; its partitions
+        // resume from the last commits.
+        let status = feed.status();
+        match end {
             FeedEnd::Signal => break None,
             FeedEnd::Failure(failure) => break Some(failure),
-            FeedEnd::OutOfGroup(out) => out,
-        };
-        // Out of the group too long: leave it (whatever librdkafka still believes) and
-        // join again with a new consumer; its partitions resume from the last commits.
-        let status = feed.status();
-        tracing::error!(
-            out_of_group_ms = out.as_millis() as u64,
-            group_state = %status.group_state,
-            join_state = %status.join_state,
-            fatal_error = feed.failed_fatally(),
-            "the Kafka group consumer has been out of the chainers' group for {} s; replacing it",
-            out.as_secs()
-        );
+            FeedEnd::OutOfGroup(out) => tracing::error!(
+                out_of_group_ms = out.as_millis() as u64,
+                group_state = %status.group_state,
+                join_state = %status.join_state,
+                fatal_error = feed.failed_fatally(),
+                "the Kafka group consumer has been out of the chainers' group for {} s; replacing it",
+                out.as_secs()
+            ),
+            FeedEnd::FetchStuck => tracing::error!(
+                "the Kafka group consumer holds partitions it does not fetch; replacing it"
+            ),
+        }
         metrics::counter!("sealtrail_chainer_feed_restarts_total").increment(1);
         feed.abandon();
         feed = loop {
@@ -873,6 +973,7 @@ async fn chainer_health(State(state): State<ChainerState>, readiness: bool) -> R
                 "partition": partition,
                 "lag": progress.map(|p| p.lag).filter(|lag| *lag >= 0),
                 "committed_offset": progress.map(|p| p.committed).filter(|o| *o >= 0),
+                "fetch_state": progress.map(|p| p.fetch_state.as_str()),
                 "last_write_ms_ago": state
                     .health
                     .last_write(partition)
@@ -937,6 +1038,62 @@ mod tests {
             steady_at: None,
             partitions: Default::default(),
         }
+    }
+
+    fn held(status: &mut FeedStatus, partition: u32, fetch_state: &str) {
+        status.partitions.insert(
+            partition,
+            sealtrail_kafka::consumer::PartitionProgress {
+                high_watermark: -1,
+                stored: -1,
+                committed: -1,
+                lag: -1,
+                fetch_state: fetch_state.into(),
+            },
+        );
+    }
+
+    /// A held partition whose fetcher stays out of `active` for 10 s while the consumer is
+    /// steady in the group is stuck; fetching again, a rebalance, leaving `steady` or
+    /// statistics from before the last assignment change start the count over.
+    #[test]
+    fn a_partition_that_does_not_fetch_for_ten_seconds_in_a_steady_group_is_stuck() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut watch = FetchWatch::new(t0);
+        let mut steady = status("up", "steady", at(1));
+        held(&mut steady, 0, "active");
+        held(&mut steady, 1, "stopped");
+        assert!(watch.observe(&steady, true, at(1)).is_empty());
+        assert!(watch.observe(&steady, true, at(10)).is_empty());
+        assert_eq!(
+            watch.observe(&steady, true, at(11)),
+            [(1, "stopped".to_string())]
+        );
+        // partition 1 fetches again: the count starts over when it stops
+        held(&mut steady, 1, "active");
+        assert!(watch.observe(&steady, true, at(12)).is_empty());
+        held(&mut steady, 1, "offset-query");
+        assert!(watch.observe(&steady, true, at(13)).is_empty());
+        assert!(watch.observe(&steady, true, at(22)).is_empty());
+        assert_eq!(watch.observe(&steady, true, at(23)).len(), 1);
+        // out of the group, or not steady: not this watch's business, and it forgets
+        assert!(watch.observe(&steady, false, at(24)).is_empty());
+        assert!(watch.observe(&steady, true, at(25)).is_empty());
+        let mut joining = status("up", "wait-join", at(26));
+        held(&mut joining, 1, "stopped");
+        assert!(watch.observe(&joining, true, at(40)).is_empty());
+        assert!(watch.observe(&steady, true, at(41)).is_empty());
+        assert!(watch.observe(&steady, true, at(50)).is_empty());
+        assert_eq!(watch.observe(&steady, true, at(51)).len(), 1);
+        // statistics reported before the last assignment change are ignored
+        watch.rebalanced(at(52));
+        let stale = steady.clone();
+        assert!(watch.observe(&stale, true, at(70)).is_empty());
+        let mut fresh = status("up", "steady", at(71));
+        held(&mut fresh, 1, "stopped");
+        assert!(watch.observe(&fresh, true, at(71)).is_empty());
+        assert_eq!(watch.observe(&fresh, true, at(81)).len(), 1);
     }
 
     /// A consumer waiting on its coordinator is judged stuck once probes have found the

@@ -1357,6 +1357,96 @@ async fn a_chainer_out_of_its_group_replaces_its_consumer() {
     );
 }
 
+/// A chainer whose group consumer stays steady in the group but stops fetching the
+/// partitions it holds (the test-only fault `SEALTRAIL_FAULT_STOP_FETCHING_AFTER` drops
+/// them from librdkafka's assignment without a revocation; in the wild: a rejoined
+/// consumer whose committed-offset query got `NOT_COORDINATOR` from a just-resumed broker
+/// and was never repeated, which failed this suite's freeze test once in CI) shows the
+/// partitions' `fetch_state` in `/healthz` and replaces its consumer 10 s later: sync
+/// writes commit again, nothing lost or forked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chainer_whose_partitions_stop_fetching_replaces_its_consumer() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::new("nofetch", 2, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "3000")]);
+    c.add_gateway().await;
+    let mut chainer = c.proc("chainer", 0);
+    chainer
+        .env
+        .push(("SEALTRAIL_FAULT_STOP_FETCHING_AFTER".into(), "6".into()));
+    chainer.spawn();
+    let started = Instant::now();
+    chainer.wait_healthy().await;
+    c.chainers.push(chainer);
+    c.wait_assigned(&[]).await;
+    let ts = tenants(&c, 2).await;
+    for (i, (_, key)) in ts.iter().enumerate() {
+        let (s, body) = c
+            .api(0, key)
+            .post("/v1/events?sync=true", &event(&format!("before-{i}")))
+            .await;
+        assert_eq!(s, 201, "{body}");
+    }
+    // The fault: 6 s after the start nothing fetches, while both partitions stay held.
+    let mut fetched = false;
+    let stopped = loop {
+        let body: Value = reqwest::get(format!("{}/healthz", c.chainers[0].http))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let held = body["held"].as_array().cloned().unwrap_or_default();
+        let active = held.iter().filter(|p| p["fetch_state"] == "active").count();
+        fetched |= held.len() == 2 && active == 2;
+        if fetched && held.len() == 2 && active == 0 {
+            break Instant::now();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the fault did not stop the fetchers: {body}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Sync writes wait (504 after the 3 s commit timeout) until the consumer is replaced.
+    let mut committed = Vec::new();
+    for (i, (_, key)) in ts.iter().enumerate() {
+        loop {
+            let (s, body) = c
+                .api(0, key)
+                .post("/v1/events?sync=true", &event(&format!("after-{i}")))
+                .await;
+            if s == 201 {
+                committed.push(stopped.elapsed());
+                break;
+            }
+            assert!(
+                [503, 504].contains(&s),
+                "a sync write during the stall got {s} {body}"
+            );
+            assert!(
+                stopped.elapsed() < Duration::from_secs(40),
+                "no commit 40 s after the fetchers stopped:\n{}",
+                c.logs()
+            );
+        }
+    }
+    eprintln!("fetchers stopped: sync writes committed again {committed:?} after");
+    assert_eq!(
+        chainer_metric(&c.chainers[0], "sealtrail_chainer_fetch_stuck_total").await,
+        "sealtrail_chainer_fetch_stuck_total 1",
+        "replaced as a consumer whose partitions do not fetch"
+    );
+    assert_eq!(
+        chainer_metric(&c.chainers[0], "sealtrail_chainer_feed_restarts_total").await,
+        "sealtrail_chainer_feed_restarts_total 1"
+    );
+    for (_, key) in &ts {
+        let events = assert_chain_ok(&c.api(0, key)).await;
+        assert_eq!(events.len(), 2, "before and after, each once");
+    }
+}
+
 /// The wall clock (UTC, to the millisecond), to line test output up with the logs.
 fn clock() -> String {
     let now = std::time::SystemTime::now()
