@@ -25,6 +25,7 @@ pub mod telemetry;
 pub mod tlog;
 pub mod tls;
 pub mod verified;
+pub mod witnessing;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,7 +22,19 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         .map(|h| h.problems())
         .unwrap_or_default();
     let blocked = state.store.write_blocked();
+    let alarms = state
+        .tlog
+        .as_ref()
+        .map(|t| t.witness_alarms())
+        .unwrap_or_default();
     if problems.is_empty() && blocked.is_none() {
+        // A witness alarm is no reason to restart this process: `200`, but said.
+        if !alarms.is_empty() {
+            return axum::Json(
+                serde_json::json!({"status": "witness_alarm", "witness_alarms": alarms}),
+            )
+            .into_response();
+        }
         return axum::Json(serde_json::json!({"status": "ok"})).into_response();
     }
     let failing: Vec<_> = problems
@@ -32,6 +44,9 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     let mut body = serde_json::json!({"status": "degraded", "failing_partitions": failing});
     if let Some(reason) = blocked {
         body["writes_refused"] = serde_json::Value::String(reason);
+    }
+    if !alarms.is_empty() {
+        body["witness_alarms"] = serde_json::json!(alarms);
     }
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }

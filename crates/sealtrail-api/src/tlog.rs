@@ -8,7 +8,7 @@
 //! interval while events arrive), or at once with `?fresh=true`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::auth::Scope;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::witnessing::{WitnessAlarm, WitnessConfig, Witnessing};
 
 /// Tenants whose last checkpoint is kept (then the cache starts over).
 const CACHED_TENANTS: usize = 10_000;
@@ -38,6 +39,8 @@ pub struct TransparencyLog {
     origin: String,
     interval: Duration,
     cache: Mutex<HashMap<String, (Instant, u64, String)>>,
+    /// The witnesses every new checkpoint goes to (see [`crate::witnessing`]).
+    witnessing: Option<Arc<Witnessing>>,
 }
 
 impl TransparencyLog {
@@ -49,7 +52,29 @@ impl TransparencyLog {
             signer,
             interval,
             cache: Mutex::new(HashMap::new()),
+            witnessing: None,
         }
+    }
+
+    /// Sends every checkpoint signed from now on to `witnesses` and serves their
+    /// cosignatures with it; `store` gives the consistency proofs.
+    pub fn with_witnesses(mut self, witnesses: Vec<WitnessConfig>, store: Arc<dyn Store>) -> Self {
+        if !witnesses.is_empty() {
+            self.witnessing = Some(Arc::new(Witnessing::new(
+                witnesses,
+                store,
+                self.origin.clone(),
+            )));
+        }
+        self
+    }
+
+    /// Alarms raised by witnesses (empty without witnesses).
+    pub fn witness_alarms(&self) -> Vec<WitnessAlarm> {
+        self.witnessing
+            .as_ref()
+            .map(|w| w.alarms())
+            .unwrap_or_default()
     }
 
     pub fn tenant_origin(&self, tenant: &str) -> String {
@@ -89,8 +114,93 @@ impl TransparencyLog {
         if cache.len() >= CACHED_TENANTS {
             cache.clear();
         }
-        cache.insert(tenant.to_string(), (Instant::now(), size, note.clone()));
+        let new = cache
+            .insert(tenant.to_string(), (Instant::now(), size, note.clone()))
+            .is_none_or(|(_, _, old)| old != note);
+        drop(cache);
+        if new && let Some(w) = &self.witnessing {
+            w.submit(tenant, size, &note);
+        }
         Ok((size, note))
+    }
+
+    /// The checkpoint as `GET /v1/checkpoint` serves it: [`latest`](Self::latest) with
+    /// the witnesses' cosignatures collected for it; with `witnesses = Some(n)`, waiting
+    /// up to `wait` for `n` of them.
+    pub async fn latest_cosigned(
+        &self,
+        store: &dyn Store,
+        tenant: &str,
+        fresh: bool,
+        witnesses: Option<usize>,
+        wait: Duration,
+    ) -> ApiResult<String> {
+        let (size, note) = self.latest(store, tenant, fresh).await?;
+        let Some(w) = &self.witnessing else {
+            return match witnesses {
+                Some(n) if n > 0 => Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("witnesses={n}: this log has no witnesses configured"),
+                )),
+                _ => Ok(note),
+            };
+        };
+        let wanted = witnesses.unwrap_or(0);
+        if wanted > w.count() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "witnesses={wanted}: this log has {} witnesses configured",
+                    w.count()
+                ),
+            ));
+        }
+        let mut changes = w.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut asked = false;
+        loop {
+            let (cosigned, have) = w.attach(tenant, &note);
+            if have >= wanted {
+                return Ok(cosigned);
+            }
+            if !asked {
+                // A failed or superseded submission is not retried by itself.
+                w.submit(tenant, size, &note);
+                asked = true;
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                let alarms = self.witness_alarms();
+                return Err(ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "witnesses_unavailable",
+                        format!(
+                            "the checkpoint of size {size} has {have} of the {wanted} cosignatures asked for after {} ms{}",
+                            wait.as_millis(),
+                            if alarms.is_empty() {
+                                String::new()
+                            } else {
+                                format!(
+                                    "; witness alarms: {}",
+                                    alarms
+                                        .iter()
+                                        .map(|a| format!(
+                                            "{} on {}: {}",
+                                            a.witness, a.origin, a.message
+                                        ))
+                                        .collect::<Vec<_>>()
+                                        .join("; ")
+                                )
+                            }
+                        ),
+                    )
+                });
+            }
+        }
     }
 }
 
@@ -101,7 +211,7 @@ pub async fn log_size(store: &dyn Store, tenant: &str) -> ApiResult<u64> {
 }
 
 /// Stored node hashes, fetched in one store call, as a [`NodeSource`].
-struct Fetched(HashMap<NodeId, Hash>);
+pub(crate) struct Fetched(HashMap<NodeId, Hash>);
 
 impl NodeSource for Fetched {
     type Error = NodeId;
@@ -112,7 +222,7 @@ impl NodeSource for Fetched {
     }
 }
 
-async fn fetch(store: &dyn Store, tenant: &str, ids: Vec<NodeId>) -> ApiResult<Fetched> {
+pub(crate) async fn fetch(store: &dyn Store, tenant: &str, ids: Vec<NodeId>) -> ApiResult<Fetched> {
     let hashes = store.tree_nodes(tenant, ids.clone()).await?;
     let mut out = HashMap::with_capacity(ids.len());
     for (id, hash) in ids.into_iter().zip(hashes) {
@@ -174,14 +284,23 @@ pub struct CheckpointParams {
     /// `checkpoint_interval_ms` old
     #[param(value_type = Option<bool>)]
     pub fresh: Option<String>,
+    /// wait (up to 10 s) until this many of the configured witnesses have cosigned the
+    /// checkpoint; `503 witnesses_unavailable` if they have not by then
+    #[param(value_type = Option<u32>, minimum = 0)]
+    pub witnesses: Option<String>,
 }
 
+/// Longest `GET /v1/checkpoint?witnesses=N` waits for the cosignatures.
+const WITNESS_WAIT: Duration = Duration::from_secs(10);
+
 /// The tenant's latest signed checkpoint: a C2SP tlog-checkpoint signed as a C2SP signed
-/// note (Ed25519), served as is.
+/// note (Ed25519), followed by one C2SP tlog-cosignature line per configured witness that
+/// has cosigned it.
 #[utoipa::path(get, path = "/v1/checkpoint", tag = "Verifiable log", operation_id = "getCheckpoint",
     params(CheckpointParams),
     responses((status = 200, content_type = "text/plain", body = String), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, description = "No verifiable log is configured (`not_configured`)", body = ErrorBody)),
+        (status = 404, description = "No verifiable log is configured (`not_configured`)", body = ErrorBody),
+        (status = 503, description = "`?witnesses=N` and fewer than N witnesses cosigned within 10 s (`witnesses_unavailable`)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn get_checkpoint(
     State(state): State<AppState>,
@@ -194,8 +313,15 @@ pub async fn get_checkpoint(
         .await?;
     let p = query_or_400(params)?;
     let fresh = crate::error::parse_flag("fresh", p.fresh.as_deref())?;
-    let (_, note) = log_of(&state)?
-        .latest(state.store.as_ref(), &caller.tenant_id, fresh)
+    let witnesses = parse_u64("witnesses", p.witnesses.as_deref())?.map(|n| n as usize);
+    let note = log_of(&state)?
+        .latest_cosigned(
+            state.store.as_ref(),
+            &caller.tenant_id,
+            fresh,
+            witnesses,
+            WITNESS_WAIT,
+        )
         .await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note))
 }

@@ -316,7 +316,8 @@ pub struct AuditFailure {
     pub event_id: Option<String>,
     /// Machine-readable: `unreadable_record`, `hash_mismatch`, `sequence_gap`,
     /// `sequence_out_of_order`, `prev_hash_mismatch`, `wrong_tenant`, `bad_checkpoint`,
-    /// `bad_signature`, `truncated`, `root_mismatch`, `rollback`, `fork`.
+    /// `bad_signature`, `truncated`, `root_mismatch`, `rollback`, `fork`; `witness_quorum`
+    /// (`sealtrail verify --witness`: too few valid cosignatures on the checkpoint).
     pub code: &'static str,
     pub message: String,
 }

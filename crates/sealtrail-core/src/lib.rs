@@ -18,6 +18,7 @@
 
 pub mod audit;
 pub mod checkpoint;
+pub mod cosignature;
 pub mod event;
 mod jcs_scan;
 pub mod json;

@@ -18,7 +18,7 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 const ALG_ED25519: u8 = 0x01;
-const SIG_PREFIX: &str = "\u{2014} ";
+pub(crate) const SIG_PREFIX: &str = "\u{2014} ";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoteError {
@@ -34,26 +34,39 @@ pub enum NoteError {
     BadSignature { name: String, key_id: u32 },
 }
 
-fn check_name(name: &str) -> Result<(), NoteError> {
+pub(crate) fn check_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty() || name.contains('+') || name.chars().any(char::is_whitespace) {
         return Err(NoteError::InvalidName(name.to_string()));
     }
     Ok(())
 }
 
-fn key_id(name: &str, public: &[u8; 32]) -> u32 {
+pub(crate) fn key_id_for(name: &str, alg: u8, public: &[u8; 32]) -> u32 {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
     h.update(b"\n");
-    h.update([ALG_ED25519]);
+    h.update([alg]);
     h.update(public);
     let d = h.finalize();
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
-/// Parses `<name>+<hex id>+<base64(0x01 ‖ 32 bytes)>`, checking the id when `check_id`
-/// is given the public key.
+fn key_id(name: &str, public: &[u8; 32]) -> u32 {
+    key_id_for(name, ALG_ED25519, public)
+}
+
+/// Parses `<name>+<hex id>+<base64(0x01 ‖ 32 bytes)>`.
 fn parse_key_parts(s: &str) -> Result<(String, u32, [u8; 32]), NoteError> {
+    parse_key_parts_for(s, ALG_ED25519, "Ed25519 keys (algorithm 0x01, 32 bytes)")
+}
+
+/// Parses `<name>+<hex id>+<base64(alg ‖ 32 bytes)>`; `what` names the expected key type
+/// in the error.
+pub(crate) fn parse_key_parts_for(
+    s: &str,
+    alg: u8,
+    what: &str,
+) -> Result<(String, u32, [u8; 32]), NoteError> {
     let mut parts = s.splitn(3, '+');
     let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(NoteError::MalformedKey("expected name+id+key".into()));
@@ -69,10 +82,10 @@ fn parse_key_parts(s: &str) -> Result<(String, u32, [u8; 32]), NoteError> {
     let raw = B64
         .decode(key)
         .map_err(|e| NoteError::MalformedKey(format!("bad base64: {e}")))?;
-    if raw.len() != 33 || raw[0] != ALG_ED25519 {
-        return Err(NoteError::MalformedKey(
-            "only Ed25519 keys (algorithm 0x01, 32 bytes) are supported".into(),
-        ));
+    if raw.len() != 33 || raw[0] != alg {
+        return Err(NoteError::MalformedKey(format!(
+            "only {what} are supported"
+        )));
     }
     Ok((name.to_string(), id, raw[1..].try_into().expect("32 bytes")))
 }

@@ -48,6 +48,12 @@ pub struct Config {
     /// Longest a served checkpoint lags the log while events arrive (ms); `GET
     /// /v1/checkpoint?fresh=true` signs the current tree head at once.
     pub checkpoint_interval_ms: u64,
+    /// Witnesses every new checkpoint is sent to (C2SP tlog-witness), each as
+    /// `URL=VKEY`: the witness's address (`http://host:port`) and the verifier key its
+    /// `sealtrail witness init` printed. Their cosignatures are served with the checkpoint.
+    /// `--witness` (repeatable) on `serve` and `gateway` replaces the list.
+    #[serde(default)]
+    pub witnesses: Vec<String>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `sealtrail=debug`; `RUST_LOG` overrides it.
     pub log_level: String,
 
@@ -175,6 +181,7 @@ impl Default for Config {
             log_origin: "sealtrail.local".into(),
             log_key_file: None,
             checkpoint_interval_ms: 1000,
+            witnesses: Vec::new(),
             log_level: "info".into(),
             segment_mb: 64,
             index_lag_mb: 32,
@@ -312,9 +319,19 @@ pub struct Overrides {
     pub scylla_replication_factor: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witnesses: Option<Vec<String>>,
 }
 
 impl Config {
+    /// The `witnesses` entries, parsed; an error names the bad one.
+    pub fn witness_configs(&self) -> anyhow::Result<Vec<sealtrail_api::witnessing::WitnessConfig>> {
+        self.witnesses
+            .iter()
+            .map(|w| sealtrail_api::witnessing::WitnessConfig::parse(w).map_err(anyhow::Error::msg))
+            .collect()
+    }
+
     /// Where the log's signing key lives.
     pub fn log_key_path(&self) -> PathBuf {
         self.log_key_file

@@ -9,6 +9,7 @@ mod distributed;
 mod keys_cmd;
 mod serve;
 mod verify_cmd;
+mod witness;
 
 use std::path::PathBuf;
 
@@ -64,6 +65,11 @@ enum Command {
     /// Bring a backup back into a new data directory; the server started on it rebuilds
     /// the indexes from the log and serves the same records and checkpoints.
     Restore(backup_cmd::RestoreArgs),
+    /// A C2SP tlog-witness for sealtrail logs: its own key and data directory, no store.
+    /// It cosigns a tenant's checkpoint only if it is consistent with the last one it
+    /// cosigned for that tenant, so a log cannot show two histories.
+    #[command(subcommand)]
+    Witness(witness::WitnessCommand),
 }
 
 #[derive(Args, Clone, Default)]
@@ -98,6 +104,23 @@ struct ServeArgs {
     /// before will not verify with the new key; the change is logged.
     #[arg(long)]
     new_log_key: bool,
+    #[command(flatten)]
+    witnesses: WitnessArgs,
+}
+
+/// The witnesses checkpoints go to.
+#[derive(Args, Clone, Default)]
+struct WitnessArgs {
+    /// A witness every new checkpoint is sent to, as URL=VKEY (its address, then the key
+    /// `sealtrail witness init` printed); repeatable; replaces the `witnesses` config key.
+    #[arg(long = "witness", value_name = "URL=VKEY")]
+    witness: Vec<String>,
+}
+
+impl WitnessArgs {
+    fn overrides(&self) -> Option<Vec<String>> {
+        (!self.witness.is_empty()).then(|| self.witness.clone())
+    }
 }
 
 /// Where Kafka and Scylla are (each also a config key and `SEALTRAIL_*` variable).
@@ -129,6 +152,8 @@ struct GatewayArgs {
     /// This gateway's id for sync replies [default: <hostname>-<random>; env: SEALTRAIL_GATEWAY_ID].
     #[arg(long, value_name = "ID")]
     gateway_id: Option<String>,
+    #[command(flatten)]
+    witnesses: WitnessArgs,
 }
 
 #[derive(Args)]
@@ -280,6 +305,7 @@ fn main() -> std::process::ExitCode {
                     grpc_addr: args.grpc_addr,
                     partitions: args.partitions,
                     store: args.store,
+                    witnesses: args.witnesses.overrides(),
                     ..Default::default()
                 },
             )
@@ -291,6 +317,7 @@ fn main() -> std::process::ExitCode {
                 http_addr: args.http_addr,
                 grpc_addr: args.grpc_addr,
                 gateway_id: args.gateway_id,
+                witnesses: args.witnesses.overrides(),
                 ..args.cluster.overrides()
             },
         )
@@ -321,6 +348,7 @@ fn main() -> std::process::ExitCode {
             load(&args.common, Overrides::default()).and_then(|c| backup_cmd::backup(c, &args))
         }
         Command::Restore(args) => backup_cmd::restore(&args),
+        Command::Witness(cmd) => witness::run(cmd),
         Command::Config(ConfigCommand::Defaults) => {
             print!("{}", Config::defaults_toml());
             Ok(())

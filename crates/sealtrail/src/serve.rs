@@ -121,7 +121,8 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     let tlog = sealtrail_api::tlog::TransparencyLog::new(
         signer,
         Duration::from_millis(config.checkpoint_interval_ms),
-    );
+    )
+    .with_witnesses(config.witness_configs()?, store.clone());
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let service = Arc::new(Service {

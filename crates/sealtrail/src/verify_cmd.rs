@@ -18,6 +18,7 @@ use clap::Args;
 use sealtrail_core::audit::{
     AuditFailure, AuditSummary, Auditor, Checks, LineDigest, LineError, digest_line,
 };
+use sealtrail_core::cosignature::CosignatureVerifier;
 use sealtrail_core::note::NoteVerifier;
 use sealtrail_core::pack;
 
@@ -38,6 +39,91 @@ pub struct VerifyArgs {
     /// truncation, no fork).
     #[arg(long, value_name = "FILE")]
     trusted: Option<PathBuf>,
+    /// A witness's verifier key (`<name>+<key id>+<base64>`, as `sealtrail witness init`
+    /// prints it), or a file holding it; repeatable. The checkpoint then counts only with
+    /// valid cosignatures (C2SP tlog-cosignature) by --quorum of these witnesses: a log
+    /// cannot show you a history the witnesses have not seen as the only one.
+    #[arg(long = "witness", value_name = "KEY")]
+    witnesses: Vec<String>,
+    /// How many of the --witness keys must have cosigned the checkpoint [default: all].
+    #[arg(long, value_name = "N", requires = "witnesses")]
+    quorum: Option<usize>,
+}
+
+/// The witnesses a checkpoint must be cosigned by, and how many of them.
+struct WitnessPolicy {
+    witnesses: Vec<CosignatureVerifier>,
+    quorum: usize,
+}
+
+impl WitnessPolicy {
+    fn parse(args: &VerifyArgs) -> Result<Option<Self>, RunError> {
+        if args.witnesses.is_empty() {
+            return Ok(None);
+        }
+        let witnesses = args
+            .witnesses
+            .iter()
+            .map(|arg| {
+                let text = if Path::new(arg).is_file() {
+                    read_text(Path::new(arg), "witness key file")?
+                } else {
+                    arg.clone()
+                };
+                CosignatureVerifier::parse(text.trim()).map_err(|e| {
+                    RunError::Usage(format!(
+                        "--witness {arg:?}: {e} (a witness key is what `sealtrail witness init` prints)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let quorum = args.quorum.unwrap_or(witnesses.len());
+        if quorum == 0 || quorum > witnesses.len() {
+            return Err(RunError::Usage(format!(
+                "--quorum must be between 1 and the number of --witness keys ({}), not {quorum}",
+                witnesses.len()
+            )));
+        }
+        Ok(Some(Self { witnesses, quorum }))
+    }
+
+    /// Which witnesses validly cosigned `note`; a failure when fewer than the quorum did.
+    fn check(&self, note: Option<&str>) -> Result<Result<String, AuditFailure>, RunError> {
+        let note = note.ok_or_else(|| {
+            RunError::Usage(
+                "--witness checks a checkpoint's cosignatures: give one with --checkpoint".into(),
+            )
+        })?;
+        let by: Vec<&str> = self
+            .witnesses
+            .iter()
+            .filter(|w| w.verify(note).is_ok())
+            .map(|w| w.name())
+            .collect();
+        let summary = format!(
+            "cosigned by {} of the {} witnesses given{}",
+            by.len(),
+            self.witnesses.len(),
+            if by.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", by.join(", "))
+            }
+        );
+        if by.len() < self.quorum {
+            return Ok(Err(AuditFailure {
+                position: 0,
+                sequence_number: None,
+                event_id: None,
+                code: "witness_quorum",
+                message: format!(
+                    "the checkpoint is {summary}; {} needed: it may be a view of the log that the witnesses never saw",
+                    self.quorum
+                ),
+            }));
+        }
+        Ok(Ok(summary))
+    }
 }
 
 /// Why the command could not run (exit 2).
@@ -59,8 +145,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
 
 pub fn run(args: VerifyArgs) -> ExitCode {
     match verify(&args) {
-        Ok(Ok(summary)) => {
+        Ok(Ok((summary, cosigned))) => {
             print_summary(&summary);
+            if let Some(cosigned) = cosigned {
+                println!("checkpoint {cosigned}");
+            }
             ExitCode::SUCCESS
         }
         Ok(Err(failure)) => {
@@ -122,9 +211,13 @@ fn parse_key(arg: &str) -> Result<NoteVerifier, RunError> {
     NoteVerifier::parse(text.trim()).map_err(|e| RunError::Usage(format!("--key: {e}")))
 }
 
+/// A passed audit, and which witnesses cosigned its checkpoint (with `--witness`).
+type Passed = (AuditSummary, Option<String>);
+
 /// Runs the audit: `Err` when it could not run, `Ok(Err)` when a check failed.
-fn verify(args: &VerifyArgs) -> Result<Result<AuditSummary, AuditFailure>, RunError> {
+fn verify(args: &VerifyArgs) -> Result<Result<Passed, AuditFailure>, RunError> {
     let key = args.key.as_deref().map(parse_key).transpose()?;
+    let witnesses = WitnessPolicy::parse(args)?;
     let checkpoint = args
         .checkpoint
         .as_deref()
@@ -136,7 +229,7 @@ fn verify(args: &VerifyArgs) -> Result<Result<AuditSummary, AuditFailure>, RunEr
         .map(|p| read_text(p, "kept checkpoint"))
         .transpose()?;
     if args.input != Path::new("-") && is_zip(&args.input)? {
-        return verify_pack(&args.input, key, checkpoint, trusted);
+        return verify_pack(&args.input, key, checkpoint, trusted, witnesses.as_ref());
     }
     if (checkpoint.is_some() || trusted.is_some()) && key.is_none() {
         return Err(RunError::Usage(
@@ -152,17 +245,28 @@ fn verify(args: &VerifyArgs) -> Result<Result<AuditSummary, AuditFailure>, RunEr
         Ok(a) => a,
         Err(f) => return Ok(Err(f)),
     };
-    if args.input == Path::new("-") {
-        return check_lines(
+    let cosigned = match witnesses
+        .as_ref()
+        .map(|w| w.check(checkpoint.as_deref()))
+        .transpose()?
+        .transpose()
+    {
+        Ok(cosigned) => cosigned,
+        Err(f) => return Ok(Err(f)),
+    };
+    let summary = if args.input == Path::new("-") {
+        check_lines(
             auditor,
             BufReader::with_capacity(1 << 20, std::io::stdin()),
             None,
-        );
-    }
-    let file =
-        File::open(&args.input).map_err(io(format!("cannot open {}", args.input.display())))?;
-    let len = file.metadata().map(|m| m.len()).ok();
-    check_lines(auditor, BufReader::with_capacity(1 << 20, file), len)
+        )?
+    } else {
+        let file =
+            File::open(&args.input).map_err(io(format!("cannot open {}", args.input.display())))?;
+        let len = file.metadata().map(|m| m.len()).ok();
+        check_lines(auditor, BufReader::with_capacity(1 << 20, file), len)?
+    };
+    Ok(summary.map(|s| (s, cosigned)))
 }
 
 fn is_zip(path: &Path) -> Result<bool, RunError> {
@@ -179,7 +283,8 @@ fn verify_pack(
     key: Option<NoteVerifier>,
     checkpoint: Option<String>,
     trusted: Option<String>,
-) -> Result<Result<AuditSummary, AuditFailure>, RunError> {
+    witnesses: Option<&WitnessPolicy>,
+) -> Result<Result<Passed, AuditFailure>, RunError> {
     let file = File::open(path).map_err(io(format!("cannot open {}", path.display())))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(file))
         .map_err(|e| RunError::Usage(format!("{} is not a readable ZIP: {e}", path.display())))?;
@@ -229,6 +334,14 @@ fn verify_pack(
         Ok(a) => a,
         Err(f) => return Ok(Err(f)),
     };
+    let cosigned = match witnesses
+        .map(|w| w.check(checkpoint.as_deref()))
+        .transpose()?
+        .transpose()
+    {
+        Ok(cosigned) => cosigned,
+        Err(f) => return Ok(Err(f)),
+    };
     let records = zip
         .by_name(pack::RECORDS)
         .map_err(|e| RunError::Usage(format!("the pack has no {}: {e}", pack::RECORDS)))?;
@@ -243,7 +356,7 @@ fn verify_pack(
             return Ok(Err(f));
         }
     }
-    Ok(Ok(summary))
+    Ok(Ok((summary, cosigned)))
 }
 
 /// Lines per chunk: large enough to amortize hand-offs, small enough to stay cache- and
