@@ -272,21 +272,39 @@ async fn zip_step<T: Send + 'static>(
 
 const VERIFY_MD: &str = include_str!("VERIFY.md");
 
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PackParams {
+    /// wait (up to 10 s) until this many of the configured witnesses have cosigned the
+    /// pack's checkpoint; `503 witnesses_unavailable` if they have not by then
+    #[param(value_type = Option<u32>, minimum = 0)]
+    pub witnesses: Option<String>,
+}
+
 /// The evidence pack: a ZIP with the tenant's records 1..=n, the signed checkpoint of
-/// those n records, the log's verifier key, inclusion proofs of the first and last
-/// records, and VERIFY.md. n is the log size when the request starts.
+/// those n records (with the witnesses' cosignatures collected for it), the log's verifier
+/// key, inclusion proofs of the first and last records, and VERIFY.md. n is the log size
+/// when the request starts.
 #[utoipa::path(get, path = "/v1/export/evidence-pack", tag = "Verifiable log", operation_id = "exportEvidencePack",
-    responses((status = 200, description = "A ZIP archive", content_type = "application/zip", body = Binary), (status = 401, body = ErrorBody),
-        (status = 404, description = "No verifiable log is configured (`not_configured`)", body = ErrorBody)),
+    params(PackParams),
+    responses((status = 200, description = "A ZIP archive", content_type = "application/zip", body = Binary), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, description = "No verifiable log is configured (`not_configured`)", body = ErrorBody),
+        (status = 503, description = "`?witnesses=N` and fewer than N witnesses cosigned within 10 s (`witnesses_unavailable`)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn evidence_pack(
     State(state): State<AppState>,
     headers: HeaderMap,
+    params: Result<axum::extract::Query<PackParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let caller = state
         .keys
         .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
         .await?;
+    let witnesses = crate::tlog::parse_u64(
+        "witnesses",
+        crate::tlog::query_or_400(params)?.witnesses.as_deref(),
+    )?
+    .map(|n| n as usize);
     let log = state.tlog.as_deref().ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
@@ -299,6 +317,15 @@ pub async fn evidence_pack(
     let store = state.store.clone();
     let size = log_size(store.as_ref(), &tenant).await?;
     let checkpoint = log.sign_at(store.as_ref(), &tenant, size).await?;
+    let checkpoint = log
+        .with_cosignatures(
+            &tenant,
+            size,
+            checkpoint,
+            witnesses,
+            crate::tlog::WITNESS_WAIT,
+        )
+        .await?;
     let mut proofs = pack::Proofs::default();
     for seq in [1, size] {
         if seq == 0 || proofs.inclusion.iter().any(|p| p.sequence_number == seq) {

@@ -136,6 +136,21 @@ impl TransparencyLog {
         wait: Duration,
     ) -> ApiResult<String> {
         let (size, note) = self.latest(store, tenant, fresh).await?;
+        self.with_cosignatures(tenant, size, note, witnesses, wait)
+            .await
+    }
+
+    /// `note`, `tenant`'s signed checkpoint of `size` leaves, followed by the
+    /// cosignatures collected for exactly it; with `witnesses = Some(n)`, after waiting up
+    /// to `wait` for `n` of them (it is sent to the witnesses if it was not).
+    pub async fn with_cosignatures(
+        &self,
+        tenant: &str,
+        size: u64,
+        note: String,
+        witnesses: Option<usize>,
+        wait: Duration,
+    ) -> ApiResult<String> {
         let Some(w) = &self.witnessing else {
             return match witnesses {
                 Some(n) if n > 0 => Err(ApiError::bad_request(
@@ -160,13 +175,14 @@ impl TransparencyLog {
         let mut asked = false;
         loop {
             let (cosigned, have) = w.attach(tenant, &note);
-            if have >= wanted {
-                return Ok(cosigned);
-            }
-            if !asked {
-                // A failed or superseded submission is not retried by itself.
+            if !asked && have < w.count() {
+                // A failed or superseded submission is not retried by itself (a size
+                // submitted in the last 2 s is not sent again).
                 w.submit(tenant, size, &note);
                 asked = true;
+            }
+            if have >= wanted {
+                return Ok(cosigned);
             }
             if tokio::time::timeout_at(deadline, changes.changed())
                 .await
@@ -250,7 +266,7 @@ async fn root_at(store: &dyn Store, tenant: &str, size: u64) -> ApiResult<Hash> 
     proof::root_at(&nodes, size).map_err(proof_error)
 }
 
-fn parse_u64(name: &str, text: Option<&str>) -> ApiResult<Option<u64>> {
+pub(crate) fn parse_u64(name: &str, text: Option<&str>) -> ApiResult<Option<u64>> {
     text.map(|t| {
         t.parse::<u64>().map_err(|_| {
             ApiError::bad_request(
@@ -262,7 +278,7 @@ fn parse_u64(name: &str, text: Option<&str>) -> ApiResult<Option<u64>> {
     .transpose()
 }
 
-fn query_or_400<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+pub(crate) fn query_or_400<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     q.map(|Query(t)| t)
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
@@ -290,8 +306,9 @@ pub struct CheckpointParams {
     pub witnesses: Option<String>,
 }
 
-/// Longest `GET /v1/checkpoint?witnesses=N` waits for the cosignatures.
-const WITNESS_WAIT: Duration = Duration::from_secs(10);
+/// Longest `GET /v1/checkpoint?witnesses=N` (and the evidence pack's) waits for the
+/// cosignatures.
+pub(crate) const WITNESS_WAIT: Duration = Duration::from_secs(10);
 
 /// The tenant's latest signed checkpoint: a C2SP tlog-checkpoint signed as a C2SP signed
 /// note (Ed25519), followed by one C2SP tlog-cosignature line per configured witness that

@@ -81,7 +81,14 @@ struct TenantState {
     pending: Option<(u64, String)>,
     /// A submission task runs for this tenant.
     running: bool,
+    /// The size last submitted, and when: the same size again within [`RESUBMIT_AFTER`]
+    /// is not sent again.
+    last: Option<(u64, std::time::Instant)>,
 }
+
+/// A checkpoint size already submitted for a tenant is sent again (a reader asking for
+/// cosignatures it lacks) no sooner than this.
+const RESUBMIT_AFTER: Duration = Duration::from_secs(2);
 
 pub(crate) struct Witnessing {
     witnesses: Vec<WitnessConfig>,
@@ -156,9 +163,13 @@ impl Witnessing {
         let start = {
             let mut tenants = self.tenants.lock().expect("tenants lock");
             let state = tenants.entry(tenant.to_string()).or_default();
-            if state.pending.as_ref().is_none_or(|(s, _)| *s <= size) {
-                state.pending = Some((size, note.to_string()));
+            let recent = state
+                .last
+                .is_some_and(|(s, at)| s == size && at.elapsed() < RESUBMIT_AFTER);
+            if recent || state.pending.as_ref().is_some_and(|(s, _)| *s > size) {
+                return;
             }
+            state.pending = Some((size, note.to_string()));
             !std::mem::replace(&mut state.running, true)
         };
         if start {
@@ -174,8 +185,9 @@ impl Witnessing {
                 let mut tenants = self.tenants.lock().expect("tenants lock");
                 let state = tenants.get_mut(&tenant).expect("a running tenant");
                 let next = state.pending.take();
-                if next.is_none() {
-                    tenants.remove(&tenant);
+                match &next {
+                    Some((size, _)) => state.last = Some((*size, std::time::Instant::now())),
+                    None => state.running = false,
                 }
                 next
             };

@@ -196,8 +196,18 @@ async fn two_witnesses_cosign_a_growing_log_and_refuse_a_rewritten_one() {
     let log = Server::start(&log_dir).await;
     let api = Api::new(&log, &create_key(&log_dir, "acme", "read,write"));
     let vkey = log_vkey(&api).await;
-    let w1 = Witness::start(&tmp.path().join("w1"), "w1.example", std::slice::from_ref(&vkey)).await;
-    let w2 = Witness::start(&tmp.path().join("w2"), "w2.example", std::slice::from_ref(&vkey)).await;
+    let w1 = Witness::start(
+        &tmp.path().join("w1"),
+        "w1.example",
+        std::slice::from_ref(&vkey),
+    )
+    .await;
+    let w2 = Witness::start(
+        &tmp.path().join("w2"),
+        "w2.example",
+        std::slice::from_ref(&vkey),
+    )
+    .await;
     let both = [w1.vkey.clone(), w2.vkey.clone()];
 
     // A witness that never saw the origin answers 409 with size 0 to a client that
@@ -561,8 +571,18 @@ async fn a_log_serves_cosigned_checkpoints_and_raises_the_alarm_on_a_rewrite() {
     let key = create_key(&log_dir, "acme", "read,write");
     let vkey = log_vkey(&Api::new(&first, &key)).await;
     assert!(first.sigterm_and_wait());
-    let w1 = Witness::start(&tmp.path().join("w1"), "w1.example", std::slice::from_ref(&vkey)).await;
-    let w2 = Witness::start(&tmp.path().join("w2"), "w2.example", std::slice::from_ref(&vkey)).await;
+    let w1 = Witness::start(
+        &tmp.path().join("w1"),
+        "w1.example",
+        std::slice::from_ref(&vkey),
+    )
+    .await;
+    let w2 = Witness::start(
+        &tmp.path().join("w2"),
+        "w2.example",
+        std::slice::from_ref(&vkey),
+    )
+    .await;
     let both = [w1.vkey.clone(), w2.vkey.clone()];
     let specs = [
         format!("{}={}", w1.url, w1.vkey),
@@ -595,6 +615,39 @@ async fn a_log_serves_cosigned_checkpoints_and_raises_the_alarm_on_a_rewrite() {
     }
     let (s, body) = api.get("/v1/checkpoint?witnesses=3").await;
     assert_eq!(s, 400, "{body}");
+    // the evidence pack carries its checkpoint cosigned, for `sealtrail verify --quorum`
+    let r = api
+        .http
+        .get(format!("{}/v1/export/evidence-pack?witnesses=2", api.base))
+        .bearer_auth(&api.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pack = tmp.path().join("cosigned-pack.zip");
+    std::fs::write(&pack, r.bytes().await.unwrap()).unwrap();
+    let out = Command::new(BIN)
+        .arg("verify")
+        .arg(&pack)
+        .args(["--key", &vkey, "--quorum", "2"])
+        .args([
+            "--witness",
+            &w1.vkey.to_string(),
+            "--witness",
+            &w2.vkey.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("cosigned by 2 of the 2 witnesses given"),
+        "{stdout}"
+    );
     let (s, body) = api.get("/healthz").await;
     assert_eq!((s, body["status"].as_str()), (200, Some("ok")), "{body}");
 
