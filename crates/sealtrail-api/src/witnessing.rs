@@ -37,7 +37,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A witness as configured: where it listens and its verifier key.
 #[derive(Debug, Clone)]
 pub struct WitnessConfig {
-    /// Its submission prefix, e.g. `http://witness.example.com:7380`
+    /// Its submission prefix, e.g. `https://witness.example.com` (TLS with the Mozilla
+    /// root certificates of `webpki-roots`)
     /// (`<url>/add-checkpoint` is called).
     pub url: String,
     pub key: CosignatureVerifier,
@@ -50,9 +51,9 @@ impl WitnessConfig {
             format!("witness {spec:?}: expected URL=VKEY (the witness's address, then the key `sealtrail witness init` printed)")
         })?;
         let url = url.trim().trim_end_matches('/').to_string();
-        if !url.starts_with("http://") {
+        if !url.starts_with("http://") && !url.starts_with("https://") {
             return Err(format!(
-                "witness {spec:?}: the URL must start with http:// (https is not supported yet: put the witness behind a local TLS-terminating proxy)"
+                "witness {spec:?}: the URL must start with http:// or https://"
             ));
         }
         let key = CosignatureVerifier::parse(key).map_err(|e| format!("witness {spec:?}: {e}"))?;
@@ -398,4 +399,32 @@ impl Witnessing {
 
 fn size_of(note: &str) -> Option<u64> {
     note.lines().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealtrail_core::cosignature::Cosigner;
+
+    #[test]
+    fn witness_specs_parse_or_say_what_is_wrong() {
+        let key = Cosigner::from_seed("w.example", [4; 32])
+            .unwrap()
+            .verifier();
+        let w = WitnessConfig::parse(&format!("https://w.example/sub/={key}")).unwrap();
+        assert_eq!(w.url, "https://w.example/sub");
+        assert_eq!(w.key, key);
+        assert!(WitnessConfig::parse(&format!("http://127.0.0.1:7380={key}")).is_ok());
+        for bad in [
+            key.to_string(),
+            format!("ftp://w.example={key}"),
+            "http://w.example=w.example+00000000+AAAA".to_string(),
+        ] {
+            assert!(WitnessConfig::parse(&bad).is_err(), "{bad}");
+        }
+        // a log's key is not a witness key
+        let log = sealtrail_core::note::NoteSigner::from_seed("log.example", [5; 32]).unwrap();
+        let err = WitnessConfig::parse(&format!("http://w={}", log.verifier())).unwrap_err();
+        assert!(err.contains("cosignature"), "{err}");
+    }
 }

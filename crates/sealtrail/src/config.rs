@@ -49,7 +49,7 @@ pub struct Config {
     /// /v1/checkpoint?fresh=true` signs the current tree head at once.
     pub checkpoint_interval_ms: u64,
     /// Witnesses every new checkpoint is sent to (C2SP tlog-witness), each as
-    /// `URL=VKEY`: the witness's address (`http://host:port`) and the verifier key its
+    /// `URL=VKEY`: the witness's address (`http(s)://host:port`) and the verifier key its
     /// `sealtrail witness init` printed. Their cosignatures are served with the checkpoint.
     /// `--witness` (repeatable) on `serve` and `gateway` replaces the list.
     #[serde(default)]
