@@ -7,6 +7,7 @@ mod config;
 mod data_dir;
 mod distributed;
 mod keys_cmd;
+mod monitor;
 mod serve;
 mod verify_cmd;
 mod witness;
@@ -70,6 +71,11 @@ enum Command {
     /// cosigned for that tenant, so a log cannot show two histories.
     #[command(subcommand)]
     Witness(witness::WitnessCommand),
+    /// Follow one tenant's log with a read key: every new checkpoint must verify with the
+    /// log key and be consistent with the last one verified, and every new record must
+    /// hash, chain and build the tree to its root. Exit 1 with a precise report on the
+    /// first inconsistency; state kept in --state-dir.
+    Monitor(monitor::MonitorArgs),
 }
 
 #[derive(Args, Clone, Default)]
@@ -349,6 +355,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Restore(args) => backup_cmd::restore(&args),
         Command::Witness(cmd) => witness::run(cmd),
+        Command::Monitor(args) => return monitor::run(args),
         Command::Config(ConfigCommand::Defaults) => {
             print!("{}", Config::defaults_toml());
             Ok(())

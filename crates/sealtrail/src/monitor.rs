@@ -1,0 +1,432 @@
+//! `sealtrail monitor`: follows one tenant's log over its API with a read key and checks,
+//! round after round, that it only ever grows: each new signed checkpoint must verify with
+//! the log key given, be consistent with the last one verified (RFC 6962 consistency
+//! proof), and every record added since must hash to its `hash`, link to the previous one
+//! (`prev_hash`, gapless `sequence_number`, same tenant) and, as a Merkle leaf, bring the
+//! tree to the checkpoint's root. The state (the last verified checkpoint, the last record
+//! hash and the tree's frontier) lives in `--state-dir`, written atomically after each
+//! round, so a restarted monitor goes on where it stopped and never re-reads a record.
+//!
+//! Exit codes: 1 on the first inconsistency, reported precisely (`INCONSISTENT [code] …`);
+//! 2 when it cannot run (bad usage, an unreadable state); 0 after `--once` or on
+//! SIGTERM/Ctrl-C. An unreachable log is not an inconsistency: the round is retried.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::Args;
+use sealtrail_core::audit::digest_line;
+use sealtrail_core::checkpoint::Checkpoint;
+use sealtrail_core::merkle::{Frontier, Hash};
+use sealtrail_core::note::NoteVerifier;
+use sealtrail_core::proof::verify_consistency;
+use serde::{Deserialize, Serialize};
+
+#[derive(Args)]
+pub(crate) struct MonitorArgs {
+    /// The log's base URL, as its clients use it (e.g. `https://audit.example.com`).
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// An API key of the tenant to follow, with the `read` scope.
+    #[arg(
+        long,
+        env = "SEALTRAIL_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    api_key: String,
+    /// The log's verifier key (`<name>+<key id>+<base64>`), or a file holding it, from a
+    /// source you trust (not from the log you monitor).
+    #[arg(long, value_name = "KEY")]
+    key: String,
+    /// Directory for the monitor's state (created if missing); one per followed tenant.
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+    /// Seconds between rounds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    interval: u64,
+    /// Run one round and exit (0 if the log is consistent).
+    #[arg(long)]
+    once: bool,
+}
+
+/// What the monitor has verified so far.
+#[derive(Serialize, Deserialize, Default)]
+struct State {
+    /// The origin of the followed log (`<log name>/<tenant>`), fixed at the first round.
+    origin: Option<String>,
+    /// Records verified (the size of the last verified checkpoint).
+    size: u64,
+    /// That checkpoint's root, base64.
+    root: String,
+    /// The `hash` of record `size` (hex; 64 zeros before the first).
+    last_hash: String,
+    /// The tree's frontier at `size` (base64 node hashes, `Frontier::nodes`).
+    frontier: Vec<String>,
+    /// That checkpoint as the log signed it (evidence if a later one contradicts it).
+    checkpoint: String,
+}
+
+const STATE_FILE: &str = "monitor.json";
+
+/// The first inconsistency found.
+struct Inconsistent {
+    code: &'static str,
+    message: String,
+}
+
+enum RoundError {
+    /// The log contradicts itself or what was verified before.
+    Inconsistent(Inconsistent),
+    /// The log did not answer as it should (network, HTTP error): retried.
+    Unavailable(String),
+}
+
+fn inconsistent(code: &'static str, message: String) -> RoundError {
+    RoundError::Inconsistent(Inconsistent { code, message })
+}
+
+pub(crate) fn run(args: MonitorArgs) -> ExitCode {
+    let key = match parse_key(&args.key) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: --key: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.state_dir) {
+        eprintln!("error: cannot create {}: {e}", args.state_dir.display());
+        return ExitCode::from(2);
+    }
+    let mut state = match load_state(&args.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let http = reqwest::Client::new();
+    let base = args.url.trim_end_matches('/').to_string();
+    runtime.block_on(async {
+        let signal = crate::serve::wait_for_signal();
+        tokio::pin!(signal);
+        loop {
+            match round(&http, &base, &args.api_key, &key, &mut state).await {
+                Ok(Some((from, to))) => {
+                    if let Err(e) = save_state(&args.state_dir, &state) {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                    println!(
+                        "verified records {from}..={to} of {}: hashes, chain and tree; checkpoint size {to} consistent with size {}",
+                        state.origin.as_deref().unwrap_or("?"),
+                        from - 1
+                    );
+                }
+                Ok(None) => {
+                    if args.once {
+                        println!(
+                            "no new records: {} holds {} verified records",
+                            state.origin.as_deref().unwrap_or("the log"),
+                            state.size
+                        );
+                    }
+                }
+                Err(RoundError::Inconsistent(i)) => {
+                    println!("INCONSISTENT [{}] {}", i.code, i.message);
+                    return ExitCode::from(1);
+                }
+                Err(RoundError::Unavailable(e)) => {
+                    eprintln!("warning: the log did not answer: {e}");
+                    if args.once {
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            if args.once {
+                return ExitCode::SUCCESS;
+            }
+            tokio::select! {
+                _ = &mut signal => return ExitCode::SUCCESS,
+                _ = tokio::time::sleep(Duration::from_secs(args.interval)) => {}
+            }
+        }
+    })
+}
+
+fn parse_key(arg: &str) -> Result<NoteVerifier, String> {
+    let text = if Path::new(arg).is_file() {
+        std::fs::read_to_string(arg).map_err(|e| format!("cannot read {arg}: {e}"))?
+    } else {
+        arg.to_string()
+    };
+    NoteVerifier::parse(text.trim()).map_err(|e| e.to_string())
+}
+
+fn load_state(dir: &Path) -> Result<State, String> {
+    let path = dir.join(STATE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is not a monitor state: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
+            last_hash: "0".repeat(64),
+            ..State::default()
+        }),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn save_state(dir: &Path, state: &State) -> Result<(), String> {
+    let path = dir.join(STATE_FILE);
+    let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+    sealtrail_store::write_durably(&path, &bytes, false)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn b64_hash(s: &str) -> Option<Hash> {
+    B64.decode(s).ok()?.try_into().ok()
+}
+
+async fn get(
+    http: &reqwest::Client,
+    url: String,
+    api_key: &str,
+) -> Result<reqwest::Response, RoundError> {
+    let r = http
+        .get(&url)
+        .bearer_auth(api_key)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .map_err(|e| RoundError::Unavailable(format!("{url}: {e}")))?;
+    if !r.status().is_success() {
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        return Err(RoundError::Unavailable(format!(
+            "{url}: {status} {}",
+            body.chars().take(300).collect::<String>()
+        )));
+    }
+    Ok(r)
+}
+
+/// One round: `Some((first, last))` when records first..=last were verified.
+async fn round(
+    http: &reqwest::Client,
+    base: &str,
+    api_key: &str,
+    key: &NoteVerifier,
+    state: &mut State,
+) -> Result<Option<(u64, u64)>, RoundError> {
+    let note = get(http, format!("{base}/v1/checkpoint?fresh=true"), api_key)
+        .await?
+        .text()
+        .await
+        .map_err(|e| RoundError::Unavailable(e.to_string()))?;
+    let text = key.open(&note).map_err(|e| {
+        inconsistent(
+            "bad_signature",
+            format!("the checkpoint is not signed by the log key: {e}"),
+        )
+    })?;
+    let cp = Checkpoint::parse(text).map_err(|e| inconsistent("bad_checkpoint", e.to_string()))?;
+    let tenant = cp
+        .origin
+        .strip_prefix(key.name())
+        .and_then(|t| t.strip_prefix('/'))
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            inconsistent(
+                "bad_checkpoint",
+                format!(
+                    "origin {:?} is not a tenant of the log {:?}",
+                    cp.origin,
+                    key.name()
+                ),
+            )
+        })?
+        .to_string();
+    if let Some(origin) = &state.origin
+        && *origin != cp.origin
+    {
+        return Err(inconsistent(
+            "bad_checkpoint",
+            format!(
+                "the checkpoint is for {:?}, but this state follows {origin:?}",
+                cp.origin
+            ),
+        ));
+    }
+    let (m, n) = (state.size, cp.size);
+    let old_root = if m == 0 {
+        sealtrail_core::merkle::EMPTY_ROOT
+    } else {
+        b64_hash(&state.root)
+            .ok_or_else(|| inconsistent("bad_state", "the state's root is not a hash".into()))?
+    };
+    if n < m {
+        return Err(inconsistent(
+            "rollback",
+            format!(
+                "the log's checkpoint has size {n}, but {m} records were verified before (checkpoint kept in the state): the log was truncated or rewritten"
+            ),
+        ));
+    }
+    if n == m {
+        if cp.root != old_root {
+            return Err(inconsistent(
+                "fork",
+                format!(
+                    "a checkpoint of size {n} with root {}, but the verified one has root {}: two histories",
+                    B64.encode(cp.root),
+                    state.root
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    if m > 0 {
+        #[derive(Deserialize)]
+        struct Proof {
+            hashes: Vec<String>,
+        }
+        let proof: Proof = get(
+            http,
+            format!("{base}/v1/proof/consistency?from={m}&to={n}"),
+            api_key,
+        )
+        .await?
+        .json()
+        .await
+        .map_err(|e| RoundError::Unavailable(e.to_string()))?;
+        let hashes: Vec<Hash> = proof
+            .hashes
+            .iter()
+            .map(|h| b64_hash(h))
+            .collect::<Option<_>>()
+            .ok_or_else(|| inconsistent("fork", "the consistency proof is malformed".into()))?;
+        verify_consistency(m, n, &hashes, &old_root, &cp.root).map_err(|e| {
+            inconsistent(
+                "fork",
+                format!(
+                    "the checkpoint of size {n} is not consistent with the verified one of size {m}: {e}"
+                ),
+            )
+        })?;
+    }
+    // The records m+1..=n, checked one by one as they stream in.
+    let nodes = state
+        .frontier
+        .iter()
+        .map(|h| b64_hash(h))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| inconsistent("bad_state", "the state's frontier is not hashes".into()))?;
+    let mut frontier = Frontier::from_nodes(m, nodes)
+        .map_err(|e| inconsistent("bad_state", format!("the state's frontier: {e:?}")))?;
+    let mut last_hash = state.last_hash.clone();
+    let mut expected = m + 1;
+    let mut response = get(
+        http,
+        format!("{base}/v1/export?format=jsonl&from={}&to={n}", m + 1),
+        api_key,
+    )
+    .await?;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut check_line = |line: &[u8]| -> Result<(), RoundError> {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let d = digest_line(line)
+            .map_err(|e| inconsistent("unreadable_record", format!("record {expected}: {e}")))?;
+        let at = format!("record {} (id {:?})", d.sequence_number, d.id);
+        if d.tenant_id != tenant {
+            return Err(inconsistent(
+                "wrong_tenant",
+                format!("{at} is of tenant {:?}, not {tenant:?}", d.tenant_id),
+            ));
+        }
+        if d.sequence_number != expected {
+            return Err(inconsistent(
+                "sequence_gap",
+                format!(
+                    "expected sequence_number {expected}, got {at}: a record is missing or out of order"
+                ),
+            ));
+        }
+        if d.computed_hash != d.stored_hash {
+            return Err(inconsistent(
+                "hash_mismatch",
+                format!(
+                    "{at}: its content hashes to {}, not to its hash {}: it was changed",
+                    hex::encode(d.computed_hash),
+                    hex::encode(d.stored_hash)
+                ),
+            ));
+        }
+        if hex::encode(d.prev_hash) != last_hash {
+            return Err(inconsistent(
+                "prev_hash_mismatch",
+                format!(
+                    "{at}: prev_hash {} is not the hash of the record before it ({last_hash})",
+                    hex::encode(d.prev_hash)
+                ),
+            ));
+        }
+        frontier.push(&d.stored_hash, |_, _| {});
+        last_hash = hex::encode(d.stored_hash);
+        expected += 1;
+        Ok(())
+    };
+    loop {
+        let chunk = response
+            .chunk()
+            .await
+            .map_err(|e| RoundError::Unavailable(format!("reading the export: {e}")))?;
+        let Some(chunk) = chunk else { break };
+        buf.extend_from_slice(&chunk);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            check_line(&line[..line.len() - 1])?;
+        }
+    }
+    check_line(&buf)?;
+    if expected != n + 1 {
+        return Err(inconsistent(
+            "truncated",
+            format!(
+                "the checkpoint has {n} records but the log served only up to {}",
+                expected - 1
+            ),
+        ));
+    }
+    if frontier.root() != cp.root {
+        return Err(inconsistent(
+            "root_mismatch",
+            format!(
+                "records 1..={n} make the root {}, but the signed checkpoint says {}",
+                B64.encode(frontier.root()),
+                B64.encode(cp.root)
+            ),
+        ));
+    }
+    state.origin = Some(cp.origin.clone());
+    state.size = n;
+    state.root = B64.encode(cp.root);
+    state.last_hash = last_hash;
+    state.frontier = frontier.nodes().iter().map(|h| B64.encode(h)).collect();
+    state.checkpoint = note;
+    Ok(Some((m + 1, n)))
+}

@@ -1,0 +1,194 @@
+//! `sealtrail monitor` against a live log (the real binary over HTTP): it verifies a
+//! growing log round after round from its own state, and reports each case of the tamper
+//! matrix precisely with exit 1: a record edited or deleted behind the server's back (in
+//! its SQLite database, while it runs), a rewritten history under the same key (longer:
+//! `fork`; shorter: `rollback`), and a checkpoint not signed by the key it trusts.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn monitor(url: &str, api_key: &str, log_key: &str, state: &Path) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(["monitor", "--once", "--url", url, "--key", log_key])
+        .arg("--state-dir")
+        .arg(state)
+        .env("SEALTRAIL_API_KEY", api_key)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+async fn ingest(api: &Api, prefix: &str, n: usize) {
+    let events: Vec<Value> = (0..n).map(|i| event(&format!("{prefix}-{i}"))).collect();
+    let (s, v) = api
+        .post("/v1/events/batch?sync=true", &json!({ "events": events }))
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+async fn log_key(api: &Api) -> String {
+    let (_, v) = api.get("/v1/log/key").await;
+    v["verifier_key"].as_str().unwrap().to_string()
+}
+
+/// Edits the body of record `seq` of tenant `acme` in the SQLite store (the server runs);
+/// returns the original body.
+fn edit_record(data: &Path, seq: u64) -> Vec<u8> {
+    let db = rusqlite::Connection::open(data.join("sealtrail.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    let body: Vec<u8> = db
+        .query_row(
+            "SELECT body FROM events WHERE tenant_id='acme' AND seq=?1",
+            [seq],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let edited = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("\"success\"", "\"failure\"");
+    assert_ne!(edited.as_bytes(), &body[..]);
+    set_body(data, seq, edited.as_bytes());
+    body
+}
+
+fn set_body(data: &Path, seq: u64, body: &[u8]) {
+    let db = rusqlite::Connection::open(data.join("sealtrail.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    db.execute(
+        "UPDATE events SET body=?1 WHERE tenant_id='acme' AND seq=?2",
+        rusqlite::params![body, seq],
+    )
+    .unwrap();
+}
+
+fn delete_record(data: &Path, seq: u64) {
+    let db = rusqlite::Connection::open(data.join("sealtrail.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    db.execute(
+        "DELETE FROM events WHERE tenant_id='acme' AND seq=?1",
+        [seq],
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_follows_a_growing_log_and_reports_every_tampering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("log");
+    let server = Server::start_with(&data, &["--store", "sqlite"]).await;
+    let key = create_key(&data, "acme", "read,write");
+    let api = Api::new(&server, &key);
+    let vkey = log_key(&api).await;
+    let url = server.base.clone();
+
+    // A growing log, verified incrementally from the monitor's own state.
+    let state = tmp.path().join("state");
+    ingest(&api, "a", 5).await;
+    let (code, out) = monitor(&url, &key, &vkey, &state);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("verified records 1..=5 of sealtrail.local/acme"),
+        "{out}"
+    );
+    let (code, out) = monitor(&url, &key, &vkey, &state);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no new records"), "{out}");
+    ingest(&api, "b", 7).await;
+    let (code, out) = monitor(&url, &key, &vkey, &state);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified records 6..=12"), "{out}");
+
+    // Each tampering is tried on a copy of the state, so the cases do not mask each other.
+    let copy = |name: &str| {
+        let to = tmp.path().join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::copy(state.join("monitor.json"), to.join("monitor.json")).unwrap();
+        to
+    };
+    ingest(&api, "c", 4).await; // records 13..=16, not verified yet
+
+    // 1. a record edited in the database: its hash no longer matches its content
+    let original = edit_record(&data, 14);
+    let (code, out) = monitor(&url, &key, &vkey, &copy("edited"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("INCONSISTENT [hash_mismatch] record 14"),
+        "{out}"
+    );
+    set_body(&data, 14, &original);
+    let (code, out) = monitor(&url, &key, &vkey, &copy("restored"));
+    assert_eq!(code, 0, "the edit undone, the log verifies again: {out}");
+
+    // 2. a record deleted from the database: a gap in the sequence
+    delete_record(&data, 15);
+    let (code, out) = monitor(&url, &key, &vkey, &copy("deleted"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("INCONSISTENT [sequence_gap] expected sequence_number 15, got record 16"),
+        "{out}"
+    );
+
+    // 3. a rewritten history under the same key: a fresh log with the key file
+    let forged_dir = tmp.path().join("forged");
+    std::fs::create_dir_all(&forged_dir).unwrap();
+    std::fs::copy(
+        data.join("log-key.private"),
+        forged_dir.join("log-key.private"),
+    )
+    .unwrap();
+    let forged = Server::start(&forged_dir).await;
+    let fkey = create_key(&forged_dir, "acme", "read,write");
+    let fapi = Api::new(&forged, &fkey);
+    assert_eq!(log_key(&fapi).await, vkey);
+    // shorter than what was verified: a rollback
+    ingest(&fapi, "x", 3).await;
+    let (code, out) = monitor(&forged.base, &fkey, &vkey, &copy("shorter"));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("INCONSISTENT [rollback]"), "{out}");
+    assert!(
+        out.contains("size 3") && out.contains("12 records were verified"),
+        "{out}"
+    );
+    // the same size with another root: a fork
+    ingest(&fapi, "y", 9).await;
+    let (code, out) = monitor(&forged.base, &fkey, &vkey, &copy("same-size"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("INCONSISTENT [fork]") && out.contains("size 12"),
+        "{out}"
+    );
+    // longer: the consistency proof from the verified size fails
+    ingest(&fapi, "z", 2).await;
+    let (code, out) = monitor(&forged.base, &fkey, &vkey, &copy("longer"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("INCONSISTENT [fork] the checkpoint of size 14 is not consistent with the verified one of size 12"),
+        "{out}"
+    );
+
+    // 4. a log signed by another key than the one the monitor trusts
+    let other = tmp.path().join("other");
+    let other_server = Server::start(&other).await;
+    let okey = create_key(&other, "acme", "read,write");
+    ingest(&Api::new(&other_server, &okey), "o", 1).await;
+    let (code, out) = monitor(&other_server.base, &okey, &vkey, &tmp.path().join("fresh"));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("INCONSISTENT [bad_signature]"), "{out}");
+
+    // No failed round advanced the state it was given.
+    let kept: Value =
+        serde_json::from_slice(&std::fs::read(state.join("monitor.json")).unwrap()).unwrap();
+    assert_eq!(kept["size"], 12);
+
+    // Bad usage exits 2.
+    let (code, out) = monitor(&url, &key, "not-a-key", &tmp.path().join("x"));
+    assert_eq!(code, 2, "{out}");
+}
