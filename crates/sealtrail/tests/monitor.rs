@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn monitor(url: &str, api_key: &str, log_key: &str, state: &Path) -> (i32, String) {
     let out = Command::new(BIN)
@@ -24,19 +24,6 @@ fn monitor(url: &str, api_key: &str, log_key: &str, state: &Path) -> (i32, Strin
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
     )
-}
-
-async fn ingest(api: &Api, prefix: &str, n: usize) {
-    let events: Vec<Value> = (0..n).map(|i| event(&format!("{prefix}-{i}"))).collect();
-    let (s, v) = api
-        .post("/v1/events/batch?sync=true", &json!({ "events": events }))
-        .await;
-    assert_eq!(s, 200, "{v}");
-}
-
-async fn log_key(api: &Api) -> String {
-    let (_, v) = api.get("/v1/log/key").await;
-    v["verifier_key"].as_str().unwrap().to_string()
 }
 
 /// Edits the body of record `seq` of tenant `acme` in the SQLite store (the server runs);
@@ -86,12 +73,12 @@ async fn the_monitor_follows_a_growing_log_and_reports_every_tampering() {
     let server = Server::start_with(&data, &["--store", "sqlite"]).await;
     let key = create_key(&data, "acme", "read,write");
     let api = Api::new(&server, &key);
-    let vkey = log_key(&api).await;
+    let vkey = log_verifier_key(&api).await;
     let url = server.base.clone();
 
     // A growing log, verified incrementally from the monitor's own state.
     let state = tmp.path().join("state");
-    ingest(&api, "a", 5).await;
+    ingest_named(&api, "a", 5).await;
     let (code, out) = monitor(&url, &key, &vkey, &state);
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -101,7 +88,7 @@ async fn the_monitor_follows_a_growing_log_and_reports_every_tampering() {
     let (code, out) = monitor(&url, &key, &vkey, &state);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("no new records"), "{out}");
-    ingest(&api, "b", 7).await;
+    ingest_named(&api, "b", 7).await;
     let (code, out) = monitor(&url, &key, &vkey, &state);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("verified records 6..=12"), "{out}");
@@ -113,7 +100,7 @@ async fn the_monitor_follows_a_growing_log_and_reports_every_tampering() {
         std::fs::copy(state.join("monitor.json"), to.join("monitor.json")).unwrap();
         to
     };
-    ingest(&api, "c", 4).await; // records 13..=16, not verified yet
+    ingest_named(&api, "c", 4).await; // records 13..=16, not verified yet
 
     // 1. a record edited in the database: its hash no longer matches its content
     let original = edit_record(&data, 14);
@@ -138,18 +125,13 @@ async fn the_monitor_follows_a_growing_log_and_reports_every_tampering() {
 
     // 3. a rewritten history under the same key: a fresh log with the key file
     let forged_dir = tmp.path().join("forged");
-    std::fs::create_dir_all(&forged_dir).unwrap();
-    std::fs::copy(
-        data.join("log-key.private"),
-        forged_dir.join("log-key.private"),
-    )
-    .unwrap();
+    data_dir_with_key_of(&data, &forged_dir);
     let forged = Server::start(&forged_dir).await;
     let fkey = create_key(&forged_dir, "acme", "read,write");
     let fapi = Api::new(&forged, &fkey);
-    assert_eq!(log_key(&fapi).await, vkey);
+    assert_eq!(log_verifier_key(&fapi).await, vkey);
     // shorter than what was verified: a rollback
-    ingest(&fapi, "x", 3).await;
+    ingest_named(&fapi, "x", 3).await;
     let (code, out) = monitor(&forged.base, &fkey, &vkey, &copy("shorter"));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("INCONSISTENT [rollback]"), "{out}");
@@ -158,7 +140,7 @@ async fn the_monitor_follows_a_growing_log_and_reports_every_tampering() {
         "{out}"
     );
     // the same size with another root: a fork
-    ingest(&fapi, "y", 9).await;
+    ingest_named(&fapi, "y", 9).await;
     let (code, out) = monitor(&forged.base, &fkey, &vkey, &copy("same-size"));
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -166,7 +148,7 @@ async fn the_monitor_follows_a_growing_log_and_reports_every_tampering() {
         "{out}"
     );
     // longer: the consistency proof from the verified size fails
-    ingest(&fapi, "z", 2).await;
+    ingest_named(&fapi, "z", 2).await;
     let (code, out) = monitor(&forged.base, &fkey, &vkey, &copy("longer"));
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -178,7 +160,7 @@ async fn the_monitor_follows_a_growing_log_and_reports_every_tampering() {
     let other = tmp.path().join("other");
     let other_server = Server::start(&other).await;
     let okey = create_key(&other, "acme", "read,write");
-    ingest(&Api::new(&other_server, &okey), "o", 1).await;
+    ingest_named(&Api::new(&other_server, &okey), "o", 1).await;
     let (code, out) = monitor(&other_server.base, &okey, &vkey, &tmp.path().join("fresh"));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("INCONSISTENT [bad_signature]"), "{out}");

@@ -16,7 +16,7 @@ use sealtrail_core::checkpoint::Checkpoint;
 use sealtrail_core::cosignature::{CosignatureVerifier, count_cosignatures, split_note};
 use sealtrail_core::merkle::{EMPTY_ROOT, Hash, record_leaf, root_of_leaf_hashes};
 use sealtrail_core::note::NoteSigner;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 struct Witness {
     child: Option<Child>,
@@ -156,20 +156,6 @@ async fn consistency(api: &Api, from: u64, to: u64) -> Vec<String> {
         .collect()
 }
 
-async fn ingest(api: &Api, prefix: &str, n: usize) {
-    let events: Vec<Value> = (0..n).map(|i| event(&format!("{prefix}-{i}"))).collect();
-    let (s, v) = api
-        .post("/v1/events/batch?sync=true", &json!({ "events": events }))
-        .await;
-    assert_eq!(s, 200, "{v}");
-}
-
-async fn log_vkey(api: &Api) -> String {
-    let (s, v) = api.get("/v1/log/key").await;
-    assert_eq!(s, 200, "{v}");
-    v["verifier_key"].as_str().unwrap().to_string()
-}
-
 /// The witness's answer is one cosignature line by its key over the checkpoint's text.
 fn assert_cosigned(w: &Witness, note: &str, answer: &(u16, String, String)) -> String {
     assert_eq!(answer.0, 200, "{answer:?}");
@@ -195,7 +181,7 @@ async fn two_witnesses_cosign_a_growing_log_and_refuse_a_rewritten_one() {
     let log_dir = tmp.path().join("log");
     let log = Server::start(&log_dir).await;
     let api = Api::new(&log, &create_key(&log_dir, "acme", "read,write"));
-    let vkey = log_vkey(&api).await;
+    let vkey = log_verifier_key(&api).await;
     let w1 = Witness::start(
         &tmp.path().join("w1"),
         "w1.example",
@@ -212,7 +198,7 @@ async fn two_witnesses_cosign_a_growing_log_and_refuse_a_rewritten_one() {
 
     // A witness that never saw the origin answers 409 with size 0 to a client that
     // guesses wrong, then cosigns from 0.
-    ingest(&api, "a", 5).await;
+    ingest_named(&api, "a", 5).await;
     let (note5, cp5) = checkpoint(&api).await;
     assert_eq!(cp5.size, 5);
     let conflict = w1.add(3, &consistency(&api, 3, 5).await, &note5).await;
@@ -227,7 +213,7 @@ async fn two_witnesses_cosign_a_growing_log_and_refuse_a_rewritten_one() {
     // The log grows; each step is cosigned with a proof from the last cosigned size.
     let mut size = 5;
     for (round, n) in [(1, 1), (2, 7), (3, 20)] {
-        ingest(&api, &format!("r{round}"), n).await;
+        ingest_named(&api, &format!("r{round}"), n).await;
         let (note, cp) = checkpoint(&api).await;
         let proof = consistency(&api, size, cp.size).await;
         let mut cosigned = note.clone();
@@ -249,16 +235,11 @@ async fn two_witnesses_cosign_a_growing_log_and_refuse_a_rewritten_one() {
     // file and other events. Its checkpoints are validly signed, but inconsistent with
     // what the witnesses cosigned.
     let forged_dir = tmp.path().join("forged");
-    std::fs::create_dir_all(&forged_dir).unwrap();
-    std::fs::copy(
-        log_dir.join("log-key.private"),
-        forged_dir.join("log-key.private"),
-    )
-    .unwrap();
+    data_dir_with_key_of(&log_dir, &forged_dir);
     let forged = Server::start(&forged_dir).await;
     let fapi = Api::new(&forged, &create_key(&forged_dir, "acme", "read,write"));
-    assert_eq!(log_vkey(&fapi).await, vkey);
-    ingest(&fapi, "other", size as usize + 4).await;
+    assert_eq!(log_verifier_key(&fapi).await, vkey);
+    ingest_named(&fapi, "other", size as usize + 4).await;
     let (fnote, fcp) = checkpoint(&fapi).await;
     assert_eq!(fcp.origin, cp5.origin);
     let fproof = consistency(&fapi, size, fcp.size).await;
@@ -352,26 +333,21 @@ async fn a_witness_killed_between_persisting_and_answering_never_cosigns_a_fork(
     let log_dir = tmp.path().join("log");
     let log = Server::start(&log_dir).await;
     let api = Api::new(&log, &create_key(&log_dir, "acme", "read,write"));
-    let vkey = log_vkey(&api).await;
+    let vkey = log_verifier_key(&api).await;
     let mut w = Witness::start(&tmp.path().join("w"), "w.example", &[vkey]).await;
 
-    ingest(&api, "a", 4).await;
+    ingest_named(&api, "a", 4).await;
     let (note4, _) = checkpoint(&api).await;
     assert_cosigned(&w, &note4, &w.add(0, &[], &note4).await);
 
     // Another history of the same size under the same key (a fresh data directory with
     // the log's key file and other events).
     let fork_dir = tmp.path().join("fork");
-    std::fs::create_dir_all(&fork_dir).unwrap();
-    std::fs::copy(
-        log_dir.join("log-key.private"),
-        fork_dir.join("log-key.private"),
-    )
-    .unwrap();
+    data_dir_with_key_of(&log_dir, &fork_dir);
     let fork = Server::start(&fork_dir).await;
     let fapi = Api::new(&fork, &create_key(&fork_dir, "acme", "read,write"));
-    ingest(&api, "b", 6).await;
-    ingest(&fapi, "forked", 10).await;
+    ingest_named(&api, "b", 6).await;
+    ingest_named(&fapi, "forked", 10).await;
     let (note10, cp10) = checkpoint(&api).await;
     let (fnote10, fcp10) = checkpoint(&fapi).await;
     assert_eq!((cp10.size, fcp10.size), (10, 10));
@@ -436,7 +412,7 @@ async fn refusals_follow_the_tlog_witness_spec() {
     let log_dir = tmp.path().join("log");
     let log = Server::start(&log_dir).await;
     let api = Api::new(&log, &create_key(&log_dir, "acme", "read,write"));
-    let vkey = log_vkey(&api).await;
+    let vkey = log_verifier_key(&api).await;
     let signer =
         NoteSigner::parse(&std::fs::read_to_string(log_dir.join("log-key.private")).unwrap())
             .unwrap();
@@ -569,7 +545,7 @@ async fn a_log_serves_cosigned_checkpoints_and_raises_the_alarm_on_a_rewrite() {
     let log_dir = tmp.path().join("log");
     let mut first = Server::start(&log_dir).await;
     let key = create_key(&log_dir, "acme", "read,write");
-    let vkey = log_vkey(&Api::new(&first, &key)).await;
+    let vkey = log_verifier_key(&Api::new(&first, &key)).await;
     assert!(first.sigterm_and_wait());
     let w1 = Witness::start(
         &tmp.path().join("w1"),
@@ -595,7 +571,7 @@ async fn a_log_serves_cosigned_checkpoints_and_raises_the_alarm_on_a_rewrite() {
 
     let mut size = 0;
     for (round, n) in [(0, 5), (1, 9), (2, 1)] {
-        ingest(&api, &format!("r{round}"), n).await;
+        ingest_named(&api, &format!("r{round}"), n).await;
         size += n as u64;
         let (s, note) = api.get_text("/v1/checkpoint?fresh=true&witnesses=2").await;
         assert_eq!(s, 200, "{note}");
@@ -653,15 +629,10 @@ async fn a_log_serves_cosigned_checkpoints_and_raises_the_alarm_on_a_rewrite() {
 
     // The same key on a rewritten history: first shorter than what the witnesses hold...
     let forged_dir = tmp.path().join("forged");
-    std::fs::create_dir_all(&forged_dir).unwrap();
-    std::fs::copy(
-        log_dir.join("log-key.private"),
-        forged_dir.join("log-key.private"),
-    )
-    .unwrap();
+    data_dir_with_key_of(&log_dir, &forged_dir);
     let forged = Server::start_with(&forged_dir, &args).await;
     let fapi = Api::new(&forged, &create_key(&forged_dir, "acme", "read,write"));
-    ingest(&fapi, "other", 3).await;
+    ingest_named(&fapi, "other", 3).await;
     let (s, body) = fapi.get("/v1/checkpoint?fresh=true&witnesses=1").await;
     assert_eq!(s, 503, "{body}");
     assert_eq!(body["error"]["code"], "witnesses_unavailable", "{body}");
@@ -698,7 +669,7 @@ async fn a_log_serves_cosigned_checkpoints_and_raises_the_alarm_on_a_rewrite() {
         "{metrics}"
     );
     // ...then longer: the witnesses refuse its proof from their size
-    ingest(&fapi, "more", size as usize).await;
+    ingest_named(&fapi, "more", size as usize).await;
     let (s, body) = fapi.get("/v1/checkpoint?fresh=true&witnesses=1").await;
     assert_eq!(s, 503, "{body}");
     let (_, health) = fapi.get("/healthz").await;
@@ -709,7 +680,7 @@ async fn a_log_serves_cosigned_checkpoints_and_raises_the_alarm_on_a_rewrite() {
         );
     }
     // the honest log is still cosigned
-    ingest(&api, "r3", 2).await;
+    ingest_named(&api, "r3", 2).await;
     let (s, note) = api.get_text("/v1/checkpoint?fresh=true&witnesses=2").await;
     assert_eq!(s, 200, "{note}");
     assert_eq!(count_cosignatures(&note, &both), 2);

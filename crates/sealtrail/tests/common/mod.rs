@@ -400,3 +400,26 @@ pub fn refused_to_start(data: &Path, extra: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Appends `n` events `<prefix>-0..n` in one sync batch.
+pub async fn ingest_named(api: &Api, prefix: &str, n: usize) {
+    let events: Vec<Value> = (0..n).map(|i| event(&format!("{prefix}-{i}"))).collect();
+    let (s, v) = api
+        .post("/v1/events/batch?sync=true", &json!({ "events": events }))
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// The log's verifier key, as `GET /v1/log/key` gives it.
+pub async fn log_verifier_key(api: &Api) -> String {
+    let (s, v) = api.get("/v1/log/key").await;
+    assert_eq!(s, 200, "{v}");
+    v["verifier_key"].as_str().unwrap().to_string()
+}
+
+/// A new data directory `to` holding the log key of the data directory `from`: a server
+/// started on it signs another history with the same key (a rewritten log).
+pub fn data_dir_with_key_of(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::copy(from.join("log-key.private"), to.join("log-key.private")).unwrap();
+}
