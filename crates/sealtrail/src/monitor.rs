@@ -118,7 +118,19 @@ pub(crate) fn run(args: MonitorArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let http = reqwest::Client::new();
+    // No limit on a whole request: the first round of a long log streams its whole
+    // export. A connection that stalls for a minute is given up (and retried).
+    let http = match reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let base = args.url.trim_end_matches('/').to_string();
     runtime.block_on(async {
         let signal = crate::serve::wait_for_signal();
@@ -208,7 +220,6 @@ async fn get(
     let r = http
         .get(&url)
         .bearer_auth(api_key)
-        .timeout(Duration::from_secs(60))
         .send()
         .await
         .map_err(|e| RoundError::Unavailable(format!("{url}: {e}")))?;
