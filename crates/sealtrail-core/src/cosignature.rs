@@ -17,7 +17,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
-use crate::note::{NoteError, SIG_PREFIX, check_name, key_id_for, parse_key_parts_for};
+pub use crate::note::split_note;
+use crate::note::{
+    NoteError, SIG_PREFIX, check_name, key_id_for, parse_key_parts_for, parse_private_key,
+    private_key_string, public_key_string,
+};
 
 /// Signature type of Ed25519 cosignature/v1 keys.
 pub const ALG_COSIGNATURE_V1: u8 = 0x04;
@@ -26,24 +30,6 @@ const WHAT: &str = "Ed25519 cosignature/v1 keys (type 0x04, 32 bytes)";
 /// The message a cosigner signs over `text` (a checkpoint's note text) at `timestamp`.
 fn message(text: &str, timestamp: u64) -> String {
     format!("cosignature/v1\ntime {timestamp}\n{text}")
-}
-
-/// Splits a signed note into its text (ending in a newline) and its signature lines.
-pub fn split_note(note: &str) -> Result<(&str, Vec<&str>), NoteError> {
-    let split = note
-        .rfind("\n\n")
-        .ok_or_else(|| NoteError::MalformedNote("no empty line before signatures".into()))?;
-    let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
-    if sigs.is_empty() || !sigs.ends_with('\n') {
-        return Err(NoteError::MalformedNote("no signature lines".into()));
-    }
-    let lines: Vec<&str> = sigs.lines().collect();
-    if let Some(bad) = lines.iter().find(|l| !l.starts_with(SIG_PREFIX)) {
-        return Err(NoteError::MalformedNote(format!(
-            "signature line must start with '— ': {bad:?}"
-        )));
-    }
-    Ok((text, lines))
 }
 
 /// A witness's cosigning key.
@@ -75,29 +61,17 @@ impl Cosigner {
 
     /// Parses `PRIVATE+KEY+<name>+<id>+<base64(0x04 ‖ seed)>`.
     pub fn parse(s: &str) -> Result<Self, NoteError> {
-        let rest = s
-            .trim()
-            .strip_prefix("PRIVATE+KEY+")
-            .ok_or_else(|| NoteError::MalformedKey("expected PRIVATE+KEY+…".into()))?;
-        let (name, id, seed) = parse_key_parts_for(rest, ALG_COSIGNATURE_V1, WHAT)?;
-        let signer = Self::from_seed(&name, seed)?;
-        if signer.key_id != id {
-            return Err(NoteError::MalformedKey(
-                "the key id does not match the key".into(),
-            ));
-        }
-        Ok(signer)
+        let (name, key, key_id) = parse_private_key(s, ALG_COSIGNATURE_V1, WHAT)?;
+        Ok(Self { name, key, key_id })
     }
 
     /// The secret key string (keep it like a password).
     pub fn to_private_string(&self) -> String {
-        let mut raw = vec![ALG_COSIGNATURE_V1];
-        raw.extend_from_slice(self.key.as_bytes());
-        format!(
-            "PRIVATE+KEY+{}+{:08x}+{}",
-            self.name,
+        private_key_string(
+            &self.name,
+            ALG_COSIGNATURE_V1,
             self.key_id,
-            B64.encode(raw)
+            self.key.as_bytes(),
         )
     }
 
@@ -227,9 +201,12 @@ impl CosignatureVerifier {
 
 impl std::fmt::Display for CosignatureVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut raw = vec![ALG_COSIGNATURE_V1];
-        raw.extend_from_slice(self.key.as_bytes());
-        write!(f, "{}+{:08x}+{}", self.name, self.key_id, B64.encode(raw))
+        f.write_str(&public_key_string(
+            &self.name,
+            ALG_COSIGNATURE_V1,
+            self.key_id,
+            self.key.as_bytes(),
+        ))
     }
 }
 

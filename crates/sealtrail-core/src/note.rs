@@ -90,6 +90,61 @@ pub(crate) fn parse_key_parts_for(
     Ok((name.to_string(), id, raw[1..].try_into().expect("32 bytes")))
 }
 
+/// `PRIVATE+KEY+<name>+<id>+<base64(alg ‖ seed)>`: the secret key string of both key types.
+pub(crate) fn private_key_string(name: &str, alg: u8, key_id: u32, seed: &[u8; 32]) -> String {
+    let mut raw = vec![alg];
+    raw.extend_from_slice(seed);
+    format!("PRIVATE+KEY+{name}+{key_id:08x}+{}", B64.encode(raw))
+}
+
+/// `<name>+<id>+<base64(alg ‖ public key)>`: the verifier key string of both key types.
+pub(crate) fn public_key_string(name: &str, alg: u8, key_id: u32, public: &[u8; 32]) -> String {
+    let mut raw = vec![alg];
+    raw.extend_from_slice(public);
+    format!("{name}+{key_id:08x}+{}", B64.encode(raw))
+}
+
+/// Parses a secret key string of type `alg` into its name, the signing key and its key id
+/// (checked against the key).
+pub(crate) fn parse_private_key(
+    s: &str,
+    alg: u8,
+    what: &str,
+) -> Result<(String, SigningKey, u32), NoteError> {
+    let rest = s
+        .trim()
+        .strip_prefix("PRIVATE+KEY+")
+        .ok_or_else(|| NoteError::MalformedKey("expected PRIVATE+KEY+…".into()))?;
+    let (name, id, seed) = parse_key_parts_for(rest, alg, what)?;
+    check_name(&name)?;
+    let key = SigningKey::from_bytes(&seed);
+    if key_id_for(&name, alg, key.verifying_key().as_bytes()) != id {
+        return Err(NoteError::MalformedKey(
+            "the key id does not match the key".into(),
+        ));
+    }
+    Ok((name, key, id))
+}
+
+/// Splits a signed note into its text (ending in a newline) and its signature lines
+/// (each checked to start with `— `).
+pub fn split_note(note: &str) -> Result<(&str, Vec<&str>), NoteError> {
+    let split = note
+        .rfind("\n\n")
+        .ok_or_else(|| NoteError::MalformedNote("no empty line before signatures".into()))?;
+    let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
+    if sigs.is_empty() || !sigs.ends_with('\n') {
+        return Err(NoteError::MalformedNote("no signature lines".into()));
+    }
+    let lines: Vec<&str> = sigs.lines().collect();
+    if let Some(bad) = lines.iter().find(|l| !l.starts_with(SIG_PREFIX)) {
+        return Err(NoteError::MalformedNote(format!(
+            "signature line must start with '— ': {bad:?}"
+        )));
+    }
+    Ok((text, lines))
+}
+
 /// A note signer: an Ed25519 key with a name.
 #[derive(Clone)]
 pub struct NoteSigner {
@@ -119,30 +174,14 @@ impl NoteSigner {
 
     /// Parses `PRIVATE+KEY+<name>+<id>+<base64(0x01 ‖ seed)>`.
     pub fn parse(s: &str) -> Result<Self, NoteError> {
-        let rest = s
-            .trim()
-            .strip_prefix("PRIVATE+KEY+")
-            .ok_or_else(|| NoteError::MalformedKey("expected PRIVATE+KEY+…".into()))?;
-        let (name, id, seed) = parse_key_parts(rest)?;
-        let signer = Self::from_seed(&name, seed)?;
-        if signer.key_id != id {
-            return Err(NoteError::MalformedKey(
-                "the key id does not match the key".into(),
-            ));
-        }
-        Ok(signer)
+        let (name, key, key_id) =
+            parse_private_key(s, ALG_ED25519, "Ed25519 keys (algorithm 0x01, 32 bytes)")?;
+        Ok(Self { name, key, key_id })
     }
 
     /// The signer key string (secret: keep it like a password).
     pub fn to_private_string(&self) -> String {
-        let mut raw = vec![ALG_ED25519];
-        raw.extend_from_slice(self.key.as_bytes());
-        format!(
-            "PRIVATE+KEY+{}+{:08x}+{}",
-            self.name,
-            self.key_id,
-            B64.encode(raw)
-        )
+        private_key_string(&self.name, ALG_ED25519, self.key_id, self.key.as_bytes())
     }
 
     pub fn name(&self) -> &str {
@@ -218,18 +257,12 @@ impl NoteVerifier {
     /// Checks that `note` carries a valid signature by this key and returns its text.
     /// Signatures by other keys are ignored (C2SP: a verifier skips unknown keys).
     pub fn open<'a>(&self, note: &'a str) -> Result<&'a str, NoteError> {
-        let split = note
-            .rfind("\n\n")
-            .ok_or_else(|| NoteError::MalformedNote("no empty line before signatures".into()))?;
-        let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
-        if sigs.is_empty() || !sigs.ends_with('\n') {
-            return Err(NoteError::MalformedNote("no signature lines".into()));
-        }
+        let (text, sigs) = split_note(note)?;
         let mut seen = false;
-        for line in sigs.lines() {
-            let line = line.strip_prefix(SIG_PREFIX).ok_or_else(|| {
-                NoteError::MalformedNote(format!("signature line must start with '— ': {line:?}"))
-            })?;
+        for line in sigs {
+            let line = line
+                .strip_prefix(SIG_PREFIX)
+                .expect("checked by split_note");
             let (name, sig) = line
                 .split_once(' ')
                 .ok_or_else(|| NoteError::MalformedNote("signature line without a name".into()))?;
@@ -265,9 +298,12 @@ impl NoteVerifier {
 
 impl std::fmt::Display for NoteVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut raw = vec![ALG_ED25519];
-        raw.extend_from_slice(self.key.as_bytes());
-        write!(f, "{}+{:08x}+{}", self.name, self.key_id, B64.encode(raw))
+        f.write_str(&public_key_string(
+            &self.name,
+            ALG_ED25519,
+            self.key_id,
+            self.key.as_bytes(),
+        ))
     }
 }
 

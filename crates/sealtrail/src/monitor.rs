@@ -90,10 +90,10 @@ fn inconsistent(code: &'static str, message: String) -> RoundError {
 }
 
 pub(crate) fn run(args: MonitorArgs) -> ExitCode {
-    let key = match parse_key(&args.key) {
+    let key = match crate::verify_cmd::parse_key(&args.key) {
         Ok(k) => k,
         Err(e) => {
-            eprintln!("error: --key: {e}");
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -177,15 +177,6 @@ pub(crate) fn run(args: MonitorArgs) -> ExitCode {
             }
         }
     })
-}
-
-fn parse_key(arg: &str) -> Result<NoteVerifier, String> {
-    let text = if Path::new(arg).is_file() {
-        std::fs::read_to_string(arg).map_err(|e| format!("cannot read {arg}: {e}"))?
-    } else {
-        arg.to_string()
-    };
-    NoteVerifier::parse(text.trim()).map_err(|e| e.to_string())
 }
 
 fn load_state(dir: &Path) -> Result<State, String> {

@@ -128,7 +128,7 @@ impl WitnessPolicy {
 
 /// Why the command could not run (exit 2).
 #[derive(Debug, thiserror::Error)]
-enum RunError {
+pub(crate) enum RunError {
     #[error("{0}")]
     Usage(String),
     #[error("{what}: {source}")]
@@ -202,7 +202,8 @@ fn read_text(path: &Path, what: &str) -> Result<String, RunError> {
     std::fs::read_to_string(path).map_err(io(format!("cannot read the {what} {}", path.display())))
 }
 
-fn parse_key(arg: &str) -> Result<NoteVerifier, RunError> {
+/// `--key`: a log's verifier key, or a file holding it (also `sealtrail monitor`'s).
+pub(crate) fn parse_key(arg: &str) -> Result<NoteVerifier, RunError> {
     let text = if Path::new(arg).is_file() {
         read_text(Path::new(arg), "key file")?
     } else {
