@@ -6,6 +6,11 @@
 //! again yields the same note. A tenant's served checkpoint is re-signed when it is older
 //! than `checkpoint_interval` and the log has grown (so it lags the log by at most that
 //! interval while events arrive), or at once with `?fresh=true`.
+//!
+//! With witnesses configured ([`crate::witnessing`]), each newly signed checkpoint is sent
+//! to them; the cosignatures they return are kept in this process's memory only (a
+//! restarted server collects them again with its next checkpoint) and appended when that
+//! exact note is served.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
