@@ -22,6 +22,7 @@ pub mod query;
 pub mod quota;
 pub mod stream;
 pub mod telemetry;
+pub mod tiles;
 pub mod tlog;
 pub mod tls;
 pub mod verified;
@@ -112,6 +113,8 @@ pub fn router(service: AppState) -> Router {
         .route("/v1/log/key", get(tlog::get_log_key))
         .route("/v1/proof/inclusion", get(tlog::get_inclusion_proof))
         .route("/v1/proof/consistency", get(tlog::get_consistency_proof))
+        .route("/v1/tlog/{tenant}/checkpoint", get(tiles::get_checkpoint))
+        .route("/v1/tlog/{tenant}/tile/{*path}", get(tiles::get_tile))
         .route("/v1/export", get(export::export))
         .route("/v1/export/evidence-pack", get(export::evidence_pack))
         .route("/healthz", get(telemetry::healthz))

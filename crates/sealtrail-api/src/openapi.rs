@@ -32,6 +32,8 @@ use utoipa::{Modify, OpenApi};
         crate::tlog::get_log_key,
         crate::tlog::get_inclusion_proof,
         crate::tlog::get_consistency_proof,
+        crate::tiles::get_checkpoint,
+        crate::tiles::get_tile,
         crate::export::export,
         crate::export::evidence_pack,
     ),

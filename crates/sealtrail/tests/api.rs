@@ -613,6 +613,8 @@ async fn health_metrics_openapi_and_unknown_routes() {
         "/v1/events/{id}/verify",
         "/v1/verify",
         "/v1/events/stream",
+        "/v1/tlog/{tenant}/checkpoint",
+        "/v1/tlog/{tenant}/tile/{path}",
     ] {
         assert!(
             doc["paths"][path].is_object(),
