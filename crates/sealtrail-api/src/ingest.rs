@@ -128,12 +128,14 @@ pub(crate) async fn publish(
         // A durable log (distributed mode) and a caller that does not wait: no reply to
         // ask the chainer for.
         entry.reply_to = None;
-        return match state
+        let tenant = entry.tenant_id.clone();
+        let durability = state
             .log
             .append(entry)
             .await
-            .map_err(|e| with_ids(log_error(e)))?
-        {
+            .map_err(|e| with_ids(log_error(e)))?;
+        note_write(state, &tenant);
+        return match durability {
             Durability::Durable => Ok(None),
             Durability::Volatile => Err(ApiError::internal(
                 "pending receipts need a durable log",
@@ -162,8 +164,18 @@ pub(crate) async fn append(
     refuse_if_full(state)?;
     let waiter = state.correlator.register();
     entry.reply_to = Some(waiter.address.clone());
+    let tenant = entry.tenant_id.clone();
     let durability = state.log.append(entry).await.map_err(log_error)?;
+    note_write(state, &tenant);
     Ok((waiter, durability))
+}
+
+/// Tells the verifiable log that `tenant` was written (its checkpoints go to the
+/// witnesses whether or not they are read).
+fn note_write(state: &Service, tenant: &str) {
+    if let Some(log) = &state.tlog {
+        log.note_write(tenant);
+    }
 }
 
 /// `507` at once while the store refuses writes for lack of disk space: queueing the

@@ -10,7 +10,16 @@
 //! With witnesses configured ([`crate::witnessing`]), each newly signed checkpoint is sent
 //! to them; the cosignatures they return are kept in this process's memory only (a
 //! restarted server collects them again with its next checkpoint) and appended when that
-//! exact note is served.
+//! exact note is served. So that every tenant's log is witnessed, read or not, the
+//! ingest paths mark the tenants they accept writes for ([`TransparencyLog::note_write`])
+//! and a background task ([`spawn_witness_feeder`]) signs each marked tenant's checkpoint
+//! once per `checkpoint_interval` (so at most one per tenant and interval reaches the
+//! witnesses, newest first, at most [`FEED_PER_TICK`] tenants a tick, those waiting
+//! longest first). A tenant stays marked until a checkpoint is signed more than
+//! [`FEED_SETTLE`] after its last accepted write: writes still in flight then (an async
+//! write in distributed mode commits after it is accepted) are covered too. A write that
+//! commits later than that (a chainer down for longer) is witnessed with the tenant's
+//! next write or read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +46,21 @@ use crate::witnessing::{WitnessAlarm, WitnessConfig, Witnessing};
 
 /// Tenants whose last checkpoint is kept (then the cache starts over).
 const CACHED_TENANTS: usize = 10_000;
+/// Tenants the witness feeder signs a checkpoint for per tick (the others wait).
+pub const FEED_PER_TICK: usize = 2_000;
+/// A tenant stays marked for the witness feeder until this long after its last accepted
+/// write (see the module doc).
+pub const FEED_SETTLE: Duration = Duration::from_secs(30);
+/// Tenants marked at most (a write beyond is witnessed with a later write or a read).
+const FEED_MAX_TENANTS: usize = 1_000_000;
+
+/// A tenant with writes accepted since its last checkpoint went to the witnesses.
+struct Marked {
+    /// The oldest accepted write no signed checkpoint has covered yet.
+    since: Instant,
+    /// The newest accepted write.
+    last: Instant,
+}
 
 /// The log's signing identity and checkpoint policy.
 pub struct TransparencyLog {
@@ -46,6 +70,8 @@ pub struct TransparencyLog {
     cache: Mutex<HashMap<String, (Instant, u64, String)>>,
     /// The witnesses every new checkpoint goes to (see [`crate::witnessing`]).
     witnessing: Option<Arc<Witnessing>>,
+    /// Tenants the witness feeder has to sign a checkpoint for.
+    marked: Mutex<HashMap<String, Marked>>,
 }
 
 impl TransparencyLog {
@@ -58,6 +84,7 @@ impl TransparencyLog {
             interval,
             cache: Mutex::new(HashMap::new()),
             witnessing: None,
+            marked: Mutex::new(HashMap::new()),
         }
     }
 
@@ -72,6 +99,64 @@ impl TransparencyLog {
             )));
         }
         self
+    }
+
+    /// A write of `tenant` was accepted: with witnesses, the feeder signs its checkpoint
+    /// within a `checkpoint_interval` or so (see the module doc). Without, nothing.
+    pub fn note_write(&self, tenant: &str) {
+        if self.witnessing.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let mut marked = self.marked.lock().expect("marked tenants");
+        if let Some(m) = marked.get_mut(tenant) {
+            m.last = now;
+        } else if marked.len() < FEED_MAX_TENANTS {
+            marked.insert(
+                tenant.to_string(),
+                Marked {
+                    since: now,
+                    last: now,
+                },
+            );
+        }
+    }
+
+    /// Signs the checkpoints of up to [`FEED_PER_TICK`] marked tenants (the longest
+    /// waiting first), which sends each new one to the witnesses; unmarks those whose last
+    /// write is older than [`FEED_SETTLE`]. Returns how many it signed.
+    async fn feed_witnesses(&self, store: &dyn Store) -> usize {
+        let batch: Vec<String> = {
+            let marked = self.marked.lock().expect("marked tenants");
+            let mut all: Vec<(&String, Instant)> =
+                marked.iter().map(|(t, m)| (t, m.since)).collect();
+            if all.len() > FEED_PER_TICK {
+                all.select_nth_unstable_by_key(FEED_PER_TICK, |(_, since)| *since);
+                all.truncate(FEED_PER_TICK);
+            }
+            all.into_iter().map(|(t, _)| t.clone()).collect()
+        };
+        for tenant in &batch {
+            let started = Instant::now();
+            if let Err(e) = self.latest(store, tenant, false).await {
+                tracing::warn!(
+                    tenant,
+                    code = e.code,
+                    "signing a checkpoint for the witnesses failed: {}",
+                    e.message
+                );
+                continue;
+            }
+            let mut marked = self.marked.lock().expect("marked tenants");
+            if let Some(m) = marked.get_mut(tenant) {
+                if started.saturating_duration_since(m.last) > FEED_SETTLE {
+                    marked.remove(tenant);
+                } else {
+                    m.since = started;
+                }
+            }
+        }
+        batch.len()
     }
 
     /// Alarms raised by witnesses (empty without witnesses).
@@ -223,6 +308,33 @@ impl TransparencyLog {
             }
         }
     }
+}
+
+/// With witnesses configured, signs the checkpoints of the tenants written to once per
+/// `checkpoint_interval` until `state` shuts down, so each reaches the witnesses whether
+/// or not anyone reads it (see the module doc).
+pub fn spawn_witness_feeder(state: &AppState) {
+    let Some(log) = state.tlog.clone() else {
+        return;
+    };
+    if log.witnessing.is_none() {
+        return;
+    }
+    let store = state.store.clone();
+    let mut shutdown = state.shutdown.clone();
+    let tick = log.interval.max(Duration::from_millis(100));
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let signed = log.feed_witnesses(store.as_ref()).await;
+            metrics::counter!("sealtrail_witness_feeder_signed_total").increment(signed as u64);
+        }
+    });
 }
 
 /// The number of records in `tenant`'s log.

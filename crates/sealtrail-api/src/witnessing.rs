@@ -31,6 +31,15 @@ use tokio::sync::{Semaphore, watch};
 
 /// Submissions (one tenant to every witness) running at once.
 const MAX_IN_FLIGHT: usize = 16;
+/// Memory stays bounded however many tenants there are: at most this many tenants' newest
+/// cosigned checkpoints are kept (then one is dropped per new tenant; a reader asking for
+/// a dropped one's cosignatures has its checkpoint sent again) ...
+const MAX_COSIGNED: usize = 10_000;
+/// ... the per-tenant submission state is pruned of idle tenants beyond this many ...
+const MAX_TRACKED: usize = 10_000;
+/// ... and a witness's learned sizes are forgotten beyond this many origins (each is
+/// learned again from the witness's `409`, at one more request).
+const MAX_SIZES: usize = 100_000;
 /// How long one request to a witness may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -163,6 +172,11 @@ impl Witnessing {
     pub(crate) fn submit(self: &Arc<Self>, tenant: &str, size: u64, note: &str) {
         let start = {
             let mut tenants = self.tenants.lock().expect("tenants lock");
+            if tenants.len() >= MAX_TRACKED && !tenants.contains_key(tenant) {
+                tenants.retain(|_, s| {
+                    s.running || s.last.is_some_and(|(_, at)| at.elapsed() < RESUBMIT_AFTER)
+                });
+            }
             let state = tenants.entry(tenant.to_string()).or_default();
             let recent = state
                 .last
@@ -231,6 +245,12 @@ impl Witnessing {
                     .get(&tenant)
                     .is_some_and(|c| size_of(&c.note).is_some_and(|held| held > size));
                 if !keep_newer {
+                    if cosigned.len() >= MAX_COSIGNED
+                        && !cosigned.contains_key(&tenant)
+                        && let Some(other) = cosigned.keys().next().cloned()
+                    {
+                        cosigned.remove(&other);
+                    }
                     cosigned.insert(tenant.clone(), Cosigned { note, lines });
                 }
                 drop(cosigned);
@@ -312,20 +332,14 @@ impl Witnessing {
                     if let Err(e) = witness.key.verify_line(checkpoint_text, &line) {
                         return Outcome::Failed(format!("its cosignature does not verify: {e}"));
                     }
-                    self.sizes[w]
-                        .lock()
-                        .expect("sizes lock")
-                        .insert(origin, size);
+                    self.learn_size(w, origin, size);
                     return Outcome::Cosigned(line);
                 }
                 409 => {
                     let Ok(held) = text.trim().parse::<u64>() else {
                         return Outcome::Failed(format!("409 without a size: {text:?}"));
                     };
-                    self.sizes[w]
-                        .lock()
-                        .expect("sizes lock")
-                        .insert(origin.clone(), held);
+                    self.learn_size(w, origin.clone(), held);
                     old = held;
                 }
                 422 => {
@@ -342,6 +356,15 @@ impl Witnessing {
             }
         }
         Outcome::Failed("the witness's size kept changing".into())
+    }
+
+    /// Witness `w` holds `size` records of `origin`.
+    fn learn_size(&self, w: usize, origin: String, size: u64) {
+        let mut sizes = self.sizes[w].lock().expect("sizes lock");
+        if sizes.len() >= MAX_SIZES && !sizes.contains_key(&origin) {
+            sizes.clear();
+        }
+        sizes.insert(origin, size);
     }
 
     /// A witness holds `held` records of `tenant`'s log, more than the checkpoint sent: an

@@ -46,7 +46,8 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_key_file: Option<PathBuf>,
     /// Longest a served checkpoint lags the log while events arrive (ms); `GET
-    /// /v1/checkpoint?fresh=true` signs the current tree head at once.
+    /// /v1/checkpoint?fresh=true` signs the current tree head at once. With witnesses,
+    /// also how often each written tenant's checkpoint is signed and sent to them.
     pub checkpoint_interval_ms: u64,
     /// Witnesses every new checkpoint is sent to (C2SP tlog-witness), each as
     /// `URL=VKEY`: the witness's address (`http(s)://host:port`) and the verifier key its

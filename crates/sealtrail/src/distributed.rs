@@ -245,6 +245,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         verified: sealtrail_api::verified::Verified::new(config.max_full_verifications),
         readiness: Some(readiness),
     });
+    sealtrail_api::tlog::spawn_witness_feeder(&service);
     let tls = config.tls()?;
     let (listener, grpc_listener) = listen_both(&config)?;
     let (http, grpc) = crate::serve::schemes(tls.as_deref());

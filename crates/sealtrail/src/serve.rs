@@ -146,6 +146,7 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         verified: sealtrail_api::verified::Verified::new(config.max_full_verifications),
         readiness: None,
     });
+    sealtrail_api::tlog::spawn_witness_feeder(&service);
 
     let tls = config.tls()?;
     let (listener, grpc_listener) = listen_both(&config)?;

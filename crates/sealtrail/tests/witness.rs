@@ -686,3 +686,68 @@ async fn a_log_serves_cosigned_checkpoints_and_raises_the_alarm_on_a_rewrite() {
     assert_eq!(count_cosignatures(&note, &both), 2);
     drop(first);
 }
+
+/// The size of `origin` the witness holds, from its state file (`None`: never cosigned).
+fn witnessed_size(w: &Witness, origin: &str) -> Option<u64> {
+    use sha2::Digest;
+    let path = w
+        .dir
+        .join("state")
+        .join(hex::encode(sha2::Sha256::digest(origin.as_bytes())));
+    let note = std::fs::read_to_string(path).ok()?;
+    Some(
+        Checkpoint::parse(split_note(&note).unwrap().0)
+            .unwrap()
+            .size,
+    )
+}
+
+async fn wait_witnessed(w: &Witness, origin: &str, size: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while witnessed_size(w, origin) != Some(size) {
+        assert!(
+            Instant::now() < deadline,
+            "{origin}: the witness holds {:?}, not {size}",
+            witnessed_size(w, origin)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every tenant's log reaches the witnesses whether or not anyone reads its checkpoint:
+/// tenants written to (async and sync) and never read are cosigned up to their size, and
+/// again after they grow.
+#[tokio::test]
+async fn tenants_nobody_reads_are_witnessed_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let mut first = Server::start(&log_dir).await;
+    let key_a = create_key(&log_dir, "quiet-a", "write");
+    let key_b = create_key(&log_dir, "quiet-b", "write");
+    let vkey = log_verifier_key(&Api::new(&first, &create_key(&log_dir, "x", "read"))).await;
+    assert!(first.sigterm_and_wait());
+    let w = Witness::start(
+        &tmp.path().join("w"),
+        "w.example",
+        std::slice::from_ref(&vkey),
+    )
+    .await;
+    let spec = format!("{}={}", w.url, w.vkey);
+    let log = Server::start_with(&log_dir, &["--witness", &spec]).await;
+    let (a, b) = (Api::new(&log, &key_a), Api::new(&log, &key_b));
+    let name = vkey.split('+').next().unwrap();
+
+    for i in 0..7 {
+        let (s, v) = a.post("/v1/events", &event(&format!("a-{i}"))).await;
+        assert_eq!(s, 202, "{v}");
+    }
+    ingest_named(&b, "b", 4).await;
+    wait_witnessed(&w, &format!("{name}/quiet-a"), 7).await;
+    wait_witnessed(&w, &format!("{name}/quiet-b"), 4).await;
+    for i in 7..10 {
+        let (s, v) = a.post("/v1/events", &event(&format!("a-{i}"))).await;
+        assert_eq!(s, 202, "{v}");
+    }
+    wait_witnessed(&w, &format!("{name}/quiet-a"), 10).await;
+    assert_eq!(witnessed_size(&w, &format!("{name}/x")), None);
+}
