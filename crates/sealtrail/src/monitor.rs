@@ -7,12 +7,24 @@
 //! hash and the tree's frontier) lives in `--state-dir`, written atomically after each
 //! round, so a restarted monitor goes on where it stopped and never re-reads a record.
 //!
+//! With `--witness HOST:PORT` the monitor is also a C2SP tlog-witness for the log it
+//! follows (`POST /add-checkpoint`, its key in `--state-dir` from `sealtrail witness
+//! init`): besides the witness's own checks (the log's signature, consistency with what it
+//! cosigned last, persisted before it answers) it cosigns a checkpoint only once it has
+//! verified every record up to that size itself: a larger one wakes a round at once and
+//! waits for it (up to 8 s, then `503`, and the log retries with a later checkpoint); an
+//! equal size must have the verified root, a smaller one be consistent with it (a proof
+//! from the log, checked against the verified root); `422` otherwise. So its cosignature
+//! says more than a witness's: not just "one history", but "records that hash, chain and
+//! add up to this root".
+//!
 //! Exit codes: 1 on the first inconsistency, reported precisely (`INCONSISTENT [code] …`);
 //! 2 when it cannot run (bad usage, an unreadable state); 0 after `--once` or on
 //! SIGTERM/Ctrl-C. An unreachable log is not an inconsistency: the round is retried.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -51,6 +63,138 @@ pub(crate) struct MonitorArgs {
     /// Run one round and exit (0 if the log is consistent).
     #[arg(long)]
     once: bool,
+    /// Also serve C2SP tlog-witness `POST /add-checkpoint` on this address for the
+    /// followed log, cosigning only checkpoints whose records this monitor verified. The
+    /// witness key is read from --state-dir: create it first with `sealtrail witness init
+    /// --data-dir <the same dir>`, and give the log the key it prints (`--witness
+    /// http://HOST:PORT=KEY`).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "once")]
+    witness: Option<String>,
+}
+
+/// How long `add-checkpoint` waits for the round it woke to verify the checkpoint's size.
+const GATE_WAIT: Duration = Duration::from_secs(8);
+
+/// What the monitor has verified, as its witness side sees it.
+#[derive(Clone)]
+struct View {
+    origin: Option<String>,
+    size: u64,
+    root: Hash,
+}
+
+/// Shared by the rounds and the witness side.
+struct Shared {
+    view: tokio::sync::watch::Sender<View>,
+    /// Asks for a round now.
+    wake: tokio::sync::Notify,
+    http: reqwest::Client,
+    base: String,
+    api_key: String,
+}
+
+impl Shared {
+    fn publish(&self, state: &State) {
+        self.view.send_replace(View {
+            origin: state.origin.clone(),
+            size: state.size,
+            root: b64_hash(&state.root).unwrap_or(sealtrail_core::merkle::EMPTY_ROOT),
+        });
+    }
+}
+
+/// The witness side's gate: `cp` is cosigned only if this monitor verified its records.
+async fn admit(
+    shared: Arc<Shared>,
+    cp: Checkpoint,
+) -> Result<(), (axum::http::StatusCode, String)> {
+    use axum::http::StatusCode;
+    let mut rx = shared.view.subscribe();
+    if rx.borrow().size < cp.size {
+        shared.wake.notify_one();
+        let reached = matches!(
+            tokio::time::timeout(GATE_WAIT, rx.wait_for(|v| v.size >= cp.size)).await,
+            Ok(Ok(_))
+        );
+        if !reached {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "this monitor has verified {} records of {}, not yet {}: retry later",
+                    rx.borrow().size,
+                    cp.origin,
+                    cp.size
+                ),
+            ));
+        }
+    }
+    let view = rx.borrow().clone();
+    match &view.origin {
+        Some(origin) if *origin == cp.origin => {}
+        Some(origin) => {
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!("this monitor follows {origin:?}, not {:?}", cp.origin),
+            ));
+        }
+        None => {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this monitor has not verified a checkpoint yet: retry later".into(),
+            ));
+        }
+    }
+    if cp.size == view.size {
+        if cp.root != view.root {
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "size {} has root {} here, verified record by record; the checkpoint says {}",
+                    cp.size,
+                    B64.encode(view.root),
+                    B64.encode(cp.root)
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    if cp.size == 0 {
+        return Ok(()); // the witness checked the empty tree's root
+    }
+    #[derive(Deserialize)]
+    struct Proof {
+        hashes: Vec<String>,
+    }
+    let url = format!(
+        "{}/v1/proof/consistency?from={}&to={}",
+        shared.base, cp.size, view.size
+    );
+    let unavailable = |e: String| (StatusCode::SERVICE_UNAVAILABLE, format!("{url}: {e}"));
+    let proof: Proof = shared
+        .http
+        .get(&url)
+        .bearer_auth(&shared.api_key)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| unavailable(e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let hashes: Option<Vec<Hash>> = proof.hashes.iter().map(|h| b64_hash(h)).collect();
+    let consistent = hashes.is_some_and(|hashes| {
+        verify_consistency(cp.size, view.size, &hashes, &cp.root, &view.root).is_ok()
+    });
+    if !consistent {
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the checkpoint of size {} is not consistent with the {} records verified here",
+                cp.size, view.size
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What the monitor has verified so far.
@@ -132,7 +276,69 @@ pub(crate) fn run(args: MonitorArgs) -> ExitCode {
         }
     };
     let base = args.url.trim_end_matches('/').to_string();
+    let shared = Arc::new(Shared {
+        view: tokio::sync::watch::channel(View {
+            origin: None,
+            size: 0,
+            root: sealtrail_core::merkle::EMPTY_ROOT,
+        })
+        .0,
+        wake: tokio::sync::Notify::new(),
+        http: http.clone(),
+        base: base.clone(),
+        api_key: args.api_key.clone(),
+    });
+    shared.publish(&state);
+    let witness = match &args.witness {
+        None => None,
+        Some(addr) => {
+            let cosigner = match crate::witness::load_key(&args.state_dir) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: --witness: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let gate_shared = shared.clone();
+            let gate: crate::witness::Gate = Arc::new(move |cp| {
+                let shared = gate_shared.clone();
+                Box::pin(admit(shared, cp))
+            });
+            match crate::witness::Witness::open(
+                &args.state_dir,
+                cosigner,
+                vec![key.clone()],
+                Some(gate),
+            ) {
+                Ok(w) => Some((addr.clone(), w)),
+                Err(e) => {
+                    eprintln!("error: --witness: {e:#}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     runtime.block_on(async {
+        if let Some((addr, w)) = witness {
+            let listener = match crate::serve::listen(&addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: --witness {addr}: cannot listen: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            eprintln!(
+                "witnessing {} on http://{}/add-checkpoint as {}",
+                key.name(),
+                listener.local_addr().map_or(addr.clone(), |a| a.to_string()),
+                w.verifier()
+            );
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, crate::witness::router(w)).await {
+                    eprintln!("error: the witness server stopped: {e}");
+                }
+            });
+        }
         let signal = crate::serve::wait_for_signal();
         tokio::pin!(signal);
         loop {
@@ -142,6 +348,7 @@ pub(crate) fn run(args: MonitorArgs) -> ExitCode {
                         eprintln!("error: {e}");
                         return ExitCode::from(2);
                     }
+                    shared.publish(&state);
                     println!(
                         "verified records {from}..={to} of {}: hashes, chain and tree; checkpoint size {to} consistent with size {}",
                         state.origin.as_deref().unwrap_or("?"),
@@ -174,6 +381,7 @@ pub(crate) fn run(args: MonitorArgs) -> ExitCode {
             tokio::select! {
                 _ = &mut signal => return ExitCode::SUCCESS,
                 _ = tokio::time::sleep(Duration::from_secs(args.interval)) => {}
+                _ = shared.wake.notified() => {}
             }
         }
     })

@@ -116,7 +116,10 @@ pub(crate) fn run(cmd: WitnessCommand) -> anyhow::Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            runtime.block_on(serve(Witness::open(&data_dir, cosigner, logs)?, &addr))
+            runtime.block_on(serve(
+                Witness::open(&data_dir, cosigner, logs, None)?,
+                &addr,
+            ))
         }
     }
 }
@@ -168,7 +171,7 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-fn load_key(data_dir: &Path) -> anyhow::Result<Cosigner> {
+pub(crate) fn load_key(data_dir: &Path) -> anyhow::Result<Cosigner> {
     let path = data_dir.join(KEY_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
@@ -196,7 +199,21 @@ struct Inner {
     /// Test hook (`SEALTRAIL_TEST_WITNESS_STALL_MS`): wait this long between persisting a
     /// checkpoint and answering, so a test can SIGKILL the witness in that window.
     stall: Option<Duration>,
+    /// A check every checkpoint must also pass to be cosigned (`sealtrail monitor
+    /// --witness`: that it verified the records).
+    gate: Option<Gate>,
 }
+
+/// A further check before cosigning, after the signature and the consistency with the
+/// last cosigned checkpoint: the refusal's status and message if it fails.
+pub(crate) type Gate = Arc<
+    dyn Fn(
+            Checkpoint,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), (StatusCode, String)>> + Send>,
+        > + Send
+        + Sync,
+>;
 
 /// One origin's lock and its last cosigned checkpoint: `None` until loaded from its file,
 /// then `Some(None)` if it has none.
@@ -285,6 +302,7 @@ impl Witness {
         data_dir: &Path,
         cosigner: Cosigner,
         logs: Vec<NoteVerifier>,
+        gate: Option<Gate>,
     ) -> anyhow::Result<Self> {
         let state_dir = data_dir.join("state");
         create_private_dir(&state_dir)?;
@@ -299,6 +317,7 @@ impl Witness {
                 state_dir,
                 origins: Mutex::new(HashMap::new()),
                 stall,
+                gate,
             }),
         })
     }
@@ -432,6 +451,12 @@ impl Witness {
                 ))
             })?,
         }
+        if let Some(gate) = &self.inner.gate {
+            gate(checkpoint.clone()).await.map_err(|(status, m)| {
+                tracing::warn!(origin = %checkpoint.origin, size = checkpoint.size, "refused: {m}");
+                Refusal::new(status, m)
+            })?;
+        }
         let unchanged = latest
             .as_ref()
             .is_some_and(|l| l.size == checkpoint.size && l.root == checkpoint.root);
@@ -473,6 +498,12 @@ async fn add_checkpoint(State(witness): State<Witness>, body: Bytes) -> Response
         )
             .into_response(),
         Err(refusal) => refusal.into_response(),
+    }
+}
+
+impl Witness {
+    pub(crate) fn verifier(&self) -> sealtrail_core::cosignature::CosignatureVerifier {
+        self.inner.cosigner.verifier()
     }
 }
 

@@ -174,3 +174,137 @@ async fn the_monitor_follows_a_growing_log_and_reports_every_tampering() {
     let (code, out) = monitor(&url, &key, "not-a-key", &tmp.path().join("x"));
     assert_eq!(code, 2, "{out}");
 }
+
+/// A running `sealtrail monitor --witness` (stdout and stderr to `log`).
+fn spawn_monitor(
+    url: &str,
+    api_key: &str,
+    log_key: &str,
+    state: &Path,
+    addr: &str,
+    log: &Path,
+) -> std::process::Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(BIN)
+        .args([
+            "monitor",
+            "--interval",
+            "3600",
+            "--url",
+            url,
+            "--key",
+            log_key,
+        ])
+        .args(["--witness", addr, "--state-dir"])
+        .arg(state)
+        .env("SEALTRAIL_API_KEY", api_key)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_listening(addr: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the monitor's witness never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// `sealtrail monitor --witness` as a log's witness: records written after its first round
+/// (it runs rounds only every hour, or when a checkpoint it is asked to cosign is beyond
+/// what it verified) are cosigned only after it verified them; a record edited while it
+/// was stopped is found by the round the next submission wakes, and that checkpoint is
+/// never cosigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_as_a_witness_cosigns_only_what_it_verified() {
+    use sealtrail_core::cosignature::{CosignatureVerifier, count_cosignatures};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("log");
+    let state = tmp.path().join("state");
+    let out = Command::new(BIN)
+        .args(["witness", "init", "--name", "monitor.example", "--data-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let witness_key = CosignatureVerifier::parse(stdout.lines().last().unwrap()).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let spec = format!("http://{addr}={witness_key}");
+    let server = Server::start_with(&data, &["--store", "sqlite", "--witness", &spec]).await;
+    let key = create_key(&data, "acme", "read,write");
+    let api = Api::new(&server, &key);
+    let vkey = log_verifier_key(&api).await;
+    let log = tmp.path().join("monitor.log");
+
+    let mut monitor = spawn_monitor(&server.base, &key, &vkey, &state, &addr, &log);
+    wait_listening(&addr).await;
+    ingest_named(&api, "a", 5).await;
+    let (s, note) = api.get_text("/v1/checkpoint?fresh=true&witnesses=1").await;
+    assert_eq!(s, 200, "{note}\n{}", std::fs::read_to_string(&log).unwrap());
+    assert_eq!(note.lines().nth(1), Some("5"), "{note}");
+    assert_eq!(
+        count_cosignatures(&note, std::slice::from_ref(&witness_key)),
+        1,
+        "{note}"
+    );
+    let verified: Value =
+        serde_json::from_slice(&std::fs::read(state.join("monitor.json")).unwrap()).unwrap();
+    assert_eq!(
+        verified["size"], 5,
+        "cosigned before it verified: {verified}"
+    );
+    let monitor_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        monitor_log.contains("verified records 1..=5"),
+        "{monitor_log}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &monitor.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(monitor.wait().unwrap().success());
+
+    // records 6..=10, record 8 edited, all while the monitor is down
+    ingest_named(&api, "b", 5).await;
+    edit_record(&data, 8);
+    let mut monitor = spawn_monitor(&server.base, &key, &vkey, &state, &addr, &log);
+    let (s, body) = api.get("/v1/checkpoint?fresh=true&witnesses=1").await;
+    assert_eq!(s, 503, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = monitor.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the monitor did not stop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let monitor_log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(1), "{monitor_log}");
+    assert!(
+        monitor_log.contains("INCONSISTENT [hash_mismatch] record 8"),
+        "{monitor_log}"
+    );
+    let (_, note) = api.get_text("/v1/checkpoint?fresh=true").await;
+    assert_eq!(note.lines().nth(1), Some("10"), "{note}");
+    assert_eq!(
+        count_cosignatures(&note, std::slice::from_ref(&witness_key)),
+        0,
+        "{note}"
+    );
+}
