@@ -597,6 +597,25 @@ async fn two_gateways_two_chainers_serve_sync_async_reads_and_isolation() {
         let (s, _) = c.api(g, &ts[1].1).get("/v1/events/b-2").await;
         assert_eq!(s, 404, "another tenant's event is invisible");
     }
+    // The tiled API over Scylla: another tenant with 300 records (a full level-0 tile, a
+    // partial one and a level-1 tile made of a stored level-8 node), checked with
+    // `tlog_tiles` from either gateway.
+    let (tenant2, key2) = &ts[2];
+    let many: Vec<Value> = (0..300).map(|i| event(&format!("m-{i}"))).collect();
+    let (s, body) = c
+        .api(0, key2)
+        .post("/v1/events/batch?sync=true", &json!({ "events": many }))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    for g in 0..2 {
+        let api = c.api(g, key2);
+        let events = api.all_events().await;
+        assert_eq!(events.len(), 306, "6 sync + 300");
+        let tiles = common::fetch_tiles(&api, tenant2, &events).await;
+        assert_eq!(tiles.size, 306);
+        assert!(tiles.tiles.contains_key("tile/1/000.p/1"));
+        assert_eq!(common::tile(&api, &ts[0].0, "tile/0/000.p/1").await.status(), 404);
+    }
     let (s, list) = c.api(0, &ts[1].1).get("/v1/events?page_size=100").await;
     assert_eq!(s, 200);
     assert!(

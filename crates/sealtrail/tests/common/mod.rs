@@ -423,3 +423,134 @@ pub fn data_dir_with_key_of(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     std::fs::copy(from.join("log-key.private"), to.join("log-key.private")).unwrap();
 }
+
+/// A tenant's tree as fetched over the tiled API (C2SP tlog-tiles): the signed
+/// checkpoint's size and root and every tile of it by path (`tile/<L>/<N>[.p/<W>]`). As a
+/// `tlog_tiles` tile reader it serves those tiles, which `tlog_tiles` authenticates
+/// against the root it is given before using them.
+pub struct TileSet {
+    pub size: u64,
+    pub root: tlog_tiles::tlog::Hash,
+    pub tiles: std::collections::HashMap<String, Vec<u8>>,
+}
+
+impl tlog_tiles::tile::TileReader for TileSet {
+    fn height(&self) -> u8 {
+        8
+    }
+    fn read_tiles(
+        &self,
+        tiles: &[tlog_tiles::tile::Tile],
+    ) -> Result<Vec<Vec<u8>>, tlog_tiles::tlog::Error> {
+        tiles
+            .iter()
+            .map(|t| {
+                self.tiles
+                    .get(&c2sp_path(t))
+                    .cloned()
+                    .ok_or(tlog_tiles::tlog::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+    fn save_tiles(&self, _: &[tlog_tiles::tile::Tile], _: &[Vec<u8>]) {}
+}
+
+/// `tlog_tiles` writes Go's `tile/<H>/<L>/…`; C2SP tlog-tiles has no height element.
+pub fn c2sp_path(t: &tlog_tiles::tile::Tile) -> String {
+    t.path().replacen("tile/8/", "tile/", 1)
+}
+
+/// `<N>` of a tile path: 3-digit groups, all but the last prefixed with `x`.
+pub fn tile_index(n: u64) -> String {
+    let t = tlog_tiles::tile::Tile::new(8, 0, n, 256, false);
+    t.path()["tile/8/0/".len()..].to_string()
+}
+
+/// `GET /v1/tlog/<tenant>/<path>` with the api's key.
+pub async fn tile(api: &Api, tenant: &str, path: &str) -> reqwest::Response {
+    api.http
+        .get(format!("{}/v1/tlog/{tenant}/{path}", api.base))
+        .bearer_auth(&api.key)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Fetches `tenant`'s checkpoint (its signature checked with the log key) and every tile
+/// of the tree it names, with their headers checked; `tlog_tiles` must authenticate them
+/// all against the checkpoint's root (whose parsing by `tlog_tiles` must agree with
+/// ours); every entry bundle must hold `events`' hashes (the tenant's records in order)
+/// and hash, entry by entry, to its level-0 tile.
+pub async fn fetch_tiles(api: &Api, tenant: &str, events: &[Value]) -> TileSet {
+    use tlog_tiles::tlog;
+    let verifier = sealtrail_core::note::NoteVerifier::parse(&log_verifier_key(api).await).unwrap();
+    let r = tile(api, tenant, "checkpoint").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    let note = r.text().await.unwrap();
+    let origin = format!("{}/{tenant}", verifier.name());
+    let ours =
+        sealtrail_core::checkpoint::Checkpoint::open(&note, &verifier, Some(&origin)).unwrap();
+    let body = note.split("\n\n").next().unwrap().to_string() + "\n";
+    let theirs = tlog_tiles::checkpoint::Checkpoint::from_bytes(body.as_bytes()).unwrap();
+    assert_eq!((theirs.size(), theirs.hash().0), (ours.size, ours.root));
+    let size = theirs.size();
+    assert!(
+        events.len() as u64 >= size,
+        "{} events, checkpoint of {size}",
+        events.len()
+    );
+
+    let mut set = TileSet {
+        size,
+        root: *theirs.hash(),
+        tiles: std::collections::HashMap::new(),
+    };
+    let all = tlog_tiles::tile::Tile::new_tiles(8, 0, size);
+    for t in &all {
+        let path = c2sp_path(t);
+        let r = tile(api, tenant, &path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/octet-stream");
+        assert_eq!(
+            r.headers()["cache-control"],
+            "private, max-age=31536000, immutable",
+            "{path}"
+        );
+        let bytes = r.bytes().await.unwrap().to_vec();
+        assert_eq!(bytes.len(), t.width() as usize * 32, "{path}");
+        set.tiles.insert(path, bytes);
+    }
+    let hashes = tlog_tiles::tile::TileHashReader::new(size, set.root, &set);
+    if size > 0 {
+        assert_eq!(tlog::tree_hash(size, &hashes).unwrap(), set.root);
+    }
+    for t in all.iter().filter(|t| t.level() == 0) {
+        let path = c2sp_path(t).replacen("tile/0/", "tile/entries/", 1);
+        let r = tile(api, tenant, &path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let bundle = r.bytes().await.unwrap();
+        let level0 = &set.tiles[&c2sp_path(t)];
+        let mut at = 0;
+        for i in 0..t.width() as usize {
+            assert_eq!(&bundle[at..at + 2], &[0, 32], "{path} entry {i}");
+            let entry = &bundle[at + 2..at + 34];
+            at += 34;
+            let record = events[t.level_index() as usize * 256 + i]["hash"]
+                .as_str()
+                .unwrap();
+            assert_eq!(
+                entry,
+                sealtrail_core::merkle::record_leaf(record).unwrap(),
+                "{path} entry {i}"
+            );
+            assert_eq!(
+                tlog::record_hash(entry).0,
+                level0[i * 32..i * 32 + 32],
+                "{path} entry {i}"
+            );
+        }
+        assert_eq!(at, bundle.len(), "{path}");
+    }
+    set
+}
