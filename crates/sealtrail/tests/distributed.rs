@@ -614,7 +614,12 @@ async fn two_gateways_two_chainers_serve_sync_async_reads_and_isolation() {
         let tiles = common::fetch_tiles(&api, tenant2, &events).await;
         assert_eq!(tiles.size, 306);
         assert!(tiles.tiles.contains_key("tile/1/000.p/1"));
-        assert_eq!(common::tile(&api, &ts[0].0, "tile/0/000.p/1").await.status(), 404);
+        assert_eq!(
+            common::tile(&api, &ts[0].0, "tile/0/000.p/1")
+                .await
+                .status(),
+            404
+        );
     }
     let (s, list) = c.api(0, &ts[1].1).get("/v1/events?page_size=100").await;
     assert_eq!(s, 200);
