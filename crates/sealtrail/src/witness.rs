@@ -45,6 +45,9 @@ const KEY_FILE: &str = "witness.key";
 /// Largest request body: an old-size line, up to 63 proof lines and a checkpoint with a
 /// few signatures fit in well under this.
 const MAX_BODY: usize = 64 * 1024;
+/// Origins whose last cosigned checkpoint is kept in memory (beyond, idle ones are
+/// dropped and read from their files when next needed).
+const MAX_CACHED_ORIGINS: usize = 100_000;
 /// C2SP: a client must not send more than 63 consistency proof lines.
 const MAX_PROOF_LINES: usize = 63;
 
@@ -403,6 +406,11 @@ impl Witness {
         }
         let slot = {
             let mut origins = self.inner.origins.lock().expect("origins lock");
+            if origins.len() >= MAX_CACHED_ORIGINS && !origins.contains_key(&checkpoint.origin) {
+                // Memory stays bounded with many origins: forget the idle ones (each is
+                // loaded from its file again on its next submission).
+                origins.retain(|_, slot| Arc::strong_count(slot) > 1);
+            }
             origins
                 .entry(checkpoint.origin.clone())
                 .or_default()
