@@ -31,6 +31,55 @@ impl Scope {
     }
 }
 
+/// What a route needs of the caller's key: any one of [`Needs::SCOPES`].
+pub trait Needs: Send + Sync + 'static {
+    const SCOPES: &'static [Scope];
+}
+
+/// Routes that read a tenant's log.
+pub struct Read;
+/// Routes that append to it.
+pub struct Write;
+/// Receipts: whoever wrote the event, or may read the log.
+pub struct ReadOrWrite;
+
+impl Needs for Read {
+    const SCOPES: &'static [Scope] = &[Scope::Read];
+}
+impl Needs for Write {
+    const SCOPES: &'static [Scope] = &[Scope::Write];
+}
+impl Needs for ReadOrWrite {
+    const SCOPES: &'static [Scope] = &[Scope::Read, Scope::Write];
+}
+
+/// The extractor every authenticated route takes: the caller of a valid, unrevoked key
+/// with a scope `N` asks for, within its quota; otherwise the request is answered `401`,
+/// `403` or `429` with the one error shape before the handler runs.
+pub struct Authenticated<N: Needs>(pub Caller, pub std::marker::PhantomData<N>);
+
+impl<N: Needs> std::ops::Deref for Authenticated<N> {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl<N: Needs> axum::extract::FromRequestParts<crate::AppState> for Authenticated<N> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::AppState,
+    ) -> Result<Self, ApiError> {
+        let caller = state
+            .keys
+            .authenticate(state.store.as_ref(), &parts.headers, N::SCOPES)
+            .await?;
+        Ok(Self(caller, std::marker::PhantomData))
+    }
+}
+
 /// The caller, once authenticated.
 #[derive(Debug, Clone)]
 pub struct Caller {

@@ -125,6 +125,29 @@ impl ApiError {
 /// The one rule for boolean query parameters and headers: absent is `false`; `true`/`1`
 /// and `false`/`0` (any case, surrounding blanks ignored) are what they say; anything else
 /// (`banana`, an empty value) is a `400` naming the parameter.
+/// A route's query parameters: a query that does not parse as `T` is `400
+/// invalid_query` in the one error shape, before the handler runs (and after the key is
+/// checked, when the handler takes [`crate::auth::Authenticated`] first).
+pub struct Params<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(t)| Params(t))
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
 pub fn parse_flag(name: &str, value: Option<&str>) -> ApiResult<bool> {
     let Some(raw) = value else { return Ok(false) };
     let v = raw.trim();

@@ -6,9 +6,8 @@
 use std::io::Write;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use sealtrail_core::audit::canonical_line;
@@ -18,8 +17,8 @@ use sealtrail_store::{ChainRow, Store};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::auth::Scope;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::auth::{Authenticated, Read};
+use crate::error::{ApiError, ApiResult, ErrorBody, Params};
 use crate::tlog::{inclusion, log_size};
 
 /// Records read per store call.
@@ -161,16 +160,9 @@ fn rows(
     security(("apiKey" = [])))]
 pub async fn export(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Result<Query<ExportParams>, QueryRejection>,
+    Authenticated(caller, _): Authenticated<Read>,
+    Params(p): Params<ExportParams>,
 ) -> ApiResult<Response> {
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
-        .await?;
-    let p = params
-        .map(|Query(p)| p)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let format = match p.format.as_deref() {
         None | Some("jsonl") => Format::Jsonl,
         Some("csv") => Format::Csv,
@@ -293,18 +285,11 @@ pub struct PackParams {
     security(("apiKey" = [])))]
 pub async fn evidence_pack(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Result<axum::extract::Query<PackParams>, axum::extract::rejection::QueryRejection>,
+    Authenticated(caller, _): Authenticated<Read>,
+    Params(params): Params<PackParams>,
 ) -> ApiResult<Response> {
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
-        .await?;
-    let witnesses = crate::tlog::parse_u64(
-        "witnesses",
-        crate::tlog::query_or_400(params)?.witnesses.as_deref(),
-    )?
-    .map(|n| n as usize);
+    let witnesses =
+        crate::tlog::parse_u64("witnesses", params.witnesses.as_deref())?.map(|n| n as usize);
     let log = state.tlog.as_deref().ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::NOT_FOUND,

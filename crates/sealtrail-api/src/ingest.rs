@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sealtrail_core::ValidationError;
@@ -24,9 +24,9 @@ use sealtrail_store::now_micros;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::auth::Scope;
+use crate::auth::{Authenticated, Write};
 use crate::body::{read_bytes, read_json};
-use crate::error::{ApiError, ApiResult, ErrorBody, parse_flag};
+use crate::error::{ApiError, ApiResult, ErrorBody, Params, parse_flag};
 use crate::{AppState, Service};
 
 #[derive(Deserialize)]
@@ -101,14 +101,6 @@ fn wants_sync(headers: &HeaderMap, params: &IngestParams) -> ApiResult<bool> {
 
 pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
-}
-
-fn params_or_400(
-    params: Result<Query<IngestParams>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<IngestParams> {
-    params
-        .map(|Query(p)| p)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
 /// Publishes `entry` and waits for its outcome when it must; `None` means the log is
@@ -304,14 +296,10 @@ pub(crate) fn queued_receipt(entry: &LogEntry) -> Receipt {
 pub async fn log_event(
     State(state): State<AppState>,
     headers: HeaderMap,
-    params: Result<Query<IngestParams>, axum::extract::rejection::QueryRejection>,
+    Authenticated(caller, _): Authenticated<Write>,
+    Params(params): Params<IngestParams>,
     body: Body,
 ) -> ApiResult<Response> {
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Write])
-        .await?;
-    let params = params_or_400(params)?;
     let sync = wants_sync(&headers, &params)?;
     let with_proof = parse_flag("proof", params.proof.as_deref())?;
     let value = read_json(
@@ -410,14 +398,11 @@ fn conflict_from(receipt: &Receipt) -> ApiError {
 pub async fn log_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
-    params: Result<Query<IngestParams>, axum::extract::rejection::QueryRejection>,
+    Authenticated(caller, _): Authenticated<Write>,
+    Params(params): Params<IngestParams>,
     body: Body,
 ) -> ApiResult<Response> {
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Write])
-        .await?;
-    let sync = wants_sync(&headers, &params_or_400(params)?)?;
+    let sync = wants_sync(&headers, &params)?;
     let bytes = read_bytes(
         &headers,
         body,

@@ -1,9 +1,8 @@
 //! Reads: receipts, events (list and one), and verification.
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sealtrail_core::event::{ActorType, Outcome};
@@ -14,18 +13,13 @@ use sealtrail_store::{ChainRow, EventQuery, Paging};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::auth::Scope;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::auth::{Authenticated, Read, ReadOrWrite};
+use crate::error::{ApiError, ApiResult, ErrorBody, Params};
 
 /// Rows read per store call while walking a chain.
 const VERIFY_PAGE: usize = 2_000;
 /// Most broken events listed by `scan_all`.
 const MAX_BROKEN_LISTED: usize = 1_000;
-
-fn query_or_400<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
-}
 
 /// A path that is not valid percent-encoded UTF-8 (e.g. `/v1/events/%FF`), in the JSON
 /// envelope like every other error.
@@ -41,15 +35,11 @@ fn path_error(err: PathRejection) -> ApiError {
     security(("apiKey" = [])))]
 pub async fn get_receipt(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    // A write-only key may poll the receipts of what it wrote.
+    Authenticated(caller, _): Authenticated<ReadOrWrite>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Receipt>> {
     let Path(id) = id.map_err(path_error)?;
-    // A write-only key may poll the receipts of what it wrote.
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Read, Scope::Write])
-        .await?;
     if let Some(receipt) = state.store.get_receipt(&caller.tenant_id, &id).await? {
         return Ok(Json(receipt));
     }
@@ -171,14 +161,9 @@ fn decode_cursor(text: &str) -> ApiResult<u64> {
     security(("apiKey" = [])))]
 pub async fn list_events(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Result<Query<ListParams>, QueryRejection>,
+    Authenticated(caller, _): Authenticated<Read>,
+    Params(p): Params<ListParams>,
 ) -> ApiResult<Json<EventListResponse>> {
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
-        .await?;
-    let p = query_or_400(params)?;
     list(&state, &caller.tenant_id, p).await.map(Json)
 }
 
@@ -263,14 +248,10 @@ pub async fn list(
     security(("apiKey" = [])))]
 pub async fn get_event(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Authenticated(caller, _): Authenticated<Read>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Record>> {
     let Path(id) = id.map_err(path_error)?;
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
-        .await?;
     // Another tenant's id is simply not found: 404, never 403 (which would leak existence).
     let stored = state.store.get_event(&caller.tenant_id, &id).await?;
     stored
@@ -300,14 +281,10 @@ pub struct SingleVerifyResult {
     security(("apiKey" = [])))]
 pub async fn verify_event(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Authenticated(caller, _): Authenticated<Read>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<SingleVerifyResult>> {
     let Path(id) = id.map_err(path_error)?;
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
-        .await?;
     verify_one(&state, &caller.tenant_id, &id).await.map(Json)
 }
 
@@ -430,14 +407,9 @@ pub struct VerifyResult {
     security(("apiKey" = [])))]
 pub async fn verify_chain(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Result<Query<VerifyParams>, QueryRejection>,
+    Authenticated(caller, _): Authenticated<Read>,
+    Params(p): Params<VerifyParams>,
 ) -> ApiResult<Json<VerifyResult>> {
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
-        .await?;
-    let p = query_or_400(params)?;
     let _slot = state.keys.slot(&caller, crate::quota::Heavy::Bulk)?;
     verify_walk(&state, &caller.tenant_id, p).await.map(Json)
 }

@@ -9,8 +9,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
@@ -19,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::AppState;
-use crate::auth::Scope;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::auth::{Authenticated, Read};
+use crate::error::{ApiError, ApiResult, ErrorBody, Params};
 
 const STREAM_PAGE: usize = 500;
 
@@ -52,14 +51,9 @@ pub struct ResumeHeader {
 pub async fn stream_events(
     State(state): State<AppState>,
     headers: HeaderMap,
-    params: Result<Query<StreamParams>, QueryRejection>,
+    Authenticated(caller, _): Authenticated<Read>,
+    Params(params): Params<StreamParams>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
-        .await?;
-    let Query(params) =
-        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     // Both are checked (one rule: a 400 for anything but a sequence number); the header
     // wins, as a reconnecting EventSource sends it with the URL it first used.
     let query = params

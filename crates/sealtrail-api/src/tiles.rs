@@ -32,12 +32,12 @@
 //! `https://<host>/v1/tlog/<tenant>/`.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sealtrail_core::merkle::{self, NodeId};
 
 use crate::AppState;
-use crate::auth::Scope;
+use crate::auth::{Authenticated, Caller, Read};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::tlog::{WITNESS_WAIT, log_size};
 
@@ -183,11 +183,7 @@ impl TilePath {
 
 /// The caller's key must be a read key of `tenant`; another tenant's log does not exist
 /// for it.
-async fn authorize(state: &AppState, headers: &HeaderMap, tenant: &str) -> ApiResult<()> {
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), headers, &[Scope::Read])
-        .await?;
+fn authorize(state: &AppState, caller: &Caller, tenant: &str) -> ApiResult<()> {
     if caller.tenant_id != tenant {
         return Err(ApiError::not_found(format!(
             "no log {tenant:?} for this key: a key reads its own tenant's log, /v1/tlog/{}/",
@@ -212,10 +208,10 @@ async fn authorize(state: &AppState, headers: &HeaderMap, tenant: &str) -> ApiRe
     security(("apiKey" = [])))]
 pub async fn get_checkpoint(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Authenticated(caller, _): Authenticated<Read>,
     Path(tenant): Path<String>,
 ) -> ApiResult<Response> {
-    authorize(&state, &headers, &tenant).await?;
+    authorize(&state, &caller, &tenant)?;
     let log = state.tlog.as_deref().expect("authorize checked");
     let note = log
         .latest_cosigned(state.store.as_ref(), &tenant, false, None, WITNESS_WAIT)
@@ -239,10 +235,10 @@ pub async fn get_checkpoint(
     security(("apiKey" = [])))]
 pub async fn get_tile(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Authenticated(caller, _): Authenticated<Read>,
     Path((tenant, path)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    authorize(&state, &headers, &tenant).await?;
+    authorize(&state, &caller, &tenant)?;
     let tile = TilePath::parse(&path).map_err(|m| ApiError::bad_request("invalid_path", m))?;
     let size = log_size(state.store.as_ref(), &tenant).await?;
     if tile.needs_leaves().is_none_or(|n| n > size) {

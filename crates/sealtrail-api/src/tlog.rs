@@ -26,9 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, header};
+use axum::extract::State;
+use axum::http::header;
 use axum::response::IntoResponse;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -40,8 +39,8 @@ use sealtrail_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::auth::Scope;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::auth::{Authenticated, Read};
+use crate::error::{ApiError, ApiResult, ErrorBody, Params};
 use crate::witnessing::{WitnessAlarm, WitnessConfig, Witnessing};
 
 /// Tenants whose last checkpoint is kept (then the cache starts over).
@@ -395,11 +394,6 @@ pub(crate) fn parse_u64(name: &str, text: Option<&str>) -> ApiResult<Option<u64>
     .transpose()
 }
 
-pub(crate) fn query_or_400<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
-}
-
 fn log_of(state: &AppState) -> ApiResult<&TransparencyLog> {
     state.tlog.as_deref().ok_or_else(|| {
         ApiError::new(
@@ -438,14 +432,9 @@ pub(crate) const WITNESS_WAIT: Duration = Duration::from_secs(10);
     security(("apiKey" = [])))]
 pub async fn get_checkpoint(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Result<Query<CheckpointParams>, QueryRejection>,
+    Authenticated(caller, _): Authenticated<Read>,
+    Params(p): Params<CheckpointParams>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
-        .await?;
-    let p = query_or_400(params)?;
     let fresh = crate::error::parse_flag("fresh", p.fresh.as_deref())?;
     let witnesses = parse_u64("witnesses", p.witnesses.as_deref())?.map(|n| n as usize);
     let note = log_of(&state)?
@@ -474,12 +463,8 @@ pub struct LogKey {
     security(("apiKey" = [])))]
 pub async fn get_log_key(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Authenticated(caller, _): Authenticated<Read>,
 ) -> ApiResult<Json<LogKey>> {
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
-        .await?;
     let log = log_of(&state)?;
     Ok(Json(LogKey {
         origin: log.tenant_origin(&caller.tenant_id),
@@ -515,15 +500,10 @@ pub struct InclusionProofResponse {
     security(("apiKey" = [])))]
 pub async fn get_inclusion_proof(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Result<Query<InclusionParams>, QueryRejection>,
+    Authenticated(caller, _): Authenticated<Read>,
+    Params(p): Params<InclusionParams>,
 ) -> ApiResult<Json<InclusionProofResponse>> {
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
-        .await?;
     log_of(&state)?;
-    let p = query_or_400(params)?;
     let seq = parse_u64("sequence_number", p.sequence_number.as_deref())?
         .ok_or_else(|| ApiError::bad_request("invalid_query", "sequence_number is required"))?;
     let size = log_size(state.store.as_ref(), &caller.tenant_id).await?;
@@ -588,15 +568,10 @@ pub struct ConsistencyProofResponse {
     security(("apiKey" = [])))]
 pub async fn get_consistency_proof(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Result<Query<ConsistencyParams>, QueryRejection>,
+    Authenticated(caller, _): Authenticated<Read>,
+    Params(p): Params<ConsistencyParams>,
 ) -> ApiResult<Json<ConsistencyProofResponse>> {
-    let caller = state
-        .keys
-        .authenticate(state.store.as_ref(), &headers, &[Scope::Read])
-        .await?;
     log_of(&state)?;
-    let p = query_or_400(params)?;
     let from = parse_u64("from", p.from.as_deref())?
         .ok_or_else(|| ApiError::bad_request("invalid_query", "from is required"))?;
     let size = log_size(state.store.as_ref(), &caller.tenant_id).await?;
