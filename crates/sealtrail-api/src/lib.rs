@@ -34,7 +34,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use sealtrail_chainer::{CommitSignal, Health};
+use sealtrail_log::{CommitSignal, Health};
 use sealtrail_log::{Correlator, LogProducer};
 use sealtrail_store::Store;
 use tokio::sync::watch;

@@ -230,7 +230,7 @@ pub async fn get_checkpoint(
 #[utoipa::path(get, path = "/v1/tlog/{tenant}/tile/{path}", tag = "Verifiable log", operation_id = "getTile",
     params(("tenant" = String, Path, description = "the key's tenant"),
         ("path" = String, Path, description = "`<L>/<N>[.p/<W>]` (hashes of tree level 8·L) or `entries/<N>[.p/<W>]` (entry bundle), C2SP tlog-tiles")),
-    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 400, description = "not a tile path (`invalid_path`)", body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, content_type = "application/octet-stream", body = crate::export::Binary), (status = 400, description = "not a tile path (`invalid_path`)", body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "the log does not hold the tile's last leaf yet (`tile_not_found`), another tenant's log (`not_found`), or no verifiable log is configured (`not_configured`)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn get_tile(

@@ -30,7 +30,6 @@ use sealtrail_core::receipt::{ItemError, Receipt, ReceiptStatus};
 use sealtrail_core::record::{ChainHead, Record, chain_step};
 use sealtrail_log::{EntryOutcome, LogEntry, Offset, PartitionConsumer, ReplyAddress, ReplySink};
 use sealtrail_store::{CommitBatch, Store, StoreError, StoredEvent, TreeNode};
-use tokio::sync::watch;
 
 /// Tuning of one chainer.
 #[derive(Debug, Clone)]
@@ -51,121 +50,32 @@ impl Default for ChainerConfig {
     }
 }
 
-/// A signal bumped after every store commit; live streams wait on it instead of polling.
-#[derive(Clone)]
-pub struct CommitSignal {
-    sender: Arc<watch::Sender<u64>>,
-}
-
-impl Default for CommitSignal {
-    fn default() -> Self {
-        Self {
-            sender: Arc::new(watch::channel(0).0),
-        }
-    }
-}
-
-impl CommitSignal {
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.sender.subscribe()
-    }
-    fn bump(&self) {
-        self.sender.send_modify(|n| *n += 1);
-    }
-}
-
-/// Which partitions' chainers are currently failing to read or write the store (and
-/// retrying). Health checks report it, so a load balancer or operator sees a stalled
-/// partition instead of a green light.
-#[derive(Clone, Default)]
-pub struct Health {
-    failing: Arc<std::sync::Mutex<std::collections::BTreeMap<u32, String>>>,
-    /// When each partition's chainer last stored a batch.
-    last_write: Arc<std::sync::Mutex<std::collections::BTreeMap<u32, std::time::Instant>>>,
-}
-
-impl Health {
-    /// `(partition, last error)` of every partition that is retrying now.
-    pub fn problems(&self) -> Vec<(u32, String)> {
-        self.failing
-            .lock()
-            .expect("health lock")
-            .iter()
-            .map(|(p, e)| (*p, e.clone()))
-            .collect()
-    }
-    /// Marks `partition` as failing with `error` (for callers outside the chainer loop, e.g.
-    /// a partition that cannot be claimed yet).
-    pub fn set_partition(&self, partition: u32, error: String) {
-        self.set(partition, error);
-    }
-    /// Clears `partition`'s failure (e.g. when it moves to another process).
-    pub fn clear_partition(&self, partition: u32) {
-        self.clear(partition);
-    }
-    /// When `partition`'s chainer in this process last stored a batch (`None`: not yet).
-    pub fn last_write(&self, partition: u32) -> Option<std::time::Instant> {
-        self.last_write
-            .lock()
-            .expect("health lock")
-            .get(&partition)
-            .copied()
-    }
-    fn wrote(&self, partition: u32) {
-        self.last_write
-            .lock()
-            .expect("health lock")
-            .insert(partition, std::time::Instant::now());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        metrics::gauge!("sealtrail_chainer_last_write_timestamp_seconds", "partition" => partition.to_string())
-            .set(now.as_secs_f64());
-    }
-    fn set(&self, partition: u32, error: String) {
-        self.failing
-            .lock()
-            .expect("health lock")
-            .insert(partition, error);
-    }
-    fn clear(&self, partition: u32) {
-        self.failing.lock().expect("health lock").remove(&partition);
-    }
-}
+pub use sealtrail_log::signals::{CommitSignal, Health};
 
 /// Why a chainer stopped before its log closed. Each is fatal for the chainer (crash-only:
 /// its partition is picked up again by a restart or by another chainer, which replays the
 /// log from the last committed offset).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ChainerError {
     /// Another chainer has claimed this partition in the store (distributed mode): this
     /// one is stale and must stop; its successor replays from the log.
+    #[error("chainer fenced: {0}")]
     Fenced(String),
     /// The store refused a batch by the append rule (a fork, gap, broken link or duplicate
     /// id): this chainer's view of the chain is wrong — another process writing the same
     /// chains, or a bug. Writing on would fork the log, so it stops.
+    #[error(
+        "the store refused a batch ({0}): this chainer's view of the chain is wrong (is another process writing the same data?); stopping rather than forking the log"
+    )]
     Refused(sealtrail_store::rule::Refusal),
     /// The store failed in a way retrying cannot fix (corrupt data, a poisoned engine, a
     /// misconfiguration).
+    #[error("{0}")]
     Fatal(StoreError),
     /// Internal: the log closed while a store call was failing; `run` returns `Ok`.
     #[doc(hidden)]
+    #[error("the log closed while the store was failing")]
     Abandoned,
-}
-
-impl std::fmt::Display for ChainerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Fenced(m) => write!(f, "chainer fenced: {m}"),
-            Self::Refused(r) => write!(
-                f,
-                "the store refused a batch ({r}): this chainer's view of the chain is wrong \
-                 (is another process writing the same data?); stopping rather than forking the log"
-            ),
-            Self::Fatal(err) => write!(f, "{err}"),
-            Self::Abandoned => write!(f, "the log closed while the store was failing"),
-        }
-    }
 }
 
 impl ChainerError {
@@ -177,8 +87,6 @@ impl ChainerError {
         }
     }
 }
-
-impl std::error::Error for ChainerError {}
 
 pub struct Chainer<C: PartitionConsumer> {
     consumer: C,
@@ -332,8 +240,14 @@ impl<C: PartitionConsumer> Chainer<C> {
         for (tenant, frontier) in prepared.frontiers {
             self.frontiers.put(tenant, frontier);
         }
-        self.health.clear(self.consumer.partition());
-        self.health.wrote(self.consumer.partition());
+        let partition = self.consumer.partition();
+        self.health.clear_partition(partition);
+        self.health.wrote(partition);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        metrics::gauge!("sealtrail_chainer_last_write_timestamp_seconds", "partition" => partition.to_string())
+            .set(now.as_secs_f64());
         // (4): tell the waiters.
         self.signal.bump();
         for s in prepared.settled {
@@ -357,7 +271,7 @@ impl<C: PartitionConsumer> Chainer<C> {
         backoff: &mut Duration,
     ) -> Result<(), ChainerError> {
         self.health
-            .set(self.consumer.partition(), format!("{}: {err}", err.kind()));
+            .set_partition(self.consumer.partition(), format!("{}: {err}", err.kind()));
         metrics::counter!("sealtrail_chainer_retries_total", "kind" => err.kind()).increment(1);
         tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "store call failed; retrying");
         let closing = self.consumer.closing();
@@ -398,7 +312,7 @@ impl<C: PartitionConsumer> Chainer<C> {
         self.heads.clear();
         self.frontiers.clear();
         self.health
-            .set(self.consumer.partition(), format!("{}: {err}", err.kind()));
+            .set_partition(self.consumer.partition(), format!("{}: {err}", err.kind()));
         self.tell_waiters(entries, &err).await;
         ChainerError::from_store(err)
     }

@@ -10,6 +10,7 @@
 
 pub mod correlation;
 pub mod memory;
+pub mod signals;
 
 use async_trait::async_trait;
 use sealtrail_core::event::NormalizedEvent;
@@ -17,6 +18,7 @@ use sealtrail_core::receipt::ItemError;
 use serde::{Deserialize, Serialize};
 
 pub use correlation::{Correlator, EntryOutcome, ReplyAddress, ReplySink};
+pub use signals::{CommitSignal, Health};
 
 /// Position of an entry in its partition.
 pub type Offset = u64;
