@@ -278,19 +278,10 @@ pub async fn get_tile(
             let ids: Vec<NodeId> = (0..u64::from(width))
                 .map(|i| NodeId::new(tree_level, index * TILE_WIDTH + i))
                 .collect();
-            let hashes = store.tree_nodes(&tenant, ids.clone()).await?;
-            let mut out = Vec::with_capacity(ids.len() * 32);
-            for (id, hash) in ids.iter().zip(hashes) {
-                // nodes are written with their records, so a missing one is damage
-                let hash = hash.ok_or_else(|| {
-                    ApiError::internal(
-                        "reading the tree",
-                        format!("node {id:?} of {tenant:?} missing"),
-                    )
-                })?;
-                out.extend_from_slice(&hash);
-            }
-            out
+            let nodes = crate::tlog::fetch(store, &tenant, ids.clone()).await?;
+            ids.iter()
+                .flat_map(|id| nodes.get(id).expect("fetched"))
+                .collect()
         }
     };
     let mut response = (StatusCode::OK, body).into_response();

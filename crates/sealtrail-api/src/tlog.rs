@@ -345,6 +345,13 @@ pub async fn log_size(store: &dyn Store, tenant: &str) -> ApiResult<u64> {
 /// Stored node hashes, fetched in one store call, as a [`NodeSource`].
 pub(crate) struct Fetched(HashMap<NodeId, Hash>);
 
+impl Fetched {
+    /// The hash of `id`, one of the nodes fetched.
+    pub(crate) fn get(&self, id: &NodeId) -> Option<Hash> {
+        self.0.get(id).copied()
+    }
+}
+
 impl NodeSource for Fetched {
     type Error = NodeId;
     fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, NodeId> {
