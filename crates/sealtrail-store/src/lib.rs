@@ -5,14 +5,20 @@
 //! writer thread (`group.rs`); [`conformance`] is the suite each backend must pass.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "embedded")]
 pub mod backup;
 pub mod conformance;
+#[cfg(feature = "embedded")]
 pub mod disk;
 mod durable_file;
+#[cfg(feature = "embedded")]
 pub mod fjall;
+#[cfg(feature = "embedded")]
 mod group;
 pub mod rule;
+#[cfg(feature = "embedded")]
 pub mod segment;
+#[cfg(feature = "embedded")]
 pub mod sqlite;
 mod types;
 

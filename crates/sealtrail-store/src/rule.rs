@@ -20,7 +20,7 @@
 //! A refusal writes nothing of the batch. A replayed record the store cannot find (below
 //! its own head) is not a refusal: the stored chain has a hole, which is corruption.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use sealtrail_core::record::{ChainHead, ChainedRecord, ZERO_HASH};
 
@@ -200,11 +200,13 @@ pub fn check_new_id(record: &ChainedRecord, stored_at: Option<u64>) -> Result<()
 
 /// The client ids written so far in one group commit (several batches in one durable
 /// unit), which the engine's snapshot of earlier groups cannot show.
+#[cfg(feature = "embedded")]
 #[derive(Default)]
 pub(crate) struct GroupIds<'a> {
-    ids: HashSet<(&'a str, &'a str)>,
+    ids: std::collections::HashSet<(&'a str, &'a str)>,
 }
 
+#[cfg(feature = "embedded")]
 impl<'a> GroupIds<'a> {
     /// Judges a new record's id against the group, and a client id also against the store
     /// (`stored_at`, looked up only then), and remembers it.
