@@ -1,5 +1,5 @@
 //! `sealtrail serve`: embedded mode — gateway, in-process log, one chainer per partition
-//! and the SQLite store, all in one process.
+//! and the fjall store (or SQLite, `--store sqlite`), all in one process.
 //!
 //! REST on `http_addr` and gRPC on `grpc_addr`, over one `Service`.
 //!
