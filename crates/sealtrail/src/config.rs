@@ -242,58 +242,52 @@ pub enum ScyllaConsistency {
     All,
 }
 
-/// Keys that may come from `SEALTRAIL_<KEY>` environment variables.
-const ENV_KEYS: [&str; 49] = [
-    "log_origin",
-    "log_key_file",
-    "checkpoint_interval_ms",
-    "data_dir",
-    "store",
-    "http_addr",
-    "grpc_addr",
-    "partitions",
-    "queue_capacity",
-    "commit_timeout_ms",
-    "max_batch_events",
-    "head_cache_tenants",
-    "stream_poll_interval_ms",
-    "log_level",
-    "segment_mb",
-    "index_lag_mb",
-    "fjall_write_buffer_mb",
-    "fjall_journal_mb",
-    "fjall_cache_mb",
-    "fjall_worker_threads",
-    "min_free_disk_mb",
-    "max_connections",
-    "header_read_timeout_ms",
-    "max_header_bytes",
-    "tls_cert_file",
-    "tls_key_file",
-    "body_read_timeout_ms",
-    "rate_limit_per_key",
-    "rate_limit_per_tenant",
-    "max_heavy_per_key",
-    "max_streams_per_key",
-    "max_full_verifications",
-    "kafka_brokers",
-    "kafka_topic",
-    "kafka_reply_topic",
-    "kafka_reply_partitions",
-    "kafka_dead_letter_topic",
-    "kafka_group_id",
-    "kafka_replication_factor",
-    "kafka_session_timeout_ms",
-    "kafka_group_instance_id",
-    "key_cache_grace_ms",
-    "kafka_max_poll_interval_ms",
-    "scylla_nodes",
-    "scylla_keyspace",
-    "scylla_consistency",
-    "scylla_replication_factor",
-    "scylla_request_timeout_ms",
-    "gateway_id",
-];
+/// Every key of [`Config`], read off its serde definition (so no list is kept by hand).
+pub fn keys() -> &'static [&'static str] {
+    static KEYS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut fields = None;
+        let _ = Config::deserialize(FieldNames(&mut fields));
+        fields.expect("Config is a struct")
+    })
+}
+
+/// Keys that may come from `SEALTRAIL_<KEY>` environment variables: all but the list
+/// `witnesses` (config file or `--witness`).
+fn env_keys() -> Vec<&'static str> {
+    keys()
+        .iter()
+        .copied()
+        .filter(|k| *k != "witnesses")
+        .collect()
+}
+
+/// A deserializer that only records the field names of the struct asked for, then fails.
+struct FieldNames<'a>(&'a mut Option<&'static [&'static str]>);
+
+impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("only field names are read"))
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = Some(fields);
+        self.deserialize_any(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+        identifier ignored_any
+    }
+}
 
 /// Flags given on the command line (only the ones present override).
 #[derive(Debug, Default, Serialize)]
@@ -364,7 +358,7 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment
-            .merge(Env::prefixed("SEALTRAIL_").only(&ENV_KEYS))
+            .merge(Env::prefixed("SEALTRAIL_").only(&env_keys()))
             .merge(Serialized::defaults(overrides));
         let config: Config = figment.extract().map_err(|e| {
             anyhow::anyhow!("invalid configuration: {e}\n(run `sealtrail config defaults` to see every key and its default)")
@@ -587,6 +581,33 @@ mod tests {
         assert!(
             c.check().is_err(),
             "max poll interval below the session timeout"
+        );
+    }
+
+    #[test]
+    fn every_key_is_read_off_the_struct_and_documented_in_the_readme() {
+        let keys = keys();
+        // the struct's fields, as `sealtrail config defaults` prints the set ones
+        let defaults: toml::Table = toml::from_str(&Config::defaults_toml()).unwrap();
+        for key in defaults.keys() {
+            assert!(keys.contains(&key.as_str()), "{key} is no key");
+        }
+        assert_eq!(keys.len(), 50, "{keys:?}");
+        assert!(keys.contains(&"tls_key_file") && keys.contains(&"log_key_file"));
+        assert!(!env_keys().contains(&"witnesses"));
+        assert_eq!(env_keys().len(), keys.len() - 1);
+
+        let readme = include_str!("../../../README.md");
+        let table = &readme[readme
+            .find("## Configuration")
+            .expect("a Configuration section")..];
+        let undocumented: Vec<_> = keys
+            .iter()
+            .filter(|k| !table.contains(&format!("\n| `{k}` |")))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "keys missing from the README's configuration table: {undocumented:?}"
         );
     }
 
