@@ -1,7 +1,9 @@
-//! One event body as `POST /v1/events` (and gRPC `Ingest`) takes it: strict parsing, then
-//! `validate_event`, then, for an accepted event, the chain step and the export line.
+//! One event body as `POST /v1/events` takes it (`validate_event_json`, which must agree
+//! exactly with strict parsing then `validate_event`, as gRPC takes it), then, for an
+//! accepted event, the chain step and the export line.
 //!
-//! Beyond "never panics": an error has a code and a message; an accepted event is
+//! Beyond "never panics": the typed and the general reading give the same event or the
+//! same error; an error has a code and a message; an accepted event is
 //! normalized (re-validating what it became yields the same event), and its record is
 //! verifiable offline: the JSONL export line and plain serde output both hash, through
 //! `audit::digest_line`, to the record's hash, which matches an independent JCS hash.

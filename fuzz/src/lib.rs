@@ -9,7 +9,7 @@
 
 use sealtrail_core::audit::{AuditFailure, AuditSummary, Auditor, Checks, digest_line};
 use sealtrail_core::checkpoint::{Checkpoint, tenant_origin};
-use sealtrail_core::event::validate_event;
+use sealtrail_core::event::{validate_event, validate_event_json};
 use sealtrail_core::json::parse_strict;
 use sealtrail_core::merkle::{Hash, MemoryTree, record_leaf};
 use sealtrail_core::note::{NoteSigner, NoteVerifier};
@@ -152,11 +152,16 @@ pub fn decode_pack_case(rest: &[u8]) -> Option<(&str, Option<Checkpoint>)> {
     Some((proofs, checkpoint))
 }
 
-/// Parses and validates one event as `POST /v1/events` does (`body::read_json`, then
-/// `validate_event`).
+/// Parses and validates one event as `POST /v1/events` does (`validate_event_json`), and
+/// checks that the result is exactly what strict parsing then `validate_event` give (the
+/// typed reading must accept nothing the general one refuses, and build the same event).
 pub fn ingest_one(body: &[u8], new_id: &str) -> Result<NormalizedEvent, ValidationError> {
-    let value = parse_strict(body)?;
-    validate_event(value, NOW, || new_id.to_string())
+    let typed = validate_event_json(body, NOW, || new_id.to_string());
+    let general = parse_strict(body)
+        .map_err(ValidationError::from)
+        .and_then(|value| validate_event(value, NOW, || new_id.to_string()));
+    assert_eq!(typed, general, "the typed and the general reading disagree");
+    typed
 }
 
 /// The batch envelope, as `sealtrail-api/src/ingest.rs` (`BatchEnvelope`) declares it.
@@ -185,9 +190,7 @@ pub fn ingest_batch(body: &[u8]) -> Option<Vec<Result<NormalizedEvent, Validatio
             .iter()
             .enumerate()
             .map(|(index, item)| {
-                parse_strict(item.get().as_bytes())
-                    .map_err(ValidationError::from)
-                    .and_then(|value| validate_event(value, NOW, || format!("gen-{index}")))
+                ingest_one(item.get().as_bytes(), &format!("gen-{index}"))
             })
             .collect(),
     )

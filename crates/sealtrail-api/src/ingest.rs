@@ -12,12 +12,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sealtrail_core::ValidationError;
-use sealtrail_core::event::validate_event;
-use sealtrail_core::json::parse_strict;
+use sealtrail_core::event::{NormalizedEvent, validate_event, validate_event_json};
 use sealtrail_core::limits::{MAX_BATCH_BODY_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BODY_BYTES};
 use sealtrail_core::receipt::{ItemError, Receipt, ReceiptStatus};
 use sealtrail_core::record::Record;
-use sealtrail_core::time::format_micros;
+use sealtrail_core::time::{Micros, format_micros};
 use sealtrail_log::correlation::Waiter;
 use sealtrail_log::{Durability, EntryOutcome, IndexedEvent, LogEntry, LogError};
 use sealtrail_store::now_micros;
@@ -25,9 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::auth::{Authenticated, Write};
-use crate::body::{read_bytes, read_json};
+use crate::body::read_bytes;
 use crate::error::{ApiError, ApiResult, ErrorBody, Params, parse_flag};
-use crate::{AppState, Service};
+use crate::{Acknowledge, AppState, Service};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,8 +102,9 @@ pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// Publishes `entry` and waits for its outcome when it must; `None` means the log is
-/// durable and the caller did not ask to wait.
+/// Publishes `entry` and, unless the acknowledgement policy lets an async caller go once
+/// the log has it ([`Acknowledge::OnLogAppend`]), waits for its commit; `None` means the
+/// caller is answered with the queued receipt.
 pub(crate) async fn publish(
     state: &AppState,
     mut entry: LogEntry,
@@ -116,9 +116,8 @@ pub(crate) async fn publish(
     let receipt_id = entry.receipt_id.clone();
     let event_ids: Vec<String> = entry.events.iter().map(|e| e.event.id.clone()).collect();
     let with_ids = move |err: ApiError| err.with_ids(receipt_id.clone(), event_ids.clone());
-    if !sync && state.config.pending_receipts.is_some() {
-        // A durable log (distributed mode) and a caller that does not wait: no reply to
-        // ask the chainer for.
+    if !sync && matches!(state.config.acknowledge, Acknowledge::OnLogAppend { .. }) {
+        // A caller that does not wait, on a durable log: no reply to ask the chainer for.
         entry.reply_to = None;
         let tenant = entry.tenant_id.clone();
         let durability = state
@@ -129,17 +128,16 @@ pub(crate) async fn publish(
         note_write(state, &tenant);
         return match durability {
             Durability::Durable => Ok(None),
+            // Wiring that pairs this policy with an in-process queue: refuse rather than
+            // acknowledge what a crash would lose.
             Durability::Volatile => Err(ApiError::internal(
-                "pending receipts need a durable log",
+                "acknowledging on append needs a durable log",
                 "configuration",
             )),
         };
     }
     let tenant = entry.tenant_id.clone();
-    let (waiter, durability) = append(state, entry).await.map_err(&with_ids)?;
-    if durability == Durability::Durable && !sync {
-        return Ok(None);
-    }
+    let (waiter, _) = append(state, entry).await.map_err(&with_ids)?;
     wait_outcome(state, waiter, &tenant)
         .await
         .map(Some)
@@ -262,17 +260,12 @@ pub(crate) async fn wait_outcome(
 }
 
 pub(crate) fn queued_receipt(entry: &LogEntry) -> Receipt {
-    Receipt {
-        receipt_id: entry.receipt_id.clone(),
-        status: ReceiptStatus::Queued,
-        accepted: entry.events.len() as u32,
-        rejected: entry.rejected.len() as u32,
-        ids: entry.events.iter().map(|e| e.event.id.clone()).collect(),
-        errors: entry.rejected.clone(),
-        error_message: None,
-        created_at: entry.created_at.clone(),
-        committed_at: None,
-    }
+    Receipt::queued(
+        entry.receipt_id.clone(),
+        entry.created_at.clone(),
+        entry.events.iter().map(|e| e.event.id.clone()).collect(),
+        entry.rejected.clone(),
+    )
 }
 
 /// Ingest one audit event.
@@ -302,14 +295,14 @@ pub async fn log_event(
 ) -> ApiResult<Response> {
     let sync = wants_sync(&headers, &params)?;
     let with_proof = parse_flag("proof", params.proof.as_deref())?;
-    let value = read_json(
+    let bytes = read_bytes(
         &headers,
         body,
         MAX_EVENT_BODY_BYTES,
         state.config.body_read_timeout,
     )
     .await?;
-    match ingest_event(&state, caller.tenant_id, value, sync).await? {
+    match ingest_event(&state, caller.tenant_id, EventBody::Json(&bytes), sync).await? {
         EventOutcome::Accepted(receipt) => {
             Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())
         }
@@ -336,16 +329,34 @@ pub enum EventOutcome {
     Committed(Record),
 }
 
-/// Validates one parsed event of `tenant_id`, publishes it and waits for its commit when
+/// One event as a transport hands it over, before validation.
+pub enum EventBody<'a> {
+    /// Its JSON text (REST): parsed strictly and validated in one step
+    /// ([`validate_event_json`], the same result as parsing then validating).
+    Json(&'a [u8]),
+    /// Already a JSON value (gRPC builds one from its message).
+    Value(serde_json::Value),
+}
+
+impl EventBody<'_> {
+    fn validate(self, now: Micros) -> Result<NormalizedEvent, ValidationError> {
+        match self {
+            EventBody::Json(bytes) => validate_event_json(bytes, now, new_id),
+            EventBody::Value(value) => validate_event(value, now, new_id),
+        }
+    }
+}
+
+/// Validates one event of `tenant_id`, publishes it and waits for its commit when
 /// the log is volatile or `sync` asks. Shared by REST and gRPC: one set of rules.
 pub async fn ingest_event(
     state: &AppState,
     tenant_id: String,
-    value: serde_json::Value,
+    body: EventBody<'_>,
     sync: bool,
 ) -> ApiResult<EventOutcome> {
     let now = now_micros();
-    let event = validate_event(value, now, new_id)?;
+    let event = body.validate(now)?;
     let entry = LogEntry {
         tenant_id,
         receipt_id: new_id(),
@@ -436,8 +447,8 @@ pub async fn log_batch(
     // Each item is parsed strictly by itself, so an item that is not I-JSON (or not
     // valid) is rejected by its index while the others commit.
     let items = items
-        .into_iter()
-        .map(|item| parse_strict(item.get().as_bytes()).map_err(ValidationError::from))
+        .iter()
+        .map(|item| Ok(EventBody::Json(item.get().as_bytes())))
         .collect();
     match ingest_batch(&state, caller.tenant_id, items, sync).await? {
         BatchOutcome::Accepted(receipt) => {
@@ -493,7 +504,7 @@ pub enum BatchOutcome {
 pub async fn ingest_batch(
     state: &AppState,
     tenant_id: String,
-    items: Vec<Result<serde_json::Value, ValidationError>>,
+    items: Vec<Result<EventBody<'_>, ValidationError>>,
     sync: bool,
 ) -> ApiResult<BatchOutcome> {
     check_batch_len(items.len())?;
@@ -502,7 +513,7 @@ pub async fn ingest_batch(
     let mut rejected = Vec::new();
     for (index, parsed) in items.into_iter().enumerate() {
         let index = index as u32;
-        match parsed.and_then(|value| validate_event(value, now, new_id)) {
+        match parsed.and_then(|body| body.validate(now)) {
             Ok(event) => events.push(IndexedEvent { index, event }),
             Err(err) => rejected.push(ItemError {
                 index,

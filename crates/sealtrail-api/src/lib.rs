@@ -47,11 +47,8 @@ pub struct ApiConfig {
     /// How often a live stream polls the store when it gets no commit signal
     /// (distributed gateways); in embedded mode commits wake it at once.
     pub stream_poll_interval: Duration,
-    /// How long after its creation a receipt that is not stored yet is reported as
-    /// `queued` instead of `404` (distributed gateways, where `202` comes when Kafka has
-    /// the entry and the receipt is stored when a chainer commits it). `None`: the
-    /// receipt is stored before the answer (embedded mode).
-    pub pending_receipts: Option<Duration>,
+    /// When an async ingest call is answered (a sync call always waits for its commit).
+    pub acknowledge: Acknowledge,
     /// The longest a client may take to send a request body (`408` past it).
     pub body_read_timeout: Duration,
     /// Largest request head: REST start line and headers (`431`, or `414` for the target
@@ -59,12 +56,27 @@ pub struct ApiConfig {
     pub max_header_bytes: usize,
 }
 
+/// When an async ingest call (`202`) is answered: the mode's acknowledgement policy,
+/// stated once where the mode is wired (`serve`, `gateway`) and read by `publish`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acknowledge {
+    /// Once the events are committed (embedded mode: the in-process queue does not survive
+    /// a crash, so nothing is acknowledged before the store has it). The `202` carries the
+    /// committed receipt.
+    OnCommit,
+    /// Once the durable log has the entry (distributed mode: Kafka, `acks=all`). The `202`
+    /// carries the queued receipt, which a chainer stores when it commits the entry; until
+    /// then `GET /v1/receipts/{id}` reports a receipt id younger than `pending_window`
+    /// as `queued` instead of `404`.
+    OnLogAppend { pending_window: Duration },
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             commit_timeout: Duration::from_secs(10),
             stream_poll_interval: Duration::from_millis(500),
-            pending_receipts: None,
+            acknowledge: Acknowledge::OnCommit,
             body_read_timeout: Duration::from_secs(30),
             max_header_bytes: 32 * 1024,
         }

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sealtrail_core::event::{ActorType, Outcome};
-use sealtrail_core::receipt::{Receipt, ReceiptStatus};
+use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::{Record, hash_hex};
 use sealtrail_core::verify::ChainWalker;
 use sealtrail_store::{ChainRow, EventQuery, Paging};
@@ -46,22 +46,15 @@ pub async fn get_receipt(
     // Distributed mode answers `202` once Kafka has the entry; its receipt is stored when a
     // chainer commits it. Until then, a recent receipt id (a UUIDv7: its creation time is
     // in it) is reported as queued; the counts are known only once it settles.
-    if let Some(window) = state.config.pending_receipts
+    if let crate::Acknowledge::OnLogAppend {
+        pending_window: window,
+    } = state.config.acknowledge
         && let Some(created) = uuid_v7_micros(&id)
     {
         let age = sealtrail_store::now_micros() - created;
         if (-60_000_000..window.as_micros() as i64).contains(&age) {
-            return Ok(Json(Receipt {
-                receipt_id: id,
-                status: ReceiptStatus::Queued,
-                accepted: 0,
-                rejected: 0,
-                ids: vec![],
-                errors: vec![],
-                error_message: None,
-                created_at: sealtrail_core::time::format_micros(created),
-                committed_at: None,
-            }));
+            let created_at = sealtrail_core::time::format_micros(created);
+            return Ok(Json(Receipt::queued(id, created_at, vec![], vec![])));
         }
     }
     Err(ApiError::not_found(format!("no receipt {id:?}")))

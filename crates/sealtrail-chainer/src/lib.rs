@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use lru::LruCache;
 use sealtrail_core::merkle::{Frontier, record_leaf};
-use sealtrail_core::receipt::{ItemError, Receipt, ReceiptStatus};
+use sealtrail_core::receipt::{ItemError, Receipt};
 use sealtrail_core::record::{ChainHead, Record, chain_step};
 use sealtrail_log::{EntryOutcome, LogEntry, Offset, PartitionConsumer, ReplyAddress, ReplySink};
 use sealtrail_store::{CommitBatch, Store, StoreError, StoredEvent, TreeNode};
@@ -392,17 +392,12 @@ impl<C: PartitionConsumer> Chainer<C> {
         let mut settled = Vec::with_capacity(entries.len());
         for (entry, &all_ids) in entries.iter_mut().zip(maybe_stored) {
             let tenant = &entry.tenant_id;
-            let mut receipt = Receipt {
-                receipt_id: entry.receipt_id.clone(),
-                status: ReceiptStatus::Queued,
-                accepted: 0,
-                rejected: entry.rejected.len() as u32,
-                ids: Vec::with_capacity(entry.events.len()),
-                errors: entry.rejected.clone(),
-                error_message: None,
-                created_at: entry.created_at.clone(),
-                committed_at: None,
-            };
+            let mut receipt = Receipt::queued(
+                entry.receipt_id.clone(),
+                entry.created_at.clone(),
+                Vec::with_capacity(entry.events.len()),
+                entry.rejected.clone(),
+            );
             // The committed records go back only to a caller that waits for them.
             let wants_records = entry.reply_to.is_some();
             let mut records =

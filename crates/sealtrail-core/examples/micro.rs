@@ -1,7 +1,7 @@
 //! Rough per-event CPU cost of the pure pipeline steps: `cargo run --release --example micro -p sealtrail-core`.
 use std::time::Instant;
 
-use sealtrail_core::event::validate_event;
+use sealtrail_core::event::{validate_event, validate_event_json};
 use sealtrail_core::json::parse_strict;
 use sealtrail_core::record::chain_step;
 
@@ -17,7 +17,18 @@ fn main() {
         );
     }
     let per = t.elapsed().as_nanos() as f64 / n as f64;
-    println!("parse + validate + digest: {per:.0} ns/event");
+    println!("parse + validate + digest (through a Value): {per:.0} ns/event");
+    drop(events);
+    let t = Instant::now();
+    let mut events = Vec::with_capacity(n);
+    for i in 0..n {
+        events.push(
+            validate_event_json(body, 1_700_000_000_000_000 + i as i64, || format!("id-{i}"))
+                .unwrap(),
+        );
+    }
+    let per = t.elapsed().as_nanos() as f64 / n as f64;
+    println!("parse + validate + digest (typed, validate_event_json): {per:.0} ns/event");
     let t = Instant::now();
     let mut head = None;
     let mut recs = Vec::with_capacity(n);

@@ -66,7 +66,7 @@ fn classify(err: serde_json::Error) -> JsonError {
 /// Refuses integer literals (no fraction, no exponent) beyond ±(2^53−1). serde_json
 /// turns an integer literal that overflows u64 into a lossy float, so the literal text is
 /// checked here, in one pass that skips strings. Malformed input is left to the parser.
-fn reject_big_integer_literals(bytes: &[u8]) -> Result<(), JsonError> {
+pub(crate) fn reject_big_integer_literals(bytes: &[u8]) -> Result<(), JsonError> {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -114,6 +114,15 @@ fn reject_big_integer_literals(bytes: &[u8]) -> Result<(), JsonError> {
         }
     }
     Ok(())
+}
+
+/// Reads one strict value (the rules of [`parse_strict`]) at nesting `depth` (the body's
+/// top level is 1), for typed readers that hold a free-form member (`metadata`).
+pub(crate) fn strict_value_at<'de, D: de::Deserializer<'de>>(
+    deserializer: D,
+    depth: usize,
+) -> Result<Value, D::Error> {
+    StrictSeed { depth }.deserialize(deserializer)
 }
 
 struct StrictSeed {

@@ -43,6 +43,29 @@ pub struct Receipt {
 }
 
 impl Receipt {
+    /// The receipt of a request taken into the log and not committed yet: its accepted
+    /// events' `ids` (so `accepted` is their count) and its rejected items. Every receipt
+    /// starts here — the gateway's `202`, a pending receipt looked up before its commit,
+    /// and the chainer's, which adds the ids it chains and then [`settle`](Self::settle)s.
+    pub fn queued(
+        receipt_id: String,
+        created_at: String,
+        ids: Vec<String>,
+        errors: Vec<ItemError>,
+    ) -> Self {
+        Self {
+            receipt_id,
+            status: ReceiptStatus::Queued,
+            accepted: ids.len() as u32,
+            rejected: errors.len() as u32,
+            ids,
+            errors,
+            error_message: None,
+            created_at,
+            committed_at: None,
+        }
+    }
+
     /// Decides the status from the counts: committed when anything was accepted (or the
     /// request was empty), failed when every item was rejected.
     pub fn settle(&mut self) {

@@ -237,8 +237,11 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
             stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),
             body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
             max_header_bytes: config.max_header_bytes,
-            // Receipts of entries Kafka holds but no chainer has committed yet.
-            pending_receipts: Some(Duration::from_secs(15 * 60)),
+            // Kafka is durable: an async call is answered once it has the entry. Its
+            // receipt is reported queued until a chainer commits it.
+            acknowledge: sealtrail_api::Acknowledge::OnLogAppend {
+                pending_window: Duration::from_secs(15 * 60),
+            },
         },
         metrics: Some(metrics),
         shutdown: shutdown_rx,

@@ -138,7 +138,8 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
             stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),
             body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
             max_header_bytes: config.max_header_bytes,
-            pending_receipts: None,
+            // The in-process queue does not survive a crash: every call waits for its commit.
+            acknowledge: sealtrail_api::Acknowledge::OnCommit,
         },
         metrics: Some(metrics),
         tlog: Some(Arc::new(tlog)),

@@ -109,15 +109,21 @@ impl AuditLog for AuditLogService {
         let request = request.into_inner();
         let input = request.event.ok_or_else(missing_event)?;
         let value = event_value(&input).map_err(ApiError::from)?;
-        let result =
-            match ingest::ingest_event(&self.state, caller.tenant_id, value, request.sync).await? {
-                EventOutcome::Accepted(receipt) => {
-                    pb::log_event_response::Result::Receipt(pb::receipt_from_core(receipt))
-                }
-                EventOutcome::Committed(record) => {
-                    pb::log_event_response::Result::Record(pb::record_from_core(&record))
-                }
-            };
+        let result = match ingest::ingest_event(
+            &self.state,
+            caller.tenant_id,
+            ingest::EventBody::Value(value),
+            request.sync,
+        )
+        .await?
+        {
+            EventOutcome::Accepted(receipt) => {
+                pb::log_event_response::Result::Receipt(pb::receipt_from_core(receipt))
+            }
+            EventOutcome::Committed(record) => {
+                pb::log_event_response::Result::Record(pb::record_from_core(&record))
+            }
+        };
         Ok(Response::new(pb::LogEventResponse {
             result: Some(result),
         }))
@@ -130,7 +136,11 @@ impl AuditLog for AuditLogService {
         let caller = self.caller(&request, &[Scope::Write]).await?;
         let request = request.into_inner();
         ingest::check_batch_len(request.events.len())?;
-        let items = request.events.iter().map(event_value).collect();
+        let items = request
+            .events
+            .iter()
+            .map(|event| event_value(event).map(ingest::EventBody::Value))
+            .collect();
         let (receipt, records) =
             match ingest::ingest_batch(&self.state, caller.tenant_id, items, request.sync).await? {
                 BatchOutcome::Accepted(receipt) => (receipt, vec![]),
