@@ -193,10 +193,6 @@ fn create_log_key(path: &Path, origin: &str) -> anyhow::Result<NoteSigner> {
     Ok(signer)
 }
 
-/// Takes an exclusive lock on `data_dir/serve.lock` for the life of the process: two
-/// servers on one data directory would each chain the same tenants and fork them. (The
-/// `keys` command does not take it; it only touches the key table.) The OS drops the lock
-/// when the process dies, so a crash never leaves a stale lock behind.
 /// The engine a data directory's identity file records (`None`: no identity file).
 pub fn recorded_engine(data_dir: &Path) -> anyhow::Result<Option<StoreEngine>> {
     let path = data_dir.join(IDENTITY_FILE);
@@ -233,6 +229,10 @@ pub fn try_lock(data_dir: &Path) -> anyhow::Result<Option<File>> {
     }
 }
 
+/// Takes an exclusive lock on `data_dir/serve.lock` for as long as the returned file lives (a server keeps it until its store is closed): two
+/// servers on one data directory would each chain the same tenants and fork them. (The
+/// `keys` command does not take it; it only touches the key table.) The OS drops the lock
+/// when the process dies, so a crash never leaves a stale lock behind.
 fn lock(data_dir: &Path) -> anyhow::Result<File> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;

@@ -32,10 +32,6 @@ pub struct ServeOptions {
 }
 
 pub fn run(config: Config, options: ServeOptions) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        config.store != StoreEngine::Scylla,
-        "store = scylla is distributed mode: run `sealtrail gateway` and `sealtrail chainer` (see `sealtrail --help`)"
-    );
     runtime(&config)?.block_on(serve(config, options))
 }
 
@@ -55,10 +51,80 @@ pub(crate) fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime
         .build()?)
 }
 
+/// `sealtrail serve`: binds the configured addresses, starts, and stops on SIGTERM or
+/// Ctrl-C (or by itself on a fatal chainer error).
 async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+    let (rest, grpc) = listen_both(&config)?;
+    let embedded = start(config, options, rest, grpc).await?;
+    let stop = embedded.stop.clone();
+    let mut finished = embedded.finished.clone();
+    tokio::select! {
+        _ = wait_for_signal() => {
+            let _ = stop.send(true);
+        }
+        // A fatal chainer error stops the server without a signal.
+        _ = finished.wait_for(|done| *done) => {}
+    }
+    embedded.wait().await
+}
+
+/// Embedded mode running in this process ([`start`]).
+pub struct Embedded {
+    /// Where REST listens.
+    pub http_addr: std::net::SocketAddr,
+    /// Where gRPC listens.
+    pub grpc_addr: std::net::SocketAddr,
+    /// The store, for what an operator would do beside the server (the CLI's `keys`).
+    pub store: Arc<dyn Store>,
+    stop: tokio::sync::watch::Sender<bool>,
+    finished: tokio::sync::watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Embedded {
+    /// Begins a graceful shutdown, as SIGTERM does.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits until the server has stopped: after [`shutdown`](Self::shutdown), or by
+    /// itself after a fatal chainer error (then the error).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the server task failed")?
+    }
+}
+
+/// The process's metrics recorder: installed by the first server started in the process
+/// and shared by any later one (the in-process tests start several; their metrics add up).
+fn metrics_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::Mutex<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::Mutex::new(None);
+    let mut handle = HANDLE.lock().expect("metrics lock");
+    if let Some(handle) = handle.as_ref() {
+        return Ok(handle.clone());
+    }
+    let installed = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
+    *handle = Some(installed.clone());
+    Ok(installed)
+}
+
+/// Starts embedded mode — the store in `config.data_dir`, the in-process log, one chainer
+/// per partition, REST on `rest` and gRPC on `grpc` — and returns once it serves. It runs
+/// on the caller's Tokio runtime until [`Embedded::shutdown`]; `serve` is this plus the
+/// configured listeners and the signals. Tests bind port 0 and call it directly.
+pub async fn start(
+    config: Config,
+    options: ServeOptions,
+    rest: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+) -> anyhow::Result<Embedded> {
+    anyhow::ensure!(
+        config.store != StoreEngine::Scylla,
+        "store = scylla is distributed mode: run `sealtrail gateway` and `sealtrail chainer` (see `sealtrail --help`)"
+    );
+    let metrics = metrics_recorder()?;
 
     // Locked and checked (engine, format) before a store opens anything in it.
     let mut data_dir = DataDir::open(&config)?;
@@ -150,13 +216,13 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
     sealtrail_api::tlog::spawn_witness_feeder(&service);
 
     let tls = config.tls()?;
-    let (listener, grpc_listener) = listen_both(&config)?;
+    let (listener, grpc_listener) = (rest, grpc);
     let local = listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
     let (http, grpc) = schemes(tls.as_deref());
     eprintln!(
-        "sealtrail {} listening on {http}://{local} and {grpc}://{} (data in {})",
+        "sealtrail {} listening on {http}://{local} and {grpc}://{grpc_addr} (data in {})",
         env!("CARGO_PKG_VERSION"),
-        grpc_listener.local_addr()?,
         config.data_dir.display()
     );
     if store.list_keys(None).await?.is_empty() {
@@ -168,9 +234,11 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
 
     let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
     let fatal_seen = fatal.clone();
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (finished_tx, finished) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         tokio::select! {
-            _ = wait_for_signal() => eprintln!("shutting down: finishing in-flight requests"),
+            _ = stop_rx.wait_for(|stop| *stop) => eprintln!("shutting down: finishing in-flight requests"),
             Some(failure) = fatal_rx.recv() => {
                 eprintln!("fatal: {failure}; shutting down");
                 *fatal_seen.lock().expect("fatal lock") = Some(failure);
@@ -178,20 +246,34 @@ async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
         }
         let _ = shutdown_tx.send(true);
     };
-    serve_apis(&config, tls, listener, grpc_listener, service, shutdown).await?;
-
-    log.close();
-    for chainer in chainers {
-        let _ = chainer.await;
-    }
-    store.close();
-    if let Some(failure) = fatal.lock().expect("fatal lock").take() {
-        anyhow::bail!(
-            "{failure}; the data is intact up to the last acknowledged event — restart to resume"
-        );
-    }
-    eprintln!("stopped cleanly");
-    Ok(())
+    let task_store = store.clone();
+    let task = tokio::spawn(async move {
+        let served = serve_apis(&config, tls, listener, grpc_listener, service, shutdown).await;
+        log.close();
+        for chainer in chainers {
+            let _ = chainer.await;
+        }
+        task_store.close();
+        // The data directory's lock is held until the store is closed.
+        drop(data_dir);
+        let _ = finished_tx.send(true);
+        served?;
+        if let Some(failure) = fatal.lock().expect("fatal lock").take() {
+            anyhow::bail!(
+                "{failure}; the data is intact up to the last acknowledged event — restart to resume"
+            );
+        }
+        eprintln!("stopped cleanly");
+        Ok(())
+    });
+    Ok(Embedded {
+        http_addr: local,
+        grpc_addr,
+        store,
+        stop,
+        finished,
+        task,
+    })
 }
 
 /// Binds the REST and the gRPC listeners, with errors that name the flag to change.
