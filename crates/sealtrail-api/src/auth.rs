@@ -13,6 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::keys::hash_key;
 
 /// How long a key lookup is cached; a revocation takes effect within this time.
+/// How long a looked-up key is trusted by default ([`KeyCache::with_ttl`]).
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 const KEY_CACHE_MAX: usize = 10_000;
 
@@ -93,6 +94,8 @@ pub struct Caller {
 pub struct KeyCache {
     entries: Mutex<HashMap<String, (Option<ApiKey>, Instant)>>,
     quotas: crate::quota::Quotas,
+    /// How long a looked-up key is trusted before the store is asked again.
+    ttl: Duration,
     /// How long a cached key keeps answering while the store cannot be asked (see
     /// [`KeyCache::with_grace`]); zero: never.
     grace: Duration,
@@ -110,9 +113,17 @@ impl KeyCache {
         Self {
             entries: Mutex::default(),
             quotas: crate::quota::Quotas::new(quotas),
+            ttl: KEY_CACHE_TTL,
             grace: Duration::ZERO,
             store_down_until: Mutex::default(),
         }
+    }
+
+    /// A key the store answered for (or did not know) is trusted this long before the
+    /// store is asked again: a revoked key stops working at most `ttl` after the revocation.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
     }
 
     /// Keys looked up within the last `grace` keep answering while the store is
@@ -143,7 +154,7 @@ impl KeyCache {
 
     async fn lookup(&self, store: &dyn Store, key_hash: &str) -> ApiResult<Option<ApiKey>> {
         if let Some((key, at)) = self.entries.lock().expect("key cache").get(key_hash)
-            && at.elapsed() < KEY_CACHE_TTL
+            && at.elapsed() < self.ttl
         {
             return Ok(key.clone());
         }

@@ -147,6 +147,10 @@ pub struct Config {
     /// until the session timeout (a static member does not leave the group). Empty:
     /// dynamic membership.
     pub kafka_group_instance_id: String,
+    /// How long a key the store answered for is trusted before the store is asked again:
+    /// a revoked key stops working at most this long after `keys revoke`. 0: every request
+    /// asks the store.
+    pub key_cache_ttl_ms: u64,
     /// How long an API key looked up recently keeps answering while the store is
     /// unreachable (distributed: a ScyllaDB outage), so async ingest goes on being
     /// accepted into Kafka. A key revoked meanwhile works until the store answers again
@@ -211,6 +215,7 @@ impl Default for Config {
             kafka_replication_factor: 1,
             kafka_session_timeout_ms: 10_000,
             kafka_group_instance_id: String::new(),
+            key_cache_ttl_ms: 1_000,
             key_cache_grace_ms: 60_000,
             kafka_max_poll_interval_ms: 300_000,
             scylla_nodes: "127.0.0.1:9042".into(),

@@ -231,6 +231,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         commits: None,
         health: None,
         keys: sealtrail_api::auth::KeyCache::with_quotas(config.quotas())
+            .with_ttl(Duration::from_millis(config.key_cache_ttl_ms))
             .with_grace(Duration::from_millis(config.key_cache_grace_ms)),
         config: ApiConfig {
             commit_timeout: Duration::from_millis(config.commit_timeout_ms),

@@ -198,6 +198,7 @@ pub async fn start(
         commits: Some(commits),
         health: Some(health),
         keys: sealtrail_api::auth::KeyCache::with_quotas(config.quotas())
+            .with_ttl(Duration::from_millis(config.key_cache_ttl_ms))
             .with_grace(Duration::from_millis(config.key_cache_grace_ms)),
         config: ApiConfig {
             commit_timeout: Duration::from_millis(config.commit_timeout_ms),

@@ -15,10 +15,14 @@ use serde_json::{Value, json};
 
 /// Embedded mode with the default configuration on `data_dir`, on ports the OS picks.
 async fn start_on(data_dir: &Path) -> anyhow::Result<Embedded> {
-    let config = Config {
+    start_with(Config {
         data_dir: data_dir.to_path_buf(),
         ..Config::default()
-    };
+    })
+    .await
+}
+
+async fn start_with(config: Config) -> anyhow::Result<Embedded> {
     let rest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     start(config, ServeOptions::default(), rest, grpc).await
@@ -30,11 +34,20 @@ async fn embedded(data_dir: &Path) -> Embedded {
 
 /// A key made as `sealtrail keys create` makes it, straight in the running server's store.
 async fn key(server: &Embedded, tenant: &str, scopes: &[&str]) -> String {
+    key_with_id(server, tenant, scopes).await.0
+}
+
+/// [`key`], and its id (what `keys revoke` takes).
+async fn key_with_id(server: &Embedded, tenant: &str, scopes: &[&str]) -> (String, String) {
     let scopes = scopes.iter().map(|s| s.to_string()).collect();
-    let now = sealtrail_core::time::format_micros(sealtrail_store::now_micros());
-    let (raw, key) = sealtrail_api::keys::generate(tenant, scopes, now).unwrap();
+    let (raw, key) = sealtrail_api::keys::generate(tenant, scopes, now()).unwrap();
+    let id = key.key_id.clone();
     server.store.create_key(key).await.unwrap();
-    raw
+    (raw, id)
+}
+
+fn now() -> String {
+    sealtrail_core::time::format_micros(sealtrail_store::now_micros())
 }
 
 fn api(server: &Embedded, key: &str) -> Api {
@@ -257,4 +270,38 @@ async fn stop_and_start_again_in_the_same_process() {
     assert_eq!(again.get("/v1/log/key").await.1, key_before);
     server.shutdown();
     server.wait().await.expect("stops cleanly");
+}
+
+/// `key_cache_ttl_ms` bounds how long a revoked key keeps working, and a key is not asked
+/// for in the store more often than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_stops_working_within_the_key_cache_ttl() {
+    for ttl_ms in [300u64, 60_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(Config {
+            data_dir: dir.path().to_path_buf(),
+            key_cache_ttl_ms: ttl_ms,
+            ..Config::default()
+        })
+        .await
+        .unwrap();
+        let (raw, id) = key_with_id(&server, "acme", &["read", "write"]).await;
+        let api = api(&server, &raw);
+        assert_eq!(api.get("/v1/events").await.0, 200);
+        assert!(server.store.revoke_key(&id, &now()).await.unwrap());
+        if ttl_ms > 400 {
+            // Cached: still answering right after the revocation.
+            assert_eq!(api.get("/v1/events").await.0, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (s, body) = api.get("/v1/events").await;
+        if ttl_ms < 400 {
+            assert_eq!(s, 401, "{body}");
+            assert_error(&body, "unauthorized");
+        } else {
+            assert_eq!(s, 200, "a key is trusted for the whole TTL: {body}");
+        }
+        server.shutdown();
+        server.wait().await.unwrap();
+    }
 }
