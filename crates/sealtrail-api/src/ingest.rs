@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sealtrail_core::ValidationError;
-use sealtrail_core::event::{NormalizedEvent, validate_event, validate_event_json};
+use sealtrail_core::event::{NormalizedEvent, validate_event_json};
 use sealtrail_core::limits::{MAX_BATCH_BODY_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BODY_BYTES};
 use sealtrail_core::receipt::{ItemError, Receipt, ReceiptStatus};
 use sealtrail_core::record::Record;
@@ -334,15 +334,15 @@ pub enum EventBody<'a> {
     /// Its JSON text (REST): parsed strictly and validated in one step
     /// ([`validate_event_json`], the same result as parsing then validating).
     Json(&'a [u8]),
-    /// Already a JSON value (gRPC builds one from its message).
-    Value(serde_json::Value),
+    /// A gRPC message ([`crate::grpc::validate_message`]: the same rules).
+    Message(&'a sealtrail_proto::AuditEventInput),
 }
 
 impl EventBody<'_> {
     fn validate(self, now: Micros) -> Result<NormalizedEvent, ValidationError> {
         match self {
             EventBody::Json(bytes) => validate_event_json(bytes, now, new_id),
-            EventBody::Value(value) => validate_event(value, now, new_id),
+            EventBody::Message(input) => crate::grpc::validate_message(input, now),
         }
     }
 }

@@ -202,7 +202,9 @@ pub fn validate_event_json(
     }
 }
 
-fn normalize(
+/// Resolves a checked input into a [`NormalizedEvent`]: its digest, its id (`new_id`
+/// when the client sent none), its timestamp (the acceptance time when none was sent).
+pub fn normalize(
     input: EventInput,
     created_at: time::Micros,
     new_id: impl FnOnce() -> String,
@@ -404,71 +406,112 @@ fn fast_input(bytes: &[u8]) -> Option<EventInput> {
     let ObjectOnly(input) = ObjectOnly::<Input>::deserialize(&mut de).ok()?;
     de.end().ok()?;
 
-    let ok = |path: &str, text: &str, max: usize| check_string(path, text, max).is_ok();
-    if let Some(id) = &input.id
-        && !(ok("id", id, MAX_ID_LEN) && check_token("id", id).is_ok())
-    {
-        return None;
-    }
-    let timestamp = match &input.timestamp {
-        Some(t) if ok("timestamp", t, 64) => Some(time::normalize(t).ok()?),
-        Some(_) => return None,
-        None => None,
-    };
-    if !(ok("action", &input.action, MAX_ACTION_LEN) && check_action(&input.action).is_ok()) {
-        return None;
-    }
-    if !ok("outcome", &input.outcome, 32) {
-        return None;
-    }
-    let outcome = Outcome::parse(&input.outcome)?;
     let ObjectOnly(actor) = input.actor;
-    if !ok("actor.id", &actor.id, MAX_OBJECT_ID_LEN) {
-        return None;
-    }
-    let actor_type = match &actor.actor_type {
-        Some(t) if ok("actor.type", t, 32) => Some(ActorType::parse(t)?),
-        Some(_) => return None,
-        None => None,
-    };
-    if let Some(email) = &actor.email
-        && !ok("actor.email", email, MAX_EMAIL_LEN)
-    {
-        return None;
-    }
     let ObjectOnly(resource) = input.resource;
-    if !(ok("resource.id", &resource.id, MAX_OBJECT_ID_LEN)
-        && ok("resource.type", &resource.resource_type, MAX_TYPE_LEN))
-    {
-        return None;
-    }
-    if let Some(name) = &resource.name
-        && !ok("resource.name", name, MAX_NAME_LEN)
-    {
-        return None;
-    }
-    let metadata = match input.metadata {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(map)) if serialized_len(&map) <= MAX_METADATA_BYTES => map,
-        Some(_) => return None,
-    };
-    Some(EventInput {
-        action: input.action,
-        actor: Actor {
-            email: actor.email,
-            id: actor.id,
-            actor_type,
-        },
+    EventFields {
         id: input.id,
-        metadata,
-        outcome,
-        resource: Resource {
-            id: resource.id,
-            name: resource.name,
-            resource_type: resource.resource_type,
-        },
-        timestamp,
-    })
+        timestamp: input.timestamp,
+        actor_id: actor.id,
+        actor_type: actor.actor_type,
+        actor_email: actor.email,
+        action: input.action,
+        resource_id: resource.id,
+        resource_type: resource.resource_type,
+        resource_name: resource.name,
+        outcome: input.outcome,
+        metadata: input.metadata,
+    }
+    .into_input()
+}
+
+/// An event's members as a typed reader took them — a REST body read into typed fields
+/// ([`validate_event_json`]), a gRPC message — before any check. Absent optional members
+/// are `None`; `metadata` is the value given (`None`: absent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventFields {
+    pub id: Option<String>,
+    pub timestamp: Option<String>,
+    pub actor_id: String,
+    pub actor_type: Option<String>,
+    pub actor_email: Option<String>,
+    pub action: String,
+    pub resource_id: String,
+    pub resource_type: String,
+    pub resource_name: Option<String>,
+    pub outcome: String,
+    pub metadata: Option<Value>,
+}
+
+impl EventFields {
+    /// The event these members make if it passes every check [`parse_input`] makes on the
+    /// same members; `None` otherwise, and the caller then takes the general way
+    /// ([`validate_event`] on the JSON value), which names the error. A typed reader
+    /// thus never needs error messages of its own.
+    pub fn into_input(self) -> Option<EventInput> {
+        let ok = |path: &str, text: &str, max: usize| check_string(path, text, max).is_ok();
+        if let Some(id) = &self.id
+            && !(ok("id", id, MAX_ID_LEN) && check_token("id", id).is_ok())
+        {
+            return None;
+        }
+        let timestamp = match &self.timestamp {
+            Some(t) if ok("timestamp", t, 64) => Some(time::normalize(t).ok()?),
+            Some(_) => return None,
+            None => None,
+        };
+        if !(ok("action", &self.action, MAX_ACTION_LEN) && check_action(&self.action).is_ok()) {
+            return None;
+        }
+        if !ok("outcome", &self.outcome, 32) {
+            return None;
+        }
+        let outcome = Outcome::parse(&self.outcome)?;
+        if !ok("actor.id", &self.actor_id, MAX_OBJECT_ID_LEN) {
+            return None;
+        }
+        let actor_type = match &self.actor_type {
+            Some(t) if ok("actor.type", t, 32) => Some(ActorType::parse(t)?),
+            Some(_) => return None,
+            None => None,
+        };
+        if let Some(email) = &self.actor_email
+            && !ok("actor.email", email, MAX_EMAIL_LEN)
+        {
+            return None;
+        }
+        if !(ok("resource.id", &self.resource_id, MAX_OBJECT_ID_LEN)
+            && ok("resource.type", &self.resource_type, MAX_TYPE_LEN))
+        {
+            return None;
+        }
+        if let Some(name) = &self.resource_name
+            && !ok("resource.name", name, MAX_NAME_LEN)
+        {
+            return None;
+        }
+        let metadata = match self.metadata {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(map)) if serialized_len(&map) <= MAX_METADATA_BYTES => map,
+            Some(_) => return None,
+        };
+        Some(EventInput {
+            action: self.action,
+            actor: Actor {
+                email: self.actor_email,
+                id: self.actor_id,
+                actor_type,
+            },
+            id: self.id,
+            metadata,
+            outcome,
+            resource: Resource {
+                id: self.resource_id,
+                name: self.resource_name,
+                resource_type: self.resource_type,
+            },
+            timestamp,
+        })
+    }
 }
 
 /// A struct read only from a JSON object: serde's derived readers also take an array

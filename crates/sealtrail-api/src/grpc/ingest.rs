@@ -25,7 +25,7 @@ use axum::http::HeaderValue;
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::{FutureExt, Stream};
 use sealtrail_core::ValidationError;
-use sealtrail_core::event::{NormalizedEvent, validate_event};
+use sealtrail_core::event::NormalizedEvent;
 use sealtrail_core::receipt::{ItemError, Receipt};
 use sealtrail_core::record::Record;
 use sealtrail_core::time::format_micros;
@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::service::{AuditLogService, authorization, event_value};
+use super::service::{AuditLogService, authorization};
 use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::ingest::{append, new_id, wait_outcome};
@@ -162,7 +162,7 @@ fn validate(message: pb::IngestRequest, now: sealtrail_core::time::Micros) -> It
     };
     Item {
         client_id: input.id.clone(),
-        event: event_value(&input).and_then(|value| validate_event(value, now, new_id)),
+        event: super::service::validate_message(&input, now),
     }
 }
 

@@ -25,6 +25,7 @@ use tonic_health::server::HealthReporter;
 
 pub use ingest::MAX_IN_FLIGHT;
 pub use service::AuditLogService;
+pub(crate) use service::validate_message;
 
 use crate::AppState;
 

@@ -3,7 +3,9 @@
 
 use axum::http::HeaderValue;
 use sealtrail_core::ValidationError;
+use sealtrail_core::event::{EventFields, NormalizedEvent, normalize, validate_event};
 use sealtrail_core::json::parse_strict;
+use sealtrail_core::time::Micros;
 use sealtrail_proto as pb;
 use sealtrail_proto::audit_log_server::AuditLog;
 use serde_json::Value;
@@ -61,30 +63,64 @@ pub(crate) fn authorization<T>(request: &Request<T>) -> Option<HeaderValue> {
 /// (e.g. `{}, "x": 1`) is rejected rather than half-read.
 pub(crate) fn event_value(input: &pb::AuditEventInput) -> Result<Value, ValidationError> {
     let mut event = pb::event_input_to_json(input);
-    if !input.metadata_json.is_empty() {
-        let mut wrapped = Vec::with_capacity(input.metadata_json.len() + 13);
-        wrapped.extend_from_slice(b"{\"metadata\":");
-        wrapped.extend_from_slice(input.metadata_json.as_bytes());
-        wrapped.push(b'}');
-        // The parser's own code (duplicate_key, number_out_of_range, …), as over REST.
-        let parsed = parse_strict(&wrapped)
-            .map_err(|e| ValidationError::new(e.code, format!("metadata_json: {}", e.message)))?;
-        match parsed {
-            Value::Object(mut map) if map.len() == 1 => {
-                event.insert(
-                    "metadata".into(),
-                    map.remove("metadata").unwrap_or_default(),
-                );
-            }
-            _ => {
-                return Err(ValidationError::new(
-                    "invalid_json",
-                    "metadata_json: not a single JSON value",
-                ));
-            }
-        }
+    if let Some(metadata) = metadata_value(input)? {
+        event.insert("metadata".into(), metadata);
     }
     Ok(Value::Object(event))
+}
+
+/// `metadata_json` parsed (see [`event_value`]); `None` when it is empty (not sent).
+fn metadata_value(input: &pb::AuditEventInput) -> Result<Option<Value>, ValidationError> {
+    if input.metadata_json.is_empty() {
+        return Ok(None);
+    }
+    let mut wrapped = Vec::with_capacity(input.metadata_json.len() + 13);
+    wrapped.extend_from_slice(b"{\"metadata\":");
+    wrapped.extend_from_slice(input.metadata_json.as_bytes());
+    wrapped.push(b'}');
+    // The parser's own code (duplicate_key, number_out_of_range, …), as over REST.
+    let parsed = parse_strict(&wrapped)
+        .map_err(|e| ValidationError::new(e.code, format!("metadata_json: {}", e.message)))?;
+    match parsed {
+        Value::Object(mut map) if map.len() == 1 => Ok(map.remove("metadata")),
+        _ => Err(ValidationError::new(
+            "invalid_json",
+            "metadata_json: not a single JSON value",
+        )),
+    }
+}
+
+/// Validates one gRPC event: exactly what [`event_value`] then `validate_event` give (the
+/// rules of a REST body), without building the JSON value when the message passes every
+/// check; anything else takes that general way, which names the error.
+pub(crate) fn validate_message(
+    input: &pb::AuditEventInput,
+    now: Micros,
+) -> Result<NormalizedEvent, ValidationError> {
+    if let Some(checked) = event_fields(input).and_then(EventFields::into_input) {
+        return normalize(checked, now, ingest::new_id);
+    }
+    event_value(input).and_then(|value| validate_event(value, now, ingest::new_id))
+}
+
+/// The message's members as typed fields; `None` for a message the typed way does not take
+/// (a missing actor, resource or outcome, an unknown enum value, metadata that does not parse).
+fn event_fields(input: &pb::AuditEventInput) -> Option<EventFields> {
+    let actor = input.actor.as_ref()?;
+    let resource = input.resource.as_ref()?;
+    Some(EventFields {
+        id: input.id.clone(),
+        timestamp: input.timestamp.clone(),
+        actor_id: actor.id.clone(),
+        actor_type: pb::actor_type_name(actor.r#type).ok()?.map(str::to_string),
+        actor_email: actor.email.clone(),
+        action: input.action.clone(),
+        resource_id: resource.id.clone(),
+        resource_type: resource.r#type.clone(),
+        resource_name: resource.name.clone(),
+        outcome: pb::outcome_name(input.outcome).ok()??.to_string(),
+        metadata: metadata_value(input).ok()?,
+    })
 }
 
 fn missing_event() -> ApiError {
@@ -108,11 +144,10 @@ impl AuditLog for AuditLogService {
         let caller = self.caller(&request, &[Scope::Write]).await?;
         let request = request.into_inner();
         let input = request.event.ok_or_else(missing_event)?;
-        let value = event_value(&input).map_err(ApiError::from)?;
         let result = match ingest::ingest_event(
             &self.state,
             caller.tenant_id,
-            ingest::EventBody::Value(value),
+            ingest::EventBody::Message(&input),
             request.sync,
         )
         .await?
@@ -139,7 +174,7 @@ impl AuditLog for AuditLogService {
         let items = request
             .events
             .iter()
-            .map(|event| event_value(event).map(ingest::EventBody::Value))
+            .map(|event| Ok(ingest::EventBody::Message(event)))
             .collect();
         let (receipt, records) =
             match ingest::ingest_batch(&self.state, caller.tenant_id, items, request.sync).await? {
@@ -318,5 +353,120 @@ impl AuditLog for AuditLogService {
             drop(slot);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    fn text(choices: &'static [&'static str]) -> impl Strategy<Value = String> {
+        select(choices).prop_map(str::to_string)
+    }
+
+    fn message() -> impl Strategy<Value = pb::AuditEventInput> {
+        let strings: &'static [&'static str] =
+            &["u1", "", " ", "a b", "x\u{1}", "doc", "d\u{e9}j\u{e0}"];
+        let actor = (
+            text(strings),
+            prop_oneof![Just(0), Just(1), Just(2), Just(3), Just(9)],
+            proptest::option::of(text(&["a@example.com", "", "  "])),
+        )
+            .prop_map(|(id, r#type, email)| pb::Actor { id, r#type, email });
+        let resource = (
+            text(strings),
+            text(&["document", "", "t"]),
+            proptest::option::of(text(&["Q3", "", "n"])),
+        )
+            .prop_map(|(id, r#type, name)| pb::Resource { id, r#type, name });
+        (
+            proptest::option::of(text(&["e1", "", "a b", "evt_2"])),
+            proptest::option::of(text(&[
+                "2024-05-01T12:00:00+02:00",
+                "2024-13-01T00:00:00Z",
+                "",
+                "yesterday",
+            ])),
+            proptest::option::of(actor),
+            text(&["document.delete", "", "a..b", "a b", "x"]),
+            proptest::option::of(resource),
+            prop_oneof![Just(0), Just(1), Just(2), Just(3), Just(7)],
+            text(&[
+                "",
+                "{}",
+                "null",
+                "[]",
+                "1",
+                r#"{"ip":"203.0.113.7","n":[1,2.5]}"#,
+                r#"{"a":1,"a":2}"#,
+                r#"{"n":18446744073709551616}"#,
+                r#"{"n":9007199254740993}"#,
+                r#"{}, "x": 1"#,
+                r#"{"a":"#,
+            ]),
+        )
+            .prop_map(
+                |(id, timestamp, actor, action, resource, outcome, metadata_json)| {
+                    pb::AuditEventInput {
+                        id,
+                        timestamp,
+                        actor,
+                        action,
+                        resource,
+                        outcome,
+                        metadata_json,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The typed way through a gRPC message gives exactly what the general way (the
+        /// JSON value a REST client would send, validated) gives: the same event or the
+        /// same error.
+        #[test]
+        fn a_message_validates_as_its_json_would(input in message()) {
+            let typed = validate_message(&input, 7);
+            let general = event_value(&input)
+                .and_then(|value| validate_event(value, 7, || "gen".into()));
+            let typed = typed.map(|mut e| {
+                if !e.client_id {
+                    e.id = "gen".into();
+                }
+                e
+            });
+            prop_assert_eq!(typed, general, "{:?}", input);
+        }
+    }
+
+    /// The common message takes the typed way (else the saving is lost, silently).
+    #[test]
+    fn a_plain_message_takes_the_typed_way() {
+        let input = pb::AuditEventInput {
+            id: Some("e1".into()),
+            timestamp: None,
+            actor: Some(pb::Actor {
+                id: "u1".into(),
+                r#type: 1,
+                email: None,
+            }),
+            action: "document.delete".into(),
+            resource: Some(pb::Resource {
+                id: "d1".into(),
+                r#type: "document".into(),
+                name: None,
+            }),
+            outcome: 1,
+            metadata_json: r#"{"ip":"203.0.113.7"}"#.into(),
+        };
+        assert!(
+            event_fields(&input)
+                .and_then(EventFields::into_input)
+                .is_some()
+        );
     }
 }
