@@ -54,8 +54,7 @@ pub(crate) fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime
 /// `sealtrail serve`: binds the configured addresses, starts, and stops on SIGTERM or
 /// Ctrl-C (or by itself on a fatal chainer error).
 async fn serve(config: Config, options: ServeOptions) -> anyhow::Result<()> {
-    let (rest, grpc) = listen_both(&config)?;
-    let embedded = start(config, options, rest, grpc).await?;
+    let embedded = start(config, options, None).await?;
     let stop = embedded.stop.clone();
     let mut finished = embedded.finished.clone();
     tokio::select! {
@@ -111,14 +110,16 @@ fn metrics_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusH
 }
 
 /// Starts embedded mode — the store in `config.data_dir`, the in-process log, one chainer
-/// per partition, REST on `rest` and gRPC on `grpc` — and returns once it serves. It runs
-/// on the caller's Tokio runtime until [`Embedded::shutdown`]; `serve` is this plus the
-/// configured listeners and the signals. Tests bind port 0 and call it directly.
+/// per partition, REST and gRPC on `listeners` (bound by the caller: REST, gRPC) or, when
+/// `None`, on `http_addr` and `grpc_addr` — and returns once it serves. It runs on the
+/// caller's Tokio runtime until [`Embedded::shutdown`]; `serve` is this plus the signals.
+/// Tests bind port 0 and call it directly. (The configured addresses are bound only once
+/// the data directory is locked, so a second server on one directory is told that, not
+/// that the port is taken.)
 pub async fn start(
     config: Config,
     options: ServeOptions,
-    rest: tokio::net::TcpListener,
-    grpc: tokio::net::TcpListener,
+    listeners: Option<(tokio::net::TcpListener, tokio::net::TcpListener)>,
 ) -> anyhow::Result<Embedded> {
     anyhow::ensure!(
         config.store != StoreEngine::Scylla,
@@ -217,7 +218,10 @@ pub async fn start(
     sealtrail_api::tlog::spawn_witness_feeder(&service);
 
     let tls = config.tls()?;
-    let (listener, grpc_listener) = (rest, grpc);
+    let (listener, grpc_listener) = match listeners {
+        Some(bound) => bound,
+        None => listen_both(&config)?,
+    };
     let local = listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let (http, grpc) = schemes(tls.as_deref());

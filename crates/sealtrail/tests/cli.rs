@@ -174,7 +174,8 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     for engine in ["fjall", "sqlite"] {
         let data = dir.path().join(format!("data-{engine}"));
         let first = common::Server::start_with(&data, &["--store", engine]).await;
-        let port = common::free_port();
+        // Its very addresses too: the data directory is checked before anything binds,
+        // so the answer names the real conflict.
         let (code, _, err) = run(
             &[
                 "serve",
@@ -183,7 +184,9 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
                 "--data-dir",
                 data.to_str().unwrap(),
                 "--http-addr",
-                &format!("127.0.0.1:{port}"),
+                first.base.trim_start_matches("http://"),
+                "--grpc-addr",
+                first.grpc.trim_start_matches("http://"),
             ],
             &[],
         );

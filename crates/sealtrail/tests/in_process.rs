@@ -25,7 +25,7 @@ async fn start_on(data_dir: &Path) -> anyhow::Result<Embedded> {
 async fn start_with(config: Config) -> anyhow::Result<Embedded> {
     let rest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    start(config, ServeOptions::default(), rest, grpc).await
+    start(config, ServeOptions::default(), Some((rest, grpc))).await
 }
 
 async fn embedded(data_dir: &Path) -> Embedded {
