@@ -21,6 +21,8 @@ const KEY_CACHE_MAX: usize = 10_000;
 pub enum Scope {
     Read,
     Write,
+    /// Redactions (issue 15): erasing a record's content is never part of read or write.
+    Admin,
 }
 
 impl Scope {
@@ -28,6 +30,7 @@ impl Scope {
         match self {
             Scope::Read => "read",
             Scope::Write => "write",
+            Scope::Admin => "admin",
         }
     }
 }
@@ -43,6 +46,8 @@ pub struct Read;
 pub struct Write;
 /// Receipts: whoever wrote the event, or may read the log.
 pub struct ReadOrWrite;
+/// Routes that change what is stored of the log (a redaction).
+pub struct Admin;
 
 impl Needs for Read {
     const SCOPES: &'static [Scope] = &[Scope::Read];
@@ -52,6 +57,9 @@ impl Needs for Write {
 }
 impl Needs for ReadOrWrite {
     const SCOPES: &'static [Scope] = &[Scope::Read, Scope::Write];
+}
+impl Needs for Admin {
+    const SCOPES: &'static [Scope] = &[Scope::Admin];
 }
 
 /// The extractor every authenticated route takes: the caller of a valid, unrevoked key

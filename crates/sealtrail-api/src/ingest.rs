@@ -322,6 +322,7 @@ pub async fn log_event(
 
 /// What ingesting one event answers (REST: `202` + receipt or `201` + record).
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per request, moved once: boxing buys nothing
 pub enum EventOutcome {
     /// Async: the receipt (queued, or committed when the log made us wait anyway).
     Accepted(Receipt),
@@ -357,6 +358,17 @@ pub async fn ingest_event(
 ) -> ApiResult<EventOutcome> {
     let now = now_micros();
     let event = body.validate(now)?;
+    ingest_validated(state, tenant_id, event, now, sync).await
+}
+
+/// [`ingest_event`] of an event already validated (or built by the server: a redaction).
+pub(crate) async fn ingest_validated(
+    state: &AppState,
+    tenant_id: String,
+    event: NormalizedEvent,
+    now: Micros,
+    sync: bool,
+) -> ApiResult<EventOutcome> {
     let entry = LogEntry {
         tenant_id,
         receipt_id: new_id(),

@@ -6,7 +6,8 @@ use sealtrail_store::ApiKey;
 use sha2::{Digest, Sha256};
 
 pub const KEY_PREFIX: &str = "alk_live_";
-pub const SCOPES: [&str; 2] = ["read", "write"];
+/// `admin`: redactions (`POST /v1/events/{id}/redact`); never implied by the others.
+pub const SCOPES: [&str; 3] = ["admin", "read", "write"];
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// Hex SHA-256 of a raw key.
@@ -14,13 +15,13 @@ pub fn hash_key(raw: &str) -> String {
     hex::encode(Sha256::digest(raw.as_bytes()))
 }
 
-/// Parses a comma-separated scope list (`read`, `write`, `read,write`).
+/// Parses a comma-separated scope list (`read`, `write`, `read,write`, `read,write,admin`).
 pub fn parse_scopes(text: &str) -> Result<Vec<String>, String> {
     let mut scopes: Vec<String> = Vec::new();
     for s in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if !SCOPES.contains(&s) {
             return Err(format!(
-                "unknown scope {s:?}; scopes are read and write (e.g. --scopes read,write)"
+                "unknown scope {s:?}; scopes are read, write and admin (e.g. --scopes read,write)"
             ));
         }
         if !scopes.iter().any(|x| x == s) {
@@ -28,7 +29,7 @@ pub fn parse_scopes(text: &str) -> Result<Vec<String>, String> {
         }
     }
     if scopes.is_empty() {
-        return Err("give at least one scope: read, write or read,write".into());
+        return Err("give at least one scope: read, write, admin (redactions), or a list such as read,write".into());
     }
     scopes.sort();
     Ok(scopes)

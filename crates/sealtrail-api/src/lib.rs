@@ -20,6 +20,7 @@ pub mod keys;
 pub mod openapi;
 pub mod query;
 pub mod quota;
+pub mod redact;
 pub mod stream;
 pub mod telemetry;
 pub mod tiles;
@@ -119,6 +120,7 @@ pub fn router(service: AppState) -> Router {
         .route("/v1/events/stream", get(stream::stream_events))
         .route("/v1/events/{id}", get(query::get_event))
         .route("/v1/events/{id}/verify", get(query::verify_event))
+        .route("/v1/events/{id}/redact", post(redact::redact_event))
         .route("/v1/receipts/{id}", get(query::get_receipt))
         .route("/v1/verify", get(query::verify_chain))
         .route("/v1/checkpoint", get(tlog::get_checkpoint))

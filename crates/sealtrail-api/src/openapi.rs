@@ -27,6 +27,7 @@ use utoipa::{Modify, OpenApi};
         crate::query::get_event,
         crate::query::verify_event,
         crate::query::verify_chain,
+        crate::redact::redact_event,
         crate::stream::stream_events,
         crate::tlog::get_checkpoint,
         crate::tlog::get_log_key,
@@ -51,12 +52,15 @@ use utoipa::{Modify, OpenApi};
         crate::query::VerifyResult,
         crate::query::BrokenEvent,
         crate::error::ErrorBody,
+        crate::redact::RedactRequest,
+        crate::redact::RedactResult,
+        sealtrail_core::record::Redaction,
         crate::tlog::LogKey,
         crate::tlog::InclusionProofResponse,
         crate::tlog::ConsistencyProofResponse,
     )),
     modifiers(&BearerAuth, &RecordWithProof, &SharedErrors),
-    tags((name = "Ingest"), (name = "Query"), (name = "Verify"), (name = "Stream"), (name = "Verifiable log"))
+    tags((name = "Ingest"), (name = "Query"), (name = "Verify"), (name = "Stream"), (name = "Verifiable log"), (name = "Redaction"))
 )]
 pub struct ApiDoc;
 

@@ -23,7 +23,7 @@ const MAX_BROKEN_LISTED: usize = 1_000;
 
 /// A path that is not valid percent-encoded UTF-8 (e.g. `/v1/events/%FF`), in the JSON
 /// envelope like every other error.
-fn path_error(err: PathRejection) -> ApiError {
+pub(crate) fn path_error(err: PathRejection) -> ApiError {
     ApiError::bad_request("invalid_path", err.body_text())
 }
 
@@ -264,6 +264,11 @@ pub struct SingleVerifyResult {
     pub prev_hash_valid: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Set when the record is redacted: its content is erased, so its hash cannot be
+    /// recomputed; `computed_hash` is then the hash the next record's `prev_hash` links
+    /// to, and the redaction event named here is checked to be a redaction of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<sealtrail_core::record::Redaction>,
 }
 
 /// Recompute one event's hash and check its link to the previous event.
@@ -307,6 +312,9 @@ pub async fn verify_one(
             .map(|r| r.hash)
     };
     let prev_hash_valid = expected_prev.as_deref() == Some(record.prev_hash.as_str());
+    if let Some(by) = &record.redacted {
+        return verify_redacted(state, tenant_id, &record, by, prev_hash_valid).await;
+    }
     let hash_valid = computed_hash == record.hash;
     let reason = match (hash_valid, prev_hash_valid) {
         (true, true) => None,
@@ -325,6 +333,66 @@ pub async fn verify_one(
         computed_hash,
         prev_hash_valid,
         reason,
+        redacted: None,
+    })
+}
+
+/// A redacted record cannot be hashed again: it is valid when its `prev_hash` links to
+/// the previous record, the next record's `prev_hash` is its stored hash (so is its
+/// Merkle leaf, which proofs check), and the record it names as its redaction is a
+/// redaction of it. `computed_hash` is then the hash the next record links to.
+async fn verify_redacted(
+    state: &AppState,
+    tenant_id: &str,
+    record: &Record,
+    by: &sealtrail_core::record::Redaction,
+    prev_hash_valid: bool,
+) -> ApiResult<SingleVerifyResult> {
+    let seq = record.sequence_number;
+    let next = state
+        .store
+        .scan_chain(tenant_id, seq, 1)
+        .await?
+        .into_iter()
+        .next()
+        .filter(|r| r.sequence_number == seq + 1)
+        .map(|r| r.record())
+        .transpose()?;
+    let redaction = state
+        .store
+        .get_event(tenant_id, &by.event_id)
+        .await?
+        .map(|s| s.record);
+    let confirmed = redaction.as_ref().is_some_and(|r| {
+        r.sequence_number == by.sequence_number
+            && r.action == sealtrail_core::record::REDACT_ACTION
+            && r.resource.id == record.id
+    });
+    let bound_hash = next.as_ref().map(|n| n.prev_hash.clone());
+    let bound = bound_hash.as_deref() == Some(record.hash.as_str());
+    let reason = if !prev_hash_valid {
+        Some("prev_hash_mismatch: prev_hash is not the previous record's hash".to_string())
+    } else if !confirmed {
+        Some(format!(
+            "redaction_unconfirmed: the record is marked redacted by record {}, which is not a redaction of it",
+            by.sequence_number
+        ))
+    } else if !bound {
+        Some(
+            "hash_mismatch: the next record does not link to this record's stored hash".to_string(),
+        )
+    } else {
+        None
+    };
+    Ok(SingleVerifyResult {
+        valid: reason.is_none(),
+        event_id: record.id.clone(),
+        sequence_number: seq,
+        stored_hash: record.hash.clone(),
+        computed_hash: bound_hash.unwrap_or_default(),
+        prev_hash_valid,
+        reason,
+        redacted: Some(by.clone()),
     })
 }
 
@@ -383,6 +451,15 @@ pub struct VerifyResult {
     pub broken_count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub all_broken_events: Option<Vec<BrokenEvent>>,
+    /// Redacted records among those this call checked: their links and their redaction
+    /// event were checked, not their hash (their content is erased). Absent when none
+    /// (sealtrail extension).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub redacted_checked: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Walk the tenant's chain and verify every hash and link.
@@ -496,6 +573,26 @@ pub async fn verify_walk(
     } = walk;
     metrics::counter!("sealtrail_verified_events_total").increment(walker.checked());
     let resumed_from = anchor.as_ref().map(|a| a.sequence_number);
+    let unconfirmed = !walker.unconfirmed_redactions().is_empty();
+    if !stopped {
+        // The walk reached the head: a record marked redacted by a record it did not
+        // meet was marked by one that does not exist.
+        for (seq, id, by) in walker.unconfirmed_redactions() {
+            broken_count += 1;
+            if broken.len() < MAX_BROKEN_LISTED {
+                broken.push(BrokenEvent {
+                    event_id: id,
+                    sequence_number: seq,
+                    timestamp: String::new(),
+                    action: String::new(),
+                    actor_id: String::new(),
+                    reason: format!(
+                        "redaction_unconfirmed: record {seq} is marked redacted by record {by}, which the chain does not have"
+                    ),
+                });
+            }
+        }
+    }
     if let Some(anchor) = anchor.as_ref().filter(|_| walker.anchor_pending()) {
         // Not even the record found valid earlier was read back: records were removed.
         broken_count += 1;
@@ -511,7 +608,7 @@ pub async fn verify_walk(
                 anchor.sequence_number, anchor.hash
             ),
         });
-    } else if !any_break && !stopped && walker.checked() > 0 {
+    } else if !any_break && !unconfirmed && !stopped && walker.checked() > 0 {
         state.verified.record(
             &tenant,
             sealtrail_core::record::ChainHead {
@@ -539,6 +636,7 @@ pub async fn verify_walk(
         reason: first.map(|b| b.reason.clone()),
         broken_count,
         all_broken_events: scan_all.then_some(broken),
+        redacted_checked: walker.redacted(),
     })
 }
 

@@ -35,6 +35,16 @@ const MEMBERS: [&str; 12] = [
     "timestamp",
 ];
 
+/// The members of a redacted record (issue 15), in JCS order.
+const REDACTED_MEMBERS: [&str; 6] = [
+    "hash",
+    "id",
+    "prev_hash",
+    "redacted",
+    "sequence_number",
+    "tenant_id",
+];
+
 /// What stage 1 learns from one record line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineDigest {
@@ -43,9 +53,14 @@ pub struct LineDigest {
     pub sequence_number: u64,
     /// The `hash` member, decoded.
     pub stored_hash: Hash,
-    /// SHA-256 of the JCS form of the record without `hash`.
+    /// SHA-256 of the JCS form of the record without `hash` (for a redacted record,
+    /// which cannot be hashed again, the stored hash).
     pub computed_hash: Hash,
     pub prev_hash: Hash,
+    /// A redacted record: the sequence number and id of the event that redacted it.
+    pub redacted_by: Option<(u64, String)>,
+    /// A redaction event (`sealtrail.event.redact`): the id of the record it redacts.
+    pub redacts: Option<String>,
 }
 
 /// Why a line is not a readable record.
@@ -91,10 +106,72 @@ fn hex32(s: &str, what: &str) -> Result<Hash, LineError> {
 /// and recomputes its hash. A line in JCS form (as `GET /v1/export` writes it) is hashed
 /// as is, minus its `hash` member; any other line is parsed and canonicalized. Both ways give the same answer.
 pub fn digest_line(line: &[u8]) -> Result<LineDigest, LineError> {
+    if crate::record::is_redacted(line) || line.starts_with(b"{\"hash\":") {
+        // not the hot path: a redacted record, or a record whose first member is not
+        // `action` (only a redacted one has `hash` first)
+        if let Some(d) = digest_redacted(line)? {
+            return Ok(d);
+        }
+    }
     match canonical_object(line) {
         Some(members) => digest_canonical(line, &members),
         None => digest_parsed(line),
     }
+}
+
+/// A redacted record: exactly [`REDACTED_MEMBERS`]; `None` if the line does not have
+/// them (then it is read as a record, and fails there if it is not one).
+fn digest_redacted(line: &[u8]) -> Result<Option<LineDigest>, LineError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Redacted {
+        hash: String,
+        id: String,
+        prev_hash: String,
+        redacted: crate::record::Redaction,
+        sequence_number: u64,
+        tenant_id: String,
+    }
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(line)
+    else {
+        return Ok(None);
+    };
+    let mut keys: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+    keys.sort_unstable();
+    if keys != REDACTED_MEMBERS {
+        return Ok(None);
+    }
+    serde_json::from_slice::<NoDuplicateMembers>(line)
+        .map_err(|e| LineError(format!("not a JSON record: {e}")))?;
+    let r: Redacted = serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| LineError(format!("a redacted record: {e}")))?;
+    let stored_hash = hex32(&r.hash, "hash")?;
+    Ok(Some(LineDigest {
+        id: r.id,
+        tenant_id: r.tenant_id,
+        sequence_number: r.sequence_number,
+        stored_hash,
+        computed_hash: stored_hash,
+        prev_hash: hex32(&r.prev_hash, "prev_hash")?,
+        redacted_by: Some((r.redacted.sequence_number, r.redacted.event_id)),
+        redacts: None,
+    }))
+}
+
+/// The id of the record that a redaction event (`action` `sealtrail.event.redact`)
+/// redacts: its resource id.
+fn redacted_target(action: &[u8], resource: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Target {
+        id: String,
+    }
+    let action: String = serde_json::from_slice(action).ok()?;
+    if action != crate::record::REDACT_ACTION {
+        return None;
+    }
+    serde_json::from_slice::<Target>(resource)
+        .ok()
+        .map(|t| t.id)
 }
 
 fn digest_canonical(
@@ -133,6 +210,12 @@ fn digest_canonical(
         stored_hash: hex32(&string(3)?, "hash")?,
         computed_hash: h.finalize().into(),
         prev_hash: hex32(&string(7)?, "prev_hash")?,
+        redacted_by: None,
+        redacts: if value(0).starts_with(b"\"sealtrail.") {
+            redacted_target(value(0), value(8))
+        } else {
+            None
+        },
     })
 }
 
@@ -221,6 +304,11 @@ fn digest_parsed(line: &[u8]) -> Result<LineDigest, LineError> {
     let serde_json::Value::Object(mut map) = value else {
         return Err(LineError("a record is a JSON object".into()));
     };
+    if map.contains_key("redacted")
+        && let Some(d) = digest_redacted(line)?
+    {
+        return Ok(d);
+    }
     check_members(map.keys().map(|k| k.as_bytes()))?;
     let string = |map: &serde_json::Map<String, serde_json::Value>, k: &str| {
         map.get(k)
@@ -241,6 +329,11 @@ fn digest_parsed(line: &[u8]) -> Result<LineDigest, LineError> {
         stored_hash: hex32(&stored, "hash")?,
         computed_hash: Sha256::digest(&canonical).into(),
         prev_hash: hex32(&string(&map, "prev_hash")?, "prev_hash")?,
+        redacted_by: None,
+        redacts: redacted_target(
+            map["action"].to_string().as_bytes(),
+            map["resource"].to_string().as_bytes(),
+        ),
     })
 }
 
@@ -316,6 +409,7 @@ pub struct AuditFailure {
     pub event_id: Option<String>,
     /// Machine-readable: `unreadable_record`, `hash_mismatch`, `sequence_gap`,
     /// `sequence_out_of_order`, `prev_hash_mismatch`, `wrong_tenant`, `bad_checkpoint`,
+    /// `redaction_unconfirmed` (a record marked redacted without its redaction event),
     /// `bad_signature`, `truncated`, `root_mismatch`, `rollback`, `fork`; `witness_quorum`
     /// (`sealtrail verify --witness`: too few valid cosignatures on the checkpoint).
     pub code: &'static str,
@@ -345,6 +439,9 @@ fn failure(code: &'static str, message: String) -> AuditFailure {
 pub struct AuditSummary {
     pub tenant_id: Option<String>,
     pub records: u64,
+    /// Redacted records among them (each bound by its links and confirmed by its
+    /// redaction event, but not hashed again: its content is gone).
+    pub redacted: u64,
     /// Root of the tree of all records read.
     pub root: Hash,
     /// The checkpoint the records were checked against.
@@ -366,6 +463,10 @@ pub struct Auditor {
     prev_hash: Hash,
     root_at_checkpoint: Option<Hash>,
     root_at_trusted: Option<Hash>,
+    /// Redacted records not yet confirmed: redaction event's sequence number → (the
+    /// redacted record's position, sequence number, id).
+    pending_redactions: std::collections::BTreeMap<u64, (u64, u64, String, String)>,
+    redacted: u64,
 }
 
 /// The tenant a checkpoint origin `<log origin>/<tenant_id>` names.
@@ -431,6 +532,8 @@ impl Auditor {
             prev_hash: [0; 32],
             root_at_checkpoint: None,
             root_at_trusted: None,
+            pending_redactions: Default::default(),
+            redacted: 0,
         };
         auditor.note_roots();
         Ok(auditor)
@@ -519,6 +622,34 @@ impl Auditor {
                 ),
             ));
         }
+        if let Some((by, by_id)) = &d.redacted_by {
+            let by = *by;
+            if by <= d.sequence_number {
+                return Err(fail(
+                    "redaction_unconfirmed",
+                    format!("marked redacted by record {by}, which is not after it"),
+                ));
+            }
+            self.redacted += 1;
+            self.pending_redactions.insert(
+                by,
+                (position, d.sequence_number, d.id.clone(), by_id.clone()),
+            );
+        } else if let Some((at, seq, id, by_id)) =
+            self.pending_redactions.remove(&d.sequence_number)
+            && (d.redacts.as_deref() != Some(id.as_str()) || d.id != by_id)
+        {
+            return Err(AuditFailure {
+                position: at,
+                sequence_number: Some(seq),
+                event_id: Some(id),
+                code: "redaction_unconfirmed",
+                message: format!(
+                    "marked redacted by record {}, which is not a redaction of it",
+                    d.sequence_number
+                ),
+            });
+        }
         self.frontier.push(&d.stored_hash, |_, _| {});
         self.expect_sequence = d.sequence_number.saturating_add(1);
         self.prev_hash = d.stored_hash;
@@ -530,6 +661,17 @@ impl Auditor {
     pub fn finish(self) -> Result<AuditSummary, AuditFailure> {
         let c = self.checks;
         let records = self.frontier.size();
+        if let Some((by, (at, seq, id, _))) = self.pending_redactions.first_key_value() {
+            return Err(AuditFailure {
+                position: *at,
+                sequence_number: Some(*seq),
+                event_id: Some(id.clone()),
+                code: "redaction_unconfirmed",
+                message: format!(
+                    "marked redacted by record {by}, which the input does not reach (the input has {records} records)"
+                ),
+            });
+        }
         if let Some(cp) = &self.checkpoint {
             if c.checkpoint_size && records < cp.size {
                 return Err(failure(
@@ -615,6 +757,7 @@ impl Auditor {
         Ok(AuditSummary {
             tenant_id: self.tenant_id,
             records,
+            redacted: self.redacted,
             root: self.frontier.root(),
             checkpoint: self.checkpoint,
             uncovered,

@@ -643,8 +643,19 @@ fn check_token(path: &str, text: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Actions the server writes itself (`crate::record::REDACT_ACTION`); clients may not.
+pub const RESERVED_ACTION_PREFIX: &str = "sealtrail.";
+
 fn check_action(action: &str) -> Result<(), ValidationError> {
     check_token("action", action)?;
+    if action.starts_with(RESERVED_ACTION_PREFIX) {
+        return Err(ValidationError::new(
+            "reserved_action",
+            format!(
+                "action {action:?}: actions starting with {RESERVED_ACTION_PREFIX:?} are written by sealtrail itself (such as a redaction); choose another prefix"
+            ),
+        ));
+    }
     if action.split('.').any(str::is_empty) {
         return Err(ValidationError::new(
             "invalid_field",
@@ -756,6 +767,12 @@ mod tests {
         let mut v = ok_event();
         v["action"] = json!("document..delete");
         assert_eq!(code_of(v), "invalid_field");
+        let mut v = ok_event();
+        v["action"] = json!("sealtrail.event.redact");
+        assert_eq!(code_of(v), "reserved_action");
+        let mut v = ok_event();
+        v["action"] = json!("sealtrailer.event");
+        assert!(validate_event(v, 0, || "x".into()).is_ok());
         let mut v = ok_event();
         v["metadata"] = json!({"blob": "x".repeat(MAX_METADATA_BYTES)});
         assert_eq!(code_of(v), "field_too_long");

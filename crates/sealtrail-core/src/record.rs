@@ -14,8 +14,15 @@ pub const ZERO_HASH: &str = "000000000000000000000000000000000000000000000000000
 
 /// A committed record, exactly the members of DESIGN.md §2. Fields are declared in JCS
 /// order, so serde_json's output of a record is already sorted at the top level.
+///
+/// A **redacted** record (`redacted` is set, issue 15) keeps `id`, `tenant_id`,
+/// `sequence_number`, `prev_hash` and `hash`; every other member was erased from the store
+/// and is left empty here, and it serializes as exactly
+/// `{"hash","id","prev_hash","redacted","sequence_number","tenant_id"}` (see
+/// [`Redaction`]). Its hash can no longer be recomputed; the next record's `prev_hash` and
+/// its Merkle leaf still bind it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
     pub action: String,
@@ -33,6 +40,143 @@ pub struct Record {
     pub sequence_number: u64,
     pub tenant_id: String,
     pub timestamp: String,
+    /// Set on a redacted record: which record of the chain redacted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<Redaction>,
+}
+
+/// The action of the audit event that `POST /v1/events/{id}/redact` appends to the
+/// tenant's chain. Actions under `sealtrail.` are the server's own: ingest refuses them
+/// from clients, so a record with this action was written by the server.
+pub const REDACT_ACTION: &str = "sealtrail.event.redact";
+
+/// The audit event that redacts record `target_sequence_number` (id `target_id`) of a
+/// chain: `actor` did `sealtrail.event.redact` to resource `{"type":"event","id":target_id}`
+/// with `metadata` `{"reason","sequence_number"}`. Validated by the caller's rules for
+/// ordinary events except the reserved action, which only this builds.
+pub fn redaction_input(
+    actor: Actor,
+    target_id: &str,
+    target_sequence_number: u64,
+    reason: &str,
+) -> crate::event::EventInput {
+    let mut metadata = Map::new();
+    metadata.insert("reason".into(), Value::String(reason.to_string()));
+    metadata.insert(
+        "sequence_number".into(),
+        Value::Number(target_sequence_number.into()),
+    );
+    crate::event::EventInput {
+        action: REDACT_ACTION.to_string(),
+        actor,
+        id: None,
+        metadata,
+        outcome: Outcome::Success,
+        resource: Resource {
+            id: target_id.to_string(),
+            name: None,
+            resource_type: "event".into(),
+        },
+        timestamp: None,
+    }
+}
+
+/// What a redacted record says about its redaction: the audit event (in the same chain,
+/// later) that redacted it, which names the caller, the reason and the time.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redaction {
+    /// The `id` of the redaction event.
+    pub event_id: String,
+    /// Its `sequence_number`.
+    pub sequence_number: u64,
+}
+
+/// The stored form of a redacted record, in place of its canonical bytes: the JCS object
+/// `{"id","prev_hash","redacted","sequence_number","tenant_id"}` (the record as reads
+/// return it, without `hash`). A record's canonical form always starts with `{"action":`,
+/// this one with `{"id":`, so the two never pass for each other ([`is_redacted`]).
+#[derive(Serialize)]
+struct RedactedUnhashed<'a> {
+    id: &'a str,
+    prev_hash: &'a str,
+    redacted: &'a Redaction,
+    sequence_number: u64,
+    tenant_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct RedactedView<'a> {
+    hash: &'a str,
+    id: &'a str,
+    prev_hash: &'a str,
+    redacted: &'a Redaction,
+    sequence_number: u64,
+    tenant_id: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedactedStored {
+    id: String,
+    prev_hash: String,
+    redacted: Redaction,
+    sequence_number: u64,
+    tenant_id: String,
+}
+
+/// Whether stored canonical bytes are those of a redacted record ([`Record::redact`]).
+pub fn is_redacted(canonical: &[u8]) -> bool {
+    canonical.starts_with(b"{\"id\":")
+}
+
+/// The record as serialized when it is not redacted: every member, `hash` included.
+#[derive(Serialize)]
+struct FullView<'a> {
+    action: &'a str,
+    actor: &'a Actor,
+    created_at: &'a str,
+    hash: &'a str,
+    id: &'a str,
+    metadata: &'a Map<String, Value>,
+    outcome: Outcome,
+    prev_hash: &'a str,
+    resource: &'a Resource,
+    sequence_number: u64,
+    tenant_id: &'a str,
+    timestamp: &'a str,
+}
+
+impl Serialize for Record {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.redacted {
+            Some(redacted) => RedactedView {
+                hash: &self.hash,
+                id: &self.id,
+                prev_hash: &self.prev_hash,
+                redacted,
+                sequence_number: self.sequence_number,
+                tenant_id: &self.tenant_id,
+            }
+            .serialize(s),
+            None => FullView {
+                action: &self.action,
+                actor: &self.actor,
+                created_at: &self.created_at,
+                hash: &self.hash,
+                id: &self.id,
+                metadata: &self.metadata,
+                outcome: self.outcome,
+                prev_hash: &self.prev_hash,
+                resource: &self.resource,
+                sequence_number: self.sequence_number,
+                tenant_id: &self.tenant_id,
+                timestamp: &self.timestamp,
+            }
+            .serialize(s),
+        }
+    }
 }
 
 /// The record without `hash`: what is canonicalized and hashed.
@@ -70,11 +214,88 @@ impl Record {
         canonical_bytes(&view, &self.metadata)
     }
 
-    /// Rebuilds a record from its stored canonical bytes (without `hash`) and stored hash.
+    /// Rebuilds a record from its stored canonical bytes (without `hash`) and stored hash;
+    /// the stored form of a redacted record gives the redacted record.
     pub fn from_canonical(canonical: &[u8], hash: &str) -> Result<Self, serde_json::Error> {
+        if is_redacted(canonical) {
+            let r: RedactedStored = serde_json::from_slice(canonical)?;
+            return Ok(Self::redacted_shell(
+                r.id,
+                r.tenant_id,
+                r.sequence_number,
+                r.prev_hash,
+                hash.to_string(),
+                r.redacted,
+            ));
+        }
         let mut record: Record = serde_json::from_slice(canonical)?;
         record.hash = hash.to_string();
         Ok(record)
+    }
+
+    fn redacted_shell(
+        id: String,
+        tenant_id: String,
+        sequence_number: u64,
+        prev_hash: String,
+        hash: String,
+        redacted: Redaction,
+    ) -> Self {
+        Record {
+            action: String::new(),
+            actor: Actor {
+                email: None,
+                id: String::new(),
+                actor_type: None,
+            },
+            created_at: String::new(),
+            hash,
+            id,
+            metadata: Map::new(),
+            outcome: Outcome::Success,
+            prev_hash,
+            resource: Resource {
+                id: String::new(),
+                name: None,
+                resource_type: String::new(),
+            },
+            sequence_number,
+            tenant_id,
+            timestamp: String::new(),
+            redacted: Some(redacted),
+        }
+    }
+
+    /// This record redacted by `by`: what stays of it.
+    pub fn redact(&self, by: Redaction) -> Self {
+        Self::redacted_shell(
+            self.id.clone(),
+            self.tenant_id.clone(),
+            self.sequence_number,
+            self.prev_hash.clone(),
+            self.hash.clone(),
+            by,
+        )
+    }
+
+    /// The stored form of this record redacted by `by`, padded with spaces (which JSON
+    /// ignores) to `len` bytes so it can take the place of the canonical bytes it erases;
+    /// `None` if it does not fit in `len` (a record's canonical form is always longer:
+    /// it repeats these members and has seven more).
+    pub fn redacted_canonical(&self, by: &Redaction, len: usize) -> Option<Vec<u8>> {
+        let mut out = serde_json::to_vec(&RedactedUnhashed {
+            id: &self.id,
+            prev_hash: &self.prev_hash,
+            redacted: by,
+            sequence_number: self.sequence_number,
+            tenant_id: &self.tenant_id,
+        })
+        .expect("records serialize");
+        if out.len() > len {
+            return None;
+        }
+        out.resize(len, b' ');
+        Some(out)
     }
 
     /// Recomputes the hash from the record's members (ignores the stored `hash`).
@@ -163,6 +384,7 @@ pub fn chain_step(
         sequence_number,
         tenant_id: tenant_id.to_string(),
         timestamp: event.timestamp,
+        redacted: None,
     };
     let canonical = record.canonical_unhashed();
     record.hash = hash_hex(&canonical);

@@ -5,6 +5,14 @@
 //! Each row is checked for: its bytes hash to its stored hash; its `sequence_number` is
 //! the previous one + 1 (the first is 1); its `prev_hash` is the previous stored hash
 //! (64 zeros for the first); its `tenant_id` is the tenant being walked.
+//!
+//! A **redacted** row (its stored form is the redacted record, [`crate::record::is_redacted`])
+//! cannot be hashed again: it is checked for its sequence number, link and tenant, and
+//! the record it names as its redaction (later in the chain) must be a redaction event
+//! (`sealtrail.event.redact`) whose resource is this record's id; the next record's
+//! `prev_hash` (and, for proofs, its Merkle leaf) still binds its stored hash. So marking
+//! a record redacted hides its content but changes nothing else undetected, and a record
+//! marked redacted without a redaction event is reported (`redaction_unconfirmed`).
 
 use std::borrow::Cow;
 
@@ -61,6 +69,29 @@ struct ActorId<'a> {
     id: Cow<'a, str>,
 }
 
+/// The members of a redacted row.
+#[derive(Deserialize)]
+struct RedactedRow<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    sequence_number: u64,
+    #[serde(borrow)]
+    prev_hash: Cow<'a, str>,
+    #[serde(borrow)]
+    tenant_id: Cow<'a, str>,
+    redacted: crate::record::Redaction,
+}
+
+/// What a redaction event must say.
+#[derive(Deserialize)]
+struct RedactionEvent<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    action: Cow<'a, str>,
+    resource: ActorId<'a>,
+}
+
 /// Walks one tenant's chain. Feed it rows in sequence order with [`ChainWalker::check`].
 #[derive(Debug, Clone)]
 pub struct ChainWalker {
@@ -70,6 +101,10 @@ pub struct ChainWalker {
     checked: u64,
     /// A walk resumed at an anchor: the hash the next row (the anchor itself) must have.
     anchor: Option<String>,
+    /// Redacted rows seen: redaction event's sequence number → (redacted record's
+    /// sequence number, id), until the walk reaches that event.
+    pending: std::collections::BTreeMap<u64, (u64, String, String)>,
+    redacted: u64,
 }
 
 impl ChainWalker {
@@ -81,6 +116,8 @@ impl ChainWalker {
             prev_hash: ZERO_HASH.to_string(),
             checked: 0,
             anchor: None,
+            pending: Default::default(),
+            redacted: 0,
         }
     }
 
@@ -96,6 +133,8 @@ impl ChainWalker {
             prev_hash: String::new(),
             checked: 0,
             anchor: Some(anchor.hash.clone()),
+            pending: Default::default(),
+            redacted: 0,
         }
     }
 
@@ -115,6 +154,21 @@ impl ChainWalker {
         self.checked
     }
 
+    /// Redacted rows among them.
+    pub fn redacted(&self) -> u64 {
+        self.redacted
+    }
+
+    /// Redacted rows whose redaction event the walk has not reached: (redacted record's
+    /// sequence number, its id, the redaction event's sequence number). At the end of a
+    /// walk to the head, each is a record marked redacted by an event that does not exist.
+    pub fn unconfirmed_redactions(&self) -> Vec<(u64, String, u64)> {
+        self.pending
+            .iter()
+            .map(|(by, (seq, id, _))| (*seq, id.clone(), *by))
+            .collect()
+    }
+
     /// The stored hash of the last row fed in (the chain head if the walk reached it).
     pub fn last_hash(&self) -> &str {
         &self.prev_hash
@@ -125,6 +179,14 @@ impl ChainWalker {
     /// from that row, so `scan_all` reports each break once.
     pub fn check(&mut self, stored_hash: &str, canonical: &[u8]) -> Result<(), Box<Broken>> {
         self.checked += 1;
+        if crate::record::is_redacted(canonical) {
+            return self.check_redacted(stored_hash, canonical);
+        }
+        let unconfirmed = if self.pending.is_empty() {
+            None
+        } else {
+            self.confirm_redaction(canonical)
+        };
         let mut computed = [0u8; 64];
         const_hex::encode_to_slice(Sha256::digest(canonical), &mut computed)
             .expect("64 hex digits");
@@ -140,7 +202,10 @@ impl ChainWalker {
             && links.tenant_id == self.tenant_id
         {
             self.advance(links.sequence_number, stored_hash);
-            return Ok(());
+            return match unconfirmed {
+                Some(b) => Err(Box::new(b)),
+                None => Ok(()),
+            };
         }
         let computed = std::str::from_utf8(&computed)
             .expect("hex is ascii")
@@ -151,6 +216,123 @@ impl ChainWalker {
             hash_ok,
             &computed,
         )))
+    }
+
+    /// A redacted row: everything but its hash (see the module doc).
+    fn check_redacted(&mut self, stored_hash: &str, canonical: &[u8]) -> Result<(), Box<Broken>> {
+        self.redacted += 1;
+        let row = match serde_json::from_slice::<RedactedRow>(canonical) {
+            Ok(row) => row,
+            Err(err) => {
+                let seq = self.expect_sequence;
+                self.anchor = None;
+                self.advance(seq, stored_hash);
+                return Err(Box::new(Broken {
+                    event_id: String::new(),
+                    sequence_number: seq,
+                    timestamp: String::new(),
+                    action: String::new(),
+                    actor_id: String::new(),
+                    code: "unreadable_record",
+                    reason: format!("redacted record {seq} cannot be read: {err}"),
+                }));
+            }
+        };
+        let broken = |code: &'static str, reason: String| Broken {
+            event_id: row.id.to_string(),
+            sequence_number: row.sequence_number,
+            timestamp: String::new(),
+            action: String::new(),
+            actor_id: String::new(),
+            code,
+            reason,
+        };
+        let anchor = self.anchor.take();
+        let problem = if let Some(anchor) = &anchor {
+            (stored_hash != anchor).then(|| {
+                broken(
+                    "changed_since_verified",
+                    format!(
+                        "record {} was verified earlier with hash {anchor}; now its stored hash is {stored_hash}",
+                        row.sequence_number
+                    ),
+                )
+            })
+        } else if row.sequence_number != self.expect_sequence {
+            Some(broken(
+                "sequence_gap",
+                format!(
+                    "expected sequence_number {} but found {}",
+                    self.expect_sequence, row.sequence_number
+                ),
+            ))
+        } else if row.prev_hash != self.prev_hash {
+            Some(broken(
+                "prev_hash_mismatch",
+                format!(
+                    "prev_hash {} does not match the previous record's hash {}",
+                    row.prev_hash, self.prev_hash
+                ),
+            ))
+        } else if row.tenant_id != self.tenant_id {
+            Some(broken(
+                "wrong_tenant",
+                format!(
+                    "record belongs to tenant {:?}, not {:?}",
+                    row.tenant_id, self.tenant_id
+                ),
+            ))
+        } else if row.redacted.sequence_number <= row.sequence_number {
+            Some(broken(
+                "redaction_unconfirmed",
+                format!(
+                    "record {} is marked redacted by record {}, which is not after it",
+                    row.sequence_number, row.redacted.sequence_number
+                ),
+            ))
+        } else {
+            None
+        };
+        if problem.is_none() {
+            self.pending.insert(
+                row.redacted.sequence_number,
+                (
+                    row.sequence_number,
+                    row.id.to_string(),
+                    row.redacted.event_id.clone(),
+                ),
+            );
+        }
+        self.advance(row.sequence_number, stored_hash);
+        match problem {
+            Some(b) => Err(Box::new(b)),
+            None => Ok(()),
+        }
+    }
+
+    /// A row that a redacted row named as its redaction must be that redaction event.
+    /// (Reported on the redacted record; the row itself is checked as any other.)
+    fn confirm_redaction(&mut self, canonical: &[u8]) -> Option<Broken> {
+        let links = serde_json::from_slice::<Links>(canonical).ok()?;
+        let (seq, id, by_id) = self.pending.remove(&links.sequence_number)?;
+        let confirms = serde_json::from_slice::<RedactionEvent>(canonical).is_ok_and(|e| {
+            e.action == crate::record::REDACT_ACTION && e.resource.id == id && e.id == by_id
+        });
+        if confirms {
+            return None;
+        }
+        let by = links.sequence_number;
+        Some(Broken {
+            event_id: id,
+            sequence_number: seq,
+            timestamp: String::new(),
+            action: String::new(),
+            actor_id: String::new(),
+            code: "redaction_unconfirmed",
+            reason: format!(
+                "record {seq} is marked redacted by record {by}, which is not a redaction of it"
+            ),
+        })
     }
 
     /// The first row of a walk resumed at `anchor`: the anchor record, unchanged.
@@ -303,6 +485,127 @@ mod tests {
         recs.iter()
             .map(|r| (r.record.hash.clone(), r.canonical.clone()))
             .collect()
+    }
+
+    /// `recs` with record `target` (0-based) redacted by a redaction event appended at
+    /// the end; the rows as a store would hold them.
+    fn redacted_chain(recs: &mut Vec<ChainedRecord>, target: usize) -> Vec<(String, Vec<u8>)> {
+        use crate::event::{Actor, normalize};
+        use crate::record::{Redaction, redaction_input};
+        let t = &recs[target].record;
+        let input = redaction_input(
+            Actor {
+                email: None,
+                id: "admin".into(),
+                actor_type: None,
+            },
+            &t.id,
+            t.sequence_number,
+            "GDPR Art. 17",
+        );
+        let ev = normalize(input, 1_800_000_000_000_000, || "redaction-1".into()).unwrap();
+        let head = recs.last().map(|r| r.head());
+        let tenant = t.tenant_id.clone();
+        recs.push(chain_step(head.as_ref(), &tenant, ev));
+        let by = Redaction {
+            event_id: "redaction-1".into(),
+            sequence_number: recs.len() as u64,
+        };
+        let mut rows = rows(recs);
+        let r = &recs[target];
+        rows[target].1 = r.record.redacted_canonical(&by, r.canonical.len()).unwrap();
+        rows
+    }
+
+    #[test]
+    fn a_redacted_record_verifies_by_its_links_and_its_redaction_event() {
+        let mut recs = chain("t", 12);
+        let rows = redacted_chain(&mut recs, 4);
+        assert!(crate::record::is_redacted(&rows[4].1));
+        let mut w = ChainWalker::new("t");
+        for (h, c) in &rows {
+            w.check(h, c).unwrap();
+        }
+        assert_eq!((w.checked(), w.redacted()), (13, 1));
+        assert!(w.unconfirmed_redactions().is_empty());
+        // The stored form reads back as the redacted record.
+        let back = crate::record::Record::from_canonical(&rows[4].1, &rows[4].0).unwrap();
+        assert_eq!(back, recs[4].record.redact(back.redacted.clone().unwrap()));
+        assert_eq!(back.redacted.as_ref().unwrap().sequence_number, 13);
+        let json = serde_json::to_value(&back).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "hash",
+                "id",
+                "prev_hash",
+                "redacted",
+                "sequence_number",
+                "tenant_id"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_redaction_changes_nothing_else_undetected() {
+        let mut recs = chain("t", 12);
+        let good = redacted_chain(&mut recs, 4);
+        let codes = |rows: &[(String, Vec<u8>)]| -> Vec<&'static str> {
+            let mut w = ChainWalker::new("t");
+            let mut codes: Vec<&'static str> = rows
+                .iter()
+                .filter_map(|(h, c)| w.check(h, c).err().map(|b| b.code))
+                .collect();
+            if !w.unconfirmed_redactions().is_empty() {
+                codes.push("pending");
+            }
+            codes
+        };
+        assert!(codes(&good).is_empty());
+        // Its stored hash changed: the next record's link breaks.
+        let mut rows = good.clone();
+        rows[4].0 = "ab".repeat(32);
+        assert_eq!(codes(&rows), ["prev_hash_mismatch"]);
+        // Its prev_hash (kept in the stored form) changed.
+        let mut rows = good.clone();
+        let text = String::from_utf8(rows[4].1.clone()).unwrap();
+        rows[4].1 = text
+            .replace(&recs[3].record.hash, &"cd".repeat(32))
+            .into_bytes();
+        assert_eq!(codes(&rows), ["prev_hash_mismatch"]);
+        // Marked redacted by a record that is not its redaction.
+        let mut rows = good.clone();
+        let r = &recs[4];
+        let by = crate::record::Redaction {
+            event_id: "x".into(),
+            sequence_number: 9,
+        };
+        rows[4].1 = r.record.redacted_canonical(&by, r.canonical.len()).unwrap();
+        assert_eq!(codes(&rows), ["redaction_unconfirmed"]);
+        // Marked redacted by the right record under another id.
+        let by = crate::record::Redaction {
+            event_id: "x".into(),
+            sequence_number: 13,
+        };
+        rows[4].1 = r.record.redacted_canonical(&by, r.canonical.len()).unwrap();
+        assert_eq!(codes(&rows), ["redaction_unconfirmed"]);
+        // Marked redacted by a record past the end of the chain.
+        let by = crate::record::Redaction {
+            event_id: "x".into(),
+            sequence_number: 99,
+        };
+        rows[4].1 = r.record.redacted_canonical(&by, r.canonical.len()).unwrap();
+        assert_eq!(codes(&rows), ["pending"]);
+        // Another record's stored form passed off as this one's redaction.
+        let mut rows = good.clone();
+        rows[5].1 = rows[4].1.clone();
+        assert!(!codes(&rows).is_empty());
     }
 
     #[test]

@@ -6,7 +6,8 @@ use sealtrail_core::record;
 use serde_json::{Map, Value};
 
 use crate::{
-    Actor, ActorType, AuditEventInput, ItemError, Outcome, Receipt, ReceiptStatus, Record, Resource,
+    Actor, ActorType, AuditEventInput, ItemError, Outcome, Receipt, ReceiptStatus, Record,
+    Redaction, Resource,
 };
 
 /// Why a message cannot become a core value (a malformed record from a server).
@@ -115,6 +116,20 @@ pub fn event_input_to_json(input: &AuditEventInput) -> Map<String, Value> {
 /// A core record as a message. `metadata_json` is serde_json's text of the metadata —
 /// the same bytes the REST API writes for it.
 pub fn record_from_core(r: &record::Record) -> Record {
+    if let Some(by) = &r.redacted {
+        return Record {
+            id: r.id.clone(),
+            tenant_id: r.tenant_id.clone(),
+            sequence_number: r.sequence_number,
+            prev_hash: r.prev_hash.clone(),
+            hash: r.hash.clone(),
+            redacted: Some(Redaction {
+                event_id: by.event_id.clone(),
+                sequence_number: by.sequence_number,
+            }),
+            ..Default::default()
+        };
+    }
     Record {
         id: r.id.clone(),
         tenant_id: r.tenant_id.clone(),
@@ -136,12 +151,29 @@ pub fn record_from_core(r: &record::Record) -> Record {
         metadata_json: serde_json::to_string(&r.metadata).expect("metadata serializes"),
         prev_hash: r.prev_hash.clone(),
         hash: r.hash.clone(),
+        redacted: None,
     }
 }
 
 /// A record message as the core record (and so as the REST JSON, through serde).
 pub fn record_to_core(r: &Record) -> Result<record::Record, ConversionError> {
     let bad = |m: String| ConversionError(m);
+    if let Some(by) = &r.redacted {
+        let mut shell = record::Record::from_canonical(
+            &serde_json::to_vec(&serde_json::json!({
+                "id": r.id,
+                "prev_hash": r.prev_hash,
+                "redacted": {"event_id": by.event_id, "sequence_number": by.sequence_number},
+                "sequence_number": r.sequence_number,
+                "tenant_id": r.tenant_id,
+            }))
+            .expect("json"),
+            &r.hash,
+        )
+        .map_err(|e| bad(format!("redacted record: {e}")))?;
+        shell.hash = r.hash.clone();
+        return Ok(shell);
+    }
     let actor = r
         .actor
         .as_ref()
@@ -183,6 +215,7 @@ pub fn record_to_core(r: &Record) -> Result<record::Record, ConversionError> {
         sequence_number: r.sequence_number,
         tenant_id: r.tenant_id.clone(),
         timestamp: r.timestamp.clone(),
+        redacted: None,
     })
 }
 

@@ -206,4 +206,12 @@ pub trait Store: Send + Sync + 'static {
     /// Finishes pending writes and releases the store (graceful shutdown). Appends after
     /// this fail with [`StoreError::Unavailable`].
     fn close(&self) {}
+
+    /// Whether this store erases a record when a redaction event naming it is appended
+    /// (issue 15: `sealtrail_core::record::REDACT_ACTION`): the record's content leaves
+    /// the store and reads return it redacted. The API refuses redactions on a store that
+    /// does not, rather than append a redaction that erases nothing.
+    fn erases_redacted(&self) -> bool {
+        false
+    }
 }

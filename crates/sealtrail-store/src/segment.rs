@@ -189,6 +189,135 @@ impl LogReader {
     }
 }
 
+/// The redo file of an in-place rewrite ([`LogReader::patch`]).
+const PATCH_INTENT: &str = "patch.intent";
+const PATCH_MAGIC: &[u8; 8] = b"SEALPTCH";
+
+impl LogReader {
+    /// Overwrites byte ranges of frames already in the log, in place and crash-safely:
+    /// each `(position, bytes)` replaces as many bytes at that log position. Used to
+    /// erase a redacted record (issue 15): the caller rewrites the record entry with the
+    /// same length and the frame's payload checksum, so every position and every index
+    /// entry stays valid.
+    ///
+    /// A torn overwrite would leave a frame whose checksum fails, which opening reports
+    /// as corruption. So the patches are first written whole to a redo file
+    /// (`patch.intent`, durably: a temporary file, fsync, rename, directory fsync), then
+    /// written in place and fdatasynced, then the redo file is removed. What a crash
+    /// leaves:
+    /// - before the redo file is renamed into place: the log unchanged (a stray
+    ///   `patch.intent.tmp` is removed at the next open); the caller redoes it (the
+    ///   indexer's watermark is still before the redaction);
+    /// - after: the next open writes the patches again (they are idempotent) before it
+    ///   checks any frame ([`apply_pending_patch`]), then removes the file.
+    pub fn patch(&self, patches: &[(u64, Vec<u8>)]) -> Result<(), SegmentError> {
+        write_intent(&self.dir, patches)?;
+        write_patches(&self.dir, patches)?;
+        std::fs::remove_file(self.dir.join(PATCH_INTENT))?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+}
+
+/// The redo file of `patches`, durably in place.
+fn write_intent(dir: &Path, patches: &[(u64, Vec<u8>)]) -> Result<(), SegmentError> {
+    {
+        let mut intent = PATCH_MAGIC.to_vec();
+        intent.extend_from_slice(&(patches.len() as u32).to_le_bytes());
+        for (pos, bytes) in patches {
+            intent.extend_from_slice(&pos.to_le_bytes());
+            intent.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            intent.extend_from_slice(bytes);
+        }
+        let crc = crc32fast::hash(&intent);
+        intent.extend_from_slice(&crc.to_le_bytes());
+        crate::durable_file::write_durably(&dir.join(PATCH_INTENT), &intent, false)?;
+    }
+    Ok(())
+}
+
+/// Writes `patches` into the segments of `dir` and fdatasyncs each segment touched.
+fn write_patches(dir: &Path, patches: &[(u64, Vec<u8>)]) -> Result<(), SegmentError> {
+    let bases = segments(dir)?;
+    let mut touched: BTreeMap<u64, File> = BTreeMap::new();
+    for (pos, bytes) in patches {
+        let Some(&base) = bases.iter().rev().find(|&&b| b <= *pos) else {
+            return Err(SegmentError::Corrupt {
+                file: dir.to_path_buf(),
+                offset: *pos,
+                what: "a patch names a log position no segment holds".into(),
+            });
+        };
+        let file = match touched.entry(base) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(
+                OpenOptions::new()
+                    .write(true)
+                    .open(segment_path(dir, base))?,
+            ),
+        };
+        file.write_all_at(bytes, pos - base)?;
+    }
+    for file in touched.values() {
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+/// Finishes a patch that a crash interrupted (see [`LogReader::patch`]); called before
+/// the log's frames are checked. Returns how many patches it wrote again.
+fn apply_pending_patch(dir: &Path) -> Result<usize, SegmentError> {
+    let tmp = dir.join(PATCH_INTENT).with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_file(&tmp)?;
+    }
+    let path = dir.join(PATCH_INTENT);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let corrupt = |what: &str| SegmentError::Corrupt {
+        file: path.clone(),
+        offset: 0,
+        what: what.to_string(),
+    };
+    // It was fsynced before it was renamed into place: any damage is not a torn write.
+    if bytes.len() < 16
+        || &bytes[..8] != PATCH_MAGIC
+        || crc32fast::hash(&bytes[..bytes.len() - 4]).to_le_bytes() != bytes[bytes.len() - 4..]
+    {
+        return Err(corrupt(
+            "the redo file of an interrupted rewrite is damaged",
+        ));
+    }
+    let body = &bytes[..bytes.len() - 4];
+    let count = u32::from_le_bytes(body[8..12].try_into().unwrap());
+    let mut at = 12;
+    let mut patches = Vec::new();
+    for _ in 0..count {
+        if body.len() < at + 12 {
+            return Err(corrupt("the redo file ends inside a patch"));
+        }
+        let pos = u64::from_le_bytes(body[at..at + 8].try_into().unwrap());
+        let len = u32::from_le_bytes(body[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 12;
+        if body.len() < at + len {
+            return Err(corrupt("the redo file ends inside a patch"));
+        }
+        patches.push((pos, body[at..at + len].to_vec()));
+        at += len;
+    }
+    write_patches(dir, &patches)?;
+    std::fs::remove_file(&path)?;
+    File::open(dir)?.sync_all()?;
+    tracing::warn!(
+        patches = patches.len(),
+        "finished an in-place rewrite of the log that a crash interrupted (a redaction)"
+    );
+    Ok(patches.len())
+}
+
 fn segment_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.{SUFFIX}"))
 }
@@ -288,6 +417,7 @@ impl SegmentLog {
         check_from: u64,
     ) -> Result<(SegmentLog, Recovery), SegmentError> {
         std::fs::create_dir_all(dir)?;
+        apply_pending_patch(dir)?;
         let bases = segments(dir)?;
         let mut recovery = Recovery::default();
         let Some((&last, sealed)) = bases.split_last() else {
@@ -556,6 +686,69 @@ mod tests {
         let tail = log.read_from(positions[30]).unwrap();
         assert_eq!(tail.len(), 11);
         assert_eq!(tail[0].1, group(30));
+    }
+
+    /// The patch of frame `n` (as read at `at`): its payload with every byte upper-cased
+    /// (same length), and its new checksum.
+    fn upper_patch(at: u64, payload: &[u8]) -> Vec<(u64, Vec<u8>)> {
+        let new = payload.to_ascii_uppercase();
+        let crc = crc32fast::hash(&new).to_le_bytes().to_vec();
+        vec![
+            (at + HEADER as u64, new.clone()),
+            (at + (HEADER + new.len()) as u64, crc),
+        ]
+    }
+
+    /// An in-place rewrite (a redaction's erasure) is seen by readers at once, and one
+    /// that a crash cut short after its redo file was written is finished at the next
+    /// open, before any frame is checked; a torn redo file (never renamed into place) is
+    /// dropped and changes nothing.
+    #[test]
+    fn an_in_place_patch_survives_a_crash_at_any_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), 256).unwrap();
+        let mut positions = Vec::new();
+        for n in 0..12 {
+            positions.push(log.append(&group(n)).unwrap());
+        }
+        // live: the patch of frame 3 (a sealed segment) and of the last frame
+        for n in [3usize, 11] {
+            log.reader()
+                .patch(&upper_patch(positions[n], &group(n as u32)))
+                .unwrap();
+        }
+        assert!(!dir.path().join(PATCH_INTENT).exists());
+        let read = payloads(&log);
+        assert_eq!(read[3], group(3).to_ascii_uppercase());
+        assert_eq!(read[11], group(11).to_ascii_uppercase());
+        assert_eq!(read[4], group(4));
+        drop(log);
+        // a crash after the redo file, before the segment was written
+        write_intent(dir.path(), &upper_patch(positions[7], &group(7))).unwrap();
+        // and a torn redo file of another patch, never renamed into place
+        std::fs::write(
+            dir.path().join(PATCH_INTENT).with_extension("tmp"),
+            b"SEALPT",
+        )
+        .unwrap();
+        let (log, recovery) = SegmentLog::open(dir.path(), 256).unwrap();
+        assert_eq!(recovery.frames, 12);
+        assert!(!dir.path().join(PATCH_INTENT).exists());
+        assert!(!dir.path().join(PATCH_INTENT).with_extension("tmp").exists());
+        let read = payloads(&log);
+        assert_eq!(read[7], group(7).to_ascii_uppercase());
+        assert_eq!(read[3], group(3).to_ascii_uppercase());
+        assert_eq!(read[6], group(6));
+        // a damaged redo file is corruption, and changes nothing
+        drop(log);
+        write_intent(dir.path(), &upper_patch(positions[5], &group(5))).unwrap();
+        let mut bytes = std::fs::read(dir.path().join(PATCH_INTENT)).unwrap();
+        bytes[14] ^= 1;
+        std::fs::write(dir.path().join(PATCH_INTENT), bytes).unwrap();
+        assert!(matches!(
+            SegmentLog::open(dir.path(), 256),
+            Err(SegmentError::Corrupt { .. })
+        ));
     }
 
     /// A range that runs over a segment's end (a chain read joining neighbouring frames'

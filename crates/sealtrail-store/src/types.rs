@@ -63,8 +63,12 @@ pub struct EventQuery {
 }
 
 impl EventQuery {
-    /// Whether `record` passes every filter (paging aside).
+    /// Whether `record` passes every filter (paging aside). A redacted record has no
+    /// content left to match, so it passes no filter (it is listed only unfiltered).
     pub fn matches(&self, record: &Record) -> bool {
+        if record.redacted.is_some() {
+            return !self.is_filtered();
+        }
         self.actor_id.as_ref().is_none_or(|v| *v == record.actor.id)
             && self.action.as_ref().is_none_or(|v| *v == record.action)
             && self

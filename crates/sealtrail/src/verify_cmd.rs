@@ -165,10 +165,17 @@ pub fn run(args: VerifyArgs) -> ExitCode {
 
 fn print_summary(s: &AuditSummary) {
     let tenant = s.tenant_id.as_deref().unwrap_or("(none)");
-    println!(
-        "OK: {} records of tenant {tenant:?}: every hash recomputed, chain unbroken",
-        s.records
-    );
+    if s.redacted == 0 {
+        println!(
+            "OK: {} records of tenant {tenant:?}: every hash recomputed, chain unbroken",
+            s.records
+        );
+    } else {
+        println!(
+            "OK: {} records of tenant {tenant:?}, {} of them redacted: every other hash recomputed, chain unbroken, each redacted record bound by its links and confirmed by its redaction event",
+            s.records, s.redacted
+        );
+    }
     println!("tree root: {}", b64(&s.root));
     match &s.checkpoint {
         Some(cp) => println!(

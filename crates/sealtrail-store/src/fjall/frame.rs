@@ -125,6 +125,49 @@ impl Encoder {
     }
 }
 
+/// The record entry `entry` (whose encoding is `len` bytes) erased by a redaction
+/// (issue 15): the same length, so it can overwrite the old one in place; tenant,
+/// sequence number, hash, input digest and id kept; the actor, action and resource ids
+/// blanked (spaces); the canonical bytes replaced by `redacted` (the stored form of the
+/// redacted record, padded to their length: `Record::redacted_canonical`).
+pub(super) fn erased_entry(entry: &RecordEntry<'_>, redacted: &[u8], len: u32) -> Vec<u8> {
+    debug_assert_eq!(redacted.len(), entry.canonical.len());
+    let blank = |s: &str| " ".repeat(s.len());
+    let (actor, action, resource) = (
+        blank(entry.actor_id),
+        blank(entry.action),
+        blank(entry.resource_id),
+    );
+    let mut enc = Encoder {
+        buf: Vec::with_capacity(len as usize),
+        section: (0, 0),
+        record_spans: Vec::new(),
+    };
+    enc.record(&RecordEntry {
+        actor_id: &actor,
+        action: &action,
+        resource_id: &resource,
+        canonical: redacted,
+        ..*entry
+    });
+    debug_assert_eq!(enc.buf.len(), len as usize);
+    enc.buf
+}
+
+/// The canonical bytes as stored, without the padding a redaction leaves (a record's
+/// canonical form never ends in a space).
+fn unpadded(canonical: &[u8]) -> &[u8] {
+    if sealtrail_core::record::is_redacted(canonical) {
+        let end = canonical
+            .iter()
+            .rposition(|&b| b != b' ')
+            .map_or(0, |i| i + 1);
+        &canonical[..end]
+    } else {
+        canonical
+    }
+}
+
 struct Cursor<'a> {
     buf: &'a [u8],
     at: usize,
@@ -169,7 +212,7 @@ impl<'a> Cursor<'a> {
             actor_id: self.str()?,
             action: self.str()?,
             resource_id: self.str()?,
-            canonical: self.bytes()?,
+            canonical: unpadded(self.bytes()?),
         };
         let computed = crc32fast::hash(&self.buf[start..self.at]);
         if self.u32()? != computed {

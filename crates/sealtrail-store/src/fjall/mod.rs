@@ -82,7 +82,9 @@ use fjall::{
 };
 use sealtrail_core::merkle::{self, Hash, NodeId};
 use sealtrail_core::receipt::{Receipt, ReceiptStatus};
-use sealtrail_core::record::{ChainHead, ChainedRecord, Record};
+use sealtrail_core::record::{
+    ChainHead, ChainedRecord, REDACT_ACTION, Record, Redaction, is_redacted,
+};
 
 use crate::disk::DiskGuard;
 use crate::group::GroupCommitter;
@@ -641,13 +643,16 @@ impl Trees {
     /// frame, so indexing a frame again (a replay after a crash) writes the same entries.
     /// A frame's `runs` and `records` entries go into the same batch, which fjall commits
     /// whole: no snapshot (and no crash) has a run without its records.
+    ///
+    /// Returns the redactions the frame's records order ([`Erasure`]), for the caller to
+    /// carry out once the entries before them are committed.
     fn index_frame(
         &self,
         wb: &mut OwnedWriteBatch,
         budget: &mut WriteBudget,
         pos: u64,
         payload: &[u8],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<Erasure>> {
         let frame = frame::decode(payload)
             .map_err(|e| corrupt(format!("the log frame at position {pos}: {e}")))?;
         let mut put = |ks: usize, key: Vec<u8>, value: Vec<u8>| {
@@ -695,12 +700,28 @@ impl Trees {
                 run_value(pos, index, count),
             );
         }
+        let mut erasures = Vec::new();
         for (r, _, _) in &frame.records {
             put(
                 KS_IDS,
                 named_key(r.tenant, r.id),
                 r.seq.to_be_bytes().to_vec(),
             );
+            if r.action == REDACT_ACTION {
+                match Erasure::ordered_by(r) {
+                    Ok(erasure) => erasures.push(erasure),
+                    // written before the action was reserved (clients could write it)
+                    Err(e) => tracing::warn!(
+                        tenant = r.tenant,
+                        seq = r.seq,
+                        "a record with the action {REDACT_ACTION} that is not a redaction ({e}); nothing erased"
+                    ),
+                }
+            }
+            if is_redacted(r.canonical) {
+                // erased: its facets went with it
+                continue;
+            }
             for (kind, facet) in [
                 (FACET_ACTOR, r.actor_id),
                 (FACET_ACTION, r.action),
@@ -725,10 +746,12 @@ impl Trees {
                 put(KS_TREE, tree_key(tenant, *id), hash.to_vec());
             }
         }
-        Ok(())
+        Ok(erasures)
     }
 
     /// Indexes frames as one fjall batch (no fsync: the watermark says what is durable).
+    /// A frame with a redaction commits what came before it, then erases the redacted
+    /// record ([`Trees::erase`]) before going on.
     fn index_frames<'a>(
         &self,
         budget: &mut WriteBudget,
@@ -737,10 +760,114 @@ impl Trees {
         budget.wait_for_flushes(self)?;
         let mut wb = self.db.batch();
         for (pos, payload) in frames {
-            self.index_frame(&mut wb, budget, pos, payload)?;
+            let erasures = self.index_frame(&mut wb, budget, pos, payload)?;
+            if !erasures.is_empty() {
+                std::mem::replace(&mut wb, self.db.batch())
+                    .commit()
+                    .map_err(write_error)?;
+                for erasure in erasures {
+                    self.erase(&erasure)?;
+                }
+            }
         }
         wb.commit().map_err(write_error)?;
         budget.seal_if_full(self);
+        Ok(())
+    }
+
+    /// Erases a redacted record (issue 15), idempotently. In this order, so that a crash
+    /// anywhere leaves something the replay of the redaction (the watermark is still
+    /// before it) finishes:
+    /// 1. its facet entries go (they hold its actor, action and resource ids), and fjall
+    ///    is persisted: a replay re-adds them only if it re-indexes the record's own frame
+    ///    from the unerased log, and then removes them again at the redaction;
+    /// 2. its log entry is overwritten in place with the erased entry of the same length,
+    ///    and its frame's checksum with the new one ([`LogReader::patch`]: crash-safe, a
+    ///    redo file finishes it at the next open). The index entries (positions, hash)
+    ///    stay valid.
+    ///
+    /// A record already erased is left as it is. One the index does not hold, or whose id
+    /// is not the one the redaction names, is not touched (logged): the API appends a
+    /// redaction only for a committed record, and clients cannot write the action.
+    fn erase(&self, erasure: &Erasure) -> StoreResult<()> {
+        let tenant = erasure.tenant.as_str();
+        let seq = erasure.target_seq;
+        let snap = self.db.snapshot();
+        let Some(run) = self.run_of(&snap, tenant, seq)? else {
+            tracing::error!(
+                tenant,
+                seq,
+                "a redaction names a record the index does not hold; not erased"
+            );
+            return Ok(());
+        };
+        let record_key = run.key_of(seq);
+        let value = self.run_record(&snap, tenant, &run, seq)?;
+        let (_, entry_pos, entry_len) = split_value(&value)?;
+        let bytes = self.log.read_at(entry_pos, entry_len)?;
+        let entry = checked_entry(tenant, seq, entry_pos, &bytes)?;
+        if is_redacted(entry.canonical) {
+            return Ok(());
+        }
+        if entry.id != erasure.target_id {
+            tracing::error!(
+                tenant,
+                seq,
+                "a redaction names id {:?} but record {seq} is {:?}; not erased",
+                erasure.target_id,
+                entry.id
+            );
+            return Ok(());
+        }
+        let record = Record::from_canonical(entry.canonical, entry.hash).map_err(corrupt)?;
+        let Some(redacted) = record.redacted_canonical(&erasure.by, entry.canonical.len()) else {
+            return Err(corrupt(format!(
+                "record {tenant}#{seq} is too short to hold its redacted form"
+            )));
+        };
+        // 1. the facets
+        let mut wb = self.db.batch();
+        for (kind, value) in [
+            (FACET_ACTOR, entry.actor_id),
+            (FACET_ACTION, entry.action),
+            (FACET_RESOURCE, entry.resource_id),
+        ] {
+            let prefix = facet_prefix(tenant, kind, value);
+            let mut upto = prefix.clone();
+            upto.extend_from_slice(&seq.to_be_bytes());
+            let Some(item) = snap.range(&self.facets, prefix.clone()..=upto).next_back() else {
+                continue;
+            };
+            let (key, list) = item.into_inner().map_err(read_error)?;
+            let mut seqs = postings::decode(seq_suffix(&key)?, &list).map_err(corrupt)?;
+            let before = seqs.len();
+            seqs.retain(|&s| s != seq);
+            if seqs.len() == before {
+                continue;
+            }
+            wb.remove(&self.facets, key.to_vec());
+            if let Some(&first) = seqs.first() {
+                let mut key = prefix;
+                key.extend_from_slice(&first.to_be_bytes());
+                wb.insert(&self.facets, key, postings::encode(&seqs));
+            }
+        }
+        wb.commit().map_err(write_error)?;
+        self.db.persist(PersistMode::SyncAll).map_err(write_error)?;
+        // 2. the log: the entry, and its frame's payload checksum
+        let frame_pos = u64::from_be_bytes(record_key[..8].try_into().expect("8 bytes"));
+        let header = self.log.read_at(frame_pos, PAYLOAD_OFFSET as usize)?;
+        let payload_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+        let payload_at = frame_pos + PAYLOAD_OFFSET;
+        let mut payload = self.log.read_at(payload_at, payload_len)?;
+        let erased = frame::erased_entry(&entry, &redacted, entry_len as u32);
+        let at = (entry_pos - payload_at) as usize;
+        payload[at..at + entry_len].copy_from_slice(&erased);
+        let crc = crc32fast::hash(&payload).to_le_bytes().to_vec();
+        self.log
+            .patch(&[(entry_pos, erased), (payload_at + payload_len as u64, crc)])?;
+        metrics::counter!("sealtrail_store_records_erased_total").increment(1);
+        tracing::info!(tenant, seq, "record erased (redacted)");
         Ok(())
     }
 
@@ -983,6 +1110,35 @@ impl Trees {
             sequence_number: seq,
             hash: entry.hash.to_string(),
             canonical: entry.canonical.to_vec(),
+        })
+    }
+}
+
+/// A redaction to carry out: the redaction event's record names the redacted record by
+/// its resource id and `metadata.sequence_number` (`sealtrail_core::record::redaction_input`).
+struct Erasure {
+    tenant: String,
+    target_seq: u64,
+    target_id: String,
+    by: Redaction,
+}
+
+impl Erasure {
+    fn ordered_by(r: &RecordEntry<'_>) -> Result<Self, String> {
+        let record = Record::from_canonical(r.canonical, r.hash).map_err(|e| e.to_string())?;
+        let target_seq = record
+            .metadata
+            .get("sequence_number")
+            .and_then(|v| v.as_u64())
+            .ok_or("it names no sequence_number")?;
+        Ok(Self {
+            tenant: r.tenant.to_string(),
+            target_seq,
+            target_id: record.resource.id,
+            by: Redaction {
+                event_id: r.id.to_string(),
+                sequence_number: r.seq,
+            },
         })
     }
 }
@@ -1491,6 +1647,10 @@ impl Store for FjallStore {
 
     fn close(&self) {
         self.shutdown();
+    }
+
+    fn erases_redacted(&self) -> bool {
+        true
     }
 
     fn min_tree_level(&self) -> u8 {
