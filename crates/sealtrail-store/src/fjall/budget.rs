@@ -137,15 +137,19 @@ pub(super) fn has_triggers(dir: &std::path::Path) -> bool {
 }
 
 /// The layout of the index directory this sealtrail writes, recorded in `TRIGGERS_FILE`
-/// next to the seal triggers. 2: `records` + `runs` keyed in write order (issue 11); an
-/// index of another layout (or of none recorded: the first, tenant-keyed `events`) is
-/// deleted and rebuilt from the log at start — the log is the store, the index is derived.
-pub(super) const INDEX_LAYOUT: u32 = 2;
+/// next to the seal triggers. 2: `records` + `runs` keyed in write order (issue 11);
+/// 3: facet values keyed by a keyed hash, never in plain (issue 15). An index of another
+/// layout (or of none recorded: the first, tenant-keyed `events`) is deleted and rebuilt
+/// from the log at start — the log is the store, the index is derived.
+pub(super) const INDEX_LAYOUT: u32 = 3;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct IndexFile {
     layout: u32,
     seal_triggers: [u64; super::KEYSPACES],
+    /// Hex of the index's facet key ([`super::FacetKey`]): made with the index, so an
+    /// index rebuilt from scratch gets a new one.
+    facet_key: String,
 }
 
 /// Whether the index directory records the layout this sealtrail writes.
@@ -164,27 +168,35 @@ pub(super) fn has_current_layout(dir: &std::path::Path) -> bool {
 /// Crash window: the file is written after fjall created the keyspaces. A crash between
 /// the two leaves a directory without the file, which the next open deletes and rebuilds
 /// from the log ([`has_triggers`]).
+///
+/// The same file holds the index's facet key, made from the OS random source then.
 pub(super) fn seal_triggers(
     dir: &std::path::Path,
     memtable: u64,
-) -> crate::StoreResult<[u64; super::KEYSPACES]> {
+) -> crate::StoreResult<([u64; super::KEYSPACES], [u8; 32])> {
     let path = dir.join(TRIGGERS_FILE);
     let unavailable = |e: &dyn std::fmt::Display| {
         crate::StoreError::Unavailable(format!("{}: {e}", path.display()))
     };
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return serde_json::from_str::<IndexFile>(&text)
-            .map(|file| file.seal_triggers)
-            .map_err(|e| unavailable(&e));
+        let file = serde_json::from_str::<IndexFile>(&text).map_err(|e| unavailable(&e))?;
+        let key: [u8; 32] = hex::decode(&file.facet_key)
+            .ok()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| unavailable(&"the facet key is not 64 hex digits"))?;
+        return Ok((file.seal_triggers, key));
     }
     let triggers = [memtable; super::KEYSPACES];
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| unavailable(&e))?;
     let json = serde_json::to_vec(&IndexFile {
         layout: INDEX_LAYOUT,
         seal_triggers: triggers,
+        facet_key: hex::encode(key),
     })
     .expect("triggers serialize");
-    crate::write_durably(&path, &json, false).map_err(|e| unavailable(&e))?;
-    Ok(triggers)
+    crate::write_durably(&path, &json, true).map_err(|e| unavailable(&e))?;
+    Ok((triggers, key))
 }
 
 /// The writer thread's side of the bound: counts what goes into the memtables, seals them,

@@ -23,11 +23,13 @@
 //!   first-seq + count`
 //! - `ids`:      `1 millis:u48 T id` for a UUIDv7 id (its own timestamp), `0 T id` for any
 //!   other → `seq:u64`
-//! - `facets`:   `T kind:u8 len:u16 value first-seq:u64` → the sequence numbers of one
+//! - `facets`:   `T kind:u8 token(16) first-seq:u64` → the sequence numbers of one
 //!   frame's records with that value, as a posting list (`postings`; kind 1 actor,
 //!   2 action, 3 resource): one entry per value per frame, not one per record, so a batch
 //!   whose records share an action costs one insert for it, and counting a filter's
-//!   `total` reads a few entries per frame instead of one per record
+//!   `total` reads a few entries per frame instead of one per record. `token` is a keyed
+//!   hash of the value (`FacetKey`), so no record content is ever in the index: erasing a
+//!   record from the log (a redaction) erases it from the data directory
 //! - `receipts`: keyed like `ids` (receipt ids are UUIDv7) → receipt JSON
 //! - `tree`:     `T level:u8 index:u64` → 32-byte Merkle node hash (`TreeNode`), for nodes
 //!   of level [`STORED_LEVEL`] and up only (one node per 256 records); a lower node is
@@ -159,6 +161,7 @@ struct Trees {
     receipts: Keyspace,
     tree: Keyspace,
     log: LogReader,
+    facet_key: FacetKey,
 }
 
 pub struct FjallStore {
@@ -297,13 +300,34 @@ impl Run {
     }
 }
 
-fn facet_prefix(tenant: &str, kind: u8, value: &str) -> Vec<u8> {
-    let mut key = tenant_prefix(tenant);
-    key.push(kind);
-    key.extend_from_slice(&(value.len() as u16).to_be_bytes());
-    key.extend_from_slice(value.as_bytes());
-    key
+/// Keys the `facets` index by a keyed hash of each value instead of the value: the index
+/// holds no record content in plain, so erasing a record from the log (a redaction, issue
+/// 15) leaves none of it behind in fjall's journal or tables, which keep a removed entry's
+/// bytes until they happen to be rewritten. A filter looks its value up by the same hash;
+/// the key is random per index (`budget::seal_triggers`), so the tokens say nothing
+/// without it, and 128 bits make a collision of two values of a tenant negligible.
+#[derive(Clone)]
+struct FacetKey([u8; 32]);
+
+impl FacetKey {
+    /// `T kind token(16)`: SHA-256 of (key, tenant, kind, value), each length-prefixed.
+    fn prefix(&self, tenant: &str, kind: u8, value: &str) -> Vec<u8> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.0);
+        h.update((tenant.len() as u32).to_le_bytes());
+        h.update(tenant.as_bytes());
+        h.update([kind]);
+        h.update((value.len() as u32).to_le_bytes());
+        h.update(value.as_bytes());
+        let mut key = tenant_prefix(tenant);
+        key.push(kind);
+        key.extend_from_slice(&h.finalize()[..FACET_TOKEN_LEN]);
+        key
+    }
 }
+
+const FACET_TOKEN_LEN: usize = 16;
 
 fn tree_key(tenant: &str, id: NodeId) -> Vec<u8> {
     let mut key = tenant_prefix(tenant);
@@ -455,17 +479,20 @@ impl Trees {
             })
             .map_err(unavailable)
         };
+        let (records, runs, ids) = (open("records")?, open("runs")?, open("ids")?);
+        let (facets, receipts, tree) = (open("facets")?, open("receipts")?, open("tree")?);
+        let (triggers, facet_key) = budget::seal_triggers(dir, memtable)?;
         let trees = Self {
-            records: open("records")?,
-            runs: open("runs")?,
-            ids: open("ids")?,
-            facets: open("facets")?,
-            receipts: open("receipts")?,
-            tree: open("tree")?,
+            records,
+            runs,
+            ids,
+            facets,
+            receipts,
+            tree,
             db,
             log,
+            facet_key: FacetKey(facet_key),
         };
-        let triggers = budget::seal_triggers(dir, memtable)?;
         // What the journal replayed sits in the active memtables: seal it now, so it is
         // flushed and the replayed journal files can go (the budget counts from zero).
         budget::seal(&trees, &[true; KEYSPACES]);
@@ -734,7 +761,7 @@ impl Trees {
             }
         }
         for ((tenant, kind, value), seqs) in lists {
-            let mut key = facet_prefix(tenant, kind, value);
+            let mut key = self.facet_key.prefix(tenant, kind, value);
             key.extend_from_slice(&seqs[0].to_be_bytes());
             put(KS_FACETS, key, postings::encode(&seqs));
         }
@@ -832,7 +859,7 @@ impl Trees {
             (FACET_ACTION, entry.action),
             (FACET_RESOURCE, entry.resource_id),
         ] {
-            let prefix = facet_prefix(tenant, kind, value);
+            let prefix = self.facet_key.prefix(tenant, kind, value);
             let mut upto = prefix.clone();
             upto.extend_from_slice(&seq.to_be_bytes());
             let Some(item) = snap.range(&self.facets, prefix.clone()..=upto).next_back() else {
@@ -976,7 +1003,9 @@ impl Trees {
         };
         match facet {
             Some((kind, value)) => {
-                'entries: for item in snap.prefix(&self.facets, facet_prefix(tenant, kind, value)) {
+                'entries: for item in
+                    snap.prefix(&self.facets, self.facet_key.prefix(tenant, kind, value))
+                {
                     let (key, list) = item.into_inner().map_err(unavailable)?;
                     let first = seq_suffix(&key)?;
                     if first >= below {
