@@ -266,6 +266,37 @@ impl Record {
         }
     }
 
+    /// The stored form of this record redacted by `by` (unpadded; see
+    /// [`Record::redacted_canonical`]).
+    pub fn redacted_stored(&self, by: &Redaction) -> Vec<u8> {
+        serde_json::to_vec(&RedactedUnhashed {
+            id: &self.id,
+            prev_hash: &self.prev_hash,
+            redacted: by,
+            sequence_number: self.sequence_number,
+            tenant_id: &self.tenant_id,
+        })
+        .expect("records serialize")
+    }
+
+    /// What a redaction event (`action` [`REDACT_ACTION`]) orders: the sequence number
+    /// and id of the record it redacts (its `metadata.sequence_number` and resource id),
+    /// and the [`Redaction`] the redacted record will name. `None` for any other record.
+    pub fn redaction_order(&self) -> Option<(u64, &str, Redaction)> {
+        if self.action != REDACT_ACTION {
+            return None;
+        }
+        let seq = self.metadata.get("sequence_number")?.as_u64()?;
+        Some((
+            seq,
+            &self.resource.id,
+            Redaction {
+                event_id: self.id.clone(),
+                sequence_number: self.sequence_number,
+            },
+        ))
+    }
+
     /// This record redacted by `by`: what stays of it.
     pub fn redact(&self, by: Redaction) -> Self {
         Self::redacted_shell(
@@ -283,14 +314,7 @@ impl Record {
     /// `None` if it does not fit in `len` (a record's canonical form is always longer:
     /// it repeats these members and has seven more).
     pub fn redacted_canonical(&self, by: &Redaction, len: usize) -> Option<Vec<u8>> {
-        let mut out = serde_json::to_vec(&RedactedUnhashed {
-            id: &self.id,
-            prev_hash: &self.prev_hash,
-            redacted: by,
-            sequence_number: self.sequence_number,
-            tenant_id: &self.tenant_id,
-        })
-        .expect("records serialize");
+        let mut out = self.redacted_stored(by);
         if out.len() > len {
             return None;
         }

@@ -105,6 +105,10 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
     // Page cache: 32 MiB for the writer, so the index pages that inserts touch stay in
     // memory (measured: +30% batch ingest over the 2 MiB default); 4 MiB per reader.
     conn.pragma_update(None, "cache_size", if read_only { -4_096 } else { -32_768 })?;
+    if !read_only {
+        // what an update or delete frees is zeroed (a redaction's erased content)
+        conn.pragma_update(None, "secure_delete", "ON")?;
+    }
     Ok(conn)
 }
 
@@ -232,7 +236,72 @@ impl Drop for SqliteStore {
 
 /// Writes `batches` in one transaction, each judged by the append rule against what the
 /// transaction sees (earlier groups, and earlier batches of this group).
+///
+/// A redaction event (issue 15) erases the record it names **in the same transaction**:
+/// its row keeps `tenant_id`, `seq`, `id`, `hash` and `input_digest`, its body becomes the
+/// redacted record's stored form and its other columns are blanked (so no filter finds
+/// it). `secure_delete` zeroes what the update frees, and after the commit the WAL is
+/// checkpointed and truncated, so the old pages leave the files. A crash anywhere leaves
+/// the redaction and the erasure together or neither.
 fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<()> {
+    let erased = write_transaction(conn, batches)?;
+    if erased > 0 {
+        // Best effort: a reader holding an old snapshot makes it return busy; the next
+        // redaction or SQLite's own checkpoint (which does not truncate) follows.
+        match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(0) => {}
+            Ok(_) => tracing::warn!(
+                "the WAL could not be truncated after a redaction (a read was in progress); the erased pages leave it at the next checkpoint"
+            ),
+            Err(e) => tracing::warn!("checkpointing the WAL after a redaction failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Erases `tenant`'s record `seq` (if it is `id` and not erased yet): see [`write_group`].
+fn erase(
+    tx: &rusqlite::Transaction<'_>,
+    tenant: &str,
+    seq: u64,
+    id: &str,
+    by: &sealtrail_core::record::Redaction,
+) -> StoreResult<bool> {
+    let row: Option<(String, Vec<u8>)> = tx
+        .query_row(
+            "SELECT hash, body FROM events WHERE tenant_id = ?1 AND seq = ?2 AND id = ?3",
+            params![tenant, seq as i64, id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(write_error)?;
+    let Some((hash, body)) = row else {
+        tracing::error!(
+            tenant,
+            seq,
+            id,
+            "a redaction names a record that is not stored; not erased"
+        );
+        return Ok(false);
+    };
+    if sealtrail_core::record::is_redacted(&body) {
+        return Ok(false);
+    }
+    let record = Record::from_canonical(&body, &hash)
+        .map_err(|e| StoreError::Corrupt(format!("record {tenant}#{seq}: {e}")))?;
+    tx.execute(
+        "UPDATE events SET actor_id = '', actor_type = NULL, action = '', resource_id = '', \
+         outcome = '', timestamp = '', body = ?3 WHERE tenant_id = ?1 AND seq = ?2",
+        params![tenant, seq as i64, record.redacted_stored(by)],
+    )
+    .map_err(write_error)?;
+    Ok(true)
+}
+
+fn write_transaction(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<usize> {
+    let mut erased = 0;
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(write_error)?;
@@ -333,6 +402,11 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
                             other => write_error(other),
                         })?;
                 }
+                for chained in &records[replayed..] {
+                    if let Some((seq, id, by)) = chained.record.redaction_order() {
+                        erased += usize::from(erase(&tx, tenant, seq, id, &by)?);
+                    }
+                }
                 if let Some(last) = records.last()
                     && replayed < records.len()
                 {
@@ -367,7 +441,8 @@ fn write_group(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<(
             }
         }
     }
-    tx.commit().map_err(write_error)
+    tx.commit().map_err(write_error)?;
+    Ok(erased)
 }
 
 /// A failed write: a full disk is [`StoreError::NoSpace`] (SQLite rolls the transaction
@@ -420,6 +495,10 @@ const KEY_COLUMNS: &str = "key_id, tenant_id, key_hash, key_prefix, scopes, crea
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn erases_redacted(&self) -> bool {
+        true
+    }
+
     fn write_blocked(&self) -> Option<String> {
         self.space.blocked()
     }
