@@ -59,7 +59,9 @@ enum Format {
     Csv,
 }
 
-const CSV_HEADER: &str = "sequence_number,id,timestamp,created_at,actor_id,actor_type,actor_email,action,resource_id,resource_type,resource_name,outcome,metadata,prev_hash,hash\r\n";
+/// `redacted_by`: for a redacted record, the sequence number of the event that redacted
+/// it (its content columns are empty); empty otherwise.
+const CSV_HEADER: &str = "sequence_number,id,timestamp,created_at,actor_id,actor_type,actor_email,action,resource_id,resource_type,resource_name,outcome,metadata,prev_hash,hash,redacted_by\r\n";
 
 fn csv_field(out: &mut String, value: &str) {
     if value.contains([',', '"', '\n', '\r']) {
@@ -78,13 +80,24 @@ fn csv_line(r: &Record) -> String {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default()
     });
+    let redacted = r.redacted.is_some();
     let outcome = serde_json::to_value(r.outcome)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
+        .filter(|_| !redacted)
         .unwrap_or_default();
-    let metadata = serde_json::to_string(&r.metadata).expect("metadata serializes");
+    let metadata = if redacted {
+        String::new()
+    } else {
+        serde_json::to_string(&r.metadata).expect("metadata serializes")
+    };
     let seq = r.sequence_number.to_string();
-    let fields: [&str; 15] = [
+    let redacted_by = r
+        .redacted
+        .as_ref()
+        .map(|by| by.sequence_number.to_string())
+        .unwrap_or_default();
+    let fields: [&str; 16] = [
         &seq,
         &r.id,
         &r.timestamp,
@@ -100,6 +113,7 @@ fn csv_line(r: &Record) -> String {
         &metadata,
         &r.prev_hash,
         &r.hash,
+        &redacted_by,
     ];
     let mut out = String::with_capacity(512);
     for (i, f) in fields.iter().enumerate() {

@@ -255,6 +255,19 @@ async fn a_redaction_erases_the_record_and_every_proof_still_holds(store: &str) 
     let (s, jsonl) = rw.get_text("/v1/export?format=jsonl").await;
     assert_eq!(s, 200);
     assert!(!jsonl.contains(&format!("gone-{mark}")));
+    let (s, csv) = rw.get_text("/v1/export?format=csv").await;
+    assert_eq!(s, 200);
+    assert!(
+        csv.lines().next().unwrap().ends_with(",hash,redacted_by"),
+        "{csv}"
+    );
+    let row10 = csv.lines().nth(10).unwrap();
+    assert!(
+        row10.starts_with("10,e10,,,,,,,,,,,,") && row10.ends_with(",21"),
+        "{row10}"
+    );
+    assert!(csv.lines().nth(11).unwrap().ends_with(','), "not redacted");
+    assert!(!csv.contains(&format!("gone-{mark}")));
     let f = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     std::fs::write(f("log.jsonl"), &jsonl).unwrap();
     std::fs::write(f("cp.txt"), &note).unwrap();
