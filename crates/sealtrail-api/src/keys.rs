@@ -113,7 +113,11 @@ mod tests {
     #[test]
     fn scopes_parse() {
         assert_eq!(parse_scopes("write, read").unwrap(), vec!["read", "write"]);
-        assert!(parse_scopes("admin").is_err());
+        assert_eq!(
+            parse_scopes("write,admin,read").unwrap(),
+            vec!["admin", "read", "write"]
+        );
+        assert!(parse_scopes("root").is_err());
         assert!(parse_scopes("").is_err());
         assert!(check_tenant("acme-prod").is_ok());
         assert!(check_tenant("acme prod").is_err());
