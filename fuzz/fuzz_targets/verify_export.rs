@@ -72,7 +72,10 @@ fuzz_target!(|data: &[u8]| {
     };
 
     for line in record_lines(records) {
-        if let Ok(digest) = digest_line(line) {
+        // (a redacted record is not hashed again: its computed hash is the stored one)
+        if let Ok(digest) = digest_line(line)
+            && digest.redacted_by.is_none()
+        {
             assert_eq!(
                 slow_record_hash(line),
                 Some(digest.computed_hash),
