@@ -212,6 +212,19 @@ struct State {
     frontier: Vec<String>,
     /// That checkpoint as the log signed it (evidence if a later one contradicts it).
     checkpoint: String,
+    /// Redacted records verified whose redaction event is past `size` (it was appended
+    /// after them, maybe after the checkpoint): checked when the monitor reaches it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending_redactions: Vec<PendingRedaction>,
+}
+
+/// A redacted record (`sequence_number`, `id`) and the redaction event it names.
+#[derive(Serialize, Deserialize, Clone)]
+struct PendingRedaction {
+    sequence_number: u64,
+    id: String,
+    by_sequence_number: u64,
+    by_id: String,
 }
 
 const STATE_FILE: &str = "monitor.json";
@@ -547,6 +560,11 @@ async fn round(
     let mut frontier = Frontier::from_nodes(m, nodes)
         .map_err(|e| inconsistent("bad_state", format!("the state's frontier: {e:?}")))?;
     let mut last_hash = state.last_hash.clone();
+    let mut pending: std::collections::BTreeMap<u64, PendingRedaction> = state
+        .pending_redactions
+        .iter()
+        .map(|p| (p.by_sequence_number, p.clone()))
+        .collect();
     let mut expected = m + 1;
     let mut response = get(
         http,
@@ -595,6 +613,28 @@ async fn round(
                 ),
             ));
         }
+        // A redacted record is bound by its links; its redaction must be a real one.
+        if let Some((by, by_id)) = &d.redacted_by {
+            pending.insert(
+                *by,
+                PendingRedaction {
+                    sequence_number: d.sequence_number,
+                    id: d.id.clone(),
+                    by_sequence_number: *by,
+                    by_id: by_id.clone(),
+                },
+            );
+        } else if let Some(p) = pending.remove(&d.sequence_number)
+            && (d.redacts.as_deref() != Some(p.id.as_str()) || d.id != p.by_id)
+        {
+            return Err(inconsistent(
+                "redaction_unconfirmed",
+                format!(
+                    "record {} (id {:?}) is marked redacted by {at}, which is not a redaction of it",
+                    p.sequence_number, p.id
+                ),
+            ));
+        }
         frontier.push(&d.stored_hash, |_, _| {});
         last_hash = hex::encode(d.stored_hash);
         expected += 1;
@@ -638,5 +678,6 @@ async fn round(
     state.last_hash = last_hash;
     state.frontier = frontier.nodes().iter().map(|h| B64.encode(h)).collect();
     state.checkpoint = note;
+    state.pending_redactions = pending.into_values().collect();
     Ok(Some((m + 1, n)))
 }

@@ -308,3 +308,83 @@ async fn the_monitor_as_a_witness_cosigns_only_what_it_verified() {
         "{note}"
     );
 }
+
+/// Redacted records (issue 15) verify by their links: the monitor accepts real
+/// redactions (of a record it verified in an earlier round, and of one it verifies in the
+/// same round as the redaction) and reports a record marked redacted by an event that is
+/// not its redaction. (A redaction event past the verified checkpoint is kept in the
+/// monitor's state and checked when a later round reaches it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_accepts_real_redactions_and_reports_forged_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("log");
+    let server = Server::start_with(&data, &["--store", "sqlite"]).await;
+    let key = create_key(&data, "acme", "read,write");
+    let api = Api::new(&server, &key);
+    let admin = Api::new(&server, &create_key(&data, "acme", "admin"));
+    let vkey = log_verifier_key(&api).await;
+    let url = server.base.clone();
+    let state = tmp.path().join("state");
+    let redact = |id: String| {
+        let admin = &admin;
+        async move {
+            let (s, v) = admin
+                .post(
+                    &format!("/v1/events/{id}/redact"),
+                    &serde_json::json!({"reason": "test"}),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+        }
+    };
+    let events = |api: &Api| {
+        let api = Api {
+            http: api.http.clone(),
+            base: api.base.clone(),
+            key: api.key.clone(),
+        };
+        async move { api.all_events().await }
+    };
+
+    ingest_named(&api, "a", 5).await;
+    let (code, out) = monitor(&url, &key, &vkey, &state);
+    assert_eq!(code, 0, "{out}");
+    // record 3 (verified before) and record 7 (not yet) are redacted by 8 and 9
+    ingest_named(&api, "b", 2).await;
+    let all = events(&api).await;
+    redact(all[2]["id"].as_str().unwrap().to_string()).await;
+    redact(all[6]["id"].as_str().unwrap().to_string()).await;
+    let (code, out) = monitor(&url, &key, &vkey, &state);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified records 6..=9"), "{out}");
+
+    // A record marked redacted, in the database, by a record that is no redaction of it.
+    ingest_named(&api, "c", 3).await; // 10..=12
+    let record = |seq: u64| {
+        let db = rusqlite::Connection::open(data.join("sealtrail.db")).unwrap();
+        db.query_row(
+            "SELECT body FROM events WHERE tenant_id='acme' AND seq=?1",
+            [seq],
+            |r| r.get::<_, Vec<u8>>(0),
+        )
+        .unwrap()
+    };
+    let mut forged: Value = serde_json::from_slice(&record(10)).unwrap();
+    let id = forged["id"].clone();
+    let marked = serde_json::json!({
+        "id": id, "prev_hash": forged["prev_hash"].take(),
+        "redacted": {"event_id": "x", "sequence_number": 12},
+        "sequence_number": 10, "tenant_id": "acme",
+    });
+    let original = record(10);
+    set_body(&data, 10, &serde_json::to_vec(&marked).unwrap());
+    let copy = tmp.path().join("forged");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(state.join("monitor.json"), copy.join("monitor.json")).unwrap();
+    let (code, out) = monitor(&url, &key, &vkey, &copy);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[redaction_unconfirmed]"), "{out}");
+    set_body(&data, 10, &original);
+    let (code, out) = monitor(&url, &key, &vkey, &state);
+    assert_eq!(code, 0, "the forgery undone, the log verifies again: {out}");
+}
