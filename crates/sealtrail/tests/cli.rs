@@ -124,7 +124,7 @@ fn bad_configuration_and_bad_arguments_fail_with_a_hint() {
             "--tenant",
             "t",
             "--scopes",
-            "admin",
+            "root",
             "--data-dir",
             data.to_str().unwrap(),
         ],
