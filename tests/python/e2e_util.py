@@ -29,6 +29,9 @@ RECORD_KEYS = {
     "prev_hash",
     "hash",
 }
+# A redacted record (issue 15): what stays of it, naming the event that redacted it.
+REDACTED_KEYS = {"id", "tenant_id", "sequence_number", "prev_hash", "hash", "redacted"}
+REDACT_ACTION = "sealtrail.event.redact"
 ACTOR_KEYS = {"id", "type", "email"}
 RESOURCE_KEYS = {"id", "type", "name"}
 ZERO_HASH = "0" * 64
@@ -89,22 +92,94 @@ def check_record_shape(rec: dict[str, Any], tenant: str | None = None) -> None:
         assert rec["prev_hash"] == ZERO_HASH, rec["prev_hash"]
 
 
+def check_redacted_shape(rec: dict[str, Any], tenant: str | None = None) -> None:
+    """A redacted record: exactly REDACTED_KEYS, `redacted` exactly {event_id, sequence_number}."""
+    assert isinstance(rec, dict), f"record is not an object: {rec!r}"
+    assert set(rec) == REDACTED_KEYS, (
+        f"redacted record members differ: extra={sorted(set(rec) - REDACTED_KEYS)} "
+        f"missing={sorted(REDACTED_KEYS - set(rec))} in {rec!r}"
+    )
+    if tenant is not None:
+        assert rec["tenant_id"] == tenant, f"tenant_id {rec['tenant_id']!r} != {tenant!r}"
+    assert isinstance(rec["id"], str) and rec["id"], rec
+    assert isinstance(rec["sequence_number"], int) and rec["sequence_number"] >= 1, rec
+    assert HEX64_RE.match(rec["prev_hash"]), rec["prev_hash"]
+    assert HEX64_RE.match(rec["hash"]), rec["hash"]
+    by = rec["redacted"]
+    assert isinstance(by, dict) and set(by) == {"event_id", "sequence_number"}, f"redacted: {by!r}"
+    assert isinstance(by["event_id"], str) and by["event_id"], by
+    assert isinstance(by["sequence_number"], int) and not isinstance(by["sequence_number"], bool), by
+
+
+def is_redacted(rec: dict[str, Any]) -> bool:
+    return "redacted" in rec
+
+
+def check_redaction_event(event: dict[str, Any], redacted: dict[str, Any]) -> None:
+    """`event` (a full record, hash-checked by the caller) is the redaction `redacted` names."""
+    seq, rid = redacted["sequence_number"], redacted["id"]
+    by = redacted["redacted"]
+    where = f"redacted record {seq} (id {rid!r}) names record {by['sequence_number']}"
+    assert not is_redacted(event), f"{where}, which is itself redacted"
+    assert event["sequence_number"] == by["sequence_number"], f"{where}, found {event['sequence_number']}"
+    assert event["action"] == REDACT_ACTION, f"{where}, whose action is {event['action']!r}, not {REDACT_ACTION}"
+    assert event["id"] == by["event_id"], f"{where} with id {by['event_id']!r}, but its id is {event['id']!r}"
+    assert event["resource"].get("id") == rid, (
+        f"{where}, which redacts resource {event['resource'].get('id')!r}, not {rid!r}"
+    )
+    # What the server documents besides (README, "Redaction"): the resource is an event
+    # and the metadata names the redacted sequence number.
+    assert event["resource"].get("type") == "event", f"{where}, resource {event['resource']!r}"
+    meta_seq = event["metadata"].get("sequence_number")
+    assert meta_seq == seq and not isinstance(meta_seq, bool), (
+        f"{where}, whose metadata.sequence_number is {meta_seq!r}"
+    )
+
+
 def check_chain(records: list[dict[str, Any]], tenant: str) -> None:
-    """Full independent check of a tenant's chain, records in sequence order."""
+    """Full independent check of a tenant's chain, records in sequence order.
+
+    A record is either a full record, whose hash is recomputed (JCS + SHA-256), or a
+    redacted one (REDACTED_KEYS), whose content is gone so its hash cannot be: it must
+    still link (its prev_hash is the previous record's hash, the next record's prev_hash
+    is its hash, its sequence number is in place), and the record it names in `redacted`
+    must be a later, full `sealtrail.event.redact` record with that id whose resource is
+    this record (each redaction event confirms one record). Anything else fails."""
     assert records, "empty chain"
     prev = ZERO_HASH
+    redacted: list[dict[str, Any]] = []
     for i, rec in enumerate(records, start=1):
-        check_record_shape(rec, tenant)
+        if is_redacted(rec):
+            check_redacted_shape(rec, tenant)
+        else:
+            check_record_shape(rec, tenant)
         assert rec["sequence_number"] == i, (
             f"sequence gap/duplicate: position {i} has sequence_number {rec['sequence_number']}"
         )
         assert rec["prev_hash"] == prev, f"seq {i}: prev_hash {rec['prev_hash']} != previous hash {prev}"
-        computed = jcs_hash(rec)
-        assert computed == rec["hash"], (
-            f"seq {i} id {rec['id']}: stored hash {rec['hash']} != independent JCS/SHA-256 {computed}\n"
-            f"canonical form: {rfc8785.dumps({k: v for k, v in rec.items() if k != 'hash'}).decode()}"
-        )
+        if is_redacted(rec):
+            # Bound by its links only: the next record's prev_hash must be this hash.
+            redacted.append(rec)
+        else:
+            computed = jcs_hash(rec)
+            assert computed == rec["hash"], (
+                f"seq {i} id {rec['id']}: stored hash {rec['hash']} != independent JCS/SHA-256 {computed}\n"
+                f"canonical form: {rfc8785.dumps({k: v for k, v in rec.items() if k != 'hash'}).decode()}"
+            )
         prev = rec["hash"]
+    confirmed_by: dict[int, int] = {}
+    for rec in redacted:
+        seq, by = rec["sequence_number"], rec["redacted"]["sequence_number"]
+        assert by > seq, f"redacted record {seq} is marked redacted by record {by}, which is not after it"
+        assert by <= len(records), (
+            f"redacted record {seq} is marked redacted by record {by}, which the chain "
+            f"(of {len(records)} records) does not have"
+        )
+        assert by not in confirmed_by, (
+            f"redacted records {confirmed_by[by]} and {seq} both name record {by} as their redaction"
+        )
+        check_redaction_event(records[by - 1], rec)
+        confirmed_by[by] = seq
 
 
 def merkle_root_hex(leaves_hex: list[str]) -> str:
