@@ -104,18 +104,26 @@ pub async fn redact_event(
             format!("the body must be {{\"reason\": \"…\"}}: {e}"),
         )
     })?;
-    let reason = request.reason.trim();
-    if reason.is_empty() || request.reason.len() > MAX_REASON_BYTES {
+    let reason = checked_reason(&request.reason)?;
+    let (status, result) = redact(&state, &caller.tenant_id, &caller.key_id, &id, reason).await?;
+    Ok((status, Json(result)).into_response())
+}
+
+/// The `reason` of a redaction (REST body or gRPC request), trimmed: at most
+/// [`MAX_REASON_BYTES`] as sent, and not blank.
+pub fn checked_reason(reason: &str) -> ApiResult<&str> {
+    let trimmed = reason.trim();
+    if trimmed.is_empty() || reason.len() > MAX_REASON_BYTES {
         return Err(ApiError::bad_request(
             "invalid_field",
             format!("reason must be 1 to {MAX_REASON_BYTES} bytes and not blank"),
         ));
     }
-    let (status, result) = redact(&state, &caller.tenant_id, &caller.key_id, &id, reason).await?;
-    Ok((status, Json(result)).into_response())
+    Ok(trimmed)
 }
 
-/// The redaction of `tenant_id`'s record `id` by key `key_id` (REST and gRPC).
+/// The redaction of `tenant_id`'s record `id` by key `key_id` (REST and gRPC), for a
+/// `reason` that passed [`checked_reason`].
 pub async fn redact(
     state: &AppState,
     tenant_id: &str,
@@ -159,11 +167,15 @@ pub async fn redact(
         ));
     }
     if record.action == REDACT_ACTION {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_redactable",
-            "a redaction event cannot be redacted: it is what keeps the redacted record verifiable",
-        ));
+        // A 409 of state, not of a reused id: FAILED_PRECONDITION over gRPC.
+        return Err(ApiError {
+            grpc: Some(tonic::Code::FailedPrecondition),
+            ..ApiError::new(
+                StatusCode::CONFLICT,
+                "not_redactable",
+                "a redaction event cannot be redacted: it is what keeps the redacted record verifiable",
+            )
+        });
     }
     let actor = Actor {
         email: None,

@@ -293,6 +293,39 @@ impl Client {
         Ok(response.into_inner())
     }
 
+    /// Redacts one record (needs a key with the `admin` scope): the server appends a
+    /// `sealtrail.event.redact` event naming it and erases its content; the answer holds
+    /// the record as reads now return it, the redaction event, and whether the erasure
+    /// was done (`erased`; when false it follows, and [`Client::get_event`] shows it).
+    /// Redacting a redacted record answers its existing redaction.
+    ///
+    /// Retried only on `RESOURCE_EXHAUSTED` (the server did nothing). Another failure
+    /// may come after the redaction event was committed, and a call repeated while its
+    /// erasure is pending would append a second one: read the record first (`redacted`
+    /// set means done).
+    pub async fn redact_event(
+        &self,
+        id: &str,
+        reason: &str,
+    ) -> Result<pb::RedactEventResponse, ClientError> {
+        let response = self
+            .config
+            .retry
+            .run_if(
+                |status| status.code() == tonic::Code::ResourceExhausted,
+                || {
+                    let mut grpc = self.grpc.clone();
+                    let request = self.request(pb::RedactEventRequest {
+                        id: id.to_string(),
+                        reason: reason.to_string(),
+                    });
+                    async move { grpc.redact_event(request).await }
+                },
+            )
+            .await?;
+        Ok(response.into_inner())
+    }
+
     /// Walks the whole chain on the server.
     pub async fn verify_chain(
         &self,

@@ -1,8 +1,9 @@
 //! The Rust SDK of sealtrail, over its gRPC API (`sealtrail.v1.AuditLog`).
 //!
 //! - [`Client`]: typed calls — sync ingest of one event or a batch, streaming ingest,
-//!   receipts, records, lists, verification, and a resumable tail — each retried with
-//!   exponential backoff that honours the server's retry hints ([`RetryPolicy`]).
+//!   receipts, records, lists, verification, redaction and a resumable tail — each
+//!   retried with exponential backoff that honours the server's retry hints
+//!   ([`RetryPolicy`]; a redaction only when the server did nothing).
 //! - [`Batcher`]: fire-and-forget sending with batches bounded in size and time; what
 //!   cannot be delivered is returned to the caller or spooled to a file and replayed,
 //!   by the caller's choice ([`OnFailure`]). Nothing is dropped silently.

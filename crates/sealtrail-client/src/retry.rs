@@ -69,7 +69,21 @@ impl RetryPolicy {
 
     /// Runs `call` until it succeeds, fails for good, or the attempts run out. The call
     /// must be idempotent — the SDK makes ingest so by giving every event an id.
-    pub async fn run<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    pub async fn run<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.run_if(is_retryable, call).await
+    }
+
+    /// [`Self::run`], retrying only the statuses `retryable` accepts: for a call that is
+    /// safe to repeat after some failures only.
+    pub async fn run_if<T, F, Fut>(
+        &self,
+        retryable: fn(&Status) -> bool,
+        mut call: F,
+    ) -> Result<T, ClientError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -78,7 +92,7 @@ impl RetryPolicy {
         loop {
             match call().await {
                 Ok(value) => return Ok(value),
-                Err(status) if !is_retryable(&status) => return Err(ClientError::Rejected(status)),
+                Err(status) if !retryable(&status) => return Err(ClientError::Rejected(status)),
                 Err(status) if attempt >= self.max_attempts.max(1) => {
                     return Err(ClientError::Exhausted {
                         attempts: attempt,

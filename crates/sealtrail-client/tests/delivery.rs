@@ -119,6 +119,12 @@ impl AuditLog for Scripted {
     ) -> Result<Response<Self::TailStream>, Status> {
         Err(Status::unimplemented("scripted"))
     }
+    async fn redact_event(
+        &self,
+        _: Request<pb::RedactEventRequest>,
+    ) -> Result<Response<pb::RedactEventResponse>, Status> {
+        Err(Status::unimplemented("scripted"))
+    }
 }
 
 async fn start(server: Scripted) -> String {

@@ -1,5 +1,6 @@
 //! The `sealtrail` command: `serve` (embedded mode), `gateway`, `chainer` and `migrate`
-//! (distributed mode), `keys`, `config`, `verify`, `backup` and `restore`.
+//! (distributed mode), `keys`, `config`, `verify`, `backup` and `restore`, `witness`,
+//! `monitor`, and `redact` (a client of a running server).
 //!
 //! A library too, for one reason: [`serve::start`] runs embedded mode in the calling
 //! process (on listeners the caller bound), which the in-process API tests use. The
@@ -12,6 +13,7 @@ mod data_dir;
 mod distributed;
 mod keys_cmd;
 mod monitor;
+mod redact_cmd;
 pub mod serve;
 mod verify_cmd;
 mod witness;
@@ -74,6 +76,20 @@ enum Command {
     /// hash, chain and build the tree to its root. Exit 1 with a precise report on the
     /// first inconsistency; state kept in --state-dir.
     Monitor(monitor::MonitorArgs),
+    /// Redact one record on a running server: erase its content for good, keep its place
+    /// in the chain (needs a key with the admin scope).
+    ///
+    /// For personal data under an erasure request (e.g. GDPR Art. 17): the chain, proofs
+    /// and checkpoints stay valid. The server appends a `sealtrail.event.redact` event
+    /// naming the record, the key and --reason, then erases every field but id,
+    /// tenant_id, sequence_number, prev_hash and hash. Prints the redacted record and the
+    /// redaction event's id and sequence number. Exit 0 when committed (if the server had
+    /// not finished the erasure when it answered, it says so: the erasure follows), 1
+    /// with the server's message when it refuses, 2 when the server cannot be reached.
+    ///
+    /// Example: sealtrail redact evt_123 --reason "GDPR Art. 17 request 2026-114"
+    /// --url http://127.0.0.1:8080 --api-key alk_live_…
+    Redact(redact_cmd::RedactArgs),
 }
 
 #[derive(Args, Clone, Default)]
@@ -248,7 +264,8 @@ enum KeysCommand {
         /// earlier keys created but unprinted: revoke them (`keys list --tenant`).
         #[arg(long, value_name = "FILE")]
         tenants_from: Option<std::path::PathBuf>,
-        /// Comma-separated scopes: read (list, get, verify, stream), write (ingest).
+        /// Comma-separated scopes: read (list, get, verify, stream), write (ingest), admin
+        /// (redact; not implied by the others).
         #[arg(long, default_value = "read,write")]
         scopes: String,
     },
@@ -355,6 +372,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Restore(args) => backup_cmd::restore(&args),
         Command::Witness(cmd) => witness::run(cmd),
         Command::Monitor(args) => return monitor::run(args),
+        Command::Redact(args) => return redact_cmd::run(args),
         Command::Config(ConfigCommand::Defaults) => {
             print!("{}", Config::defaults_toml());
             Ok(())

@@ -258,3 +258,88 @@ async fn keys_are_created_in_bulk_from_a_file_all_or_none() {
         );
     }
 }
+
+/// `sealtrail redact` redacts through a running server's REST API with an admin key (from
+/// the flag or `SEALTRAIL_API_KEY`), prints the redacted record and its redaction event,
+/// and exits 1 with the server's message when refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redact_erases_a_record_through_the_server_and_reports_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = common::Server::start(&data).await;
+    let rw = common::create_key(&data, "acme", "read,write");
+    let admin = common::create_key(&data, "acme", "admin");
+    let api = common::Api::new(&server, &rw);
+    for id in ["e1", "e2"] {
+        let (s, v) = api.post("/v1/events?sync=true", &common::event(id)).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let url = server.base.as_str();
+
+    // A read,write key is refused: exit 1 with the server's message, nothing redacted.
+    let (code, out, err) = run(
+        &[
+            "redact",
+            "e1",
+            "--reason",
+            "erasure request",
+            "--url",
+            url,
+            "--api-key",
+            &rw,
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("this key lacks the admin scope"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "redact", "nope", "--reason", "x", "--url", url, "--key", &admin,
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no event \"nope\""), "{err}");
+    let (_, e1) = api.get("/v1/events/e1").await;
+    assert!(e1.get("redacted").is_none(), "{e1}");
+
+    // The admin key, from the environment.
+    let (code, out, err) = run(
+        &[
+            "redact",
+            "e1",
+            "--reason",
+            "GDPR Art. 17 request 2026-114",
+            "--url",
+            url,
+        ],
+        &[("SEALTRAIL_API_KEY", &admin)],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, e1) = api.get("/v1/events/e1").await;
+    let by = &e1["redacted"];
+    assert_eq!(by["sequence_number"], serde_json::json!(3), "{e1}");
+    assert!(e1.get("actor").is_none(), "{e1}");
+    let event_id = by["event_id"].as_str().unwrap();
+    assert!(
+        out.contains(&format!("redaction event: {event_id} (sequence 3)")),
+        "{out}"
+    );
+    assert!(out.contains("record e1 (sequence 1) is redacted"), "{out}");
+    // The record printed is the record as read now (the JSON before the summary lines).
+    let printed: serde_json::Value =
+        serde_json::from_str(out.split("\nredaction event:").next().unwrap()).unwrap();
+    assert_eq!(printed, e1);
+
+    let (code, out, _) = run(&["redact", "--help"], &[]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--reason",
+        "--url",
+        "--api-key",
+        "SEALTRAIL_API_KEY",
+        "admin",
+    ] {
+        assert!(out.contains(flag), "redact --help lacks {flag}: {out}");
+    }
+}

@@ -456,3 +456,126 @@ async fn revoking_the_key_ends_an_open_ingest_stream() {
         other => panic!("expected UNAUTHENTICATED, got {other:?}"),
     }
 }
+
+/// RedactEvent (issue 15) needs the `admin` scope, answers the redacted record and the
+/// redaction event, and reads then return the redacted record; its refusals map to the
+/// gRPC codes of their REST statuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redact_event_redacts_over_grpc_with_an_admin_key_only() {
+    let (_d, server, api, client) = setup().await;
+    let admin = sdk(&server, &create_key(&server.data_dir, "acme", "admin"));
+    let original = client
+        .log_event(
+            Event::new("user_1", "document.delete", "doc_1", "document")
+                .id("e1")
+                .actor_email("u@example.com")
+                .build()
+                .with_metadata(r#"{"ip":"203.0.113.7"}"#),
+        )
+        .await
+        .unwrap();
+    client
+        .log_event(Event::new("u", "a.b", "r", "doc").id("e2").build())
+        .await
+        .unwrap();
+
+    let answer = admin
+        .redact_event("e1", "GDPR Art. 17 request 2026-114")
+        .await
+        .unwrap();
+    assert!(answer.erased, "{answer:?}");
+    let record = answer.record.unwrap();
+    let redaction = answer.redaction.unwrap();
+    assert_eq!(redaction.sequence_number, 3);
+    assert_eq!(redaction.action, "sealtrail.event.redact");
+    assert_eq!(redaction.resource.as_ref().unwrap().id, "e1");
+    assert!(
+        redaction
+            .metadata_json
+            .contains("GDPR Art. 17 request 2026-114"),
+        "{redaction:?}"
+    );
+    assert_eq!(
+        record.redacted,
+        Some(pb::Redaction {
+            event_id: redaction.id.clone(),
+            sequence_number: 3,
+        })
+    );
+    // Its place in the chain stays; its content is gone.
+    assert_eq!(
+        (
+            &record.id,
+            record.sequence_number,
+            &record.prev_hash,
+            &record.hash
+        ),
+        (
+            &original.id,
+            original.sequence_number,
+            &original.prev_hash,
+            &original.hash
+        )
+    );
+    let fetched = client.get_event("e1").await.unwrap();
+    assert_eq!(fetched, record);
+    assert_eq!(fetched.actor, None);
+    assert_eq!(fetched.action, "");
+    assert_eq!(fetched.resource, None);
+    assert!(
+        !fetched.metadata_json.contains("203.0.113.7"),
+        "{fetched:?}"
+    );
+    let (status, over_rest) = api.get("/v1/events/e1").await;
+    assert_eq!(status, 200);
+    assert_eq!(record_to_json(&fetched).unwrap(), over_rest);
+    let checked = client.verify_event("e1").await.unwrap();
+    assert!(checked.valid, "{checked:?}");
+    assert!(client.verify_chain(Default::default()).await.unwrap().valid);
+
+    // Again: the existing redaction, nothing appended.
+    let again = admin.redact_event("e1", "twice").await.unwrap();
+    assert_eq!(again.redaction.unwrap().id, redaction.id);
+    assert_eq!(
+        client
+            .verify_chain(Default::default())
+            .await
+            .unwrap()
+            .events_checked,
+        3
+    );
+
+    // Refusals.
+    let err = client
+        .redact_event("e2", "no admin scope")
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), Code::PermissionDenied);
+    let err = admin.redact_event("nope", "unknown").await.unwrap_err();
+    assert_eq!(
+        (code_of(&err), reason_of(&err)),
+        (Code::NotFound, "not_found".into())
+    );
+    for blank in ["", "  \n "] {
+        let err = admin.redact_event("e2", blank).await.unwrap_err();
+        assert_eq!(
+            (code_of(&err), reason_of(&err)),
+            (Code::InvalidArgument, "invalid_field".into())
+        );
+    }
+    let err = admin
+        .redact_event("e2", &"x".repeat(1025))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), Code::InvalidArgument);
+    let err = admin
+        .redact_event(&redaction.id, "the redaction")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (code_of(&err), reason_of(&err)),
+        (Code::FailedPrecondition, "not_redactable".into())
+    );
+    // None of that touched e2.
+    assert_eq!(client.get_event("e2").await.unwrap().redacted, None);
+}

@@ -18,6 +18,7 @@ use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
 use crate::ingest::{self, BatchOutcome, EventOutcome};
 use crate::query::{self, ListParams, VerifyParams};
+use crate::redact;
 use crate::stream;
 
 /// Records buffered per `Tail` stream ahead of a slow reader.
@@ -353,6 +354,29 @@ impl AuditLog for AuditLogService {
             drop(slot);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn redact_event(
+        &self,
+        request: Request<pb::RedactEventRequest>,
+    ) -> Result<Response<pb::RedactEventResponse>, Status> {
+        let caller = self.caller(&request, &[Scope::Admin]).await?;
+        let r = request.into_inner();
+        let reason = redact::checked_reason(&r.reason)?;
+        // REST's 200 and 202 are both OK here; `erased` tells them apart.
+        let (_, result) = redact::redact(
+            &self.state,
+            &caller.tenant_id,
+            &caller.key_id,
+            &r.id,
+            reason,
+        )
+        .await?;
+        Ok(Response::new(pb::RedactEventResponse {
+            record: Some(pb::record_from_core(&result.record)),
+            redaction: Some(pb::record_from_core(&result.redaction)),
+            erased: result.erased,
+        }))
     }
 }
 

@@ -6,11 +6,12 @@
 //! | 401 | `UNAUTHENTICATED` |
 //! | 403 | `PERMISSION_DENIED` |
 //! | 404 | `NOT_FOUND` |
-//! | 409 | `ALREADY_EXISTS` |
+//! | 409 | `ALREADY_EXISTS` (`FAILED_PRECONDITION` for one of state: `not_redactable`) |
 //! | 503 `overloaded`, 507 | `RESOURCE_EXHAUSTED` |
 //! | 503 otherwise | `UNAVAILABLE` |
 //! | 504 | `DEADLINE_EXCEEDED` |
 //! | 500 | `INTERNAL` |
+//! | 501 | `UNIMPLEMENTED` |
 //!
 //! Every status carries a `google.rpc.ErrorInfo` detail (domain `sealtrail`, reason = the
 //! REST error code) and the same code in the `sealtrail-error-code` trailer; a retryable
@@ -44,6 +45,7 @@ pub fn grpc_code(err: &ApiError) -> Code {
         StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
         StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
         StatusCode::INTERNAL_SERVER_ERROR => Code::Internal,
+        StatusCode::NOT_IMPLEMENTED => Code::Unimplemented,
         _ => Code::Unknown,
     }
 }
@@ -108,6 +110,10 @@ mod tests {
                 Code::AlreadyExists,
             ),
             (ApiError::unavailable("x"), Code::Unavailable),
+            (
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", "x"),
+                Code::Unimplemented,
+            ),
             (ApiError::insufficient_storage("x"), Code::ResourceExhausted),
             (
                 ApiError::from(sealtrail_store::StoreError::NoSpace("x".into())),
