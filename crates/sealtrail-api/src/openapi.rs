@@ -11,7 +11,9 @@ use serde::Deserialize;
 use utoipa::openapi::content::Content;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, Ref, Schema, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ObjectBuilder, OneOfBuilder, Ref, Schema, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{PathItem, RefOr};
 use utoipa::{Modify, OpenApi};
@@ -59,7 +61,7 @@ use utoipa::{Modify, OpenApi};
         crate::tlog::InclusionProofResponse,
         crate::tlog::ConsistencyProofResponse,
     )),
-    modifiers(&BearerAuth, &RecordWithProof, &SharedErrors),
+    modifiers(&BearerAuth, &RecordShapes, &SharedErrors),
     tags((name = "Ingest"), (name = "Query"), (name = "Verify"), (name = "Stream"), (name = "Verifiable log"), (name = "Redaction"))
 )]
 pub struct ApiDoc;
@@ -173,22 +175,48 @@ impl Modify for BearerAuth {
     }
 }
 
-/// `RecordWithProof`: the `201` of `POST /v1/events?sync=true&proof=true` is the committed
-/// record plus `checkpoint` and `inclusion_proof` (a sealtrail extension). `Record` admits
-/// no other member, so this is a copy of it with those two, kept in step by construction.
-struct RecordWithProof;
+/// `Record` has two shapes (issue 15), declared as `oneOf`:
+/// - `UnredactedRecord`: every member of DESIGN.md §2 (the derived schema of
+///   `sealtrail_core::Record`, without `redacted`);
+/// - `RedactedRecord`: `hash`, `id`, `prev_hash`, `redacted`, `sequence_number`,
+///   `tenant_id` and nothing else.
+///
+/// A record is exactly one of them (the first has `action` and no `redacted`, the second
+/// the reverse). `RecordWithProof`: the `201` of `POST /v1/events?sync=true&proof=true` is
+/// a record just committed (never redacted) plus `checkpoint` and `inclusion_proof` (a
+/// sealtrail extension), a copy of `UnredactedRecord` with those two, kept in step by
+/// construction.
+struct RecordShapes;
 
-impl Modify for RecordWithProof {
+impl Modify for RecordShapes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         let Some(RefOr::T(Schema::Object(mut record))) = components.schemas.get("Record").cloned()
         else {
             panic!("the Record schema is an object");
         };
+        record
+            .properties
+            .remove("redacted")
+            .expect("Record declares redacted");
         record.description = Some(
+            "A committed record: every member of the record and hash spec (DESIGN.md §2)".into(),
+        );
+        if !record.required.iter().any(|r| r == "hash") {
+            record.required.push("hash".into());
+            record.required.sort();
+        }
+        if let Some(RefOr::T(Schema::Object(hash))) = record.properties.get_mut("hash") {
+            hash.description = Some(
+                "Lowercase hex SHA-256 of the record's JCS canonical form without `hash`".into(),
+            );
+        }
+
+        let mut with_proof = record.clone();
+        with_proof.description = Some(
             "A committed record; with `proof=true`, also the signed checkpoint of the log up to it and its inclusion proof in that checkpoint".into(),
         );
-        record.properties.insert(
+        with_proof.properties.insert(
             "checkpoint".into(),
             ObjectBuilder::new()
                 .schema_type(Type::String)
@@ -197,13 +225,62 @@ impl Modify for RecordWithProof {
                 ))
                 .into(),
         );
-        record.properties.insert(
+        with_proof.properties.insert(
             "inclusion_proof".into(),
             Ref::from_schema_name("InclusionProofResponse").into(),
         );
+
+        let mut redacted = ObjectBuilder::new()
+            .description(Some(
+                "A redacted record: its content was erased for good by the redaction event it names (a later record of the same chain). `hash` is the hash it was committed with; the next record's `prev_hash` and the Merkle tree still bind it, but it can no longer be recomputed",
+            ))
+            .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)));
+        for (name, schema) in [
+            (
+                "hash",
+                ObjectBuilder::new().schema_type(Type::String).into(),
+            ),
+            ("id", ObjectBuilder::new().schema_type(Type::String).into()),
+            (
+                "prev_hash",
+                ObjectBuilder::new().schema_type(Type::String).into(),
+            ),
+            ("redacted", Ref::from_schema_name("Redaction").into()),
+            (
+                "sequence_number",
+                record
+                    .properties
+                    .get("sequence_number")
+                    .cloned()
+                    .expect("Record declares sequence_number"),
+            ),
+            (
+                "tenant_id",
+                ObjectBuilder::new().schema_type(Type::String).into(),
+            ),
+        ] {
+            redacted = redacted.property(name, schema).required(name);
+        }
+
+        let either = OneOfBuilder::new()
+            .item(Ref::from_schema_name("UnredactedRecord"))
+            .item(Ref::from_schema_name("RedactedRecord"))
+            .description(Some(
+                "A committed record as reads return it: whole, or redacted (its content erased, its place in the chain kept)",
+            ));
         components
             .schemas
-            .insert("RecordWithProof".into(), record.into());
+            .insert("UnredactedRecord".into(), record.into());
+        components.schemas.insert(
+            "RedactedRecord".into(),
+            Schema::Object(redacted.build()).into(),
+        );
+        components
+            .schemas
+            .insert("Record".into(), Schema::OneOf(either.build()).into());
+        components
+            .schemas
+            .insert("RecordWithProof".into(), with_proof.into());
     }
 }
 
@@ -494,7 +571,9 @@ mod tests {
     fn the_sync_record_with_proof_is_declared() {
         let doc = doc();
         let schemas = &doc["components"]["schemas"];
-        let record = schemas["Record"]["properties"].as_object().unwrap();
+        let record = schemas["UnredactedRecord"]["properties"]
+            .as_object()
+            .unwrap();
         let with_proof = schemas["RecordWithProof"]["properties"]
             .as_object()
             .unwrap();
@@ -506,12 +585,74 @@ mod tests {
         );
         assert_eq!(
             schemas["RecordWithProof"]["required"],
-            schemas["Record"]["required"]
+            schemas["UnredactedRecord"]["required"]
         );
         assert_eq!(
             doc["paths"]["/v1/events"]["post"]["responses"]["201"]["content"]["application/json"]["schema"]
                 ["$ref"],
             json!("#/components/schemas/RecordWithProof")
         );
+    }
+
+    /// A record read back is exactly one of `Record`'s two shapes, member for member: a
+    /// whole record has every member of `UnredactedRecord` and no `redacted`; a redacted one
+    /// has exactly the members of `RedactedRecord`. Both shapes admit nothing else.
+    #[test]
+    fn a_record_is_declared_whole_or_redacted() {
+        let doc = doc();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["Record"]["oneOf"],
+            json!([
+                {"$ref": "#/components/schemas/UnredactedRecord"},
+                {"$ref": "#/components/schemas/RedactedRecord"}
+            ])
+        );
+        let record: sealtrail_core::Record = serde_json::from_value(json!({
+            "action": "document.update",
+            "actor": {"id": "u1", "type": "human"},
+            "created_at": "2026-12-03T00:00:00.000000Z",
+            "hash": "ab".repeat(32),
+            "id": "evt-1",
+            "metadata": {},
+            "outcome": "success",
+            "prev_hash": sealtrail_core::ZERO_HASH,
+            "resource": {"id": "doc-1", "type": "document"},
+            "sequence_number": 1,
+            "tenant_id": "acme",
+            "timestamp": "2026-12-03T00:00:00.000000Z",
+        }))
+        .unwrap();
+        let redacted = record.redact(sealtrail_core::record::Redaction {
+            event_id: "evt-9".into(),
+            sequence_number: 9,
+        });
+        for (value, shape) in [(&record, "UnredactedRecord"), (&redacted, "RedactedRecord")] {
+            let value = serde_json::to_value(value).unwrap();
+            let members: Vec<&String> = value.as_object().unwrap().keys().collect();
+            let declared: Vec<&String> = schemas[shape]["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect();
+            let mut required: Vec<&str> = schemas[shape]["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap())
+                .collect();
+            required.sort();
+            assert_eq!(members, declared, "{shape}");
+            assert_eq!(
+                members.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                required,
+                "{shape}"
+            );
+            assert_eq!(
+                schemas[shape]["additionalProperties"],
+                json!(false),
+                "{shape}"
+            );
+        }
     }
 }
