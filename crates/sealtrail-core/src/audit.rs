@@ -630,6 +630,15 @@ impl Auditor {
                     format!("marked redacted by record {by}, which is not after it"),
                 ));
             }
+            if let Some((_, other, _, _)) = self.pending_redactions.get(&by) {
+                // One redaction event redacts one record.
+                return Err(fail(
+                    "redaction_unconfirmed",
+                    format!(
+                        "marked redacted by record {by}, which record {other} already names as its redaction"
+                    ),
+                ));
+            }
             self.redacted += 1;
             self.pending_redactions.insert(
                 by,

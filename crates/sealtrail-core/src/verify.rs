@@ -290,6 +290,16 @@ impl ChainWalker {
                     row.sequence_number, row.redacted.sequence_number
                 ),
             ))
+        } else if let Some((other, _, _)) = self.pending.get(&row.redacted.sequence_number) {
+            // One redaction event redacts one record: two records naming the same one
+            // means at least one of them was forged as redacted.
+            Some(broken(
+                "redaction_unconfirmed",
+                format!(
+                    "record {} is marked redacted by record {}, which record {other} already names as its redaction",
+                    row.sequence_number, row.redacted.sequence_number
+                ),
+            ))
         } else {
             None
         };
@@ -602,6 +612,23 @@ mod tests {
         };
         rows[4].1 = r.record.redacted_canonical(&by, r.canonical.len()).unwrap();
         assert_eq!(codes(&rows), ["pending"]);
+        // An earlier record forged as redacted by the same (genuine) redaction event.
+        let mut rows = good.clone();
+        let r = &recs[1];
+        let genuine = crate::record::Redaction {
+            event_id: "redaction-1".into(),
+            sequence_number: 13,
+        };
+        rows[1].1 = r
+            .record
+            .redacted_canonical(&genuine, r.canonical.len())
+            .unwrap();
+        // Reported at the second claim, and again at the event, which is not a
+        // redaction of the record that claimed it first.
+        assert_eq!(
+            codes(&rows),
+            ["redaction_unconfirmed", "redaction_unconfirmed"]
+        );
         // Another record's stored form passed off as this one's redaction.
         let mut rows = good.clone();
         rows[5].1 = rows[4].1.clone();

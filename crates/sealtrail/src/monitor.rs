@@ -615,6 +615,22 @@ async fn round(
         }
         // A redacted record is bound by its links; its redaction must be a real one.
         if let Some((by, by_id)) = &d.redacted_by {
+            if *by <= d.sequence_number {
+                return Err(inconsistent(
+                    "redaction_unconfirmed",
+                    format!("{at} is marked redacted by record {by}, which is not after it"),
+                ));
+            }
+            if let Some(other) = pending.get(by) {
+                // One redaction event redacts one record.
+                return Err(inconsistent(
+                    "redaction_unconfirmed",
+                    format!(
+                        "{at} is marked redacted by record {by}, which record {} already names as its redaction",
+                        other.sequence_number
+                    ),
+                ));
+            }
             pending.insert(
                 *by,
                 PendingRedaction {

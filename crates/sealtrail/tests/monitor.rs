@@ -387,4 +387,32 @@ async fn the_monitor_accepts_real_redactions_and_reports_forged_ones() {
     set_body(&data, 10, &original);
     let (code, out) = monitor(&url, &key, &vkey, &state);
     assert_eq!(code, 0, "the forgery undone, the log verifies again: {out}");
+
+    // A record passed off as redacted by the same genuine redaction event as another: 14
+    // is really redacted by 15, and 13 is marked redacted by 15 too.
+    ingest_named(&api, "d", 2).await; // 13..=14
+    let all = events(&api).await;
+    redact(all[13]["id"].as_str().unwrap().to_string()).await; // 15
+    let genuine: Value = serde_json::from_slice(&record(14)).unwrap();
+    assert_eq!(genuine["redacted"]["sequence_number"], 15, "{genuine}");
+    let mut whole: Value = serde_json::from_slice(&record(13)).unwrap();
+    let marked = serde_json::json!({
+        "id": whole["id"].take(), "prev_hash": whole["prev_hash"].take(),
+        "redacted": genuine["redacted"].clone(),
+        "sequence_number": 13, "tenant_id": "acme",
+    });
+    let original = record(13);
+    set_body(&data, 13, &serde_json::to_vec(&marked).unwrap());
+    let copy = tmp.path().join("forged2");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(state.join("monitor.json"), copy.join("monitor.json")).unwrap();
+    let (code, out) = monitor(&url, &key, &vkey, &copy);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("[redaction_unconfirmed]") && out.contains("already names"),
+        "{out}"
+    );
+    set_body(&data, 13, &original);
+    let (code, out) = monitor(&url, &key, &vkey, &state);
+    assert_eq!(code, 0, "the forgery undone, the log verifies again: {out}");
 }

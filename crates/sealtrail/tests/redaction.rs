@@ -299,6 +299,37 @@ async fn a_redaction_erases_the_record_and_every_proof_still_holds(store: &str) 
     ]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("[redaction_unconfirmed]"), "{out}");
+    // an earlier record passed off as redacted by the same (genuine) redaction event as
+    // record 10: its links hold, but one redaction event redacts one record
+    let lines: Vec<&str> = jsonl.lines().collect();
+    let genuine: Value = serde_json::from_str(lines[9]).unwrap();
+    assert_eq!(
+        genuine["redacted"]["sequence_number"],
+        json!(21),
+        "{genuine}"
+    );
+    let whole: Value = serde_json::from_str(lines[4]).unwrap();
+    assert!(whole.get("redacted").is_none(), "{whole}");
+    let passed_off = json!({
+        "hash": whole["hash"], "id": whole["id"], "prev_hash": whole["prev_hash"],
+        "redacted": genuine["redacted"], "sequence_number": whole["sequence_number"],
+        "tenant_id": whole["tenant_id"],
+    });
+    let mut forged: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    forged[4] = passed_off.to_string();
+    std::fs::write(f("forged2.jsonl"), forged.join("\n") + "\n").unwrap();
+    let (code, out) = verify_cli(&[
+        &f("forged2.jsonl"),
+        "--checkpoint",
+        &f("cp.txt"),
+        "--key",
+        &vkey,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("[redaction_unconfirmed]") && out.contains("already names"),
+        "{out}"
+    );
 
     // The erased bytes are gone from the data directory at once: the log entry was
     // overwritten in place, and the index never held record content in plain (its filter
