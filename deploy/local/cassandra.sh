@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Local single-node Apache Cassandra 5.0 on 127.0.0.1 (stands in for ScyllaDB).
-# Usage: deploy/local/cassandra.sh start|stop|status|wait|cqlsh [ARGS...]
+# Usage: deploy/local/cassandra.sh start|stop|status|wait|cqlsh|nodetool [ARGS...]
 #   start   write cassandra.yaml + logback.xml, start in the background (idempotent)
 #   wait    block until CQL answers a query (CASSANDRA_START_TIMEOUT s)
 #   stop    SIGTERM, then SIGKILL after CASSANDRA_STOP_TIMEOUT s
 #   status  exit 0 when running
 #   cqlsh   run cqlsh (installed from PyPI into $SEALTRAIL_INFRA_DIR/tools) against the node
+#   nodetool  run nodetool (from the fetched jars) against the node's JMX (loopback only,
+#           CASSANDRA_JMX_PORT), e.g. `nodetool flush ks` / `nodetool compact ks events`
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -141,6 +143,9 @@ jvm_flags() {
     -Dcassandra.config="file://$CASSANDRA_CONF/cassandra.yaml"
     -Dcassandra-foreground=yes
     -Dcassandra.storagedir="$CASSANDRA_DATA"
+    # JMX for nodetool, bound to loopback only and without authentication (a local
+    # development node): flush and compact on demand (the erasure test needs them).
+    -Dcassandra.jmx.local.port="$CASSANDRA_JMX_PORT"
     -Dcassandra.logdir="$CASSANDRA_LOGS"
     -Dlogback.configurationFile="$CASSANDRA_CONF/logback.xml"
     # fast single-node start (as Testcontainers does)
@@ -167,8 +172,8 @@ cmd_start() {
   need_jars
   require_java
   local p
-  for p in "$CASSANDRA_CQL_PORT" "$CASSANDRA_STORAGE_PORT"; do
-    port_open "$INFRA_HOST" "$p" && die "cassandra: port $INFRA_HOST:$p is already in use by another process (see 'ss -ltnp | grep :$p'); stop it or set CASSANDRA_CQL_PORT / CASSANDRA_STORAGE_PORT"
+  for p in "$CASSANDRA_CQL_PORT" "$CASSANDRA_STORAGE_PORT" "$CASSANDRA_JMX_PORT"; do
+    port_open "$INFRA_HOST" "$p" && die "cassandra: port $INFRA_HOST:$p is already in use by another process (see 'ss -ltnp | grep :$p'); stop it or set CASSANDRA_CQL_PORT / CASSANDRA_STORAGE_PORT / CASSANDRA_JMX_PORT"
   done
   write_config
   jvm_flags
@@ -255,5 +260,41 @@ case ${1:-} in
     ensure_cqlsh || die "cqlsh is not available; see the message above"
     cqlsh_run "$@"
     ;;
-  *) die "usage: $0 start|stop|status|wait|cqlsh [ARGS...]" ;;
+  nodetool)
+    shift
+    need_jars
+    require_java
+    # Warnings and errors only, on stderr (logback's default prints DEBUG on stdout).
+    mkdir -p "$CASSANDRA_CONF"
+    cat >"$CASSANDRA_CONF/logback-tools.xml" <<'XML'
+<configuration>
+  <appender name="STDERR" class="ch.qos.logback.core.ConsoleAppender">
+    <target>System.err</target>
+    <encoder><pattern>%-5level %msg%n</pattern></encoder>
+  </appender>
+  <root level="WARN"><appender-ref ref="STDERR"/></root>
+</configuration>
+XML
+    # The JPMS lines of Cassandra's conf/jvm17-clients.options.
+    "$JAVA" -Xmx128m -Dlogback.configurationFile="$CASSANDRA_CONF/logback-tools.xml" \
+      --add-exports java.base/jdk.internal.misc=ALL-UNNAMED \
+      --add-exports java.base/jdk.internal.ref=ALL-UNNAMED \
+      --add-exports java.base/sun.nio.ch=ALL-UNNAMED \
+      --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED \
+      --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED \
+      --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED \
+      --add-exports java.sql/java.sql=ALL-UNNAMED \
+      --add-opens java.base/java.lang.module=ALL-UNNAMED \
+      --add-opens java.base/jdk.internal.loader=ALL-UNNAMED \
+      --add-opens java.base/jdk.internal.ref=ALL-UNNAMED \
+      --add-opens java.base/jdk.internal.reflect=ALL-UNNAMED \
+      --add-opens java.base/jdk.internal.math=ALL-UNNAMED \
+      --add-opens java.base/jdk.internal.module=ALL-UNNAMED \
+      --add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED \
+      --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED \
+      -Dcassandra.logdir="$CASSANDRA_LOGS" \
+      -cp "$CASSANDRA_LIBS/*" org.apache.cassandra.tools.NodeTool \
+      -h 127.0.0.1 -p "$CASSANDRA_JMX_PORT" "$@"
+    ;;
+  *) die "usage: $0 start|stop|status|wait|cqlsh|nodetool [ARGS...]" ;;
 esac

@@ -25,6 +25,7 @@ KAFKA_PORT=${KAFKA_PORT:-9092}                        # PLAINTEXT listener (clie
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}  # KRaft controller listener
 CASSANDRA_CQL_PORT=${CASSANDRA_CQL_PORT:-9042}        # native transport (CQL)
 CASSANDRA_STORAGE_PORT=${CASSANDRA_STORAGE_PORT:-7000} # inter-node (gossip/messaging)
+CASSANDRA_JMX_PORT=${CASSANDRA_JMX_PORT:-7199}        # JMX for nodetool (loopback only)
 KAFKA_BOOTSTRAP="$INFRA_HOST:$KAFKA_PORT"
 
 # ---- JVM sizing and timeouts ----------------------------------------------------------

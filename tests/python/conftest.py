@@ -65,6 +65,14 @@ class Server:
     def stderr_tail(self, max_chars: int = 6000) -> str:
         return _tail(self.stderr_path, max_chars)
 
+    def keys_list(self) -> str:
+        """`sealtrail keys list` against this server's store: its stdout."""
+        cmd = [str(self.bin), "keys", "list"]
+        cmd += ["--store", "scylla"] if DISTRIBUTED else ["--data-dir", str(self.data_dir)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=_ENV)
+        assert res.returncode == 0, f"`{' '.join(cmd)}` exited {res.returncode}\nstderr:\n{res.stderr}"
+        return res.stdout
+
     def create_key(self, tenant: str, scopes: str = "read,write") -> str:
         """Run `sealtrail keys create` and return the raw key (last stdout line)."""
         cmd = [

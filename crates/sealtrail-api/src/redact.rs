@@ -80,7 +80,7 @@ pub struct RedactResult {
         (status = 403, description = "Key lacks the admin scope", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "A redaction event cannot be redacted", body = ErrorBody),
-        (status = 501, description = "This store does not erase records yet (distributed mode)", body = ErrorBody),
+        (status = 501, description = "This server's store cannot erase records (every store sealtrail ships can)", body = ErrorBody),
     ),
     security(("apiKey" = [])))]
 pub async fn redact_event(
@@ -135,7 +135,7 @@ pub async fn redact(
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "not_implemented",
-            "this store cannot erase records yet: redaction works in embedded mode (fjall and SQLite engines), not yet in distributed mode (ScyllaDB/Cassandra)",
+            "this server's store cannot erase records, so it does not redact them",
         ));
     }
     let not_found = || ApiError::not_found(format!("no event {id:?}"));

@@ -62,6 +62,7 @@ impl ScyllaStore {
             let nodes = crate::derive::Item {
                 ids: Vec::new(),
                 nodes: batch.tree_nodes.clone(),
+                erasures: Vec::new(),
             };
             self.write_derived(&[nodes]).await?;
         }

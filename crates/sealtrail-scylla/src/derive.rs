@@ -21,12 +21,21 @@
 //!   tenant's records between its watermark and its head ([`ScyllaStore::catch_up`]), so
 //!   its `pending` plus the tables are complete before its first append.
 //!
+//! - **Redaction events** (issue 15) are applied here too: after the facet rows of the
+//!   gather, before the watermarks, the record each names is erased
+//!   ([`ScyllaStore::erase`]). A catch-up finds them among the records it derives.
+//!
 //! Crash windows: a crash (or a lost write) anywhere here leaves committed records past a
 //! tenant's watermark: readers consult them directly, and the partition's next owner
-//! derives them. A watermark is written only after every row below it, and with its own
-//! value as the write timestamp, so it never moves back and never passes a missing row. A
-//! former owner still deriving (a zombie) writes rows of records it committed, which are
-//! the chain's: the same values the new owner writes.
+//! derives them (and finishes their erasures). A watermark is written only after every
+//! row below it, and with its own value as the write timestamp, so it never moves back and
+//! never passes a missing row. A former owner still deriving (a zombie) writes rows of records it committed, which are
+//! the chain's: the same values the new owner writes — with one exception: a zombie that
+//! read a block's records before a redaction in it, and writes its facet rows after the
+//! new owner erased the record, puts the record's values back in the filter index (never
+//! its content, which the erasure's timestamp keeps out of `events`). A filtered list then
+//! finds the redacted record, which reads return redacted. The window is one gather of a
+//! deposed owner; not closed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,10 +43,11 @@ use std::time::Duration;
 
 use scylla::statement::batch::{Batch, BatchType};
 use sealtrail_core::merkle::{Frontier, Hash, NodeId, record_leaf};
+use sealtrail_core::record::{Record, Redaction, is_redacted};
 use sealtrail_store::{CommitBatch, StoreError, StoreResult, TreeNode};
 use tokio::sync::mpsc;
 
-use crate::schema::{MIN_TREE_LEVEL, id_bucket, span};
+use crate::schema::{MIN_TREE_LEVEL, bucket, id_bucket, span};
 use crate::{ScyllaStore, corrupt, run_bounded, unavailable};
 
 /// Appends queued for derivation before `append` waits.
@@ -58,6 +68,31 @@ pub(crate) struct Item {
     /// `(tenant, event id, sequence number)` of every record.
     pub ids: Vec<(String, String, u64)>,
     pub nodes: Vec<TreeNode>,
+    /// What its redaction events (issue 15) order erased.
+    pub erasures: Vec<Erasure>,
+}
+
+/// A redaction event's order: erase `tenant`'s record `seq`, if it is the event `id`.
+pub(crate) struct Erasure {
+    pub tenant: String,
+    pub seq: u64,
+    pub id: String,
+    pub by: Redaction,
+}
+
+/// How a redaction event's canonical form starts (JCS sorts `action` first): catch-up
+/// parses only the records that start so.
+const REDACTION_PREFIX: &[u8] = b"{\"action\":\"sealtrail.event.redact\"";
+
+/// The erasure `record` orders, if it is a redaction event.
+fn erasure(record: &Record) -> Option<Erasure> {
+    let (seq, id, by) = record.redaction_order()?;
+    Some(Erasure {
+        tenant: record.tenant_id.clone(),
+        seq,
+        id: id.to_string(),
+        by,
+    })
 }
 
 impl Item {
@@ -75,6 +110,11 @@ impl Item {
                 })
                 .collect(),
             nodes: batch.tree_nodes.clone(),
+            erasures: batch
+                .records
+                .iter()
+                .filter_map(|r| erasure(&r.record))
+                .collect(),
         }
     }
 }
@@ -267,7 +307,12 @@ impl ScyllaStore {
             .map(|(tenant, last)| self.write_facets(tenant, first[tenant], *last))
             .collect();
         run_bounded(facets, 4).await?;
-        // Only now the watermarks: every row below them is written.
+        // Then what redaction events order erased (after the facet rows: a block they
+        // complete is written first, then rewritten without the erased record).
+        for erasure in items.iter().flat_map(|i| i.erasures.iter()) {
+            self.erase(erasure).await?;
+        }
+        // Only now the watermarks: every row below them is written, every erasure done.
         let mut by_partition: HashMap<i32, Vec<(&str, u64)>> = HashMap::new();
         for (tenant, seq) in last {
             by_partition
@@ -290,6 +335,80 @@ impl ScyllaStore {
         run_bounded(marks, WRITE_CONCURRENCY)
             .await
             .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Erases the record a redaction event names (issue 15), unless it is erased already:
+    /// first its block's facet rows are written without it (no filter finds it any more),
+    /// then its `canonical` becomes the redacted record's stored form
+    /// ([`Record::redacted_stored`]), written with the present as timestamp (record rows
+    /// carry small epoch-based ones), so no replay of the record's row can bring its
+    /// content back. `hash`, `event_id` and the id index stay: reads return the redacted
+    /// record.
+    ///
+    /// Crash windows: before the update, the record is whole and the redaction event is
+    /// past the watermark (this runs before the watermark moves), so the next derivation
+    /// (this deriver's retry, or a new owner's catch-up, which looks for redaction events)
+    /// does it all again; the facet rows it rewrites are the same. After the update it is
+    /// done. Cassandra keeps the old cell in its SSTables until compaction
+    /// (`gc_grace_seconds` does not apply to an overwrite: the next compaction that merges
+    /// the two drops it); `nodetool compact <keyspace> events` forces that.
+    async fn erase(&self, erasure: &Erasure) -> StoreResult<()> {
+        let Erasure {
+            tenant,
+            seq,
+            id,
+            by,
+        } = erasure;
+        let row = self
+            .one_row::<(i64, String, Vec<u8>, String, String)>(
+                &self.stmts.select_row,
+                (tenant.as_str(), bucket(*seq), *seq as i64),
+            )
+            .await?;
+        let Some((_, hash, canonical, _, event_id)) = row else {
+            tracing::error!(
+                tenant,
+                seq,
+                id,
+                "a redaction names a record that is not stored; not erased"
+            );
+            return Ok(());
+        };
+        if event_id != *id {
+            tracing::error!(
+                tenant,
+                seq,
+                id,
+                stored = event_id,
+                "a redaction names a record by the wrong id; not erased"
+            );
+            return Ok(());
+        }
+        if is_redacted(&canonical) {
+            return Ok(());
+        }
+        let record = Record::from_canonical(&canonical, &hash)
+            .map_err(|e| corrupt(format!("record {tenant}#{seq}: {e}")))?;
+        self.erase_facets(tenant, *seq, &record, by).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(i64::MAX, |d| d.as_micros() as i64);
+        self.session
+            .execute_unpaged(
+                &self.stmts.erase_event,
+                (
+                    now,
+                    record.redacted_stored(by),
+                    tenant.as_str(),
+                    bucket(*seq),
+                    *seq as i64,
+                ),
+            )
+            .await
+            .map_err(unavailable)?;
+        metrics::counter!("sealtrail_store_records_erased_total").increment(1);
+        tracing::info!(tenant, seq, by = by.sequence_number, "record erased");
         Ok(())
     }
 
@@ -410,12 +529,18 @@ impl ScyllaStore {
         let mut at = from;
         while at < head {
             let to = head.min(at + CATCH_UP_PAGE);
-            let rows = self.tail_rows(tenant, at + 1, to).await?;
+            let rows = self.tail_records(tenant, at + 1, to).await?;
             let mut item = Item {
                 ids: Vec::with_capacity(rows.len()),
                 nodes: Vec::with_capacity(rows.len() * 2),
+                erasures: Vec::new(),
             };
-            for (i, (seq, hash, id)) in rows.iter().enumerate() {
+            for (i, (seq, hash, id, canonical)) in rows.iter().enumerate() {
+                if canonical.starts_with(REDACTION_PREFIX) {
+                    let record = Record::from_canonical(canonical, hash)
+                        .map_err(|e| corrupt(format!("record {seq}: {e}")))?;
+                    item.erasures.extend(erasure(&record));
+                }
                 if *seq != at + 1 + i as u64 {
                     return Err(StoreError::Corrupt(format!(
                         "tenant {tenant}: committed record {} is missing",
@@ -443,5 +568,40 @@ impl ScyllaStore {
             at = to;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealtrail_core::event::Actor;
+    use sealtrail_core::record::{REDACT_ACTION, chain_step, redaction_input};
+
+    #[test]
+    fn a_redaction_event_starts_with_the_prefix_catch_up_looks_for() {
+        assert_eq!(
+            REDACTION_PREFIX,
+            format!("{{\"action\":\"{REDACT_ACTION}\"").as_bytes()
+        );
+        let actor = Actor {
+            email: None,
+            id: "key_1".into(),
+            actor_type: None,
+        };
+        let event = sealtrail_core::event::normalize(
+            redaction_input(actor, "evt-7", 7, "GDPR"),
+            1_704_067_200_000_000,
+            || "evt-9".into(),
+        )
+        .unwrap();
+        let rec = chain_step(None, "t", event);
+        assert!(rec.canonical.starts_with(REDACTION_PREFIX));
+        let order = erasure(&rec.record).expect("a redaction orders an erasure");
+        assert_eq!((order.seq, order.id.as_str()), (7, "evt-7"));
+        assert_eq!(order.by.event_id, "evt-9");
+        // Any other record does not.
+        let other = sealtrail_store::conformance::make_chain("t", None, 1);
+        assert!(!other[0].canonical.starts_with(REDACTION_PREFIX));
+        assert!(erasure(&other[0].record).is_none());
     }
 }

@@ -5,7 +5,9 @@
 //! per filterable value it contains — kind 1 `actor.id`, 2 `action`, 3 `resource.id`,
 //! 4 `actor.type`, 5 `outcome` — with the count of its records that have the value, their
 //! offsets in the block (the *postings*, 2 bytes each) and their smallest and largest
-//! `timestamp`; kind 0 (value `""`) is every record of the block, for time ranges. The
+//! `timestamp`; kind 0 (value `""`) is every record of the block, for time ranges (its
+//! postings are empty, meaning all, unless some records are redacted: a redacted record
+//! is in no row, so no filter finds it — issue 15, [`ScyllaStore::erase_facets`]). The
 //! rows of a block are a pure function of its records, written once by whoever derives the
 //! block's last record (again, identically, after a crash), before the tenant's watermark
 //! moves past it (`derive.rs`).
@@ -60,6 +62,43 @@ fn values(record: &Record) -> [(i32, &str); 6] {
     ]
 }
 
+/// The facet rows of a complete block's `records` (in order). A redacted record has no
+/// filterable values (no filter finds it) and no timestamp: it is in no row.
+fn block_rows(records: &[Record]) -> BTreeMap<(i32, String), FacetRow> {
+    let mut by_value: BTreeMap<(i32, String), FacetRow> = BTreeMap::new();
+    for (i, record) in records.iter().enumerate() {
+        if record.redacted.is_some() {
+            continue;
+        }
+        for (kind, value) in values(record) {
+            let entry = by_value
+                .entry((kind, value.to_string()))
+                .or_insert_with(|| FacetRow {
+                    count: 0,
+                    postings: Vec::new(),
+                    min_ts: record.timestamp.clone(),
+                    max_ts: record.timestamp.clone(),
+                });
+            entry.count += 1;
+            entry.postings.push(i as u16);
+            if record.timestamp < entry.min_ts {
+                entry.min_ts = record.timestamp.clone();
+            }
+            if record.timestamp > entry.max_ts {
+                entry.max_ts = record.timestamp.clone();
+            }
+        }
+    }
+    // Kind 0 lists its records only when some are missing (redacted): empty postings
+    // there mean the whole block.
+    if let Some(all) = by_value.get_mut(&(0, String::new()))
+        && all.count as u64 == BLOCK
+    {
+        all.postings.clear();
+    }
+    by_value
+}
+
 /// The query's filters as `(kind, value)`; kind 0 when only a time range (or nothing) is
 /// asked for.
 fn filters(query: &EventQuery) -> Vec<(i32, String)> {
@@ -100,82 +139,114 @@ impl ScyllaStore {
         let hi = last / BLOCK;
         for end in lo..=hi {
             let b = end - 1;
-            let rows = self.read_range(tenant, b * BLOCK + 1, end * BLOCK).await?;
-            if rows.len() as u64 != BLOCK {
-                return Err(corrupt(format!(
-                    "tenant {tenant}: block {b} has {} of its {BLOCK} records",
-                    rows.len()
-                )));
-            }
-            let mut by_value: BTreeMap<(i32, String), FacetRow> = BTreeMap::new();
-            for (i, (row, _)) in rows.iter().enumerate() {
-                let record = row.record()?;
-                for (kind, value) in values(&record) {
-                    let entry = by_value
-                        .entry((kind, value.to_string()))
-                        .or_insert_with(|| FacetRow {
-                            count: 0,
-                            postings: Vec::new(),
-                            min_ts: record.timestamp.clone(),
-                            max_ts: record.timestamp.clone(),
-                        });
-                    entry.count += 1;
-                    if kind != 0 {
-                        entry.postings.push(i as u16);
-                    }
-                    if record.timestamp < entry.min_ts {
-                        entry.min_ts = record.timestamp.clone();
-                    }
-                    if record.timestamp > entry.max_ts {
-                        entry.max_ts = record.timestamp.clone();
-                    }
-                }
-            }
-            let group = (b >> GROUP_BITS) as i64;
-            let mut by_kind: HashMap<i32, Vec<Encoded>> = HashMap::new();
-            for ((kind, value), row) in &by_value {
-                let bytes: Vec<u8> = row.postings.iter().flat_map(|p| p.to_be_bytes()).collect();
-                by_kind
-                    .entry(*kind)
-                    .or_default()
-                    .push((value.as_str(), row, bytes));
-            }
-            let session = &self.session;
-            let mut writes = Vec::new();
-            for (kind, rows) in &by_kind {
-                let mut start = 0;
-                while start < rows.len() {
-                    let (mut end, mut bytes) = (start, 0);
-                    while end < rows.len()
-                        && end - start < ROWS_PER_BATCH
-                        && (end == start
-                            || bytes + rows[end].2.len() + rows[end].0.len() < MAX_BATCH_BYTES)
-                    {
-                        bytes += rows[end].2.len() + rows[end].0.len() + 80;
-                        end += 1;
-                    }
-                    let mut batch = Batch::new(BatchType::Unlogged);
-                    let mut values = Vec::with_capacity(end - start);
-                    for (value, row, postings) in &rows[start..end] {
-                        batch.append_statement(self.stmts.insert_facet.clone());
-                        values.push((
-                            tenant,
-                            *kind,
-                            group,
-                            *value,
-                            b as i64,
-                            row.count as i32,
-                            postings.as_slice(),
-                            row.min_ts.as_str(),
-                            row.max_ts.as_str(),
-                        ));
-                    }
-                    start = end;
-                    writes.push(async move { session.batch(&batch, values).await });
-                }
-            }
-            run_bounded(writes, 16).await.map_err(unavailable)?;
+            let records = self.block_records(tenant, b).await?;
+            self.write_block(tenant, b, &block_rows(&records)).await?;
         }
+        Ok(())
+    }
+
+    /// The records of `tenant`'s complete block `b`.
+    async fn block_records(&self, tenant: &str, b: u64) -> StoreResult<Vec<Record>> {
+        let rows = self
+            .read_range(tenant, b * BLOCK + 1, (b + 1) * BLOCK)
+            .await?;
+        if rows.len() as u64 != BLOCK {
+            return Err(corrupt(format!(
+                "tenant {tenant}: block {b} has {} of its {BLOCK} records",
+                rows.len()
+            )));
+        }
+        rows.iter().map(|(row, _)| row.record()).collect()
+    }
+
+    /// Writes the rows of block `b` (overwriting what is there).
+    async fn write_block(
+        &self,
+        tenant: &str,
+        b: u64,
+        by_value: &BTreeMap<(i32, String), FacetRow>,
+    ) -> StoreResult<()> {
+        let group = (b >> GROUP_BITS) as i64;
+        let mut by_kind: HashMap<i32, Vec<Encoded>> = HashMap::new();
+        for ((kind, value), row) in by_value {
+            let bytes: Vec<u8> = row.postings.iter().flat_map(|p| p.to_be_bytes()).collect();
+            by_kind
+                .entry(*kind)
+                .or_default()
+                .push((value.as_str(), row, bytes));
+        }
+        let session = &self.session;
+        let mut writes = Vec::new();
+        for (kind, rows) in &by_kind {
+            let mut start = 0;
+            while start < rows.len() {
+                let (mut end, mut bytes) = (start, 0);
+                while end < rows.len()
+                    && end - start < ROWS_PER_BATCH
+                    && (end == start
+                        || bytes + rows[end].2.len() + rows[end].0.len() < MAX_BATCH_BYTES)
+                {
+                    bytes += rows[end].2.len() + rows[end].0.len() + 80;
+                    end += 1;
+                }
+                let mut batch = Batch::new(BatchType::Unlogged);
+                let mut values = Vec::with_capacity(end - start);
+                for (value, row, postings) in &rows[start..end] {
+                    batch.append_statement(self.stmts.insert_facet.clone());
+                    values.push((
+                        tenant,
+                        *kind,
+                        group,
+                        *value,
+                        b as i64,
+                        row.count as i32,
+                        postings.as_slice(),
+                        row.min_ts.as_str(),
+                        row.max_ts.as_str(),
+                    ));
+                }
+                start = end;
+                writes.push(async move { session.batch(&batch, values).await });
+            }
+        }
+        run_bounded(writes, 16).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Takes `record` (at `seq`, not erased yet) out of the facet rows of its block, as if
+    /// it were redacted by `by`: its block's rows are written anew without it and the rows
+    /// of values only it had are deleted. Nothing to do while the block is not complete
+    /// (its rows are written when it is, from records that then include the erasure).
+    /// Idempotent: run again after a crash, it writes the same rows.
+    pub(crate) async fn erase_facets(
+        &self,
+        tenant: &str,
+        seq: u64,
+        record: &Record,
+        by: &sealtrail_core::record::Redaction,
+    ) -> StoreResult<()> {
+        let b = (seq - 1) / BLOCK;
+        let head = self.committed_head(tenant).await?.unwrap_or(0);
+        if (b + 1) * BLOCK > head {
+            return Ok(());
+        }
+        let mut records = self.block_records(tenant, b).await?;
+        let at = (seq - 1 - b * BLOCK) as usize;
+        records[at] = record.redact(by.clone());
+        let after = block_rows(&records);
+        self.write_block(tenant, b, &after).await?;
+        let group = (b >> GROUP_BITS) as i64;
+        let gone: Vec<_> = values(record)
+            .into_iter()
+            .filter(|(kind, value)| !after.contains_key(&(*kind, value.to_string())))
+            .map(|(kind, value)| {
+                self.session.execute_unpaged(
+                    &self.stmts.delete_facet,
+                    (tenant, kind, group, value, b as i64),
+                )
+            })
+            .collect();
+        run_bounded(gone, 8).await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -319,18 +390,10 @@ impl ScyllaStore {
             if *kind == 0 {
                 continue;
             }
-            let row = self
-                .one_row::<(Option<Vec<u8>>,)>(
-                    &self.stmts.select_facet_postings,
-                    (tenant, *kind, group, value.as_str(), b as i64),
-                )
-                .await?;
-            let postings: Vec<u16> = row
-                .and_then(|(p,)| p)
-                .unwrap_or_default()
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                .collect();
+            let postings = self
+                .postings(tenant, *kind, group, value, b)
+                .await?
+                .unwrap_or_default();
             set = Some(match set {
                 None => postings,
                 Some(prev) => prev
@@ -340,10 +403,37 @@ impl ScyllaStore {
             });
         }
         let base = b * BLOCK + 1;
-        Ok(match set {
-            Some(offsets) => offsets.into_iter().map(|o| base + o as u64).collect(),
-            None => (base..base + BLOCK).collect(),
-        })
+        let set = match set {
+            Some(set) => set,
+            // Only a time range: the block's records but the redacted ones.
+            None => self
+                .postings(tenant, 0, group, "", b)
+                .await?
+                .unwrap_or_else(|| (0..BLOCK as u16).collect()),
+        };
+        Ok(set.into_iter().map(|o| base + o as u64).collect())
+    }
+
+    /// The postings of one facet row; `None` if it has none (kind 0: the whole block).
+    async fn postings(
+        &self,
+        tenant: &str,
+        kind: i32,
+        group: i64,
+        value: &str,
+        b: u64,
+    ) -> StoreResult<Option<Vec<u16>>> {
+        let row = self
+            .one_row::<(Option<Vec<u8>>,)>(
+                &self.stmts.select_facet_postings,
+                (tenant, kind, group, value, b as i64),
+            )
+            .await?;
+        Ok(row.and_then(|(p,)| p).filter(|p| !p.is_empty()).map(|p| {
+            p.chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect()
+        }))
     }
 
     /// The committed records at `seqs` (sorted, within one block), in order.

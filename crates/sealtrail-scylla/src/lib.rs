@@ -173,6 +173,9 @@ pub(crate) struct Statements {
     pub select_partition_heads: PreparedStatement,
     pub select_partition_derived: PreparedStatement,
     pub select_tail_ids: PreparedStatement,
+    pub select_tail_full: PreparedStatement,
+    pub erase_event: PreparedStatement,
+    pub delete_facet: PreparedStatement,
     pub insert_receipt: PreparedStatement,
     pub select_receipt: PreparedStatement,
     pub insert_key: PreparedStatement,
@@ -224,6 +227,12 @@ impl Statements {
         ))
         .await?;
         select_tail_ids.set_page_size(5000);
+        let mut select_tail_full = p(format!(
+            "SELECT sequence_number, hash, event_id, canonical FROM {ks}.events \
+             WHERE tenant_id = ? AND bucket = ? AND sequence_number >= ? AND sequence_number <= ?"
+        ))
+        .await?;
+        select_tail_full.set_page_size(1000);
         let mut select_facet_counts = p(format!(
             "SELECT block, count, min_ts, max_ts FROM {ks}.facets \
              WHERE tenant_id = ? AND kind = ? AND grp = ? AND value = ?"
@@ -304,6 +313,20 @@ impl Statements {
             select_partition_heads,
             select_partition_derived,
             select_tail_ids,
+            select_tail_full,
+            // An erasure's timestamp is the present (microseconds): above the small
+            // epoch-based timestamps of record writes, so a replay that rewrites the
+            // record's row can never bring its content back.
+            erase_event: p(format!(
+                "UPDATE {ks}.events USING TIMESTAMP ? SET canonical = ? \
+                 WHERE tenant_id = ? AND bucket = ? AND sequence_number = ?"
+            ))
+            .await?,
+            delete_facet: p(format!(
+                "DELETE FROM {ks}.facets WHERE tenant_id = ? AND kind = ? AND grp = ? \
+                 AND value = ? AND block = ?"
+            ))
+            .await?,
             insert_receipt: p(format!(
                 "INSERT INTO {ks}.receipts_by_bucket (tenant_id, bucket, receipt_id, body) \
                  VALUES (?, ?, ?, ?)"
@@ -507,6 +530,12 @@ impl Store for ScyllaStore {
 
     fn min_tree_level(&self) -> u8 {
         schema::MIN_TREE_LEVEL
+    }
+
+    /// The chainer that derives a redaction event erases the record it names
+    /// (`derive.rs`, [`ScyllaStore::erase`]).
+    fn erases_redacted(&self) -> bool {
+        true
     }
 
     async fn create_key(&self, key: ApiKey) -> StoreResult<()> {

@@ -282,6 +282,28 @@ impl ScyllaStore {
             .collect())
     }
 
+    /// `(sequence number, hash, event id, canonical bytes)` of the stored rows `from..=to`,
+    /// in order (a catch-up: it needs the redaction events' contents).
+    pub(crate) async fn tail_records(
+        &self,
+        tenant: &str,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<Vec<(u64, String, String, Vec<u8>)>> {
+        let rows = self
+            .range_rows::<(i64, String, String, Vec<u8>)>(
+                &self.stmts.select_tail_full,
+                tenant,
+                from,
+                to,
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, hash, id, canonical)| (seq as u64, hash, id, canonical))
+            .collect())
+    }
+
     pub(crate) async fn list(&self, tenant: &str, query: &EventQuery) -> StoreResult<EventPage> {
         if query.is_filtered() {
             // The watermark before the head: blocks below it have their facet rows.

@@ -114,6 +114,9 @@ impl Replication {
     }
 }
 
+/// `gc_grace_seconds` of the `facets` table (see [`tables`]).
+pub const FACETS_GC_GRACE_SECONDS: u32 = 3 * 3600;
+
 fn tables(ks: &str) -> Vec<String> {
     vec![
         format!("CREATE TABLE IF NOT EXISTS {ks}.meta (key text PRIMARY KEY, value text)"),
@@ -141,6 +144,13 @@ fn tables(ks: &str) -> Vec<String> {
              value text, block bigint, count int, postings blob, min_ts text, max_ts text, \
              PRIMARY KEY ((tenant_id, kind, grp), value, block))"
         ),
+        // A redaction deletes the filter-index rows of values only the erased record had,
+        // and a row's tombstone keeps its key — the value — until `gc_grace_seconds` have
+        // passed and a compaction purges it. Cassandra's default is 10 days (for repairs
+        // of a replica that missed a delete); a facet row that comes back so would only
+        // let a filter find a record that reads redacted, so 3 hours (the default hint
+        // window) is enough here. Set on every migrate (idempotent).
+        format!("ALTER TABLE {ks}.facets WITH gc_grace_seconds = {FACETS_GC_GRACE_SECONDS}"),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.derived (log_partition int, tenant_id text, \
              derived_to bigint, PRIMARY KEY (log_partition, tenant_id))"

@@ -62,6 +62,231 @@ pub async fn run_all(store: &dyn Store) {
     keys_lifecycle(store).await;
     tree_nodes_round_trip(store).await;
     every_node_of_a_larger_tree(store).await;
+    redactions_erase_and_keep_the_links(store).await;
+}
+
+/// Every check but [`redactions_erase_and_keep_the_links`] (it waits for the erasure,
+/// which a store whose derivation is paused never does).
+pub async fn run_all_but_erasure(store: &dyn Store) {
+    append_then_read_back(store).await;
+    replay_is_idempotent_and_forks_are_refused(store).await;
+    append_rule_cases(store).await;
+    tenants_are_isolated(store).await;
+    list_filters_and_paging(store).await;
+    receipts_round_trip(store).await;
+    keys_lifecycle(store).await;
+    tree_nodes_round_trip(store).await;
+    every_node_of_a_larger_tree(store).await;
+}
+
+/// The redaction event of `target` (issue 15), chained after `head`.
+pub fn redaction_of(
+    tenant: &str,
+    head: &ChainHead,
+    target: &sealtrail_core::record::Record,
+) -> ChainedRecord {
+    let actor = sealtrail_core::event::Actor {
+        email: None,
+        id: "key_admin".into(),
+        actor_type: None,
+    };
+    let id = format!(
+        "{tenant}-redact-{}-{}",
+        target.sequence_number, head.sequence_number
+    );
+    let event = sealtrail_core::event::normalize(
+        sealtrail_core::record::redaction_input(
+            actor,
+            &target.id,
+            target.sequence_number,
+            "erasure request",
+        ),
+        1_704_067_300_000_000 + head.sequence_number as i64,
+        || id,
+    )
+    .expect("a redaction event is valid");
+    chain_step(Some(head), tenant, event)
+}
+
+/// A store that [`Store::erases_redacted`] erases the record a redaction event names:
+/// reads return it redacted (same id, sequence number, links and hash), no filter finds
+/// it, its stored bytes are the redacted form, the tree is unchanged, and neither a replay
+/// of the original record nor a second redaction brings anything back. Records at the
+/// start, in the middle (inside a complete 1,024-record block) and at the head.
+pub async fn redactions_erase_and_keep_the_links(store: &dyn Store) {
+    if !store.erases_redacted() {
+        return;
+    }
+    use sealtrail_core::merkle::{Frontier, NodeId};
+    let tenant = "conf-redact";
+    let recs = make_chain(tenant, None, 1030);
+    let mut frontier = Frontier::new();
+    for chunk in recs.chunks(256) {
+        let nodes = tree_nodes_of(&mut frontier, chunk);
+        store
+            .append(CommitBatch {
+                records: chunk.to_vec(),
+                tree_nodes: nodes,
+                ..Default::default()
+            })
+            .await
+            .expect("append");
+    }
+    let page = |f: &dyn Fn(&mut EventQuery)| {
+        let mut q = EventQuery {
+            paging: Paging::Page {
+                page: 1,
+                page_size: 100,
+            },
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    let by_actor = |a: &str| {
+        let a = a.to_string();
+        page(&move |q| q.actor_id = Some(a.clone()))
+    };
+    let in_time = page(&|q| {
+        q.from = Some("2024-01-01T00:00:00.000000Z".into());
+        q.to = Some("2024-01-01T00:01:00.000000Z".into());
+    });
+    let total =
+        |q: EventQuery| async move { store.list_events(tenant, q).await.expect("list").total };
+    let targets = [1usize, 700, 1030];
+    let mut actor_totals = Vec::new();
+    for t in targets {
+        actor_totals.push(total(by_actor(&recs[t - 1].record.actor.id)).await);
+    }
+    let timed_before = total(in_time.clone()).await;
+    assert_eq!(timed_before, 1030);
+    let ids = vec![NodeId::new(10, 0), NodeId::new(0, 699), NodeId::new(2, 174)];
+    let root_before = store.tree_nodes(tenant, ids.clone()).await.expect("nodes");
+    assert!(root_before.iter().all(Option::is_some));
+
+    let mut head = recs.last().unwrap().head();
+    let mut redactions = Vec::new();
+    for t in targets {
+        let redaction = redaction_of(tenant, &head, &recs[t - 1].record);
+        head = redaction.head();
+        let nodes = tree_nodes_of(&mut frontier, std::slice::from_ref(&redaction));
+        store
+            .append(CommitBatch {
+                records: vec![redaction.clone()],
+                tree_nodes: nodes,
+                ..Default::default()
+            })
+            .await
+            .expect("append the redaction");
+        redactions.push(redaction);
+    }
+    for (t, redaction) in targets.iter().zip(&redactions) {
+        let target = &recs[t - 1].record;
+        let (_, _, by) = redaction.record.redaction_order().expect("a redaction");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let got = loop {
+            let got = store
+                .get_event(tenant, &target.id)
+                .await
+                .unwrap()
+                .expect("a redacted record is still found by id")
+                .record;
+            if got.redacted.is_some() || std::time::Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(got, target.redact(by.clone()), "record {t} redacted");
+        let row = &store.scan_chain(tenant, (*t - 1) as u64, 1).await.unwrap()[0];
+        assert_eq!(row.hash, target.hash);
+        assert!(
+            sealtrail_core::record::is_redacted(&row.canonical),
+            "record {t}: the stored bytes are the redacted form"
+        );
+        assert_eq!(row.record().unwrap(), got);
+    }
+    // No filter finds them; an unfiltered list shows them redacted.
+    for (i, t) in targets.iter().enumerate() {
+        let actor = &recs[t - 1].record.actor.id;
+        let before = actor_totals[i];
+        let shared = targets
+            .iter()
+            .filter(|u| recs[*u - 1].record.actor.id == *actor)
+            .count() as u64;
+        let p = store.list_events(tenant, by_actor(actor)).await.unwrap();
+        assert_eq!(p.total, before - shared, "actor filter of record {t}");
+        assert!(p.events.iter().all(|e| e.redacted.is_none()));
+    }
+    assert_eq!(total(in_time.clone()).await, 1030 - 3);
+    let mut timed = in_time.clone();
+    timed.paging = Paging::Page {
+        page: 7,
+        page_size: 100,
+    };
+    let p = store.list_events(tenant, timed).await.unwrap();
+    assert!(
+        p.events
+            .iter()
+            .all(|e| e.redacted.is_none() && e.sequence_number != 700),
+        "a time range never lists a redacted record"
+    );
+    let p = store
+        .list_events(
+            tenant,
+            EventQuery {
+                paging: Paging::Page {
+                    page: 7,
+                    page_size: 100,
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.total, 1033);
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.sequence_number == 700 && e.redacted.is_some())
+    );
+    // The tree is unchanged.
+    assert_eq!(
+        store.tree_nodes(tenant, ids).await.expect("nodes"),
+        root_before
+    );
+    // A replay of the original records is a no-op, and brings nothing back.
+    store
+        .append(CommitBatch {
+            records: recs[..256].to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("a replay of records since redacted is still a replay");
+    // A second redaction of the same record erases nothing more: the record still names
+    // the first.
+    let again = redaction_of(tenant, &head, &recs[699].record);
+    let nodes = tree_nodes_of(&mut frontier, std::slice::from_ref(&again));
+    store
+        .append(CommitBatch {
+            records: vec![again],
+            tree_nodes: nodes,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for (t, redaction) in targets.iter().zip(&redactions) {
+        let got = store
+            .get_event(tenant, &recs[t - 1].record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .record;
+        assert_eq!(
+            got.redacted.as_ref().map(|r| r.event_id.as_str()),
+            Some(redaction.record.id.as_str())
+        );
+    }
 }
 
 pub async fn append_then_read_back(store: &dyn Store) {
