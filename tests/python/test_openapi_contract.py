@@ -78,6 +78,9 @@ SEEDED_EVENTS = 6
 # never find on their own: every other id is a 404).
 REDACT_OPERATION = "redactEvent"
 REDACT_TARGET = "contract-redact-target"
+# `PUT` / `DELETE /v1/retention`: answered only by a store that removes records.
+RETENTION_WRITES = ("setRetention", "clearRetention")
+RETENTION_SUPPORTED = False
 RUN_TIMEOUT_S = 600
 
 
@@ -142,6 +145,18 @@ def _config(key: str, tenant: str) -> str:
         "[[operations]]",
         f"include-operation-id = {_toml(REDACT_OPERATION)}",
         f"parameters = {_toml({'path.id': REDACT_TARGET})}",
+        # Retention needs a store that removes records; elsewhere a valid policy is the
+        # `501 not_implemented` the document declares.
+        *(
+            line
+            for op in RETENTION_WRITES
+            for line in (
+                "[[operations]]",
+                f"include-operation-id = {_toml(op)}",
+                f"checks = {_toml({'not_a_server_error': {'enabled': False}})}",
+            )
+            if not RETENTION_SUPPORTED
+        ),
     ]
     return "\n".join(lines) + "\n"
 

@@ -326,7 +326,30 @@ pub async fn evidence_pack(
         )
         .await?;
     let mut proofs = pack::Proofs::default();
-    for seq in [1, size] {
+    // Retention removed the records before `first` (issue 15): the pack starts there, with
+    // the tree over the removed ones in their place.
+    let first = store.retained_from(&tenant).await?.min(size.max(1));
+    if first > 1 {
+        let ids = sealtrail_core::merkle::Frontier::ids(first - 1);
+        let hashes = store.tree_nodes(&tenant, ids).await?;
+        let prefix = hashes
+            .into_iter()
+            .map(|h| {
+                h.map(|h| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, h))
+                    .ok_or_else(|| {
+                        ApiError::internal(
+                            "a tree node before the retention boundary is missing",
+                            &tenant,
+                        )
+                    })
+            })
+            .collect::<ApiResult<Vec<_>>>()?;
+        proofs.retention = Some(pack::RetentionPrefix {
+            retained_from: first,
+            prefix,
+        });
+    }
+    for seq in [first, size] {
         if seq == 0 || proofs.inclusion.iter().any(|p| p.sequence_number == seq) {
             continue;
         }
@@ -368,7 +391,7 @@ pub async fn evidence_pack(
                 Ok(zip)
             })
             .await?;
-            let mut after = 0;
+            let mut after = first - 1;
             while after < size {
                 let limit = PAGE.min((size - after) as usize);
                 let page = store.scan_chain(&tenant, after, limit).await?;

@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod query;
 pub mod quota;
 pub mod redact;
+pub mod retention;
 pub mod stream;
 pub mod telemetry;
 pub mod tiles;
@@ -55,6 +56,8 @@ pub struct ApiConfig {
     /// Largest request head: REST start line and headers (`431`, or `414` for the target
     /// alone), gRPC header list (`max_header_bytes`).
     pub max_header_bytes: usize,
+    /// Retention (issue 15): the default policy, the pruner's interval, the archive.
+    pub retention: retention::RetentionConfig,
 }
 
 /// When an async ingest call (`202`) is answered: the mode's acknowledgement policy,
@@ -80,6 +83,7 @@ impl Default for ApiConfig {
             acknowledge: Acknowledge::OnCommit,
             body_read_timeout: Duration::from_secs(30),
             max_header_bytes: 32 * 1024,
+            retention: retention::RetentionConfig::default(),
         }
     }
 }
@@ -121,6 +125,12 @@ pub fn router(service: AppState) -> Router {
         .route("/v1/events/{id}", get(query::get_event))
         .route("/v1/events/{id}/verify", get(query::verify_event))
         .route("/v1/events/{id}/redact", post(redact::redact_event))
+        .route(
+            "/v1/retention",
+            get(retention::get_retention)
+                .put(retention::set_retention)
+                .delete(retention::clear_retention),
+        )
         .route("/v1/receipts/{id}", get(query::get_receipt))
         .route("/v1/verify", get(query::verify_chain))
         .route("/v1/checkpoint", get(tlog::get_checkpoint))

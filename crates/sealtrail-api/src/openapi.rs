@@ -30,6 +30,9 @@ use utoipa::{Modify, OpenApi};
         crate::query::verify_event,
         crate::query::verify_chain,
         crate::redact::redact_event,
+        crate::retention::get_retention,
+        crate::retention::set_retention,
+        crate::retention::clear_retention,
         crate::stream::stream_events,
         crate::tlog::get_checkpoint,
         crate::tlog::get_log_key,
@@ -56,13 +59,15 @@ use utoipa::{Modify, OpenApi};
         crate::error::ErrorBody,
         crate::redact::RedactRequest,
         crate::redact::RedactResult,
+        crate::retention::RetentionStatus,
+        crate::retention::RetentionPolicyBody,
         sealtrail_core::record::Redaction,
         crate::tlog::LogKey,
         crate::tlog::InclusionProofResponse,
         crate::tlog::ConsistencyProofResponse,
     )),
     modifiers(&BearerAuth, &RecordShapes, &SharedErrors),
-    tags((name = "Ingest"), (name = "Query"), (name = "Verify"), (name = "Stream"), (name = "Verifiable log"), (name = "Redaction"))
+    tags((name = "Ingest"), (name = "Query"), (name = "Verify"), (name = "Stream"), (name = "Verifiable log"), (name = "Redaction"), (name = "Retention"))
 )]
 pub struct ApiDoc;
 

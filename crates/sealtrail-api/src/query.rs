@@ -260,7 +260,9 @@ pub struct SingleVerifyResult {
     pub stored_hash: String,
     /// SHA-256 of the JCS form of the record as served, recomputed now.
     pub computed_hash: String,
-    /// Whether `prev_hash` equals the stored hash of the previous record.
+    /// Whether `prev_hash` equals the stored hash of the previous record. `false` for the
+    /// first record kept by retention (issue 15), whose predecessor was removed: that
+    /// link is bound by the signed tree instead, and `valid` does not need it.
     pub prev_hash_valid: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -311,12 +313,16 @@ pub async fn verify_one(
             .filter(|r| r.sequence_number == seq - 1)
             .map(|r| r.hash)
     };
+    // The first record kept by retention links to a removed one: that link is bound by
+    // the tree (its leaf), not checkable from the records.
+    let at_boundary =
+        seq > 1 && expected_prev.is_none() && state.store.retained_from(tenant_id).await? == seq;
     let prev_hash_valid = expected_prev.as_deref() == Some(record.prev_hash.as_str());
     if let Some(by) = &record.redacted {
         return verify_redacted(state, tenant_id, &record, by, prev_hash_valid).await;
     }
     let hash_valid = computed_hash == record.hash;
-    let reason = match (hash_valid, prev_hash_valid) {
+    let reason = match (hash_valid, prev_hash_valid || at_boundary) {
         (true, true) => None,
         (false, _) => {
             Some("hash_mismatch: the record does not hash to its stored hash".to_string())
@@ -326,7 +332,7 @@ pub async fn verify_one(
         }
     };
     Ok(SingleVerifyResult {
-        valid: hash_valid && prev_hash_valid,
+        valid: hash_valid && (prev_hash_valid || at_boundary),
         event_id: record.id,
         sequence_number: seq,
         stored_hash: record.hash,
@@ -456,6 +462,12 @@ pub struct VerifyResult {
     /// (sealtrail extension).
     #[serde(skip_serializing_if = "is_zero")]
     pub redacted_checked: u64,
+    /// The retention boundary (issue 15): the records before it were removed by the
+    /// tenant's retention policy, so the walk starts there (its first record's link to the
+    /// removed ones is bound by the signed tree, not checked here) and requires the prune
+    /// event that set it. Absent when nothing was removed (sealtrail extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retained_from: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -498,10 +510,16 @@ pub async fn verify_walk(
     // Resume where this server last found the chain valid, unless asked for a full walk
     // or for a time range (whose counts need the whole chain read).
     let ranged = from.is_some() || to.is_some();
+    // Records before the retention boundary were removed (issue 15): the walk starts
+    // there, and an anchor below it is gone with them.
+    let retained_from = state.store.retained_from(&tenant).await?;
     let anchor = if full || ranged {
         None
     } else {
-        state.verified.position(&tenant)
+        state
+            .verified
+            .position(&tenant)
+            .filter(|a| a.sequence_number >= retained_from)
     };
     let head = state
         .store
@@ -509,7 +527,7 @@ pub async fn verify_walk(
         .await?
         .remove(&tenant)
         .map_or(0, |h| h.sequence_number);
-    let start = anchor.as_ref().map_or(1, |a| a.sequence_number);
+    let start = anchor.as_ref().map_or(retained_from, |a| a.sequence_number);
     let _long_walk = state
         .verified
         .permit_for(head.saturating_sub(start).saturating_add(1))?;
@@ -536,7 +554,7 @@ pub async fn verify_walk(
     let mut walk = Walk {
         walker: match &anchor {
             Some(anchor) => ChainWalker::resume_at(&tenant, anchor),
-            None => ChainWalker::new(&tenant),
+            None => ChainWalker::from_boundary(&tenant, retained_from),
         },
         any_break: false,
         from: from.clone(),
@@ -573,7 +591,21 @@ pub async fn verify_walk(
     } = walk;
     metrics::counter!("sealtrail_verified_events_total").increment(walker.checked());
     let resumed_from = anchor.as_ref().map(|a| a.sequence_number);
-    let unconfirmed = !walker.unconfirmed_redactions().is_empty();
+    let unconfirmed = !walker.unconfirmed_redactions().is_empty()
+        || (!stopped && walker.unconfirmed_boundary().is_some());
+    if !stopped && let Some(first) = walker.unconfirmed_boundary() {
+        broken_count += 1;
+        broken.push(BrokenEvent {
+            event_id: String::new(),
+            sequence_number: first,
+            timestamp: String::new(),
+            action: String::new(),
+            actor_id: String::new(),
+            reason: format!(
+                "boundary_unconfirmed: the chain starts at record {first} (the records before it were removed), but no prune event (sealtrail.retention.prune) in it names that boundary"
+            ),
+        });
+    }
     if !stopped {
         // The walk reached the head: a record marked redacted by a record it did not
         // meet was marked by one that does not exist.
@@ -637,6 +669,7 @@ pub async fn verify_walk(
         broken_count,
         all_broken_events: scan_all.then_some(broken),
         redacted_checked: walker.redacted(),
+        retained_from: (retained_from > 1).then_some(retained_from),
     })
 }
 

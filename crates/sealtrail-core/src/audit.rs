@@ -61,6 +61,9 @@ pub struct LineDigest {
     pub redacted_by: Option<(u64, String)>,
     /// A redaction event (`sealtrail.event.redact`): the id of the record it redacts.
     pub redacts: Option<String>,
+    /// A prune event (`sealtrail.retention.prune`, issue 15): the retention boundary it
+    /// set (the first record kept).
+    pub prunes: Option<u64>,
 }
 
 /// Why a line is not a readable record.
@@ -155,6 +158,7 @@ fn digest_redacted(line: &[u8]) -> Result<Option<LineDigest>, LineError> {
         prev_hash: hex32(&r.prev_hash, "prev_hash")?,
         redacted_by: Some((r.redacted.sequence_number, r.redacted.event_id)),
         redacts: None,
+        prunes: None,
     }))
 }
 
@@ -172,6 +176,23 @@ fn redacted_target(action: &[u8], resource: &[u8]) -> Option<String> {
     serde_json::from_slice::<Target>(resource)
         .ok()
         .map(|t| t.id)
+}
+
+/// The boundary a prune event (`action` `sealtrail.retention.prune`, at `seq`) sets: its
+/// `metadata.before_sequence_number`, if before the event.
+fn pruned_before(action: &[u8], metadata: &[u8], seq: u64) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Order {
+        before_sequence_number: u64,
+    }
+    let action: String = serde_json::from_slice(action).ok()?;
+    if action != crate::record::PRUNE_ACTION {
+        return None;
+    }
+    serde_json::from_slice::<Order>(metadata)
+        .ok()
+        .map(|o| o.before_sequence_number)
+        .filter(|b| *b >= 1 && *b < seq)
 }
 
 fn digest_canonical(
@@ -213,6 +234,11 @@ fn digest_canonical(
         redacted_by: None,
         redacts: if value(0).starts_with(b"\"sealtrail.") {
             redacted_target(value(0), value(8))
+        } else {
+            None
+        },
+        prunes: if value(0).starts_with(b"\"sealtrail.") {
+            pruned_before(value(0), value(5), sequence_number)
         } else {
             None
         },
@@ -320,12 +346,13 @@ fn digest_parsed(line: &[u8]) -> Result<LineDigest, LineError> {
     map.remove("hash");
     let canonical = serde_json_canonicalizer::to_vec(&map)
         .map_err(|e| LineError(format!("cannot canonicalize: {e}")))?;
+    let sequence_number = map["sequence_number"]
+        .as_u64()
+        .ok_or_else(|| LineError("sequence_number must be a positive integer".into()))?;
     Ok(LineDigest {
         id: string(&map, "id")?,
         tenant_id: string(&map, "tenant_id")?,
-        sequence_number: map["sequence_number"]
-            .as_u64()
-            .ok_or_else(|| LineError("sequence_number must be a positive integer".into()))?,
+        sequence_number,
         stored_hash: hex32(&stored, "hash")?,
         computed_hash: Sha256::digest(&canonical).into(),
         prev_hash: hex32(&string(&map, "prev_hash")?, "prev_hash")?,
@@ -333,6 +360,11 @@ fn digest_parsed(line: &[u8]) -> Result<LineDigest, LineError> {
         redacts: redacted_target(
             map["action"].to_string().as_bytes(),
             map["resource"].to_string().as_bytes(),
+        ),
+        prunes: pruned_before(
+            map["action"].to_string().as_bytes(),
+            map["metadata"].to_string().as_bytes(),
+            sequence_number,
         ),
     })
 }
@@ -410,7 +442,9 @@ pub struct AuditFailure {
     /// Machine-readable: `unreadable_record`, `hash_mismatch`, `sequence_gap`,
     /// `sequence_out_of_order`, `prev_hash_mismatch`, `wrong_tenant`, `bad_checkpoint`,
     /// `redaction_unconfirmed` (a record marked redacted without its redaction event),
-    /// `bad_signature`, `truncated`, `root_mismatch`, `rollback`, `fork`; `witness_quorum`
+    /// `bad_signature`, `truncated`, `root_mismatch`, `rollback`, `fork`;
+    /// from a retention boundary: `bad_boundary`, `boundary_unconfirmed`,
+    /// `kept_before_boundary`; `witness_quorum`
     /// (`sealtrail verify --witness`: too few valid cosignatures on the checkpoint).
     pub code: &'static str,
     pub message: String,
@@ -439,6 +473,9 @@ fn failure(code: &'static str, message: String) -> AuditFailure {
 pub struct AuditSummary {
     pub tenant_id: Option<String>,
     pub records: u64,
+    /// The first record of the input: 1, or the retention boundary it started at
+    /// (records before it were removed; `records` counts them, the tree covers them).
+    pub retained_from: u64,
     /// Redacted records among them (each bound by its links and confirmed by its
     /// redaction event, but not hashed again: its content is gone).
     pub redacted: u64,
@@ -467,6 +504,17 @@ pub struct Auditor {
     /// redacted record's position, sequence number, id).
     pending_redactions: std::collections::BTreeMap<u64, (u64, u64, String, String)>,
     redacted: u64,
+    /// An audit from a retention boundary ([`Auditor::start_at_boundary`]).
+    boundary: Option<AuditBoundary>,
+}
+
+#[derive(Debug, Clone)]
+struct AuditBoundary {
+    first: u64,
+    /// The prune event naming `first`, once fed.
+    confirmed: bool,
+    /// The first record's `prev_hash` (a removed record's hash) is still to be taken.
+    open_link: bool,
 }
 
 /// The tenant a checkpoint origin `<log origin>/<tenant_id>` names.
@@ -534,12 +582,88 @@ impl Auditor {
             root_at_trusted: None,
             pending_redactions: Default::default(),
             redacted: 0,
+            boundary: None,
         };
         auditor.note_roots();
         Ok(auditor)
     }
 
-    /// Records fed so far.
+    /// Starts the audit at a retention boundary (issue 15): records before `first` were
+    /// removed by retention and the input starts at record `first`. Call before the first
+    /// record.
+    ///
+    /// - `prefix`: the hashes of the tree nodes [`Frontier::ids`]`(first - 1)` over the
+    ///   removed records' leaves (a store keeps the tree when it removes records). With
+    ///   them the kept records' tree still reaches the signed checkpoint's root, so the
+    ///   kept records are shown to be positions `first…` of the signed log, and the first
+    ///   one's `prev_hash` (a removed record's hash, taken as is) is bound by its leaf.
+    /// - `kept_proof`: when the kept checkpoint is older than the boundary (its records
+    ///   are gone), a consistency proof from it to the checkpoint (`GET
+    ///   /v1/proof/consistency`), checked here; the checkpoint's root is then checked
+    ///   against the records as usual.
+    ///
+    /// The input must contain the prune event that set `first` (later in the chain), or
+    /// [`Auditor::finish`] reports `boundary_unconfirmed`: records removed without the
+    /// chain recording it.
+    pub fn start_at_boundary(
+        &mut self,
+        first: u64,
+        prefix: Vec<Hash>,
+        kept_proof: Option<&[Hash]>,
+    ) -> Result<(), AuditFailure> {
+        if self.frontier.size() != 0 || self.expect_sequence != 1 {
+            return Err(failure(
+                "bad_boundary",
+                "a retention boundary is set before the first record".into(),
+            ));
+        }
+        if first <= 1 {
+            return Ok(());
+        }
+        self.frontier = Frontier::from_nodes(first - 1, prefix).map_err(|e| {
+            failure(
+                "bad_boundary",
+                format!("the tree nodes before the retention boundary {first}: {e}"),
+            )
+        })?;
+        self.expect_sequence = first;
+        self.boundary = Some(AuditBoundary {
+            first,
+            confirmed: false,
+            open_link: true,
+        });
+        if let Some(kept) = &self.trusted
+            && self.checks.trusted
+            && kept.size < first - 1
+        {
+            let (Some(cp), Some(proof)) = (&self.checkpoint, kept_proof) else {
+                return Err(failure(
+                    "kept_before_boundary",
+                    format!(
+                        "the kept checkpoint (size {}) is older than the retention boundary (records before {first} were removed): pass the checkpoint and the consistency proof from {} to its size",
+                        kept.size, kept.size
+                    ),
+                ));
+            };
+            crate::proof::verify_consistency(kept.size, cp.size, proof, &kept.root, &cp.root)
+                .map_err(|e| {
+                    failure(
+                        "fork",
+                        format!(
+                            "the kept checkpoint (size {}) is not a prefix of the checkpoint (size {}): {e}",
+                            kept.size, cp.size
+                        ),
+                    )
+                })?;
+            // Proven: the checkpoint extends it, and the records are checked against the
+            // checkpoint.
+            self.root_at_trusted = Some(kept.root);
+        }
+        self.note_roots();
+        Ok(())
+    }
+
+    /// Records fed so far (with a retention boundary: counting the removed ones).
     pub fn records(&self) -> u64 {
         self.frontier.size()
     }
@@ -557,7 +681,9 @@ impl Auditor {
     /// Checks the next record (a result of [`digest_line`]; an unreadable line is
     /// reported as is).
     pub fn feed(&mut self, digest: Result<&LineDigest, &LineError>) -> Result<(), AuditFailure> {
-        let position = self.frontier.size() + 1;
+        // The 1-based place in the input (records before a boundary are not in it).
+        let skipped = self.boundary.as_ref().map_or(0, |b| b.first - 1);
+        let position = self.frontier.size() + 1 - skipped;
         let d = digest.map_err(|e| AuditFailure {
             position,
             sequence_number: None,
@@ -611,6 +737,15 @@ impl Auditor {
                     self.expect_sequence, d.sequence_number
                 ),
             ));
+        }
+        if let Some(b) = &mut self.boundary {
+            if std::mem::take(&mut b.open_link) {
+                // The first kept record links to a removed one: its leaf binds it.
+                self.prev_hash = d.prev_hash;
+            }
+            if d.prunes == Some(b.first) {
+                b.confirmed = true;
+            }
         }
         if c.prev_hash && d.prev_hash != self.prev_hash {
             return Err(fail(
@@ -680,6 +815,15 @@ impl Auditor {
                     "marked redacted by record {by}, which the input does not reach (the input has {records} records)"
                 ),
             });
+        }
+        if let Some(b) = self.boundary.as_ref().filter(|b| !b.confirmed) {
+            return Err(failure(
+                "boundary_unconfirmed",
+                format!(
+                    "the input starts at record {} but no prune event (sealtrail.retention.prune) in it names that boundary: records were removed without the chain recording it",
+                    b.first
+                ),
+            ));
         }
         if let Some(cp) = &self.checkpoint {
             if c.checkpoint_size && records < cp.size {
@@ -767,6 +911,7 @@ impl Auditor {
             tenant_id: self.tenant_id,
             records,
             redacted: self.redacted,
+            retained_from: self.boundary.as_ref().map_or(1, |b| b.first),
             root: self.frontier.root(),
             checkpoint: self.checkpoint,
             uncovered,

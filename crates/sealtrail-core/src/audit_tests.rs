@@ -555,3 +555,145 @@ fn every_byte_flip_next_to_a_redacted_record_is_detected() {
         }
     }
 }
+
+/// A log pruned by retention (issue 15): 12 records, a prune event (13) that removed
+/// records 1..=5, and 2 more. The input starts at record 6; the prefix is the tree nodes
+/// over the removed records' leaves; the tree of every record is `tree`.
+fn pruned_log() -> (Vec<Record>, Vec<Vec<u8>>, Vec<Hash>, MemoryTree) {
+    use crate::event::normalize;
+    use crate::record::prune_input;
+    let mut rs = records("acme", 12);
+    let mut policy = serde_json::Map::new();
+    policy.insert("events".into(), json!(7));
+    let ev = normalize(
+        prune_input("acme", 6, policy),
+        1_800_000_000_000_000,
+        || "prune-1".into(),
+    )
+    .unwrap();
+    let head = crate::record::ChainHead {
+        sequence_number: 12,
+        hash: rs[11].hash.clone(),
+    };
+    rs.push(chain_step(Some(&head), "acme", ev).record);
+    for (i, r) in records("acme", 2).into_iter().enumerate() {
+        let head = crate::record::ChainHead {
+            sequence_number: rs.len() as u64,
+            hash: rs.last().unwrap().hash.clone(),
+        };
+        let ev = validate_event(
+            json!({"actor": {"id": r.actor.id}, "action": "doc.write", "resource": {"id": "d", "type": "doc"},
+                   "outcome": "success"}),
+            1_800_000_001_000_000 + i as i64,
+            || format!("after-{i}"),
+        )
+        .unwrap();
+        rs.push(chain_step(Some(&head), "acme", ev).record);
+    }
+    let mut tree = MemoryTree::new();
+    let mut prefix = crate::merkle::Frontier::new();
+    for (i, r) in rs.iter().enumerate() {
+        let leaf = crate::merkle::record_leaf(&r.hash).unwrap();
+        tree.push(&leaf);
+        if i < 5 {
+            prefix.push(&leaf, |_, _| {});
+        }
+    }
+    let ls = lines(&rs[5..]);
+    (rs, ls, prefix.nodes().to_vec(), tree)
+}
+
+fn audit_from(
+    first: u64,
+    prefix: Vec<Hash>,
+    lines: &[Vec<u8>],
+    checkpoint: Option<&str>,
+    trusted: Option<&str>,
+    kept_proof: Option<&[Hash]>,
+) -> Result<AuditSummary, AuditFailure> {
+    let key = signer().verifier();
+    let mut a = Auditor::new(Checks::default(), Some(&key), checkpoint, trusted)?;
+    a.start_at_boundary(first, prefix, kept_proof)?;
+    for l in lines {
+        a.feed(digest_line(l).as_ref())?;
+    }
+    a.finish()
+}
+
+#[test]
+fn a_log_pruned_by_retention_verifies_from_its_boundary() {
+    let (rs, ls, prefix, _) = pruned_log();
+    assert_eq!(rs.len(), 15);
+    let cp = checkpoint_of(&rs, 15, &signer());
+    let summary = audit_from(6, prefix.clone(), &ls, Some(&cp), None, None).unwrap();
+    assert_eq!((summary.records, summary.retained_from), (15, 6));
+    // A kept checkpoint at or after the boundary is checked from the records.
+    let kept = checkpoint_of(&rs, 9, &signer());
+    audit_from(6, prefix.clone(), &ls, Some(&cp), Some(&kept), None).unwrap();
+    let kept = checkpoint_of(&rs, 5, &signer());
+    audit_from(6, prefix.clone(), &ls, Some(&cp), Some(&kept), None).unwrap();
+    // The checkpoint may also be older than the head.
+    let cp12 = checkpoint_of(&rs, 12, &signer());
+    let summary = audit_from(6, prefix, &ls, Some(&cp12), None, None).unwrap();
+    assert_eq!(summary.uncovered, 3);
+}
+
+#[test]
+fn a_kept_checkpoint_older_than_the_boundary_needs_its_consistency_proof() {
+    let (rs, ls, prefix, tree) = pruned_log();
+    let cp = checkpoint_of(&rs, 15, &signer());
+    let kept = checkpoint_of(&rs, 3, &signer());
+    let err = audit_from(6, prefix.clone(), &ls, Some(&cp), Some(&kept), None).unwrap_err();
+    assert_eq!(err.code, "kept_before_boundary");
+    let proof = crate::proof::consistency_proof(&tree, 3, 15).unwrap();
+    audit_from(6, prefix.clone(), &ls, Some(&cp), Some(&kept), Some(&proof)).unwrap();
+    // A kept checkpoint of another history: its proof does not hold.
+    let mut other = rs.clone();
+    other[1].metadata.insert("ip".into(), json!("10.9.9.9"));
+    let other = rewrite(other);
+    let forked = checkpoint_of(&other, 3, &signer());
+    let err = audit_from(6, prefix, &ls, Some(&cp), Some(&forked), Some(&proof)).unwrap_err();
+    assert_eq!(err.code, "fork");
+}
+
+#[test]
+fn what_retention_cannot_hide() {
+    let (rs, ls, prefix, _) = pruned_log();
+    let cp = checkpoint_of(&rs, 15, &signer());
+    // Records cut without a prune event naming the boundary (here: at 8).
+    let mut prefix8 = crate::merkle::Frontier::new();
+    for r in &rs[..7] {
+        prefix8.push(&crate::merkle::record_leaf(&r.hash).unwrap(), |_, _| {});
+    }
+    let err = audit_from(8, prefix8.nodes().to_vec(), &ls[2..], Some(&cp), None, None).unwrap_err();
+    assert_eq!(err.code, "boundary_unconfirmed");
+    // A prefix that is not the removed records' tree.
+    let mut wrong = prefix.clone();
+    wrong[0][0] ^= 1;
+    let err = audit_from(6, wrong, &ls, Some(&cp), None, None).unwrap_err();
+    assert_eq!(err.code, "root_mismatch");
+    // A prefix of the wrong shape.
+    let err = audit_from(6, prefix[..1].to_vec(), &ls, Some(&cp), None, None).unwrap_err();
+    assert_eq!(err.code, "bad_boundary");
+    // The kept records rewritten from the boundary on (hashes and links redone).
+    let mut kept: Vec<Record> = rs[5..].to_vec();
+    kept[0].metadata.insert("ip".into(), json!("10.9.9.9"));
+    let first_prev = kept[0].prev_hash.clone();
+    let mut prev = first_prev;
+    for r in &mut kept {
+        r.prev_hash = prev;
+        r.hash = hash_hex(&r.canonical_unhashed());
+        prev = r.hash.clone();
+    }
+    let err = audit_from(6, prefix.clone(), &lines(&kept), Some(&cp), None, None).unwrap_err();
+    assert_eq!(err.code, "root_mismatch");
+    // The input does not start at the boundary.
+    let err = audit_from(6, prefix.clone(), &ls[1..], Some(&cp), None, None).unwrap_err();
+    assert_eq!((err.code, err.position), ("sequence_gap", 1));
+    // The first kept record's link changed (rehashed): the next one no longer links.
+    let mut relinked = rs[5..].to_vec();
+    relinked[0].prev_hash = "ab".repeat(32);
+    relinked[0].hash = hash_hex(&relinked[0].canonical_unhashed());
+    let err = audit_from(6, prefix, &lines(&relinked), Some(&cp), None, None).unwrap_err();
+    assert_eq!((err.code, err.position), ("prev_hash_mismatch", 2));
+}

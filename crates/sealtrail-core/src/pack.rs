@@ -5,7 +5,9 @@
 //! - [`CHECKPOINT`]: the signed checkpoint (C2SP signed note) of the tree of those n records;
 //! - [`KEY`]: the log's verifier key, `<name>+<key id>+<base64>`;
 //! - [`PROOFS`]: inclusion proofs (JSON) of some records in that checkpoint, as the API
-//!   serves them, so an auditor can check a proof without the whole log;
+//!   serves them, so an auditor can check a proof without the whole log; and, when
+//!   retention removed the first records, the boundary and the tree over them
+//!   ([`RetentionPrefix`]), the records then starting at the boundary;
 //! - [`README`] (VERIFY.md): how to verify the pack by hand.
 
 use base64::Engine;
@@ -40,6 +42,39 @@ pub struct InclusionProof {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proofs {
     pub inclusion: Vec<InclusionProof>,
+    /// Set when retention removed the tenant's first records (issue 15): the pack's
+    /// records start at the boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionPrefix>,
+}
+
+/// What stands in for the records retention removed: the boundary, and the tree over the
+/// removed records' leaves as the hashes of `Frontier::ids(retained_from - 1)` (base64),
+/// so the kept records' tree still reaches the checkpoint's root
+/// (`Auditor::start_at_boundary`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPrefix {
+    pub retained_from: u64,
+    pub prefix: Vec<String>,
+}
+
+impl RetentionPrefix {
+    /// The prefix hashes, decoded.
+    pub fn hashes(&self) -> Result<Vec<Hash>, AuditFailure> {
+        self.prefix
+            .iter()
+            .map(|h| {
+                hash_b64(h).ok_or_else(|| bad(format!("{PROOFS}: a bad retention prefix hash")))
+            })
+            .collect()
+    }
+}
+
+/// The retention prefix of `proofs.json`, if any.
+pub fn retention_of(proofs: &str) -> Result<Option<RetentionPrefix>, AuditFailure> {
+    let proofs: Proofs =
+        serde_json::from_str(proofs).map_err(|e| bad(format!("{PROOFS} is unreadable: {e}")))?;
+    Ok(proofs.retention)
 }
 
 fn bad(message: String) -> AuditFailure {

@@ -81,6 +81,52 @@ pub fn redaction_input(
     }
 }
 
+/// The action of the audit event that retention (issue 15) appends to a tenant's chain
+/// when it removes the tenant's oldest records: every record before
+/// `metadata.before_sequence_number` (the new **retention boundary**) leaves the store.
+/// Like a redaction, the removal is itself in the chain, after the records it removes:
+/// a verifier that starts at a boundary requires a later prune event naming it, so a
+/// removal nobody recorded is still a failure.
+pub const PRUNE_ACTION: &str = "sealtrail.retention.prune";
+
+/// The audit event that prunes `tenant`'s records before `before` (so record `before` is
+/// the first kept): actor `{"id":"sealtrail.retention","type":"system"}`, resource
+/// `{"type":"chain","id":<tenant>}`, `metadata` `{"before_sequence_number", "policy"}`
+/// where `policy` is what decided it (`{"days"}` and/or `{"events"}`).
+pub fn prune_input(
+    tenant_id: &str,
+    before: u64,
+    policy: Map<String, Value>,
+) -> crate::event::EventInput {
+    let mut metadata = Map::new();
+    metadata.insert(
+        "before_sequence_number".into(),
+        Value::Number(before.into()),
+    );
+    metadata.insert("policy".into(), Value::Object(policy));
+    crate::event::EventInput {
+        action: PRUNE_ACTION.to_string(),
+        actor: Actor {
+            email: None,
+            id: "sealtrail.retention".into(),
+            actor_type: Some(crate::event::ActorType::System),
+        },
+        id: None,
+        metadata,
+        outcome: Outcome::Success,
+        resource: Resource {
+            id: tenant_id.to_string(),
+            name: None,
+            resource_type: "chain".into(),
+        },
+        timestamp: None,
+    }
+}
+
+/// How a prune event's canonical form starts (JCS sorts `action` first): a cheap test
+/// before parsing a row as one.
+pub const PRUNE_PREFIX: &[u8] = b"{\"action\":\"sealtrail.retention.prune\"";
+
 /// What a redacted record says about its redaction: the audit event (in the same chain,
 /// later) that redacted it, which names the caller, the reason and the time.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -295,6 +341,17 @@ impl Record {
                 sequence_number: self.sequence_number,
             },
         ))
+    }
+
+    /// What a prune event (`action` [`PRUNE_ACTION`]) orders: the new retention boundary
+    /// (the first record kept). `None` for any other record, or a boundary that is not
+    /// before the event itself.
+    pub fn prune_order(&self) -> Option<u64> {
+        if self.action != PRUNE_ACTION {
+            return None;
+        }
+        let before = self.metadata.get("before_sequence_number")?.as_u64()?;
+        (before >= 1 && before < self.sequence_number).then_some(before)
     }
 
     /// This record redacted by `by`: what stays of it.

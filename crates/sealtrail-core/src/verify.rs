@@ -105,6 +105,16 @@ pub struct ChainWalker {
     /// sequence number, id), until the walk reaches that event.
     pending: std::collections::BTreeMap<u64, (u64, String, String)>,
     redacted: u64,
+    /// A walk from a retention boundary: the boundary, whether a prune event naming it
+    /// has been seen, and whether the first row's `prev_hash` is still to be taken as is.
+    boundary: Option<Boundary>,
+}
+
+#[derive(Debug, Clone)]
+struct Boundary {
+    first: u64,
+    confirmed: bool,
+    open_link: bool,
 }
 
 impl ChainWalker {
@@ -118,7 +128,39 @@ impl ChainWalker {
             anchor: None,
             pending: Default::default(),
             redacted: 0,
+            boundary: None,
         }
+    }
+
+    /// A walk from a retention boundary (issue 15): the records before `first` were
+    /// removed by retention. The first row fed in must be record `first`; its `prev_hash`
+    /// (the hash of the last removed record) cannot be checked here and is taken as is —
+    /// a signed checkpoint binds it (the tree keeps the removed records' leaves) — and the
+    /// rows after it are checked as in a walk from the start. A later row must be the
+    /// prune event (`sealtrail.retention.prune`) naming `first` as its boundary:
+    /// [`ChainWalker::unconfirmed_boundary`] says if the walk has not met it.
+    pub fn from_boundary(tenant_id: impl Into<String>, first: u64) -> Self {
+        let mut walker = Self::new(tenant_id);
+        walker.expect_sequence = first.max(1);
+        if first > 1 {
+            walker.prev_hash = String::new();
+            walker.boundary = Some(Boundary {
+                first,
+                confirmed: false,
+                open_link: true,
+            });
+        }
+        walker
+    }
+
+    /// The retention boundary the walk started at, if no prune event naming it has been
+    /// fed in (yet). At the end of a walk to the head, records were removed without the
+    /// chain recording it.
+    pub fn unconfirmed_boundary(&self) -> Option<u64> {
+        self.boundary
+            .as_ref()
+            .filter(|b| !b.confirmed)
+            .map(|b| b.first)
     }
 
     /// A walk that resumes at a record found valid earlier (`anchor`: its sequence number
@@ -135,6 +177,7 @@ impl ChainWalker {
             anchor: Some(anchor.hash.clone()),
             pending: Default::default(),
             redacted: 0,
+            boundary: None,
         }
     }
 
@@ -179,6 +222,20 @@ impl ChainWalker {
     /// from that row, so `scan_all` reports each break once.
     pub fn check(&mut self, stored_hash: &str, canonical: &[u8]) -> Result<(), Box<Broken>> {
         self.checked += 1;
+        if let Some(boundary) = &mut self.boundary {
+            if std::mem::take(&mut boundary.open_link)
+                && let Ok(links) = serde_json::from_slice::<Links>(canonical)
+                && links.sequence_number == boundary.first
+            {
+                // The first kept record: its link leads to a removed record.
+                self.prev_hash = links.prev_hash.into_owned();
+            }
+            if !boundary.confirmed && canonical.starts_with(crate::record::PRUNE_PREFIX) {
+                let first = boundary.first;
+                boundary.confirmed = crate::record::Record::from_canonical(canonical, stored_hash)
+                    .is_ok_and(|r| r.prune_order() == Some(first));
+            }
+        }
         if crate::record::is_redacted(canonical) {
             return self.check_redacted(stored_hash, canonical);
         }
@@ -730,5 +787,158 @@ mod tests {
             r[i].1[j] ^= 1 << bit;
             prop_assert!(!walk("t", &r).is_empty());
         }
+    }
+}
+
+#[cfg(test)]
+mod boundary_tests {
+    use super::*;
+    use crate::event::{normalize, validate_event};
+    use crate::record::{ChainedRecord, PRUNE_ACTION, chain_step, prune_input};
+    use serde_json::json;
+
+    fn chain(tenant: &str, n: usize) -> Vec<ChainedRecord> {
+        let mut out: Vec<ChainedRecord> = Vec::new();
+        for i in 0..n {
+            let ev = validate_event(
+                json!({"actor": {"id": format!("a{i}")}, "action": "x.y", "resource": {"id": "r", "type": "t"},
+                       "outcome": "success"}),
+                1_700_000_000_000_000 + i as i64,
+                || format!("id-{i}"),
+            )
+            .unwrap();
+            let head = out.last().map(|r| r.head());
+            out.push(chain_step(head.as_ref(), tenant, ev));
+        }
+        out
+    }
+
+    /// `recs` plus a prune event naming `before`, then `more` ordinary records.
+    fn pruned(tenant: &str, n: usize, before: u64, more: usize) -> Vec<ChainedRecord> {
+        let mut recs = chain(tenant, n);
+        let mut policy = serde_json::Map::new();
+        policy.insert("events".into(), json!(n as u64 - before + 1));
+        let ev = normalize(
+            prune_input(tenant, before, policy),
+            1_700_000_100_000_000,
+            || "prune-1".into(),
+        )
+        .unwrap();
+        recs.push(chain_step(Some(&recs[n - 1].head()), tenant, ev));
+        for i in 0..more {
+            let ev = validate_event(
+                json!({"actor": {"id": "b"}, "action": "x.z", "resource": {"id": "r", "type": "t"},
+                       "outcome": "success"}),
+                1_700_000_200_000_000 + i as i64,
+                || format!("after-{i}"),
+            )
+            .unwrap();
+            let head = recs.last().unwrap().head();
+            recs.push(chain_step(Some(&head), tenant, ev));
+        }
+        recs
+    }
+
+    fn walk_from(tenant: &str, first: u64, recs: &[ChainedRecord]) -> (Vec<Broken>, ChainWalker) {
+        let mut w = ChainWalker::from_boundary(tenant, first);
+        let broken = recs
+            .iter()
+            .filter_map(|r| w.check(&r.record.hash, &r.canonical).err().map(|b| *b))
+            .collect();
+        (broken, w)
+    }
+
+    #[test]
+    fn a_prune_event_names_its_boundary() {
+        let recs = pruned("t", 10, 7, 0);
+        assert_eq!(recs[10].record.action, PRUNE_ACTION);
+        assert!(recs[10].canonical.starts_with(crate::record::PRUNE_PREFIX));
+        assert_eq!(recs[10].record.prune_order(), Some(7));
+        assert_eq!(recs[3].record.prune_order(), None);
+        // A boundary at or after the event itself orders nothing.
+        let mut late = recs[10].record.clone();
+        late.metadata
+            .insert("before_sequence_number".into(), json!(11));
+        assert_eq!(late.prune_order(), None);
+    }
+
+    #[test]
+    fn a_walk_from_the_boundary_checks_every_kept_record() {
+        let recs = pruned("t", 10, 7, 3);
+        let (broken, w) = walk_from("t", 7, &recs[6..]);
+        assert!(broken.is_empty(), "{broken:?}");
+        assert_eq!(w.checked(), 8);
+        assert_eq!(w.unconfirmed_boundary(), None);
+        assert_eq!(w.last_hash(), recs.last().unwrap().record.hash);
+        // Boundary 1 is a walk from the start.
+        let (broken, w) = walk_from("t", 1, &recs);
+        assert!(broken.is_empty() && w.unconfirmed_boundary().is_none());
+    }
+
+    #[test]
+    fn removed_records_nobody_recorded_are_reported() {
+        let recs = pruned("t", 10, 7, 2);
+        // Records cut at 5, but the prune event names 7: not confirmed.
+        let (broken, w) = walk_from("t", 5, &recs[4..]);
+        assert!(broken.is_empty());
+        assert_eq!(w.unconfirmed_boundary(), Some(5));
+        // No prune event at all.
+        let plain = chain("t", 10);
+        let (_, w) = walk_from("t", 4, &plain[3..]);
+        assert_eq!(w.unconfirmed_boundary(), Some(4));
+    }
+
+    #[test]
+    fn after_the_boundary_every_change_is_still_caught() {
+        let recs = pruned("t", 10, 7, 2);
+        // The first kept record is not the boundary.
+        let (broken, _) = walk_from("t", 7, &recs[7..]);
+        assert_eq!(broken[0].code, "sequence_gap");
+        // A record after the boundary removed.
+        let mut gap: Vec<_> = recs[6..].to_vec();
+        gap.remove(2);
+        let (broken, _) = walk_from("t", 7, &gap);
+        assert!(
+            broken.iter().any(|b| b.code == "sequence_gap"),
+            "{broken:?}"
+        );
+        // The first kept record rewritten (its hash no longer matches).
+        let mut changed: Vec<_> = recs[6..].to_vec();
+        changed[0].canonical = String::from_utf8(changed[0].canonical.clone())
+            .unwrap()
+            .replace("\"a6\"", "\"zz\"")
+            .into_bytes();
+        let (broken, _) = walk_from("t", 7, &changed);
+        assert_eq!(broken[0].code, "hash_mismatch");
+        // Its link changed (and rehashed): the next record no longer links to it.
+        let mut relinked: Vec<_> = recs[6..].to_vec();
+        let mut rec = relinked[0].record.clone();
+        rec.prev_hash = "ab".repeat(32);
+        rec.hash = rec.compute_hash();
+        relinked[0].canonical = rec.canonical_unhashed();
+        relinked[0].record = rec;
+        let (broken, _) = walk_from("t", 7, &relinked);
+        assert!(
+            broken.iter().any(|b| b.code == "prev_hash_mismatch"),
+            "{broken:?}"
+        );
+        // A prune event rewritten to name the forged boundary breaks its own hash.
+        let mut forged: Vec<_> = recs[4..].to_vec();
+        let at = forged
+            .iter()
+            .position(|r| r.record.action == PRUNE_ACTION)
+            .unwrap();
+        forged[at].canonical = String::from_utf8(forged[at].canonical.clone())
+            .unwrap()
+            .replace(
+                "\"before_sequence_number\":7",
+                "\"before_sequence_number\":5",
+            )
+            .into_bytes();
+        let (broken, _) = walk_from("t", 5, &forged);
+        assert!(
+            broken.iter().any(|b| b.code == "hash_mismatch"),
+            "{broken:?}"
+        );
     }
 }

@@ -63,6 +63,7 @@ pub async fn run_all(store: &dyn Store) {
     tree_nodes_round_trip(store).await;
     every_node_of_a_larger_tree(store).await;
     redactions_erase_and_keep_the_links(store).await;
+    retention_removes_the_records_before_the_boundary(store).await;
 }
 
 /// Every check but [`redactions_erase_and_keep_the_links`] (it waits for the erasure,
@@ -897,4 +898,165 @@ pub async fn every_node_of_a_larger_tree(store: &dyn Store) {
         .map(|h| h.expect("frontier node"))
         .collect();
     assert_eq!(Frontier::from_nodes(N, hashes).unwrap(), frontier);
+}
+
+/// The prune event (issue 15) that removes `tenant`'s records before `before`, chained
+/// after `head`.
+pub fn prune_of(tenant: &str, head: &ChainHead, before: u64) -> ChainedRecord {
+    let mut policy = serde_json::Map::new();
+    policy.insert("events".into(), json!(head.sequence_number + 1 - before));
+    let event = sealtrail_core::event::normalize(
+        sealtrail_core::record::prune_input(tenant, before, policy),
+        1_704_067_400_000_000 + head.sequence_number as i64,
+        || format!("{tenant}-prune-{before}-{}", head.sequence_number),
+    )
+    .expect("a prune event is valid");
+    chain_step(Some(head), tenant, event)
+}
+
+/// A store that [`Store::prunes`] removes a tenant's records before a prune event's
+/// boundary when the event is appended: they are not found by id, listed or scanned;
+/// the chain goes on from the boundary; the tree keeps every node (proofs over removed
+/// records still come out); a replay of a removed record is judged by its kept leaf; a
+/// later prune with an earlier boundary moves nothing back; other tenants are untouched.
+pub async fn retention_removes_the_records_before_the_boundary(store: &dyn Store) {
+    use sealtrail_core::merkle::{Frontier, NodeId};
+    if !store.prunes() {
+        return;
+    }
+    let tenant = "conf-prune";
+    let recs = make_chain(tenant, None, 50);
+    let other = make_chain("conf-prune-other", None, 5);
+    let mut frontier = Frontier::new();
+    let nodes = tree_nodes_of(&mut frontier, &recs);
+    let mut other_frontier = Frontier::new();
+    let other_nodes = tree_nodes_of(&mut other_frontier, &other);
+    store
+        .append(CommitBatch {
+            records: recs.iter().chain(&other).cloned().collect(),
+            tree_nodes: nodes.into_iter().chain(other_nodes).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("append");
+    assert_eq!(store.retained_from(tenant).await.unwrap(), 1);
+    let prune = prune_of(tenant, &recs[49].head(), 21);
+    let nodes = tree_nodes_of(&mut frontier, std::slice::from_ref(&prune));
+    store
+        .append(CommitBatch {
+            records: vec![prune.clone()],
+            tree_nodes: nodes,
+            ..Default::default()
+        })
+        .await
+        .expect("append the prune event");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.retained_from(tenant).await.unwrap() != 21 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the boundary never moved"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for (i, rec) in recs.iter().enumerate() {
+        let got = store.get_event(tenant, &rec.record.id).await.unwrap();
+        assert_eq!(got.is_some(), i >= 20, "record {} by id", i + 1);
+    }
+    let rows = store.scan_chain(tenant, 0, 100).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.sequence_number).collect::<Vec<_>>(),
+        (21..=51).collect::<Vec<_>>()
+    );
+    let page = store
+        .list_events(
+            tenant,
+            EventQuery {
+                paging: Paging::Page {
+                    page: 1,
+                    page_size: 10,
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.total, 31);
+    assert_eq!(page.events[0].sequence_number, 21);
+    let by_actor = store
+        .list_events(
+            tenant,
+            EventQuery {
+                actor_id: Some("actor-0".into()),
+                paging: Paging::Page {
+                    page: 1,
+                    page_size: 100,
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(by_actor.events.iter().all(|e| e.sequence_number >= 21));
+    assert_eq!(
+        by_actor.total,
+        recs[20..]
+            .iter()
+            .filter(|r| r.record.actor.id == "actor-0")
+            .count() as u64
+    );
+    // The tree is whole: every frontier node of the 51 records, and removed leaves.
+    let hashes: Vec<_> = store
+        .tree_nodes(tenant, Frontier::ids(51))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.expect("frontier node"))
+        .collect();
+    assert_eq!(Frontier::from_nodes(51, hashes).unwrap(), frontier);
+    let min = store.min_tree_level();
+    let leafish = NodeId::new(min, 4 >> min);
+    assert!(store.tree_nodes(tenant, vec![leafish]).await.unwrap()[0].is_some());
+    // A replay of removed records is still a replay; a forged one is a fork.
+    store
+        .append(CommitBatch {
+            records: recs[..30].to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("a replay of records since removed is a replay");
+    let mut forged = recs[4].clone();
+    forged.record.hash = "ab".repeat(32);
+    let err = store
+        .append(CommitBatch {
+            records: vec![forged],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
+    // A later prune with an earlier boundary removes nothing and moves nothing back.
+    let again = prune_of(tenant, &prune.head(), 11);
+    let nodes = tree_nodes_of(&mut frontier, std::slice::from_ref(&again));
+    store
+        .append(CommitBatch {
+            records: vec![again],
+            tree_nodes: nodes,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(store.retained_from(tenant).await.unwrap(), 21);
+    assert_eq!(store.scan_chain(tenant, 0, 100).await.unwrap().len(), 32);
+    // The other tenant is untouched.
+    assert_eq!(store.retained_from("conf-prune-other").await.unwrap(), 1);
+    assert_eq!(
+        store
+            .scan_chain("conf-prune-other", 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    assert!(store.tenants().await.unwrap().iter().any(|t| t == tenant));
 }

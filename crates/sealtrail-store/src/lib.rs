@@ -214,4 +214,43 @@ pub trait Store: Send + Sync + 'static {
     fn erases_redacted(&self) -> bool {
         false
     }
+
+    /// Whether this store removes a tenant's records before the boundary a prune event
+    /// names when that event is appended (issue 15, retention:
+    /// `sealtrail_core::record::PRUNE_ACTION`), keeping what proofs need (the tree). The
+    /// API refuses retention on a store that does not.
+    fn prunes(&self) -> bool {
+        false
+    }
+
+    /// The first record kept of `tenant_id`'s chain: 1 unless retention removed the
+    /// records before it.
+    async fn retained_from(&self, tenant_id: &str) -> StoreResult<u64> {
+        let _ = tenant_id;
+        Ok(1)
+    }
+
+    /// Every tenant with at least one record.
+    async fn tenants(&self) -> StoreResult<Vec<String>> {
+        Err(StoreError::Unavailable(
+            "this store cannot list its tenants".into(),
+        ))
+    }
+
+    /// The tenants' own retention policies (overriding the configured default).
+    async fn retention_policies(&self) -> StoreResult<Vec<(String, RetentionPolicy)>> {
+        Ok(Vec::new())
+    }
+
+    /// Sets (or, with `None`, removes) `tenant_id`'s own retention policy.
+    async fn set_retention_policy(
+        &self,
+        tenant_id: &str,
+        policy: Option<RetentionPolicy>,
+    ) -> StoreResult<()> {
+        let _ = (tenant_id, policy);
+        Err(StoreError::Unavailable(
+            "this store keeps no retention policies".into(),
+        ))
+    }
 }

@@ -183,6 +183,25 @@ pub fn check_replayed(record: &ChainedRecord, stored_hash: Option<&str>) -> Resu
     }
 }
 
+/// Judges a record at or below the stored head that retention removed (issue 15), against
+/// the tree leaf kept at its place: the same leaf is a replay (`Ok`), another is a fork,
+/// none is corruption (the tree keeps every leaf of a removed record).
+pub fn check_pruned_replay(
+    record: &ChainedRecord,
+    kept_leaf: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let leaf = sealtrail_core::merkle::record_leaf(&record.record.hash)
+        .map(|l| sealtrail_core::merkle::leaf_hash(&l));
+    match (kept_leaf, leaf) {
+        (Some(kept), Some(leaf)) if kept == leaf.as_slice() => Ok(()),
+        (Some(_), _) => Err(StoreError::Refused(Refusal::new(record, RefusalKind::Fork))),
+        (None, _) => Err(StoreError::Corrupt(format!(
+            "tenant {:?}: record {} was removed by retention and its tree leaf is missing",
+            record.record.tenant_id, record.record.sequence_number
+        ))),
+    }
+}
+
 /// Judges a new record's id against where that id is stored (`None`: nowhere). Only a
 /// client-chosen id is looked up; a server-made id is a fresh UUIDv7.
 pub fn check_new_id(record: &ChainedRecord, stored_at: Option<u64>) -> Result<(), Refusal> {

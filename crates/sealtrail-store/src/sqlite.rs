@@ -25,8 +25,8 @@ use crate::disk::DiskGuard;
 use crate::group::GroupCommitter;
 use crate::rule::{self, GroupIds};
 use crate::{
-    ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, Paging, Store, StoreError, StoreResult,
-    StoredEvent,
+    ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, Paging, RetentionPolicy, Store,
+    StoreError, StoreResult, StoredEvent,
 };
 use sealtrail_core::merkle::{Hash, NodeId};
 
@@ -62,6 +62,15 @@ CREATE TABLE IF NOT EXISTS tree_nodes (
     idx       INTEGER NOT NULL,
     hash      BLOB    NOT NULL,
     PRIMARY KEY (tenant_id, level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retention_boundaries (
+    tenant_id     TEXT    PRIMARY KEY,
+    retained_from INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retention_policies (
+    tenant_id TEXT PRIMARY KEY,
+    days      INTEGER,
+    events    INTEGER
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS api_keys (
     key_id     TEXT PRIMARY KEY,
@@ -226,6 +235,56 @@ impl SqliteStore {
         .await
         .map_err(|e| unavailable(format!("write task failed: {e}")))?
     }
+
+    /// The tenants' own retention policies (kept with the API keys: the fjall engine
+    /// keeps them here too).
+    pub async fn retention_policies_of(&self) -> StoreResult<Vec<(String, RetentionPolicy)>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT tenant_id, days, events FROM retention_policies ORDER BY tenant_id",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        RetentionPolicy {
+                            days: r.get::<_, Option<i64>>(1)?.map(|d| d as u32),
+                            events: r.get::<_, Option<i64>>(2)?.map(|e| e as u64),
+                        },
+                    ))
+                })
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    /// Sets or removes `tenant_id`'s own retention policy (also from a second process).
+    pub async fn set_retention_policy_of(
+        &self,
+        tenant_id: &str,
+        policy: Option<RetentionPolicy>,
+    ) -> StoreResult<()> {
+        let tenant = tenant_id.to_string();
+        self.write_direct(move |conn| {
+            match policy {
+                Some(p) => conn.execute(
+                    "INSERT INTO retention_policies (tenant_id, days, events) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET days = excluded.days, events = excluded.events",
+                    params![tenant, p.days.map(i64::from), p.events.map(|e| e as i64)],
+                ),
+                None => conn.execute(
+                    "DELETE FROM retention_policies WHERE tenant_id = ?1",
+                    params![tenant],
+                ),
+            }
+            .map(drop)
+            .map_err(write_error)
+        })
+        .await
+    }
 }
 
 impl Drop for SqliteStore {
@@ -300,6 +359,60 @@ fn erase(
     Ok(true)
 }
 
+/// Removes `tenant`'s records before `before` (a prune event's order, issue 15) in the
+/// transaction that appends the event, and records the boundary; the tree nodes stay (every
+/// level is stored, so proofs over removed records still come out). `secure_delete` zeroes
+/// the freed pages. Returns the records removed.
+fn prune(tx: &rusqlite::Transaction<'_>, tenant: &str, before: u64) -> StoreResult<usize> {
+    let removed = tx
+        .execute(
+            "DELETE FROM events WHERE tenant_id = ?1 AND seq < ?2",
+            params![tenant, before as i64],
+        )
+        .map_err(write_error)?;
+    tx.execute(
+        "INSERT INTO retention_boundaries (tenant_id, retained_from) VALUES (?1, ?2) \
+         ON CONFLICT (tenant_id) DO UPDATE SET retained_from = max(retained_from, excluded.retained_from)",
+        params![tenant, before as i64],
+    )
+    .map_err(write_error)?;
+    if removed > 0 {
+        metrics::counter!("sealtrail_store_records_pruned_total").increment(removed as u64);
+        tracing::info!(tenant, before, removed, "records removed by retention");
+    }
+    Ok(removed)
+}
+
+/// `tenant`'s retention boundary as `conn` sees it (1: nothing removed).
+fn retained_from(conn: &Connection, tenant: &str) -> StoreResult<u64> {
+    let at: Option<i64> = conn
+        .prepare_cached("SELECT retained_from FROM retention_boundaries WHERE tenant_id = ?1")
+        .and_then(|mut s| s.query_row([tenant], |r| r.get(0)).optional())
+        .map_err(unavailable)?;
+    Ok(at.map_or(1, |a| a as u64))
+}
+
+/// A replayed record that retention removed: it must be the leaf the tree kept at its
+/// place (else it is a fork, as a replay that differs from a stored record).
+fn check_pruned_replay(
+    conn: &Connection,
+    r: &sealtrail_core::record::ChainedRecord,
+) -> StoreResult<()> {
+    let seq = r.record.sequence_number;
+    let kept: Option<Vec<u8>> = conn
+        .prepare_cached(
+            "SELECT hash FROM tree_nodes WHERE tenant_id = ?1 AND level = 0 AND idx = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![r.record.tenant_id, (seq - 1) as i64], |row| {
+                row.get(0)
+            })
+            .optional()
+        })
+        .map_err(write_error)?;
+    rule::check_pruned_replay(r, kept.as_deref())
+}
+
 fn write_transaction(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreResult<usize> {
     let mut erased = 0;
     let tx = conn
@@ -352,12 +465,16 @@ fn write_transaction(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreRe
                 }
                 let replayed = rule::split_at_head(heads[tenant].as_ref(), &records)?;
                 for r in &records[..replayed] {
+                    let seq = r.record.sequence_number;
                     let stored: Option<String> = stored_hash
-                        .query_row(params![tenant, r.record.sequence_number as i64], |row| {
-                            row.get(0)
-                        })
+                        .query_row(params![tenant, seq as i64], |row| row.get(0))
                         .optional()
                         .map_err(write_error)?;
+                    if stored.is_none() && seq < retained_from(&tx, tenant)? {
+                        // Removed by retention: judged by its leaf, which the tree keeps.
+                        check_pruned_replay(&tx, r)?;
+                        continue;
+                    }
                     rule::check_replayed(r, stored.as_deref())?;
                 }
                 for chained in &records[replayed..] {
@@ -405,6 +522,9 @@ fn write_transaction(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreRe
                 for chained in &records[replayed..] {
                     if let Some((seq, id, by)) = chained.record.redaction_order() {
                         erased += usize::from(erase(&tx, tenant, seq, id, &by)?);
+                    }
+                    if let Some(before) = chained.record.prune_order() {
+                        erased += prune(&tx, tenant, before)?;
                     }
                 }
                 if let Some(last) = records.last()
@@ -495,6 +615,39 @@ const KEY_COLUMNS: &str = "key_id, tenant_id, key_hash, key_prefix, scopes, crea
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn prunes(&self) -> bool {
+        true
+    }
+
+    async fn retained_from(&self, tenant_id: &str) -> StoreResult<u64> {
+        let tenant = tenant_id.to_string();
+        self.read(move |conn| retained_from(conn, &tenant)).await
+    }
+
+    async fn tenants(&self) -> StoreResult<Vec<String>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT DISTINCT tenant_id FROM events")
+                .map_err(unavailable)?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(unavailable)?;
+            rows.collect::<Result<Vec<String>, _>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn retention_policies(&self) -> StoreResult<Vec<(String, RetentionPolicy)>> {
+        self.retention_policies_of().await
+    }
+
+    async fn set_retention_policy(
+        &self,
+        tenant_id: &str,
+        policy: Option<RetentionPolicy>,
+    ) -> StoreResult<()> {
+        self.set_retention_policy_of(tenant_id, policy).await
+    }
+
     fn erases_redacted(&self) -> bool {
         true
     }

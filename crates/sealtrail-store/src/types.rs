@@ -140,6 +140,28 @@ pub struct EventPage {
     pub total: u64,
 }
 
+/// How long a tenant's records are kept (issue 15): a record expires once it is older
+/// than `days` (by its `created_at`, the server's clock) **or** beyond the last `events`
+/// records of the chain — whichever limit is set and reached first. Neither set: kept
+/// forever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// Keep records for this many days (1 or more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+    /// Keep the last this many records (1 or more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<u64>,
+}
+
+impl RetentionPolicy {
+    /// Whether the policy removes anything ever.
+    pub fn is_forever(&self) -> bool {
+        self.days.is_none() && self.events.is_none()
+    }
+}
+
 /// An API key as stored: never the key itself, only its SHA-256.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKey {

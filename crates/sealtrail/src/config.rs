@@ -168,6 +168,22 @@ pub struct Config {
     pub scylla_request_timeout_ms: u64,
     /// This gateway's id on the reply topic; empty: `<hostname>-<random>` per process.
     pub gateway_id: String,
+    /// Retention (issue 15) of tenants without a policy of their own: keep records for
+    /// this many days (by `created_at`), then remove them. Unset: forever. A tenant's own
+    /// policy (`PUT /v1/retention`, `sealtrail retention set`) overrides it. Embedded
+    /// mode with `store = "sqlite"` only, for now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+    /// Retention of tenants without a policy of their own: keep the last this many
+    /// records. Unset: no limit. With `retention_days`, whichever removes more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_events: Option<u64>,
+    /// How often the pruner applies the retention policies (ms).
+    pub retention_interval_ms: u64,
+    /// Directory the records a prune removes are written to first (JSONL,
+    /// `<tenant>/records-<first>-<last>.jsonl`, mode 0600). Unset: not archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_archive_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -224,6 +240,10 @@ impl Default for Config {
             scylla_replication_factor: 1,
             scylla_request_timeout_ms: 10_000,
             gateway_id: String::new(),
+            retention_days: None,
+            retention_events: None,
+            retention_interval_ms: 3_600_000,
+            retention_archive_dir: None,
         }
     }
 }
@@ -382,6 +402,12 @@ impl Config {
             self.partitions
         );
         anyhow::ensure!(self.queue_capacity > 0, "queue_capacity must be at least 1");
+        sealtrail_api::retention::checked_policy(self.retention_days, self.retention_events)
+            .map_err(|e| anyhow::anyhow!("retention_{e}"))?;
+        anyhow::ensure!(
+            self.retention_interval_ms >= 1000,
+            "retention_interval_ms must be at least 1000"
+        );
         anyhow::ensure!(
             self.max_connections >= 16,
             "max_connections must be at least 16, not {}",
@@ -517,6 +543,18 @@ impl Config {
     }
 
     /// The per-key quotas from `rate_limit_*` and `max_*_per_key`.
+    /// The retention settings (`retention_*`).
+    pub fn retention(&self) -> sealtrail_api::retention::RetentionConfig {
+        sealtrail_api::retention::RetentionConfig {
+            default: sealtrail_store::RetentionPolicy {
+                days: self.retention_days,
+                events: self.retention_events,
+            },
+            interval: std::time::Duration::from_millis(self.retention_interval_ms),
+            archive_dir: self.retention_archive_dir.clone(),
+        }
+    }
+
     pub fn quotas(&self) -> sealtrail_api::quota::QuotaConfig {
         sealtrail_api::quota::QuotaConfig {
             per_key: self.rate_limit_per_key,
@@ -602,7 +640,17 @@ mod tests {
             .filter(|k| !defaults.contains_key(**k))
             .collect();
         unset.sort();
-        assert_eq!(unset, [&"log_key_file", &"tls_cert_file", &"tls_key_file"]);
+        assert_eq!(
+            unset,
+            [
+                &"log_key_file",
+                &"retention_archive_dir",
+                &"retention_days",
+                &"retention_events",
+                &"tls_cert_file",
+                &"tls_key_file"
+            ]
+        );
         assert_eq!(defaults.len() + unset.len(), keys.len());
         assert!(!env_keys().contains(&"witnesses"));
         assert_eq!(env_keys().len(), keys.len() - 1);

@@ -215,6 +215,10 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
     let readiness = watch_readiness(kafka_log.clone(), store.clone(), replies.clone());
     let log: Arc<dyn LogProducer> = kafka_log;
 
+    anyhow::ensure!(
+        config.retention().default.is_forever(),
+        "retention_days / retention_events are not available in distributed mode yet (embedded mode with store = \"sqlite\" only)"
+    );
     let signer = log_signer(&config, &store).await?;
     let store: Arc<dyn sealtrail_store::Store> = Arc::new(store);
     let tlog = sealtrail_api::tlog::TransparencyLog::new(
@@ -238,6 +242,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
             stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),
             body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
             max_header_bytes: config.max_header_bytes,
+            retention: config.retention(),
             // Kafka is durable: an async call is answered once it has the entry. Its
             // receipt is reported queued until a chainer commits it.
             acknowledge: sealtrail_api::Acknowledge::OnLogAppend {

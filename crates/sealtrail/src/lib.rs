@@ -14,6 +14,7 @@ mod distributed;
 mod keys_cmd;
 mod monitor;
 mod redact_cmd;
+mod retention_cmd;
 pub mod serve;
 mod verify_cmd;
 mod witness;
@@ -90,6 +91,11 @@ enum Command {
     /// Example: sealtrail redact evt_123 --reason "GDPR Art. 17 request 2026-114"
     /// --url http://127.0.0.1:8080 --api-key alk_live_…
     Redact(redact_cmd::RedactArgs),
+    /// Retention: how long each tenant's records are kept before they are removed (the
+    /// chain and every proof stay valid). Works on the data directory, with or without a
+    /// running server.
+    #[command(subcommand)]
+    Retention(retention_cmd::RetentionCommand),
 }
 
 #[derive(Args, Clone, Default)]
@@ -373,6 +379,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Witness(cmd) => witness::run(cmd),
         Command::Monitor(args) => return monitor::run(args),
         Command::Redact(args) => return redact_cmd::run(args),
+        Command::Retention(cmd) => retention_cmd::run(cmd),
         Command::Config(ConfigCommand::Defaults) => {
             print!("{}", Config::defaults_toml());
             Ok(())

@@ -206,6 +206,7 @@ pub async fn start(
             stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),
             body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
             max_header_bytes: config.max_header_bytes,
+            retention: config.retention(),
             // The in-process queue does not survive a crash: every call waits for its commit.
             acknowledge: sealtrail_api::Acknowledge::OnCommit,
         },
@@ -216,6 +217,14 @@ pub async fn start(
         readiness: None,
     });
     sealtrail_api::tlog::spawn_witness_feeder(&service);
+    if store.prunes() {
+        tokio::spawn(sealtrail_api::retention::run_pruner(service.clone()));
+    } else {
+        anyhow::ensure!(
+            config.retention().default.is_forever(),
+            "retention_days / retention_events need a store that removes records: set store = \"sqlite\" (the fjall engine does not remove records yet)"
+        );
+    }
 
     let tls = config.tls()?;
     let (listener, grpc_listener) = match listeners {

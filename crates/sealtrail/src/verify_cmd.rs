@@ -176,6 +176,13 @@ fn print_summary(s: &AuditSummary) {
             s.records, s.redacted
         );
     }
+    if s.retained_from > 1 {
+        println!(
+            "records 1..={} were removed by retention: the input starts at {}, its tree built on the removed records' nodes, and the prune event that removed them is in it",
+            s.retained_from - 1,
+            s.retained_from
+        );
+    }
     println!("tree root: {}", b64(&s.root));
     match &s.checkpoint {
         Some(cp) => println!(
@@ -333,7 +340,7 @@ fn verify_pack(
         (None, None) => return Err(RunError::Usage("the pack has no key: pass --key".into())),
     };
     let checkpoint = checkpoint.or(pack_checkpoint);
-    let auditor = match Auditor::new(
+    let mut auditor = match Auditor::new(
         Checks::default(),
         Some(&key),
         checkpoint.as_deref(),
@@ -342,6 +349,22 @@ fn verify_pack(
         Ok(a) => a,
         Err(f) => return Ok(Err(f)),
     };
+    // A log pruned by retention: the records start at its boundary.
+    if let Some(proofs) = &proofs {
+        let started = pack::retention_of(proofs).and_then(|r| match r {
+            Some(r) => {
+                eprintln!(
+                    "the records start at the retention boundary {}: the ones before it were removed by the tenant's retention policy",
+                    r.retained_from
+                );
+                auditor.start_at_boundary(r.retained_from, r.hashes()?, None)
+            }
+            None => Ok(()),
+        });
+        if let Err(f) = started {
+            return Ok(Err(f));
+        }
+    }
     let cosigned = match witnesses
         .map(|w| w.check(checkpoint.as_deref()))
         .transpose()?

@@ -1,0 +1,427 @@
+//! Retention (issue 15): a tenant's records are kept for `days` and/or the last `events`,
+//! then removed, while every proof stays valid.
+//!
+//! **How a removal happens.** The pruner ([`prune_tenant`], run every
+//! `retention_interval_ms` by [`run_pruner`]) works out a tenant's new boundary — the first
+//! record to keep — from its policy (the tenant's own, set with `PUT /v1/retention` or
+//! `sealtrail retention set`, else the configured default), optionally archives the
+//! records before it (`retention_archive_dir`), then appends a **prune event** to the
+//! tenant's chain, synchronously, like any event: action `sealtrail.retention.prune`,
+//! actor `{"id":"sealtrail.retention","type":"system"}`, resource `{"type":"chain","id":
+//! <tenant>}`, metadata `{"before_sequence_number": B, "policy": {…}}`. The store removes
+//! the records before `B` when it commits that event (`Store::prunes`; SQLite: in the same
+//! transaction) and keeps the tree, so inclusion proofs of kept records and consistency
+//! proofs between any checkpoints still come out.
+//!
+//! **Crash windows.** Before the prune event commits, nothing is removed (an archive file
+//! written for it is written again next time). Once it commits, the removal is the
+//! store's: in the same transaction (SQLite), or derived from the committed event at the
+//! restart (as a redaction's erasure is). So a SIGKILL anywhere leaves either the old
+//! boundary or the new one, never a removal the chain does not record.
+//!
+//! **Verification from the boundary.** `GET /v1/verify` walks from `B` and reports
+//! `retained_from`; the walk requires the prune event naming `B` (else
+//! `boundary_unconfirmed`). The evidence pack starts at `B` and carries the tree over the
+//! removed records (`proofs.json` `retention`), so `sealtrail verify` checks the kept
+//! records against the signed checkpoint's root.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use sealtrail_core::record::{Record, prune_input};
+use sealtrail_store::{RetentionPolicy, StoreError, now_micros};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::{Admin, Authenticated};
+use crate::body::read_bytes;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::ingest::{EventOutcome, ingest_validated, new_id};
+
+/// Most records one prune event removes: a larger backlog is removed over several
+/// events (runs), so no single store transaction grows without bound.
+pub const MAX_PRUNE_RECORDS: u64 = 100_000;
+
+/// The configured retention (`retention_*` keys).
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// The policy of tenants without their own.
+    pub default: RetentionPolicy,
+    /// How often the pruner runs.
+    pub interval: Duration,
+    /// Where the records are written (JSONL, one file per prune) before they are removed.
+    pub archive_dir: Option<PathBuf>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            default: RetentionPolicy::default(),
+            interval: Duration::from_secs(3600),
+            archive_dir: None,
+        }
+    }
+}
+
+/// A tenant's retention, as `GET /v1/retention` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RetentionStatus {
+    pub tenant_id: String,
+    /// The policy in force: the tenant's own, else the server's default.
+    #[schema(value_type = RetentionPolicyBody)]
+    pub policy: RetentionPolicy,
+    /// `tenant` (set for this tenant) or `default` (the server's configuration).
+    pub source: &'static str,
+    /// The first record kept: the records before it were removed (1: none).
+    pub retained_from: u64,
+}
+
+/// A retention policy: neither member set keeps records forever.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicyBody {
+    /// Keep records for this many days (1 to 36500), by their `created_at`.
+    #[serde(default)]
+    pub days: Option<u32>,
+    /// Keep the last this many records (1 or more).
+    #[serde(default)]
+    pub events: Option<u64>,
+}
+
+fn not_supported() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        "this server's store does not remove records yet: retention works with `store = \"sqlite\"` in embedded mode",
+    )
+}
+
+/// The policy in force for `tenant` and where it comes from.
+pub async fn policy_of(
+    state: &AppState,
+    tenant: &str,
+) -> Result<(RetentionPolicy, &'static str), StoreError> {
+    let own = state
+        .store
+        .retention_policies()
+        .await?
+        .into_iter()
+        .find(|(t, _)| t == tenant);
+    Ok(match own {
+        Some((_, p)) => (p, "tenant"),
+        None => (state.config.retention.default, "default"),
+    })
+}
+
+async fn status(state: &AppState, tenant: &str) -> ApiResult<RetentionStatus> {
+    let (policy, source) = policy_of(state, tenant).await?;
+    Ok(RetentionStatus {
+        tenant_id: tenant.to_string(),
+        policy,
+        source,
+        retained_from: state.store.retained_from(tenant).await?,
+    })
+}
+
+/// The caller's tenant's retention: the policy in force and the boundary.
+#[utoipa::path(get, path = "/v1/retention", tag = "Retention", operation_id = "getRetention",
+    responses((status = 200, body = RetentionStatus), (status = 401, body = ErrorBody),
+        (status = 403, description = "Key lacks the admin scope", body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn get_retention(
+    State(state): State<AppState>,
+    Authenticated(caller, _): Authenticated<Admin>,
+) -> ApiResult<Json<RetentionStatus>> {
+    status(&state, &caller.tenant_id).await.map(Json)
+}
+
+/// Sets the caller's tenant's own retention policy (`{}` keeps records forever,
+/// whatever the server's default).
+///
+/// Records past the policy are removed by the next pruner run (`retention_interval_ms`),
+/// which appends a `sealtrail.retention.prune` event to the chain first.
+#[utoipa::path(put, path = "/v1/retention", tag = "Retention", operation_id = "setRetention",
+    request_body(content = RetentionPolicyBody),
+    responses((status = 200, body = RetentionStatus), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "Key lacks the admin scope", body = ErrorBody),
+        (status = 501, description = "This server's store does not remove records", body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn set_retention(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Authenticated(caller, _): Authenticated<Admin>,
+    body: Body,
+) -> ApiResult<Json<RetentionStatus>> {
+    let bytes = read_bytes(&headers, body, 1024, state.config.body_read_timeout).await?;
+    let body: RetentionPolicyBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!(
+                "the body must be {{\"days\": N, \"events\": N}} (either may be left out): {e}"
+            ),
+        )
+    })?;
+    let policy = checked_policy(body.days, body.events)
+        .map_err(|m| ApiError::bad_request("invalid_field", m))?;
+    if !state.store.prunes() {
+        return Err(not_supported());
+    }
+    state
+        .store
+        .set_retention_policy(&caller.tenant_id, Some(policy))
+        .await?;
+    tracing::info!(
+        tenant = caller.tenant_id,
+        key = caller.key_id,
+        ?policy,
+        "retention policy set"
+    );
+    status(&state, &caller.tenant_id).await.map(Json)
+}
+
+/// Removes the caller's tenant's own policy: the server's default applies again.
+#[utoipa::path(delete, path = "/v1/retention", tag = "Retention", operation_id = "clearRetention",
+    responses((status = 200, body = RetentionStatus), (status = 401, body = ErrorBody),
+        (status = 403, description = "Key lacks the admin scope", body = ErrorBody),
+        (status = 501, description = "This server's store does not remove records", body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn clear_retention(
+    State(state): State<AppState>,
+    Authenticated(caller, _): Authenticated<Admin>,
+) -> ApiResult<Json<RetentionStatus>> {
+    if !state.store.prunes() {
+        return Err(not_supported());
+    }
+    state
+        .store
+        .set_retention_policy(&caller.tenant_id, None)
+        .await?;
+    status(&state, &caller.tenant_id).await.map(Json)
+}
+
+/// A policy from its members, or what is wrong with them.
+pub fn checked_policy(days: Option<u32>, events: Option<u64>) -> Result<RetentionPolicy, String> {
+    if let Some(d) = days
+        && !(1..=36_500).contains(&d)
+    {
+        return Err(format!("days must be 1 to 36500, not {d}"));
+    }
+    if events == Some(0) {
+        return Err("events must be at least 1".into());
+    }
+    Ok(RetentionPolicy { days, events })
+}
+
+/// The first record `tenant` keeps under `policy` at `now` (microseconds), given its
+/// head and current boundary; at most [`MAX_PRUNE_RECORDS`] past the boundary, never past
+/// the head (the last record always stays).
+async fn boundary(
+    state: &AppState,
+    tenant: &str,
+    policy: RetentionPolicy,
+    head: u64,
+    current: u64,
+    now: i64,
+) -> ApiResult<u64> {
+    let mut keep_from = current;
+    if let Some(events) = policy.events {
+        // The last prune event does not count: a tenant that writes nothing else would
+        // otherwise lose a record and gain a prune event at every run.
+        let last_is_prune = state
+            .store
+            .scan_chain(tenant, head.saturating_sub(1), 1)
+            .await?
+            .first()
+            .is_some_and(|r| {
+                r.canonical
+                    .starts_with(sealtrail_core::record::PRUNE_PREFIX)
+            });
+        let counted = head - u64::from(last_is_prune);
+        keep_from = keep_from.max(counted.saturating_sub(events) + 1);
+    }
+    if let Some(days) = policy.days {
+        let cutoff = sealtrail_core::time::format_micros(now - i64::from(days) * 86_400_000_000);
+        // The first record created at or after the cutoff (records are chained in the
+        // order they arrive, so `created_at` grows along the chain).
+        let mut after = current.saturating_sub(1);
+        let limit = current + MAX_PRUNE_RECORDS;
+        'scan: while after < head.min(limit) {
+            let rows = state.store.scan_chain(tenant, after, 1000).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.sequence_number;
+            for row in &rows {
+                if row.record()?.created_at >= cutoff {
+                    keep_from = keep_from.max(row.sequence_number);
+                    break 'scan;
+                }
+                keep_from = keep_from.max(row.sequence_number + 1);
+            }
+        }
+    }
+    Ok(keep_from.min(head).min(current + MAX_PRUNE_RECORDS))
+}
+
+/// Applies `tenant`'s policy once: the prune event it appended and how many records it
+/// removed, if any.
+pub async fn prune_tenant(
+    state: &AppState,
+    tenant: &str,
+    now: i64,
+) -> ApiResult<Option<(Record, u64)>> {
+    let (policy, _) = policy_of(state, tenant).await?;
+    if policy.is_forever() {
+        return Ok(None);
+    }
+    let Some(head) = state
+        .store
+        .heads(vec![tenant.to_string()])
+        .await?
+        .remove(tenant)
+    else {
+        return Ok(None);
+    };
+    let current = state.store.retained_from(tenant).await?;
+    let before = boundary(state, tenant, policy, head.sequence_number, current, now).await?;
+    if before <= current {
+        return Ok(None);
+    }
+    if let Some(dir) = &state.config.retention.archive_dir {
+        archive(state, dir, tenant, current, before).await?;
+    }
+    let mut described = serde_json::Map::new();
+    if let Some(d) = policy.days {
+        described.insert("days".into(), d.into());
+    }
+    if let Some(e) = policy.events {
+        described.insert("events".into(), e.into());
+    }
+    let event =
+        sealtrail_core::event::normalize(prune_input(tenant, before, described), now, new_id)
+            .map_err(|e| ApiError::internal("a prune event is invalid", e.message))?;
+    let record = match ingest_validated(state, tenant.to_string(), event, now, true).await? {
+        EventOutcome::Committed(r) => r,
+        EventOutcome::Accepted(_) => {
+            return Err(ApiError::internal(
+                "a sync append answered with a receipt",
+                "prune",
+            ));
+        }
+    };
+    metrics::counter!("sealtrail_retention_prunes_total").increment(1);
+    tracing::info!(
+        tenant,
+        before,
+        removed = before - current,
+        event = record.sequence_number,
+        "retention: records before the boundary removed"
+    );
+    Ok(Some((record, before - current)))
+}
+
+/// Writes `tenant`'s records `from..before` to `<dir>/<tenant>/records-<from>-<last>.jsonl`
+/// (each line the record's JCS form, as `GET /v1/export` writes it), durably, before they
+/// are removed.
+async fn archive(
+    state: &AppState,
+    dir: &std::path::Path,
+    tenant: &str,
+    from: u64,
+    before: u64,
+) -> ApiResult<()> {
+    let mut out = Vec::new();
+    let mut after = from - 1;
+    while after + 1 < before {
+        let limit = (before - 1 - after).min(1000) as usize;
+        let rows = state.store.scan_chain(tenant, after, limit).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.sequence_number;
+        for row in &rows {
+            out.extend_from_slice(&sealtrail_core::audit::canonical_line(
+                &row.canonical,
+                &row.hash,
+            ));
+            out.push(b'\n');
+        }
+    }
+    let path = dir
+        .join(tenant)
+        .join(format!("records-{from}-{}.jsonl", before - 1));
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(path.parent().expect("a parent"))
+            .and_then(|()| sealtrail_store::write_durably(&path, &out, true))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    })
+    .await
+    .map_err(|e| ApiError::internal("archive task failed", e))?
+    .map_err(|e| {
+        ApiError::internal(
+            "cannot archive records before removing them (retention_archive_dir)",
+            e,
+        )
+    })
+}
+
+/// Runs the pruner until `state.shutdown`: every tenant, every `interval` (the first run
+/// soon after the start).
+pub async fn run_pruner(state: AppState) {
+    let mut shutdown = state.shutdown.clone();
+    let interval = state.config.retention.interval;
+    let mut next = tokio::time::Instant::now() + Duration::from_secs(5).min(interval);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        next = tokio::time::Instant::now() + interval;
+        match prune_all(&state).await {
+            Ok(n) if n > 0 => tracing::info!(tenants = n, "retention run done"),
+            Ok(_) => {}
+            Err(e) => {
+                metrics::counter!("sealtrail_retention_failures_total").increment(1);
+                tracing::warn!(error = %e.message, "retention run failed; retrying at the next interval");
+            }
+        }
+    }
+}
+
+/// One pruner run over every tenant: how many were pruned.
+pub async fn prune_all(state: &AppState) -> ApiResult<usize> {
+    if !state.store.prunes() {
+        return Ok(0);
+    }
+    let default_forever = state.config.retention.default.is_forever();
+    let tenants: Vec<String> = if default_forever {
+        // Only tenants with a policy of their own.
+        state
+            .store
+            .retention_policies()
+            .await?
+            .into_iter()
+            .filter(|(_, p)| !p.is_forever())
+            .map(|(t, _)| t)
+            .collect()
+    } else {
+        state.store.tenants().await?
+    };
+    let mut pruned = 0;
+    for tenant in tenants {
+        // Several events for a large backlog (each removes at most MAX_PRUNE_RECORDS).
+        while let Some((_, removed)) = prune_tenant(state, &tenant, now_micros()).await? {
+            pruned += 1;
+            if removed < MAX_PRUNE_RECORDS || *state.shutdown.borrow() {
+                break;
+            }
+        }
+        if *state.shutdown.borrow() {
+            break;
+        }
+    }
+    Ok(pruned)
+}

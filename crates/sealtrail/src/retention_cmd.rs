@@ -1,0 +1,126 @@
+//! `sealtrail retention …`: a tenant's own retention policy, set straight on the store
+//! (like `keys`), so it works with or without a running server. The server's pruner
+//! applies it at its next run (`retention_interval_ms`).
+
+use clap::Subcommand;
+use sealtrail_store::sqlite::SqliteStore;
+use sealtrail_store::{RetentionPolicy, Store};
+
+use crate::Common;
+use crate::config::StoreEngine;
+
+#[derive(Subcommand)]
+pub enum RetentionCommand {
+    /// Show the configured default and every tenant's own policy (with --tenant: that
+    /// tenant's policy in force and its boundary, the first record kept).
+    Show {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Set a tenant's own policy (overrides `retention_days` / `retention_events`): keep
+    /// its records for --days and/or its last --events records; neither keeps them
+    /// forever. A record expires at the first limit it passes. The records removed are
+    /// gone for good (archived first if `retention_archive_dir` is set); the chain
+    /// records each removal as a `sealtrail.retention.prune` event.
+    ///
+    /// Example: sealtrail retention set --tenant acme --days 365
+    Set {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        tenant: String,
+        /// Keep records for this many days (1 to 36500).
+        #[arg(long)]
+        days: Option<u32>,
+        /// Keep the last this many records (1 or more).
+        #[arg(long)]
+        events: Option<u64>,
+    },
+    /// Remove a tenant's own policy: the configured default applies again.
+    Clear {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+fn describe(p: &RetentionPolicy) -> String {
+    match (p.days, p.events) {
+        (None, None) => "forever".into(),
+        (Some(d), None) => format!("{d} days"),
+        (None, Some(e)) => format!("the last {e} records"),
+        (Some(d), Some(e)) => format!("{d} days and at most the last {e} records"),
+    }
+}
+
+pub fn run(cmd: RetentionCommand) -> anyhow::Result<()> {
+    let common = match &cmd {
+        RetentionCommand::Show { common, .. }
+        | RetentionCommand::Set { common, .. }
+        | RetentionCommand::Clear { common, .. } => common.clone(),
+    };
+    let config = crate::load(&common, crate::config::Overrides::default())?;
+    anyhow::ensure!(
+        config.store == StoreEngine::Sqlite,
+        "retention needs store = \"sqlite\" (embedded): the {:?} store does not remove records yet",
+        config.store
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let store = SqliteStore::open(&config.data_dir)?;
+        let default = config.retention().default;
+        match cmd {
+            RetentionCommand::Show {
+                tenant: Some(tenant),
+                ..
+            } => {
+                let own = store
+                    .retention_policies()
+                    .await?
+                    .into_iter()
+                    .find(|(t, _)| *t == tenant);
+                let (policy, source) = match own {
+                    Some((_, p)) => (p, "its own"),
+                    None => (default, "the default"),
+                };
+                println!("tenant {tenant}: keep {} ({source})", describe(&policy));
+                println!("first record kept: {}", store.retained_from(&tenant).await?);
+            }
+            RetentionCommand::Show { tenant: None, .. } => {
+                println!("default: keep {}", describe(&default));
+                for (tenant, policy) in store.retention_policies().await? {
+                    println!("tenant {tenant}: keep {}", describe(&policy));
+                }
+            }
+            RetentionCommand::Set {
+                tenant,
+                days,
+                events,
+                ..
+            } => {
+                sealtrail_api::keys::check_tenant(&tenant).map_err(anyhow::Error::msg)?;
+                let policy = sealtrail_api::retention::checked_policy(days, events)
+                    .map_err(|e| anyhow::anyhow!("--{e}"))?;
+                store.set_retention_policy(&tenant, Some(policy)).await?;
+                println!(
+                    "tenant {tenant}: keep {}; the server's next retention run applies it",
+                    describe(&policy)
+                );
+            }
+            RetentionCommand::Clear { tenant, .. } => {
+                store.set_retention_policy(&tenant, None).await?;
+                println!(
+                    "tenant {tenant}: the default applies (keep {})",
+                    describe(&default)
+                );
+            }
+        }
+        store.close();
+        Ok(())
+    })
+}
