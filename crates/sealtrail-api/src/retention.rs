@@ -10,7 +10,8 @@
 //! actor `{"id":"sealtrail.retention","type":"system"}`, resource `{"type":"chain","id":
 //! <tenant>}`, metadata `{"before_sequence_number": B, "policy": {…}}`. The store removes
 //! the records before `B` when it commits that event (`Store::prunes`; SQLite: in the same
-//! transaction) and keeps the tree, so inclusion proofs of kept records and consistency
+//! transaction; fjall: when it indexes it, see `Trees::prune`) and keeps the tree, so
+//! inclusion proofs of kept records and consistency
 //! proofs between any checkpoints still come out.
 //!
 //! **Crash windows.** Before the prune event commits, nothing is removed (an archive file
@@ -96,7 +97,7 @@ fn not_supported() -> ApiError {
     ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
         "not_implemented",
-        "this server's store does not remove records yet: retention works with `store = \"sqlite\"` in embedded mode",
+        "this server's store does not remove records yet: retention works in embedded mode (fjall and SQLite), not yet in distributed mode",
     )
 }
 
@@ -157,14 +158,22 @@ pub async fn set_retention(
     body: Body,
 ) -> ApiResult<Json<RetentionStatus>> {
     let bytes = read_bytes(&headers, body, 1024, state.config.body_read_timeout).await?;
-    let body: RetentionPolicyBody = serde_json::from_slice(&bytes).map_err(|e| {
+    let invalid = |e: String| {
         ApiError::bad_request(
             "invalid_body",
             format!(
                 "the body must be {{\"days\": N, \"events\": N}} (either may be left out): {e}"
             ),
         )
-    })?;
+    };
+    // An object only (serde would also read a struct from an array).
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+    if !value.is_object() {
+        return Err(invalid("not a JSON object".into()));
+    }
+    let body: RetentionPolicyBody =
+        serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
     let policy = checked_policy(body.days, body.events)
         .map_err(|m| ApiError::bad_request("invalid_field", m))?;
     if !state.store.prunes() {

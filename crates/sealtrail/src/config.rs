@@ -171,7 +171,7 @@ pub struct Config {
     /// Retention (issue 15) of tenants without a policy of their own: keep records for
     /// this many days (by `created_at`), then remove them. Unset: forever. A tenant's own
     /// policy (`PUT /v1/retention`, `sealtrail retention set`) overrides it. Embedded
-    /// mode with `store = "sqlite"` only, for now.
+    /// mode only, for now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<u32>,
     /// Retention of tenants without a policy of their own: keep the last this many

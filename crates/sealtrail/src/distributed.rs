@@ -217,7 +217,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
 
     anyhow::ensure!(
         config.retention().default.is_forever(),
-        "retention_days / retention_events are not available in distributed mode yet (embedded mode with store = \"sqlite\" only)"
+        "retention_days / retention_events are not available in distributed mode yet (embedded mode only)"
     );
     let signer = log_signer(&config, &store).await?;
     let store: Arc<dyn sealtrail_store::Store> = Arc::new(store);

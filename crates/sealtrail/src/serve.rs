@@ -222,7 +222,7 @@ pub async fn start(
     } else {
         anyhow::ensure!(
             config.retention().default.is_forever(),
-            "retention_days / retention_events need a store that removes records: set store = \"sqlite\" (the fjall engine does not remove records yet)"
+            "retention_days / retention_events need a store that removes records"
         );
     }
 

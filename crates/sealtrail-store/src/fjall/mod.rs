@@ -31,6 +31,9 @@
 //!   hash of the value (`FacetKey`), so no record content is ever in the index: erasing a
 //!   record from the log (a redaction) erases it from the data directory
 //! - `receipts`: keyed like `ids` (receipt ids are UUIDv7) → receipt JSON
+//! - `runs` also holds, under `0 T`, a tenant's **retention boundary** (issue 15: the
+//!   first record kept, and the one before it; see [`Trees::prune`]): records before it
+//!   have no `ids` or `facets` entries and their log entries hold the redacted form
 //! - `tree`:     `T level:u8 index:u64` → 32-byte Merkle node hash (`TreeNode`), for nodes
 //!   of level [`STORED_LEVEL`] and up only (one node per 256 records); a lower node is
 //!   computed from its ≤ 128 leaves, whose record hashes the `records` entries hold
@@ -85,7 +88,7 @@ use fjall::{
 use sealtrail_core::merkle::{self, Hash, NodeId};
 use sealtrail_core::receipt::{Receipt, ReceiptStatus};
 use sealtrail_core::record::{
-    ChainHead, ChainedRecord, REDACT_ACTION, Record, Redaction, is_redacted,
+    ChainHead, ChainedRecord, PRUNE_ACTION, REDACT_ACTION, Record, Redaction, is_redacted,
 };
 
 use crate::disk::DiskGuard;
@@ -162,6 +165,9 @@ struct Trees {
     tree: Keyspace,
     log: LogReader,
     facet_key: FacetKey,
+    /// Retention boundaries (issue 15) of the tenants that have one (the first record
+    /// kept), as the `runs` keyspace holds them ([`boundary_key`]).
+    boundaries: Arc<RwLock<HashMap<String, u64>>>,
 }
 
 pub struct FjallStore {
@@ -249,6 +255,28 @@ fn named_key(tenant: &str, name: &str) -> Vec<u8> {
     key.extend_from_slice(&prefix);
     key.extend_from_slice(name.as_bytes());
     key
+}
+
+/// The `runs` key of a tenant's retention boundary: `0` then the tenant. Every other
+/// `runs` key starts with a tenant's length byte (1 or more), so none collides, and the
+/// boundaries are one prefix scan. Its value: the boundary (the first record kept) and
+/// the boundary before it (where the log's entries of the removed records start), both
+/// `u64` big-endian.
+fn boundary_key(tenant: &str) -> Vec<u8> {
+    let mut key = vec![0u8];
+    key.extend_from_slice(&tenant_prefix(tenant));
+    key
+}
+
+/// A boundary value: (the boundary, the boundary before it).
+fn boundary_value(value: &[u8]) -> StoreResult<(u64, u64)> {
+    let bytes: [u8; 16] = value
+        .try_into()
+        .map_err(|_| corrupt("a bad retention boundary value"))?;
+    Ok((
+        u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
+        u64::from_be_bytes(bytes[8..].try_into().expect("8 bytes")),
+    ))
 }
 
 /// A `records` key: the frame's log position and the record's index in the frame's
@@ -482,6 +510,16 @@ impl Trees {
         let (records, runs, ids) = (open("records")?, open("runs")?, open("ids")?);
         let (facets, receipts, tree) = (open("facets")?, open("receipts")?, open("tree")?);
         let (triggers, facet_key) = budget::seal_triggers(dir, memtable)?;
+        let mut boundaries = HashMap::new();
+        for item in runs.prefix([0u8]) {
+            let (key, value) = item.into_inner().map_err(read_error)?;
+            let (before, _) = boundary_value(&value)?;
+            let tenant = key
+                .get(2..)
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .ok_or_else(|| corrupt("a bad retention boundary key"))?;
+            boundaries.insert(tenant.to_string(), before);
+        }
         let trees = Self {
             records,
             runs,
@@ -492,6 +530,7 @@ impl Trees {
             db,
             log,
             facet_key: FacetKey(facet_key),
+            boundaries: Arc::new(RwLock::new(boundaries)),
         };
         // What the journal replayed sits in the active memtables: seal it now, so it is
         // flushed and the replayed journal files can go (the budget counts from zero).
@@ -679,7 +718,7 @@ impl Trees {
         budget: &mut WriteBudget,
         pos: u64,
         payload: &[u8],
-    ) -> StoreResult<Vec<Erasure>> {
+    ) -> StoreResult<Vec<Order>> {
         let frame = frame::decode(payload)
             .map_err(|e| corrupt(format!("the log frame at position {pos}: {e}")))?;
         let mut put = |ks: usize, key: Vec<u8>, value: Vec<u8>| {
@@ -729,14 +768,29 @@ impl Trees {
         }
         let mut erasures = Vec::new();
         for (r, _, _) in &frame.records {
+            if r.seq < self.boundary(r.tenant) {
+                // Removed by retention (a replay after the removal): its records entry
+                // stays (the tree's leaves), its id and facets do not come back.
+                continue;
+            }
             put(
                 KS_IDS,
                 named_key(r.tenant, r.id),
                 r.seq.to_be_bytes().to_vec(),
             );
+            if r.action == PRUNE_ACTION {
+                match Prune::ordered_by(r) {
+                    Ok(prune) => erasures.push(Order::Prune(prune)),
+                    Err(e) => tracing::warn!(
+                        tenant = r.tenant,
+                        seq = r.seq,
+                        "a record with the action {PRUNE_ACTION} that is not a prune event ({e}); nothing removed"
+                    ),
+                }
+            }
             if r.action == REDACT_ACTION {
                 match Erasure::ordered_by(r) {
-                    Ok(erasure) => erasures.push(erasure),
+                    Ok(erasure) => erasures.push(Order::Erase(erasure)),
                     // written before the action was reserved (clients could write it)
                     Err(e) => tracing::warn!(
                         tenant = r.tenant,
@@ -787,13 +841,16 @@ impl Trees {
         budget.wait_for_flushes(self)?;
         let mut wb = self.db.batch();
         for (pos, payload) in frames {
-            let erasures = self.index_frame(&mut wb, budget, pos, payload)?;
-            if !erasures.is_empty() {
+            let orders = self.index_frame(&mut wb, budget, pos, payload)?;
+            if !orders.is_empty() {
                 std::mem::replace(&mut wb, self.db.batch())
                     .commit()
                     .map_err(write_error)?;
-                for erasure in erasures {
-                    self.erase(&erasure)?;
+                for order in orders {
+                    match order {
+                        Order::Erase(erasure) => self.erase(&erasure)?,
+                        Order::Prune(prune) => self.prune(&prune)?,
+                    }
                 }
             }
         }
@@ -898,6 +955,194 @@ impl Trees {
         Ok(())
     }
 
+    /// Every tenant with an indexed record: one seek per tenant in `runs`.
+    fn tenants(&self) -> StoreResult<Vec<String>> {
+        let snap = self.db.snapshot();
+        let mut out = Vec::new();
+        let mut from = vec![1u8];
+        while let Some(item) = snap.range(&self.runs, from.clone()..).next() {
+            let (key, _) = item.into_inner().map_err(read_error)?;
+            let len = key[0] as usize;
+            let tenant = key
+                .get(1..1 + len)
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .ok_or_else(|| corrupt("a bad runs key"))?;
+            out.push(tenant.to_string());
+            // Past every key of this tenant: its prefix then 0xff…
+            from = tenant_prefix(tenant);
+            from.extend_from_slice(&[0xff; 9]);
+        }
+        Ok(out)
+    }
+
+    /// `tenant`'s retention boundary: the first record kept (1: none removed).
+    fn boundary(&self, tenant: &str) -> u64 {
+        self.boundaries
+            .read()
+            .expect("boundaries lock")
+            .get(tenant)
+            .copied()
+            .unwrap_or(1)
+    }
+
+    /// Removes `tenant`'s records before a prune event's boundary (issue 15),
+    /// idempotently. In this order, so that a crash anywhere leaves something the replay of
+    /// the prune event (the watermark is still before it: this runs inside the indexing
+    /// of its frame) finishes:
+    /// 1. once: their `ids` and facet entries go, and the boundary (with the one before
+    ///    it) is written to `runs`, in one batch, persisted. From then on a replay of their
+    ///    frames writes neither again ([`Trees::index_frame`]); reads start at the
+    ///    boundary. Their `records` entries stay: the tree's nodes below
+    ///    [`STORED_LEVEL`] are computed from the hashes they hold, and replays are judged
+    ///    by them.
+    /// 2. their log entries are overwritten in place with the redacted form of the same
+    ///    length (naming the prune event), with their frames' checksums
+    ///    ([`LogReader::patch`]: crash-safe). An entry already overwritten is left as it is;
+    ///    the range is from the boundary before to this one, which step 1 recorded, so a
+    ///    replay after a crash between the steps finishes it.
+    fn prune(&self, prune: &Prune) -> StoreResult<()> {
+        let tenant = prune.tenant.as_str();
+        let before = prune.before;
+        let snap = self.db.snapshot();
+        let current = self.boundary(tenant);
+        let from = if before > current {
+            let mut wb = self.db.batch();
+            let mut values: std::collections::HashSet<(u8, String)> = Default::default();
+            let mut at = current;
+            while at < before {
+                let rows =
+                    self.range_rows(&snap, tenant, at, 4096.min((before - at) as usize), before)?;
+                let Some(last) = rows.last() else { break };
+                at = last.sequence_number + 1;
+                for row in &rows {
+                    let record = row.record()?;
+                    wb.remove(&self.ids, named_key(tenant, &record.id));
+                    if record.redacted.is_none() {
+                        values.insert((FACET_ACTOR, record.actor.id.clone()));
+                        values.insert((FACET_ACTION, record.action.clone()));
+                        values.insert((FACET_RESOURCE, record.resource.id.clone()));
+                    }
+                }
+            }
+            for (kind, value) in &values {
+                let prefix = self.facet_key.prefix(tenant, *kind, value);
+                let mut upto = prefix.clone();
+                upto.extend_from_slice(&(before - 1).to_be_bytes());
+                for item in snap.range(&self.facets, prefix.clone()..=upto) {
+                    let (key, list) = item.into_inner().map_err(read_error)?;
+                    let mut seqs = postings::decode(seq_suffix(&key)?, &list).map_err(corrupt)?;
+                    let n = seqs.len();
+                    seqs.retain(|&s| s >= before);
+                    if seqs.len() == n {
+                        continue;
+                    }
+                    wb.remove(&self.facets, key.to_vec());
+                    if let Some(&first) = seqs.first() {
+                        let mut key = prefix.clone();
+                        key.extend_from_slice(&first.to_be_bytes());
+                        wb.insert(&self.facets, key, postings::encode(&seqs));
+                    }
+                }
+            }
+            let mut value = before.to_be_bytes().to_vec();
+            value.extend_from_slice(&current.to_be_bytes());
+            wb.insert(&self.runs, boundary_key(tenant), value);
+            wb.commit().map_err(write_error)?;
+            self.db.persist(PersistMode::SyncAll).map_err(write_error)?;
+            self.boundaries
+                .write()
+                .expect("boundaries lock")
+                .insert(tenant.to_string(), before);
+            metrics::counter!("sealtrail_store_records_pruned_total").increment(before - current);
+            tracing::info!(
+                tenant,
+                before,
+                removed = before - current,
+                "records removed by retention"
+            );
+            current
+        } else {
+            // Step 1 was done (this is a replay, or an older prune): finish step 2 for
+            // the range it recorded, if this is that prune.
+            match snap
+                .get(&self.runs, boundary_key(tenant))
+                .map_err(read_error)?
+            {
+                Some(value) => match boundary_value(&value)? {
+                    (at, from) if at == before => from,
+                    _ => return Ok(()),
+                },
+                None => return Ok(()),
+            }
+        };
+        self.overwrite_pruned(&snap, prune, from)
+    }
+
+    /// Step 2 of [`Trees::prune`]: the log entries of `tenant`'s records `from..before`.
+    fn overwrite_pruned(&self, snap: &Snapshot, prune: &Prune, from: u64) -> StoreResult<()> {
+        let tenant = prune.tenant.as_str();
+        // (frame position → its entries' (position, length, erased bytes)).
+        let mut frames: std::collections::BTreeMap<u64, Vec<(u64, Vec<u8>)>> = Default::default();
+        let mut pending = 0usize;
+        let mut run: Option<Run> = None;
+        let flush =
+            |frames: &mut std::collections::BTreeMap<u64, Vec<(u64, Vec<u8>)>>| -> StoreResult<()> {
+                let mut patches = Vec::new();
+                for (frame_pos, entries) in std::mem::take(frames) {
+                    let header = self.log.read_at(frame_pos, PAYLOAD_OFFSET as usize)?;
+                    let payload_len =
+                        u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+                    let payload_at = frame_pos + PAYLOAD_OFFSET;
+                    let mut payload = self.log.read_at(payload_at, payload_len)?;
+                    for (entry_pos, erased) in &entries {
+                        let at = (entry_pos - payload_at) as usize;
+                        payload[at..at + erased.len()].copy_from_slice(erased);
+                    }
+                    let crc = crc32fast::hash(&payload).to_le_bytes().to_vec();
+                    patches.extend(entries);
+                    patches.push((payload_at + payload_len as u64, crc));
+                }
+                if !patches.is_empty() {
+                    self.log.patch(&patches)?;
+                }
+                Ok(())
+            };
+        for seq in from..prune.before {
+            if run.as_ref().is_none_or(|r| seq < r.first || seq > r.last()) {
+                run = self.run_of(snap, tenant, seq)?;
+            }
+            let Some(r) = &run else {
+                return Err(missing_record(tenant, seq));
+            };
+            let key = r.key_of(seq);
+            let value = self.run_record(snap, tenant, r, seq)?;
+            let (_, entry_pos, entry_len) = split_value(&value)?;
+            let bytes = self.log.read_at(entry_pos, entry_len)?;
+            let entry = checked_entry(tenant, seq, entry_pos, &bytes)?;
+            if is_redacted(entry.canonical) {
+                continue;
+            }
+            let record = Record::from_canonical(entry.canonical, entry.hash).map_err(corrupt)?;
+            let Some(shell) = record.redacted_canonical(&prune.by, entry.canonical.len()) else {
+                return Err(corrupt(format!(
+                    "record {tenant}#{seq} is too short to hold its redacted form"
+                )));
+            };
+            let erased = frame::erased_entry(&entry, &shell, entry_len as u32);
+            let frame_pos = u64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
+            frames
+                .entry(frame_pos)
+                .or_default()
+                .push((entry_pos, erased));
+            pending += 1;
+            if pending >= 4096 {
+                flush(&mut frames)?;
+                pending = 0;
+            }
+        }
+        flush(&mut frames)
+    }
+
     /// A node below [`STORED_LEVEL`], from the hashes of its leaves (`leaf i` is record
     /// `i + 1`): those the tail held (`in_tail`), the rest from the `records` index. `None`
     /// if a leaf is not there (the node is not complete).
@@ -955,14 +1200,17 @@ impl Trees {
         // fjall answers for the sequence numbers below the tail's first.
         let below = tail.first().map_or(u64::MAX, TailRow::seq);
 
-        // Fast path: no filter at all. The chain is gapless, so the head is the total and a
-        // page is a direct range.
+        // Retention removed the records before this one (issue 15).
+        let first = self.boundary(tenant);
+        // Fast path: no filter at all. The chain is gapless from the boundary, so the head
+        // tells the total and a page is a direct range.
         if !query.is_filtered() {
-            let total = match tail.last() {
+            let head = match tail.last() {
                 Some(row) => row.seq(),
                 None => self.head(snap, tenant)?.map_or(0, |h| h.sequence_number),
             };
-            let start = after.max(skip as u64) + 1;
+            let total = (head + 1).saturating_sub(first);
+            let start = after.max(skip as u64 + first - 1) + 1;
             let mut events: Vec<Record> = self
                 .range_rows(snap, tenant, start, limit, below)?
                 .iter()
@@ -1043,16 +1291,22 @@ impl Trees {
                 }
             }
             None => {
-                self.scan(snap, tenant, 1, below.saturating_sub(1), |seq, value| {
-                    let record = self.load(tenant, seq, value)?.record;
-                    if query.matches(&record) {
-                        total += 1;
-                        if wanted(total, seq, &events) {
-                            events.push(record);
+                self.scan(
+                    snap,
+                    tenant,
+                    first,
+                    below.saturating_sub(1),
+                    |seq, value| {
+                        let record = self.load(tenant, seq, value)?.record;
+                        if query.matches(&record) {
+                            total += 1;
+                            if wanted(total, seq, &events) {
+                                events.push(record);
+                            }
                         }
-                    }
-                    Ok(true)
-                })?;
+                        Ok(true)
+                    },
+                )?;
             }
         }
         for row in &tail {
@@ -1139,6 +1393,37 @@ impl Trees {
             sequence_number: seq,
             hash: entry.hash.to_string(),
             canonical: entry.canonical.to_vec(),
+        })
+    }
+}
+
+/// What a frame's records order done once they are indexed.
+enum Order {
+    Erase(Erasure),
+    Prune(Prune),
+}
+
+/// A removal to carry out (issue 15): `tenant`'s records before `before`, ordered by the
+/// prune event `by` names.
+struct Prune {
+    tenant: String,
+    before: u64,
+    by: Redaction,
+}
+
+impl Prune {
+    fn ordered_by(r: &RecordEntry<'_>) -> Result<Self, String> {
+        let record = Record::from_canonical(r.canonical, r.hash).map_err(|e| e.to_string())?;
+        let before = record
+            .prune_order()
+            .ok_or("it names no boundary before itself")?;
+        Ok(Self {
+            tenant: r.tenant.to_string(),
+            before,
+            by: Redaction {
+                event_id: r.id.to_string(),
+                sequence_number: r.seq,
+            },
         })
     }
 }
@@ -1682,6 +1967,33 @@ impl Store for FjallStore {
         true
     }
 
+    fn prunes(&self) -> bool {
+        true
+    }
+
+    async fn retained_from(&self, tenant_id: &str) -> StoreResult<u64> {
+        Ok(self.trees.boundary(tenant_id))
+    }
+
+    async fn tenants(&self) -> StoreResult<Vec<String>> {
+        let trees = self.trees.clone();
+        tokio::task::spawn_blocking(move || trees.tenants())
+            .await
+            .map_err(|e| unavailable(format!("read task failed: {e}")))?
+    }
+
+    async fn retention_policies(&self) -> StoreResult<Vec<(String, crate::RetentionPolicy)>> {
+        self.keys.retention_policies_of().await
+    }
+
+    async fn set_retention_policy(
+        &self,
+        tenant_id: &str,
+        policy: Option<crate::RetentionPolicy>,
+    ) -> StoreResult<()> {
+        self.keys.set_retention_policy_of(tenant_id, policy).await
+    }
+
     fn min_tree_level(&self) -> u8 {
         STORED_LEVEL
     }
@@ -1791,7 +2103,7 @@ impl Store for FjallStore {
         self.read(
             move |tail| tail.rows(&t2),
             move |t, s, tail_rows| {
-                let from = after.saturating_add(1);
+                let from = after.saturating_add(1).max(t.boundary(&tenant));
                 let below = tail_rows.first().map_or(u64::MAX, TailRow::seq);
                 let mut rows = t.range_rows(s, &tenant, from, limit, below)?;
                 for row in tail_rows.iter().filter(|r| r.seq() >= from) {
