@@ -231,7 +231,7 @@ pub async fn get_checkpoint(
     params(("tenant" = String, Path, description = "the key's tenant"),
         ("path" = String, Path, description = "`<L>/<N>[.p/<W>]` (hashes of tree level 8·L) or `entries/<N>[.p/<W>]` (entry bundle), C2SP tlog-tiles")),
     responses((status = 200, content_type = "application/octet-stream", body = crate::export::Binary), (status = 400, description = "not a tile path (`invalid_path`)", body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, description = "the log does not hold the tile's last leaf yet (`tile_not_found`), another tenant's log (`not_found`), or no verifiable log is configured (`not_configured`)", body = ErrorBody)),
+        (status = 404, description = "the log does not hold the tile's last leaf yet (`tile_not_found`), an entries tile of records retention removed (`pruned`), another tenant's log (`not_found`), or no verifiable log is configured (`not_configured`)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn get_tile(
     State(state): State<AppState>,
@@ -251,7 +251,33 @@ pub async fn get_tile(
         ));
     }
     let store = state.store.as_ref();
+    // Retention (issue 15) removed the records before this one: their hashes stay in the
+    // tree (hash tiles), their entries do not.
+    let first_kept = store.retained_from(&tenant).await?;
+    let removed = |index: u64| index * TILE_WIDTH + 1 < first_kept;
     let body = match tile {
+        TilePath::Entries { index, .. } if removed(index) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "pruned",
+                format!(
+                    "tile/{path} holds records that retention removed (the log keeps records from {first_kept} on); their hashes are in the hash tiles"
+                ),
+            ));
+        }
+        TilePath::Hashes {
+            level: 0,
+            index,
+            width,
+        } if removed(index) => {
+            let ids: Vec<NodeId> = (0..u64::from(width))
+                .map(|i| NodeId::new(0, index * TILE_WIDTH + i))
+                .collect();
+            let nodes = crate::tlog::fetch(store, &tenant, ids.clone()).await?;
+            ids.iter()
+                .flat_map(|id| nodes.get(id).expect("fetched"))
+                .collect()
+        }
         TilePath::Entries { index, width } => {
             let mut out = Vec::with_capacity(usize::from(width) * 34);
             for leaf in leaves(store, &tenant, index, width).await? {

@@ -119,6 +119,8 @@ async fn retention_removes_old_records_and_every_proof_still_holds(store: &str) 
         let (s, r) = put(&admin, "/v1/retention", &bad).await;
         assert_eq!(s, 400, "{bad}: {r}");
     }
+    let originals = rw.all_events().await;
+    assert_eq!(originals.len(), 30);
     let (s, r) = put(&admin, "/v1/retention", &json!({"events": 10})).await;
     assert_eq!(
         (s, r["source"].clone(), r["policy"].clone()),
@@ -192,6 +194,26 @@ async fn retention_removes_old_records_and_every_proof_still_holds(store: &str) 
     let path: Vec<Hash> = p["hashes"].as_array().unwrap().iter().map(h).collect();
     let leaf = record_leaf(events[4]["hash"].as_str().unwrap()).unwrap();
     verify_inclusion(&leaf, 24, 31, &path, &cp.root).unwrap();
+
+    // Tiles: the hash tile still has every leaf (removed ones from the tree); the
+    // entries tile of removed records is gone.
+    let r = tile(&rw, "acme", "tile/0/000.p/31").await;
+    assert_eq!(r.status().as_u16(), 200);
+    let hashes = r.bytes().await.unwrap();
+    let mut all: Vec<&Value> = originals.iter().collect();
+    all.extend(events[10..].iter());
+    for (i, rec) in all.iter().enumerate() {
+        let leaf = record_leaf(rec["hash"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            &hashes[i * 32..(i + 1) * 32],
+            sealtrail_core::merkle::leaf_hash(&leaf).as_slice(),
+            "leaf {i}"
+        );
+    }
+    let r = tile(&rw, "acme", "tile/entries/000.p/31").await;
+    assert_eq!(r.status().as_u16(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], json!("pruned"), "{body}");
 
     // Offline: the evidence pack starts at the boundary and verifies.
     let pack = rw
