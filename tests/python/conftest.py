@@ -220,7 +220,10 @@ def server(tmp_path_factory) -> Server:
     ]
     err_f = open(stderr_path, "wb")
     out_f = open(stdout_path, "wb")
-    proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, stdin=subprocess.DEVNULL)
+    # The pruner runs every second (test_retention.py); it prunes only tenants with a
+    # retention policy of their own.
+    env = {**os.environ, "SEALTRAIL_RETENTION_INTERVAL_MS": "1000"}
+    proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, stdin=subprocess.DEVNULL, env=env)
     srv = Server(bin_path, data_dir, http_addr, grpc_addr, proc, stderr_path, stdout_path)
 
     try:
