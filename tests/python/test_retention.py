@@ -39,25 +39,22 @@ def _node(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-def _frontier(leaf_hashes: list[bytes]) -> list[tuple[int, bytes]]:
-    """The complete subtrees of an RFC 6962 tree over these leaf hashes, largest first,
-    as (size, hash): a binary counter of the leaves."""
-    stack: list[tuple[int, bytes]] = []
-    for h in leaf_hashes:
-        size, node = 1, h
-        while stack and stack[-1][0] == size:
-            left_size, left = stack.pop()
-            size, node = left_size + size, _node(left, node)
-        stack.append((size, node))
-    return stack
-
-
 def _push(stack: list[tuple[int, bytes]], h: bytes) -> None:
+    """Adds a leaf hash to `stack`, the complete subtrees of an RFC 6962 tree as
+    (size, hash), largest first: a binary counter of the leaves."""
     size, node = 1, h
     while stack and stack[-1][0] == size:
         left_size, left = stack.pop()
         size, node = left_size + size, _node(left, node)
     stack.append((size, node))
+
+
+def _frontier(leaf_hashes: list[bytes]) -> list[tuple[int, bytes]]:
+    """The complete subtrees of the tree over these leaf hashes."""
+    stack: list[tuple[int, bytes]] = []
+    for h in leaf_hashes:
+        _push(stack, h)
+    return stack
 
 
 def _root(stack: list[tuple[int, bytes]]) -> bytes:

@@ -525,7 +525,7 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn chain(tenant: &str, n: usize) -> Vec<ChainedRecord> {
+    pub(super) fn chain(tenant: &str, n: usize) -> Vec<ChainedRecord> {
         let mut out: Vec<ChainedRecord> = Vec::new();
         for i in 0..n {
             let ev = validate_event(
@@ -792,26 +792,11 @@ mod tests {
 
 #[cfg(test)]
 mod boundary_tests {
+    use super::tests::chain;
     use super::*;
     use crate::event::{normalize, validate_event};
     use crate::record::{ChainedRecord, PRUNE_ACTION, chain_step, prune_input};
     use serde_json::json;
-
-    fn chain(tenant: &str, n: usize) -> Vec<ChainedRecord> {
-        let mut out: Vec<ChainedRecord> = Vec::new();
-        for i in 0..n {
-            let ev = validate_event(
-                json!({"actor": {"id": format!("a{i}")}, "action": "x.y", "resource": {"id": "r", "type": "t"},
-                       "outcome": "success"}),
-                1_700_000_000_000_000 + i as i64,
-                || format!("id-{i}"),
-            )
-            .unwrap();
-            let head = out.last().map(|r| r.head());
-            out.push(chain_step(head.as_ref(), tenant, ev));
-        }
-        out
-    }
 
     /// `recs` plus a prune event naming `before`, then `more` ordinary records.
     fn pruned(tenant: &str, n: usize, before: u64, more: usize) -> Vec<ChainedRecord> {

@@ -40,15 +40,6 @@ async fn redact(api: &Api, id: &str, reason: &str) -> (u16, Value) {
     .await
 }
 
-fn h(v: &Value) -> Hash {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(v.as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap()
-}
-
 fn verify_cli(args: &[&str]) -> (i32, String) {
     let out = Command::new(BIN).arg("verify").args(args).output().unwrap();
     let text = format!(

@@ -15,29 +15,7 @@ use sealtrail_core::note::NoteVerifier;
 use sealtrail_core::proof::{verify_consistency, verify_inclusion};
 use serde_json::{Value, json};
 
-fn h(v: &Value) -> Hash {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(v.as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap()
-}
-
 const FAST: &[(&str, &str)] = &[("SEALTRAIL_RETENTION_INTERVAL_MS", "1000")];
-
-async fn put(api: &Api, path: &str, body: &Value) -> (u16, Value) {
-    let r = api
-        .http
-        .put(format!("{}{path}", api.base))
-        .bearer_auth(&api.key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
 
 async fn retained_from(admin: &Api) -> u64 {
     let (s, r) = admin.get("/v1/retention").await;
@@ -113,15 +91,15 @@ async fn retention_removes_old_records_and_every_proof_still_holds(store: &str) 
         (200, json!("default"), json!(1), json!({})),
         "{r}"
     );
-    let (s, _) = put(&rw, "/v1/retention", &json!({"events": 10})).await;
+    let (s, _) = rw.put("/v1/retention", &json!({"events": 10})).await;
     assert_eq!(s, 403);
     for bad in [json!({"events": 0}), json!({"days": 0}), json!({"keep": 3})] {
-        let (s, r) = put(&admin, "/v1/retention", &bad).await;
+        let (s, r) = admin.put("/v1/retention", &bad).await;
         assert_eq!(s, 400, "{bad}: {r}");
     }
     let originals = rw.all_events().await;
     assert_eq!(originals.len(), 30);
-    let (s, r) = put(&admin, "/v1/retention", &json!({"events": 10})).await;
+    let (s, r) = admin.put("/v1/retention", &json!({"events": 10})).await;
     assert_eq!(
         (s, r["source"].clone(), r["policy"].clone()),
         (200, json!("tenant"), json!({"events": 10})),
@@ -355,12 +333,9 @@ async fn a_sigkill_mid_prune_under_load_loses_nothing_kept_and_brings_nothing_ba
     let verifier = NoteVerifier::parse(key["verifier_key"].as_str().unwrap()).unwrap();
     let (_, kept) = checkpoint(&rw, &verifier).await;
     assert_eq!(kept.size, 2000);
-    let (s, r) = put(
-        &Api::new(&server, &admin_key),
-        "/v1/retention",
-        &json!({"events": 300}),
-    )
-    .await;
+    let (s, r) = Api::new(&server, &admin_key)
+        .put("/v1/retention", &json!({"events": 300}))
+        .await;
     assert_eq!(s, 200, "{r}");
 
     // Kill the server while the pruner runs (its first run is 1 s after a start) and

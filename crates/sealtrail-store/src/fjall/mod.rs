@@ -767,8 +767,10 @@ impl Trees {
             );
         }
         let mut erasures = Vec::new();
+        // Taken once per frame; empty (nothing to look up) until retention removes records.
+        let boundaries = self.boundaries.read().expect("boundaries lock");
         for (r, _, _) in &frame.records {
-            if r.seq < self.boundary(r.tenant) {
+            if boundaries.get(r.tenant).is_some_and(|&first| r.seq < first) {
                 // Removed by retention (a replay after the removal): its records entry
                 // stays (the tree's leaves), its id and facets do not come back.
                 continue;

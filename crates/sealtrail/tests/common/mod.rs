@@ -254,6 +254,19 @@ impl Api {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let (status, body) = self.get_text(path).await;
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
@@ -575,4 +588,14 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// A base64 hash as the API serves it (proofs, checkpoints), decoded.
+pub fn h(v: &Value) -> sealtrail_core::merkle::Hash {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
 }
