@@ -109,6 +109,8 @@ if DISTRIBUTED:
             "SEALTRAIL_KAFKA_REPLY_PARTITIONS": "2",
             "SEALTRAIL_KAFKA_GROUP_ID": _NAME,
             "SEALTRAIL_SCYLLA_KEYSPACE": _NAME,
+            # The pruner runs every second (test_retention.py).
+            "SEALTRAIL_RETENTION_INTERVAL_MS": "1000",
         }
     )
 

@@ -52,7 +52,6 @@ from pathlib import Path
 
 import requests
 
-from conftest import DISTRIBUTED
 
 
 HERE = Path(__file__).resolve().parent
@@ -80,9 +79,6 @@ SEEDED_EVENTS = 6
 # never find on their own: every other id is a 404).
 REDACT_OPERATION = "redactEvent"
 REDACT_TARGET = "contract-redact-target"
-# `PUT` / `DELETE /v1/retention`: answered only by a store that removes records.
-RETENTION_WRITES = ("setRetention", "clearRetention")
-RETENTION_SUPPORTED = not DISTRIBUTED
 RUN_TIMEOUT_S = 600
 
 
@@ -147,18 +143,6 @@ def _config(key: str, tenant: str) -> str:
         "[[operations]]",
         f"include-operation-id = {_toml(REDACT_OPERATION)}",
         f"parameters = {_toml({'path.id': REDACT_TARGET})}",
-        # Retention needs a store that removes records; elsewhere a valid policy is the
-        # `501 not_implemented` the document declares.
-        *(
-            line
-            for op in RETENTION_WRITES
-            for line in (
-                "[[operations]]",
-                f"include-operation-id = {_toml(op)}",
-                f"checks = {_toml({'not_a_server_error': {'enabled': False}})}",
-            )
-            if not RETENTION_SUPPORTED
-        ),
     ]
     return "\n".join(lines) + "\n"
 

@@ -276,7 +276,56 @@ async fn zip_step<T: Send + 'static>(
     tokio::task::spawn_blocking(move || step(zip)).await?
 }
 
-const VERIFY_MD: &str = include_str!("VERIFY.md");
+pub(crate) const VERIFY_MD: &str = include_str!("VERIFY.md");
+
+/// The `proofs.json` of a pack of `tenant`'s records `first..=size` (checkpoint at `size`):
+/// inclusion proofs of the first and last records and, when `first` > 1, the tree over the
+/// records before it ([`pack::RetentionPrefix`]).
+pub(crate) async fn pack_proofs(
+    store: &dyn Store,
+    tenant: &str,
+    first: u64,
+    size: u64,
+) -> ApiResult<pack::Proofs> {
+    let mut proofs = pack::Proofs::default();
+    if first > 1 {
+        let ids = sealtrail_core::merkle::Frontier::ids(first - 1);
+        let hashes = store.tree_nodes(tenant, ids).await?;
+        let prefix = hashes
+            .into_iter()
+            .map(|h| {
+                h.map(|h| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, h))
+                    .ok_or_else(|| {
+                        ApiError::internal(
+                            "a tree node before the retention boundary is missing",
+                            tenant,
+                        )
+                    })
+            })
+            .collect::<ApiResult<Vec<_>>>()?;
+        proofs.retention = Some(pack::RetentionPrefix {
+            retained_from: first,
+            prefix,
+        });
+    }
+    for seq in [first, size] {
+        if seq == 0 || proofs.inclusion.iter().any(|p| p.sequence_number == seq) {
+            continue;
+        }
+        let p = inclusion(store, tenant, seq, size).await?;
+        let row = store.scan_chain(tenant, seq - 1, 1).await?;
+        let hash = row.first().map(|r| r.hash.clone()).unwrap_or_default();
+        proofs.inclusion.push(pack::InclusionProof {
+            sequence_number: seq,
+            hash,
+            leaf_index: p.leaf_index,
+            tree_size: p.tree_size,
+            root_hash: p.root_hash,
+            hashes: p.hashes,
+        });
+    }
+    Ok(proofs)
+}
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -325,46 +374,10 @@ pub async fn evidence_pack(
             crate::tlog::WITNESS_WAIT,
         )
         .await?;
-    let mut proofs = pack::Proofs::default();
     // Retention removed the records before `first` (issue 15): the pack starts there, with
     // the tree over the removed ones in their place.
     let first = store.retained_from(&tenant).await?.min(size.max(1));
-    if first > 1 {
-        let ids = sealtrail_core::merkle::Frontier::ids(first - 1);
-        let hashes = store.tree_nodes(&tenant, ids).await?;
-        let prefix = hashes
-            .into_iter()
-            .map(|h| {
-                h.map(|h| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, h))
-                    .ok_or_else(|| {
-                        ApiError::internal(
-                            "a tree node before the retention boundary is missing",
-                            &tenant,
-                        )
-                    })
-            })
-            .collect::<ApiResult<Vec<_>>>()?;
-        proofs.retention = Some(pack::RetentionPrefix {
-            retained_from: first,
-            prefix,
-        });
-    }
-    for seq in [first, size] {
-        if seq == 0 || proofs.inclusion.iter().any(|p| p.sequence_number == seq) {
-            continue;
-        }
-        let p = inclusion(store.as_ref(), &tenant, seq, size).await?;
-        let row = store.scan_chain(&tenant, seq - 1, 1).await?;
-        let hash = row.first().map(|r| r.hash.clone()).unwrap_or_default();
-        proofs.inclusion.push(pack::InclusionProof {
-            sequence_number: seq,
-            hash,
-            leaf_index: p.leaf_index,
-            tree_size: p.tree_size,
-            root_hash: p.root_hash,
-            hashes: p.hashes,
-        });
-    }
+    let proofs = pack_proofs(store.as_ref(), &tenant, first, size).await?;
     let key = log.verifier_key();
     // The producer is an async task: store reads and waits for a slow client hold no
     // thread; only the compression of each page runs on a blocking thread (`zip_step`).

@@ -10,9 +10,16 @@
 //! actor `{"id":"sealtrail.retention","type":"system"}`, resource `{"type":"chain","id":
 //! <tenant>}`, metadata `{"before_sequence_number": B, "policy": {…}}`. The store removes
 //! the records before `B` when it commits that event (`Store::prunes`; SQLite: in the same
-//! transaction; fjall: when it indexes it, see `Trees::prune`) and keeps the tree, so
+//! transaction; fjall: when it indexes it, see `Trees::prune`; Scylla: the chainer that
+//! derives it, see `sealtrail-scylla`'s `retention.rs`) and keeps the tree, so
 //! inclusion proofs of kept records and consistency
 //! proofs between any checkpoints still come out.
+//!
+//! **Distributed mode.** Every gateway runs the pruner, but only the one holding the
+//! store's `retention` lease works ([`run_pruner`]); should two ever decide on the same
+//! boundary, the prune event's id (`sealtrail.retention.prune-<boundary>`) makes the second
+//! a conflict, and a prune event naming an earlier boundary than the current removes
+//! nothing.
 //!
 //! **Crash windows.** Before the prune event commits, nothing is removed (an archive file
 //! written for it is written again next time). Once it commits, the removal is the
@@ -33,7 +40,8 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use sealtrail_core::record::{Record, prune_input};
+use sealtrail_core::pack;
+use sealtrail_core::record::{PRUNE_ACTION, Record, prune_input};
 use sealtrail_store::{RetentionPolicy, StoreError, now_micros};
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +62,8 @@ pub struct RetentionConfig {
     pub default: RetentionPolicy,
     /// How often the pruner runs.
     pub interval: Duration,
-    /// Where the records are written (JSONL, one file per prune) before they are removed.
+    /// Where the records are written before they are removed: one retention archive (an
+    /// evidence pack of the removed slice, `sealtrail verify` checks it) per prune event.
     pub archive_dir: Option<PathBuf>,
 }
 
@@ -97,7 +106,7 @@ fn not_supported() -> ApiError {
     ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
         "not_implemented",
-        "this server's store does not remove records yet: retention works in embedded mode (fjall and SQLite), not yet in distributed mode",
+        "this server's store does not remove records, so it keeps no retention policy",
     )
 }
 
@@ -149,7 +158,7 @@ pub async fn get_retention(
     request_body(content = RetentionPolicyBody),
     responses((status = 200, body = RetentionStatus), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, description = "Key lacks the admin scope", body = ErrorBody),
-        (status = 501, description = "This server's store does not remove records", body = ErrorBody)),
+        (status = 501, description = "This server's store does not remove records (every store sealtrail ships does)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn set_retention(
     State(state): State<AppState>,
@@ -196,7 +205,7 @@ pub async fn set_retention(
 #[utoipa::path(delete, path = "/v1/retention", tag = "Retention", operation_id = "clearRetention",
     responses((status = 200, body = RetentionStatus), (status = 401, body = ErrorBody),
         (status = 403, description = "Key lacks the admin scope", body = ErrorBody),
-        (status = 501, description = "This server's store does not remove records", body = ErrorBody)),
+        (status = 501, description = "This server's store does not remove records (every store sealtrail ships does)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn clear_retention(
     State(state): State<AppState>,
@@ -308,12 +317,24 @@ pub async fn prune_tenant(
     if let Some(e) = policy.events {
         described.insert("events".into(), e.into());
     }
-    let event =
-        sealtrail_core::event::normalize(prune_input(tenant, before, described), now, new_id)
-            .map_err(|e| ApiError::internal("a prune event is invalid", e.message))?;
-    let record = match ingest_validated(state, tenant.to_string(), event, now, true).await? {
-        EventOutcome::Committed(r) => r,
-        EventOutcome::Accepted(_) => {
+    // The id names the boundary: two pruners that decide on the same one (a lease that
+    // ran out mid-run, see `run_pruner`) append one event; the second gets a conflict.
+    let mut input = prune_input(tenant, before, described);
+    input.id = Some(format!("{PRUNE_ACTION}-{before}"));
+    let event = sealtrail_core::event::normalize(input, now, new_id)
+        .map_err(|e| ApiError::internal("a prune event is invalid", e.message))?;
+    let record = match ingest_validated(state, tenant.to_string(), event, now, true).await {
+        Ok(EventOutcome::Committed(r)) => r,
+        Err(e) if e.code == "conflict" => {
+            tracing::info!(
+                tenant,
+                before,
+                "retention: another pruner appended this prune event"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+        Ok(EventOutcome::Accepted(_)) => {
             return Err(ApiError::internal(
                 "a sync append answered with a receipt",
                 "prune",
@@ -331,9 +352,12 @@ pub async fn prune_tenant(
     Ok(Some((record, before - current)))
 }
 
-/// Writes `tenant`'s records `from..before` to `<dir>/<tenant>/records-<from>-<last>.jsonl`
-/// (each line the record's JCS form, as `GET /v1/export` writes it), durably, before they
-/// are removed.
+/// Writes `tenant`'s records `from..before` as a **retention archive** — an evidence pack
+/// of that slice of the log (`sealtrail_core::pack::Archive`): the records, the signed
+/// checkpoint of the tree at `before - 1`, the log key, inclusion proofs of its first and
+/// last records and, when `from` > 1, the tree over the records before it (in earlier
+/// archives) — to `<dir>/<tenant>/records-<from>-<last>.zip` (mode 0600), durably (a
+/// `.part` file, synced, then renamed), before they are removed. `sealtrail verify` checks it.
 async fn archive(
     state: &AppState,
     dir: &std::path::Path,
@@ -341,44 +365,113 @@ async fn archive(
     from: u64,
     before: u64,
 ) -> ApiResult<()> {
-    let mut out = Vec::new();
-    let mut after = from - 1;
-    while after + 1 < before {
-        let limit = (before - 1 - after).min(1000) as usize;
-        let rows = state.store.scan_chain(tenant, after, limit).await?;
-        let Some(last) = rows.last() else { break };
-        after = last.sequence_number;
-        for row in &rows {
-            out.extend_from_slice(&sealtrail_core::audit::canonical_line(
-                &row.canonical,
-                &row.hash,
-            ));
-            out.push(b'\n');
-        }
-    }
-    let path = dir
-        .join(tenant)
-        .join(format!("records-{from}-{}.jsonl", before - 1));
-    tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(path.parent().expect("a parent"))
-            .and_then(|()| sealtrail_store::write_durably(&path, &out, true))
-            .map_err(|e| format!("{}: {e}", path.display()))
-    })
-    .await
-    .map_err(|e| ApiError::internal("archive task failed", e))?
-    .map_err(|e| {
+    use std::io::Write;
+    let last = before - 1;
+    let failed = |e: String| {
         ApiError::internal(
             "cannot archive records before removing them (retention_archive_dir)",
             e,
         )
+    };
+    let log = state.tlog.as_deref().ok_or_else(|| {
+        failed("an archive is an evidence pack: this server has no log key to sign it".into())
+    })?;
+    let store = state.store.clone();
+    let checkpoint = log.sign_at(store.as_ref(), tenant, last).await?;
+    let mut proofs = crate::export::pack_proofs(store.as_ref(), tenant, from, last).await?;
+    proofs.archive = Some(pack::Archive {
+        first: from,
+        last,
+        removed_before: before,
+    });
+    let proofs = serde_json::to_string_pretty(&proofs).map_err(|e| failed(e.to_string()))?;
+    let key = log.verifier_key();
+    let path = dir.join(tenant).join(format!("records-{from}-{last}.zip"));
+    let part = path.with_extension("zip.part");
+    let blocking = |step: Box<dyn FnOnce() -> std::io::Result<ArchiveZip> + Send>| async move {
+        tokio::task::spawn_blocking(step)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+    };
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true);
+    let head = part.clone();
+    let mut zip = blocking(Box::new(move || {
+        std::fs::create_dir_all(head.parent().expect("a parent"))?;
+        // The records' content: readable by the server's user only.
+        let mut file = std::fs::OpenOptions::new();
+        file.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+        let mut zip = zip::ZipWriter::new(file.open(&head)?);
+        for (name, text) in [
+            (pack::README, crate::export::VERIFY_MD.to_string()),
+            (pack::CHECKPOINT, checkpoint),
+            (pack::KEY, format!("{key}\n")),
+            (pack::PROOFS, proofs),
+        ] {
+            zip.start_file(name, opts).map_err(std::io::Error::other)?;
+            zip.write_all(text.as_bytes())?;
+        }
+        zip.start_file(pack::RECORDS, opts)
+            .map_err(std::io::Error::other)?;
+        Ok(zip)
+    }))
+    .await
+    .map_err(|e| failed(format!("{}: {e}", part.display())))?;
+    let mut after = from - 1;
+    while after < last {
+        let limit = (last - after).min(1000) as usize;
+        let rows = state.store.scan_chain(tenant, after, limit).await?;
+        let Some(end) = rows.last() else {
+            return Err(failed(format!(
+                "the chain ended at {after}, before record {last}"
+            )));
+        };
+        after = end.sequence_number;
+        zip = blocking(Box::new(move || {
+            for row in &rows {
+                zip.write_all(&sealtrail_core::audit::canonical_line(
+                    &row.canonical,
+                    &row.hash,
+                ))?;
+                zip.write_all(b"\n")?;
+            }
+            Ok(zip)
+        }))
+        .await
+        .map_err(|e| failed(format!("{}: {e}", part.display())))?;
+    }
+    let (done, target) = (part.clone(), path.clone());
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let file = zip.finish().map_err(std::io::Error::other)?;
+        file.sync_all()?;
+        std::fs::rename(&done, &target)?;
+        std::fs::File::open(target.parent().expect("a parent"))?.sync_all()
     })
+    .await
+    .map_err(|e| failed(e.to_string()))?
+    .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+    metrics::counter!("sealtrail_retention_archived_records_total").increment(before - from);
+    tracing::info!(tenant, from, last, path = %path.display(), "retention: records archived");
+    Ok(())
 }
 
+type ArchiveZip = zip::ZipWriter<std::fs::File>;
+
+/// The lease a pruner holds while it runs (`Store::lease`): where gateways share a
+/// cluster, one of them prunes.
+pub const LEASE: &str = "retention";
+
 /// Runs the pruner until `state.shutdown`: every tenant, every `interval` (the first run
-/// soon after the start).
+/// soon after the start), while this server holds the [`LEASE`] (taken or renewed before
+/// each run, for two intervals: a holder that dies is replaced within that).
 pub async fn run_pruner(state: AppState) {
     let mut shutdown = state.shutdown.clone();
     let interval = state.config.retention.interval;
+    let holder = new_id();
+    let ttl = (interval * 2).max(Duration::from_secs(10));
     let mut next = tokio::time::Instant::now() + Duration::from_secs(5).min(interval);
     loop {
         tokio::select! {
@@ -389,6 +482,18 @@ pub async fn run_pruner(state: AppState) {
             return;
         }
         next = tokio::time::Instant::now() + interval;
+        match state.store.lease(LEASE, &holder, ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!("another server holds the retention lease");
+                continue;
+            }
+            Err(e) => {
+                metrics::counter!("sealtrail_retention_failures_total").increment(1);
+                tracing::warn!(error = %e, "cannot take the retention lease; retrying at the next interval");
+                continue;
+            }
+        }
         match prune_all(&state).await {
             Ok(n) if n > 0 => tracing::info!(tenants = n, "retention run done"),
             Ok(_) => {}

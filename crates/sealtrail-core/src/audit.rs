@@ -487,6 +487,19 @@ pub struct AuditSummary {
     pub uncovered: u64,
     /// The kept checkpoint this log was shown to extend.
     pub trusted: Option<Checkpoint>,
+    /// An archive's audit ([`Auditor::as_archive`]): what it could not confirm because the
+    /// confirming records come after the input — the prune event naming its first record
+    /// (`start`), and the redaction events of this many of its redacted records.
+    pub confirmed_after: Option<ConfirmedAfter>,
+}
+
+/// What an archive's confirmations left to the log after it ([`AuditSummary`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmedAfter {
+    /// The archive starts at a boundary whose prune event is not in it.
+    pub start: bool,
+    /// Redacted records whose redaction event is after the archive's last record.
+    pub redactions: u64,
 }
 
 /// Stage 2: the sequential checks. Feed records in input order, then [`finish`](Self::finish).
@@ -506,6 +519,8 @@ pub struct Auditor {
     redacted: u64,
     /// An audit from a retention boundary ([`Auditor::start_at_boundary`]).
     boundary: Option<AuditBoundary>,
+    /// The input is a retention archive ([`Auditor::as_archive`]).
+    archive: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -581,6 +596,7 @@ impl Auditor {
             root_at_checkpoint: None,
             root_at_trusted: None,
             pending_redactions: Default::default(),
+            archive: false,
             redacted: 0,
             boundary: None,
         };
@@ -801,10 +817,36 @@ impl Auditor {
         Ok(())
     }
 
+    /// Audits a retention archive (`sealtrail_core::pack::Archive`): a slice of the log
+    /// that ends at its checkpoint. Every record is checked as usual and the slice must
+    /// reach the checkpoint's root; but the records that confirm its start (the prune event
+    /// naming its first record) and its redacted records (their redaction events) come
+    /// after its last record, so their absence is reported in the summary
+    /// ([`AuditSummary::confirmed_after`]), not as a failure. A confirming record that
+    /// should be inside the slice and is not is still a failure.
+    pub fn as_archive(&mut self) {
+        self.archive = true;
+    }
+
     /// The checks that need the whole input.
-    pub fn finish(self) -> Result<AuditSummary, AuditFailure> {
+    pub fn finish(mut self) -> Result<AuditSummary, AuditFailure> {
         let c = self.checks;
         let records = self.frontier.size();
+        let mut confirmed_after = None;
+        if self.archive {
+            // `records` is the sequence number of the last record read: the events after it
+            // are not in the archive.
+            let later = self.pending_redactions.split_off(&(records + 1));
+            let start = self.boundary.as_mut().is_some_and(|b| {
+                let open = !b.confirmed;
+                b.confirmed = true;
+                open
+            });
+            confirmed_after = Some(ConfirmedAfter {
+                start,
+                redactions: later.len() as u64,
+            });
+        }
         if let Some((by, (at, seq, id, _))) = self.pending_redactions.first_key_value() {
             return Err(AuditFailure {
                 position: *at,
@@ -916,6 +958,7 @@ impl Auditor {
             checkpoint: self.checkpoint,
             uncovered,
             trusted: self.trusted,
+            confirmed_after,
         })
     }
 }

@@ -697,3 +697,62 @@ fn what_retention_cannot_hide() {
     let err = audit_from(6, prefix, &lines(&relinked), Some(&cp), None, None).unwrap_err();
     assert_eq!((err.code, err.position), ("prev_hash_mismatch", 2));
 }
+
+/// A retention archive (issue 15): a slice of the log, records `first..=last` with the
+/// tree before `first` and a checkpoint at `last`. What confirms its start and its
+/// redacted records comes after it; the slice must still reach the signed root.
+#[test]
+fn an_archive_is_a_slice_that_reaches_its_checkpoint() {
+    let archive = |first: u64, prefix: Vec<Hash>, ls: &[Vec<u8>], cp: &str| {
+        let key = signer().verifier();
+        let mut a = Auditor::new(Checks::default(), Some(&key), Some(cp), None)?;
+        a.as_archive();
+        a.start_at_boundary(first, prefix, None)?;
+        for l in ls {
+            a.feed(digest_line(l).as_ref())?;
+        }
+        a.finish()
+    };
+    // Records 3..=8 of the redacted log: record 4 is redacted by record 9, after the slice.
+    let (rs, ls) = redacted_lines();
+    let mut before = crate::merkle::Frontier::new();
+    for r in &rs[..2] {
+        before.push(&crate::merkle::record_leaf(&r.hash).unwrap(), |_, _| {});
+    }
+    let prefix = before.nodes().to_vec();
+    let cp8 = checkpoint_of(&rs, 8, &signer());
+    let summary = archive(3, prefix.clone(), &ls[2..8], &cp8).unwrap();
+    assert_eq!(
+        (summary.retained_from, summary.records, summary.redacted),
+        (3, 8, 1)
+    );
+    let later = summary.confirmed_after.expect("an archive's summary");
+    assert!(later.start);
+    assert_eq!(later.redactions, 1);
+    // Not as an archive: the same input fails on both.
+    let err = audit_from(3, prefix.clone(), &ls[2..8], Some(&cp8), None, None).unwrap_err();
+    assert_eq!(err.code, "redaction_unconfirmed");
+    // A slice from record 1 with its redaction inside: nothing left to later records.
+    let cp9 = checkpoint_of(&rs, 9, &signer());
+    let summary = archive(1, Vec::new(), &ls, &cp9).unwrap();
+    assert_eq!(
+        summary.confirmed_after,
+        Some(crate::audit::ConfirmedAfter {
+            start: false,
+            redactions: 0
+        })
+    );
+    // Still a slice of the signed log: a record changed, dropped or a wrong prefix fails.
+    let mut changed = ls[2..8].to_vec();
+    let mut r: Record = serde_json::from_slice(&changed[0]).unwrap();
+    r.metadata.insert("ip".into(), json!("10.9.9.9"));
+    r.hash = hash_hex(&r.canonical_unhashed());
+    changed[0] = line(&r);
+    assert!(archive(3, prefix.clone(), &changed, &cp8).is_err());
+    let err = archive(3, prefix.clone(), &ls[2..7], &cp8).unwrap_err();
+    assert_eq!(err.code, "truncated");
+    let mut wrong = prefix;
+    wrong[0][0] ^= 1;
+    let err = archive(3, wrong, &ls[2..8], &cp8).unwrap_err();
+    assert_eq!(err.code, "root_mismatch");
+}

@@ -9,6 +9,8 @@
 //!   retention removed the first records, the boundary and the tree over them
 //!   ([`RetentionPrefix`]), the records then starting at the boundary;
 //! - [`README`] (VERIFY.md): how to verify the pack by hand.
+//!
+//! A **retention archive** has the same entries, for a slice of the log ([`Archive`]).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -46,6 +48,26 @@ pub struct Proofs {
     /// records start at the boundary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionPrefix>,
+    /// Set in a retention archive (`retention_archive_dir`), see [`Archive`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<Archive>,
+}
+
+/// What a **retention archive** is: the pack retention writes of the records it is about
+/// to remove (`retention_archive_dir`), a slice of the tenant's log — records `first..=
+/// last`, the checkpoint of the tree at `last`, and (when `first` > 1, an earlier archive
+/// holding the records before) the tree over the records before `first`
+/// ([`RetentionPrefix`]). So it proves that its records are exactly positions
+/// `first..=last` of the signed log. What confirms its start (the prune event naming
+/// `first`) and its redacted records (their redaction events) comes after `last`, in the
+/// log, and is not in it: `sealtrail verify` checks those that are, and says so
+/// ([`crate::audit::Auditor::as_archive`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Archive {
+    pub first: u64,
+    pub last: u64,
+    /// The boundary of the prune event the archive was written for: `last + 1`.
+    pub removed_before: u64,
 }
 
 /// What stands in for the records retention removed: the boundary, and the tree over the
@@ -72,9 +94,16 @@ impl RetentionPrefix {
 
 /// The retention prefix of `proofs.json`, if any.
 pub fn retention_of(proofs: &str) -> Result<Option<RetentionPrefix>, AuditFailure> {
-    let proofs: Proofs =
-        serde_json::from_str(proofs).map_err(|e| bad(format!("{PROOFS} is unreadable: {e}")))?;
-    Ok(proofs.retention)
+    Ok(parse(proofs)?.retention)
+}
+
+/// The archive range of `proofs.json`, if the pack is a retention archive.
+pub fn archive_of(proofs: &str) -> Result<Option<Archive>, AuditFailure> {
+    Ok(parse(proofs)?.archive)
+}
+
+fn parse(proofs: &str) -> Result<Proofs, AuditFailure> {
+    serde_json::from_str(proofs).map_err(|e| bad(format!("{PROOFS} is unreadable: {e}")))
 }
 
 fn bad(message: String) -> AuditFailure {

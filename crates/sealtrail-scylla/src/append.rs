@@ -63,6 +63,7 @@ impl ScyllaStore {
                 ids: Vec::new(),
                 nodes: batch.tree_nodes.clone(),
                 erasures: Vec::new(),
+                prunes: Vec::new(),
             };
             self.write_derived(&[nodes]).await?;
         }

@@ -24,18 +24,23 @@
 //! - **Redaction events** (issue 15) are applied here too: after the facet rows of the
 //!   gather, before the watermarks, the record each names is erased
 //!   ([`ScyllaStore::erase`]). A catch-up finds them among the records it derives.
+//!   So are **prune events** (retention), after the erasures: the records before the
+//!   boundary each names are removed (`retention.rs`).
 //!
 //! Crash windows: a crash (or a lost write) anywhere here leaves committed records past a
 //! tenant's watermark: readers consult them directly, and the partition's next owner
 //! derives them (and finishes their erasures). A watermark is written only after every
 //! row below it, and with its own value as the write timestamp, so it never moves back and
-//! never passes a missing row. A former owner still deriving (a zombie) writes rows of records it committed, which are
-//! the chain's: the same values the new owner writes — with one exception: a zombie that
-//! read a block's records before a redaction in it, and writes its facet rows after the
-//! new owner erased the record, puts the record's values back in the filter index (never
-//! its content, which the erasure's timestamp keeps out of `events`). A filtered list then
-//! finds the redacted record, which reads return redacted. The window is one gather of a
-//! deposed owner; not closed.
+//! never passes a missing row. A former owner still deriving (a zombie) checks its claim
+//! before each gather and writes nothing once it is deposed (the new owner's catch-up
+//! derived everything it committed). Left open: a gather whose check passed just before
+//! the claim is written after it. Its rows are the chain's — the same values the new owner
+//! writes — with one exception: rows read before a redaction or a removal in them. Written
+//! after the new owner erased or removed records, they put a redacted record's values back
+//! in the filter index, or a removed record's id back in `ids` (never a record's content,
+//! which the erasure's timestamp keeps out of `events`). A filtered list can then find a
+//! record that reads redacted; a lookup by a removed id finds nothing (reads skip removed
+//! rows), but the id cannot be used again until the row is gone. Not closed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,10 +48,11 @@ use std::time::Duration;
 
 use scylla::statement::batch::{Batch, BatchType};
 use sealtrail_core::merkle::{Frontier, Hash, NodeId, record_leaf};
-use sealtrail_core::record::{Record, Redaction, is_redacted};
+use sealtrail_core::record::{PRUNE_PREFIX, Record, Redaction, is_redacted};
 use sealtrail_store::{CommitBatch, StoreError, StoreResult, TreeNode};
 use tokio::sync::mpsc;
 
+use crate::retention::Prune;
 use crate::schema::{MIN_TREE_LEVEL, bucket, id_bucket, span};
 use crate::{ScyllaStore, corrupt, run_bounded, unavailable};
 
@@ -70,6 +76,8 @@ pub(crate) struct Item {
     pub nodes: Vec<TreeNode>,
     /// What its redaction events (issue 15) order erased.
     pub erasures: Vec<Erasure>,
+    /// What its prune events (issue 15, retention) order removed.
+    pub prunes: Vec<Prune>,
 }
 
 /// A redaction event's order: erase `tenant`'s record `seq`, if it is the event `id`.
@@ -95,6 +103,14 @@ fn erasure(record: &Record) -> Option<Erasure> {
     })
 }
 
+/// The removal `record` orders, if it is a prune event.
+fn prune(record: &Record) -> Option<Prune> {
+    Some(Prune {
+        tenant: record.tenant_id.clone(),
+        before: record.prune_order()?,
+    })
+}
+
 impl Item {
     pub(crate) fn of(batch: &CommitBatch) -> Self {
         Self {
@@ -114,6 +130,11 @@ impl Item {
                 .records
                 .iter()
                 .filter_map(|r| erasure(&r.record))
+                .collect(),
+            prunes: batch
+                .records
+                .iter()
+                .filter_map(|r| prune(&r.record))
                 .collect(),
         }
     }
@@ -196,6 +217,7 @@ async fn run(
     pending: Arc<Mutex<Pending>>,
     mut paused: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut deposed = false;
     while let Some(first) = rx.recv().await {
         let mut items = vec![first];
         let mut records = items[0].ids.len();
@@ -220,7 +242,24 @@ async fn run(
         }
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(100);
-        while let Err(err) = store.write_derived(&items).await {
+        loop {
+            // A deposed owner writes nothing more: the new owner's catch-up derived every
+            // record it committed (they were all committed before the claim), and its
+            // removals and erasures must not be undone by rows read before them.
+            let result = match store.still_owner().await {
+                Ok(true) => store.write_derived(&items).await,
+                Ok(false) => {
+                    if !deposed {
+                        tracing::warn!(
+                            "this chainer's claim on its partition was taken over; leaving the derived rows to the new owner"
+                        );
+                        deposed = true;
+                    }
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            };
+            let Err(err) = result else { break };
             metrics::counter!("sealtrail_derive_retries_total").increment(1);
             tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "writing derived rows failed; retrying (reads use the committed records meanwhile)");
             tokio::time::sleep(backoff).await;
@@ -312,7 +351,17 @@ impl ScyllaStore {
         for erasure in items.iter().flat_map(|i| i.erasures.iter()) {
             self.erase(erasure).await?;
         }
-        // Only now the watermarks: every row below them is written, every erasure done.
+        // Then what prune events order removed (`retention.rs`), in chain order.
+        let gathered: Vec<(String, String, u64)> = if items.iter().any(|i| !i.prunes.is_empty()) {
+            items.iter().flat_map(|i| i.ids.iter().cloned()).collect()
+        } else {
+            Vec::new()
+        };
+        for prune in items.iter().flat_map(|i| i.prunes.iter()) {
+            self.prune(prune, &gathered).await?;
+        }
+        // Only now the watermarks: every row below them is written, every erasure and
+        // removal done.
         let mut by_partition: HashMap<i32, Vec<(&str, u64)>> = HashMap::new();
         for (tenant, seq) in last {
             by_partition
@@ -385,7 +434,8 @@ impl ScyllaStore {
             );
             return Ok(());
         }
-        if is_redacted(&canonical) {
+        // Redacted already, or removed by retention (an empty row, `retention.rs`).
+        if canonical.is_empty() || is_redacted(&canonical) {
             return Ok(());
         }
         let record = Record::from_canonical(&canonical, &hash)
@@ -534,12 +584,14 @@ impl ScyllaStore {
                 ids: Vec::with_capacity(rows.len()),
                 nodes: Vec::with_capacity(rows.len() * 2),
                 erasures: Vec::new(),
+                prunes: Vec::new(),
             };
             for (i, (seq, hash, id, canonical)) in rows.iter().enumerate() {
-                if canonical.starts_with(REDACTION_PREFIX) {
+                if canonical.starts_with(REDACTION_PREFIX) || canonical.starts_with(PRUNE_PREFIX) {
                     let record = Record::from_canonical(canonical, hash)
                         .map_err(|e| corrupt(format!("record {seq}: {e}")))?;
                     item.erasures.extend(erasure(&record));
+                    item.prunes.extend(prune(&record));
                 }
                 if *seq != at + 1 + i as u64 {
                     return Err(StoreError::Corrupt(format!(
@@ -556,7 +608,10 @@ impl ScyllaStore {
                         hash,
                     })
                 });
-                item.ids.push((tenant.to_string(), id.clone(), *seq));
+                // A record retention removed keeps no id (`retention.rs`).
+                if !canonical.is_empty() {
+                    item.ids.push((tenant.to_string(), id.clone(), *seq));
+                }
             }
             if rows.len() as u64 != to - at {
                 return Err(StoreError::Corrupt(format!(

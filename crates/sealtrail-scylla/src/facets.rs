@@ -40,7 +40,7 @@ const ROWS_PER_BATCH: usize = 100;
 const MAX_BATCH_BYTES: usize = 32 * 1024;
 
 /// A block's row of one value.
-struct FacetRow {
+pub(crate) struct FacetRow {
     count: u32,
     postings: Vec<u16>,
     min_ts: String,
@@ -51,7 +51,7 @@ struct FacetRow {
 type Encoded<'a> = (&'a str, &'a FacetRow, Vec<u8>);
 
 /// The filterable values of a record, by kind (0: every record).
-fn values(record: &Record) -> [(i32, &str); 6] {
+pub(crate) fn values(record: &Record) -> [(i32, &str); 6] {
     [
         (0, ""),
         (1, record.actor.id.as_str()),
@@ -62,11 +62,13 @@ fn values(record: &Record) -> [(i32, &str); 6] {
     ]
 }
 
-/// The facet rows of a complete block's `records` (in order). A redacted record has no
-/// filterable values (no filter finds it) and no timestamp: it is in no row.
-fn block_rows(records: &[Record]) -> BTreeMap<(i32, String), FacetRow> {
+/// The facet rows of a complete block's `records` (in order; `None` where retention
+/// removed the record). A redacted or removed record has no filterable values (no filter
+/// finds it) and no timestamp: it is in no row.
+pub(crate) fn block_rows(records: &[Option<Record>]) -> BTreeMap<(i32, String), FacetRow> {
     let mut by_value: BTreeMap<(i32, String), FacetRow> = BTreeMap::new();
     for (i, record) in records.iter().enumerate() {
+        let Some(record) = record else { continue };
         if record.redacted.is_some() {
             continue;
         }
@@ -145,8 +147,13 @@ impl ScyllaStore {
         Ok(())
     }
 
-    /// The records of `tenant`'s complete block `b`.
-    async fn block_records(&self, tenant: &str, b: u64) -> StoreResult<Vec<Record>> {
+    /// The records of `tenant`'s complete block `b`; `None` for a record retention removed
+    /// (its row keeps the hash only, see `retention.rs`).
+    pub(crate) async fn block_records(
+        &self,
+        tenant: &str,
+        b: u64,
+    ) -> StoreResult<Vec<Option<Record>>> {
         let rows = self
             .read_range(tenant, b * BLOCK + 1, (b + 1) * BLOCK)
             .await?;
@@ -156,11 +163,19 @@ impl ScyllaStore {
                 rows.len()
             )));
         }
-        rows.iter().map(|(row, _)| row.record()).collect()
+        rows.iter()
+            .map(|(row, _)| {
+                if row.canonical.is_empty() {
+                    Ok(None)
+                } else {
+                    row.record().map(Some)
+                }
+            })
+            .collect()
     }
 
     /// Writes the rows of block `b` (overwriting what is there).
-    async fn write_block(
+    pub(crate) async fn write_block(
         &self,
         tenant: &str,
         b: u64,
@@ -232,7 +247,7 @@ impl ScyllaStore {
         }
         let mut records = self.block_records(tenant, b).await?;
         let at = (seq - 1 - b * BLOCK) as usize;
-        records[at] = record.redact(by.clone());
+        records[at] = Some(record.redact(by.clone()));
         let after = block_rows(&records);
         self.write_block(tenant, b, &after).await?;
         let group = (b >> GROUP_BITS) as i64;
@@ -251,15 +266,18 @@ impl ScyllaStore {
     }
 
     /// A filtered page (see the module doc). `head` is the committed head, `derived` the
-    /// tenant's watermark read before it.
+    /// tenant's watermark read before it, `retained_from` its retention boundary (the
+    /// records before it, and their facet rows, are removed or being removed).
     pub(crate) async fn list_by_facets(
         &self,
         tenant: &str,
         query: &EventQuery,
         head: u64,
         derived: u64,
+        retained_from: u64,
     ) -> StoreResult<EventPage> {
         let (limit, skip, after) = query.paging.window();
+        let after = after.max(retained_from.saturating_sub(1));
         // Complete, derived blocks: 0..blocks.
         let blocks = derived.min(head) / BLOCK;
         let filters = filters(query);
@@ -359,7 +377,7 @@ impl ScyllaStore {
             }
         }
         // The rest of the chain: past the last complete derived block.
-        let mut at = blocks * BLOCK + 1;
+        let mut at = (blocks * BLOCK + 1).max(after + 1);
         while at <= head {
             let to_seq = head.min(at + 4 * BLOCK - 1);
             for (row, _) in self.read_range(tenant, at, to_seq).await? {

@@ -117,6 +117,19 @@ impl ScyllaStore {
         )))
     }
 
+    /// Whether this handle's claim is still the partition's newest (a plain read at the
+    /// configured consistency; an unfenced handle always is). A deposed owner's deriver
+    /// stops writing (`derive.rs`).
+    pub(crate) async fn still_owner(&self) -> sealtrail_store::StoreResult<bool> {
+        let Some(mine) = &self.epoch else {
+            return Ok(true);
+        };
+        let row = self
+            .one_row::<(Option<i64>,)>(&self.stmts.select_epoch_plain, (mine.partition as i32,))
+            .await?;
+        Ok(row.and_then(|(e,)| e).is_none_or(|e| e <= mine.epoch))
+    }
+
     /// The epoch this handle holds, if it is fenced.
     pub fn epoch(&self) -> Option<&Epoch> {
         self.epoch.as_ref()

@@ -14,6 +14,7 @@ mod facets;
 pub mod fence;
 mod keys;
 mod read;
+mod retention;
 pub mod schema;
 
 use std::collections::HashMap;
@@ -32,8 +33,8 @@ use sealtrail_core::merkle::{Hash, NodeId};
 use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::ChainHead;
 use sealtrail_store::{
-    ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, Store, StoreError, StoreResult,
-    StoredEvent,
+    ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, RetentionPolicy, Store, StoreError,
+    StoreResult, StoredEvent,
 };
 
 pub use fence::Epoch;
@@ -159,6 +160,7 @@ pub(crate) struct Statements {
     pub select_head: PreparedStatement,
     pub select_head_serial: PreparedStatement,
     pub select_epoch: PreparedStatement,
+    pub select_epoch_plain: PreparedStatement,
     pub claim_epoch: PreparedStatement,
     pub select_rows: PreparedStatement,
     pub select_row: PreparedStatement,
@@ -176,6 +178,10 @@ pub(crate) struct Statements {
     pub select_tail_full: PreparedStatement,
     pub erase_event: PreparedStatement,
     pub delete_facet: PreparedStatement,
+    pub select_retention: PreparedStatement,
+    pub set_retention: PreparedStatement,
+    pub shell_event: PreparedStatement,
+    pub delete_event_id: PreparedStatement,
     pub insert_receipt: PreparedStatement,
     pub select_receipt: PreparedStatement,
     pub insert_key: PreparedStatement,
@@ -267,6 +273,10 @@ impl Statements {
             .await?,
             select_head_serial,
             select_epoch,
+            select_epoch_plain: p(format!(
+                "SELECT epoch FROM {ks}.heads WHERE log_partition = ? LIMIT 1"
+            ))
+            .await?,
             claim_epoch: p(format!(
                 "UPDATE {ks}.heads SET epoch = ?, owner = ? WHERE log_partition = ? IF epoch = ?"
             ))
@@ -325,6 +335,27 @@ impl Statements {
             delete_facet: p(format!(
                 "DELETE FROM {ks}.facets WHERE tenant_id = ? AND kind = ? AND grp = ? \
                  AND value = ? AND block = ?"
+            ))
+            .await?,
+            select_retention: p(format!(
+                "SELECT retained_from, previous FROM {ks}.retention WHERE tenant_id = ?"
+            ))
+            .await?,
+            // The boundary's own value as timestamp: it never moves back (see `retention.rs`).
+            set_retention: p(format!(
+                "INSERT INTO {ks}.retention (tenant_id, retained_from, previous) VALUES (?, ?, ?) \
+                 USING TIMESTAMP ?"
+            ))
+            .await?,
+            // A removed record keeps its hash (its tree leaf, and what a replay is judged
+            // by); the present as timestamp, like an erasure.
+            shell_event: p(format!(
+                "UPDATE {ks}.events USING TIMESTAMP ? SET canonical = 0x, input_digest = '', \
+                 event_id = '' WHERE tenant_id = ? AND bucket = ? AND sequence_number = ?"
+            ))
+            .await?,
+            delete_event_id: p(format!(
+                "DELETE FROM {ks}.ids WHERE tenant_id = ? AND bucket = ? AND event_id = ?"
             ))
             .await?,
             insert_receipt: p(format!(
@@ -508,6 +539,8 @@ impl Store for ScyllaStore {
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<ChainRow>> {
+        // The boundary before the head (records before it are removed, `retention.rs`).
+        let after = after.max(self.retained(tenant_id).await?.saturating_sub(1));
         let Some(head) = self.committed_head(tenant_id).await? else {
             return Ok(Vec::new());
         };
@@ -536,6 +569,36 @@ impl Store for ScyllaStore {
     /// (`derive.rs`, [`ScyllaStore::erase`]).
     fn erases_redacted(&self) -> bool {
         true
+    }
+
+    /// The chainer that derives a prune event removes the records before its boundary
+    /// (`retention.rs`).
+    fn prunes(&self) -> bool {
+        true
+    }
+
+    async fn retained_from(&self, tenant_id: &str) -> StoreResult<u64> {
+        self.retained(tenant_id).await
+    }
+
+    async fn tenants(&self) -> StoreResult<Vec<String>> {
+        self.all_tenants().await
+    }
+
+    async fn retention_policies(&self) -> StoreResult<Vec<(String, RetentionPolicy)>> {
+        self.policies().await
+    }
+
+    async fn set_retention_policy(
+        &self,
+        tenant_id: &str,
+        policy: Option<RetentionPolicy>,
+    ) -> StoreResult<()> {
+        self.set_policy(tenant_id, policy).await
+    }
+
+    async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> StoreResult<bool> {
+        self.take_lease(name, holder, ttl).await
     }
 
     async fn create_key(&self, key: ApiKey) -> StoreResult<()> {

@@ -255,7 +255,8 @@ impl ScyllaStore {
                 "tenant {tenant}: committed record {seq} is missing"
             )));
         };
-        if event_id != id {
+        // An empty `canonical`: retention removed the record (`retention.rs`).
+        if event_id != id || canonical.is_empty() {
             return Ok(None);
         }
         let record = Record::from_canonical(&canonical, &hash)
@@ -305,16 +306,20 @@ impl ScyllaStore {
     }
 
     pub(crate) async fn list(&self, tenant: &str, query: &EventQuery) -> StoreResult<EventPage> {
+        // The boundary before the head: the head is past it (a prune event follows it).
+        let retained_from = self.retained(tenant).await?;
         if query.is_filtered() {
             // The watermark before the head: blocks below it have their facet rows.
             let derived = self.derived_to(tenant).await?;
             let head = self.committed_head(tenant).await?.unwrap_or(0);
-            return self.list_by_facets(tenant, query, head, derived).await;
+            return self
+                .list_by_facets(tenant, query, head, derived, retained_from)
+                .await;
         }
         let head = self.committed_head(tenant).await?.unwrap_or(0);
         let (limit, skip, after) = query.paging.window();
-        // The chain is gapless: the head is the total and a page is a direct range.
-        let start = after.max(skip) + 1;
+        // The chain is gapless from the boundary: a page is a direct range.
+        let start = (after + 1).max(retained_from.saturating_add(skip));
         let end = head.min(start.saturating_add(limit).saturating_sub(1));
         let events = self
             .read_range(tenant, start, end)
@@ -324,7 +329,7 @@ impl ScyllaStore {
             .collect::<StoreResult<_>>()?;
         Ok(EventPage {
             events,
-            total: head,
+            total: (head + 1).saturating_sub(retained_from),
         })
     }
 

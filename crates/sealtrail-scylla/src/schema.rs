@@ -39,6 +39,13 @@
 //!   like `ids` (receipt ids are UUIDv7s), so a chainer batch's receipts cost one
 //!   partition write per tenant, not one per receipt.
 //! - `api_keys` (by SHA-256 of the key) and `api_keys_by_id`.
+//! - `retention`: `tenant_id → retained_from, previous`: the tenant's retention boundary
+//!   (issue 15; the first record kept) and the one before it, written by the chainer that
+//!   derives a prune event **before** it removes the records (`derive.rs`), with
+//!   `USING TIMESTAMP retained_from`, so it never moves back. Reads start at it.
+//! - `retention_policies`: `tenant_id → days, events`, set through `PUT /v1/retention`.
+//! - `leases`: `name → holder`, conditional and expiring (TTL): the gateway holding
+//!   `retention` runs the pruner, so gateways do not each append prune events.
 //!
 //! Every statement is `IF NOT EXISTS`, so `migrate` is idempotent; a keyspace migrated with
 //! another partition count is refused rather than silently re-mapped.
@@ -114,8 +121,8 @@ impl Replication {
     }
 }
 
-/// `gc_grace_seconds` of the `facets` table (see [`tables`]).
-pub const FACETS_GC_GRACE_SECONDS: u32 = 3 * 3600;
+/// `gc_grace_seconds` of the `facets` and `ids` tables (see [`tables`]).
+pub const DELETED_ROWS_GC_GRACE_SECONDS: u32 = 3 * 3600;
 
 fn tables(ks: &str) -> Vec<String> {
     vec![
@@ -150,7 +157,11 @@ fn tables(ks: &str) -> Vec<String> {
         // of a replica that missed a delete); a facet row that comes back so would only
         // let a filter find a record that reads redacted, so 3 hours (the default hint
         // window) is enough here. Set on every migrate (idempotent).
-        format!("ALTER TABLE {ks}.facets WITH gc_grace_seconds = {FACETS_GC_GRACE_SECONDS}"),
+        format!("ALTER TABLE {ks}.facets WITH gc_grace_seconds = {DELETED_ROWS_GC_GRACE_SECONDS}"),
+        // Retention deletes the `ids` rows of the records it removes (`retention.rs`): the
+        // same reasoning — an `ids` row that came back would name a removed record, which
+        // reads as not found.
+        format!("ALTER TABLE {ks}.ids WITH gc_grace_seconds = {DELETED_ROWS_GC_GRACE_SECONDS}"),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.derived (log_partition int, tenant_id text, \
              derived_to bigint, PRIMARY KEY (log_partition, tenant_id))"
@@ -166,6 +177,15 @@ fn tables(ks: &str) -> Vec<String> {
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.api_keys_by_id (key_id text PRIMARY KEY, key_hash text)"
         ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.retention (tenant_id text PRIMARY KEY, \
+             retained_from bigint, previous bigint)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.retention_policies (tenant_id text PRIMARY KEY, \
+             days int, events bigint)"
+        ),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.leases (name text PRIMARY KEY, holder text)"),
         // Chainers' heartbeats (see `crate::beats`): rows expire by themselves.
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.chainer_beats (log_partition int PRIMARY KEY, \

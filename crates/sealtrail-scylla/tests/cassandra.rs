@@ -800,3 +800,297 @@ async fn the_next_owner_finishes_an_erasure_a_dead_owner_left() {
     let again = reader.get_event(tenant, &target.id).await.unwrap().unwrap();
     assert_eq!(again.record, got.record);
 }
+
+/// `(block, count)` of `tenant`'s facet rows of `kind` and `value` (blocks 0..1,024).
+async fn facet_blocks(
+    store: &ScyllaStore,
+    keyspace: &str,
+    tenant: &str,
+    kind: i32,
+    value: &str,
+) -> Vec<(i64, i32)> {
+    store
+        .session()
+        .query_unpaged(
+            format!(
+                "SELECT block, count FROM {keyspace}.facets WHERE tenant_id = ? AND kind = ? \
+                 AND grp = 0 AND value = ?"
+            ),
+            (tenant, kind, value),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .rows::<(i64, i32)>()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Appends `records` through `store` in chunks, with their tree nodes.
+async fn append_all(
+    store: &ScyllaStore,
+    frontier: &mut Frontier,
+    records: &[sealtrail_core::record::ChainedRecord],
+) {
+    for chunk in records.chunks(256) {
+        let nodes = conformance::tree_nodes_of(frontier, chunk);
+        store
+            .append(CommitBatch {
+                records: chunk.to_vec(),
+                tree_nodes: nodes,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_owner_finishes_a_removal_a_dead_owner_left() {
+    removal_left_by_a_dead_owner("prune_owner", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_owner_finishes_a_removal_a_dead_owner_began() {
+    // The old owner died right after writing the new boundary (step 2 of a removal), so
+    // reads already start at it but every record is still whole.
+    removal_left_by_a_dead_owner("prune_began", true).await;
+}
+
+async fn removal_left_by_a_dead_owner(name: &str, boundary_written: bool) {
+    // Retention (issue 15) across facet blocks: 2,600 records, then a prune event with
+    // boundary 1,500, so block 0 (1..=1024) goes whole, block 1 (1025..=2048) keeps its
+    // last 549 records and block 2 is not complete. The old owner commits it all and dies
+    // before deriving anything; the next owner's catch-up removes the records. Then the old
+    // owner's late deriver (a zombie) runs its gather again and changes nothing.
+    let (store, keyspace) = fresh_keyspace(name, 1).await;
+    let tenant = "prune-owner";
+    let recs = make_chain(tenant, None, 2600);
+    let mut frontier = Frontier::new();
+    let old = store.fenced(0, "chainer-old").await.unwrap();
+    old.pause_deriving(true);
+    append_all(&old, &mut frontier, &recs).await;
+    let prune = conformance::prune_of(tenant, &recs[2599].head(), 1500);
+    append_all(&old, &mut frontier, std::slice::from_ref(&prune)).await;
+    let reader = ScyllaStore::with_session(store.session().clone(), &keyspace)
+        .await
+        .unwrap();
+    assert_eq!(
+        reader.retained_from(tenant).await.unwrap(),
+        1,
+        "nothing derived yet"
+    );
+    assert!(
+        reader
+            .get_event(tenant, &recs[0].record.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    if boundary_written {
+        store
+            .session()
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {keyspace}.retention (tenant_id, retained_from, previous) \
+                     VALUES (?, 1500, 1) USING TIMESTAMP 1500"
+                ),
+                (tenant,),
+            )
+            .await
+            .unwrap();
+        let first = reader.scan_chain(tenant, 0, 1).await.unwrap();
+        assert_eq!(
+            first[0].sequence_number, 1500,
+            "reads start at the boundary"
+        );
+    }
+
+    let _new = store.fenced(0, "chainer-new").await.unwrap();
+    let check = |label: &'static str| {
+        let (reader, keyspace, recs, prune) = (&reader, &keyspace, &recs, &prune);
+        async move {
+            assert_eq!(reader.retained_from(tenant).await.unwrap(), 1500, "{label}");
+            for i in [0usize, 700, 1024, 1498] {
+                assert!(
+                    reader
+                        .get_event(tenant, &recs[i].record.id)
+                        .await
+                        .unwrap()
+                        .is_none(),
+                    "{label}: record {} by id",
+                    i + 1
+                );
+            }
+            assert!(
+                reader
+                    .get_event(tenant, &recs[1499].record.id)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+            assert_eq!(
+                id_rows(reader, keyspace).await,
+                2601 - 1499,
+                "{label}: ids rows"
+            );
+            let rows = reader.scan_chain(tenant, 0, 3).await.unwrap();
+            assert_eq!(rows[0].sequence_number, 1500, "{label}");
+            // Block 0 has no facet rows left; block 1 lists its kept records only.
+            assert_eq!(
+                facet_blocks(reader, keyspace, tenant, 0, "").await,
+                vec![(1, 549)],
+                "{label}: kind-0 rows"
+            );
+            for actor in ["actor-0", "actor-1", "actor-2"] {
+                let blocks = facet_blocks(reader, keyspace, tenant, 1, actor).await;
+                assert!(
+                    blocks.iter().all(|(b, _)| *b == 1),
+                    "{label}: {actor} {blocks:?}"
+                );
+                let page = by_actor(reader, tenant, actor).await;
+                let want = recs[1499..]
+                    .iter()
+                    .chain(std::iter::once(prune))
+                    .filter(|r| r.record.actor.id == actor)
+                    .count() as u64;
+                assert_eq!(page.total, want, "{label}: {actor}");
+                assert!(page.events.iter().all(|e| e.sequence_number >= 1500));
+            }
+            let all = reader
+                .list_events(tenant, Default::default())
+                .await
+                .unwrap();
+            assert_eq!(all.total, 1102, "{label}");
+            assert_eq!(all.events[0].sequence_number, 1500, "{label}");
+        }
+    };
+    check("after the catch-up").await;
+    // The tree is whole, over removed records too.
+    let hashes: Vec<_> = reader
+        .tree_nodes(tenant, Frontier::ids(2601))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.expect("frontier node"))
+        .collect();
+    assert_eq!(Frontier::from_nodes(2601, hashes).unwrap(), frontier);
+    let over_removed = vec![
+        NodeId::new(0, 5),
+        NodeId::new(1, 700),
+        NodeId::new(2, 100),
+        NodeId::new(10, 0),
+    ];
+    assert!(
+        reader
+            .tree_nodes(tenant, over_removed)
+            .await
+            .unwrap()
+            .iter()
+            .all(Option::is_some)
+    );
+
+    old.pause_deriving(false);
+    tokio::time::sleep(ScyllaStore::DERIVE_LINGER * 20).await;
+    check("after the zombie's late derivation").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruned_records_content_leaves_the_data_files_after_a_compaction() {
+    // Issue 15: what retention removes is gone from the node's data files once compacted
+    // (gc_grace_seconds set to 0 here so the tombstones of the id and facet rows go now).
+    let Some((data, script)) = local_node() else {
+        eprintln!("skipped: not the local node of deploy/local (SEALTRAIL_TEST_CASSANDRA set)");
+        return;
+    };
+    let (store, keyspace) = fresh_keyspace("prune_files", 1).await;
+    for table in ["facets", "ids"] {
+        store
+            .session()
+            .query_unpaged(
+                format!("ALTER TABLE {keyspace}.{table} WITH gc_grace_seconds = 0"),
+                (),
+            )
+            .await
+            .unwrap();
+    }
+    let fenced = store.fenced(0, "chainer-prune").await.unwrap();
+    let tenant = "prune";
+    let mark = format!("old{:x}", std::process::id() as u64 * 7919 + 5);
+    // Record 300 of 1,100 carries the marker in its id, actor, email and metadata.
+    let mut recs = make_chain(tenant, None, 299);
+    let marked = sealtrail_core::event::validate_event(
+        serde_json::json!({
+            "id": format!("evt-{mark}"),
+            "timestamp": "2024-01-01T00:00:05Z",
+            "actor": {"id": format!("subject-{mark}"), "type": "human", "email": format!("{mark}@example.com")},
+            "action": "profile.update",
+            "resource": {"id": "profile-1", "type": "profile"},
+            "outcome": "success",
+            "metadata": {"note": format!("note-{mark}")},
+        }),
+        1_704_067_200_000_000,
+        || unreachable!(),
+    )
+    .unwrap();
+    recs.push(sealtrail_core::record::chain_step(
+        Some(&recs[298].head()),
+        tenant,
+        marked,
+    ));
+    recs.extend(make_chain(tenant, Some(recs[299].head()), 800));
+    let mut frontier = Frontier::new();
+    append_all(&fenced, &mut frontier, &recs).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while derived_to(&store, &keyspace, tenant).await != Some(1100) {
+        assert!(std::time::Instant::now() < deadline, "not derived in 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nodetool(&script, &["flush", &keyspace]);
+    let prune = conformance::prune_of(tenant, &recs[1099].head(), 1050);
+    append_all(&fenced, &mut frontier, std::slice::from_ref(&prune)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while derived_to(&store, &keyspace, tenant).await != Some(1101) {
+        assert!(std::time::Instant::now() < deadline, "not pruned in 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(fenced.retained_from(tenant).await.unwrap(), 1050);
+    nodetool(&script, &["flush", &keyspace]);
+    let before: Vec<String> = files_containing(&data, mark.as_bytes())
+        .into_iter()
+        .filter(|f| f.contains(&keyspace))
+        .collect();
+    assert!(
+        !before.is_empty(),
+        "the SSTables flushed before the removal should hold the marker"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut after = Vec::new();
+    for _ in 0..2 {
+        nodetool(&script, &["compact", &keyspace]);
+        after = files_containing(&data, mark.as_bytes())
+            .into_iter()
+            .filter(|f| f.contains(&keyspace))
+            .collect();
+        if after.is_empty() {
+            break;
+        }
+        eprintln!("still in {after:?} after a compaction; compacting again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        after.is_empty(),
+        "removed bytes are still in the keyspace's data files: {after:?}"
+    );
+    // What proofs need stays: the tree over the removed records reaches the same root.
+    let hashes: Vec<_> = fenced
+        .tree_nodes(tenant, Frontier::ids(1101))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.expect("frontier node"))
+        .collect();
+    assert_eq!(Frontier::from_nodes(1101, hashes).unwrap(), frontier);
+}

@@ -242,6 +242,15 @@ pub trait Store: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// Takes, or renews, the lease `name` for `holder` for `ttl`: whether `holder` holds
+    /// it now. Where several servers share a store (distributed mode), the one holding a
+    /// lease does the work it names (`retention`: the pruner); a store of one server
+    /// always grants it.
+    async fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> StoreResult<bool> {
+        let _ = (name, holder, ttl);
+        Ok(true)
+    }
+
     /// Sets (or, with `None`, removes) `tenant_id`'s own retention policy.
     async fn set_retention_policy(
         &self,

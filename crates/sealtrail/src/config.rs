@@ -180,8 +180,9 @@ pub struct Config {
     pub retention_events: Option<u64>,
     /// How often the pruner applies the retention policies (ms).
     pub retention_interval_ms: u64,
-    /// Directory the records a prune removes are written to first (JSONL,
-    /// `<tenant>/records-<first>-<last>.jsonl`, mode 0600). Unset: not archived.
+    /// Directory the records a prune removes are written to first
+    /// (`<tenant>/records-<first>-<last>.zip`, mode 0600: a retention archive, the evidence pack of
+    /// the removed slice, which `sealtrail verify` checks). Unset: not archived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_archive_dir: Option<PathBuf>,
 }

@@ -215,10 +215,6 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
     let readiness = watch_readiness(kafka_log.clone(), store.clone(), replies.clone());
     let log: Arc<dyn LogProducer> = kafka_log;
 
-    anyhow::ensure!(
-        config.retention().default.is_forever(),
-        "retention_days / retention_events are not available in distributed mode yet (embedded mode only)"
-    );
     let signer = log_signer(&config, &store).await?;
     let store: Arc<dyn sealtrail_store::Store> = Arc::new(store);
     let tlog = sealtrail_api::tlog::TransparencyLog::new(
@@ -255,6 +251,8 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         readiness: Some(readiness),
     });
     sealtrail_api::tlog::spawn_witness_feeder(&service);
+    // Every gateway runs a pruner; the one holding the retention lease prunes.
+    tokio::spawn(sealtrail_api::retention::run_pruner(service.clone()));
     let tls = config.tls()?;
     let (listener, grpc_listener) = listen_both(&config)?;
     let (http, grpc) = crate::serve::schemes(tls.as_deref());

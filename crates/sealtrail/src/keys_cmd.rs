@@ -93,7 +93,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
 }
 
 /// The key table: the data dir's SQLite file in embedded mode, the cluster's otherwise.
-async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+pub(crate) async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match config.store {
         StoreEngine::Scylla => Arc::new(crate::distributed::connect_store(config).await?),
         StoreEngine::Fjall | StoreEngine::Sqlite => Arc::new(SqliteStore::open(&config.data_dir)?),

@@ -213,7 +213,7 @@ struct MigrateArgs {
 
 /// Which store `keys` works on.
 #[derive(Args, Clone, Default)]
-struct KeyStoreArgs {
+pub(crate) struct KeyStoreArgs {
     /// fjall/sqlite: the data dir's key table; scylla: the cluster's [env: SEALTRAIL_STORE].
     #[arg(long, value_enum)]
     store: Option<config::StoreEngine>,
@@ -226,7 +226,7 @@ struct KeyStoreArgs {
 }
 
 impl KeyStoreArgs {
-    fn overrides(&self) -> Overrides {
+    pub(crate) fn overrides(&self) -> Overrides {
         Overrides {
             store: self.store,
             scylla_nodes: self.scylla_nodes.clone(),

@@ -1,13 +1,13 @@
 //! `sealtrail retention …`: a tenant's own retention policy, set straight on the store
-//! (like `keys`), so it works with or without a running server. The server's pruner
+//! (like `keys`: the data directory's SQLite file, or the cluster's tables with
+//! `--store scylla`), so it works with or without a running server. The server's pruner
 //! applies it at its next run (`retention_interval_ms`).
 
 use clap::Subcommand;
-use sealtrail_store::sqlite::SqliteStore;
-use sealtrail_store::{RetentionPolicy, Store};
+use sealtrail_store::RetentionPolicy;
 
-use crate::Common;
 use crate::config::StoreEngine;
+use crate::{Common, KeyStoreArgs};
 
 #[derive(Subcommand)]
 pub enum RetentionCommand {
@@ -16,6 +16,8 @@ pub enum RetentionCommand {
     Show {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        target: KeyStoreArgs,
         #[arg(long)]
         tenant: Option<String>,
     },
@@ -29,6 +31,8 @@ pub enum RetentionCommand {
     Set {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        target: KeyStoreArgs,
         #[arg(long)]
         tenant: String,
         /// Keep records for this many days (1 to 36500).
@@ -42,6 +46,8 @@ pub enum RetentionCommand {
     Clear {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        target: KeyStoreArgs,
         #[arg(long)]
         tenant: String,
     },
@@ -57,21 +63,17 @@ fn describe(p: &RetentionPolicy) -> String {
 }
 
 pub fn run(cmd: RetentionCommand) -> anyhow::Result<()> {
-    let common = match &cmd {
-        RetentionCommand::Show { common, .. }
-        | RetentionCommand::Set { common, .. }
-        | RetentionCommand::Clear { common, .. } => common.clone(),
+    let (common, target) = match &cmd {
+        RetentionCommand::Show { common, target, .. }
+        | RetentionCommand::Set { common, target, .. }
+        | RetentionCommand::Clear { common, target, .. } => (common.clone(), target.clone()),
     };
-    let config = crate::load(&common, crate::config::Overrides::default())?;
-    anyhow::ensure!(
-        config.store != StoreEngine::Scylla,
-        "retention is not available in distributed mode yet (embedded mode only)"
-    );
+    let config = crate::load(&common, target.overrides())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let store = SqliteStore::open(&config.data_dir)?;
+        let store = crate::keys_cmd::open(&config).await?;
         let default = config.retention().default;
         match cmd {
             RetentionCommand::Show {
@@ -88,7 +90,7 @@ pub fn run(cmd: RetentionCommand) -> anyhow::Result<()> {
                     None => (default, "the default"),
                 };
                 println!("tenant {tenant}: keep {} ({source})", describe(&policy));
-                if config.store == StoreEngine::Sqlite {
+                if config.store != StoreEngine::Fjall {
                     println!("first record kept: {}", store.retained_from(&tenant).await?);
                 } else {
                     // The fjall index belongs to the server process.

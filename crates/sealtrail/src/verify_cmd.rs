@@ -176,12 +176,43 @@ fn print_summary(s: &AuditSummary) {
             s.records, s.redacted
         );
     }
-    if s.retained_from > 1 {
-        println!(
+    match &s.confirmed_after {
+        Some(later) => {
+            println!(
+                "a retention archive: records {}..={} are exactly those positions of the signed log{}",
+                s.retained_from,
+                s.records,
+                if s.retained_from > 1 {
+                    format!(
+                        " (records 1..={} are in earlier archives: the tree is built on their nodes)",
+                        s.retained_from - 1
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            if later.start || later.redactions > 0 {
+                println!(
+                    "confirmed by the log after it, not in this archive: {}{}",
+                    if later.start {
+                        format!("the prune event that set boundary {}", s.retained_from)
+                    } else {
+                        String::new()
+                    },
+                    match (later.start, later.redactions) {
+                        (_, 0) => String::new(),
+                        (true, n) => format!(", and the redaction events of {n} redacted records"),
+                        (false, n) => format!("the redaction events of {n} redacted records"),
+                    }
+                );
+            }
+        }
+        None if s.retained_from > 1 => println!(
             "records 1..={} were removed by retention: the input starts at {}, its tree built on the removed records' nodes, and the prune event that removed them is in it",
             s.retained_from - 1,
             s.retained_from
-        );
+        ),
+        None => {}
     }
     println!("tree root: {}", b64(&s.root));
     match &s.checkpoint {
@@ -349,8 +380,20 @@ fn verify_pack(
         Ok(a) => a,
         Err(f) => return Ok(Err(f)),
     };
-    // A log pruned by retention: the records start at its boundary.
+    // A log pruned by retention: the records start at its boundary. A retention archive:
+    // a slice of the log, confirmed by what comes after it.
     if let Some(proofs) = &proofs {
+        match pack::archive_of(proofs) {
+            Ok(Some(a)) => {
+                eprintln!(
+                    "a retention archive of records {}..={}, written before they were removed",
+                    a.first, a.last
+                );
+                auditor.as_archive();
+            }
+            Ok(None) => {}
+            Err(f) => return Ok(Err(f)),
+        }
         let started = pack::retention_of(proofs).and_then(|r| match r {
             Some(r) => {
                 eprintln!(

@@ -56,7 +56,15 @@ async fn retention_removes_old_records_and_every_proof_still_holds_sqlite() {
 async fn retention_removes_old_records_and_every_proof_still_holds(store: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start_with_env(&data, &["--store", store], FAST).await;
+    let archive_dir = dir.path().join("archive");
+    let env = [
+        FAST[0],
+        (
+            "SEALTRAIL_RETENTION_ARCHIVE_DIR",
+            archive_dir.to_str().unwrap(),
+        ),
+    ];
+    let server = Server::start_with_env(&data, &["--store", store], &env).await;
     let rw = Api::new(&server, &create_key(&data, "acme", "read,write"));
     let admin = Api::new(&server, &create_key(&data, "acme", "admin"));
     let other = Api::new(&server, &create_key(&data, "other", "read,write"));
@@ -236,6 +244,53 @@ async fn retention_removes_old_records_and_every_proof_still_holds(store: &str) 
     assert_eq!(retained_from(&admin).await, 21);
     assert_eq!(rw.all_events().await.len(), 11);
 
+    // Each removal was archived first, as an evidence pack of the removed slice that
+    // `sealtrail verify` checks against its own signed checkpoint.
+    let verify_archive = |name: &str| {
+        let out = Command::new(BIN)
+            .args(["verify", "--key", &vkey])
+            .arg(archive_dir.join("acme").join(name))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{name}: {text}");
+        text
+    };
+    let text = verify_archive("records-1-20.zip");
+    assert!(
+        text.contains("a retention archive: records 1..=20 are exactly those positions")
+            && text.contains("size 20 verified"),
+        "{text}"
+    );
+    // A second removal: its archive (records 21..=31, the first prune event among them)
+    // is built on the tree of the first one's records.
+    for i in 31..=35 {
+        let (s, r) = rw
+            .post("/v1/events?sync=true", &event(&format!("e{i}")))
+            .await;
+        assert_eq!(s, 201, "{r}");
+    }
+    let (s, r) = admin.put("/v1/retention", &json!({"events": 5})).await;
+    assert_eq!(s, 200, "{r}");
+    wait_boundary(&admin, 32).await;
+    let text = verify_archive("records-21-31.zip");
+    assert!(
+        text.contains("a retention archive: records 21..=31 are exactly those positions")
+            && text.contains("records 1..=20 are in earlier archives")
+            && text.contains("size 31 verified"),
+        "{text}"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(archive_dir.join("acme"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["records-1-20.zip", "records-21-31.zip"]);
+
     // Back to the default (forever): nothing more goes; the CLI sees the same.
     let r = admin
         .http
@@ -259,7 +314,7 @@ async fn retention_removes_old_records_and_every_proof_still_holds(store: &str) 
     );
     assert!(
         text.contains("keep forever (the default)")
-            && (store == "fjall" || text.contains("first record kept: 21")),
+            && (store == "fjall" || text.contains("first record kept: 32")),
         "{text}"
     );
 }
