@@ -617,6 +617,45 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
     found
 }
 
+/// Flushes `keyspace`, checks that `mark` is in its SSTables (else the caller's test
+/// proves nothing), compacts it, and checks that `mark` is then in none of its data files.
+async fn gone_after_a_compaction(
+    script: &std::path::Path,
+    data: &std::path::Path,
+    keyspace: &str,
+    mark: &str,
+) {
+    let in_keyspace = || -> Vec<String> {
+        files_containing(data, mark.as_bytes())
+            .into_iter()
+            .filter(|f| f.contains(keyspace))
+            .collect()
+    };
+    nodetool(script, &["flush", keyspace]);
+    assert!(
+        !in_keyspace().is_empty(),
+        "the SSTables flushed before the removal should still hold the content"
+    );
+    // A tombstone is purged once its deletion second is before now - gc_grace (0 in these
+    // tests): let a second pass. A major compaction skips SSTables an automatic one holds
+    // at the time, so a second one follows if the first left any.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut after = Vec::new();
+    for _ in 0..2 {
+        nodetool(script, &["compact", keyspace]);
+        after = in_keyspace();
+        if after.is_empty() {
+            break;
+        }
+        eprintln!("still in {after:?} after a compaction; compacting again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        after.is_empty(),
+        "removed bytes are still in the keyspace's data files after a compaction: {after:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redacted_records_content_leaves_the_data_files_after_a_compaction() {
     // Issue 15: the erased bytes are gone from the node's data files once compacted —
@@ -708,37 +747,7 @@ async fn a_redacted_records_content_leaves_the_data_files_after_a_compaction() {
         "a filter still finds the redacted record"
     );
 
-    nodetool(&script, &["flush", &keyspace]);
-    let ks_dir = data.clone();
-    let before: Vec<String> = files_containing(&ks_dir, mark.as_bytes())
-        .into_iter()
-        .filter(|f| f.contains(&keyspace))
-        .collect();
-    assert!(
-        !before.is_empty(),
-        "the SSTables flushed before the erasure should still hold the content (else this test proves nothing)"
-    );
-    // A tombstone is purged once its deletion second is before now - gc_grace (0 here):
-    // let a second pass. A major compaction skips SSTables an automatic one holds at the
-    // time, so a second one follows if the first left any.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut after = Vec::new();
-    for _ in 0..2 {
-        nodetool(&script, &["compact", &keyspace]);
-        after = files_containing(&ks_dir, mark.as_bytes())
-            .into_iter()
-            .filter(|f| f.contains(&keyspace))
-            .collect();
-        if after.is_empty() {
-            break;
-        }
-        eprintln!("still in {after:?} after a compaction; compacting again");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    assert!(
-        after.is_empty(),
-        "erased bytes are still in the keyspace's data files after a compaction: {after:?}"
-    );
+    gone_after_a_compaction(&script, &data, &keyspace, &mark).await;
     // What stays is what proofs need: the record reads redacted, with its hash.
     let got = fenced.get_event(tenant, &target.id).await.unwrap().unwrap();
     assert_eq!(got.record.hash, target.hash);
@@ -1057,33 +1066,7 @@ async fn a_pruned_records_content_leaves_the_data_files_after_a_compaction() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(fenced.retained_from(tenant).await.unwrap(), 1050);
-    nodetool(&script, &["flush", &keyspace]);
-    let before: Vec<String> = files_containing(&data, mark.as_bytes())
-        .into_iter()
-        .filter(|f| f.contains(&keyspace))
-        .collect();
-    assert!(
-        !before.is_empty(),
-        "the SSTables flushed before the removal should hold the marker"
-    );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut after = Vec::new();
-    for _ in 0..2 {
-        nodetool(&script, &["compact", &keyspace]);
-        after = files_containing(&data, mark.as_bytes())
-            .into_iter()
-            .filter(|f| f.contains(&keyspace))
-            .collect();
-        if after.is_empty() {
-            break;
-        }
-        eprintln!("still in {after:?} after a compaction; compacting again");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    assert!(
-        after.is_empty(),
-        "removed bytes are still in the keyspace's data files: {after:?}"
-    );
+    gone_after_a_compaction(&script, &data, &keyspace, &mark).await;
     // What proofs need stays: the tree over the removed records reaches the same root.
     let hashes: Vec<_> = fenced
         .tree_nodes(tenant, Frontier::ids(1101))

@@ -17,6 +17,18 @@ use serde_json::{Value, json};
 
 const FAST: &[(&str, &str)] = &[("SEALTRAIL_RETENTION_INTERVAL_MS", "1000")];
 
+/// `sealtrail verify ARGS`, which must pass: what it said.
+fn verify_cli(args: &[&str]) -> String {
+    let out = Command::new(BIN).arg("verify").args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "verify {args:?}: {text}");
+    text
+}
+
 async fn retained_from(admin: &Api) -> u64 {
     let (s, r) = admin.get("/v1/retention").await;
     assert_eq!(s, 200, "{r}");
@@ -215,23 +227,7 @@ async fn retention_removes_old_records_and_every_proof_still_holds(store: &str) 
     let f = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     std::fs::write(f("pack.zip"), &pack).unwrap();
     std::fs::write(f("kept.txt"), &kept_note).unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "verify",
-            &f("pack.zip"),
-            "--key",
-            &vkey,
-            "--trusted",
-            &f("kept.txt"),
-        ])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let text = verify_cli(&[&f("pack.zip"), "--key", &vkey, "--trusted", &f("kept.txt")]);
     assert!(
         text.contains("OK: 31 records")
             && text.contains("records 1..=20 were removed by retention"),
@@ -247,18 +243,8 @@ async fn retention_removes_old_records_and_every_proof_still_holds(store: &str) 
     // Each removal was archived first, as an evidence pack of the removed slice that
     // `sealtrail verify` checks against its own signed checkpoint.
     let verify_archive = |name: &str| {
-        let out = Command::new(BIN)
-            .args(["verify", "--key", &vkey])
-            .arg(archive_dir.join("acme").join(name))
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{name}: {text}");
-        text
+        let path = archive_dir.join("acme").join(name);
+        verify_cli(&[path.to_str().unwrap(), "--key", &vkey])
     };
     let text = verify_archive("records-1-20.zip");
     assert!(
