@@ -1077,3 +1077,37 @@ async fn a_pruned_records_content_leaves_the_data_files_after_a_compaction() {
         .collect();
     assert_eq!(Frontier::from_nodes(1101, hashes).unwrap(), frontier);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_holder_at_a_time_has_a_lease_until_it_expires() {
+    // The retention lease (gateways' pruners): taken by one, renewed by it, refused to
+    // others until it expires.
+    let store = fresh_store("lease", 1).await;
+    let ttl = Duration::from_secs(2);
+    assert!(store.lease("retention", "gw-a", ttl).await.unwrap());
+    assert!(!store.lease("retention", "gw-b", ttl).await.unwrap());
+    assert!(
+        store.lease("retention", "gw-a", ttl).await.unwrap(),
+        "renewed by its holder"
+    );
+    assert!(
+        store.lease("other", "gw-b", ttl).await.unwrap(),
+        "leases are by name"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        store.lease("retention", "gw-a", ttl).await.unwrap(),
+        "renewed again"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        !store.lease("retention", "gw-b", ttl).await.unwrap(),
+        "the renewal moved the expiry"
+    );
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert!(
+        store.lease("retention", "gw-b", ttl).await.unwrap(),
+        "expired: taken over"
+    );
+    assert!(!store.lease("retention", "gw-a", ttl).await.unwrap());
+}
