@@ -169,8 +169,13 @@ impl Frontier {
     /// Appends the leaf `leaf` (raw leaf data, hashed here) and calls `completed` with
     /// every node that this leaf completes: the leaf itself (level 0), then each parent
     /// up to the largest completed subtree. O(1) amortized: two nodes per leaf on average.
-    pub fn push(&mut self, leaf: &[u8], mut completed: impl FnMut(NodeId, Hash)) {
-        let mut hash = leaf_hash(leaf);
+    pub fn push(&mut self, leaf: &[u8], completed: impl FnMut(NodeId, Hash)) {
+        self.push_leaf_hash(leaf_hash(leaf), completed);
+    }
+
+    /// [`Frontier::push`] of a leaf given by its hash (level-0 node, as a hash tile holds
+    /// it) rather than its data.
+    pub fn push_leaf_hash(&mut self, mut hash: Hash, mut completed: impl FnMut(NodeId, Hash)) {
         let mut index = self.size;
         let mut level = 0u8;
         completed(NodeId::new(0, index), hash);

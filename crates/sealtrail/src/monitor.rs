@@ -7,6 +7,13 @@
 //! hash and the tree's frontier) lives in `--state-dir`, written atomically after each
 //! round, so a restarted monitor goes on where it stopped and never re-reads a record.
 //!
+//! When retention removed records the monitor had not read yet (it was stopped, or fell
+//! behind), the log's records start at a later boundary: the monitor takes the removed
+//! records' leaves from the log's hash tiles and goes on from the boundary (what it reads
+//! must still bring the tree to the signed root), and requires the prune event naming the
+//! boundary — in that round, or in the one it runs right after (`boundary_unconfirmed`
+//! otherwise: records removed without the chain recording it).
+//!
 //! With `--witness HOST:PORT` the monitor is also a C2SP tlog-witness for the log it
 //! follows (`POST /add-checkpoint`, its key in `--state-dir` from `sealtrail witness
 //! init`): besides the witness's own checks (the log's signature, consistency with what it
@@ -216,6 +223,11 @@ struct State {
     /// after them, maybe after the checkpoint): checked when the monitor reaches it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pending_redactions: Vec<PendingRedaction>,
+    /// A retention boundary the monitor jumped to (the records between it and what the
+    /// monitor had verified were removed before it read them), until it reads the prune
+    /// event that names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_boundary: Option<u64>,
 }
 
 /// A redacted record (`sequence_number`, `id`) and the redaction event it names.
@@ -354,6 +366,9 @@ pub(crate) fn run(args: MonitorArgs) -> ExitCode {
         }
         let signal = crate::serve::wait_for_signal();
         tokio::pin!(signal);
+        // Rounds run back to back while a boundary the monitor jumped to waits for its
+        // prune event (the next round's checkpoint covers it), a few at most.
+        let mut back_to_back = 0;
         loop {
             match round(&http, &base, &args.api_key, &key, &mut state).await {
                 Ok(Some((from, to))) => {
@@ -388,6 +403,11 @@ pub(crate) fn run(args: MonitorArgs) -> ExitCode {
                     }
                 }
             }
+            if state.pending_boundary.is_some() && back_to_back < 3 {
+                back_to_back += 1;
+                continue;
+            }
+            back_to_back = 0;
             if args.once {
                 return ExitCode::SUCCESS;
             }
@@ -509,6 +529,16 @@ async fn round(
         ));
     }
     if n == m {
+        // A boundary jumped to last round: its prune event was appended before the
+        // removal, so within this checkpoint, whose records were all read.
+        if let Some(b) = state.pending_boundary {
+            return Err(inconsistent(
+                "boundary_unconfirmed",
+                format!(
+                    "the log went on from record {b} without the records before it, and no prune event (sealtrail.retention.prune) up to record {n} names that boundary: records were removed without the chain recording it"
+                ),
+            ));
+        }
         if cp.root != old_root {
             return Err(inconsistent(
                 "fork",
@@ -573,6 +603,46 @@ async fn round(
     )
     .await?;
     let mut buf: Vec<u8> = Vec::new();
+    // The first record: past `m + 1` when retention removed records the monitor had not
+    // read yet. It goes on from there: the removed records' leaves come from the log's
+    // hash tiles (the tree keeps them), so the records it reads must still bring the tree
+    // to the signed root; the boundary's own link is taken as is (the tree binds it), and
+    // the prune event naming the boundary must come (by the end of the next round: it
+    // was appended before the records were removed).
+    let carried_boundary = state.pending_boundary;
+    let mut boundary = state.pending_boundary;
+    while !buf.contains(&b'\n') {
+        match response
+            .chunk()
+            .await
+            .map_err(|e| RoundError::Unavailable(format!("reading the export: {e}")))?
+        {
+            Some(chunk) => buf.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    let first_end = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
+    if first_end > 0 {
+        let d = digest_line(&buf[..first_end])
+            .map_err(|e| inconsistent("unreadable_record", format!("record {expected}: {e}")))?;
+        if d.sequence_number > expected && d.sequence_number <= n {
+            let first = d.sequence_number;
+            for leaf in
+                removed_leaves(http, base, api_key, &tenant, expected - 1, first - 1, n).await?
+            {
+                frontier.push_leaf_hash(leaf, |_, _| {});
+            }
+            eprintln!(
+                "records {expected}..={} were removed by retention before this monitor read them: going on from {first} on the tree the log kept",
+                first - 1
+            );
+            // Redactions by removed records can no longer be checked.
+            pending.retain(|by, _| *by >= first);
+            last_hash = hex::encode(d.prev_hash);
+            expected = first;
+            boundary = Some(first);
+        }
+    }
     let mut check_line = |line: &[u8]| -> Result<(), RoundError> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
@@ -651,22 +721,25 @@ async fn round(
                 ),
             ));
         }
+        if d.prunes.is_some() && d.prunes == boundary {
+            boundary = None;
+        }
         frontier.push(&d.stored_hash, |_, _| {});
         last_hash = hex::encode(d.stored_hash);
         expected += 1;
         Ok(())
     };
     loop {
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            check_line(&line[..line.len() - 1])?;
+        }
         let chunk = response
             .chunk()
             .await
             .map_err(|e| RoundError::Unavailable(format!("reading the export: {e}")))?;
         let Some(chunk) = chunk else { break };
         buf.extend_from_slice(&chunk);
-        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            check_line(&line[..line.len() - 1])?;
-        }
     }
     check_line(&buf)?;
     if expected != n + 1 {
@@ -688,6 +761,16 @@ async fn round(
             ),
         ));
     }
+    if let Some(b) = boundary
+        && carried_boundary == Some(b)
+    {
+        return Err(inconsistent(
+            "boundary_unconfirmed",
+            format!(
+                "the log went on from record {b} without the records before it, and no prune event (sealtrail.retention.prune) up to record {n} names that boundary: records were removed without the chain recording it"
+            ),
+        ));
+    }
     state.origin = Some(cp.origin.clone());
     state.size = n;
     state.root = B64.encode(cp.root);
@@ -695,5 +778,74 @@ async fn round(
     state.frontier = frontier.nodes().iter().map(|h| B64.encode(h)).collect();
     state.checkpoint = note;
     state.pending_redactions = pending.into_values().collect();
+    state.pending_boundary = boundary;
     Ok(Some((m + 1, n)))
+}
+
+/// The leaf hashes of leaves `from..to` (0-based) of the tree of size `size`, from the
+/// log's level-0 hash tiles (C2SP tlog-tiles: 256 leaf hashes per tile, the last one
+/// partial).
+async fn removed_leaves(
+    http: &reqwest::Client,
+    base: &str,
+    api_key: &str,
+    tenant: &str,
+    from: u64,
+    to: u64,
+    size: u64,
+) -> Result<Vec<Hash>, RoundError> {
+    let mut out = Vec::with_capacity((to - from) as usize);
+    for k in from / 256..=(to - 1) / 256 {
+        let width = (size - k * 256).min(256);
+        let path = if width == 256 {
+            format!("tile/0/{}", tile_index(k))
+        } else {
+            format!("tile/0/{}.p/{width}", tile_index(k))
+        };
+        let bytes = get(http, format!("{base}/v1/tlog/{tenant}/{path}"), api_key)
+            .await?
+            .bytes()
+            .await
+            .map_err(|e| RoundError::Unavailable(format!("reading {path}: {e}")))?;
+        if bytes.len() as u64 != width * 32 {
+            return Err(inconsistent(
+                "bad_tile",
+                format!(
+                    "{path} has {} bytes, not {} ({width} leaf hashes)",
+                    bytes.len(),
+                    width * 32
+                ),
+            ));
+        }
+        for (i, h) in bytes.chunks_exact(32).enumerate() {
+            let leaf = k * 256 + i as u64;
+            if (from..to).contains(&leaf) {
+                out.push(h.try_into().expect("32 bytes"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `<N>` of a C2SP tile path: 3-digit groups, all but the last prefixed with `x`.
+fn tile_index(n: u64) -> String {
+    let mut groups = vec![format!("{:03}", n % 1000)];
+    let mut rest = n / 1000;
+    while rest > 0 {
+        groups.push(format!("x{:03}", rest % 1000));
+        rest /= 1000;
+    }
+    groups.reverse();
+    groups.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tile_indexes_are_c2sp_paths() {
+        assert_eq!(super::tile_index(0), "000");
+        assert_eq!(super::tile_index(7), "007");
+        assert_eq!(super::tile_index(1000), "x001/000");
+        assert_eq!(super::tile_index(1_234_067), "x001/x234/067");
+    }
 }

@@ -416,3 +416,62 @@ async fn the_monitor_accepts_real_redactions_and_reports_forged_ones() {
     let (code, out) = monitor(&url, &key, &vkey, &state);
     assert_eq!(code, 0, "the forgery undone, the log verifies again: {out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_goes_on_past_records_retention_removed_and_reports_a_silent_removal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("log");
+    let server = Server::start_with_env(
+        &data,
+        &["--store", "sqlite"],
+        &[("SEALTRAIL_RETENTION_INTERVAL_MS", "1000")],
+    )
+    .await;
+    let key = create_key(&data, "acme", "read,write");
+    let api = Api::new(&server, &key);
+    let admin = Api::new(&server, &create_key(&data, "acme", "admin"));
+    let vkey = log_verifier_key(&api).await;
+    let url = server.base.clone();
+    let state = tmp.path().join("state");
+    ingest_named(&api, "a", 300).await;
+    let (code, out) = monitor(&url, &key, &vkey, &state);
+    assert_eq!(code, 0, "{out}");
+
+    // Records 301..=400 arrive, and retention removes 1..=350 before the monitor reads
+    // them (the prune event is 401): it goes on from 351 on the log's hash tiles (leaves
+    // 300..=349 straddle the first two tiles' edge), and the prune event confirms it.
+    ingest_named(&api, "b", 100).await;
+    let (s, v) = admin
+        .put("/v1/retention", &serde_json::json!({"events": 50}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while admin.get("/v1/retention").await.1["retained_from"] != 351 {
+        assert!(std::time::Instant::now() < deadline, "never pruned");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (code, out) = monitor(&url, &key, &vkey, &state);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("records 301..=350 were removed by retention") && out.contains("401"),
+        "{out}"
+    );
+    let (s, _) = admin.put("/v1/retention", &serde_json::json!({})).await;
+    assert_eq!(s, 200);
+
+    // Records deleted behind the server's back, with no prune event: the monitor goes on
+    // past them (the tree still adds up), then, in the round it runs right after (the
+    // prune event would be in that round's checkpoint), reports the boundary nobody
+    // recorded.
+    ingest_named(&api, "c", 20).await; // 402..=421
+    for seq in 402..=410 {
+        delete_record(&data, seq);
+    }
+    let (code, out) = monitor(&url, &key, &vkey, &state);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("records 402..=410 were removed")
+            && out.contains("INCONSISTENT [boundary_unconfirmed]"),
+        "{out}"
+    );
+}
