@@ -240,7 +240,13 @@ impl Cluster {
     }
 
     fn create_key(&self, tenant: &str) -> String {
-        let out = self.run(&["keys", "create", "--store", "scylla", "--tenant", tenant]);
+        self.create_key_with(tenant, "read,write")
+    }
+
+    fn create_key_with(&self, tenant: &str, scopes: &str) -> String {
+        let out = self.run(&[
+            "keys", "create", "--store", "scylla", "--tenant", tenant, "--scopes", scopes,
+        ]);
         assert!(
             out.status.success(),
             "{}",
@@ -356,6 +362,8 @@ struct Load {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<(String, String)>>>,
     attempted: Arc<Mutex<Vec<(String, String)>>>,
+    /// `(tenant, id, sequence number)` of every sync `201`.
+    committed: Arc<Mutex<Vec<(String, String, u64)>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -364,9 +372,11 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let attempted = Arc::new(Mutex::new(Vec::new()));
+        let committed = Arc::new(Mutex::new(Vec::new()));
         let tasks = (0..workers)
             .map(|w| {
                 let (stop, acked, attempted) = (stop.clone(), acked.clone(), attempted.clone());
+                let committed = committed.clone();
                 let (gateways, tenants) = (gateways.clone(), tenants.clone());
                 tokio::spawn(async move {
                     let http = reqwest::Client::builder()
@@ -402,6 +412,12 @@ impl Load {
                                 if sync && status == 201 {
                                     assert_eq!(body["id"].as_str(), Some(id.as_str()), "{body}");
                                     assert_eq!(body["tenant_id"].as_str(), Some(tenant.as_str()));
+                                    let seq = body["sequence_number"].as_u64().unwrap();
+                                    committed.lock().unwrap().push((
+                                        tenant.clone(),
+                                        id.clone(),
+                                        seq,
+                                    ));
                                 }
                                 (200..300).contains(&status)
                             }
@@ -421,6 +437,7 @@ impl Load {
             stop,
             acked,
             attempted,
+            committed,
             tasks,
         }
     }
@@ -1645,4 +1662,161 @@ async fn derived_rows_are_rebuilt_after_a_chainer_dies_before_writing_them() {
         .await;
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["sequence_number"].as_u64(), Some(1102));
+}
+
+/// `GET /v1/retention`'s boundary.
+async fn boundary(admin: &Api) -> u64 {
+    let (s, r) = admin.get("/v1/retention").await;
+    assert_eq!(s, 200, "{r}");
+    r["retained_from"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_under_load_with_a_chainer_sigkilled_mid_prune_keeps_every_kept_record() {
+    // Issue 15 in distributed mode: tenant-0 keeps its last 150 records while 8 clients
+    // write to both tenants through both gateways; the pruner (the gateway holding the
+    // lease, every second) appends prune events, and the chainer that derives them removes
+    // the records. The chainer of tenant-0's partition is SIGKILLed while that goes on;
+    // the survivor, then the restarted one, finish what it left.
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::new(
+        "prune",
+        2,
+        &[
+            ("SEALTRAIL_COMMIT_TIMEOUT_MS", "5000"),
+            ("SEALTRAIL_RETENTION_INTERVAL_MS", "1000"),
+        ],
+    );
+    c.add_gateway().await;
+    c.add_gateway().await;
+    c.add_chainer().await;
+    c.add_chainer().await;
+    c.wait_assigned(&[]).await;
+    let ts = tenants(&c, 2).await;
+    let admin = c.api(0, &c.create_key_with(&ts[0].0, "admin"));
+    let gateways: Vec<String> = c.gateways.iter().map(|g| g.http.clone()).collect();
+    let load = Load::start(gateways, ts.clone(), 8);
+    wait_for_acks(&load, 300).await;
+    let (s, r) = admin.put("/v1/retention", &json!({"events": 150})).await;
+    assert_eq!(s, 200, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while boundary(&admin).await == 1 {
+        assert!(Instant::now() < deadline, "never pruned\n{}", c.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Removals keep coming (records keep arriving); kill the chainer deriving them.
+    let partition = sealtrail_core::partition::partition_for(&ts[0].0, 2) as u64;
+    let mut victim = None;
+    for (i, ch) in c.chainers.iter().enumerate() {
+        if ch.partitions().await.contains(&partition) {
+            victim = Some(i);
+        }
+    }
+    let victim = victim.expect("a chainer holds tenant-0's partition");
+    wait_for_acks(&load, 100).await;
+    let at_kill = boundary(&admin).await;
+    c.chainers[victim].sigkill();
+    wait_for_acks(&load, 200).await;
+    c.chainers[victim].spawn();
+    c.chainers[victim].wait_healthy().await;
+    c.wait_assigned(&[]).await;
+    wait_for_acks(&load, 200).await;
+    let committed = load.committed.clone();
+    let (acked, _) = load.stop().await;
+    // Retention off: the boundary settles once the last prune event is derived.
+    let (s, r) = admin.put("/v1/retention", &json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    let mut at = boundary(&admin).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let now = boundary(&admin).await;
+        if now == at {
+            break;
+        }
+        at = now;
+    }
+    assert!(at > at_kill, "no removal after the kill");
+    eprintln!("prune: boundary {at_kill} at the SIGKILL, {at} at the end");
+
+    // Tenant-0: gapless and linked from the boundary, verified by the server from there.
+    let api = c.api(1, &ts[0].1);
+    let events = api.all_events().await;
+    assert_eq!(
+        events[0]["sequence_number"].as_u64(),
+        Some(at),
+        "the list starts at the boundary"
+    );
+    for (i, pair) in events.windows(2).enumerate() {
+        assert_eq!(
+            pair[1]["sequence_number"].as_u64(),
+            Some(at + i as u64 + 1),
+            "gap at {i}"
+        );
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"], "broken link at {i}");
+    }
+    let (s, v) = api.get("/v1/verify?full=true").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (
+            v["valid"].clone(),
+            v["retained_from"].clone(),
+            v["events_checked"].clone()
+        ),
+        (json!(true), json!(at), json!(events.len())),
+        "{v}"
+    );
+    // Every sync-acknowledged record at or past the boundary is there, at its place; one
+    // before it is gone.
+    let by_seq: HashMap<u64, &Value> = events
+        .iter()
+        .map(|e| (e["sequence_number"].as_u64().unwrap(), e))
+        .collect();
+    let mut removed = 0;
+    let committed: Vec<(String, String, u64)> = committed.lock().unwrap().clone();
+    for (tenant, id, seq) in &committed {
+        if tenant != &ts[0].0 {
+            continue;
+        }
+        if *seq >= at {
+            let e = by_seq
+                .get(seq)
+                .unwrap_or_else(|| panic!("kept record {seq} ({id}) lost"));
+            assert_eq!(e["id"].as_str(), Some(id.as_str()), "record {seq}");
+        } else {
+            removed += 1;
+            if removed % 25 == 1 {
+                let (s, _) = api.get(&format!("/v1/events/{id}")).await;
+                assert_eq!(s, 404, "removed record {seq} ({id}) came back");
+            }
+        }
+    }
+    assert!(removed > 0, "no sync-acknowledged record was removed");
+    // Every acknowledged event of tenant-0 is kept or was removed, never both, never twice.
+    let kept: Vec<&str> = events.iter().map(load_key).collect();
+    let unique: HashSet<&str> = kept.iter().copied().collect();
+    assert_eq!(unique.len(), kept.len(), "an event stored twice");
+    let missing = acked
+        .iter()
+        .filter(|(t, id)| t == &ts[0].0 && !unique.contains(id.as_str()))
+        .count() as u64;
+    assert!(
+        missing < at,
+        "{missing} acknowledged events missing, only {} removed",
+        at - 1
+    );
+    // One prune event per boundary, whichever gateway's pruner ran.
+    let prunes: Vec<u64> = events
+        .iter()
+        .filter(|e| e["action"] == json!("sealtrail.retention.prune"))
+        .map(|e| e["metadata"]["before_sequence_number"].as_u64().unwrap())
+        .collect();
+    let distinct: HashSet<u64> = prunes.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        prunes.len(),
+        "a boundary pruned twice: {prunes:?}"
+    );
+    // Tenant-1 (no policy) lost nothing.
+    let other: Vec<(String, String)> = acked.into_iter().filter(|(t, _)| t == &ts[1].0).collect();
+    assert_nothing_lost(&c, 1, &ts[1..], &other).await;
 }
