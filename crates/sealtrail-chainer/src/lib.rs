@@ -25,11 +25,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lru::LruCache;
+use sealtrail_core::backoff::Backoff;
 use sealtrail_core::merkle::{Frontier, record_leaf};
 use sealtrail_core::receipt::{ItemError, Receipt};
 use sealtrail_core::record::{ChainHead, Record, chain_step};
 use sealtrail_log::{EntryOutcome, LogEntry, Offset, PartitionConsumer, ReplyAddress, ReplySink};
 use sealtrail_store::{CommitBatch, Store, StoreError, StoredEvent, TreeNode};
+
+/// The longest wait between retries of a store call.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Tuning of one chainer.
 #[derive(Debug, Clone)]
@@ -190,7 +194,7 @@ impl<C: PartitionConsumer> Chainer<C> {
         // chain stored without them (`load_frontier`), which are deterministic; so a failed
         // read is simply retried from scratch (with the head cache dropped, as it may be
         // stale) — if retrying can help at all.
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), MAX_BACKOFF);
         let prepared = loop {
             match self.prepare(&mut entries, maybe_stored).await {
                 Ok(prepared) => break prepared,
@@ -209,7 +213,7 @@ impl<C: PartitionConsumer> Chainer<C> {
         // are retried; a refusal, a fencing or a fatal store error stops the chainer.
         let events = prepared.batch.records.len();
         let started = std::time::Instant::now();
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), MAX_BACKOFF);
         let mut told_waiters = false;
         loop {
             match self.store.append_shared(prepared.batch.clone()).await {
@@ -268,21 +272,21 @@ impl<C: PartitionConsumer> Chainer<C> {
     async fn retry_after(
         &mut self,
         err: &StoreError,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
     ) -> Result<(), ChainerError> {
         self.health
             .set_partition(self.consumer.partition(), format!("{}: {err}", err.kind()));
         metrics::counter!("sealtrail_chainer_retries_total", "kind" => err.kind()).increment(1);
-        tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "store call failed; retrying");
+        let wait = backoff.wait();
+        tracing::error!(%err, retry_in_ms = wait.as_millis() as u64, "store call failed; retrying");
         let closing = self.consumer.closing();
         tokio::select! {
-            _ = tokio::time::sleep(*backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = closing => {
                 tracing::warn!(partition = self.consumer.partition(), "the log is closing: the batch in hand is abandoned (not acknowledged; a durable log redelivers it)");
                 return Err(ChainerError::Abandoned);
             }
         }
-        *backoff = (*backoff * 2).min(Duration::from_secs(2));
         Ok(())
     }
 

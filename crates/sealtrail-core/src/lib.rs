@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod backoff;
 pub mod checkpoint;
 pub mod cosignature;
 pub mod event;

@@ -42,6 +42,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset as KafkaOffset, TopicPartitionList};
+use sealtrail_core::backoff::Backoff;
 use sealtrail_log::{LogEntry, LogError, Offset, PartitionConsumer};
 use tokio::sync::{mpsc, watch};
 
@@ -579,7 +580,7 @@ impl KafkaPartitionConsumer {
             timestamp: fetched.timestamp,
             refused,
         };
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let result = tokio::select! {
                 biased;
@@ -597,9 +598,8 @@ impl KafkaPartitionConsumer {
                     tokio::select! {
                         biased;
                         _ = revoked.changed() => return None,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.wait()) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -47,6 +47,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use scylla::statement::batch::{Batch, BatchType};
+use sealtrail_core::backoff::Backoff;
 use sealtrail_core::merkle::{Frontier, Hash, NodeId, record_leaf};
 use sealtrail_core::record::{PRUNE_PREFIX, Record, Redaction, is_redacted};
 use sealtrail_store::{CommitBatch, StoreError, StoreResult, TreeNode};
@@ -241,7 +242,7 @@ async fn run(
             }
         }
         let started = std::time::Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             // A deposed owner writes nothing more: the new owner's catch-up derived every
             // record it committed (they were all committed before the claim), and its
@@ -261,9 +262,9 @@ async fn run(
             };
             let Err(err) = result else { break };
             metrics::counter!("sealtrail_derive_retries_total").increment(1);
-            tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "writing derived rows failed; retrying (reads use the committed records meanwhile)");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            let wait = backoff.wait();
+            tracing::warn!(%err, retry_in_ms = wait.as_millis() as u64, "writing derived rows failed; retrying (reads use the committed records meanwhile)");
+            tokio::time::sleep(wait).await;
         }
         metrics::histogram!("sealtrail_derive_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("sealtrail_derive_gather_records").record(records as f64);

@@ -21,6 +21,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sealtrail_api::telemetry::NotReady;
 use sealtrail_api::{ApiConfig, Service};
 use sealtrail_chainer::{Chainer, ChainerConfig, ChainerError, CommitSignal, Health};
+use sealtrail_core::backoff::Backoff;
 use sealtrail_kafka::KafkaSettings;
 use sealtrail_kafka::consumer::{ChainerFeed, FeedEvent, FeedStatus};
 use sealtrail_kafka::producer::KafkaLog;
@@ -897,15 +898,14 @@ async fn chain_partition(
     };
     // Claim the partition before reading anything for it: from here on, whoever held it
     // before can no longer commit.
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let fenced = loop {
         match store.fenced(partition, &owner).await {
             Ok(fenced) => break fenced,
             Err(err) if still_mine() => {
                 tracing::error!(partition, %err, "cannot claim the partition; retrying");
                 state.health.set_partition(partition, err.to_string());
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.wait()).await;
             }
             Err(_) => return,
         }
