@@ -283,14 +283,14 @@ async fn boundary(
     Ok(keep_from.min(head).min(current + MAX_PRUNE_RECORDS))
 }
 
-/// Applies `tenant`'s policy once: the prune event it appended and how many records it
-/// removed, if any.
+/// Applies `policy` (`tenant`'s, in force) once: the prune event it appended and how many
+/// records it removed, if any.
 pub async fn prune_tenant(
     state: &AppState,
     tenant: &str,
+    policy: RetentionPolicy,
     now: i64,
 ) -> ApiResult<Option<(Record, u64)>> {
-    let (policy, _) = policy_of(state, tenant).await?;
     if policy.is_forever() {
         return Ok(None);
     }
@@ -510,24 +510,28 @@ pub async fn prune_all(state: &AppState) -> ApiResult<usize> {
     if !state.store.prunes() {
         return Ok(0);
     }
-    let default_forever = state.config.retention.default.is_forever();
-    let tenants: Vec<String> = if default_forever {
+    let default = state.config.retention.default;
+    // The tenants' own policies, read once per run.
+    let own: std::collections::HashMap<String, RetentionPolicy> = state
+        .store
+        .retention_policies()
+        .await?
+        .into_iter()
+        .collect();
+    let tenants: Vec<String> = if default.is_forever() {
         // Only tenants with a policy of their own.
-        state
-            .store
-            .retention_policies()
-            .await?
-            .into_iter()
+        own.iter()
             .filter(|(_, p)| !p.is_forever())
-            .map(|(t, _)| t)
+            .map(|(t, _)| t.clone())
             .collect()
     } else {
         state.store.tenants().await?
     };
     let mut pruned = 0;
     for tenant in tenants {
+        let policy = own.get(&tenant).copied().unwrap_or(default);
         // Several events for a large backlog (each removes at most MAX_PRUNE_RECORDS).
-        while let Some((_, removed)) = prune_tenant(state, &tenant, now_micros()).await? {
+        while let Some((_, removed)) = prune_tenant(state, &tenant, policy, now_micros()).await? {
             pruned += 1;
             if removed < MAX_PRUNE_RECORDS || *state.shutdown.borrow() {
                 break;
