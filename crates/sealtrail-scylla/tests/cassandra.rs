@@ -1083,28 +1083,30 @@ async fn one_holder_at_a_time_has_a_lease_until_it_expires() {
     // The retention lease (gateways' pruners): taken by one, renewed by it, refused to
     // others until it expires.
     let store = fresh_store("lease", 1).await;
-    let ttl = Duration::from_secs(2);
+    // Cassandra counts a TTL in whole seconds (an expiry can come up to 1 s early), and CI
+    // machines are busy: every check below is at least 1.5 s from an expiry.
+    let ttl = Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    let at = |secs: f64| tokio::time::sleep_until((started + Duration::from_secs_f64(secs)).into());
     assert!(store.lease("retention", "gw-a", ttl).await.unwrap());
     assert!(!store.lease("retention", "gw-b", ttl).await.unwrap());
-    assert!(
-        store.lease("retention", "gw-a", ttl).await.unwrap(),
-        "renewed by its holder"
-    );
     assert!(
         store.lease("other", "gw-b", ttl).await.unwrap(),
         "leases are by name"
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    at(5.0).await;
     assert!(
         store.lease("retention", "gw-a", ttl).await.unwrap(),
-        "renewed again"
+        "renewed by its holder"
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Past the first expiry (at most 10 s), before the renewed one (at least 14 s).
+    at(11.5).await;
     assert!(
         !store.lease("retention", "gw-b", ttl).await.unwrap(),
         "the renewal moved the expiry"
     );
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // Past the renewed one (at most 15 s after the start, plus the renewal's own time).
+    at(17.0).await;
     assert!(
         store.lease("retention", "gw-b", ttl).await.unwrap(),
         "expired: taken over"
