@@ -262,18 +262,51 @@ impl ZipBytes {
     }
 }
 
-type PackZip = zip::ZipWriter<zip::write::StreamWriter<ZipBytes>>;
 type PackError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs one step of ZIP writing (compression: CPU work) on a blocking thread. The step
 /// waits for nothing — no store read, no client — so the blocking pool can never fill up
 /// with steps waiting for each other (eight concurrent packs used to freeze every store
 /// operation that way).
-async fn zip_step<T: Send + 'static>(
-    zip: PackZip,
-    step: impl FnOnce(PackZip) -> Result<T, PackError> + Send + 'static,
+pub(crate) async fn zip_step<Z: Send + 'static, T: Send + 'static>(
+    zip: Z,
+    step: impl FnOnce(Z) -> Result<T, PackError> + Send + 'static,
 ) -> Result<T, PackError> {
     tokio::task::spawn_blocking(move || step(zip)).await?
+}
+
+/// Writes a pack's entries before its records (VERIFY.md, the checkpoint, the log key,
+/// `proofs.json`) and opens `records.jsonl` ([`write_records`] fills it): what an evidence
+/// pack and a retention archive both begin with.
+pub(crate) fn start_pack<W: Write + std::io::Seek>(
+    zip: &mut zip::ZipWriter<W>,
+    checkpoint: &str,
+    key: &str,
+    proofs: &str,
+) -> Result<(), PackError> {
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true);
+    for (name, text) in [
+        (pack::README, VERIFY_MD),
+        (pack::CHECKPOINT, checkpoint),
+        (pack::KEY, &format!("{key}\n")),
+        (pack::PROOFS, proofs),
+    ] {
+        zip.start_file(name, opts)?;
+        zip.write_all(text.as_bytes())?;
+    }
+    zip.start_file(pack::RECORDS, opts)?;
+    Ok(())
+}
+
+/// A page of records into `records.jsonl`: each its JCS form, one per line.
+pub(crate) fn write_records(out: &mut impl Write, rows: &[ChainRow]) -> std::io::Result<()> {
+    for row in rows {
+        out.write_all(&canonical_line(&row.canonical, &row.hash))?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 pub(crate) const VERIFY_MD: &str = include_str!("VERIFY.md");
@@ -385,22 +418,10 @@ pub async fn evidence_pack(
     tokio::spawn(async move {
         let bytes = ZipBytes::default();
         let result: Result<(), PackError> = async {
-            let opts = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Deflated)
-                .large_file(true);
             let proofs = serde_json::to_string_pretty(&proofs)?;
             let zip = zip::ZipWriter::new_stream(bytes.clone());
             let mut zip = zip_step(zip, move |mut zip| {
-                for (name, text) in [
-                    (pack::README, VERIFY_MD.to_string()),
-                    (pack::CHECKPOINT, checkpoint),
-                    (pack::KEY, format!("{key}\n")),
-                    (pack::PROOFS, proofs),
-                ] {
-                    zip.start_file(name, opts)?;
-                    zip.write_all(text.as_bytes())?;
-                }
-                zip.start_file(pack::RECORDS, opts)?;
+                start_pack(&mut zip, &checkpoint, &key, &proofs)?;
                 Ok(zip)
             })
             .await?;
@@ -413,10 +434,7 @@ pub async fn evidence_pack(
                 };
                 after = last.sequence_number;
                 zip = zip_step(zip, move |mut zip| {
-                    for row in &page {
-                        zip.write_all(&canonical_line(&row.canonical, &row.hash))?;
-                        zip.write_all(b"\n")?;
-                    }
+                    write_records(&mut zip, &page)?;
                     Ok(zip)
                 })
                 .await?;

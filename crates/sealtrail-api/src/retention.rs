@@ -358,6 +358,12 @@ pub async fn prune_tenant(
 /// last records and, when `from` > 1, the tree over the records before it (in earlier
 /// archives) — to `<dir>/<tenant>/records-<from>-<last>.zip` (mode 0600), durably (a
 /// `.part` file, synced, then renamed), before they are removed. `sealtrail verify` checks it.
+///
+/// Crash windows: a crash before the rename leaves a `.part` file, never a half archive
+/// under an archive's name. An archive whose prune event then does not commit (a crash, or another
+/// pruner's event for the same boundary) stays; the next run archives from the same
+/// first record, so its records are in the next archive too (the same file when the
+/// boundary is the same).
 async fn archive(
     state: &AppState,
     dir: &std::path::Path,
@@ -365,7 +371,7 @@ async fn archive(
     from: u64,
     before: u64,
 ) -> ApiResult<()> {
-    use std::io::Write;
+    use crate::export::{start_pack, write_records, zip_step};
     let last = before - 1;
     let failed = |e: String| {
         ApiError::internal(
@@ -388,38 +394,20 @@ async fn archive(
     let key = log.verifier_key();
     let path = dir.join(tenant).join(format!("records-{from}-{last}.zip"));
     let part = path.with_extension("zip.part");
-    let blocking = |step: Box<dyn FnOnce() -> std::io::Result<ArchiveZip> + Send>| async move {
-        tokio::task::spawn_blocking(step)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?
-    };
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
-        .large_file(true);
-    let head = part.clone();
-    let mut zip = blocking(Box::new(move || {
-        std::fs::create_dir_all(head.parent().expect("a parent"))?;
+    let at = |e| failed(format!("{}: {e}", part.display()));
+    let mut zip = zip_step(part.clone(), move |part| {
+        std::fs::create_dir_all(part.parent().expect("a parent"))?;
         // The records' content: readable by the server's user only.
         let mut file = std::fs::OpenOptions::new();
         file.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
-        let mut zip = zip::ZipWriter::new(file.open(&head)?);
-        for (name, text) in [
-            (pack::README, crate::export::VERIFY_MD.to_string()),
-            (pack::CHECKPOINT, checkpoint),
-            (pack::KEY, format!("{key}\n")),
-            (pack::PROOFS, proofs),
-        ] {
-            zip.start_file(name, opts).map_err(std::io::Error::other)?;
-            zip.write_all(text.as_bytes())?;
-        }
-        zip.start_file(pack::RECORDS, opts)
-            .map_err(std::io::Error::other)?;
+        let mut zip = zip::ZipWriter::new(file.open(&part)?);
+        start_pack(&mut zip, &checkpoint, &key, &proofs)?;
         Ok(zip)
-    }))
+    })
     .await
-    .map_err(|e| failed(format!("{}: {e}", part.display())))?;
+    .map_err(at)?;
     let mut after = from - 1;
     while after < last {
         let limit = (last - after).min(1000) as usize;
@@ -430,35 +418,27 @@ async fn archive(
             )));
         };
         after = end.sequence_number;
-        zip = blocking(Box::new(move || {
-            for row in &rows {
-                zip.write_all(&sealtrail_core::audit::canonical_line(
-                    &row.canonical,
-                    &row.hash,
-                ))?;
-                zip.write_all(b"\n")?;
-            }
+        zip = zip_step(zip, move |mut zip| {
+            write_records(&mut zip, &rows)?;
             Ok(zip)
-        }))
+        })
         .await
-        .map_err(|e| failed(format!("{}: {e}", part.display())))?;
+        .map_err(at)?;
     }
     let (done, target) = (part.clone(), path.clone());
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let file = zip.finish().map_err(std::io::Error::other)?;
+    zip_step(zip, move |zip| {
+        let file = zip.finish()?;
         file.sync_all()?;
         std::fs::rename(&done, &target)?;
-        std::fs::File::open(target.parent().expect("a parent"))?.sync_all()
+        std::fs::File::open(target.parent().expect("a parent"))?.sync_all()?;
+        Ok(())
     })
     .await
-    .map_err(|e| failed(e.to_string()))?
     .map_err(|e| failed(format!("{}: {e}", path.display())))?;
     metrics::counter!("sealtrail_retention_archived_records_total").increment(before - from);
     tracing::info!(tenant, from, last, path = %path.display(), "retention: records archived");
     Ok(())
 }
-
-type ArchiveZip = zip::ZipWriter<std::fs::File>;
 
 /// The lease a pruner holds while it runs (`Store::lease`): where gateways share a
 /// cluster, one of them prunes.

@@ -617,6 +617,55 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
     found
 }
 
+/// `before` records of `tenant`, then one made from `marked` (an event's JSON), then
+/// `after` more, chained.
+fn chain_around(
+    tenant: &str,
+    before: usize,
+    marked: serde_json::Value,
+    after: usize,
+) -> Vec<sealtrail_core::record::ChainedRecord> {
+    let mut recs = make_chain(tenant, None, before);
+    let event =
+        sealtrail_core::event::validate_event(marked, 1_704_067_200_000_000, || unreachable!())
+            .unwrap();
+    let head = recs.last().map(|r| r.head());
+    recs.push(sealtrail_core::record::chain_step(
+        head.as_ref(),
+        tenant,
+        event,
+    ));
+    let head = recs.last().map(|r| r.head());
+    recs.extend(make_chain(tenant, head, after));
+    recs
+}
+
+/// Sets `gc_grace_seconds` of `tables` to 0: their tombstones go at the next compaction.
+async fn no_gc_grace(store: &ScyllaStore, keyspace: &str, tables: &[&str]) {
+    for table in tables {
+        store
+            .session()
+            .query_unpaged(
+                format!("ALTER TABLE {keyspace}.{table} WITH gc_grace_seconds = 0"),
+                (),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Waits (up to 20 s) until `tenant`'s watermark is `to`.
+async fn wait_derived(store: &ScyllaStore, keyspace: &str, tenant: &str, to: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while derived_to(store, keyspace, tenant).await != Some(to) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not derived to {to} in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Flushes `keyspace`, checks that `mark` is in its SSTables (else the caller's test
 /// proves nothing), compacts it, and checks that `mark` is then in none of its data files.
 async fn gone_after_a_compaction(
@@ -666,21 +715,15 @@ async fn a_redacted_records_content_leaves_the_data_files_after_a_compaction() {
         return;
     };
     let (store, keyspace) = fresh_keyspace("erase", 1).await;
-    store
-        .session()
-        .query_unpaged(
-            format!("ALTER TABLE {keyspace}.facets WITH gc_grace_seconds = 0"),
-            (),
-        )
-        .await
-        .unwrap();
+    no_gc_grace(&store, &keyspace, &["facets"]).await;
     let fenced = store.fenced(0, "chainer-erase").await.unwrap();
     let tenant = "erase";
     let mark = format!("pii{:x}", std::process::id() as u64 * 7919 + 3);
     // 1,030 records (a complete facet block); record 500 carries the personal data in
     // its actor id (a filter value only it has), email, resource name and metadata.
-    let mut recs = make_chain(tenant, None, 499);
-    let personal = sealtrail_core::event::validate_event(
+    let recs = chain_around(
+        tenant,
+        499,
         serde_json::json!({
             "id": format!("{tenant}-personal"),
             "timestamp": "2024-01-01T00:00:05Z",
@@ -690,37 +733,15 @@ async fn a_redacted_records_content_leaves_the_data_files_after_a_compaction() {
             "outcome": "success",
             "metadata": {"note": format!("note-{mark}")},
         }),
-        1_704_067_200_000_000,
-        || unreachable!(),
-    )
-    .unwrap();
-    recs.push(sealtrail_core::record::chain_step(
-        Some(&recs[498].head()),
-        tenant,
-        personal,
-    ));
-    recs.extend(make_chain(tenant, Some(recs[499].head()), 530));
+        530,
+    );
     let head = Some(recs[1029].head());
     let mut frontier = Frontier::new();
-    for chunk in recs.chunks(256) {
-        let nodes = conformance::tree_nodes_of(&mut frontier, chunk);
-        fenced
-            .append(CommitBatch {
-                records: chunk.to_vec(),
-                tree_nodes: nodes,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+    append_all(&fenced, &mut frontier, &recs).await;
     let target = &recs[499].record;
     assert!(target.actor.id.contains(&mark));
     // Derived (the block's facet rows written), then flushed: the content is in SSTables.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while derived_to(&store, &keyspace, tenant).await != Some(1030) {
-        assert!(std::time::Instant::now() < deadline, "not derived in 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_derived(&store, &keyspace, tenant, 1030).await;
     nodetool(&script, &["flush", &keyspace]);
     let redaction = conformance::redaction_of(tenant, head.as_ref().unwrap(), target);
     let nodes = conformance::tree_nodes_of(&mut frontier, std::slice::from_ref(&redaction));
@@ -1015,22 +1036,14 @@ async fn a_pruned_records_content_leaves_the_data_files_after_a_compaction() {
         return;
     };
     let (store, keyspace) = fresh_keyspace("prune_files", 1).await;
-    for table in ["facets", "ids"] {
-        store
-            .session()
-            .query_unpaged(
-                format!("ALTER TABLE {keyspace}.{table} WITH gc_grace_seconds = 0"),
-                (),
-            )
-            .await
-            .unwrap();
-    }
+    no_gc_grace(&store, &keyspace, &["facets", "ids"]).await;
     let fenced = store.fenced(0, "chainer-prune").await.unwrap();
     let tenant = "prune";
     let mark = format!("old{:x}", std::process::id() as u64 * 7919 + 5);
     // Record 300 of 1,100 carries the marker in its id, actor, email and metadata.
-    let mut recs = make_chain(tenant, None, 299);
-    let marked = sealtrail_core::event::validate_event(
+    let recs = chain_around(
+        tenant,
+        299,
         serde_json::json!({
             "id": format!("evt-{mark}"),
             "timestamp": "2024-01-01T00:00:05Z",
@@ -1040,31 +1053,15 @@ async fn a_pruned_records_content_leaves_the_data_files_after_a_compaction() {
             "outcome": "success",
             "metadata": {"note": format!("note-{mark}")},
         }),
-        1_704_067_200_000_000,
-        || unreachable!(),
-    )
-    .unwrap();
-    recs.push(sealtrail_core::record::chain_step(
-        Some(&recs[298].head()),
-        tenant,
-        marked,
-    ));
-    recs.extend(make_chain(tenant, Some(recs[299].head()), 800));
+        800,
+    );
     let mut frontier = Frontier::new();
     append_all(&fenced, &mut frontier, &recs).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while derived_to(&store, &keyspace, tenant).await != Some(1100) {
-        assert!(std::time::Instant::now() < deadline, "not derived in 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_derived(&store, &keyspace, tenant, 1100).await;
     nodetool(&script, &["flush", &keyspace]);
     let prune = conformance::prune_of(tenant, &recs[1099].head(), 1050);
     append_all(&fenced, &mut frontier, std::slice::from_ref(&prune)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while derived_to(&store, &keyspace, tenant).await != Some(1101) {
-        assert!(std::time::Instant::now() < deadline, "not pruned in 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_derived(&store, &keyspace, tenant, 1101).await;
     assert_eq!(fenced.retained_from(tenant).await.unwrap(), 1050);
     gone_after_a_compaction(&script, &data, &keyspace, &mark).await;
     // What proofs need stays: the tree over the removed records reaches the same root.

@@ -797,11 +797,15 @@ async fn removed_leaves(
     let mut out = Vec::with_capacity((to - from) as usize);
     for k in from / 256..=(to - 1) / 256 {
         let width = (size - k * 256).min(256);
-        let path = if width == 256 {
-            format!("tile/0/{}", tile_index(k))
-        } else {
-            format!("tile/0/{}.p/{width}", tile_index(k))
-        };
+        let path = format!(
+            "tile/{}",
+            sealtrail_api::tiles::TilePath::Hashes {
+                level: 0,
+                index: k,
+                width: width as u16,
+            }
+            .to_path()
+        );
         let bytes = get(http, format!("{base}/v1/tlog/{tenant}/{path}"), api_key)
             .await?
             .bytes()
@@ -825,27 +829,4 @@ async fn removed_leaves(
         }
     }
     Ok(out)
-}
-
-/// `<N>` of a C2SP tile path: 3-digit groups, all but the last prefixed with `x`.
-fn tile_index(n: u64) -> String {
-    let mut groups = vec![format!("{:03}", n % 1000)];
-    let mut rest = n / 1000;
-    while rest > 0 {
-        groups.push(format!("x{:03}", rest % 1000));
-        rest /= 1000;
-    }
-    groups.reverse();
-    groups.join("/")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tile_indexes_are_c2sp_paths() {
-        assert_eq!(super::tile_index(0), "000");
-        assert_eq!(super::tile_index(7), "007");
-        assert_eq!(super::tile_index(1000), "x001/000");
-        assert_eq!(super::tile_index(1_234_067), "x001/x234/067");
-    }
 }

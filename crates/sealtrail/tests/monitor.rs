@@ -314,17 +314,61 @@ async fn the_monitor_as_a_witness_cosigns_only_what_it_verified() {
 /// same round as the redaction) and reports a record marked redacted by an event that is
 /// not its redaction. (A redaction event past the verified checkpoint is kept in the
 /// monitor's state and checked when a later round reaches it.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_monitor_accepts_real_redactions_and_reports_forged_ones() {
+/// A SQLite server (its pruner running every second) with tenant acme's read-write and
+/// admin keys, and a state directory for the monitor.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    data: std::path::PathBuf,
+    server: Server,
+    key: String,
+    api: Api,
+    admin: Api,
+    vkey: String,
+    url: String,
+    state: std::path::PathBuf,
+}
+
+async fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("log");
-    let server = Server::start_with(&data, &["--store", "sqlite"]).await;
+    let server = Server::start_with_env(
+        &data,
+        &["--store", "sqlite"],
+        &[("SEALTRAIL_RETENTION_INTERVAL_MS", "1000")],
+    )
+    .await;
     let key = create_key(&data, "acme", "read,write");
     let api = Api::new(&server, &key);
     let admin = Api::new(&server, &create_key(&data, "acme", "admin"));
     let vkey = log_verifier_key(&api).await;
     let url = server.base.clone();
     let state = tmp.path().join("state");
+    Fixture {
+        tmp,
+        data,
+        server,
+        key,
+        api,
+        admin,
+        vkey,
+        url,
+        state,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_accepts_real_redactions_and_reports_forged_ones() {
+    let Fixture {
+        tmp,
+        data,
+        server: _server,
+        key,
+        api,
+        admin,
+        vkey,
+        url,
+        state,
+    } = fixture().await;
     let redact = |id: String| {
         let admin = &admin;
         async move {
@@ -419,20 +463,17 @@ async fn the_monitor_accepts_real_redactions_and_reports_forged_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitor_goes_on_past_records_retention_removed_and_reports_a_silent_removal() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("log");
-    let server = Server::start_with_env(
-        &data,
-        &["--store", "sqlite"],
-        &[("SEALTRAIL_RETENTION_INTERVAL_MS", "1000")],
-    )
-    .await;
-    let key = create_key(&data, "acme", "read,write");
-    let api = Api::new(&server, &key);
-    let admin = Api::new(&server, &create_key(&data, "acme", "admin"));
-    let vkey = log_verifier_key(&api).await;
-    let url = server.base.clone();
-    let state = tmp.path().join("state");
+    let Fixture {
+        tmp: _tmp,
+        data,
+        server: _server,
+        key,
+        api,
+        admin,
+        vkey,
+        url,
+        state,
+    } = fixture().await;
     ingest_named(&api, "a", 300).await;
     let (code, out) = monitor(&url, &key, &vkey, &state);
     assert_eq!(code, 0, "{out}");
@@ -453,7 +494,8 @@ async fn the_monitor_goes_on_past_records_retention_removed_and_reports_a_silent
     let (code, out) = monitor(&url, &key, &vkey, &state);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("records 301..=350 were removed by retention") && out.contains("401"),
+        out.contains("records 301..=350 were removed by retention")
+            && out.contains("verified records 301..=401"),
         "{out}"
     );
     let (s, _) = admin.put("/v1/retention", &serde_json::json!({})).await;
