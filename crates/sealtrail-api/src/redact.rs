@@ -190,7 +190,7 @@ pub async fn redact(
     )
     .map_err(|e| ApiError::bad_request(e.code, e.message))?;
     let redaction = match ingest_validated(state, tenant_id.to_string(), event, now, true).await? {
-        EventOutcome::Committed(r) => r,
+        EventOutcome::Committed(c) => c.into_first().expect("one committed record"),
         EventOutcome::Accepted(_) => {
             return Err(ApiError::internal(
                 "a sync append answered with a receipt",

@@ -324,7 +324,7 @@ pub async fn prune_tenant(
     let event = sealtrail_core::event::normalize(input, now, new_id)
         .map_err(|e| ApiError::internal("a prune event is invalid", e.message))?;
     let record = match ingest_validated(state, tenant.to_string(), event, now, true).await {
-        Ok(EventOutcome::Committed(r)) => r,
+        Ok(EventOutcome::Committed(c)) => c.into_first().expect("one committed record"),
         Err(e) if e.code == "conflict" => {
             tracing::info!(
                 tenant,

@@ -19,16 +19,18 @@
 //! is accepted (a replay of stored records is a no-op), never recomputed.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+// foldhash, not SipHash: a poll hashes every event's (tenant, id).
+use foldhash::{HashMap, HashMapExt};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lru::LruCache;
 use sealtrail_core::backoff::Backoff;
+use sealtrail_core::committed::{ChainedBatch, Committed};
 use sealtrail_core::merkle::{Frontier, record_leaf};
 use sealtrail_core::receipt::{ItemError, Receipt};
-use sealtrail_core::record::{ChainHead, Record, chain_step};
+use sealtrail_core::record::{ChainHead, chain_step};
 use sealtrail_log::{EntryOutcome, LogEntry, Offset, PartitionConsumer, ReplyAddress, ReplySink};
 use sealtrail_store::{CommitBatch, Store, StoreError, StoredEvent, TreeNode};
 
@@ -124,7 +126,7 @@ enum Known {
 struct Settled {
     reply_to: Option<ReplyAddress>,
     receipt: Receipt,
-    records: Vec<Record>,
+    records: Committed,
 }
 
 impl<C: PartitionConsumer> Chainer<C> {
@@ -405,17 +407,14 @@ impl<C: PartitionConsumer> Chainer<C> {
             // The committed records go back only to a caller that waits for them.
             let wants_records = entry.reply_to.is_some();
             let mut records =
-                Vec::with_capacity(if wants_records { entry.events.len() } else { 0 });
+                Committed::with_capacity(if wants_records { entry.events.len() } else { 0 });
             for indexed in std::mem::take(&mut entry.events) {
                 let event = indexed.event;
                 let key = (all_ids || event.client_id).then(|| (tenant.clone(), event.id.clone()));
                 if let Some(stored) = key.as_ref().and_then(|k| known.get(k)) {
-                    let (record, digest) = match stored {
-                        Known::Stored(e) => (&e.record, &e.input_digest),
-                        Known::InBatch(i) => {
-                            let c = &batch.records[*i];
-                            (&c.record, &c.input_digest)
-                        }
+                    let digest = match stored {
+                        Known::Stored(e) => &e.input_digest,
+                        Known::InBatch(i) => &batch.records[*i].input_digest,
                     };
                     if *digest == event.input_digest {
                         // A redelivery (after a crash or a rebalance) or a client's retry.
@@ -424,7 +423,10 @@ impl<C: PartitionConsumer> Chainer<C> {
                         receipt.accepted += 1;
                         receipt.ids.push(event.id.clone());
                         if wants_records {
-                            records.push(record.clone());
+                            match stored {
+                                Known::Stored(e) => records.push_record(e.record.clone()),
+                                Known::InBatch(i) => records.push_chained(*i),
+                            }
                         }
                     } else {
                         receipt.rejected += 1;
@@ -457,7 +459,7 @@ impl<C: PartitionConsumer> Chainer<C> {
                 receipt.accepted += 1;
                 receipt.ids.push(id.clone());
                 if wants_records {
-                    records.push(chained.record.clone());
+                    records.push_chained(batch.records.len());
                 }
                 // A later event of this poll may reuse the id — also one the server minted
                 // here: a client retrying a request that timed out sends the minted ids
@@ -480,8 +482,13 @@ impl<C: PartitionConsumer> Chainer<C> {
             });
         }
 
+        // The answers share the stored batch: no copy of a record per waiter.
+        let batch = Arc::new(batch);
+        for s in &mut settled {
+            s.records.share(batch.clone() as Arc<dyn ChainedBatch>);
+        }
         Ok(Prepared {
-            batch: Arc::new(batch),
+            batch,
             settled,
             heads: working,
             frontiers,

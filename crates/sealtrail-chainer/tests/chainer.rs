@@ -86,7 +86,7 @@ fn ev(id: &str, action: &str) -> serde_json::Value {
 
 fn committed(o: EntryOutcome) -> (sealtrail_core::Receipt, Vec<sealtrail_core::Record>) {
     match o {
-        EntryOutcome::Committed { receipt, records } => (receipt, records),
+        EntryOutcome::Committed { receipt, records } => (receipt, records.into_records()),
         other => panic!("expected committed, got {other:?}"),
     }
 }

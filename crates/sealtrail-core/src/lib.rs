@@ -19,6 +19,7 @@
 pub mod audit;
 pub mod backoff;
 pub mod checkpoint;
+pub mod committed;
 pub mod cosignature;
 pub mod event;
 mod jcs_scan;

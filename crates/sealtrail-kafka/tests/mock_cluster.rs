@@ -147,7 +147,7 @@ async fn replies_reach_the_gateway_that_waits() {
         &wb.address,
         EntryOutcome::Committed {
             receipt: receipt("for-b"),
-            records: vec![],
+            records: Default::default(),
         },
     )
     .await;
@@ -155,7 +155,7 @@ async fn replies_reach_the_gateway_that_waits() {
         &wa.address,
         EntryOutcome::Committed {
             receipt: receipt("for-a"),
-            records: vec![],
+            records: Default::default(),
         },
     )
     .await;

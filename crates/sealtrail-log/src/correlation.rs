@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use sealtrail_core::committed::Committed;
 use sealtrail_core::receipt::Receipt;
-use sealtrail_core::record::Record;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -28,7 +28,9 @@ pub enum EntryOutcome {
     /// idempotent retry, the originally committed record), in request order.
     Committed {
         receipt: Receipt,
-        records: Vec<Record>,
+        /// Shared with the batch the chainer stored where it can be (no copy per
+        /// record); on the wire an array of records.
+        records: Committed,
     },
     /// Not stored (yet); the client may retry the same ids.
     Unavailable {

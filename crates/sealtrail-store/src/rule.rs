@@ -20,7 +20,8 @@
 //! A refusal writes nothing of the batch. A replayed record the store cannot find (below
 //! its own head) is not a refusal: the stored chain has a hole, which is corruption.
 
-use std::collections::HashMap;
+// foldhash: the rule hashes every record's (tenant, id) on the write path.
+use foldhash::{HashMap, HashMapExt};
 
 use sealtrail_core::record::{ChainHead, ChainedRecord, ZERO_HASH};
 
@@ -222,7 +223,7 @@ pub fn check_new_id(record: &ChainedRecord, stored_at: Option<u64>) -> Result<()
 #[cfg(feature = "embedded")]
 #[derive(Default)]
 pub(crate) struct GroupIds<'a> {
-    ids: std::collections::HashSet<(&'a str, &'a str)>,
+    ids: foldhash::HashSet<(&'a str, &'a str)>,
 }
 
 #[cfg(feature = "embedded")]

@@ -176,3 +176,10 @@ pub struct ApiKey {
     pub created_at: String,
     pub revoked_at: Option<String>,
 }
+
+/// Answers share the batch the chainer stored (`sealtrail_core::committed`).
+impl sealtrail_core::committed::ChainedBatch for CommitBatch {
+    fn chained(&self) -> &[ChainedRecord] {
+        &self.records
+    }
+}

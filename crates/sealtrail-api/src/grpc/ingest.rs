@@ -25,9 +25,9 @@ use axum::http::HeaderValue;
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::{FutureExt, Stream};
 use sealtrail_core::ValidationError;
+use sealtrail_core::committed::Committed;
 use sealtrail_core::event::NormalizedEvent;
 use sealtrail_core::receipt::{ItemError, Receipt};
-use sealtrail_core::record::Record;
 use sealtrail_core::time::format_micros;
 use sealtrail_log::{IndexedEvent, LogEntry};
 use sealtrail_proto as pb;
@@ -319,7 +319,7 @@ fn ack(
 /// `first + i`): an error when the receipt lists one for `i` (validation, or an id the
 /// chainer found stored with other content), else the next record (records come in
 /// entry order).
-fn acknowledge(first: u64, ids: Vec<String>, receipt: &Receipt, records: &[Record]) -> Acks {
+fn acknowledge(first: u64, ids: Vec<String>, receipt: &Receipt, records: &Committed) -> Acks {
     let mut errors = receipt.errors.iter().peekable();
     let mut records = records.iter();
     ids.into_iter()
@@ -329,7 +329,7 @@ fn acknowledge(first: u64, ids: Vec<String>, receipt: &Receipt, records: &[Recor
                 Some(e) => pb::ingest_response::Result::Error(ingest_error(&e.code, &e.message)),
                 None => match records.next() {
                     Some(record) => {
-                        pb::ingest_response::Result::Record(pb::record_from_core(record))
+                        pb::ingest_response::Result::Record(pb::record_from_core(record.record))
                     }
                     None => pb::ingest_response::Result::Error(ingest_error(
                         "internal",

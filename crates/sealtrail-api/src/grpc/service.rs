@@ -156,9 +156,9 @@ impl AuditLog for AuditLogService {
             EventOutcome::Accepted(receipt) => {
                 pb::log_event_response::Result::Receipt(pb::receipt_from_core(receipt))
             }
-            EventOutcome::Committed(record) => {
-                pb::log_event_response::Result::Record(pb::record_from_core(&record))
-            }
+            EventOutcome::Committed(committed) => pb::log_event_response::Result::Record(
+                pb::record_from_core(committed.first().expect("one committed record").record),
+            ),
         };
         Ok(Response::new(pb::LogEventResponse {
             result: Some(result),
@@ -179,12 +179,15 @@ impl AuditLog for AuditLogService {
             .collect();
         let (receipt, records) =
             match ingest::ingest_batch(&self.state, caller.tenant_id, items, request.sync).await? {
-                BatchOutcome::Accepted(receipt) => (receipt, vec![]),
+                BatchOutcome::Accepted(receipt) => (receipt, Default::default()),
                 BatchOutcome::Committed { receipt, records } => (receipt, records),
             };
         Ok(Response::new(pb::LogBatchResponse {
             receipt: Some(pb::receipt_from_core(receipt)),
-            records: records.iter().map(pb::record_from_core).collect(),
+            records: records
+                .iter()
+                .map(|r| pb::record_from_core(r.record))
+                .collect(),
         }))
     }
 

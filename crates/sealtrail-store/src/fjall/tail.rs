@@ -12,7 +12,11 @@
 //! Per tenant the tail's records are a gapless run of sequence numbers just above what
 //! fjall has indexed (groups are indexed in log order).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+// foldhash, not SipHash: the tail hashes every record id it holds (a visible share of the
+// writer thread in the profile). Randomly seeded per process.
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use sealtrail_core::merkle::{Hash, NodeId};
