@@ -152,6 +152,40 @@ pub struct NormalizedEvent {
     /// already be stored, so the chainer skips its idempotency lookup.
     #[serde(default = "client_chosen")]
     pub client_id: bool,
+    /// The canonical bytes of `actor`, `metadata` and `resource`, written once for the
+    /// digest and used again for the record ([`crate::record::chain_step`]). Not on the
+    /// wire (an event read from Kafka has none: its record is written whole) and not
+    /// part of equality.
+    #[serde(skip)]
+    pub parts: CanonicalParts,
+}
+
+/// See [`NormalizedEvent::parts`]. Empty when `metadata` needs the general JCS writer
+/// (a float, or a key at or above U+E000: `record::canonical_bytes`).
+#[derive(Clone, Default)]
+pub struct CanonicalParts(pub(crate) Option<Box<Parts>>);
+
+#[derive(Clone)]
+pub(crate) struct Parts {
+    pub actor: Vec<u8>,
+    pub metadata: Vec<u8>,
+    pub resource: Vec<u8>,
+}
+
+impl PartialEq for CanonicalParts {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for CanonicalParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "CanonicalParts(..)"
+        } else {
+            "CanonicalParts(none)"
+        })
+    }
 }
 
 fn client_chosen() -> bool {
@@ -209,7 +243,8 @@ pub fn normalize(
     created_at: time::Micros,
     new_id: impl FnOnce() -> String,
 ) -> Result<NormalizedEvent, ValidationError> {
-    let input_digest = digest_input(&input);
+    let parts = crate::record::canonical_parts(&input.actor, &input.metadata, &input.resource);
+    let input_digest = digest_input(&input, parts.0.as_deref());
     let created_at = time::format_micros(created_at);
     let client_id = input.id.is_some();
     Ok(NormalizedEvent {
@@ -223,13 +258,21 @@ pub fn normalize(
         outcome: input.outcome,
         metadata: input.metadata,
         input_digest,
+        parts,
     })
 }
 
-fn digest_input(input: &EventInput) -> String {
+fn digest_input(input: &EventInput, parts: Option<&Parts>) -> String {
     // The same canonical bytes as records get: the digest must not depend on member
     // order in the request, and must stay stable across versions (it is stored).
-    let canonical = crate::record::canonical_bytes(input, &input.metadata);
+    let canonical = match parts {
+        Some(parts) => {
+            let c = crate::record::input_canonical(input, parts);
+            debug_assert_eq!(c, crate::record::canonical_bytes(input, &input.metadata));
+            c
+        }
+        None => crate::record::canonical_bytes(input, &input.metadata),
+    };
     const_hex::encode(Sha256::digest(&canonical))
 }
 

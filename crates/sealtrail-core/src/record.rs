@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::event::{Actor, NormalizedEvent, Outcome, Resource};
+use crate::event::{Actor, CanonicalParts, NormalizedEvent, Outcome, Parts, Resource};
 
 /// `prev_hash` of sequence number 1.
 pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -404,6 +404,97 @@ pub fn canonical_bytes<T: Serialize>(value: &T, metadata: &Map<String, Value>) -
     }
 }
 
+/// The canonical bytes of an event's `actor`, `metadata` and `resource`, or none when
+/// `metadata` needs the general JCS writer (see [`canonical_bytes`]).
+pub(crate) fn canonical_parts(
+    actor: &Actor,
+    metadata: &Map<String, Value>,
+    resource: &Resource,
+) -> CanonicalParts {
+    if !plain_is_canonical(metadata) {
+        return CanonicalParts(None);
+    }
+    let json = |v: &dyn erased::Json| {
+        let mut out = Vec::with_capacity(128);
+        v.write(&mut out);
+        out
+    };
+    CanonicalParts(Some(Box::new(Parts {
+        actor: json(actor),
+        metadata: json(metadata),
+        resource: json(resource),
+    })))
+}
+
+mod erased {
+    /// A value serde_json writes compactly (object-safe, for [`super::canonical_parts`]).
+    pub trait Json {
+        fn write(&self, out: &mut Vec<u8>);
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn write(&self, out: &mut Vec<u8>) {
+            serde_json::to_writer(out, self).expect("event parts serialize");
+        }
+    }
+}
+
+/// Appends `"name":` and the JSON of `value`, after a comma unless first.
+fn member<T: Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) {
+    out.extend_from_slice(if out.len() == 1 { b"\"" } else { b",\"" });
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    serde_json::to_writer(&mut *out, value).expect("event members serialize");
+}
+
+/// Appends `"name":` and bytes already written.
+fn member_raw(out: &mut Vec<u8>, name: &str, json: &[u8]) {
+    out.extend_from_slice(if out.len() == 1 { b"\"" } else { b",\"" });
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(json);
+}
+
+/// [`canonical_bytes`] of an event input, from its parts: the same bytes (its members in
+/// sorted order, `id` and `timestamp` only when the client sent them).
+pub(crate) fn input_canonical(input: &crate::event::EventInput, parts: &Parts) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(parts.actor.len() + parts.metadata.len() + parts.resource.len() + 192);
+    out.push(b'{');
+    member(&mut out, "action", input.action.as_str());
+    member_raw(&mut out, "actor", &parts.actor);
+    if let Some(id) = &input.id {
+        member(&mut out, "id", id.as_str());
+    }
+    member_raw(&mut out, "metadata", &parts.metadata);
+    member(&mut out, "outcome", &input.outcome);
+    member_raw(&mut out, "resource", &parts.resource);
+    if let Some(timestamp) = &input.timestamp {
+        member(&mut out, "timestamp", timestamp.as_str());
+    }
+    out.push(b'}');
+    out
+}
+
+/// [`Record::canonical_unhashed`] of a record just chained, from its event's parts.
+fn record_canonical(r: &Record, parts: &Parts) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(parts.actor.len() + parts.metadata.len() + parts.resource.len() + 384);
+    out.push(b'{');
+    member(&mut out, "action", r.action.as_str());
+    member_raw(&mut out, "actor", &parts.actor);
+    member(&mut out, "created_at", r.created_at.as_str());
+    member(&mut out, "id", r.id.as_str());
+    member_raw(&mut out, "metadata", &parts.metadata);
+    member(&mut out, "outcome", &r.outcome);
+    member(&mut out, "prev_hash", r.prev_hash.as_str());
+    member_raw(&mut out, "resource", &parts.resource);
+    member(&mut out, "sequence_number", &r.sequence_number);
+    member(&mut out, "tenant_id", r.tenant_id.as_str());
+    member(&mut out, "timestamp", r.timestamp.as_str());
+    out.push(b'}');
+    out
+}
+
 fn plain_is_canonical(map: &Map<String, Value>) -> bool {
     fn value_ok(v: &Value) -> bool {
         match v {
@@ -452,6 +543,7 @@ pub fn chain_step(
         Some(h) => (h.sequence_number + 1, h.hash.clone()),
         None => (1, ZERO_HASH.to_string()),
     };
+    let parts = event.parts.0;
     let mut record = Record {
         action: event.action,
         actor: event.actor,
@@ -467,7 +559,15 @@ pub fn chain_step(
         timestamp: event.timestamp,
         redacted: None,
     };
-    let canonical = record.canonical_unhashed();
+    // The event's actor, metadata and resource were written once already, for its digest.
+    let canonical = match parts {
+        Some(parts) => {
+            let c = record_canonical(&record, &parts);
+            debug_assert_eq!(c, record.canonical_unhashed());
+            c
+        }
+        None => record.canonical_unhashed(),
+    };
     record.hash = hash_hex(&canonical);
     ChainedRecord {
         record,
@@ -507,6 +607,44 @@ mod tests {
             || unreachable!(),
         )
         .unwrap()
+    }
+
+    /// An event's canonical parts, written once for its digest, give the very bytes (and
+    /// so the digest and hash) the whole record and input would give.
+    #[test]
+    fn canonical_parts_give_the_same_bytes_as_the_whole_record() {
+        let inputs = [
+            json!({"actor": {"id": "u"}, "action": "a.b", "resource": {"id": "r", "type": "t"}, "outcome": "failure", "metadata": {}}),
+            json!({"id": "x\"y\\zé", "timestamp": "2024-01-02T03:04:05Z",
+                   "actor": {"id": "ü/<", "type": "agent", "email": "a@b.c"}, "action": "a.b",
+                   "resource": {"id": "r", "type": "t", "name": "😀</script>"}, "outcome": "success",
+                   "metadata": {"big": 18446744073709551615u64, "neg": -9007199254740993i64, "s": "\u{1f}\"",
+                                "arr": [[], {}, [null, true, false, 0]], "nested": {"z": {"y": {"x": "w"}}}, "\u{d7ff}": 1}}),
+        ];
+        for input in inputs {
+            let event = validate_event(input, 1_704_164_645_678_901, || "minted".into()).unwrap();
+            assert!(event.parts.0.is_some(), "plain metadata has parts");
+            let mut whole = event.clone();
+            whole.parts = CanonicalParts(None);
+            let head = ChainHead {
+                sequence_number: 41,
+                hash: "ab".repeat(32),
+            };
+            let (a, b) = (
+                chain_step(Some(&head), "t\"1", event),
+                chain_step(Some(&head), "t\"1", whole),
+            );
+            assert_eq!(a.canonical, b.canonical);
+            assert_eq!(a.canonical, a.record.canonical_unhashed());
+            assert_eq!(a.record.hash, b.record.hash);
+        }
+        // The digest: the same whether written from the parts or from the whole input.
+        let input = json!({"id": "i", "actor": {"id": "u", "type": "human"}, "action": "a.b",
+                           "resource": {"id": "r", "type": "t"}, "outcome": "success", "metadata": {"k": [1, "v"]}});
+        let event = validate_event(input.clone(), 1, || unreachable!()).unwrap();
+        let parsed = crate::event::parse_input(input).unwrap();
+        let expected = hash_hex(&canonical_bytes(&parsed, &parsed.metadata));
+        assert_eq!(event.input_digest, expected);
     }
 
     /// Known-answer vector: the hash below was computed with Python's `rfc8785` package and
