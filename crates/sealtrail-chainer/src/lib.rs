@@ -416,7 +416,11 @@ impl<C: PartitionConsumer> Chainer<C> {
                         Known::Stored(e) => &e.input_digest,
                         Known::InBatch(i) => &batch.records[*i].input_digest,
                     };
-                    if *digest == event.input_digest {
+                    // The same input again; or the id the server minted for this very
+                    // input, sent back by a client retrying a lost answer.
+                    if *digest == event.input_digest
+                        || event.minted_digest.as_deref() == Some(digest.as_str())
+                    {
                         // A redelivery (after a crash or a rebalance) or a client's retry.
                         metrics::counter!("sealtrail_chainer_already_stored_events_total")
                             .increment(1);

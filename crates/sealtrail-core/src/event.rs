@@ -148,6 +148,14 @@ pub struct NormalizedEvent {
     /// Server-filled defaults (a generated id, a defaulted timestamp) are not part of it,
     /// so a retry that again omits `timestamp` matches.
     pub input_digest: String,
+    /// For an event whose client chose the id: the digest of the same input without the
+    /// id, which is what was stored for an event whose id the server minted. A client
+    /// that lost an answer sends the minted ids back (a `504` and every receipt name
+    /// them); such a retry is the same event, answered with the stored record, not a
+    /// conflict. (A stored digest of a client-chosen id covers the id, so it never equals
+    /// this one.) Absent on the wire when none, so older chainers read entries unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minted_digest: Option<String>,
     /// Whether the client chose the id. A server-generated id (a fresh UUIDv7) cannot
     /// already be stored, so the chainer skips its idempotency lookup.
     #[serde(default = "client_chosen")]
@@ -245,6 +253,10 @@ pub fn normalize(
 ) -> Result<NormalizedEvent, ValidationError> {
     let parts = crate::record::canonical_parts(&input.actor, &input.metadata, &input.resource);
     let input_digest = digest_input(&input, parts.0.as_deref());
+    let minted_digest = input
+        .id
+        .is_some()
+        .then(|| minted_digest(&input, parts.0.as_deref()));
     let created_at = time::format_micros(created_at);
     let client_id = input.id.is_some();
     Ok(NormalizedEvent {
@@ -258,8 +270,24 @@ pub fn normalize(
         outcome: input.outcome,
         metadata: input.metadata,
         input_digest,
+        minted_digest,
         parts,
     })
+}
+
+/// The digest `input` would have had without its id (see [`NormalizedEvent::minted_digest`]).
+fn minted_digest(input: &EventInput, parts: Option<&Parts>) -> String {
+    let canonical = match parts {
+        Some(parts) => crate::record::input_canonical_without_id(input, parts),
+        None => {
+            let without = EventInput {
+                id: None,
+                ..input.clone()
+            };
+            crate::record::canonical_bytes(&without, &without.metadata)
+        }
+    };
+    const_hex::encode(Sha256::digest(&canonical))
 }
 
 fn digest_input(input: &EventInput, parts: Option<&Parts>) -> String {

@@ -457,13 +457,25 @@ fn member_raw(out: &mut Vec<u8>, name: &str, json: &[u8]) {
 /// [`canonical_bytes`] of an event input, from its parts: the same bytes (its members in
 /// sorted order, `id` and `timestamp` only when the client sent them).
 pub(crate) fn input_canonical(input: &crate::event::EventInput, parts: &Parts) -> Vec<u8> {
+    write_input(input, parts, input.id.as_deref())
+}
+
+/// [`input_canonical`] as if the client had sent no id.
+pub(crate) fn input_canonical_without_id(
+    input: &crate::event::EventInput,
+    parts: &Parts,
+) -> Vec<u8> {
+    write_input(input, parts, None)
+}
+
+fn write_input(input: &crate::event::EventInput, parts: &Parts, id: Option<&str>) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(parts.actor.len() + parts.metadata.len() + parts.resource.len() + 192);
     out.push(b'{');
     member(&mut out, "action", input.action.as_str());
     member_raw(&mut out, "actor", &parts.actor);
-    if let Some(id) = &input.id {
-        member(&mut out, "id", id.as_str());
+    if let Some(id) = id {
+        member(&mut out, "id", id);
     }
     member_raw(&mut out, "metadata", &parts.metadata);
     member(&mut out, "outcome", &input.outcome);
@@ -638,13 +650,26 @@ mod tests {
             assert_eq!(a.canonical, a.record.canonical_unhashed());
             assert_eq!(a.record.hash, b.record.hash);
         }
-        // The digest: the same whether written from the parts or from the whole input.
-        let input = json!({"id": "i", "actor": {"id": "u", "type": "human"}, "action": "a.b",
-                           "resource": {"id": "r", "type": "t"}, "outcome": "success", "metadata": {"k": [1, "v"]}});
-        let event = validate_event(input.clone(), 1, || unreachable!()).unwrap();
-        let parsed = crate::event::parse_input(input).unwrap();
-        let expected = hash_hex(&canonical_bytes(&parsed, &parsed.metadata));
-        assert_eq!(event.input_digest, expected);
+        // The digest: the same whether written from the parts or from the whole input
+        // (the second metadata has a float: no parts).
+        for metadata in [json!({"k": [1, "v"]}), json!({"f": 1.5})] {
+            let input = json!({"id": "i", "actor": {"id": "u", "type": "human"}, "action": "a.b",
+                           "resource": {"id": "r", "type": "t"}, "outcome": "success", "metadata": metadata});
+            let event = validate_event(input.clone(), 1, || unreachable!()).unwrap();
+            let parsed = crate::event::parse_input(input.clone()).unwrap();
+            let expected = hash_hex(&canonical_bytes(&parsed, &parsed.metadata));
+            assert_eq!(event.input_digest, expected);
+            // Its minted digest: what the same input without the id was stored with.
+            let mut anonymous = input;
+            anonymous.as_object_mut().unwrap().remove("id");
+            let minted = validate_event(anonymous, 1, || "m".into()).unwrap();
+            assert_eq!(minted.minted_digest, None);
+            assert_eq!(
+                event.minted_digest.as_deref(),
+                Some(minted.input_digest.as_str())
+            );
+            assert_ne!(event.input_digest, minted.input_digest);
+        }
     }
 
     /// Known-answer vector: the hash below was computed with Python's `rfc8785` package and

@@ -144,6 +144,62 @@ async fn ingest_reads_and_proofs() {
     server.wait().await.expect("stops cleanly");
 }
 
+/// A client that lost the answer to a request without ids (a `504` names the ids the
+/// server minted) retries with those ids: that is the same event again, answered with the
+/// original record, not a conflict and not a second record (DESIGN.md §4.5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_ids_the_server_minted_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = embedded(dir.path()).await;
+    let api = api(&server, &key(&server, "acme", &["read", "write"]).await);
+    let anonymous = |n: u32| {
+        let mut e = event("x");
+        e.as_object_mut().unwrap().remove("id");
+        e["metadata"]["n"] = json!(n);
+        e
+    };
+
+    let (s, record) = api.post("/v1/events?sync=true", &anonymous(1)).await;
+    assert_eq!(s, 201, "{record}");
+    let minted = record["id"].as_str().unwrap().to_string();
+    let mut retry = anonymous(1);
+    retry["id"] = json!(minted);
+    let (s, again) = api.post("/v1/events?sync=true", &retry).await;
+    assert_eq!((s, &again), (201, &record));
+    // other content under the minted id is still a conflict
+    let mut other = anonymous(2);
+    other["id"] = json!(minted);
+    let (s, body) = api.post("/v1/events?sync=true", &other).await;
+    assert_eq!(s, 409, "{body}");
+    assert_error(&body, "conflict");
+
+    // a batch answered with a receipt, retried with the receipt's ids: nothing new
+    let batch = json!({"events": [anonymous(3), anonymous(4)]});
+    let (s, receipt) = api.post("/v1/events/batch", &batch).await;
+    assert_eq!(s, 202, "{receipt}");
+    let ids = receipt["ids"].as_array().unwrap().clone();
+    let mut events = vec![anonymous(3), anonymous(4)];
+    for (e, id) in events.iter_mut().zip(&ids) {
+        e["id"] = id.clone();
+    }
+    let (s, result) = api
+        .post("/v1/events/batch?sync=true", &json!({"events": events}))
+        .await;
+    assert_eq!(s, 200, "{result}");
+    assert_eq!(result["accepted"], json!(2), "{result}");
+    let seqs: Vec<&Value> = result["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["sequence_number"])
+        .collect();
+    assert_eq!(seqs, [&json!(2), &json!(3)]);
+    assert_eq!(assert_chain_ok(&api).await.len(), 3);
+
+    server.shutdown();
+    server.wait().await.expect("stops cleanly");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_scopes_and_tenants() {
     let dir = tempfile::tempdir().unwrap();
