@@ -161,6 +161,38 @@ impl CommittedRef<'_> {
     }
 }
 
+impl<'a> CommittedRef<'a> {
+    /// The record's `metadata` as canonical JSON text, sliced from its canonical bytes
+    /// (none without them), so an answer that carries it as text (gRPC's
+    /// `metadata_json`) need not serialize it again. The member after `id` is `metadata`,
+    /// the one after it `outcome`: the first top-level `,"metadata":{` and the last
+    /// `},"outcome":"` bound it (no member before `metadata` has an object with such a
+    /// key, none after it has an object but `resource`, whose keys are fixed; a quote
+    /// inside a string is escaped).
+    pub fn metadata_json(&self) -> Option<&'a str> {
+        let canonical = self.canonical?;
+        if self.record.redacted.is_some() {
+            return None;
+        }
+        const START: &[u8] = b",\"metadata\":{";
+        const END: &[u8] = b"},\"outcome\":\"";
+        let start = find(canonical, START)? + START.len() - 1;
+        let end = rfind(canonical, END)? + 1;
+        if end <= start {
+            return None;
+        }
+        std::str::from_utf8(&canonical[start..end]).ok()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
 /// Where `"hash"` goes in the canonical bytes of `record`: right after
 /// `,"created_at":"<created_at>",`, which must be followed by `"id":`. Only a top-level
 /// member can match: the members before it (`action`, `actor` with `email`, `id`, `type`)
@@ -248,6 +280,7 @@ mod tests {
             serde_json::json!({}),
             serde_json::json!({"z": 1.5e300, "a": [1, 2.0, "x\u{1f}"], "\u{e000}": {"b": null}, "\u{10000}": true}),
             serde_json::json!({"created_at": "x", "hash": "y", "nested": {"id": "z"}}),
+            serde_json::json!({"a": {"outcome": "x", "metadata": {}}, "b": "},\"outcome\":\"", "outcome": [{"outcome": "z"}]}),
         ] {
             for c in chained(3, metadata) {
                 let r = CommittedRef {
@@ -266,6 +299,13 @@ mod tests {
                 let back: Record = serde_json::from_slice(&spliced).unwrap();
                 assert_eq!(back, stored);
                 assert_eq!(back.canonical_unhashed(), c.canonical);
+                // The metadata sliced from the same bytes is the record's metadata.
+                let text = r
+                    .metadata_json()
+                    .expect("a canonical record has its metadata");
+                let metadata: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(text).unwrap();
+                assert_eq!(metadata, stored.metadata);
             }
         }
     }

@@ -116,6 +116,13 @@ pub fn event_input_to_json(input: &AuditEventInput) -> Map<String, Value> {
 /// A core record as a message. `metadata_json` is serde_json's text of the metadata —
 /// the same bytes the REST API writes for it.
 pub fn record_from_core(r: &record::Record) -> Record {
+    record_with_metadata(r, None)
+}
+
+/// [`record_from_core`] with the record's `metadata` already written as JSON text (its
+/// canonical form: `sealtrail_core::committed::CommittedRef::metadata_json`), so it is
+/// not serialized again.
+pub fn record_with_metadata(r: &record::Record, metadata_json: Option<&str>) -> Record {
     if let Some(by) = &r.redacted {
         return Record {
             id: r.id.clone(),
@@ -148,7 +155,10 @@ pub fn record_from_core(r: &record::Record) -> Record {
             name: r.resource.name.clone(),
         }),
         outcome: outcome_from_core(r.outcome) as i32,
-        metadata_json: serde_json::to_string(&r.metadata).expect("metadata serializes"),
+        metadata_json: match metadata_json {
+            Some(text) => text.to_string(),
+            None => serde_json::to_string(&r.metadata).expect("metadata serializes"),
+        },
         prev_hash: r.prev_hash.clone(),
         hash: r.hash.clone(),
         redacted: None,

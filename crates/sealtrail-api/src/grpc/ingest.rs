@@ -328,9 +328,10 @@ fn acknowledge(first: u64, ids: Vec<String>, receipt: &Receipt, records: &Commit
             let result = match errors.next_if(|e| e.index as usize == i) {
                 Some(e) => pb::ingest_response::Result::Error(ingest_error(&e.code, &e.message)),
                 None => match records.next() {
-                    Some(record) => {
-                        pb::ingest_response::Result::Record(pb::record_from_core(record.record))
-                    }
+                    Some(record) => pb::ingest_response::Result::Record(pb::record_with_metadata(
+                        record.record,
+                        record.metadata_json(),
+                    )),
                     None => pb::ingest_response::Result::Error(ingest_error(
                         "internal",
                         "the commit reply has no record for this event; resend it with the same id",

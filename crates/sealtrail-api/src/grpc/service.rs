@@ -156,9 +156,13 @@ impl AuditLog for AuditLogService {
             EventOutcome::Accepted(receipt) => {
                 pb::log_event_response::Result::Receipt(pb::receipt_from_core(receipt))
             }
-            EventOutcome::Committed(committed) => pb::log_event_response::Result::Record(
-                pb::record_from_core(committed.first().expect("one committed record").record),
-            ),
+            EventOutcome::Committed(committed) => {
+                let record = committed.first().expect("one committed record");
+                pb::log_event_response::Result::Record(pb::record_with_metadata(
+                    record.record,
+                    record.metadata_json(),
+                ))
+            }
         };
         Ok(Response::new(pb::LogEventResponse {
             result: Some(result),
@@ -186,7 +190,7 @@ impl AuditLog for AuditLogService {
             receipt: Some(pb::receipt_from_core(receipt)),
             records: records
                 .iter()
-                .map(|r| pb::record_from_core(r.record))
+                .map(|r| pb::record_with_metadata(r.record, r.metadata_json()))
                 .collect(),
         }))
     }
