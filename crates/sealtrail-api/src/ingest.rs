@@ -444,10 +444,13 @@ pub(crate) async fn ingest_validated(
     metrics::counter!("sealtrail_events_received_total").increment(1);
     match publish(state, entry, sync).await? {
         None => Ok(EventOutcome::Accepted(queued)),
-        Some((receipt, records)) if sync => match records.is_empty() {
-            false => Ok(EventOutcome::Committed(records)),
-            true => Err(conflict_from(&receipt)),
-        },
+        Some((receipt, records)) if sync => {
+            if records.is_empty() {
+                Err(conflict_from(&receipt))
+            } else {
+                Ok(EventOutcome::Committed(records))
+            }
+        }
         Some((receipt, _)) => Ok(EventOutcome::Accepted(receipt)),
     }
 }

@@ -201,15 +201,12 @@ fn hash_insertion_point(canonical: &[u8], record: &Record) -> Option<usize> {
     if record.redacted.is_some() || record.hash.is_empty() || !canonical.starts_with(b"{") {
         return None;
     }
-    let mut needle = Vec::with_capacity(record.created_at.len() + 18);
-    needle.extend_from_slice(b",\"created_at\":\"");
-    needle.extend_from_slice(record.created_at.as_bytes());
-    needle.extend_from_slice(b"\",");
-    let start = canonical
-        .windows(needle.len())
-        .position(|w| w == needle.as_slice())?;
-    let at = start + needle.len();
-    canonical[at..].starts_with(b"\"id\":").then_some(at)
+    const KEY: &[u8] = b",\"created_at\":\"";
+    let value = find(canonical, KEY)? + KEY.len();
+    let rest = canonical[value..].strip_prefix(record.created_at.as_bytes())?;
+    let rest = rest.strip_prefix(b"\",")?;
+    rest.starts_with(b"\"id\":")
+        .then_some(canonical.len() - rest.len())
 }
 
 impl fmt::Debug for Committed {

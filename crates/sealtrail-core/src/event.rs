@@ -148,11 +148,11 @@ pub struct NormalizedEvent {
     /// Server-filled defaults (a generated id, a defaulted timestamp) are not part of it,
     /// so a retry that again omits `timestamp` matches.
     pub input_digest: String,
-    /// For an event whose client chose the id: the digest of the same input without the
-    /// id, which is what was stored for an event whose id the server minted. A client
-    /// that lost an answer sends the minted ids back (a `504` and every receipt name
-    /// them); such a retry is the same event, answered with the stored record, not a
-    /// conflict. (A stored digest of a client-chosen id covers the id, so it never equals
+    /// For an event whose client sent an id the server could have minted (a UUIDv7): the
+    /// digest of the same input without the id, which is what was stored for an event
+    /// whose id the server minted. A client that lost an answer sends the minted ids back
+    /// (a `504` and every receipt name them); such a retry is the same event, answered
+    /// with the stored record, not a conflict. (A stored digest of a client-chosen id covers the id, so it never equals
     /// this one.) Absent on the wire when none, so older chainers read entries unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minted_digest: Option<String>,
@@ -255,7 +255,8 @@ pub fn normalize(
     let input_digest = digest_input(&input, parts.0.as_deref());
     let minted_digest = input
         .id
-        .is_some()
+        .as_deref()
+        .is_some_and(could_be_minted)
         .then(|| minted_digest(&input, parts.0.as_deref()));
     let created_at = time::format_micros(created_at);
     let client_id = input.id.is_some();
@@ -273,6 +274,14 @@ pub fn normalize(
         minted_digest,
         parts,
     })
+}
+
+/// Whether `id` could be one the server minted: those are UUIDv7s, hyphenated and
+/// lowercase (`sealtrail_api::ingest::new_id`). Only such an id needs a
+/// [`NormalizedEvent::minted_digest`]; other client ids skip a second digest.
+fn could_be_minted(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 36 && b[14] == b'7' && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-')
 }
 
 /// The digest `input` would have had without its id (see [`NormalizedEvent::minted_digest`]).

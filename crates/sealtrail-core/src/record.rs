@@ -414,11 +414,11 @@ pub(crate) fn canonical_parts(
     if !plain_is_canonical(metadata) {
         return CanonicalParts(None);
     }
-    let json = |v: &dyn erased::Json| {
+    fn json<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
-        v.write(&mut out);
+        serde_json::to_writer(&mut out, v).expect("event parts serialize");
         out
-    };
+    }
     CanonicalParts(Some(Box::new(Parts {
         actor: json(actor),
         metadata: json(metadata),
@@ -426,31 +426,22 @@ pub(crate) fn canonical_parts(
     })))
 }
 
-mod erased {
-    /// A value serde_json writes compactly (object-safe, for [`super::canonical_parts`]).
-    pub trait Json {
-        fn write(&self, out: &mut Vec<u8>);
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn write(&self, out: &mut Vec<u8>) {
-            serde_json::to_writer(out, self).expect("event parts serialize");
-        }
-    }
-}
-
-/// Appends `"name":` and the JSON of `value`, after a comma unless first.
-fn member<T: Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) {
+/// Appends `"name":`, after a comma unless it is the object's first member.
+fn key(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(if out.len() == 1 { b"\"" } else { b",\"" });
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":");
+}
+
+/// Appends the member `name` with the JSON of `value`.
+fn member<T: Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) {
+    key(out, name);
     serde_json::to_writer(&mut *out, value).expect("event members serialize");
 }
 
-/// Appends `"name":` and bytes already written.
+/// Appends the member `name` with JSON already written.
 fn member_raw(out: &mut Vec<u8>, name: &str, json: &[u8]) {
-    out.extend_from_slice(if out.len() == 1 { b"\"" } else { b",\"" });
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
+    key(out, name);
     out.extend_from_slice(json);
 }
 
@@ -653,13 +644,14 @@ mod tests {
         // The digest: the same whether written from the parts or from the whole input
         // (the second metadata has a float: no parts).
         for metadata in [json!({"k": [1, "v"]}), json!({"f": 1.5})] {
-            let input = json!({"id": "i", "actor": {"id": "u", "type": "human"}, "action": "a.b",
+            let input = json!({"id": "01a240bf-916b-7362-8f63-96234a5f08f2", "actor": {"id": "u", "type": "human"}, "action": "a.b",
                            "resource": {"id": "r", "type": "t"}, "outcome": "success", "metadata": metadata});
             let event = validate_event(input.clone(), 1, || unreachable!()).unwrap();
             let parsed = crate::event::parse_input(input.clone()).unwrap();
             let expected = hash_hex(&canonical_bytes(&parsed, &parsed.metadata));
             assert_eq!(event.input_digest, expected);
             // Its minted digest: what the same input without the id was stored with.
+            let input_with_id = input.clone();
             let mut anonymous = input;
             anonymous.as_object_mut().unwrap().remove("id");
             let minted = validate_event(anonymous, 1, || "m".into()).unwrap();
@@ -669,6 +661,15 @@ mod tests {
                 Some(minted.input_digest.as_str())
             );
             assert_ne!(event.input_digest, minted.input_digest);
+            // An id the server could not have minted needs no second digest.
+            let mut named = input_with_id.clone();
+            named["id"] = json!("evt-1");
+            assert_eq!(
+                validate_event(named, 1, || unreachable!())
+                    .unwrap()
+                    .minted_digest,
+                None
+            );
         }
     }
 
