@@ -26,7 +26,7 @@ WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 GRPC=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 BASE="http://127.0.0.1:$PORT"
-SEALTRAIL_RATE_LIMIT_PER_KEY=0 SEALTRAIL_RATE_LIMIT_PER_TENANT=0 RUST_LOG=warn "$BIN" serve --data-dir "$WORK/data" --http-addr "127.0.0.1:$PORT" --grpc-addr "127.0.0.1:$GRPC" 2>"$WORK/server.log" &
+SEALTRAIL_API_RATE_LIMIT_PER_KEY=0 SEALTRAIL_API_RATE_LIMIT_PER_TENANT=0 RUST_LOG=warn "$BIN" serve --data-dir "$WORK/data" --http-addr "127.0.0.1:$PORT" --grpc-addr "127.0.0.1:$GRPC" 2>"$WORK/server.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done

@@ -27,7 +27,7 @@ deploy/local/up.sh >/dev/null
 WORK=$(mktemp -d)
 NAME="bench_$(date +%s)"
 export SEALTRAIL_KAFKA_TOPIC="$NAME-events" SEALTRAIL_KAFKA_REPLY_TOPIC="$NAME-replies" \
-  SEALTRAIL_KAFKA_GROUP_ID="$NAME" SEALTRAIL_SCYLLA_KEYSPACE="$NAME" RUST_LOG=warn SEALTRAIL_RATE_LIMIT_PER_KEY=0 SEALTRAIL_RATE_LIMIT_PER_TENANT=0
+  SEALTRAIL_KAFKA_GROUP_ID="$NAME" SEALTRAIL_SCYLLA_KEYSPACE="$NAME" RUST_LOG=warn SEALTRAIL_API_RATE_LIMIT_PER_KEY=0 SEALTRAIL_API_RATE_LIMIT_PER_TENANT=0
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port); CPORT=$(free_port); GRPC=$(free_port)
 BASE="http://127.0.0.1:$PORT"

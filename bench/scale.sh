@@ -43,7 +43,7 @@ GRPC=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 BASE="http://127.0.0.1:$PORT"
 PID=
 start_server() {
-  SEALTRAIL_RATE_LIMIT_PER_KEY=0 SEALTRAIL_RATE_LIMIT_PER_TENANT=0 RUST_LOG=warn "$BIN" serve --data-dir "$DATA" --store "$STORE" --http-addr "127.0.0.1:$PORT" \
+  SEALTRAIL_API_RATE_LIMIT_PER_KEY=0 SEALTRAIL_API_RATE_LIMIT_PER_TENANT=0 RUST_LOG=warn "$BIN" serve --data-dir "$DATA" --store "$STORE" --http-addr "127.0.0.1:$PORT" \
     --grpc-addr "127.0.0.1:$GRPC" 2>>"$WORK/server.log" &
   PID=$!
 }

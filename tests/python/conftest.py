@@ -110,7 +110,7 @@ if DISTRIBUTED:
             "SEALTRAIL_KAFKA_GROUP_ID": _NAME,
             "SEALTRAIL_SCYLLA_KEYSPACE": _NAME,
             # The pruner runs every second (test_retention.py).
-            "SEALTRAIL_RETENTION_INTERVAL_MS": "1000",
+            "SEALTRAIL_RETENTION_INTERVAL": "1000ms",
         }
     )
 
@@ -224,7 +224,7 @@ def server(tmp_path_factory) -> Server:
     out_f = open(stdout_path, "wb")
     # The pruner runs every second (test_retention.py); it prunes only tenants with a
     # retention policy of their own.
-    env = {**os.environ, "SEALTRAIL_RETENTION_INTERVAL_MS": "1000"}
+    env = {**os.environ, "SEALTRAIL_RETENTION_INTERVAL": "1000ms"}
     proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, stdin=subprocess.DEVNULL, env=env)
     srv = Server(bin_path, data_dir, http_addr, grpc_addr, proc, stderr_path, stdout_path)
 

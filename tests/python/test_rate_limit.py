@@ -31,9 +31,9 @@ def limited_server(tmp_path):
     bin_path = Path(os.environ.get("SEALTRAIL_BIN", REPO_ROOT / "target" / "debug" / "sealtrail"))
     data = tmp_path / "data"
     http = f"127.0.0.1:{_free_port()}"
-    env = dict(os.environ, SEALTRAIL_RATE_LIMIT_PER_KEY="2", SEALTRAIL_RATE_LIMIT_PER_TENANT="0")
+    env = dict(os.environ, SEALTRAIL_API_RATE_LIMIT_PER_KEY="2", SEALTRAIL_API_RATE_LIMIT_PER_TENANT="0")
     for k in [k for k in env if k.startswith("SEALTRAIL_") and k not in (
-        "SEALTRAIL_RATE_LIMIT_PER_KEY", "SEALTRAIL_RATE_LIMIT_PER_TENANT", "SEALTRAIL_BIN"
+        "SEALTRAIL_API_RATE_LIMIT_PER_KEY", "SEALTRAIL_API_RATE_LIMIT_PER_TENANT", "SEALTRAIL_BIN"
     )]:
         del env[k]  # the distributed suite's settings are not for this server
     key = subprocess.run(

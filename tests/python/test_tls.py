@@ -109,9 +109,9 @@ def tls_server(tmp_path):
     first = ca.issue(cert, key, "first")
     data = tmp_path / "data"
     env = _env(
-        SEALTRAIL_TLS_CERT_FILE=str(cert),
-        SEALTRAIL_TLS_KEY_FILE=str(key),
-        SEALTRAIL_RATE_LIMIT_PER_KEY="0",
+        SEALTRAIL_API_TLS_CERT_FILE=str(cert),
+        SEALTRAIL_API_TLS_KEY_FILE=str(key),
+        SEALTRAIL_API_RATE_LIMIT_PER_KEY="0",
     )
     api_key = subprocess.run(
         [str(BIN), "keys", "create", "--tenant", "tls", "--scopes", "read,write", "--data-dir", str(data)],
@@ -226,8 +226,8 @@ def test_tls_misconfiguration_stops_the_start_with_a_clear_message(tmp_path):
         assert res.returncode != 0, res.stderr
         return res.stderr
 
-    assert "tls_cert_file and tls_key_file go together" in start(SEALTRAIL_TLS_CERT_FILE=str(cert))
-    msg = start(SEALTRAIL_TLS_CERT_FILE=str(cert), SEALTRAIL_TLS_KEY_FILE=str(other_key))
+    assert "tls_cert_file and tls_key_file go together" in start(SEALTRAIL_API_TLS_CERT_FILE=str(cert))
+    msg = start(SEALTRAIL_API_TLS_CERT_FILE=str(cert), SEALTRAIL_API_TLS_KEY_FILE=str(other_key))
     assert "does not belong to the certificate" in msg and str(other_key) in msg, msg
-    msg = start(SEALTRAIL_TLS_CERT_FILE=str(tmp_path / "missing.pem"), SEALTRAIL_TLS_KEY_FILE=str(key))
+    msg = start(SEALTRAIL_API_TLS_CERT_FILE=str(tmp_path / "missing.pem"), SEALTRAIL_API_TLS_KEY_FILE=str(key))
     assert "missing.pem" in msg and "tls_cert_file" in msg, msg

@@ -183,7 +183,7 @@ impl KeyCache {
                 match self.within_grace(key_hash) {
                     Some(key) => {
                         metrics::counter!("sealtrail_key_cache_grace_total").increment(1);
-                        tracing::warn!(%err, "store unavailable: a cached API key answers (key_cache_grace_ms)");
+                        tracing::warn!(%err, "store unavailable: a cached API key answers (api.key_cache_grace)");
                         return Ok(key);
                     }
                     None => return Err(err.into()),

@@ -8,7 +8,7 @@
 //!   descriptors the store needs to flush, which would poison it.
 //! - **REST** (HTTP/1.1) closes a connection whose request head does not arrive within
 //!   `header_read_timeout` — which is also how long an idle keep-alive connection stays
-//!   open — and answers `431` to a head larger than `max_header_bytes`.
+//!   open — and answers `431` to a head larger than `api.max_header_size`.
 //! - **gRPC** (HTTP/2) sends keep-alive pings and closes connections that stop answering
 //!   them; idle gRPC connections are bounded by the cap.
 //! - Failing to accept (e.g. `EMFILE`) is logged and retried after a pause; it never
@@ -36,8 +36,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::tls::TlsEdge;
 
-/// Limits of the network edge (config keys `max_connections`, `header_read_timeout_ms`,
-/// `max_header_bytes`).
+/// Limits of the network edge (config keys `api.max_connections`, `api.header_read_timeout`,
+/// `api.max_header_size`).
 #[derive(Debug, Clone, Copy)]
 pub struct EdgeLimits {
     pub max_connections: usize,
@@ -177,7 +177,7 @@ pub async fn head_limit(
         "headers_too_large",
         format!(
             "the request head is {head} bytes; this server accepts at most {max} \
-             (max_header_bytes): send fewer or smaller headers, and large inputs in the body"
+             (api.max_header_size): send fewer or smaller headers, and large inputs in the body"
         ),
     )
     .into_response()
@@ -400,7 +400,7 @@ fn replace_hyper_error(buf: &[u8]) -> Option<Vec<u8>> {
         b"HTTP/1.1 431 " => (
             "headers_too_large",
             "the request head (target and headers) is larger than this server accepts \
-             (max_header_bytes); send fewer or smaller headers",
+             (api.max_header_size); send fewer or smaller headers",
         ),
         _ => return None,
     };

@@ -46,6 +46,9 @@ use tokio::sync::watch;
 pub struct ApiConfig {
     /// How long an ingest request waits for its commit before answering `504`.
     pub commit_timeout: Duration,
+    /// How long past `commit_timeout` a stopping server lets gRPC connections close by
+    /// themselves before it drops them.
+    pub shutdown_grace: Duration,
     /// How often a live stream polls the store when it gets no commit signal
     /// (distributed gateways); in embedded mode commits wake it at once.
     pub stream_poll_interval: Duration,
@@ -79,6 +82,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             commit_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
             stream_poll_interval: Duration::from_millis(500),
             acknowledge: Acknowledge::OnCommit,
             body_read_timeout: Duration::from_secs(30),

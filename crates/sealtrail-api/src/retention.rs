@@ -2,10 +2,10 @@
 //! then removed, while every proof stays valid.
 //!
 //! **How a removal happens.** The pruner ([`prune_tenant`], run every
-//! `retention_interval_ms` by [`run_pruner`]) works out a tenant's new boundary — the first
+//! `retention.interval` by [`run_pruner`]) works out a tenant's new boundary — the first
 //! record to keep — from its policy (the tenant's own, set with `PUT /v1/retention` or
 //! `sealtrail retention set`, else the configured default), optionally archives the
-//! records before it (`retention_archive_dir`), then appends a **prune event** to the
+//! records before it (`retention.archive_dir`), then appends a **prune event** to the
 //! tenant's chain, synchronously, like any event: action `sealtrail.retention.prune`,
 //! actor `{"id":"sealtrail.retention","type":"system"}`, resource `{"type":"chain","id":
 //! <tenant>}`, metadata `{"before_sequence_number": B, "policy": {…}}`. The store removes
@@ -152,7 +152,7 @@ pub async fn get_retention(
 /// Sets the caller's tenant's own retention policy (`{}` keeps records forever,
 /// whatever the server's default).
 ///
-/// Records past the policy are removed by the next pruner run (`retention_interval_ms`),
+/// Records past the policy are removed by the next pruner run (`retention.interval`),
 /// which appends a `sealtrail.retention.prune` event to the chain first.
 #[utoipa::path(put, path = "/v1/retention", tag = "Retention", operation_id = "setRetention",
     request_body(content = RetentionPolicyBody),
@@ -375,7 +375,7 @@ async fn archive(
     let last = before - 1;
     let failed = |e: String| {
         ApiError::internal(
-            "cannot archive records before removing them (retention_archive_dir)",
+            "cannot archive records before removing them (retention.archive_dir)",
             e,
         )
     };

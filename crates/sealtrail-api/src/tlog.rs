@@ -415,7 +415,7 @@ fn log_of(state: &AppState) -> ApiResult<&TransparencyLog> {
 #[into_params(parameter_in = Query)]
 pub struct CheckpointParams {
     /// `true`: sign the current tree head now instead of serving one up to
-    /// `checkpoint_interval_ms` old
+    /// `log.checkpoint_interval` old
     #[param(value_type = Option<bool>)]
     pub fresh: Option<String>,
     /// wait (up to 10 s) until this many of the configured witnesses have cosigned the

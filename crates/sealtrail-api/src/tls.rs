@@ -1,6 +1,6 @@
 //! Native TLS for REST and gRPC (rustls, the `ring` provider), so a small deployment
-//! needs no proxy in front: config keys `tls_cert_file` (PEM: the certificate, then any
-//! intermediates) and `tls_key_file` (PEM: PKCS#8, PKCS#1 or SEC1 private key).
+//! needs no proxy in front: config keys `api.tls_cert_file` (PEM: the certificate, then any
+//! intermediates) and `api.tls_key_file` (PEM: PKCS#8, PKCS#1 or SEC1 private key).
 //!
 //! The certificate is read at start (a missing file, a key that does not match the
 //! certificate or an unreadable PEM stops the server with a message naming the file) and
@@ -125,24 +125,24 @@ fn load_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey
     };
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| named(&files.cert, "certificate file (tls_cert_file)", &e))?;
+        .map_err(|e| named(&files.cert, "certificate file (api.tls_cert_file)", &e))?;
     if certs.is_empty() {
         return Err(named(
             &files.cert,
-            "certificate file (tls_cert_file)",
+            "certificate file (api.tls_cert_file)",
             &"no CERTIFICATE block in it",
         ));
     }
     let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| named(&files.key, "key file (tls_key_file)", &e))?;
+        .map_err(|e| named(&files.key, "key file (api.tls_key_file)", &e))?;
     let signing = provider
         .key_provider
         .load_private_key(key)
-        .map_err(|e| named(&files.key, "key file (tls_key_file)", &e))?;
+        .map_err(|e| named(&files.key, "key file (api.tls_key_file)", &e))?;
     let pair = CertifiedKey::new(certs, signing);
     pair.keys_match().map_err(|e| {
         format!(
-            "tls_key_file {} does not belong to the certificate in tls_cert_file {}: {e}",
+            "api.tls_key_file {} does not belong to the certificate in api.tls_cert_file {}: {e}",
             files.key.display(),
             files.cert.display()
         )

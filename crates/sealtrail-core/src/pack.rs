@@ -48,13 +48,13 @@ pub struct Proofs {
     /// records start at the boundary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionPrefix>,
-    /// Set in a retention archive (`retention_archive_dir`), see [`Archive`].
+    /// Set in a retention archive (`retention.archive_dir`), see [`Archive`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<Archive>,
 }
 
 /// What a **retention archive** is: the pack retention writes of the records it is about
-/// to remove (`retention_archive_dir`), a slice of the tenant's log — records `first..=
+/// to remove (`retention.archive_dir`), a slice of the tenant's log — records `first..=
 /// last`, the checkpoint of the tree at `last`, and (when `first` > 1, an earlier archive
 /// holding the records before) the tree over the records before `first`
 /// ([`RetentionPrefix`]). So it proves that its records are exactly positions

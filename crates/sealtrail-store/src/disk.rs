@@ -4,7 +4,7 @@
 //! reached the disk) and then refuses every write until the process restarts; a flush or
 //! compaction that fails kills its worker and poisons it too. So the store must not let
 //! the disk fill: before each group commit the writer checks the free space of the data
-//! directory's file system, and below the floor (`min_free_disk_mb`) it refuses the group
+//! directory's file system, and below the floor (`embedded.min_free_disk`) it refuses the group
 //! with [`StoreError::NoSpace`] — nothing written, retryable. The floor leaves room for
 //! the flushes and compactions already under way. Reads keep working; writes resume by
 //! themselves once space is freed (the next check passes).
@@ -62,7 +62,7 @@ impl DiskGuard {
                 (free < self.floor).then(|| {
                     format!(
                         "the disk of {} has {} MiB free, below the floor of {} MiB \
-                         (min_free_disk_mb): writes are refused until space is freed; \
+                         (embedded.min_free_disk): writes are refused until space is freed; \
                          reads keep working",
                         self.dir.display(),
                         free / MIB,
@@ -123,6 +123,6 @@ mod tests {
         let err = shut.check().unwrap_err();
         assert!(matches!(err, StoreError::NoSpace(_)), "{err:?}");
         assert!(err.is_retryable());
-        assert!(shut.blocked().unwrap().contains("min_free_disk_mb"));
+        assert!(shut.blocked().unwrap().contains("embedded.min_free_disk"));
     }
 }

@@ -130,17 +130,17 @@ impl DataDir {
         let key_path = config.log_key_path();
         let recorded = self.identity.log_key.clone();
         let signer = if key_path.exists() {
-            load_log_key(&key_path, &config.log_origin)?
+            load_log_key(&key_path, &config.log.origin)?
         } else {
             if let Some(recorded) = &recorded
                 && !new_log_key
             {
                 anyhow::bail!(
-                    "the log key {} is missing, but this data directory's checkpoints were signed with {recorded}. Restore the key file from your backup (or point log_key_file at it). Only if it is lost for good, start once with --new-log-key: checkpoints signed before will not verify with the new key",
+                    "the log key {} is missing, but this data directory's checkpoints were signed with {recorded}. Restore the key file from your backup (or point log.key_file at it). Only if it is lost for good, start once with --new-log-key: checkpoints signed before will not verify with the new key",
                     key_path.display()
                 );
             }
-            create_log_key(&key_path, &config.log_origin)?
+            create_log_key(&key_path, &config.log.origin)?
         };
         let verifier = signer.verifier().to_string();
         match recorded {

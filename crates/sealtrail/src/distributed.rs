@@ -31,39 +31,40 @@ use sealtrail_scylla::{Consistency, Replication, ScyllaSettings, ScyllaStore};
 use sealtrail_store::Store;
 
 use crate::config::{Config, ScyllaConsistency};
-use crate::serve::{listen, listen_both, runtime, serve_apis, wait_for_signal};
+use crate::serve::{listen_both, runtime, serve_apis, wait_for_signal};
 
 pub fn kafka_settings(config: &Config) -> KafkaSettings {
     KafkaSettings {
-        brokers: config.kafka_brokers.clone(),
-        topic: config.kafka_topic.clone(),
-        reply_topic: config.kafka_reply_topic.clone(),
+        brokers: config.kafka.brokers.clone(),
+        topic: config.kafka.topic.clone(),
+        reply_topic: config.kafka.reply_topic.clone(),
         dead_letter_topic: config.dead_letter_topic(),
-        group_id: config.kafka_group_id.clone(),
-        session_timeout: Duration::from_millis(config.kafka_session_timeout_ms),
-        max_poll_interval: Duration::from_millis(config.kafka_max_poll_interval_ms),
-        group_instance_id: Some(config.kafka_group_instance_id.clone()).filter(|id| !id.is_empty()),
+        group_id: config.kafka.group_id.clone(),
+        session_timeout: config.kafka.session_timeout,
+        max_poll_interval: config.kafka.max_poll_interval,
+        group_instance_id: Some(config.kafka.group_instance_id.clone()).filter(|id| !id.is_empty()),
     }
 }
 
 pub fn scylla_settings(config: &Config) -> ScyllaSettings {
     ScyllaSettings {
         nodes: config
-            .scylla_nodes
+            .scylla
+            .nodes
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect(),
-        keyspace: config.scylla_keyspace.clone(),
-        consistency: match config.scylla_consistency {
+        keyspace: config.scylla.keyspace.clone(),
+        consistency: match config.scylla.consistency {
             ScyllaConsistency::LocalQuorum => Consistency::LocalQuorum,
             ScyllaConsistency::Quorum => Consistency::Quorum,
             ScyllaConsistency::One => Consistency::One,
             ScyllaConsistency::LocalOne => Consistency::LocalOne,
             ScyllaConsistency::All => Consistency::All,
         },
-        request_timeout: Duration::from_millis(config.scylla_request_timeout_ms),
+        request_timeout: config.scylla.request_timeout,
     }
 }
 
@@ -72,7 +73,7 @@ pub async fn connect_store(config: &Config) -> anyhow::Result<ScyllaStore> {
     ScyllaStore::connect(&settings).await.with_context(|| {
         format!(
             "connecting to Scylla/Cassandra at {} (keyspace {})",
-            config.scylla_nodes, config.scylla_keyspace
+            config.scylla.nodes, config.scylla.keyspace
         )
     })
 }
@@ -101,54 +102,54 @@ pub fn migrate(config: Config, partitions: u32) -> anyhow::Result<()> {
         let kafka = kafka_settings(&config);
         eprintln!(
             "kafka {}: topics {} ({partitions} partitions), {} ({} partitions) and {} (dead letters), replication {}",
-            config.kafka_brokers,
+            config.kafka.brokers,
             kafka.topic,
             kafka.reply_topic,
-            config.kafka_reply_partitions,
+            config.kafka.reply_partitions,
             kafka.dead_letter_topic,
-            config.kafka_replication_factor
+            config.kafka.replication_factor
         );
         let topics = sealtrail_kafka::admin::ensure_topics(
             &kafka,
             partitions,
-            config.kafka_reply_partitions,
-            config.kafka_replication_factor,
+            config.kafka.reply_partitions,
+            config.kafka.replication_factor,
         )
         .await
-        .with_context(|| format!("setting up the Kafka topics on {}", config.kafka_brokers))?;
+        .with_context(|| format!("setting up the Kafka topics on {}", config.kafka.brokers))?;
         for (topic, state) in topics {
             eprintln!("  {topic}: {state:?}");
         }
         let settings = scylla_settings(&config);
         eprintln!(
             "scylla {}: keyspace {} (replication {})",
-            config.scylla_nodes, config.scylla_keyspace, config.scylla_replication_factor
+            config.scylla.nodes, config.scylla.keyspace, config.scylla.replication_factor
         );
         let session = sealtrail_scylla::connect(&settings).await?;
         sealtrail_scylla::migrate(
             &session,
-            &config.scylla_keyspace,
-            &Replication::Simple(config.scylla_replication_factor),
+            &config.scylla.keyspace,
+            &Replication::Simple(config.scylla.replication_factor),
             partitions,
         )
         .await
         .context("migrating the CQL schema")?;
-        if config.log_key_file.is_none() {
+        if config.log.key_file.is_none() {
             // No key file configured: keep a generated signing key in the keyspace, so
             // every gateway signs checkpoints with the same key.
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-            let fresh = sealtrail_core::note::NoteSigner::from_seed(&config.log_origin, seed)?;
+            let fresh = sealtrail_core::note::NoteSigner::from_seed(&config.log.origin, seed)?;
             let stored = sealtrail_scylla::meta_set_once(
                 &session,
-                &config.scylla_keyspace,
+                &config.scylla.keyspace,
                 LOG_SIGNER_META,
                 &fresh.to_private_string(),
             )
             .await?;
-            let signer = crate::serve::parse_log_key(&stored, &config.log_origin)?;
+            let signer = crate::serve::parse_log_key(&stored, &config.log.origin)?;
             eprintln!(
-                "log key (kept in the keyspace; set log_key_file to keep it out of the database): {}",
+                "log key (kept in the keyspace; set log.key_file to keep it out of the database): {}",
                 signer.verifier()
             );
         }
@@ -159,27 +160,27 @@ pub fn migrate(config: Config, partitions: u32) -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------------------------- gateway
 
-/// `meta` key of the signing key `migrate` generates when no `log_key_file` is configured.
+/// `meta` key of the signing key `migrate` generates when no `log.key_file` is configured.
 const LOG_SIGNER_META: &str = "log_signer";
 
-/// The checkpoint signer every gateway shares: `log_key_file` if configured, else the key
+/// The checkpoint signer every gateway shares: `log.key_file` if configured, else the key
 /// `migrate` kept in the keyspace.
 async fn log_signer(
     config: &Config,
     store: &ScyllaStore,
 ) -> anyhow::Result<sealtrail_core::note::NoteSigner> {
-    if let Some(path) = &config.log_key_file {
-        return crate::serve::load_log_key(path, &config.log_origin);
+    if let Some(path) = &config.log.key_file {
+        return crate::serve::load_log_key(path, &config.log.origin);
     }
     let text = store
         .meta(LOG_SIGNER_META)
         .await?
         .ok_or_else(|| {
             anyhow::anyhow!(
-                "no log key: set log_key_file, or run `sealtrail migrate` (it keeps one in the keyspace)"
+                "no log key: set log.key_file, or run `sealtrail migrate` (it keeps one in the keyspace)"
             )
         })?;
-    crate::serve::parse_log_key(&text, &config.log_origin)
+    crate::serve::parse_log_key(&text, &config.log.origin)
 }
 
 pub fn gateway(config: Config) -> anyhow::Result<()> {
@@ -190,21 +191,21 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let gateway_id = if config.gateway_id.is_empty() {
+    let gateway_id = if config.kafka.gateway_id.is_empty() {
         format!("{}-{}", hostname(), random_suffix())
     } else {
-        config.gateway_id.clone()
+        config.kafka.gateway_id.clone()
     };
     let store = connect_store(&config).await?;
     let kafka = kafka_settings(&config);
     let log = KafkaLog::connect(&kafka, &gateway_id)
-        .with_context(|| format!("connecting to Kafka at {}", config.kafka_brokers))?;
+        .with_context(|| format!("connecting to Kafka at {}", config.kafka.brokers))?;
     anyhow::ensure!(
         log.partitions() == store.log_partitions(),
         "topic {} has {} partitions but keyspace {} was migrated for {}; run `sealtrail migrate` with one count",
         kafka.topic,
         log.partitions(),
-        config.scylla_keyspace,
+        config.scylla.keyspace,
         store.log_partitions()
     );
     let kafka_log = Arc::new(log);
@@ -218,11 +219,8 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
 
     let signer = log_signer(&config, &store).await?;
     let store: Arc<dyn sealtrail_store::Store> = Arc::new(store);
-    let tlog = sealtrail_api::tlog::TransparencyLog::new(
-        signer,
-        Duration::from_millis(config.checkpoint_interval_ms),
-    )
-    .with_witnesses(config.witness_configs()?, store.clone());
+    let tlog = sealtrail_api::tlog::TransparencyLog::new(signer, config.log.checkpoint_interval)
+        .with_witnesses(config.witness_configs()?, store.clone());
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let service = Arc::new(Service {
         log: log.clone(),
@@ -232,13 +230,14 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         commits: None,
         health: None,
         keys: sealtrail_api::auth::KeyCache::with_quotas(config.quotas())
-            .with_ttl(Duration::from_millis(config.key_cache_ttl_ms))
-            .with_grace(Duration::from_millis(config.key_cache_grace_ms)),
+            .with_ttl(config.api.key_cache_ttl)
+            .with_grace(config.api.key_cache_grace),
         config: ApiConfig {
-            commit_timeout: Duration::from_millis(config.commit_timeout_ms),
-            stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),
-            body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
-            max_header_bytes: config.max_header_bytes,
+            commit_timeout: config.api.commit_timeout,
+            shutdown_grace: config.api.shutdown_grace,
+            stream_poll_interval: config.api.stream_poll_interval,
+            body_read_timeout: config.api.body_read_timeout,
+            max_header_bytes: config.api.max_header_size.as_u64() as usize,
             retention: config.retention(),
             // Kafka is durable: an async call is answered once it has the entry. Its
             // receipt is reported queued until a chainer commits it.
@@ -248,7 +247,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         },
         metrics: Some(metrics),
         shutdown: shutdown_rx,
-        verified: sealtrail_api::verified::Verified::new(config.max_full_verifications),
+        verified: sealtrail_api::verified::Verified::new(config.api.max_full_verifications),
         readiness: Some(readiness),
     });
     sealtrail_api::tlog::spawn_witness_feeder(&service);
@@ -261,8 +260,8 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         "sealtrail gateway {gateway_id} listening on {http}://{} and {grpc}://{} (kafka {}, scylla {})",
         listener.local_addr()?,
         grpc_listener.local_addr()?,
-        config.kafka_brokers,
-        config.scylla_nodes
+        config.kafka.brokers,
+        config.scylla.nodes
     );
     let shutdown = async move {
         wait_for_signal().await;
@@ -654,17 +653,18 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     let owner = format!("{}/{}", hostname(), std::process::id());
+    let drain_timeout = config.chainer.drain_timeout;
     let store = connect_store(&config).await?;
     let kafka = kafka_settings(&config);
     let client_id = format!("chainer-{owner}");
     let mut feed = ChainerFeed::start(&kafka, &client_id)
-        .with_context(|| format!("joining the chainers' group on {}", config.kafka_brokers))?;
+        .with_context(|| format!("joining the chainers' group on {}", config.kafka.brokers))?;
     anyhow::ensure!(
         feed.partitions() == store.log_partitions(),
         "topic {} has {} partitions but keyspace {} was migrated for {}",
         kafka.topic,
         feed.partitions(),
-        config.scylla_keyspace,
+        config.scylla.keyspace,
         store.log_partitions()
     );
     let replies = Arc::new(KafkaReplySink::connect(&kafka, &owner)?);
@@ -675,17 +675,17 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
         metrics,
     };
 
-    let listener = listen(&config.http_addr).with_context(|| {
+    let listener = crate::serve::listen_at(config.api.http_addr).with_context(|| {
         format!(
             "cannot listen on {} (pick another with --http-addr)",
-            config.http_addr
+            config.api.http_addr
         )
     })?;
     eprintln!(
         "sealtrail chainer {owner}: health on http://{}/healthz (kafka {}, scylla {})",
         listener.local_addr()?,
-        config.kafka_brokers,
-        config.scylla_nodes
+        config.kafka.brokers,
+        config.scylla.nodes
     );
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|s| chainer_health(s, false)))
@@ -696,8 +696,8 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
     beat_for_partitions(store.clone(), owner.clone(), state.clone());
 
     let chainer_config = ChainerConfig {
-        max_batch_events: config.max_batch_events,
-        head_cache_tenants: config.head_cache_tenants,
+        max_batch_events: config.chainer.max_batch_events,
+        head_cache_tenants: config.chainer.head_cache_tenants,
     };
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(4);
     let out_of_group_limit = kafka.session_timeout * 2 + OUT_OF_GROUP_GRACE;
@@ -812,11 +812,11 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
                 let _ = task.await;
             }
         };
-        if tokio::time::timeout(Duration::from_secs(30), drain)
-            .await
-            .is_err()
-        {
-            eprintln!("some partitions did not drain in 30 s; they will be replayed");
+        if tokio::time::timeout(drain_timeout, drain).await.is_err() {
+            eprintln!(
+                "some partitions did not drain in {} (chainer.drain_timeout); they will be replayed",
+                humantime::format_duration(drain_timeout)
+            );
         }
         for partition in state.held_partitions() {
             metrics::gauge!("sealtrail_chainer_partition_held", "partition" => partition.to_string()).set(0.0);

@@ -100,29 +100,30 @@ enum Command {
 
 #[derive(Args, Clone, Default)]
 pub(crate) struct Common {
-    /// Configuration file (TOML); also SEALTRAIL_CONFIG.
+    /// Configuration file (TOML); also SEALTRAIL_CONFIG. `sealtrail config defaults` prints
+    /// every key.
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
-    /// Data directory [default: ./sealtrail-data; env: SEALTRAIL_DATA_DIR].
+    /// Data directory [key: data_dir; default ./sealtrail-data].
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Any configuration key, dotted by section, e.g. `--set api.commit_timeout=5s`
+    /// (repeatable); overrides the file and the environment.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) set: Vec<String>,
 }
 
 #[derive(Args)]
 struct ServeArgs {
     #[command(flatten)]
     common: Common,
-    /// REST listen address [default: 127.0.0.1:8080; env: SEALTRAIL_HTTP_ADDR].
-    #[arg(long, value_name = "HOST:PORT")]
-    http_addr: Option<String>,
-    /// gRPC listen address [default: 127.0.0.1:50051; env: SEALTRAIL_GRPC_ADDR].
-    #[arg(long, value_name = "HOST:PORT")]
-    grpc_addr: Option<String>,
-    /// Partitions (parallel chainers) [default: 4; env: SEALTRAIL_PARTITIONS].
+    #[command(flatten)]
+    listen: ListenArgs,
+    /// Partitions (parallel chainers) [key: chainer.partitions].
     #[arg(long, value_name = "N")]
     partitions: Option<u32>,
-    /// Event store: fjall or sqlite [default: fjall; env: SEALTRAIL_STORE]. Fixed when the
-    /// data directory is created; another engine is refused.
+    /// Event store: fjall or sqlite [key: store]. Fixed when the data directory is
+    /// created; another engine is refused.
     #[arg(long, value_enum)]
     store: Option<config::StoreEngine>,
     /// Sign checkpoints with a new log key although this data directory's were signed
@@ -134,33 +135,64 @@ struct ServeArgs {
     witnesses: WitnessArgs,
 }
 
+/// Where the APIs listen.
+#[derive(Args, Clone, Default)]
+struct ListenArgs {
+    /// REST listen address [key: api.http_addr].
+    #[arg(long, value_name = "HOST:PORT")]
+    http_addr: Option<std::net::SocketAddr>,
+    /// gRPC listen address [key: api.grpc_addr].
+    #[arg(long, value_name = "HOST:PORT")]
+    grpc_addr: Option<std::net::SocketAddr>,
+}
+
+impl ListenArgs {
+    fn overrides(&self, overrides: Overrides) -> Overrides {
+        overrides
+            .set("api.http_addr", self.http_addr)
+            .set("api.grpc_addr", self.grpc_addr)
+    }
+}
+
 /// The witnesses checkpoints go to.
 #[derive(Args, Clone, Default)]
 struct WitnessArgs {
     /// A witness every new checkpoint is sent to, as URL=VKEY (its address, then the key
-    /// `sealtrail witness init` printed); repeatable; replaces the `witnesses` config key.
+    /// `sealtrail witness init` printed); repeatable; replaces the `log.witnesses` key.
     #[arg(long = "witness", value_name = "URL=VKEY")]
     witness: Vec<String>,
 }
 
 impl WitnessArgs {
-    fn overrides(&self) -> Option<Vec<String>> {
-        (!self.witness.is_empty()).then(|| self.witness.clone())
+    fn overrides(&self, overrides: Overrides) -> Overrides {
+        overrides.set(
+            "log.witnesses",
+            (!self.witness.is_empty()).then(|| self.witness.clone()),
+        )
     }
 }
 
-/// Where Kafka and Scylla are (each also a config key and `SEALTRAIL_*` variable).
+/// Where Kafka and Scylla are.
 #[derive(Args, Clone, Default)]
 struct ClusterArgs {
-    /// Kafka bootstrap servers [default: 127.0.0.1:9092; env: SEALTRAIL_KAFKA_BROKERS].
+    /// Kafka bootstrap servers [key: kafka.brokers].
     #[arg(long, value_name = "HOST:PORT,...")]
     kafka_brokers: Option<String>,
-    /// Scylla/Cassandra contact points [default: 127.0.0.1:9042; env: SEALTRAIL_SCYLLA_NODES].
+    /// Scylla/Cassandra contact points [key: scylla.nodes].
     #[arg(long, value_name = "HOST:PORT,...")]
     scylla_nodes: Option<String>,
-    /// Keyspace [default: sealtrail; env: SEALTRAIL_SCYLLA_KEYSPACE].
+    /// Keyspace [key: scylla.keyspace].
     #[arg(long, value_name = "NAME")]
     keyspace: Option<String>,
+}
+
+impl ClusterArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides::default()
+            .set("kafka.brokers", self.kafka_brokers.clone())
+            .set("scylla.nodes", self.scylla_nodes.clone())
+            .set("scylla.keyspace", self.keyspace.clone())
+    }
 }
 
 #[derive(Args)]
@@ -169,13 +201,10 @@ struct GatewayArgs {
     common: Common,
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// REST listen address [default: 127.0.0.1:8080; env: SEALTRAIL_HTTP_ADDR].
-    #[arg(long, value_name = "HOST:PORT")]
-    http_addr: Option<String>,
-    /// gRPC listen address [default: 127.0.0.1:50051; env: SEALTRAIL_GRPC_ADDR].
-    #[arg(long, value_name = "HOST:PORT")]
-    grpc_addr: Option<String>,
-    /// This gateway's id for sync replies [default: <hostname>-<random>; env: SEALTRAIL_GATEWAY_ID].
+    #[command(flatten)]
+    listen: ListenArgs,
+    /// This gateway's id for sync replies [key: kafka.gateway_id; default
+    /// <hostname>-<random>].
     #[arg(long, value_name = "ID")]
     gateway_id: Option<String>,
     #[command(flatten)]
@@ -188,9 +217,9 @@ struct ChainerArgs {
     common: Common,
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// Address of the chainer's /healthz and /metrics [default: 127.0.0.1:8080; env: SEALTRAIL_HTTP_ADDR].
+    /// Address of the chainer's /healthz and /metrics [key: api.http_addr].
     #[arg(long, value_name = "HOST:PORT")]
-    http_addr: Option<String>,
+    http_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -200,13 +229,13 @@ struct MigrateArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     /// Partitions of the events topic: the most chainers that can work at once. Fixed
-    /// once migrated (tenants map to partitions by it) [default: 4; env: SEALTRAIL_PARTITIONS].
+    /// once migrated (tenants map to partitions by it) [key: chainer.partitions].
     #[arg(long, value_name = "N")]
     partitions: Option<u32>,
-    /// Replication factor of new topics [default: 1; env: SEALTRAIL_KAFKA_REPLICATION_FACTOR].
+    /// Replication factor of new topics [key: kafka.replication_factor].
     #[arg(long, value_name = "N")]
     kafka_replication_factor: Option<u32>,
-    /// Replication factor of a new keyspace [default: 1; env: SEALTRAIL_SCYLLA_REPLICATION_FACTOR].
+    /// Replication factor of a new keyspace [key: scylla.replication_factor].
     #[arg(long, value_name = "N")]
     scylla_replication_factor: Option<u32>,
 }
@@ -214,36 +243,23 @@ struct MigrateArgs {
 /// Which store `keys` works on.
 #[derive(Args, Clone, Default)]
 pub(crate) struct KeyStoreArgs {
-    /// fjall/sqlite: the data dir's key table; scylla: the cluster's [env: SEALTRAIL_STORE].
+    /// fjall/sqlite: the data dir's key table; scylla: the cluster's [key: store].
     #[arg(long, value_enum)]
     store: Option<config::StoreEngine>,
-    /// Scylla/Cassandra contact points (with --store scylla) [env: SEALTRAIL_SCYLLA_NODES].
+    /// Scylla/Cassandra contact points (with --store scylla) [key: scylla.nodes].
     #[arg(long, value_name = "HOST:PORT,...")]
     scylla_nodes: Option<String>,
-    /// Keyspace (with --store scylla) [env: SEALTRAIL_SCYLLA_KEYSPACE].
+    /// Keyspace (with --store scylla) [key: scylla.keyspace].
     #[arg(long, value_name = "NAME")]
     keyspace: Option<String>,
 }
 
 impl KeyStoreArgs {
     pub(crate) fn overrides(&self) -> Overrides {
-        Overrides {
-            store: self.store,
-            scylla_nodes: self.scylla_nodes.clone(),
-            scylla_keyspace: self.keyspace.clone(),
-            ..Default::default()
-        }
-    }
-}
-
-impl ClusterArgs {
-    fn overrides(&self) -> Overrides {
-        Overrides {
-            kafka_brokers: self.kafka_brokers.clone(),
-            scylla_nodes: self.scylla_nodes.clone(),
-            scylla_keyspace: self.keyspace.clone(),
-            ..Default::default()
-        }
+        Overrides::default()
+            .set("store", self.store)
+            .set("scylla.nodes", self.scylla_nodes.clone())
+            .set("scylla.keyspace", self.keyspace.clone())
     }
 }
 
@@ -308,13 +324,10 @@ enum ConfigCommand {
 }
 
 fn load(common: &Common, extra: Overrides) -> anyhow::Result<Config> {
-    Config::load(
-        common.config.as_deref(),
-        Overrides {
-            data_dir: common.data_dir.clone(),
-            ..extra
-        },
-    )
+    let overrides = extra
+        .set("data_dir", common.data_dir.clone())
+        .assign(&common.set)?;
+    Config::load(common.config.as_deref(), overrides)
 }
 
 /// The `sealtrail` command line: parses the arguments and runs the command.
@@ -326,49 +339,37 @@ pub fn main() -> std::process::ExitCode {
             let options = serve::ServeOptions {
                 new_log_key: args.new_log_key,
             };
-            load(
-                &args.common,
-                Overrides {
-                    http_addr: args.http_addr,
-                    grpc_addr: args.grpc_addr,
-                    partitions: args.partitions,
-                    store: args.store,
-                    witnesses: args.witnesses.overrides(),
-                    ..Default::default()
-                },
-            )
-            .and_then(|config| serve::run(config, options))
+            let overrides = Overrides::default()
+                .set("chainer.partitions", args.partitions)
+                .set("store", args.store);
+            let overrides = args.witnesses.overrides(args.listen.overrides(overrides));
+            load(&args.common, overrides).and_then(|config| serve::run(config, options))
         }
-        Command::Gateway(args) => load(
-            &args.common,
-            Overrides {
-                http_addr: args.http_addr,
-                grpc_addr: args.grpc_addr,
-                gateway_id: args.gateway_id,
-                witnesses: args.witnesses.overrides(),
-                ..args.cluster.overrides()
-            },
-        )
-        .and_then(distributed::gateway),
+        Command::Gateway(args) => {
+            let overrides = args
+                .cluster
+                .overrides()
+                .set("kafka.gateway_id", args.gateway_id);
+            let overrides = args.witnesses.overrides(args.listen.overrides(overrides));
+            load(&args.common, overrides).and_then(distributed::gateway)
+        }
         Command::Chainer(args) => load(
             &args.common,
-            Overrides {
-                http_addr: args.http_addr,
-                ..args.cluster.overrides()
-            },
+            args.cluster
+                .overrides()
+                .set("api.http_addr", args.http_addr),
         )
         .and_then(distributed::chainer),
         Command::Migrate(args) => load(
             &args.common,
-            Overrides {
-                partitions: args.partitions,
-                kafka_replication_factor: args.kafka_replication_factor,
-                scylla_replication_factor: args.scylla_replication_factor,
-                ..args.cluster.overrides()
-            },
+            args.cluster
+                .overrides()
+                .set("chainer.partitions", args.partitions)
+                .set("kafka.replication_factor", args.kafka_replication_factor)
+                .set("scylla.replication_factor", args.scylla_replication_factor),
         )
         .and_then(|config| {
-            let partitions = config.partitions;
+            let partitions = config.chainer.partitions;
             distributed::migrate(config, partitions)
         }),
         Command::Keys(cmd) => keys_cmd::run(cmd),

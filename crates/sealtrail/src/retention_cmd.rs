@@ -1,7 +1,7 @@
 //! `sealtrail retention …`: a tenant's own retention policy, set straight on the store
 //! (like `keys`: the data directory's SQLite file, or the cluster's tables with
 //! `--store scylla`), so it works with or without a running server. The server's pruner
-//! applies it at its next run (`retention_interval_ms`).
+//! applies it at its next run (`retention.interval`).
 
 use clap::Subcommand;
 use sealtrail_store::RetentionPolicy;
@@ -21,10 +21,10 @@ pub enum RetentionCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Set a tenant's own policy (overrides `retention_days` / `retention_events`): keep
+    /// Set a tenant's own policy (overrides `retention.days` / `retention.events`): keep
     /// its records for --days and/or its last --events records; neither keeps them
     /// forever. A record expires at the first limit it passes. The records removed are
-    /// gone for good (archived first if `retention_archive_dir` is set); the chain
+    /// gone for good (archived first if `retention.archive_dir` is set); the chain
     /// records each removal as a `sealtrail.retention.prune` event.
     ///
     /// Example: sealtrail retention set --tenant acme --days 365

@@ -9,7 +9,6 @@
 //! drain what is queued, then close the store after its last group commit.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use sealtrail_api::{ApiConfig, Service};
@@ -133,7 +132,7 @@ pub async fn start(
         StoreEngine::Fjall => FjallStore::open_with(&config.data_dir, config.fjall_limits())
             .map(|s| Arc::new(s) as Arc<dyn Store>),
         StoreEngine::Sqlite => {
-            SqliteStore::open_with_floor(&config.data_dir, config.min_free_disk_mb * 1024 * 1024)
+            SqliteStore::open_with_floor(&config.data_dir, config.embedded.min_free_disk.as_u64())
                 .map(|s| Arc::new(s) as Arc<dyn Store>)
         }
         StoreEngine::Scylla => unreachable!("refused in run"),
@@ -145,14 +144,15 @@ pub async fn start(
         )
     })?;
 
-    let (log, consumers) = MemoryLog::new(config.partitions, config.queue_capacity);
+    let (log, consumers) =
+        MemoryLog::new(config.chainer.partitions, config.embedded.queue_capacity);
     let log: Arc<dyn LogProducer> = Arc::new(log);
     let correlator = Arc::new(Correlator::new("embedded"));
     let commits = CommitSignal::default();
     let health = Health::default();
     let chainer_config = ChainerConfig {
-        max_batch_events: config.max_batch_events,
-        head_cache_tenants: config.head_cache_tenants,
+        max_batch_events: config.chainer.max_batch_events,
+        head_cache_tenants: config.chainer.head_cache_tenants,
     };
     // A chainer that stops before the log closes (a refused batch, a fatal store error, or a panic)
     // is fatal: its partition would stall. The server then shuts down and exits non-zero
@@ -185,11 +185,8 @@ pub async fn start(
 
     let signer = data_dir.log_signer(&config, options.new_log_key)?;
     tracing::info!(verifier_key = %signer.verifier(), "verifiable log key");
-    let tlog = sealtrail_api::tlog::TransparencyLog::new(
-        signer,
-        Duration::from_millis(config.checkpoint_interval_ms),
-    )
-    .with_witnesses(config.witness_configs()?, store.clone());
+    let tlog = sealtrail_api::tlog::TransparencyLog::new(signer, config.log.checkpoint_interval)
+        .with_witnesses(config.witness_configs()?, store.clone());
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let service = Arc::new(Service {
@@ -199,13 +196,14 @@ pub async fn start(
         commits: Some(commits),
         health: Some(health),
         keys: sealtrail_api::auth::KeyCache::with_quotas(config.quotas())
-            .with_ttl(Duration::from_millis(config.key_cache_ttl_ms))
-            .with_grace(Duration::from_millis(config.key_cache_grace_ms)),
+            .with_ttl(config.api.key_cache_ttl)
+            .with_grace(config.api.key_cache_grace),
         config: ApiConfig {
-            commit_timeout: Duration::from_millis(config.commit_timeout_ms),
-            stream_poll_interval: Duration::from_millis(config.stream_poll_interval_ms),
-            body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
-            max_header_bytes: config.max_header_bytes,
+            commit_timeout: config.api.commit_timeout,
+            shutdown_grace: config.api.shutdown_grace,
+            stream_poll_interval: config.api.stream_poll_interval,
+            body_read_timeout: config.api.body_read_timeout,
+            max_header_bytes: config.api.max_header_size.as_u64() as usize,
             retention: config.retention(),
             // The in-process queue does not survive a crash: every call waits for its commit.
             acknowledge: sealtrail_api::Acknowledge::OnCommit,
@@ -213,7 +211,7 @@ pub async fn start(
         metrics: Some(metrics),
         tlog: Some(Arc::new(tlog)),
         shutdown: shutdown_rx,
-        verified: sealtrail_api::verified::Verified::new(config.max_full_verifications),
+        verified: sealtrail_api::verified::Verified::new(config.api.max_full_verifications),
         readiness: None,
     });
     sealtrail_api::tlog::spawn_witness_feeder(&service);
@@ -222,7 +220,7 @@ pub async fn start(
     } else {
         anyhow::ensure!(
             config.retention().default.is_forever(),
-            "retention_days / retention_events need a store that removes records"
+            "retention.days / retention.events need a store that removes records"
         );
     }
 
@@ -294,16 +292,16 @@ pub async fn start(
 pub(crate) fn listen_both(
     config: &Config,
 ) -> anyhow::Result<(tokio::net::TcpListener, tokio::net::TcpListener)> {
-    let rest = listen(&config.http_addr).with_context(|| {
+    let rest = listen_at(config.api.http_addr).with_context(|| {
         format!(
             "cannot listen on {} (in use? pick another with --http-addr)",
-            config.http_addr
+            config.api.http_addr
         )
     })?;
-    let grpc = listen(&config.grpc_addr).with_context(|| {
+    let grpc = listen_at(config.api.grpc_addr).with_context(|| {
         format!(
             "cannot listen on {} (in use? pick another with --grpc-addr)",
-            config.grpc_addr
+            config.api.grpc_addr
         )
     })?;
     Ok((rest, grpc))
@@ -323,7 +321,7 @@ pub(crate) async fn serve_apis(
     if let Some(tls) = &tls {
         tls.reload_on_sighup()
             .context("cannot listen for SIGHUP (TLS reload)")?;
-        tracing::info!(certificate = %tls.describe(), "TLS on; SIGHUP reloads tls_cert_file and tls_key_file");
+        tracing::info!(certificate = %tls.describe(), "TLS on; SIGHUP reloads api.tls_cert_file and api.tls_key_file");
     }
     let gate = sealtrail_api::edge::ConnectionGate::new(limits.max_connections)
         .with_tls(tls, limits.header_read_timeout);
@@ -356,7 +354,7 @@ pub(crate) fn schemes(tls: Option<&sealtrail_api::tls::TlsEdge>) -> (&'static st
 pub(crate) fn edge_limits(config: &Config) -> sealtrail_api::edge::EdgeLimits {
     /// Descriptors kept for the store, logs and everything but connections.
     const RESERVE: u64 = 512;
-    let mut max_connections = config.max_connections;
+    let mut max_connections = config.api.max_connections;
     if let rustix::process::Rlimit {
         current: Some(soft),
         maximum,
@@ -385,8 +383,8 @@ pub(crate) fn edge_limits(config: &Config) -> sealtrail_api::edge::EdgeLimits {
     }
     sealtrail_api::edge::EdgeLimits {
         max_connections,
-        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
-        max_header_bytes: config.max_header_bytes,
+        header_read_timeout: config.api.header_read_timeout,
+        max_header_bytes: config.api.max_header_size.as_u64() as usize,
     }
 }
 
@@ -396,6 +394,11 @@ pub(crate) fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
     let addr: std::net::SocketAddr = addr
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    listen_at(addr)
+}
+
+/// Binds `addr` (address reuse on, a backlog of 1024).
+pub(crate) fn listen_at(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -439,7 +442,7 @@ pub(crate) fn parse_log_key(
     let signer = sealtrail_core::note::NoteSigner::parse(text).context("not a signer key")?;
     anyhow::ensure!(
         signer.name() == origin,
-        "the log key is named {:?} but log_origin is {:?}; keep the origin the key was made for, or use a new key (earlier checkpoints then no longer verify with it)",
+        "the log key is named {:?} but log.origin is {:?}; keep the origin the key was made for, or use a new key (earlier checkpoints then no longer verify with it)",
         signer.name(),
         origin
     );

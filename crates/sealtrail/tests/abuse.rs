@@ -23,7 +23,7 @@ async fn concurrent_evidence_packs_do_not_stall_the_store() {
     let key = create_key(&data, "acme", "read,write");
     // One key, so its concurrency limit is raised above the number of packs.
     let cfg = dir.path().join("sealtrail.toml");
-    std::fs::write(&cfg, format!("max_heavy_per_key = {PACKS}\n")).unwrap();
+    std::fs::write(&cfg, format!("[api]\nmax_heavy_per_key = {PACKS}\n")).unwrap();
     let server = Server::start_with(&data, &["--config", cfg.to_str().unwrap()]).await;
     let api = Api::new(&server, &key);
     let noise = |seed: String| -> String {
@@ -111,7 +111,7 @@ async fn a_commit_timeout_names_the_minted_ids_and_their_retry_stores_each_once(
     let key = create_key(&data, "acme", "read,write");
     // 1 ms: nearly every sync commit outlives the wait.
     let cfg = dir.path().join("sealtrail.toml");
-    std::fs::write(&cfg, "commit_timeout_ms = 1\n").unwrap();
+    std::fs::write(&cfg, "[api]\ncommit_timeout = \"1ms\"\n").unwrap();
     let server = Server::start_with(&data, &["--config", cfg.to_str().unwrap()]).await;
     let api = Api::new(&server, &key);
     let without_id = |n: usize| {
@@ -190,7 +190,7 @@ async fn idle_and_slow_header_connections_are_bounded_and_closed() {
     std::fs::write(
         &cfg,
         format!(
-            "max_connections = {CAP}\nheader_read_timeout_ms = 1000\nmax_header_bytes = 16384\n"
+            "[api]\nmax_connections = {CAP}\nheader_read_timeout = \"1s\"\nmax_header_size = \"16 KiB\"\n"
         ),
     )
     .unwrap();
@@ -366,7 +366,7 @@ async fn a_low_fd_limit_never_poisons_the_store() {
     let cfg = dir.path().join("sealtrail.toml");
     std::fs::write(
         &cfg,
-        "fjall_write_buffer_mb = 1\nheader_read_timeout_ms = 2000\n",
+        "[embedded]\nfjall_write_buffer = \"1 MiB\"\n[api]\nheader_read_timeout = \"2s\"\n",
     )
     .unwrap();
     let server =
@@ -435,7 +435,7 @@ async fn rate_and_concurrency_limits_answer_429_on_rest_and_grpc() {
     let cfg = dir.path().join("sealtrail.toml");
     std::fs::write(
         &cfg,
-        "rate_limit_per_key = 5\nrate_limit_per_tenant = 0\nmax_heavy_per_key = 1\nmax_streams_per_key = 1\n",
+        "[api]\nrate_limit_per_key = 5\nrate_limit_per_tenant = 0\nmax_heavy_per_key = 1\nmax_streams_per_key = 1\n",
     )
     .unwrap();
     let server = Server::start_with(&data, &["--config", cfg.to_str().unwrap()]).await;
@@ -588,7 +588,7 @@ async fn flags_envelopes_and_paths_follow_one_rule() {
 }
 
 /// A client that sends its headers and then trickles (or stops sending) its body gets
-/// `408 request_timeout` once `body_read_timeout_ms` has passed; nothing is stored.
+/// `408 request_timeout` once `api.body_read_timeout` has passed; nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_does_not_arrive_in_time_is_a_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -596,7 +596,7 @@ async fn a_body_that_does_not_arrive_in_time_is_a_408() {
     let data = dir.path().join("data");
     let key = create_key(&data, "acme", "read,write");
     let cfg = dir.path().join("sealtrail.toml");
-    std::fs::write(&cfg, "body_read_timeout_ms = 500\n").unwrap();
+    std::fs::write(&cfg, "[api]\nbody_read_timeout = \"500ms\"\n").unwrap();
     let server = Server::start_with(&data, &["--config", cfg.to_str().unwrap()]).await;
     let addr = server.base.trim_start_matches("http://").to_string();
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();

@@ -46,7 +46,7 @@ fn configuration_layers_defaults_file_env_and_flags() {
     let file = dir.path().join("sealtrail.toml");
     std::fs::write(
         &file,
-        "partitions = 3\nhttp_addr = \"127.0.0.1:9001\"\ncommit_timeout_ms = 1234\n",
+        "[chainer]\npartitions = 3\n[api]\nhttp_addr = \"127.0.0.1:9001\"\ncommit_timeout = \"1234ms\"\nmax_connections = 100\n",
     )
     .unwrap();
     let (code, out, err) = run(
@@ -57,26 +57,87 @@ fn configuration_layers_defaults_file_env_and_flags() {
             file.to_str().unwrap(),
             "--data-dir",
             "/srv/audit",
+            "--set",
+            "api.max_connections=200",
+            "--set",
+            "embedded.fjall_cache=64MiB",
         ],
         &[
-            ("SEALTRAIL_HTTP_ADDR", "127.0.0.1:9002"),
+            ("SEALTRAIL_API_HTTP_ADDR", "127.0.0.1:9002"),
             ("SEALTRAIL_STORE", "sqlite"),
+            ("SEALTRAIL_API_MAX_CONNECTIONS", "150"),
         ],
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("partitions = 3"), "file: {out}");
-    assert!(out.contains("commit_timeout_ms = 1234"), "file: {out}");
-    assert!(
-        out.contains("http_addr = \"127.0.0.1:9002\""),
+    assert!(err.is_empty(), "no warning: {err}");
+    let shown: toml::Table = toml::from_str(&out).unwrap();
+    assert_eq!(
+        shown["chainer"]["partitions"].as_integer(),
+        Some(3),
+        "file: {out}"
+    );
+    assert_eq!(
+        shown["api"]["commit_timeout"].as_str(),
+        Some("1s 234ms"),
+        "file: {out}"
+    );
+    assert_eq!(
+        shown["api"]["http_addr"].as_str(),
+        Some("127.0.0.1:9002"),
         "env beats file: {out}"
     );
-    assert!(out.contains("store = \"sqlite\""), "env: {out}");
-    assert!(out.contains("data_dir = \"/srv/audit\""), "flag: {out}");
+    assert_eq!(shown["store"].as_str(), Some("sqlite"), "env: {out}");
+    assert_eq!(
+        shown["data_dir"].as_str(),
+        Some("/srv/audit"),
+        "flag: {out}"
+    );
+    assert_eq!(
+        shown["api"]["max_connections"].as_integer(),
+        Some(200),
+        "--set beats env and file: {out}"
+    );
+    assert_eq!(
+        shown["embedded"]["fjall_cache"].as_str(),
+        Some("64 MiB"),
+        "{out}"
+    );
     let (code, defaults, _) = run(&["config", "defaults"], &[]);
     assert_eq!(code, 0);
+    let defaults: toml::Table = toml::from_str(&defaults).unwrap();
+    assert_eq!(
+        defaults["api"]["http_addr"].as_str(),
+        Some("127.0.0.1:8080")
+    );
+    assert_eq!(defaults["store"].as_str(), Some("fjall"));
+
+    // A file of before the sections still loads, with a warning per moved key.
+    std::fs::write(&file, "partitions = 3\ncommit_timeout_ms = 1234\n").unwrap();
+    let (code, out, err) = run(
+        &["config", "show", "--config", file.to_str().unwrap()],
+        &[("SEALTRAIL_RATE_LIMIT_PER_KEY", "7")],
+    );
+    assert_eq!(code, 0, "{err}");
+    let shown: toml::Table = toml::from_str(&out).unwrap();
+    assert_eq!(
+        shown["chainer"]["partitions"].as_integer(),
+        Some(3),
+        "{out}"
+    );
+    assert_eq!(
+        shown["api"]["commit_timeout"].as_str(),
+        Some("1s 234ms"),
+        "{out}"
+    );
+    assert_eq!(
+        shown["api"]["rate_limit_per_key"].as_integer(),
+        Some(7),
+        "{out}"
+    );
     assert!(
-        defaults.contains("http_addr = \"127.0.0.1:8080\"")
-            && defaults.contains("store = \"fjall\"")
+        err.contains("`commit_timeout_ms` is now `commit_timeout = \"1234ms\"` in [api]")
+            && err.contains("SEALTRAIL_RATE_LIMIT_PER_KEY is now SEALTRAIL_API_RATE_LIMIT_PER_KEY"),
+        "{err}"
     );
 }
 
@@ -101,8 +162,11 @@ fn bad_configuration_and_bad_arguments_fail_with_a_hint() {
         ],
         &[],
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a usage error: {err}");
     assert!(err.contains("HOST:PORT"), "{err}");
+    let (code, _, err) = run(&["config", "show", "--set", "api.commit_timeout=5000"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a duration"), "{err}");
     let data = dir.path().join("data");
     let (code, _, err) = run(
         &[

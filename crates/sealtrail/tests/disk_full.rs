@@ -95,7 +95,7 @@ fn config(dir: &Path, floor_mib: u64) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "min_free_disk_mb = {floor_mib}\nfjall_write_buffer_mb = 1\nfjall_journal_mb = 64\n"
+            "[embedded]\nmin_free_disk = \"{floor_mib} MiB\"\nfjall_write_buffer = \"1 MiB\"\nfjall_journal = \"64 MiB\"\n"
         ),
     )
     .unwrap();
@@ -140,7 +140,7 @@ async fn a_full_disk_refuses_writes_then_resumes_or_exits_and_loses_nothing() {
             (507, body) => {
                 assert_eq!(body["error"]["code"], "insufficient_storage", "{body}");
                 let message = body["error"]["message"].as_str().unwrap();
-                assert!(message.contains("min_free_disk_mb"), "{message}");
+                assert!(message.contains("embedded.min_free_disk"), "{message}");
                 refused = Some(id);
                 break;
             }

@@ -200,9 +200,9 @@ impl Cluster {
             ("SEALTRAIL_KAFKA_REPLY_TOPIC", format!("{name}-replies")),
             ("SEALTRAIL_KAFKA_REPLY_PARTITIONS", "2".into()),
             ("SEALTRAIL_KAFKA_GROUP_ID", name.clone()),
-            ("SEALTRAIL_KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
+            ("SEALTRAIL_KAFKA_SESSION_TIMEOUT", "6000ms".into()),
             ("SEALTRAIL_SCYLLA_KEYSPACE", name.clone()),
-            ("SEALTRAIL_SCYLLA_REQUEST_TIMEOUT_MS", "5000".into()),
+            ("SEALTRAIL_SCYLLA_REQUEST_TIMEOUT", "5000ms".into()),
             (
                 "RUST_LOG",
                 "warn,sealtrail=info,sealtrail_kafka=info,sealtrail_scylla=info".into(),
@@ -656,7 +656,7 @@ async fn two_gateways_two_chainers_serve_sync_async_reads_and_isolation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sync_caller_without_a_chainer_gets_a_fast_503_and_the_retry_returns_the_record() {
     let _serial = SERIAL.lock().await;
-    let mut c = Cluster::new("late", 2, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "20000")]);
+    let mut c = Cluster::new("late", 2, &[("SEALTRAIL_API_COMMIT_TIMEOUT", "20000ms")]);
     c.add_gateway().await;
     let ts = tenants(&c, 1).await;
     let api = c.api(0, &ts[0].1);
@@ -707,7 +707,7 @@ enum Victim {
 
 async fn kill_mid_load(test: &str, victim: Victim) {
     let _serial = SERIAL.lock().await;
-    let mut c = Cluster::new(test, 4, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "5000")]);
+    let mut c = Cluster::new(test, 4, &[("SEALTRAIL_API_COMMIT_TIMEOUT", "5000ms")]);
     c.add_gateway().await;
     c.add_gateway().await;
     c.add_chainer().await;
@@ -818,7 +818,7 @@ async fn sigkill_the_cassandra_node_mid_load_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_zombie_chainer_is_fenced_and_the_chains_stay_whole() {
     let _serial = SERIAL.lock().await;
-    let mut c = Cluster::new("zombie", 4, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "5000")]);
+    let mut c = Cluster::new("zombie", 4, &[("SEALTRAIL_API_COMMIT_TIMEOUT", "5000ms")]);
     c.add_gateway().await;
     c.add_chainer().await;
     c.add_chainer().await;
@@ -946,7 +946,7 @@ impl Drop for Frozen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readiness_reports_each_outage_and_its_end() {
     let _serial = SERIAL.lock().await;
-    let mut c = Cluster::new("ready", 2, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "3000")]);
+    let mut c = Cluster::new("ready", 2, &[("SEALTRAIL_API_COMMIT_TIMEOUT", "3000ms")]);
     c.add_gateway().await;
     let secs = Duration::from_secs;
     wait_readiness(&c, Some("chainer"), secs(10)).await;
@@ -970,7 +970,7 @@ async fn readiness_reports_each_outage_and_its_end() {
     let frozen = Frozen::service("cassandra");
     let t = wait_readiness(&c, Some("scylla"), secs(10)).await;
     eprintln!("cassandra frozen: /readyz said so after {t:?}");
-    // Async ingest goes on: the key answers from the cache (key_cache_grace_ms) and
+    // Async ingest goes on: the key answers from the cache (api.key_cache_grace) and
     // Kafka takes the event.
     let started = Instant::now();
     let (s, body) = c
@@ -1029,7 +1029,7 @@ async fn readiness_reports_each_outage_and_its_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_static_member_chainer_resumes_within_seconds() {
     let _serial = SERIAL.lock().await;
-    let mut c = Cluster::new("static", 2, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "30000")]);
+    let mut c = Cluster::new("static", 2, &[("SEALTRAIL_API_COMMIT_TIMEOUT", "30000ms")]);
     c.add_gateway().await;
     let instance = format!("{}-chainer-0", c.name);
     c.add_chainer_with(&[("SEALTRAIL_KAFKA_GROUP_INSTANCE_ID", instance)])
@@ -1089,7 +1089,7 @@ async fn every_gateway_writes_to_every_partition_soon_after_a_broker_freeze() {
         "freeze",
         PARTITIONS,
         &[
-            ("SEALTRAIL_COMMIT_TIMEOUT_MS", "5000"),
+            ("SEALTRAIL_API_COMMIT_TIMEOUT", "5000ms"),
             (
                 "RUST_LOG",
                 "warn,sealtrail=info,sealtrail_kafka=debug,sealtrail::distributed=debug",
@@ -1306,7 +1306,11 @@ async fn chainer_metric(proc: &Proc, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chainer_out_of_its_group_replaces_its_consumer() {
     let _serial = SERIAL.lock().await;
-    let mut c = Cluster::new("outofgroup", 2, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "3000")]);
+    let mut c = Cluster::new(
+        "outofgroup",
+        2,
+        &[("SEALTRAIL_API_COMMIT_TIMEOUT", "3000ms")],
+    );
     c.add_gateway().await;
     let mut chainer = c.proc("chainer", 0);
     chainer
@@ -1408,7 +1412,7 @@ async fn a_chainer_out_of_its_group_replaces_its_consumer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chainer_whose_partitions_stop_fetching_replaces_its_consumer() {
     let _serial = SERIAL.lock().await;
-    let mut c = Cluster::new("nofetch", 2, &[("SEALTRAIL_COMMIT_TIMEOUT_MS", "3000")]);
+    let mut c = Cluster::new("nofetch", 2, &[("SEALTRAIL_API_COMMIT_TIMEOUT", "3000ms")]);
     c.add_gateway().await;
     let mut chainer = c.proc("chainer", 0);
     chainer
@@ -1683,8 +1687,8 @@ async fn retention_under_load_with_a_chainer_sigkilled_mid_prune_keeps_every_kep
         "prune",
         2,
         &[
-            ("SEALTRAIL_COMMIT_TIMEOUT_MS", "5000"),
-            ("SEALTRAIL_RETENTION_INTERVAL_MS", "1000"),
+            ("SEALTRAIL_API_COMMIT_TIMEOUT", "5000ms"),
+            ("SEALTRAIL_RETENTION_INTERVAL", "1000ms"),
         ],
     );
     c.add_gateway().await;

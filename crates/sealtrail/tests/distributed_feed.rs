@@ -130,9 +130,9 @@ impl Deployment {
             ("SEALTRAIL_KAFKA_REPLY_TOPIC", format!("{name}-replies")),
             ("SEALTRAIL_KAFKA_REPLY_PARTITIONS", "1".into()),
             ("SEALTRAIL_KAFKA_GROUP_ID", name.clone()),
-            ("SEALTRAIL_KAFKA_SESSION_TIMEOUT_MS", "6000".into()),
+            ("SEALTRAIL_KAFKA_SESSION_TIMEOUT", "6000ms".into()),
             ("SEALTRAIL_SCYLLA_KEYSPACE", name.clone()),
-            ("SEALTRAIL_SCYLLA_REQUEST_TIMEOUT_MS", "5000".into()),
+            ("SEALTRAIL_SCYLLA_REQUEST_TIMEOUT", "5000ms".into()),
             (
                 "RUST_LOG",
                 "warn,sealtrail=info,sealtrail_kafka=info".into(),
@@ -460,7 +460,7 @@ async fn a_slow_partition_delays_only_itself_and_the_chainer_stays_in_the_group(
             "chainer",
             &[
                 ("SEALTRAIL_FAULT_SLOW_PARTITION", &format!("{SLOW}:15000")),
-                ("SEALTRAIL_KAFKA_MAX_POLL_INTERVAL_MS", "8000"),
+                ("SEALTRAIL_KAFKA_MAX_POLL_INTERVAL", "8000ms"),
             ],
         )
         .await;

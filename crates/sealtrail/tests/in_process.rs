@@ -328,19 +328,18 @@ async fn stop_and_start_again_in_the_same_process() {
     server.wait().await.expect("stops cleanly");
 }
 
-/// `key_cache_ttl_ms` bounds how long a revoked key keeps working, and a key is not asked
+/// `api.key_cache_ttl` bounds how long a revoked key keeps working, and a key is not asked
 /// for in the store more often than that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_stops_working_within_the_key_cache_ttl() {
     for ttl_ms in [300u64, 60_000] {
         let dir = tempfile::tempdir().unwrap();
-        let server = start_with(Config {
+        let mut config = Config {
             data_dir: dir.path().to_path_buf(),
-            key_cache_ttl_ms: ttl_ms,
             ..Config::default()
-        })
-        .await
-        .unwrap();
+        };
+        config.api.key_cache_ttl = std::time::Duration::from_millis(ttl_ms);
+        let server = start_with(config).await.unwrap();
         let (raw, id) = key_with_id(&server, "acme", &["read", "write"]).await;
         let api = api(&server, &raw);
         assert_eq!(api.get("/v1/events").await.0, 200);

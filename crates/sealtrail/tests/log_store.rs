@@ -438,7 +438,7 @@ async fn chain_reads_run_across_segment_ends() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key = create_key(&data, "acme", "read,write");
-    let small = [("SEALTRAIL_SEGMENT_MB", "1")];
+    let small = [("SEALTRAIL_EMBEDDED_SEGMENT_SIZE", "1 MiB")];
     let mut server = Server::start_with_env(&data, &[], &small).await;
     let api = Api::new(&server, &key);
     for b in 0..40 {

@@ -127,7 +127,7 @@ async fn sustained_ingest_keeps_memory_and_journal_bounded_and_survives_sigkill(
     let config = dir.path().join("sealtrail.toml");
     std::fs::write(
         &config,
-        "fjall_write_buffer_mb = 1\nfjall_journal_mb = 64\nfjall_worker_threads = 1\n",
+        "[embedded]\nfjall_write_buffer = \"1 MiB\"\nfjall_journal = \"64 MiB\"\nfjall_worker_threads = 1\n",
     )
     .unwrap();
     let keys: Vec<(String, String)> = (0..3)

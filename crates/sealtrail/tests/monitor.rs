@@ -334,7 +334,7 @@ async fn fixture() -> Fixture {
     let server = Server::start_with_env(
         &data,
         &["--store", "sqlite"],
-        &[("SEALTRAIL_RETENTION_INTERVAL_MS", "1000")],
+        &[("SEALTRAIL_RETENTION_INTERVAL", "1000ms")],
     )
     .await;
     let key = create_key(&data, "acme", "read,write");

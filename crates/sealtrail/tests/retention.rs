@@ -15,7 +15,7 @@ use sealtrail_core::note::NoteVerifier;
 use sealtrail_core::proof::{verify_consistency, verify_inclusion};
 use serde_json::{Value, json};
 
-const FAST: &[(&str, &str)] = &[("SEALTRAIL_RETENTION_INTERVAL_MS", "1000")];
+const FAST: &[(&str, &str)] = &[("SEALTRAIL_RETENTION_INTERVAL", "1000ms")];
 
 /// `sealtrail verify ARGS`, which must pass: what it said.
 fn verify_cli(args: &[&str]) -> String {

@@ -65,8 +65,8 @@ pub async fn routes(state: AppState) -> (Routes, HealthReporter) {
 /// `NOT_SERVING`, new connections are refused, `Tail` and `Ingest` streams end (on the
 /// service's shutdown flag, `Ingest` after acknowledging what it appended) and in-flight
 /// calls finish. A peer that does not take part in the graceful close (HTTP/2 GOAWAY and
-/// PING) cannot hold the server: connections still open [`SHUTDOWN_GRACE`] after the
-/// commit timeout are dropped.
+/// PING) cannot hold the server: connections still open `shutdown_grace` after the
+/// commit timeout are dropped (`ApiConfig`).
 ///
 /// Contract for the caller: the log must stay open until this returns, so that entries
 /// appended by in-flight calls are committed and acknowledged.
@@ -76,7 +76,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let grace = state.config.commit_timeout + SHUTDOWN_GRACE;
+    let grace = state.config.commit_timeout + state.config.shutdown_grace;
     let max_header_list = u32::try_from(state.config.max_header_bytes).unwrap_or(u32::MAX);
     let (routes, reporter) = routes(state.clone()).await;
     tokio::spawn(mirror_health(state, reporter.clone()));
@@ -121,9 +121,6 @@ pub async fn serve(
         }
     }
 }
-
-/// How long after the commit timeout a shutdown waits for gRPC connections to close.
-pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Mirrors `/healthz` into the gRPC health service: `sealtrail.v1.AuditLog` is
 /// `NOT_SERVING` while a chainer retries a failing store (its requests are stalled), and

@@ -69,9 +69,9 @@ const POISON_PROBE: Duration = Duration::from_millis(200);
 /// How long a stall is before the writer says so in the log.
 const STALL_WARNING: Duration = Duration::from_secs(5);
 
-/// Memory, journal and log limits of the fjall store (config keys `fjall_write_buffer_mb`,
-/// `fjall_journal_mb`, `fjall_cache_mb`, `fjall_worker_threads`, `min_free_disk_mb`,
-/// `segment_mb`, `index_lag_mb`).
+/// Memory, journal and log limits of the fjall store (config keys `embedded.fjall_write_buffer`,
+/// `embedded.fjall_journal`, `embedded.fjall_cache`, `embedded.fjall_worker_threads`,
+/// `embedded.min_free_disk`, `embedded.segment_size`, `embedded.index_lag`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FjallLimits {
     /// Bytes the memtables take in before they are all sealed and flushed.
