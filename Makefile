@@ -28,7 +28,7 @@ test-distributed: python-deps ## Kafka + Cassandra suites (starts them with depl
 	PYTHON=$(PYTHON) CARGO=$(CARGO) tests/distributed.sh
 
 python-deps: ## install the Python test dependencies (pinned)
-	@$(PYTHON) -c 'import fact0, rfc8785, pytest, requests, cryptography, grpc, grpc_tools, schemathesis' 2>/dev/null || $(PYTHON) -m pip install -q -r tests/python/requirements.txt
+	@$(PYTHON) -c 'import fact0, rfc8785, pytest, requests, cryptography, grpc, grpc_tools, schemathesis, selenium' 2>/dev/null || $(PYTHON) -m pip install -q -r tests/python/requirements.txt
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod edge;
 pub mod error;
 pub mod export;
@@ -149,6 +150,7 @@ pub fn router(service: AppState) -> Router {
         .route("/readyz", get(telemetry::readyz))
         .route("/metrics", get(telemetry::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        .merge(console::routes())
         .fallback(telemetry::not_found)
         .method_not_allowed_fallback(telemetry::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
