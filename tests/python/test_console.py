@@ -259,13 +259,13 @@ class Embedded:
         self.proc: subprocess.Popen | None = None
         self.base_url = ""
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         port = _free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEALTRAIL_") or k == "SEALTRAIL_BIN"}
         self.proc = subprocess.Popen(
             [str(self.bin), "serve", "--store", "sqlite", "--data-dir", str(self.data),
-             "--http-addr", f"127.0.0.1:{port}", "--grpc-addr", f"127.0.0.1:{_free_port()}"],
+             "--http-addr", f"127.0.0.1:{port}", "--grpc-addr", f"127.0.0.1:{_free_port()}", *extra],
             stdout=subprocess.DEVNULL, stderr=open(self.work / "server.stderr", "ab"), env=env,
         )
         deadline = time.monotonic() + 30
@@ -328,3 +328,69 @@ def test_the_browser_names_a_record_changed_behind_the_server(browser, tmp_path)
         shot(browser, "verify-tampered-chain")
     finally:
         srv.stop()
+
+
+def _wait_up(url: str, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{what} exited"
+        try:
+            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not start")
+
+
+def test_the_browser_checks_the_witness_cosignatures_it_is_given(browser, tmp_path):
+    srv = Embedded(tmp_path)
+    key = srv.create_key("acme")
+    auth = {"Authorization": f"Bearer {key}"}
+    srv.start()
+    vkey = requests.get(srv.base_url + "/v1/log/key", headers=auth, timeout=10).json()["verifier_key"]
+    srv.stop()
+
+    def init(name: str, where: Path) -> str:
+        out = subprocess.run(
+            [str(srv.bin), "witness", "init", "--name", name, "--data-dir", str(where)],
+            capture_output=True, text=True, timeout=30, check=True,
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    wkey = init("w1.example", tmp_path / "w1")
+    stranger = init("w2.example", tmp_path / "w2")
+    wurl = f"http://127.0.0.1:{_free_port()}"
+    witness = subprocess.Popen(
+        [str(srv.bin), "witness", "serve", "--addr", wurl.removeprefix("http://"),
+         "--data-dir", str(tmp_path / "w1"), "--log", vkey],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "witness.stderr", "ab"),
+    )
+    try:
+        _wait_up(wurl, witness, "the witness")
+        srv.start("--witness", f"{wurl}={wkey}")
+        post(srv.base_url, key, [event(i, "key.rotate") for i in range(5)])
+        sign_in(browser, srv.base_url, key)
+        browser.execute_script(
+            "localStorage.setItem('sealtrail.pinnedKey', arguments[0]);"
+            "localStorage.setItem('sealtrail.witnessKeys', arguments[1]);",
+            vkey, wkey,
+        )
+        open_event(browser, 3)
+        by_id(browser, "verify-event").click()
+        result = steps(browser, "steps", 6)
+        assert set(result.values()) == {"pass"}, result
+        assert "w1.example at " in step_detail(browser, "steps", "Witness cosignatures")
+        shot(browser, "verify-witnessed")
+
+        # A witness the log never sent its checkpoints to: its cosignature is missing.
+        browser.execute_script("localStorage.setItem('sealtrail.witnessKeys', arguments[0])", stranger)
+        by_id(browser, "verify-event").click()
+        time.sleep(0.2)
+        result = steps(browser, "steps", 4)
+        assert result["Witness cosignatures (C2SP tlog-cosignature)"] == "fail", result
+        assert "no cosignature by the witness w2.example" in step_detail(browser, "steps", "Witness cosignatures")
+    finally:
+        srv.stop()
+        witness.terminate()
+        witness.wait(timeout=20)

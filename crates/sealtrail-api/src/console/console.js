@@ -11,6 +11,7 @@
   const KEY = "sealtrail.key";
   const PINNED = "sealtrail.pinnedKey";
   const THEME = "sealtrail.theme";
+  const WITNESSES = "sealtrail.witnessKeys";
   const ZERO = "0".repeat(64);
 
   const state = {
@@ -331,11 +332,30 @@
         ? { detail: "the pinned key: " + key.vkey }
         : { warn: "not pinned: the key this server serves (" + key.vkey + ") — pin the key you hold to check it" };
     });
-    const note = await text("/v1/checkpoint?fresh=true");
+    const witnesses = witnessKeys();
+    // with witness keys pinned, a checkpoint they all cosigned (the server waits up to 10 s)
+    const note = await text("/v1/checkpoint?fresh=true" + (witnesses.length ? "&witnesses=" + witnesses.length : ""));
     const opened = await step("Checkpoint signature (Ed25519)", async () => {
       const o = await V.openNote(note, key.vkey);
-      return { detail: "signed by " + key.vkey.split("+")[0] + (o.others.length ? "; also cosigned by " + o.others.join(", ") + " (witness keys not checked here)" : ""), opened: o };
+      const names = o.others.map((x) => x.name);
+      return {
+        detail: "signed by " + key.vkey.split("+")[0] + (names.length ? "; cosignature lines by " + names.join(", ") : ""),
+        opened: o,
+      };
     });
+    if (witnesses.length || opened.opened.others.length) {
+      await step("Witness cosignatures (C2SP tlog-cosignature)", async () => {
+        if (!witnesses.length) {
+          return { warn: "cosigned by " + opened.opened.others.map((x) => x.name).join(", ") + ", not checked: pin the witness keys you trust below" };
+        }
+        const seen = [];
+        for (const wkey of witnesses) {
+          const c = await V.verifyCosignature(opened.opened.text, opened.opened.others, wkey);
+          seen.push(c.name + " at " + new Date(c.time * 1000).toISOString());
+        }
+        return { detail: "cosigned by " + seen.join("; ") };
+      });
+    }
     const checkpoint = V.parseCheckpoint(opened.opened.text);
     await step("Checkpoint origin", async () => {
       if (checkpoint.origin !== key.origin) {
@@ -557,7 +577,19 @@
 
   // ------------------------------------------------------------------ settings
 
+  function witnessKeys() {
+    return (localStorage.getItem(WITNESSES) || "")
+      .split("\n")
+      .map((k) => k.trim())
+      .filter(Boolean);
+  }
+
   function showPinned() {
+    const witnesses = witnessKeys();
+    $("witness-keys").value = witnesses.join("\n");
+    $("witness-status").textContent = witnesses.length
+      ? witnesses.length + " witness key" + (witnesses.length === 1 ? "" : "s") + " pinned: each must have cosigned the checkpoint."
+      : "No witness keys pinned: cosignatures are listed, not checked.";
     const pinned = localStorage.getItem(PINNED);
     $("pinned").value = pinned || "";
     $("pin-status").textContent = pinned
@@ -627,6 +659,17 @@
         showPinned();
       } catch (err) {
         $("pin-status").textContent = "Not pinned: " + explain(err);
+      }
+    });
+    $("witness-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const keys = $("witness-keys").value.split("\n").map((k) => k.trim()).filter(Boolean);
+      try {
+        for (const k of keys) await V.parseVerifierKey(k, V.COSIGNER);
+        localStorage.setItem(WITNESSES, keys.join("\n"));
+        showPinned();
+      } catch (err) {
+        $("witness-status").textContent = "Not saved: " + explain(err);
       }
     });
     $("unpin").addEventListener("click", () => {

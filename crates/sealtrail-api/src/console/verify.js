@@ -77,9 +77,13 @@ const SealtrailVerify = (() => {
     return hex(await sha256(enc.encode(text)));
   }
 
-  // `<name>+<key id hex>+<base64(0x01 || 32-byte Ed25519 key)>`; the key id is the first
-  // 4 bytes of SHA-256(name || "\n" || 0x01 || key) (C2SP signed-note).
-  async function parseVerifierKey(vkey) {
+  const NOTE_SIGNER = 0x01; // C2SP signed-note Ed25519
+  const COSIGNER = 0x04; // C2SP tlog-cosignature cosignature/v1
+
+  // `<name>+<key id hex>+<base64(type || 32-byte Ed25519 key)>`; the key id is the first
+  // 4 bytes of SHA-256(name || "\n" || type || key) (C2SP signed-note). The type is 0x01
+  // for a note signer (the log), 0x04 for a witness's cosignature/v1 key.
+  async function parseVerifierKey(vkey, type = NOTE_SIGNER) {
     // the base64 key may hold '+' itself: the name and the id end at the first two
     const text = vkey.trim();
     const first = text.indexOf("+");
@@ -87,7 +91,13 @@ const SealtrailVerify = (() => {
     if (first < 1 || second < 0) throw new Error("a verifier key is NAME+KEYID+KEY");
     const [name, idHex, keyB64] = [text.slice(0, first), text.slice(first + 1, second), text.slice(second + 1)];
     const raw = fromBase64(keyB64);
-    if (raw.length !== 33 || raw[0] !== 0x01) throw new Error("not an Ed25519 verifier key");
+    if (raw.length !== 33 || raw[0] !== type) {
+      throw new Error(
+        type === NOTE_SIGNER
+          ? "not an Ed25519 verifier key (type 0x01)"
+          : "not a witness's Ed25519 cosignature/v1 key (type 0x04)",
+      );
+    }
     const id = (await sha256(concat(enc.encode(name + "\n"), raw))).slice(0, 4);
     if (hex(id) !== idHex) throw new Error("the key id does not match the key");
     const key = await crypto.subtle.importKey("raw", raw.slice(1), { name: "Ed25519" }, false, [
@@ -111,7 +121,7 @@ const SealtrailVerify = (() => {
       const [sigName, sigB64] = line.slice(2).split(" ");
       const raw = fromBase64(sigB64);
       if (sigName !== name || !equal(raw.slice(0, 4), id)) {
-        others.push(sigName);
+        others.push({ name: sigName, raw });
         continue;
       }
       const ok = await crypto.subtle.verify({ name: "Ed25519" }, key, raw.slice(4), enc.encode(text));
@@ -120,6 +130,23 @@ const SealtrailVerify = (() => {
     }
     if (!verified) throw new Error("no signature by the log key " + name);
     return { text, others };
+  }
+
+  // C2SP tlog-cosignature: the line by witness key `wkey` among `others` (from openNote)
+  // is base64(key id || u64 big-endian time || Ed25519 signature) over
+  // "cosignature/v1\ntime <time>\n" followed by the checkpoint's note text.
+  async function verifyCosignature(text, others, wkey) {
+    const { name, id, key } = await parseVerifierKey(wkey, COSIGNER);
+    for (const other of others) {
+      if (other.name !== name || !equal(other.raw.slice(0, 4), id)) continue;
+      if (other.raw.length !== 4 + 8 + 64) throw new Error("the cosignature by " + name + " has the wrong length");
+      const time = new DataView(other.raw.buffer, other.raw.byteOffset + 4, 8).getBigUint64(0);
+      const message = enc.encode("cosignature/v1\ntime " + time.toString() + "\n" + text);
+      const ok = await crypto.subtle.verify({ name: "Ed25519" }, key, other.raw.slice(12), message);
+      if (!ok) throw new Error("the cosignature by " + name + " does not verify");
+      return { name, time: Number(time) };
+    }
+    throw new Error("no cosignature by the witness " + name);
   }
 
   function parseCheckpoint(text) {
@@ -197,6 +224,8 @@ const SealtrailVerify = (() => {
     recordHash,
     parseVerifierKey,
     openNote,
+    verifyCosignature,
+    COSIGNER,
     parseCheckpoint,
     inclusionRoot,
     Frontier,
