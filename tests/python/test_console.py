@@ -200,7 +200,7 @@ def test_the_browser_verifies_an_event_and_the_chain(browser, base_url, make_key
     open_event(browser, 5)
     assert '"sequence_number": 5' in by_id(browser, "record-json").text
     by_id(browser, "verify-event").click()
-    result = steps(browser, "steps", 5)
+    result = steps(browser, "steps", 6)
     assert "fail" not in result.values(), by_id(browser, "steps").text
     assert result["Record hash (SHA-256 of its JCS form)"] == "pass"
     assert result["Checkpoint signature (Ed25519)"] == "pass"
@@ -216,10 +216,12 @@ def test_the_browser_verifies_an_event_and_the_chain(browser, base_url, make_key
     by_id(browser, "pinned").send_keys(vkey)
     by_id(browser, "pin-form").submit()
     wait(browser, lambda d: "Pinned" in by_id(d, "pin-status").text, "the pinned key")
+    post(base_url, key, [event(99, "user.logout")])  # the next checkpoint is larger
     by_id(browser, "verify-event").click()
     time.sleep(0.2)
-    result = steps(browser, "steps", 5)
+    result = steps(browser, "steps", 6)
     assert set(result.values()) == {"pass"}, result
+    assert "extends the tree of size 12" in step_detail(browser, "steps", "Consistent")
     shot(browser, "verify-event")
 
     # A key that is not the log's: the signature step fails and says so.
@@ -232,10 +234,23 @@ def test_the_browser_verifies_an_event_and_the_chain(browser, base_url, make_key
     assert result["Log key"] == "fail", result
     browser.execute_script("localStorage.setItem('sealtrail.pinnedKey', arguments[0])", vkey)
 
+    # A tree of the same size with another root remembered from before: a fork, named.
+    origin = browser.execute_script("return Object.keys(JSON.parse(localStorage.getItem('sealtrail.checkpoints')))[0]")
+    browser.execute_script(
+        "localStorage.setItem('sealtrail.checkpoints', JSON.stringify({[arguments[0]]: {size: 13, root: '00'.repeat(32)}}))",
+        origin,
+    )
+    by_id(browser, "verify-event").click()
+    time.sleep(0.2)
+    result = steps(browser, "steps", 5)
+    assert result["Consistent with the checkpoints this browser saw before"] == "fail", result
+    assert "a fork" in step_detail(browser, "steps", "Consistent")
+    browser.execute_script("localStorage.removeItem('sealtrail.checkpoints')")
+
     by_id(browser, "verify-chain").click()
     wait(browser, lambda d: "The log verifies" in by_id(d, "chain-status").text, "the chain verification")
-    assert by_id(browser, "chain-progress").get_attribute("value") == "12"
-    result = steps(browser, "chain-steps", 5)
+    assert by_id(browser, "chain-progress").get_attribute("value") == "13"
+    result = steps(browser, "chain-steps", 6)
     assert set(result.values()) == {"pass"}, result
     shot(browser, "verify-chain")
 
@@ -320,7 +335,7 @@ def test_the_browser_names_a_record_changed_behind_the_server(browser, tmp_path)
         open_event(browser, 2)
         by_id(browser, "verify-event").click()
         time.sleep(0.2)
-        assert set(steps(browser, "steps", 5).values()) <= {"pass", "warn"}, "an untouched record still verifies"
+        assert set(steps(browser, "steps", 6).values()) <= {"pass", "warn"}, "an untouched record still verifies"
 
         by_id(browser, "verify-chain").click()
         wait(browser, lambda d: "FAILED at: Every record" in by_id(d, "chain-status").text, "the chain verification to fail")
@@ -378,7 +393,7 @@ def test_the_browser_checks_the_witness_cosignatures_it_is_given(browser, tmp_pa
         )
         open_event(browser, 3)
         by_id(browser, "verify-event").click()
-        result = steps(browser, "steps", 6)
+        result = steps(browser, "steps", 7)
         assert set(result.values()) == {"pass"}, result
         assert "w1.example at " in step_detail(browser, "steps", "Witness cosignatures")
         shot(browser, "verify-witnessed")

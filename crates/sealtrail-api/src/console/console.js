@@ -12,6 +12,7 @@
   const PINNED = "sealtrail.pinnedKey";
   const THEME = "sealtrail.theme";
   const WITNESSES = "sealtrail.witnessKeys";
+  const SEEN = "sealtrail.checkpoints"; // origin -> the largest checkpoint verified here
   const ZERO = "0".repeat(64);
 
   const state = {
@@ -362,6 +363,35 @@
         throw new Error("the checkpoint is for " + checkpoint.origin + ", this key's tenant log is " + key.origin);
       }
       return { detail: checkpoint.origin + ", tree size " + checkpoint.size + ", root " + V.hex(checkpoint.root) };
+    });
+    await step("Consistent with the checkpoints this browser saw before", async () => {
+      const seen = JSON.parse(localStorage.getItem(SEEN) || "{}");
+      const before = seen[checkpoint.origin];
+      const remember = () => {
+        seen[checkpoint.origin] = { size: checkpoint.size, root: V.hex(checkpoint.root) };
+        localStorage.setItem(SEEN, JSON.stringify(seen));
+      };
+      if (!before) {
+        remember();
+        return { detail: "the first checkpoint of this log seen here (size " + checkpoint.size + "); later ones must extend it" };
+      }
+      const oldRoot = V.fromHex(before.root);
+      if (before.size > checkpoint.size) {
+        throw new Error("the log shrank: this browser saw size " + before.size + ", the server now signs " + checkpoint.size);
+      }
+      if (before.size === checkpoint.size) {
+        if (!V.equal(oldRoot, checkpoint.root)) {
+          throw new Error("a fork: two signed trees of size " + checkpoint.size + " with different roots (" + before.root + " seen before)");
+        }
+        return { detail: "the same tree as seen before (size " + checkpoint.size + ")" };
+      }
+      const proof = await json("/v1/proof/consistency?from=" + before.size + "&to=" + checkpoint.size);
+      const ok = await V.consistent(before.size, checkpoint.size, proof.hashes.map(V.fromBase64), oldRoot, checkpoint.root);
+      if (!ok) {
+        throw new Error("the tree of size " + checkpoint.size + " does not extend the one of size " + before.size + " seen before: the history was rewritten");
+      }
+      remember();
+      return { detail: "extends the tree of size " + before.size + " seen before (" + proof.hashes.length + " hashes)" };
     });
     return checkpoint;
   }

@@ -191,6 +191,38 @@ const SealtrailVerify = (() => {
     return sn === 0 ? r : null;
   }
 
+  // RFC 9162 §2.1.4.2: whether `path` proves that the tree of `second` leaves with root
+  // `secondRoot` extends the tree of `first` leaves with root `firstRoot`.
+  async function consistent(first, second, path, firstRoot, secondRoot) {
+    if (first === second) return path.length === 0 && equal(firstRoot, secondRoot);
+    if (first === 0 || first > second || !path.length) return false;
+    if ((first & (first - 1)) === 0) path = [firstRoot].concat(path); // the old root is the first node
+    let fn = first - 1;
+    let sn = second - 1;
+    while (fn % 2 === 1) {
+      fn = Math.floor(fn / 2);
+      sn = Math.floor(sn / 2);
+    }
+    let fr = path[0];
+    let sr = path[0];
+    for (const c of path.slice(1)) {
+      if (sn === 0) return false;
+      if (fn % 2 === 1 || fn === sn) {
+        fr = await node(c, fr);
+        sr = await node(c, sr);
+        while (fn % 2 === 0 && fn !== 0) {
+          fn = Math.floor(fn / 2);
+          sn = Math.floor(sn / 2);
+        }
+      } else {
+        sr = await node(sr, c);
+      }
+      fn = Math.floor(fn / 2);
+      sn = Math.floor(sn / 2);
+    }
+    return sn === 0 && equal(fr, firstRoot) && equal(sr, secondRoot);
+  }
+
   // The Merkle tree hash of `leaves` (RFC 9162 §2.1.1), kept as a frontier so a long
   // range is folded in as it arrives: push each leaf, then `root()`.
   class Frontier {
@@ -228,6 +260,7 @@ const SealtrailVerify = (() => {
     COSIGNER,
     parseCheckpoint,
     inclusionRoot,
+    consistent,
     Frontier,
   };
 })();
