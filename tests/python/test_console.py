@@ -252,7 +252,34 @@ def test_the_browser_verifies_an_event_and_the_chain(browser, base_url, make_key
     assert by_id(browser, "chain-progress").get_attribute("value") == "13"
     result = steps(browser, "chain-steps", 6)
     assert set(result.values()) == {"pass"}, result
+    wait(browser, lambda d: '"valid": true' in by_id(d, "chain-server").text, "the server's chain verdict beside")
     shot(browser, "verify-chain")
+
+    # Keyboard only: tab to an event's link and open it with Enter.
+    from selenium.webdriver.common.keys import Keys
+
+    by_id(browser, "close-detail").click()
+    link = browser.find_element(By.CSS_SELECTOR, '#events button[aria-label="Open event 7"]')
+    browser.execute_script("arguments[0].focus()", link)
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    wait(browser, lambda d: by_id(d, "detail-title").text == "Event #7", "event #7 opened from the keyboard")
+    assert browser.switch_to.active_element.get_attribute("id") == "verify-event", "focus moves to the next action"
+
+    # Dark theme, and a phone's width.
+    by_id(browser, "theme").click()
+    theme = browser.execute_script("return document.documentElement.dataset.theme")
+    assert theme in ("dark", "light")
+    shot(browser, f"events-{theme}")
+    browser.set_window_size(390, 844)
+    shot(browser, "phone")
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    wide = browser.execute_script(
+        "return Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > 400)"
+        ".slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className)"
+    )
+    assert width <= 400, f"the page fits a phone's width ({width} px; wider: {wide})"
+    browser.set_window_size(1400, 1100)
+    browser.execute_script("localStorage.removeItem('sealtrail.theme')")
 
 
 # ------------------------------------------------------------------ a record changed behind the server

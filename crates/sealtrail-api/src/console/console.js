@@ -446,6 +446,11 @@
     const status = $("chain-status");
     const step = stepList($("chain-steps"));
     progress.value = 0;
+    const server = $("chain-server");
+    server.textContent = "…";
+    json("/v1/verify")
+      .then((r) => (server.textContent = JSON.stringify(r, null, 2)))
+      .catch((err) => (server.textContent = explain(err)));
     try {
       const checkpoint = await signedCheckpoint(step);
       const size = checkpoint.size;
