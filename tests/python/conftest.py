@@ -329,3 +329,60 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.failed and _SERVER is not None:
         report.sections.append(("sealtrail server stderr (tail)", _SERVER.stderr_tail(4000)))
+
+
+class Embedded:
+    """A private embedded server (SQLite store by default) that a test can stop, SIGKILL,
+    edit behind and start again, with its own environment (`env`, on top of a clean one:
+    the suite's SEALTRAIL_* variables are left out)."""
+
+    def __init__(self, work: Path, env: dict[str, str] | None = None, store: str = "sqlite"):
+        self.bin = Path(os.environ.get("SEALTRAIL_BIN", str(DEFAULT_BIN)))
+        self.data = work / "data"
+        self.work = work
+        self.store = store
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SEALTRAIL_") or k == "SEALTRAIL_BIN"}
+        self.env.update(env or {})
+        self.proc: subprocess.Popen | None = None
+        self.base_url = ""
+
+    def start(self, *extra: str) -> None:
+        port = _free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [str(self.bin), "serve", "--store", self.store, "--data-dir", str(self.data),
+             "--http-addr", f"127.0.0.1:{port}", "--grpc-addr", f"127.0.0.1:{_free_port()}", *extra],
+            stdout=subprocess.DEVNULL, stderr=open(self.work / "server.stderr", "ab"), env=self.env,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, _tail(self.work / "server.stderr")
+            try:
+                if requests.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("the private server did not start:\n" + _tail(self.work / "server.stderr"))
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, nothing flushed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=20)
+
+    def stderr(self) -> str:
+        return _tail(self.work / "server.stderr")
+
+    def create_key(self, tenant: str, scopes: str = "read,write") -> str:
+        out = subprocess.run(
+            [str(self.bin), "keys", "create", "--tenant", tenant, "--scopes", scopes,
+             "--store", self.store, "--data-dir", str(self.data)],
+            capture_output=True, text=True, timeout=30, check=True, env=self.env,
+        )
+        return out.stdout.strip().splitlines()[-1]

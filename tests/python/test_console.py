@@ -26,7 +26,7 @@ from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from conftest import DEFAULT_BIN, REPO_ROOT
+from conftest import REPO_ROOT, Embedded, _free_port
 
 SHOTS = REPO_ROOT / "target" / "console-screenshots"
 WAIT_S = 20
@@ -283,55 +283,6 @@ def test_the_browser_verifies_an_event_and_the_chain(browser, base_url, make_key
 
 
 # ------------------------------------------------------------------ a record changed behind the server
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Embedded:
-    """A private embedded server on the SQLite store, which the test can stop and edit."""
-
-    def __init__(self, work: Path):
-        self.bin = Path(os.environ.get("SEALTRAIL_BIN", str(DEFAULT_BIN)))
-        self.data = work / "data"
-        self.work = work
-        self.proc: subprocess.Popen | None = None
-        self.base_url = ""
-
-    def start(self, *extra: str) -> None:
-        port = _free_port()
-        self.base_url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SEALTRAIL_") or k == "SEALTRAIL_BIN"}
-        self.proc = subprocess.Popen(
-            [str(self.bin), "serve", "--store", "sqlite", "--data-dir", str(self.data),
-             "--http-addr", f"127.0.0.1:{port}", "--grpc-addr", f"127.0.0.1:{_free_port()}", *extra],
-            stdout=subprocess.DEVNULL, stderr=open(self.work / "server.stderr", "ab"), env=env,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.work / "server.stderr").read_text()
-            try:
-                if requests.get(self.base_url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the private server did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
-
-    def create_key(self, tenant: str) -> str:
-        out = subprocess.run(
-            [str(self.bin), "keys", "create", "--tenant", tenant, "--store", "sqlite", "--data-dir", str(self.data)],
-            capture_output=True, text=True, timeout=30, check=True,
-        )
-        return out.stdout.strip().splitlines()[-1]
 
 
 def test_the_browser_names_a_record_changed_behind_the_server(browser, tmp_path):

@@ -24,6 +24,7 @@ pub mod quota;
 pub mod redact;
 pub mod retention;
 pub mod stream;
+pub mod streams;
 pub mod telemetry;
 pub mod tiles;
 pub mod tlog;
@@ -114,6 +115,8 @@ pub struct Service {
     /// What a background probe found wrong with the services this process depends on
     /// (distributed gateways); `/readyz` reports it.
     pub readiness: Option<watch::Receiver<Vec<telemetry::NotReady>>>,
+    /// Log streams (embedded mode); `None` answers `/v1/destinations` with `501`.
+    pub streams: Option<Arc<streams::Streams>>,
 }
 
 pub type AppState = Arc<Service>;
@@ -135,6 +138,18 @@ pub fn router(service: AppState) -> Router {
             get(retention::get_retention)
                 .put(retention::set_retention)
                 .delete(retention::clear_retention),
+        )
+        .route(
+            "/v1/destinations",
+            post(streams::create_destination).get(streams::list_destinations),
+        )
+        .route(
+            "/v1/destinations/{id}",
+            get(streams::get_destination).delete(streams::delete_destination),
+        )
+        .route(
+            "/v1/destinations/{id}/resume",
+            post(streams::resume_destination),
         )
         .route("/v1/receipts/{id}", get(query::get_receipt))
         .route("/v1/verify", get(query::verify_chain))

@@ -102,6 +102,7 @@ impl StoreError {
             StoreError::Fenced(m) => StoreError::Fenced(m.clone()),
             StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
             StoreError::Fatal(m) => StoreError::Fatal(m.clone()),
+            StoreError::Unsupported(m) => StoreError::Unsupported(m),
         }
     }
 }

@@ -63,6 +63,10 @@ pub enum StoreError {
     /// write) or is misconfigured; a restart (and maybe an operator) is needed.
     #[error("store failed: {0}")]
     Fatal(String),
+    /// This store does not keep what was asked for (a feature of another mode); nothing
+    /// was written.
+    #[error("not supported by this store: {0}")]
+    Unsupported(&'static str),
 }
 
 impl StoreError {
@@ -81,6 +85,7 @@ impl StoreError {
             StoreError::Fenced(_) => "fenced",
             StoreError::Corrupt(_) => "corrupt",
             StoreError::Fatal(_) => "fatal",
+            StoreError::Unsupported(_) => "unsupported",
         }
     }
 }
@@ -235,6 +240,36 @@ pub trait Store: Send + Sync + 'static {
         Err(StoreError::Unavailable(
             "this store cannot list its tenants".into(),
         ))
+    }
+
+    /// Adds a log-stream destination (issue 17). Its id is new.
+    async fn create_destination(&self, destination: Destination) -> StoreResult<()> {
+        let _ = destination;
+        Err(StoreError::Unsupported("log-stream destinations"))
+    }
+
+    /// The log-stream destinations of `tenant_id`, or of every tenant.
+    async fn destinations(&self, tenant_id: Option<&str>) -> StoreResult<Vec<Destination>> {
+        let _ = tenant_id;
+        Err(StoreError::Unsupported("log-stream destinations"))
+    }
+
+    /// Removes a destination; whether it was there.
+    async fn delete_destination(&self, tenant_id: &str, id: &str) -> StoreResult<bool> {
+        let _ = (tenant_id, id);
+        Err(StoreError::Unsupported("log-stream destinations"))
+    }
+
+    /// Stores a destination's delivery state (its cursor and status), durably before it
+    /// returns; whether the destination is still there.
+    async fn record_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        state: DeliveryState,
+    ) -> StoreResult<bool> {
+        let _ = (tenant_id, id, state);
+        Err(StoreError::Unsupported("log-stream destinations"))
     }
 
     /// The tenants' own retention policies (overriding the configured default).

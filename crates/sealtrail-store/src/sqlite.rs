@@ -72,6 +72,20 @@ CREATE TABLE IF NOT EXISTS retention_policies (
     days      INTEGER,
     events    INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS destinations (
+    tenant_id         TEXT    NOT NULL,
+    id                TEXT    NOT NULL,
+    kind              TEXT    NOT NULL,
+    url               TEXT    NOT NULL,
+    sealed_secret     BLOB    NOT NULL,
+    created_at        TEXT    NOT NULL,
+    delivered_through INTEGER NOT NULL,
+    paused            INTEGER NOT NULL,
+    failing_since     TEXT,
+    last_error        TEXT,
+    last_success_at   TEXT,
+    PRIMARY KEY (tenant_id, id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS api_keys (
     key_id     TEXT PRIMARY KEY,
     tenant_id  TEXT NOT NULL,
@@ -257,6 +271,113 @@ impl SqliteStore {
                 })
                 .map_err(unavailable)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    /// Adds a log-stream destination (the key table's database, for both engines).
+    pub async fn create_destination_of(&self, d: crate::Destination) -> StoreResult<()> {
+        self.write_direct(move |conn| {
+            conn.execute(
+                "INSERT INTO destinations (tenant_id, id, kind, url, sealed_secret, created_at, \
+                 delivered_through, paused, failing_since, last_error, last_success_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    d.tenant_id,
+                    d.id,
+                    d.kind,
+                    d.url,
+                    d.sealed_secret,
+                    d.created_at,
+                    d.state.delivered_through as i64,
+                    d.state.paused,
+                    d.state.failing_since,
+                    d.state.last_error,
+                    d.state.last_success_at
+                ],
+            )
+            .map(drop)
+            .map_err(write_error)
+        })
+        .await
+    }
+
+    /// The destinations of `tenant_id` (or all), by tenant and id.
+    pub async fn destinations_of(
+        &self,
+        tenant_id: Option<&str>,
+    ) -> StoreResult<Vec<crate::Destination>> {
+        let tenant = tenant_id.map(str::to_string);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT tenant_id, id, kind, url, sealed_secret, created_at, delivered_through, \
+                     paused, failing_since, last_error, last_success_at FROM destinations \
+                     WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY tenant_id, id",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![tenant], |r| {
+                    Ok(crate::Destination {
+                        tenant_id: r.get(0)?,
+                        id: r.get(1)?,
+                        kind: r.get(2)?,
+                        url: r.get(3)?,
+                        sealed_secret: r.get(4)?,
+                        created_at: r.get(5)?,
+                        state: crate::DeliveryState {
+                            delivered_through: r.get::<_, i64>(6)? as u64,
+                            paused: r.get(7)?,
+                            failing_since: r.get(8)?,
+                            last_error: r.get(9)?,
+                            last_success_at: r.get(10)?,
+                        },
+                    })
+                })
+                .map_err(unavailable)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    /// Removes a destination; whether it was there.
+    pub async fn delete_destination_of(&self, tenant_id: &str, id: &str) -> StoreResult<bool> {
+        let (tenant, id) = (tenant_id.to_string(), id.to_string());
+        self.write_direct(move |conn| {
+            conn.execute(
+                "DELETE FROM destinations WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant, id],
+            )
+            .map(|n| n > 0)
+            .map_err(write_error)
+        })
+        .await
+    }
+
+    /// Stores a destination's cursor and status; whether it is still there.
+    pub async fn record_delivery_of(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        state: crate::DeliveryState,
+    ) -> StoreResult<bool> {
+        let (tenant, id) = (tenant_id.to_string(), id.to_string());
+        self.write_direct(move |conn| {
+            conn.execute(
+                "UPDATE destinations SET delivered_through = ?3, paused = ?4, failing_since = ?5, \
+                 last_error = ?6, last_success_at = ?7 WHERE tenant_id = ?1 AND id = ?2",
+                params![
+                    tenant,
+                    id,
+                    state.delivered_through as i64,
+                    state.paused,
+                    state.failing_since,
+                    state.last_error,
+                    state.last_success_at
+                ],
+            )
+            .map(|n| n > 0)
+            .map_err(write_error)
         })
         .await
     }
@@ -638,6 +759,27 @@ impl Store for SqliteStore {
 
     async fn retention_policies(&self) -> StoreResult<Vec<(String, RetentionPolicy)>> {
         self.retention_policies_of().await
+    }
+
+    async fn create_destination(&self, destination: crate::Destination) -> StoreResult<()> {
+        self.create_destination_of(destination).await
+    }
+
+    async fn destinations(&self, tenant_id: Option<&str>) -> StoreResult<Vec<crate::Destination>> {
+        self.destinations_of(tenant_id).await
+    }
+
+    async fn delete_destination(&self, tenant_id: &str, id: &str) -> StoreResult<bool> {
+        self.delete_destination_of(tenant_id, id).await
+    }
+
+    async fn record_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        state: crate::DeliveryState,
+    ) -> StoreResult<bool> {
+        self.record_delivery_of(tenant_id, id, state).await
     }
 
     async fn set_retention_policy(

@@ -183,3 +183,31 @@ impl sealtrail_core::committed::ChainedBatch for CommitBatch {
         &self.records
     }
 }
+
+/// A log-stream destination (issue 17): where a tenant's committed records are delivered,
+/// in sequence order, at least once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub id: String,
+    pub tenant_id: String,
+    /// `webhook`.
+    pub kind: String,
+    pub url: String,
+    /// The signing secret, sealed with the server's stream key (never stored in clear).
+    pub sealed_secret: Vec<u8>,
+    pub created_at: String,
+    pub state: DeliveryState,
+}
+
+/// Where a destination's delivery stands: its cursor and its health.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryState {
+    /// The last sequence number the destination acknowledged (0: none yet).
+    pub delivered_through: u64,
+    /// Delivery stopped after failing for too long (or by request) until resumed.
+    pub paused: bool,
+    /// When the current run of failures began.
+    pub failing_since: Option<String>,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<String>,
+}

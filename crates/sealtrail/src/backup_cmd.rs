@@ -123,6 +123,16 @@ pub fn backup(config: Config, args: &BackupArgs) -> anyhow::Result<()> {
             key.display()
         );
     }
+    // The key that seals the log-stream secrets: without it the restored destinations
+    // cannot sign their deliveries.
+    let stream_key = data.join(crate::serve::STREAM_KEY_FILE);
+    if stream_key.exists() {
+        copy_file(
+            &stream_key,
+            &args.to.join(crate::serve::STREAM_KEY_FILE),
+            true,
+        )?;
+    }
     sealtrail_store::backup::copy_sqlite(data, &args.to)?;
     if store == StoreEngine::Fjall {
         let copy =
@@ -175,6 +185,10 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     )?;
     if args.from.join(KEY_FILE).exists() {
         copy_file(&args.from.join(KEY_FILE), &to.join(KEY_FILE), true)?;
+    }
+    let stream_key = args.from.join(crate::serve::STREAM_KEY_FILE);
+    if stream_key.exists() {
+        copy_file(&stream_key, &to.join(crate::serve::STREAM_KEY_FILE), true)?;
     }
     if manifest.store == StoreEngine::Fjall {
         // Restoring is copying a log whose frames the backup checked: a sealtrail

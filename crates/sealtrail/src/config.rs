@@ -55,6 +55,9 @@ pub struct Config {
     /// The server-wide retention policy and the pruner.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// Log streams: delivery of committed records to the tenants' destinations.
+    #[serde(default)]
+    pub stream: StreamSection,
     /// Distributed mode: Kafka.
     #[serde(default)]
     pub kafka: KafkaSection,
@@ -214,6 +217,63 @@ pub struct RetentionSection {
     pub archive_dir: Option<PathBuf>,
 }
 
+/// `[stream]`: log streams (embedded mode for now).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSection {
+    /// Allow destinations on loopback, private and other special-purpose addresses, and
+    /// plain `http://` (local receivers, tests). Off: `https://` to public addresses only.
+    pub allow_private: bool,
+    /// How long a destination may keep failing before it is paused (and reported).
+    #[serde(with = "duration")]
+    pub pause_after: Duration,
+    /// Most records in one delivery.
+    pub max_batch: usize,
+    /// How long one delivery may take before it counts as failed.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            pause_after: Duration::from_secs(3600),
+            max_batch: 500,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl StreamSection {
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.max_batch),
+            "max_batch must be 1 to 10000, not {}",
+            self.max_batch
+        );
+        anyhow::ensure!(
+            self.request_timeout >= Duration::from_millis(100),
+            "request_timeout must be at least 100ms"
+        );
+        anyhow::ensure!(
+            self.pause_after >= Duration::from_secs(1),
+            "pause_after must be at least 1s"
+        );
+        Ok(())
+    }
+
+    /// The settings the API's log streams take.
+    pub fn settings(&self) -> sealtrail_api::streams::StreamConfig {
+        sealtrail_api::streams::StreamConfig {
+            allow_private: self.allow_private,
+            pause_after: self.pause_after,
+            max_batch: self.max_batch,
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
 /// `[kafka]`: distributed mode's log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -273,6 +333,7 @@ impl Default for Config {
             log: LogSection::default(),
             embedded: EmbeddedSection::default(),
             retention: RetentionSection::default(),
+            stream: StreamSection::default(),
             kafka: KafkaSection::default(),
             scylla: ScyllaSection::default(),
         }
@@ -522,6 +583,7 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
         "log" => field_names::<LogSection>(),
         "embedded" => field_names::<EmbeddedSection>(),
         "retention" => field_names::<RetentionSection>(),
+        "stream" => field_names::<StreamSection>(),
         "kafka" => field_names::<KafkaSection>(),
         "scylla" => field_names::<ScyllaSection>(),
         _ => return None,
@@ -1018,6 +1080,7 @@ impl Config {
         self.log.check().context("[log]")?;
         self.embedded.check().context("[embedded]")?;
         self.retention.check().context("[retention]")?;
+        self.stream.check().context("[stream]")?;
         self.kafka.check().context("[kafka]")?;
         self.scylla.check().context("[scylla]")?;
         anyhow::ensure!(

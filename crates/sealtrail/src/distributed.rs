@@ -249,6 +249,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         shutdown: shutdown_rx,
         verified: sealtrail_api::verified::Verified::new(config.api.max_full_verifications),
         readiness: Some(readiness),
+        streams: None,
     });
     sealtrail_api::tlog::spawn_witness_feeder(&service);
     // Every gateway runs a pruner; the one holding the retention lease prunes.

@@ -188,6 +188,11 @@ pub async fn start(
     let tlog = sealtrail_api::tlog::TransparencyLog::new(signer, config.log.checkpoint_interval)
         .with_witnesses(config.witness_configs()?, store.clone());
 
+    let streams = Arc::new(
+        sealtrail_api::streams::Streams::new(config.stream.settings(), stream_key(&config)?)
+            .map_err(anyhow::Error::msg)?,
+    );
+    let streams = Some(streams);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let service = Arc::new(Service {
         log: log.clone(),
@@ -213,8 +218,10 @@ pub async fn start(
         shutdown: shutdown_rx,
         verified: sealtrail_api::verified::Verified::new(config.api.max_full_verifications),
         readiness: None,
+        streams: streams.clone(),
     });
     sealtrail_api::tlog::spawn_witness_feeder(&service);
+    tokio::spawn(sealtrail_api::streams::run_streams(service.clone()));
     if store.prunes() {
         tokio::spawn(sealtrail_api::retention::run_pruner(service.clone()));
     } else {
@@ -287,6 +294,31 @@ pub async fn start(
         task,
     })
 }
+
+/// The key that seals the log-stream destinations' secrets: `<data_dir>/stream-secrets.key`
+/// (32 random bytes, mode 0600), created on first start. A backup must carry it along
+/// (`sealtrail backup` does); without it the destinations' secrets cannot be opened and
+/// their delivery pauses with that reason.
+fn stream_key(config: &Config) -> anyhow::Result<[u8; 32]> {
+    let path = config.data_dir.join(STREAM_KEY_FILE);
+    if let Ok(bytes) = std::fs::read(&path) {
+        return <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+            anyhow::anyhow!(
+                "{} is not a stream key (32 bytes); restore it from a backup",
+                path.display()
+            )
+        });
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)
+        .map_err(|e| anyhow::anyhow!("no randomness for the stream key: {e}"))?;
+    sealtrail_store::write_durably(&path, &key, true)
+        .with_context(|| format!("writing the stream key {}", path.display()))?;
+    Ok(key)
+}
+
+/// The file, in the data directory, of the key that seals log-stream secrets.
+pub const STREAM_KEY_FILE: &str = "stream-secrets.key";
 
 /// Binds the REST and the gRPC listeners, with errors that name the flag to change.
 pub(crate) fn listen_both(

@@ -1996,6 +1996,27 @@ impl Store for FjallStore {
         self.keys.set_retention_policy_of(tenant_id, policy).await
     }
 
+    async fn create_destination(&self, destination: crate::Destination) -> StoreResult<()> {
+        self.keys.create_destination_of(destination).await
+    }
+
+    async fn destinations(&self, tenant_id: Option<&str>) -> StoreResult<Vec<crate::Destination>> {
+        self.keys.destinations_of(tenant_id).await
+    }
+
+    async fn delete_destination(&self, tenant_id: &str, id: &str) -> StoreResult<bool> {
+        self.keys.delete_destination_of(tenant_id, id).await
+    }
+
+    async fn record_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        state: crate::DeliveryState,
+    ) -> StoreResult<bool> {
+        self.keys.record_delivery_of(tenant_id, id, state).await
+    }
+
     fn min_tree_level(&self) -> u8 {
         STORED_LEVEL
     }
