@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,7 @@ import requests
 
 from conftest import DISTRIBUTED, Embedded
 from e2e_util import jcs_hash
+from test_tls import Ca
 from test_verifiable_log import open_note, parse_checkpoint
 
 ZERO = "0" * 64
@@ -32,7 +34,7 @@ class Receiver:
     """A webhook receiver: checks `Sealtrail-Signature`, answers as `script` says (then
     `mode`), keeps each acknowledged batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         self.secret = b""
         self.mode = 200
         self.script: list[tuple[int, dict[str, str]]] = []
@@ -65,7 +67,13 @@ class Receiver:
                 self.end_headers()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        scheme = "http"
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def signed(self, header: str, body: bytes) -> bool:
@@ -146,8 +154,14 @@ def receiver():
     r.close()
 
 
-def test_every_event_arrives_in_order_across_outages_429_and_a_sigkill(tmp_path: Path, receiver: Receiver):
-    srv = Embedded(tmp_path, env={"SEALTRAIL_STREAM_ALLOW_PRIVATE": "true"})
+def test_every_event_arrives_in_order_across_outages_429_and_a_sigkill(tmp_path: Path):
+    # An HTTPS receiver whose certificate a test CA issued; the server trusts that CA
+    # (stream.ca_file) besides the public roots.
+    ca = Ca(tmp_path)
+    ca.issue(tmp_path / "receiver.pem", tmp_path / "receiver.key", "receiver")
+    receiver = Receiver(tls=(tmp_path / "receiver.pem", tmp_path / "receiver.key"))
+    assert receiver.url.startswith("https://")
+    srv = Embedded(tmp_path, env={"SEALTRAIL_STREAM_ALLOW_PRIVATE": "true", "SEALTRAIL_STREAM_CA_FILE": str(ca.path)})
     key = srv.create_key("acme", "read,write,admin")
     srv.start()
     try:
@@ -203,6 +217,7 @@ def test_every_event_arrives_in_order_across_outages_429_and_a_sigkill(tmp_path:
         assert status["status"] == "delivering" and status["delivered_through"] == 70, status
     finally:
         srv.stop()
+        receiver.close()
 
 
 def test_a_destination_failing_too_long_is_paused_and_resumes_from_a_chosen_record(tmp_path: Path, receiver: Receiver):

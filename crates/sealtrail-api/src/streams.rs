@@ -65,6 +65,9 @@ pub struct StreamConfig {
     pub max_batch: usize,
     /// How long one delivery may take.
     pub request_timeout: Duration,
+    /// PEM certificates trusted as roots for destinations, besides the public web roots
+    /// (a private CA, a test CA).
+    pub extra_roots_pem: Option<Vec<u8>>,
 }
 
 impl Default for StreamConfig {
@@ -74,6 +77,7 @@ impl Default for StreamConfig {
             pause_after: Duration::from_secs(3600),
             max_batch: 500,
             request_timeout: Duration::from_secs(10),
+            extra_roots_pem: None,
         }
     }
 }
@@ -91,7 +95,18 @@ pub struct Streams {
 impl Streams {
     /// `key`: the 32-byte key that seals the destinations' secrets.
     pub fn new(config: StreamConfig, key: [u8; 32]) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &config.extra_roots_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("stream.ca_file holds no PEM certificate: {e}"))?;
+            if roots.is_empty() {
+                return Err("stream.ca_file holds no PEM certificate".into());
+            }
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        let http = builder
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.request_timeout)
             .user_agent(concat!("sealtrail/", env!("CARGO_PKG_VERSION")))

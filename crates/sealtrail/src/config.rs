@@ -232,6 +232,10 @@ pub struct StreamSection {
     /// How long one delivery may take before it counts as failed.
     #[serde(with = "duration")]
     pub request_timeout: Duration,
+    /// PEM file of certificates trusted as roots for destinations, besides the public
+    /// web roots (a private CA). Unset: the public roots only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for StreamSection {
@@ -241,6 +245,7 @@ impl Default for StreamSection {
             pause_after: Duration::from_secs(3600),
             max_batch: 500,
             request_timeout: Duration::from_secs(10),
+            ca_file: None,
         }
     }
 }
@@ -263,14 +268,22 @@ impl StreamSection {
         Ok(())
     }
 
-    /// The settings the API's log streams take.
-    pub fn settings(&self) -> sealtrail_api::streams::StreamConfig {
-        sealtrail_api::streams::StreamConfig {
+    /// The settings the API's log streams take (reads `ca_file`).
+    pub fn settings(&self) -> anyhow::Result<sealtrail_api::streams::StreamConfig> {
+        let extra_roots_pem = match &self.ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("reading stream.ca_file {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(sealtrail_api::streams::StreamConfig {
             allow_private: self.allow_private,
             pause_after: self.pause_after,
             max_batch: self.max_batch,
             request_timeout: self.request_timeout,
-        }
+            extra_roots_pem,
+        })
     }
 }
 
@@ -1499,6 +1512,7 @@ mod tests {
                 "retention.archive_dir",
                 "retention.days",
                 "retention.events",
+                "stream.ca_file",
             ]
         );
         // every table of the defaults is a section whose keys were read

@@ -189,7 +189,7 @@ pub async fn start(
         .with_witnesses(config.witness_configs()?, store.clone());
 
     let streams = Arc::new(
-        sealtrail_api::streams::Streams::new(config.stream.settings(), stream_key(&config)?)
+        sealtrail_api::streams::Streams::new(config.stream.settings()?, stream_key(&config)?)
             .map_err(anyhow::Error::msg)?,
     );
     let streams = Some(streams);
