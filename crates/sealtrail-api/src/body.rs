@@ -73,3 +73,15 @@ pub async fn read_bytes(
     }
     Ok(bytes)
 }
+
+/// Reads `bytes` as one JSON object shaped as `T` (serde alone would also read a struct
+/// from an array); anything else is a `400 invalid_body` saying the body must be `shape`.
+pub fn parse_object<T: serde::de::DeserializeOwned>(bytes: &[u8], shape: &str) -> ApiResult<T> {
+    let invalid =
+        |e: String| ApiError::bad_request("invalid_body", format!("the body must be {shape}: {e}"));
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+    if !value.is_object() {
+        return Err(invalid("not a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
+}

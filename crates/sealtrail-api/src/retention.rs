@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::{Admin, Authenticated};
-use crate::body::read_bytes;
+use crate::body::{parse_object, read_bytes};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::ingest::{EventOutcome, ingest_validated, new_id};
 
@@ -167,22 +167,10 @@ pub async fn set_retention(
     body: Body,
 ) -> ApiResult<Json<RetentionStatus>> {
     let bytes = read_bytes(&headers, body, 1024, state.config.body_read_timeout).await?;
-    let invalid = |e: String| {
-        ApiError::bad_request(
-            "invalid_body",
-            format!(
-                "the body must be {{\"days\": N, \"events\": N}} (either may be left out): {e}"
-            ),
-        )
-    };
-    // An object only (serde would also read a struct from an array).
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
-    if !value.is_object() {
-        return Err(invalid("not a JSON object".into()));
-    }
-    let body: RetentionPolicyBody =
-        serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+    let body: RetentionPolicyBody = parse_object(
+        &bytes,
+        "{\"days\": N, \"events\": N} (either may be left out)",
+    )?;
     let policy = checked_policy(body.days, body.events)
         .map_err(|m| ApiError::bad_request("invalid_field", m))?;
     if !state.store.prunes() {

@@ -50,7 +50,7 @@ use sha2::Sha256;
 
 use crate::AppState;
 use crate::auth::{Admin, Authenticated};
-use crate::body::read_bytes;
+use crate::body::{parse_object, read_bytes};
 use crate::error::{ApiError, ApiResult};
 use crate::ingest::new_id;
 
@@ -89,6 +89,11 @@ pub struct Streams {
     secrets: ChaCha20Poly1305,
     http: reqwest::Client,
     tasks: Mutex<HashMap<(String, String), tokio::task::JoinHandle<()>>>,
+    /// Held by the reconciler while it reads the destinations and starts tasks, and by
+    /// `resume` and `delete` while they stop a task and change its destination: without
+    /// it, a task started from a state read before the change would write its old cursor
+    /// over the new one.
+    manage: tokio::sync::Mutex<()>,
     wake: tokio::sync::Notify,
 }
 
@@ -120,6 +125,7 @@ impl Streams {
             config,
             http,
             tasks: Mutex::new(HashMap::new()),
+            manage: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
         })
     }
@@ -350,29 +356,6 @@ async fn view(state: &AppState, d: &Destination) -> ApiResult<DestinationView> {
     })
 }
 
-async fn json_body<T: serde::de::DeserializeOwned>(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-    shape: &str,
-    empty: Option<T>,
-) -> ApiResult<T> {
-    let bytes = read_bytes(headers, body, 4096, state.config.body_read_timeout).await?;
-    if bytes.is_empty()
-        && let Some(empty) = empty
-    {
-        return Ok(empty);
-    }
-    let invalid =
-        |e: String| ApiError::bad_request("invalid_body", format!("the body must be {shape}: {e}"));
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
-    if !value.is_object() {
-        return Err(invalid("not a JSON object".into()));
-    }
-    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
-}
-
 async fn find(state: &AppState, tenant: &str, id: &str) -> ApiResult<Destination> {
     state
         .store
@@ -392,14 +375,8 @@ pub async fn create_destination(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<CreatedDestination>)> {
     let streams = streams_of(&state)?;
-    let body: CreateBody = json_body(
-        &state,
-        &headers,
-        body,
-        "{\"type\": \"webhook\", \"url\": \"https://…\"}",
-        None,
-    )
-    .await?;
+    let bytes = read_bytes(&headers, body, 4096, state.config.body_read_timeout).await?;
+    let body: CreateBody = parse_object(&bytes, "{\"type\": \"webhook\", \"url\": \"https://…\"}")?;
     if body.kind != "webhook" {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -480,6 +457,7 @@ pub async fn delete_destination(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let streams = streams_of(&state)?;
+    let _managing = streams.manage.lock().await;
     streams.stop(&caller.tenant_id, &id);
     if state
         .store
@@ -503,14 +481,13 @@ pub async fn resume_destination(
     body: Body,
 ) -> ApiResult<Json<DestinationView>> {
     let streams = streams_of(&state)?;
-    let body: ResumeBody = json_body(
-        &state,
-        &headers,
-        body,
-        "{\"from_sequence\": N} or empty",
-        Some(ResumeBody::default()),
-    )
-    .await?;
+    let bytes = read_bytes(&headers, body, 4096, state.config.body_read_timeout).await?;
+    let body: ResumeBody = if bytes.is_empty() {
+        ResumeBody::default()
+    } else {
+        parse_object(&bytes, "{\"from_sequence\": N} or empty")?
+    };
+    let managing = streams.manage.lock().await;
     let mut d = find(&state, &caller.tenant_id, &id).await?;
     streams.stop(&caller.tenant_id, &id);
     if let Some(from) = body.from_sequence {
@@ -529,6 +506,7 @@ pub async fn resume_destination(
         .record_delivery(&d.tenant_id, &d.id, d.state.clone())
         .await
         .map_err(destination_error)?;
+    drop(managing);
     streams.wake.notify_one();
     Ok(Json(view(&state, &d).await?))
 }
@@ -543,6 +521,7 @@ pub async fn run_streams(state: AppState) {
     };
     let mut shutdown = state.shutdown.clone();
     loop {
+        let managing = streams.manage.lock().await;
         match state.store.destinations(None).await {
             Ok(all) => {
                 let mut tasks = streams.tasks.lock().expect("tasks lock");
@@ -563,6 +542,7 @@ pub async fn run_streams(state: AppState) {
                 tracing::warn!(error = %e, "cannot read the log-stream destinations; retrying")
             }
         }
+        drop(managing);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = streams.wake.notified() => {}
@@ -595,8 +575,9 @@ async fn deliver(state: AppState, streams: Arc<Streams>, mut d: Destination) {
         }
     };
     let mut commits = state.commits.as_ref().map(|c| c.subscribe());
-    let mut backoff =
-        sealtrail_core::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    let fresh_backoff =
+        || sealtrail_core::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    let mut backoff = fresh_backoff();
     loop {
         let head = match state.store.heads(vec![d.tenant_id.clone()]).await {
             Ok(heads) => heads.get(&d.tenant_id).map_or(0, |h| h.sequence_number),
@@ -621,10 +602,7 @@ async fn deliver(state: AppState, streams: Arc<Streams>, mut d: Destination) {
         let now = sealtrail_core::time::format_micros(now_micros());
         match result {
             Ok(last) => {
-                backoff = sealtrail_core::backoff::Backoff::new(
-                    Duration::from_secs(1),
-                    Duration::from_secs(60),
-                );
+                backoff = fresh_backoff();
                 let sent = last - d.state.delivered_through;
                 d.state = DeliveryState {
                     delivered_through: last,

@@ -239,12 +239,14 @@ pub struct StreamSection {
 }
 
 impl Default for StreamSection {
+    /// The API's defaults, stated once there.
     fn default() -> Self {
+        let api = sealtrail_api::streams::StreamConfig::default();
         Self {
-            allow_private: false,
-            pause_after: Duration::from_secs(3600),
-            max_batch: 500,
-            request_timeout: Duration::from_secs(10),
+            allow_private: api.allow_private,
+            pause_after: api.pause_after,
+            max_batch: api.max_batch,
+            request_timeout: api.request_timeout,
             ca_file: None,
         }
     }

@@ -301,13 +301,21 @@ pub async fn start(
 /// their delivery pauses with that reason.
 fn stream_key(config: &Config) -> anyhow::Result<[u8; 32]> {
     let path = config.data_dir.join(STREAM_KEY_FILE);
-    if let Ok(bytes) = std::fs::read(&path) {
-        return <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-            anyhow::anyhow!(
-                "{} is not a stream key (32 bytes); restore it from a backup",
-                path.display()
-            )
-        });
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            return <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not a stream key (32 bytes); restore it from a backup",
+                    path.display()
+                )
+            });
+        }
+        // Only a missing key is made anew: one that cannot be read is never replaced (the
+        // destinations' secrets would be lost with it).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the stream key {}", path.display()));
+        }
     }
     let mut key = [0u8; 32];
     getrandom::fill(&mut key)
