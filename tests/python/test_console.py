@@ -9,6 +9,9 @@ goes to `target/console-screenshots/` (CI keeps it as an artifact).
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import shutil
 import socket
@@ -16,6 +19,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -27,8 +31,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from conftest import REPO_ROOT, Embedded, _free_port
+from e2e_util import jcs_hash
 
 SHOTS = REPO_ROOT / "target" / "console-screenshots"
+DOWNLOADS = SHOTS / "downloads"
 WAIT_S = 20
 
 
@@ -45,12 +51,22 @@ def browser():
     opts.binary_location = _find("chromium", "/usr/bin/chromium")
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1100"):
         opts.add_argument(arg)
+    DOWNLOADS.mkdir(parents=True, exist_ok=True)
+    opts.add_experimental_option("prefs", {"download.default_directory": str(DOWNLOADS)})
     driver = webdriver.Chrome(service=ChromeService(_find("chromedriver", "/usr/bin/chromedriver")), options=opts)
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(DOWNLOADS)})
     try:
         yield driver
     finally:
         driver.quit()
+
+
+def downloaded(name: str) -> Path | bool:
+    """The finished download `name`, or False while it is missing or in progress."""
+    path = DOWNLOADS / name
+    if path.exists() and not (DOWNLOADS / (name + ".crdownload")).exists() and path.stat().st_size > 0:
+        return path
+    return False
 
 
 def shot(driver, name: str) -> None:
@@ -177,6 +193,23 @@ def test_sign_in_filter_page_and_live_tail(browser, base_url, make_key):
     assert actions == {"document.delete"}
     by_id(browser, "next").click()
     wait(browser, lambda d: rows(d) == list(range(52, 61, 2)), "the filtered second page")
+
+    # Export what the filter matches (all pages), and the evidence pack.
+    for name in ("events.csv", "events.jsonl", "evidence-pack.zip"):
+        (DOWNLOADS / name).unlink(missing_ok=True)
+    by_id(browser, "export-csv").click()
+    csv_file = wait(browser, lambda d: downloaded("events.csv"), "events.csv")
+    table = list(csv.DictReader(io.StringIO(csv_file.read_text())))
+    assert [int(r["sequence_number"]) for r in table] == list(range(2, 61, 2))
+    assert {r["action"] for r in table} == {"document.delete"}
+    by_id(browser, "export-jsonl").click()
+    jsonl = wait(browser, lambda d: downloaded("events.jsonl"), "events.jsonl")
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["sequence_number"] for r in records] == list(range(2, 61, 2))
+    assert all(jcs_hash(r) == r["hash"] for r in records), "records exported as committed"
+    by_id(browser, "export-pack").click()
+    pack = wait(browser, lambda d: downloaded("evidence-pack.zip"), "evidence-pack.zip")
+    assert zipfile.is_zipfile(pack)
 
     by_id(browser, "clear").click()
     wait(browser, lambda d: rows(d) == list(range(1, 51)), "the unfiltered first page")
