@@ -345,13 +345,15 @@ class Embedded:
         self.env.update(env or {})
         self.proc: subprocess.Popen | None = None
         self.base_url = ""
+        self.grpc_addr = ""
 
     def start(self, *extra: str) -> None:
         port = _free_port()
         self.base_url = f"http://127.0.0.1:{port}"
+        self.grpc_addr = f"127.0.0.1:{_free_port()}"
         self.proc = subprocess.Popen(
             [str(self.bin), "serve", "--store", self.store, "--data-dir", str(self.data),
-             "--http-addr", f"127.0.0.1:{port}", "--grpc-addr", f"127.0.0.1:{_free_port()}", *extra],
+             "--http-addr", f"127.0.0.1:{port}", "--grpc-addr", self.grpc_addr, *extra],
             stdout=subprocess.DEVNULL, stderr=open(self.work / "server.stderr", "ab"), env=self.env,
         )
         deadline = time.monotonic() + 30

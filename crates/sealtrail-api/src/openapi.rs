@@ -42,6 +42,11 @@ use utoipa::{Modify, OpenApi};
         crate::tiles::get_tile,
         crate::export::export,
         crate::export::evidence_pack,
+        crate::streams::create_destination,
+        crate::streams::list_destinations,
+        crate::streams::get_destination,
+        crate::streams::delete_destination,
+        crate::streams::resume_destination,
     ),
     components(schemas(
         sealtrail_core::Record,
@@ -65,9 +70,14 @@ use utoipa::{Modify, OpenApi};
         crate::tlog::LogKey,
         crate::tlog::InclusionProofResponse,
         crate::tlog::ConsistencyProofResponse,
+        crate::streams::CreateBody,
+        crate::streams::ResumeBody,
+        crate::streams::CreatedDestination,
+        crate::streams::DestinationView,
+        crate::streams::DestinationList,
     )),
     modifiers(&BearerAuth, &RecordShapes, &SharedErrors),
-    tags((name = "Ingest"), (name = "Query"), (name = "Verify"), (name = "Stream"), (name = "Verifiable log"), (name = "Redaction"), (name = "Retention"))
+    tags((name = "Ingest"), (name = "Query"), (name = "Verify"), (name = "Stream"), (name = "Verifiable log"), (name = "Redaction"), (name = "Retention"), (name = "Log streams"))
 )]
 pub struct ApiDoc;
 

@@ -125,6 +125,36 @@ impl AuditLog for Scripted {
     ) -> Result<Response<pb::RedactEventResponse>, Status> {
         Err(Status::unimplemented("scripted"))
     }
+    async fn create_destination(
+        &self,
+        _: Request<pb::CreateDestinationRequest>,
+    ) -> Result<Response<pb::CreateDestinationResponse>, Status> {
+        Err(Status::unimplemented("scripted"))
+    }
+    async fn list_destinations(
+        &self,
+        _: Request<pb::ListDestinationsRequest>,
+    ) -> Result<Response<pb::ListDestinationsResponse>, Status> {
+        Err(Status::unimplemented("scripted"))
+    }
+    async fn get_destination(
+        &self,
+        _: Request<pb::GetDestinationRequest>,
+    ) -> Result<Response<pb::GetDestinationResponse>, Status> {
+        Err(Status::unimplemented("scripted"))
+    }
+    async fn delete_destination(
+        &self,
+        _: Request<pb::DeleteDestinationRequest>,
+    ) -> Result<Response<pb::DeleteDestinationResponse>, Status> {
+        Err(Status::unimplemented("scripted"))
+    }
+    async fn resume_destination(
+        &self,
+        _: Request<pb::ResumeDestinationRequest>,
+    ) -> Result<Response<pb::ResumeDestinationResponse>, Status> {
+        Err(Status::unimplemented("scripted"))
+    }
 }
 
 async fn start(server: Scripted) -> String {

@@ -1,6 +1,6 @@
 //! The `sealtrail` command: `serve` (embedded mode), `gateway`, `chainer` and `migrate`
 //! (distributed mode), `keys`, `config`, `verify`, `backup` and `restore`, `witness`,
-//! `monitor`, and `redact` (a client of a running server).
+//! `monitor`, and `redact` and `destinations` (clients of a running server).
 //!
 //! A library too, for one reason: [`serve::start`] runs embedded mode in the calling
 //! process (on listeners the caller bound), which the in-process API tests use. The
@@ -8,8 +8,10 @@
 #![forbid(unsafe_code)]
 
 mod backup_cmd;
+mod client;
 pub mod config;
 mod data_dir;
+mod destinations_cmd;
 mod distributed;
 mod keys_cmd;
 mod monitor;
@@ -96,6 +98,11 @@ enum Command {
     /// running server.
     #[command(subcommand)]
     Retention(retention_cmd::RetentionCommand),
+    /// Log streams of a running server: destinations (webhook, Splunk HEC, syslog) that
+    /// receive every committed record of the key's tenant, in order, at least once, with
+    /// the checkpoint that covers each batch (needs a key with the admin scope).
+    #[command(subcommand)]
+    Destinations(destinations_cmd::DestinationsCommand),
 }
 
 #[derive(Args, Clone, Default)]
@@ -380,6 +387,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Witness(cmd) => witness::run(cmd),
         Command::Monitor(args) => return monitor::run(args),
         Command::Redact(args) => return redact_cmd::run(args),
+        Command::Destinations(cmd) => return destinations_cmd::run(cmd),
         Command::Retention(cmd) => retention_cmd::run(cmd),
         Command::Config(ConfigCommand::Defaults) => {
             print!("{}", Config::defaults_toml());

@@ -14,6 +14,8 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::{Value, json};
 
+use crate::client::{self, Failure, Server};
+
 #[derive(Args)]
 pub(crate) struct RedactArgs {
     /// The id of the event whose content to erase.
@@ -23,19 +25,8 @@ pub(crate) struct RedactArgs {
     /// "GDPR Art. 17 request 2026-114".
     #[arg(long, value_name = "TEXT")]
     reason: String,
-    /// The server's REST base URL, as its clients use it (e.g. `http://127.0.0.1:8080`).
-    #[arg(long, value_name = "URL")]
-    url: String,
-    /// An API key of the record's tenant with the `admin` scope (`sealtrail keys create
-    /// --scopes admin`).
-    #[arg(
-        long,
-        alias = "key",
-        env = "SEALTRAIL_API_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
-    api_key: String,
+    #[command(flatten)]
+    server: Server,
 }
 
 /// Longest wait for the answer: the server answers within its erase wait (10 s) after
@@ -43,34 +34,7 @@ pub(crate) struct RedactArgs {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) fn run(args: RedactArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(redact(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Refused(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(1)
-        }
-        Err(Failure::CannotRun(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-enum Failure {
-    /// The server answered with an error.
-    Refused(String),
-    /// The server could not be asked, or did not answer like sealtrail.
-    CannotRun(String),
+    client::run(redact(&args))
 }
 
 async fn redact(args: &RedactArgs) -> Result<(), Failure> {
@@ -82,42 +46,20 @@ async fn redact(args: &RedactArgs) -> Result<(), Failure> {
             args.event_id
         )));
     }
-    let mut url = reqwest::Url::parse(args.url.trim_end_matches('/'))
-        .map_err(|e| cannot(format!("--url {:?}: {e}", args.url)))?;
-    url.path_segments_mut()
-        .map_err(|()| cannot(format!("--url {:?} cannot be a base URL", args.url)))?
-        .pop_if_empty()
-        .extend(["v1", "events", &args.event_id, "redact"]);
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(|e| cannot(e.to_string()))?;
-    let response = http
-        .post(url.clone())
-        .bearer_auth(&args.api_key)
-        .json(&json!({ "reason": args.reason }))
-        .send()
-        .await
-        .map_err(|e| cannot(format!("{url}: {}", with_causes(&e))))?;
-    let status = response.status();
-    let body = response
-        .text()
-        .await
-        .map_err(|e| cannot(format!("{url}: {status}: {}", with_causes(&e))))?;
-    let answer: Option<Value> = serde_json::from_str(&body).ok();
-    if !status.is_success() {
-        return Err(match answer.as_ref().and_then(error_of) {
-            Some((code, message)) => Failure::Refused(format!("{message} ({code}, {status})")),
-            None => Failure::CannotRun(format!("{url}: {status}: {}", excerpt(&body))),
-        });
-    }
-    let result = answer
+    let (status, answer) = client::call(
+        &args.server,
+        reqwest::Method::POST,
+        &["v1", "events", &args.event_id, "redact"],
+        Some(&json!({ "reason": args.reason })),
+        REQUEST_TIMEOUT,
+    )
+    .await?;
+    let result = Some(answer)
         .filter(|a| a["record"].is_object() && a["redaction"].is_object())
         .ok_or_else(|| {
             cannot(format!(
-                "{url}: {status} with an unexpected body: {}",
-                excerpt(&body)
+                "{}: {status} with an unexpected body",
+                args.server.url
             ))
         })?;
     let record = &result["record"];
@@ -143,31 +85,4 @@ async fn redact(args: &RedactArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
-}
-
-/// `(code, message)` of sealtrail's error body `{"error":{"code","message"}}`.
-fn error_of(body: &Value) -> Option<(&str, &str)> {
-    let error = body.get("error")?;
-    Some((
-        error.get("code")?.as_str()?,
-        error.get("message")?.as_str()?,
-    ))
-}
-
-/// The start of a body that is not sealtrail's, for an error message.
-fn excerpt(body: &str) -> String {
-    body.chars().take(300).collect()
-}
-
-/// `err` and its sources (reqwest's own message leaves out why a request failed, e.g.
-/// "connection refused").
-fn with_causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

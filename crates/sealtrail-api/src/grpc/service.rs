@@ -20,6 +20,7 @@ use crate::ingest::{self, BatchOutcome, EventOutcome};
 use crate::query::{self, ListParams, VerifyParams};
 use crate::redact;
 use crate::stream;
+use crate::streams;
 
 /// Records buffered per `Tail` stream ahead of a slow reader.
 const TAIL_BUFFER: usize = 500;
@@ -384,6 +385,86 @@ impl AuditLog for AuditLogService {
             redaction: Some(pb::record_from_core(&result.redaction)),
             erased: result.erased,
         }))
+    }
+
+    async fn create_destination(
+        &self,
+        request: Request<pb::CreateDestinationRequest>,
+    ) -> Result<Response<pb::CreateDestinationResponse>, Status> {
+        let caller = self.caller(&request, &[Scope::Admin]).await?;
+        let r = request.into_inner();
+        let spec = streams::sink::Spec {
+            kind: r.r#type,
+            url: r.url,
+            token: r.token,
+            host: r.host,
+            tls: r.tls,
+        };
+        let created = streams::create(&self.state, &caller.tenant_id, spec).await?;
+        Ok(Response::new(pb::CreateDestinationResponse {
+            destination: Some(destination(created.destination)),
+            secret: created.secret,
+        }))
+    }
+
+    async fn list_destinations(
+        &self,
+        request: Request<pb::ListDestinationsRequest>,
+    ) -> Result<Response<pb::ListDestinationsResponse>, Status> {
+        let caller = self.caller(&request, &[Scope::Admin]).await?;
+        let list = streams::list(&self.state, &caller.tenant_id).await?;
+        Ok(Response::new(pb::ListDestinationsResponse {
+            destinations: list.destinations.into_iter().map(destination).collect(),
+        }))
+    }
+
+    async fn get_destination(
+        &self,
+        request: Request<pb::GetDestinationRequest>,
+    ) -> Result<Response<pb::GetDestinationResponse>, Status> {
+        let caller = self.caller(&request, &[Scope::Admin]).await?;
+        let id = request.into_inner().id;
+        let d = streams::get(&self.state, &caller.tenant_id, &id).await?;
+        Ok(Response::new(pb::GetDestinationResponse {
+            destination: Some(destination(d)),
+        }))
+    }
+
+    async fn delete_destination(
+        &self,
+        request: Request<pb::DeleteDestinationRequest>,
+    ) -> Result<Response<pb::DeleteDestinationResponse>, Status> {
+        let caller = self.caller(&request, &[Scope::Admin]).await?;
+        let id = request.into_inner().id;
+        streams::delete(&self.state, &caller.tenant_id, &id).await?;
+        Ok(Response::new(pb::DeleteDestinationResponse {}))
+    }
+
+    async fn resume_destination(
+        &self,
+        request: Request<pb::ResumeDestinationRequest>,
+    ) -> Result<Response<pb::ResumeDestinationResponse>, Status> {
+        let caller = self.caller(&request, &[Scope::Admin]).await?;
+        let r = request.into_inner();
+        let d = streams::resume(&self.state, &caller.tenant_id, &r.id, r.from_sequence).await?;
+        Ok(Response::new(pb::ResumeDestinationResponse {
+            destination: Some(destination(d)),
+        }))
+    }
+}
+
+fn destination(d: streams::DestinationView) -> pb::Destination {
+    pb::Destination {
+        id: d.id,
+        r#type: d.kind,
+        url: d.url,
+        created_at: d.created_at,
+        status: d.status.to_string(),
+        delivered_through: d.delivered_through,
+        lag: d.lag,
+        last_error: d.last_error,
+        failing_since: d.failing_since,
+        last_success_at: d.last_success_at,
     }
 }
 

@@ -1,16 +1,22 @@
-//! Log streams (issue 17; this part: webhooks, embedded mode): every committed record of a
-//! tenant delivered to a destination the tenant's admin registered, in sequence order, at
-//! least once, with the checkpoint that covers each batch.
+//! Log streams (issue 17; embedded mode): every committed record of a tenant delivered to
+//! a destination the tenant's admin registered, in sequence order, at least once, with the
+//! checkpoint that covers each batch.
 //!
-//! - **API** (`admin` scope): `POST /v1/destinations` `{"type":"webhook","url":"https://…"}`
-//!   answers `201` with the signing secret, shown this once; `GET /v1/destinations[/{id}]`
-//!   (cursor, lag, status, last error); `DELETE /v1/destinations/{id}`;
-//!   `POST /v1/destinations/{id}/resume` (optionally `{"from_sequence": N}`).
-//! - **A delivery** is `POST` of `{"tenant_id","events":[records…],"checkpoint":"<signed
-//!   note>"}` with `Sealtrail-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
-//!   "<t>.<body>")>`; any `2xx` acknowledges the batch. The records are as committed (with
-//!   `hash`, `prev_hash`, `sequence_number`), so a receiver can check the chain itself,
-//!   and the checkpoint (signed after the batch's last record) lets it check the tree.
+//! - **API** (`admin` scope; REST here, the same operations over gRPC and `sealtrail
+//!   destinations`): `POST /v1/destinations` with `{"type":"webhook","url":"https://…"}`,
+//!   `{"type":"splunk_hec","url":"https://splunk:8088","token":"…"}` or
+//!   `{"type":"syslog","host":"logs.example:6514"}` (TLS; `"tls": false` for plain TCP)
+//!   answers `201` (a webhook's signing secret shown this once); `GET
+//!   /v1/destinations[/{id}]` (cursor, lag, status, last error); `DELETE
+//!   /v1/destinations/{id}`; `POST /v1/destinations/{id}/resume` (optionally
+//!   `{"from_sequence": N}`).
+//! - **A delivery** carries a run of the chain, as committed (with `hash`, `prev_hash`,
+//!   `sequence_number`), so a receiver can check the chain itself, and the checkpoint
+//!   signed after the batch's last record, so it can check the tree. How each type sends
+//!   and acknowledges a batch: [`sink`]. A webhook's is `POST` of
+//!   `{"tenant_id","events":[records…],"checkpoint":"<signed note>"}` with
+//!   `Sealtrail-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`;
+//!   any `2xx` acknowledges the batch.
 //! - **Order and the cursor.** One task per destination sends one batch at a time, from
 //!   the record after its cursor (`delivered_through`, stored with the key table). The
 //!   cursor moves, durably, only after the receiver acknowledged the batch. A crash
@@ -23,14 +29,20 @@
 //!   `stream.pause_after` is paused (never dropped): its status says so and why, and
 //!   `POST …/resume` starts it again from its cursor or from any sequence number.
 //!   Ingest never waits for a destination: a slow or dead receiver only grows its lag.
-//! - **Targets.** `https://` only, to public addresses: loopback, private, link-local,
-//!   shared, documentation and other special-purpose addresses are refused when the
-//!   destination is registered and again at every connection (the resolver drops them,
-//!   so a DNS answer that changes cannot point a delivery inward). `stream.allow_private`
-//!   allows them and plain `http://` (local receivers, tests). Redirects are not followed.
-//! - **The secret** is kept sealed (ChaCha20-Poly1305) with a key the server keeps beside
-//!   its data (`<data_dir>/stream-secrets.key`); it is returned once, at creation, never
-//!   listed.
+//! - **Targets.** `https://` (or syslog in TLS) only, to public addresses: loopback,
+//!   private, link-local, shared, documentation and other special-purpose addresses are
+//!   refused when the destination is registered and again at every connection (the
+//!   resolver drops them, so a DNS answer that changes cannot point a delivery inward).
+//!   `stream.allow_private` allows them, plain `http://` and syslog over plain TCP (local
+//!   receivers, tests). Redirects are not followed.
+//! - **Secrets** (a webhook's key, a Splunk token) are kept sealed (ChaCha20-Poly1305)
+//!   with a key the server keeps beside its data (`<data_dir>/stream-secrets.key`); a
+//!   webhook's is returned once, at creation; none is ever listed.
+//! - **Status** per destination in the API and in `/metrics`: `sealtrail_stream_lag`,
+//!   `sealtrail_stream_paused` (1 while paused), `sealtrail_stream_failing` (1 while
+//!   retrying), `sealtrail_stream_last_success_seconds` (Unix time), and the counters
+//!   `sealtrail_stream_delivered_total` and `sealtrail_stream_failures_total`, each
+//!   labelled with `tenant` and `destination`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -43,16 +55,17 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
-use hmac::{Hmac, Mac};
 use sealtrail_store::{DeliveryState, Destination, StoreError, now_micros};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use crate::AppState;
 use crate::auth::{Admin, Authenticated};
 use crate::body::{parse_object, read_bytes};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::ingest::new_id;
+
+pub mod sink;
+use sink::{Batch, Sink, Spec};
 
 /// The `[stream]` settings.
 #[derive(Debug, Clone)]
@@ -88,6 +101,8 @@ pub struct Streams {
     config: StreamConfig,
     secrets: ChaCha20Poly1305,
     http: reqwest::Client,
+    /// TLS for syslog: the public web roots and `stream.ca_file`'s.
+    tls: Arc<rustls::ClientConfig>,
     tasks: Mutex<HashMap<(String, String), tokio::task::JoinHandle<()>>>,
     /// Held by the reconciler while it reads the destinations and starts tasks, and by
     /// `resume` and `delete` while they stop a task and change its destination: without
@@ -100,7 +115,12 @@ pub struct Streams {
 impl Streams {
     /// `key`: the 32-byte key that seals the destinations' secrets.
     pub fn new(config: StreamConfig, key: [u8; 32]) -> Result<Self, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
         let mut builder = reqwest::Client::builder();
+        let mut tls_roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
         if let Some(pem) = &config.extra_roots_pem {
             let roots = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| format!("stream.ca_file holds no PEM certificate: {e}"))?;
@@ -110,7 +130,20 @@ impl Streams {
             for root in roots {
                 builder = builder.add_root_certificate(root);
             }
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("stream.ca_file: {e}"))?;
+                tls_roots
+                    .add(cert)
+                    .map_err(|e| format!("stream.ca_file: {e}"))?;
+            }
         }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(tls_roots)
+        .with_no_client_auth();
         let http = builder
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.request_timeout)
@@ -124,6 +157,7 @@ impl Streams {
             secrets: ChaCha20Poly1305::new(&key.into()),
             config,
             http,
+            tls: Arc::new(tls),
             tasks: Mutex::new(HashMap::new()),
             manage: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
@@ -223,7 +257,13 @@ pub async fn check_target(url: &str, allow_private: bool) -> Result<reqwest::Url
         .trim_matches(['[', ']'])
         .to_string();
     let port = parsed.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+    check_host(&host, port, allow_private).await?;
+    Ok(parsed)
+}
+
+/// Checks that `host` resolves, to public addresses only unless `allow_private`.
+pub async fn check_host(host: &str, port: u16, allow_private: bool) -> Result<(), String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| format!("{host} does not resolve: {e}"))?
         .collect();
@@ -236,7 +276,7 @@ pub async fn check_target(url: &str, allow_private: bool) -> Result<reqwest::Url
             inner.ip()
         ));
     }
-    Ok(parsed)
+    Ok(())
 }
 
 /// Resolves a destination's host for a connection, dropping non-public addresses unless
@@ -263,17 +303,30 @@ impl reqwest::dns::Resolve for GuardedResolver {
 
 // ---------------------------------------------------------------- API
 
-#[derive(Debug, Deserialize)]
+/// A destination to register. Each type takes its own fields: `webhook` a `url`;
+/// `splunk_hec` a `url` (the collector's; without a path it gets
+/// `/services/collector/event`) and a `token`; `syslog` a `host` (`host:port`) and
+/// optionally `tls` (default true; false is refused unless `stream.allow_private`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub struct CreateBody {
     #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^(webhook|splunk_hec|syslog)$")]
     kind: String,
-    url: String,
+    #[schema(example = "https://hooks.example/audit")]
+    url: Option<String>,
+    token: Option<String>,
+    #[schema(example = "logs.example:6514")]
+    host: Option<String>,
+    tls: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Where to resume (empty: from the cursor).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResumeBody {
+pub struct ResumeBody {
+    /// Deliver again from this sequence number.
+    #[schema(minimum = 1)]
     from_sequence: Option<u64>,
 }
 
@@ -281,8 +334,11 @@ struct ResumeBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DestinationView {
     pub id: String,
+    /// `webhook`, `splunk_hec` or `syslog`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Where it delivers: the webhook's or the collector's URL, or
+    /// `syslog+tls://host:port` (`syslog+tcp://` without TLS).
     pub url: String,
     pub created_at: String,
     /// `delivering` (caught up or sending), `failing` (retrying), or `paused`.
@@ -304,8 +360,9 @@ pub struct DestinationView {
 pub struct CreatedDestination {
     #[serde(flatten)]
     pub destination: DestinationView,
-    /// The HMAC-SHA256 key of `Sealtrail-Signature`, hex; shown only here.
-    pub secret: String,
+    /// A webhook's HMAC-SHA256 key of `Sealtrail-Signature`, hex; shown only here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 fn streams_of(state: &AppState) -> ApiResult<&Arc<Streams>> {
@@ -367,36 +424,20 @@ async fn find(state: &AppState, tenant: &str, id: &str) -> ApiResult<Destination
         .ok_or_else(|| ApiError::not_found(format!("no destination {id:?}")))
 }
 
-/// `POST /v1/destinations`: registers a webhook; `201` with its secret (shown once).
-pub async fn create_destination(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Authenticated(caller, _): Authenticated<Admin>,
-    body: Body,
-) -> ApiResult<(StatusCode, Json<CreatedDestination>)> {
-    let streams = streams_of(&state)?;
-    let bytes = read_bytes(&headers, body, 4096, state.config.body_read_timeout).await?;
-    let body: CreateBody = parse_object(&bytes, "{\"type\": \"webhook\", \"url\": \"https://…\"}")?;
-    if body.kind != "webhook" {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            format!(
-                "type must be \"webhook\" (Splunk HEC and syslog are not built yet), not {:?}",
-                body.kind
-            ),
-        ));
-    }
-    let url = check_target(&body.url, streams.config.allow_private)
+/// Registers a destination for `tenant` (any transport): checks it, stores it with its
+/// secret sealed, wakes the reconciler.
+pub async fn create(state: &AppState, tenant: &str, spec: Spec) -> ApiResult<CreatedDestination> {
+    let streams = streams_of(state)?;
+    let prepared = spec
+        .prepare(streams.config.allow_private)
         .await
-        .map_err(|m| ApiError::bad_request("invalid_destination", m))?;
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).expect("the OS random source");
+        .map_err(|(code, message)| ApiError::bad_request(code, message))?;
     let destination = Destination {
         id: format!("dst_{}", new_id().replace('-', "")),
-        tenant_id: caller.tenant_id.clone(),
-        kind: body.kind,
-        url: url.to_string(),
-        sealed_secret: streams.seal(&secret),
+        tenant_id: tenant.to_string(),
+        kind: spec.kind,
+        url: prepared.url,
+        sealed_secret: streams.seal(&prepared.secret),
         created_at: sealtrail_core::time::format_micros(now_micros()),
         state: DeliveryState::default(),
     };
@@ -406,97 +447,71 @@ pub async fn create_destination(
         .await
         .map_err(destination_error)?;
     streams.wake.notify_one();
-    tracing::info!(tenant = %caller.tenant_id, id = %destination.id, url = %destination.url, "log-stream destination created");
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedDestination {
-            destination: view(&state, &destination).await?,
-            secret: hex::encode(secret),
-        }),
-    ))
+    tracing::info!(tenant = %tenant, id = %destination.id, kind = %destination.kind, url = %destination.url, "log-stream destination created");
+    Ok(CreatedDestination {
+        destination: view(state, &destination).await?,
+        secret: prepared.shown,
+    })
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DestinationList {
-    pub destinations: Vec<DestinationView>,
-}
-
-/// `GET /v1/destinations`: the caller's tenant's destinations and their delivery status.
-pub async fn list_destinations(
-    State(state): State<AppState>,
-    Authenticated(caller, _): Authenticated<Admin>,
-) -> ApiResult<Json<DestinationList>> {
-    streams_of(&state)?;
+/// The destinations of `tenant` and their delivery status.
+pub async fn list(state: &AppState, tenant: &str) -> ApiResult<DestinationList> {
+    streams_of(state)?;
     let mut out = Vec::new();
     for d in state
         .store
-        .destinations(Some(&caller.tenant_id))
+        .destinations(Some(tenant))
         .await
         .map_err(destination_error)?
     {
-        out.push(view(&state, &d).await?);
+        out.push(view(state, &d).await?);
     }
-    Ok(Json(DestinationList { destinations: out }))
+    Ok(DestinationList { destinations: out })
 }
 
-/// `GET /v1/destinations/{id}`.
-pub async fn get_destination(
-    State(state): State<AppState>,
-    Authenticated(caller, _): Authenticated<Admin>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<DestinationView>> {
-    streams_of(&state)?;
-    let d = find(&state, &caller.tenant_id, &id).await?;
-    Ok(Json(view(&state, &d).await?))
+/// One destination of `tenant`.
+pub async fn get(state: &AppState, tenant: &str, id: &str) -> ApiResult<DestinationView> {
+    streams_of(state)?;
+    let d = find(state, tenant, id).await?;
+    view(state, &d).await
 }
 
-/// `DELETE /v1/destinations/{id}`: stops delivery and forgets the destination; `204`.
-pub async fn delete_destination(
-    State(state): State<AppState>,
-    Authenticated(caller, _): Authenticated<Admin>,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    let streams = streams_of(&state)?;
+/// Stops delivery and forgets the destination.
+pub async fn delete(state: &AppState, tenant: &str, id: &str) -> ApiResult<()> {
+    let streams = streams_of(state)?;
     let _managing = streams.manage.lock().await;
-    streams.stop(&caller.tenant_id, &id);
+    streams.stop(tenant, id);
     if state
         .store
-        .delete_destination(&caller.tenant_id, &id)
+        .delete_destination(tenant, id)
         .await
         .map_err(destination_error)?
     {
-        Ok(StatusCode::NO_CONTENT)
+        tracing::info!(tenant = %tenant, id = %id, "log-stream destination deleted");
+        Ok(())
     } else {
         Err(ApiError::not_found(format!("no destination {id:?}")))
     }
 }
 
-/// `POST /v1/destinations/{id}/resume` (body optional: `{"from_sequence": N}`): delivery
-/// starts again, from the cursor or from record N.
-pub async fn resume_destination(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Authenticated(caller, _): Authenticated<Admin>,
-    Path(id): Path<String>,
-    body: Body,
-) -> ApiResult<Json<DestinationView>> {
-    let streams = streams_of(&state)?;
-    let bytes = read_bytes(&headers, body, 4096, state.config.body_read_timeout).await?;
-    let body: ResumeBody = if bytes.is_empty() {
-        ResumeBody::default()
-    } else {
-        parse_object(&bytes, "{\"from_sequence\": N} or empty")?
-    };
+/// Starts delivery again (paused or not), from the cursor or from record `from`.
+pub async fn resume(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+    from: Option<u64>,
+) -> ApiResult<DestinationView> {
+    let streams = streams_of(state)?;
+    if from == Some(0) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "from_sequence starts at 1",
+        ));
+    }
     let managing = streams.manage.lock().await;
-    let mut d = find(&state, &caller.tenant_id, &id).await?;
-    streams.stop(&caller.tenant_id, &id);
-    if let Some(from) = body.from_sequence {
-        if from == 0 {
-            return Err(ApiError::bad_request(
-                "invalid_field",
-                "from_sequence starts at 1",
-            ));
-        }
+    let mut d = find(state, tenant, id).await?;
+    streams.stop(tenant, id);
+    if let Some(from) = from {
         d.state.delivered_through = from - 1;
     }
     d.state.paused = false;
@@ -508,7 +523,122 @@ pub async fn resume_destination(
         .map_err(destination_error)?;
     drop(managing);
     streams.wake.notify_one();
-    Ok(Json(view(&state, &d).await?))
+    tracing::info!(tenant = %tenant, id = %id, from = d.state.delivered_through + 1, "log-stream destination resumed");
+    view(state, &d).await
+}
+
+/// Registers a log-stream destination for the caller's tenant.
+///
+/// Every committed record is then delivered to it in sequence order, at least once,
+/// each batch with the signed checkpoint that covers it. A webhook's signing secret is
+/// in this answer only. Targets must be public and encrypted (`https://`, syslog in TLS)
+/// unless the server's `stream.allow_private` is on.
+#[utoipa::path(post, path = "/v1/destinations", tag = "Log streams", operation_id = "createDestination",
+    request_body(content = CreateBody),
+    responses((status = 201, body = CreatedDestination), (status = 400, description = "A field is missing or wrong for the type (`invalid_field`), or the target is refused (`invalid_destination`)", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, description = "Key lacks the admin scope", body = ErrorBody),
+        (status = 501, description = "This server runs no log streams (distributed mode, for now)", body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn create_destination(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Authenticated(caller, _): Authenticated<Admin>,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<CreatedDestination>)> {
+    streams_of(&state)?;
+    let bytes = read_bytes(&headers, body, 4096, state.config.body_read_timeout).await?;
+    let body: CreateBody = parse_object(
+        &bytes,
+        "{\"type\": \"webhook\", \"url\": \"https://…\"}, {\"type\": \"splunk_hec\", \"url\": \"https://…\", \"token\": \"…\"} or {\"type\": \"syslog\", \"host\": \"host:port\"}",
+    )?;
+    let spec = Spec {
+        kind: body.kind,
+        url: body.url,
+        token: body.token,
+        host: body.host,
+        tls: body.tls,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(create(&state, &caller.tenant_id, spec).await?),
+    ))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DestinationList {
+    pub destinations: Vec<DestinationView>,
+}
+
+/// The caller's tenant's destinations and their delivery status.
+#[utoipa::path(get, path = "/v1/destinations", tag = "Log streams", operation_id = "listDestinations",
+    responses((status = 200, body = DestinationList), (status = 401, body = ErrorBody),
+        (status = 403, description = "Key lacks the admin scope", body = ErrorBody),
+        (status = 501, description = "This server runs no log streams (distributed mode, for now)", body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn list_destinations(
+    State(state): State<AppState>,
+    Authenticated(caller, _): Authenticated<Admin>,
+) -> ApiResult<Json<DestinationList>> {
+    Ok(Json(list(&state, &caller.tenant_id).await?))
+}
+
+/// One destination and its delivery status: cursor, lag, last error, last success.
+#[utoipa::path(get, path = "/v1/destinations/{id}", tag = "Log streams", operation_id = "getDestination",
+    params(("id" = String, Path, description = "The destination's id")),
+    responses((status = 200, body = DestinationView), (status = 401, body = ErrorBody),
+        (status = 403, description = "Key lacks the admin scope", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 501, description = "This server runs no log streams (distributed mode, for now)", body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn get_destination(
+    State(state): State<AppState>,
+    Authenticated(caller, _): Authenticated<Admin>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DestinationView>> {
+    Ok(Json(get(&state, &caller.tenant_id, &id).await?))
+}
+
+/// Stops delivery and forgets the destination.
+#[utoipa::path(delete, path = "/v1/destinations/{id}", tag = "Log streams", operation_id = "deleteDestination",
+    params(("id" = String, Path, description = "The destination's id")),
+    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody),
+        (status = 403, description = "Key lacks the admin scope", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 501, description = "This server runs no log streams (distributed mode, for now)", body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn delete_destination(
+    State(state): State<AppState>,
+    Authenticated(caller, _): Authenticated<Admin>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    delete(&state, &caller.tenant_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Starts delivery again (a paused destination too), from its cursor or from record
+/// `from_sequence`. The body is optional.
+#[utoipa::path(post, path = "/v1/destinations/{id}/resume", tag = "Log streams", operation_id = "resumeDestination",
+    params(("id" = String, Path, description = "The destination's id")),
+    request_body(content = Option<ResumeBody>),
+    responses((status = 200, body = DestinationView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "Key lacks the admin scope", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 501, description = "This server runs no log streams (distributed mode, for now)", body = ErrorBody)),
+    security(("apiKey" = [])))]
+pub async fn resume_destination(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Authenticated(caller, _): Authenticated<Admin>,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Json<DestinationView>> {
+    streams_of(&state)?;
+    let bytes = read_bytes(&headers, body, 4096, state.config.body_read_timeout).await?;
+    let body: ResumeBody = if bytes.is_empty() {
+        ResumeBody::default()
+    } else {
+        parse_object(&bytes, "{\"from_sequence\": N} or empty")?
+    };
+    Ok(Json(
+        resume(&state, &caller.tenant_id, &id, body.from_sequence).await?,
+    ))
 }
 
 // ---------------------------------------------------------------- delivery
@@ -558,19 +688,75 @@ pub async fn run_streams(state: AppState) {
 }
 
 /// Why an attempt failed, and how long the receiver asked to wait.
-struct Failure {
+pub struct Failure {
     message: String,
     retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn new(message: String) -> Self {
+        Self {
+            message,
+            retry_after: None,
+        }
+    }
+}
+
+/// A destination's series in `/metrics`.
+struct Gauges {
+    lag: metrics::Gauge,
+    paused: metrics::Gauge,
+    failing: metrics::Gauge,
+    last_success: metrics::Gauge,
+    delivered: metrics::Counter,
+    failures: metrics::Counter,
+}
+
+impl Gauges {
+    fn of(d: &Destination) -> Self {
+        let labels = [
+            ("tenant", d.tenant_id.clone()),
+            ("destination", d.id.clone()),
+        ];
+        Self {
+            lag: metrics::gauge!("sealtrail_stream_lag", &labels),
+            paused: metrics::gauge!("sealtrail_stream_paused", &labels),
+            failing: metrics::gauge!("sealtrail_stream_failing", &labels),
+            last_success: metrics::gauge!("sealtrail_stream_last_success_seconds", &labels),
+            delivered: metrics::counter!("sealtrail_stream_delivered_total", &labels),
+            failures: metrics::counter!("sealtrail_stream_failures_total", &labels),
+        }
+    }
+
+    fn show(&self, state: &DeliveryState) {
+        self.paused.set(if state.paused { 1.0 } else { 0.0 });
+        self.failing.set(if state.failing_since.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+        if let Some(t) = state
+            .last_success_at
+            .as_deref()
+            .and_then(|t| sealtrail_core::time::parse_rfc3339(t).ok())
+        {
+            self.last_success.set(t as f64 / 1e6);
+        }
+    }
 }
 
 /// Delivers one destination's records in order until it is deleted, paused or the
 /// server stops.
 async fn deliver(state: AppState, streams: Arc<Streams>, mut d: Destination) {
-    let gauge = metrics::gauge!("sealtrail_stream_lag", "destination" => d.id.clone());
-    let secret = match streams.open(&d.sealed_secret) {
-        Ok(secret) => secret,
+    let gauges = Gauges::of(&d);
+    gauges.show(&d.state);
+    let opened = streams
+        .open(&d.sealed_secret)
+        .and_then(|secret| Ok((secret, Sink::of(&d.kind, &d.url)?)));
+    let (secret, sink) = match opened {
+        Ok(opened) => opened,
         Err(message) => {
-            pause(&state, &mut d, message).await;
+            pause(&state, &mut d, message, &gauges).await;
             return;
         }
     };
@@ -587,7 +773,9 @@ async fn deliver(state: AppState, streams: Arc<Streams>, mut d: Destination) {
                 continue;
             }
         };
-        gauge.set(head.saturating_sub(d.state.delivered_through) as f64);
+        gauges
+            .lag
+            .set(head.saturating_sub(d.state.delivered_through) as f64);
         if head <= d.state.delivered_through {
             // caught up: wait for a commit (embedded) or poll
             match commits.as_mut() {
@@ -598,7 +786,7 @@ async fn deliver(state: AppState, streams: Arc<Streams>, mut d: Destination) {
             }
             continue;
         }
-        let result = attempt(&state, &streams, &d, &secret).await;
+        let result = attempt(&state, &streams, &d, &sink, &secret).await;
         let now = sealtrail_core::time::format_micros(now_micros());
         match result {
             Ok(last) => {
@@ -611,13 +799,14 @@ async fn deliver(state: AppState, streams: Arc<Streams>, mut d: Destination) {
                     last_error: None,
                     last_success_at: Some(now),
                 };
-                metrics::counter!("sealtrail_stream_delivered_total").increment(sent);
+                gauges.delivered.increment(sent);
+                gauges.show(&d.state);
                 if !record(&state, &d).await {
                     return;
                 }
             }
             Err(failure) => {
-                metrics::counter!("sealtrail_stream_failures_total").increment(1);
+                gauges.failures.increment(1);
                 let since = d.state.failing_since.get_or_insert(now).clone();
                 d.state.last_error = Some(failure.message.clone());
                 let failing_for = sealtrail_core::time::parse_rfc3339(&since)
@@ -628,9 +817,10 @@ async fn deliver(state: AppState, streams: Arc<Streams>, mut d: Destination) {
                         "failing since {since} (longer than stream.pause_after): {}",
                         failure.message
                     );
-                    pause(&state, &mut d, why).await;
+                    pause(&state, &mut d, why, &gauges).await;
                     return;
                 }
+                gauges.show(&d.state);
                 if !record(&state, &d).await {
                     return;
                 }
@@ -647,12 +837,9 @@ async fn attempt(
     state: &AppState,
     streams: &Streams,
     d: &Destination,
+    sink: &Sink,
     secret: &[u8],
 ) -> Result<u64, Failure> {
-    let fail = |message: String| Failure {
-        message,
-        retry_after: None,
-    };
     let rows = state
         .store
         .scan_chain(
@@ -661,15 +848,15 @@ async fn attempt(
             streams.config.max_batch,
         )
         .await
-        .map_err(|e| fail(format!("reading the records: {e}")))?;
+        .map_err(|e| Failure::new(format!("reading the records: {e}")))?;
     let Some(last) = rows.last().map(|r| r.sequence_number) else {
-        return Err(fail(
+        return Err(Failure::new(
             "no records after the cursor (removed by retention?)".into(),
         ));
     };
-    let mut events = Vec::with_capacity(rows.len());
+    let mut records = Vec::with_capacity(rows.len());
     for row in &rows {
-        events.push(row.record().map_err(|e| fail(e.to_string()))?);
+        records.push(row.record().map_err(|e| Failure::new(e.to_string()))?);
     }
     let checkpoint = match &state.tlog {
         Some(tlog) => Some(
@@ -681,43 +868,17 @@ async fn attempt(
                 Duration::ZERO,
             )
             .await
-            .map_err(|e| fail(format!("signing the checkpoint: {}", e.message)))?,
+            .map_err(|e| Failure::new(format!("signing the checkpoint: {}", e.message)))?,
         ),
         None => None,
     };
-    let body = serde_json::to_vec(&serde_json::json!({
-        "tenant_id": d.tenant_id,
-        "events": events,
-        "checkpoint": checkpoint,
-    }))
-    .expect("records serialize");
-    let t = now_micros() / 1_000_000;
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("any key length");
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(&body);
-    let signature = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));
-    let resp = streams
-        .http
-        .post(&d.url)
-        .header("content-type", "application/json")
-        .header("sealtrail-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| fail(format!("{e}")))?;
-    if resp.status().is_success() {
-        return Ok(last);
-    }
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s.min(3600)));
-    Err(Failure {
-        message: format!("the receiver answered {}", resp.status()),
-        retry_after,
-    })
+    let batch = Batch {
+        tenant: &d.tenant_id,
+        records: &records,
+        checkpoint: checkpoint.as_deref(),
+    };
+    sink.send(streams, secret, &batch).await?;
+    Ok(last)
 }
 
 /// Stores `d`'s state; false when the destination is gone (the task then ends).
@@ -737,11 +898,11 @@ async fn record(state: &AppState, d: &Destination) -> bool {
     }
 }
 
-async fn pause(state: &AppState, d: &mut Destination, why: String) {
+async fn pause(state: &AppState, d: &mut Destination, why: String, gauges: &Gauges) {
     tracing::error!(destination = %d.id, tenant = %d.tenant_id, "log stream paused: {why}");
-    metrics::counter!("sealtrail_stream_paused_total").increment(1);
     d.state.paused = true;
     d.state.last_error = Some(why);
+    gauges.show(&d.state);
     record(state, d).await;
 }
 
