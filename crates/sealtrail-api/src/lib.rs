@@ -115,7 +115,8 @@ pub struct Service {
     /// What a background probe found wrong with the services this process depends on
     /// (distributed gateways); `/readyz` reports it.
     pub readiness: Option<watch::Receiver<Vec<telemetry::NotReady>>>,
-    /// Log streams (embedded mode); `None` answers `/v1/destinations` with `501`.
+    /// Log streams: destinations are managed here (and, in embedded mode, delivered by
+    /// `streams::run_streams`); `None` answers `/v1/destinations` with `501`.
     pub streams: Option<Arc<streams::Streams>>,
 }
 

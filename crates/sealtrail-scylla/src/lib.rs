@@ -10,6 +10,7 @@
 mod append;
 pub mod beats;
 mod derive;
+mod destinations;
 mod facets;
 pub mod fence;
 mod keys;
@@ -33,8 +34,8 @@ use sealtrail_core::merkle::{Hash, NodeId};
 use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::ChainHead;
 use sealtrail_store::{
-    ApiKey, ChainRow, CommitBatch, EventPage, EventQuery, RetentionPolicy, Store, StoreError,
-    StoreResult, StoredEvent,
+    ApiKey, ChainRow, CommitBatch, DeliveryState, Destination, EventPage, EventQuery,
+    RetentionPolicy, Store, StoreError, StoreResult, StoredEvent,
 };
 
 pub use fence::Epoch;
@@ -457,6 +458,11 @@ impl ScyllaStore {
         meta_get(&self.session, &self.keyspace, key).await
     }
 
+    /// Sets a `meta` value unless it is set (a conditional insert); the value it holds.
+    pub async fn meta_set_once(&self, key: &str, value: &str) -> Result<String, ScyllaError> {
+        meta_set_once(&self.session, &self.keyspace, key, value).await
+    }
+
     /// Stops (`true`) or resumes this fenced handle's writing of derived rows, so tests
     /// can keep committed records past the watermark. No effect on an unfenced handle.
     #[doc(hidden)]
@@ -599,6 +605,36 @@ impl Store for ScyllaStore {
 
     async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> StoreResult<bool> {
         self.take_lease(name, holder, ttl).await
+    }
+
+    async fn create_destination(&self, destination: Destination) -> StoreResult<()> {
+        self.insert_destination(destination).await
+    }
+
+    async fn destinations(&self, tenant_id: Option<&str>) -> StoreResult<Vec<Destination>> {
+        self.select_destinations(tenant_id).await
+    }
+
+    async fn delete_destination(&self, tenant_id: &str, id: &str) -> StoreResult<bool> {
+        self.remove_destination(tenant_id, id).await
+    }
+
+    async fn claim_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        generation: u64,
+    ) -> StoreResult<bool> {
+        self.claim_destination(tenant_id, id, generation).await
+    }
+
+    async fn record_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        state: DeliveryState,
+    ) -> StoreResult<bool> {
+        self.update_delivery(tenant_id, id, state).await
     }
 
     async fn create_key(&self, key: ApiKey) -> StoreResult<()> {

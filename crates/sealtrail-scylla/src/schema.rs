@@ -46,6 +46,8 @@
 //! - `retention_policies`: `tenant_id → days, events`, set through `PUT /v1/retention`.
 //! - `leases`: `name → holder`, conditional and expiring (TTL): the gateway holding
 //!   `retention` runs the pruner, so gateways do not each append prune events.
+//! - `destinations`: log-stream destinations by tenant, with their delivery state; every
+//!   write is conditional (see `crate::destinations`).
 //!
 //! Every statement is `IF NOT EXISTS`, so `migrate` is idempotent; a keyspace migrated with
 //! another partition count is refused rather than silently re-mapped.
@@ -186,6 +188,12 @@ fn tables(ks: &str) -> Vec<String> {
              days int, events bigint)"
         ),
         format!("CREATE TABLE IF NOT EXISTS {ks}.leases (name text PRIMARY KEY, holder text)"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.destinations (tenant_id text, id text, kind text, \
+             url text, sealed_secret blob, created_at text, delivered_through bigint, \
+             paused boolean, failing_since text, last_error text, last_success_at text, \
+             generation bigint, PRIMARY KEY (tenant_id, id))"
+        ),
         // Chainers' heartbeats (see `crate::beats`): rows expire by themselves.
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.chainer_beats (log_partition int PRIMARY KEY, \

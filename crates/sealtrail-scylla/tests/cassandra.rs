@@ -61,6 +61,12 @@ async fn cassandra_store_passes_the_conformance_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_claims_fence_a_stale_delivery_task() {
+    let store = fresh_store("claims", 1).await;
+    conformance::destination_claims_fence_stale_tasks(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_writers_leave_one_chain() {
     // Two chainers that both believe they own the partition: the later claim fences the
     // earlier, and the earlier's rows (written with its older epoch as their timestamp)

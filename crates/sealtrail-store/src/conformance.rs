@@ -60,6 +60,7 @@ pub async fn run_all(store: &dyn Store) {
     list_filters_and_paging(store).await;
     receipts_round_trip(store).await;
     keys_lifecycle(store).await;
+    destinations_lifecycle(store).await;
     tree_nodes_round_trip(store).await;
     every_node_of_a_larger_tree(store).await;
     redactions_erase_and_keep_the_links(store).await;
@@ -76,6 +77,7 @@ pub async fn run_all_but_erasure(store: &dyn Store) {
     list_filters_and_paging(store).await;
     receipts_round_trip(store).await;
     keys_lifecycle(store).await;
+    destinations_lifecycle(store).await;
     tree_nodes_round_trip(store).await;
     every_node_of_a_larger_tree(store).await;
 }
@@ -756,6 +758,145 @@ pub async fn keys_lifecycle(store: &dyn Store) {
     assert_eq!(
         revoked.revoked_at.as_deref(),
         Some("2024-01-02T00:00:00.000000Z")
+    );
+}
+
+/// Log-stream destinations (issue 17): created, listed by tenant and all, their delivery
+/// state stored, deleted; a deleted one takes no state.
+pub async fn destinations_lifecycle(store: &dyn Store) {
+    use crate::{DeliveryState, Destination};
+    let make = |tenant: &str, id: &str| Destination {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        kind: "syslog".into(),
+        url: "syslog+tls://logs.example:6514".into(),
+        sealed_secret: vec![1, 2, 3],
+        created_at: "2024-01-01T00:00:00.000000Z".into(),
+        state: DeliveryState::default(),
+    };
+    let a = make("conf-dst-a", "dst_a1");
+    let b = make("conf-dst-b", "dst_b1");
+    store.create_destination(a.clone()).await.unwrap();
+    store.create_destination(b.clone()).await.unwrap();
+    assert_eq!(
+        store.destinations(Some("conf-dst-a")).await.unwrap(),
+        vec![a.clone()]
+    );
+    let all = store.destinations(None).await.unwrap();
+    assert!(all.contains(&a) && all.contains(&b), "{all:?}");
+    assert!(
+        store
+            .destinations(Some("conf-dst-nobody"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let generation = a.state.generation;
+    assert!(
+        store
+            .claim_delivery("conf-dst-a", "dst_a1", generation)
+            .await
+            .unwrap()
+    );
+    let mut state = DeliveryState {
+        delivered_through: 42,
+        paused: false,
+        failing_since: Some("2024-01-02T00:00:00.000000Z".into()),
+        last_error: Some("the receiver answered 503".into()),
+        last_success_at: Some("2024-01-01T12:00:00.000000Z".into()),
+        generation: generation + 1,
+    };
+    assert!(
+        store
+            .record_delivery("conf-dst-a", "dst_a1", state.clone())
+            .await
+            .unwrap()
+    );
+    let read = store.destinations(Some("conf-dst-a")).await.unwrap();
+    let mut expected = state.clone();
+    expected.generation = read[0].state.generation; // a store of one process keeps 0
+    assert_eq!(read[0].state, expected);
+    assert_eq!(read[0].sealed_secret, vec![1, 2, 3]);
+
+    assert!(
+        store
+            .delete_destination("conf-dst-a", "dst_a1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_destination("conf-dst-a", "dst_a1")
+            .await
+            .unwrap()
+    );
+    state.delivered_through = 43;
+    assert!(
+        !store
+            .record_delivery("conf-dst-a", "dst_a1", state)
+            .await
+            .unwrap(),
+        "a deleted destination takes no state"
+    );
+    assert!(
+        store
+            .destinations(Some("conf-dst-a"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .delete_destination("conf-dst-b", "dst_b1")
+            .await
+            .unwrap()
+    );
+}
+
+/// A store shared by processes (distributed mode): a claim moves the generation once, and
+/// a task whose generation was claimed away writes nothing.
+pub async fn destination_claims_fence_stale_tasks(store: &dyn Store) {
+    use crate::{DeliveryState, Destination};
+    let d = Destination {
+        id: "dst_claims".into(),
+        tenant_id: "conf-dst-claims".into(),
+        kind: "webhook".into(),
+        url: "https://hooks.example/x".into(),
+        sealed_secret: vec![9],
+        created_at: "2024-01-01T00:00:00.000000Z".into(),
+        state: DeliveryState::default(),
+    };
+    store.create_destination(d.clone()).await.unwrap();
+    let (t, id) = ("conf-dst-claims", "dst_claims");
+    // two tasks read generation 0; one claim wins
+    assert!(store.claim_delivery(t, id, 0).await.unwrap());
+    assert!(
+        !store.claim_delivery(t, id, 0).await.unwrap(),
+        "a second claim of 0"
+    );
+    let first = DeliveryState {
+        delivered_through: 10,
+        generation: 1,
+        ..DeliveryState::default()
+    };
+    assert!(store.record_delivery(t, id, first.clone()).await.unwrap());
+    // a resume (or a new owner) claims generation 1: the first task is stale
+    assert!(store.claim_delivery(t, id, 1).await.unwrap());
+    let stale = DeliveryState {
+        delivered_through: 5,
+        ..first.clone()
+    };
+    assert!(
+        !store.record_delivery(t, id, stale).await.unwrap(),
+        "a stale task wrote"
+    );
+    let now = &store.destinations(Some(t)).await.unwrap()[0].state;
+    assert_eq!((now.delivered_through, now.generation), (10, 2));
+    assert!(store.delete_destination(t, id).await.unwrap());
+    assert!(
+        !store.claim_delivery(t, id, 2).await.unwrap(),
+        "a deleted destination"
     );
 }
 

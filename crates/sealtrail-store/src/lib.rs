@@ -260,8 +260,23 @@ pub trait Store: Send + Sync + 'static {
         Err(StoreError::Unsupported("log-stream destinations"))
     }
 
+    /// Claims a destination for one delivery task or a resume: moves its generation from
+    /// `generation` to `generation + 1` if it is still `generation`; whether it moved.
+    /// Stores that one process owns need no claim: they answer true and keep 0.
+    async fn claim_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        generation: u64,
+    ) -> StoreResult<bool> {
+        let _ = (tenant_id, id, generation);
+        Ok(true)
+    }
+
     /// Stores a destination's delivery state (its cursor and status), durably before it
-    /// returns; whether the destination is still there.
+    /// returns; whether the destination is still there. A store shared by processes
+    /// applies it only while the stored generation is `state.generation` (false
+    /// otherwise: another task or a resume claimed the destination).
     async fn record_delivery(
         &self,
         tenant_id: &str,

@@ -331,6 +331,7 @@ impl SqliteStore {
                             failing_since: r.get(8)?,
                             last_error: r.get(9)?,
                             last_success_at: r.get(10)?,
+                            generation: 0,
                         },
                     })
                 })

@@ -190,10 +190,11 @@ impl sealtrail_core::committed::ChainedBatch for CommitBatch {
 pub struct Destination {
     pub id: String,
     pub tenant_id: String,
-    /// `webhook`.
+    /// `webhook`, `splunk_hec` or `syslog`.
     pub kind: String,
     pub url: String,
-    /// The signing secret, sealed with the server's stream key (never stored in clear).
+    /// The secret (a webhook's signing key, a Splunk token), sealed with the server's
+    /// stream key (never stored in clear).
     pub sealed_secret: Vec<u8>,
     pub created_at: String,
     pub state: DeliveryState,
@@ -210,4 +211,10 @@ pub struct DeliveryState {
     pub failing_since: Option<String>,
     pub last_error: Option<String>,
     pub last_success_at: Option<String>,
+    /// Which delivery task may write this state, where several processes share the store
+    /// (distributed mode): a task claims the destination by moving the generation
+    /// ([`crate::Store::claim_delivery`]) and its writes apply only while the generation is
+    /// still its own. A resume or a new owner moves it, so a stale task (a chainer that
+    /// lost the partition) can no longer write a cursor. Stores of one process keep 0.
+    pub generation: u64,
 }

@@ -236,6 +236,12 @@ pub struct StreamSection {
     /// web roots (a private CA). Unset: the public roots only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// File of the 32-byte key that seals the destinations' secrets (raw, or 64 hex
+    /// digits). Unset: embedded mode keeps it in `<data_dir>/stream-secrets.key` (made at
+    /// the first start); distributed mode keeps one in the keyspace (made by `migrate`),
+    /// which every gateway and chainer reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for StreamSection {
@@ -248,6 +254,7 @@ impl Default for StreamSection {
             max_batch: api.max_batch,
             request_timeout: api.request_timeout,
             ca_file: None,
+            key_file: None,
         }
     }
 }
@@ -270,6 +277,26 @@ impl StreamSection {
         Ok(())
     }
 
+    /// The key in `key_file`, if one is configured (it must exist: processes that shared
+    /// a key made each on its own would not open each other's secrets).
+    pub fn configured_key(&self) -> anyhow::Result<Option<[u8; 32]>> {
+        let Some(path) = &self.key_file else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(path).with_context(|| {
+            format!(
+                "reading stream.key_file {} (make one with `head -c 32 /dev/urandom > FILE`)",
+                path.display()
+            )
+        })?;
+        Ok(Some(parse_stream_key(&bytes).ok_or_else(|| {
+            anyhow::anyhow!(
+                "stream.key_file {} holds no key: 32 bytes, or 64 hex digits",
+                path.display()
+            )
+        })?))
+    }
+
     /// The settings the API's log streams take (reads `ca_file`).
     pub fn settings(&self) -> anyhow::Result<sealtrail_api::streams::StreamConfig> {
         let extra_roots_pem = match &self.ca_file {
@@ -287,6 +314,17 @@ impl StreamSection {
             extra_roots_pem,
         })
     }
+}
+
+/// A stream key: 32 raw bytes, or 64 hex digits (surrounding white space ignored).
+pub fn parse_stream_key(bytes: &[u8]) -> Option<[u8; 32]> {
+    if let Ok(key) = <[u8; 32]>::try_from(bytes) {
+        return Some(key);
+    }
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text, &mut key).ok()?;
+    Some(key)
 }
 
 /// `[kafka]`: distributed mode's log.
@@ -1515,6 +1553,7 @@ mod tests {
                 "retention.days",
                 "retention.events",
                 "stream.ca_file",
+                "stream.key_file",
             ]
         );
         // every table of the defaults is a section whose keys were read

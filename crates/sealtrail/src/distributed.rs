@@ -153,6 +153,18 @@ pub fn migrate(config: Config, partitions: u32) -> anyhow::Result<()> {
                 signer.verifier()
             );
         }
+        if config.stream.key_file.is_none() {
+            // The key that seals log-stream secrets: gateways seal, chainers open.
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            sealtrail_scylla::meta_set_once(
+                &session,
+                &config.scylla.keyspace,
+                STREAM_KEY_META,
+                &hex::encode(key),
+            )
+            .await?;
+        }
         eprintln!("migrated: {partitions} partitions; start gateways and chainers");
         Ok(())
     })
@@ -162,6 +174,45 @@ pub fn migrate(config: Config, partitions: u32) -> anyhow::Result<()> {
 
 /// `meta` key of the signing key `migrate` generates when no `log.key_file` is configured.
 const LOG_SIGNER_META: &str = "log_signer";
+
+/// `meta` key of the log-stream key `migrate` generates when no `stream.key_file` is set.
+const STREAM_KEY_META: &str = "stream_key";
+
+/// The key that seals log-stream secrets, shared by every gateway and chainer:
+/// `stream.key_file` if configured, else the one kept in the keyspace (made by `migrate`,
+/// or by the first process that needs it).
+async fn stream_key(config: &Config, store: &ScyllaStore) -> anyhow::Result<[u8; 32]> {
+    if let Some(key) = config.stream.configured_key()? {
+        return Ok(key);
+    }
+    let text = match store.meta(STREAM_KEY_META).await? {
+        Some(text) => text,
+        // A keyspace migrated before log streams: the first process makes the key, the
+        // others read it (a conditional insert).
+        None => {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            store
+                .meta_set_once(STREAM_KEY_META, &hex::encode(key))
+                .await?
+        }
+    };
+    crate::config::parse_stream_key(text.as_bytes())
+        .ok_or_else(|| anyhow::anyhow!("{}.meta holds no stream key", config.scylla.keyspace))
+}
+
+/// The log streams of a distributed process (a gateway manages destinations; a chainer
+/// delivers them).
+async fn streams(
+    config: &Config,
+    store: &ScyllaStore,
+) -> anyhow::Result<Arc<sealtrail_api::streams::Streams>> {
+    let key = stream_key(config, store).await?;
+    Ok(Arc::new(
+        sealtrail_api::streams::Streams::new(config.stream.settings()?, key)
+            .map_err(|e| anyhow::anyhow!(e))?,
+    ))
+}
 
 /// The checkpoint signer every gateway shares: `log.key_file` if configured, else the key
 /// `migrate` kept in the keyspace.
@@ -218,6 +269,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
     let log: Arc<dyn LogProducer> = kafka_log;
 
     let signer = log_signer(&config, &store).await?;
+    let streams = streams(&config, &store).await?;
     let store: Arc<dyn sealtrail_store::Store> = Arc::new(store);
     let tlog = sealtrail_api::tlog::TransparencyLog::new(signer, config.log.checkpoint_interval)
         .with_witnesses(config.witness_configs()?, store.clone());
@@ -249,7 +301,8 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         shutdown: shutdown_rx,
         verified: sealtrail_api::verified::Verified::new(config.api.max_full_verifications),
         readiness: Some(readiness),
-        streams: None,
+        // Destinations are managed here and delivered by the chainers.
+        streams: Some(streams),
     });
     sealtrail_api::tlog::spawn_witness_feeder(&service);
     // Every gateway runs a pruner; the one holding the retention lease prunes.
@@ -695,6 +748,35 @@ async fn run_chainer(config: Config) -> anyhow::Result<()> {
         .with_state(state.clone());
     let http = tokio::spawn(async move { axum::serve(listener, app).await });
     beat_for_partitions(store.clone(), owner.clone(), state.clone());
+    // Log streams: this chainer delivers the destinations of the tenants whose partitions
+    // it holds (a destination's task is claimed in the store, so a chainer that lost a
+    // partition and has not noticed yet cannot move its cursor).
+    let (_stop_streams, streams_stopped) = tokio::sync::watch::channel(false);
+    {
+        let signer = log_signer(&config, &store).await?;
+        let shared: Arc<dyn sealtrail_store::Store> = Arc::new(store.clone());
+        let tlog =
+            sealtrail_api::tlog::TransparencyLog::new(signer, config.log.checkpoint_interval)
+                .with_witnesses(config.witness_configs()?, shared.clone());
+        let assigned = state.assigned.clone();
+        let partitions = store.log_partitions();
+        tokio::spawn(sealtrail_api::streams::run_deliveries(
+            sealtrail_api::streams::Deliverer {
+                store: shared,
+                tlog: Some(Arc::new(tlog)),
+                commits: None,
+                shutdown: streams_stopped,
+                streams: streams(&config, &store).await?,
+                owns: Some(Arc::new(move |tenant: &str| {
+                    let partition = sealtrail_core::partition::partition_for(tenant, partitions);
+                    assigned
+                        .lock()
+                        .expect("assigned lock")
+                        .contains_key(&partition)
+                })),
+            },
+        ));
+    }
 
     let chainer_config = ChainerConfig {
         max_batch_events: config.chainer.max_batch_events,

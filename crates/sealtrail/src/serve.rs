@@ -300,6 +300,9 @@ pub async fn start(
 /// (`sealtrail backup` does); without it the destinations' secrets cannot be opened and
 /// their delivery pauses with that reason.
 fn stream_key(config: &Config) -> anyhow::Result<[u8; 32]> {
+    if let Some(key) = config.stream.configured_key()? {
+        return Ok(key);
+    }
     let path = config.data_dir.join(STREAM_KEY_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {

@@ -1824,3 +1824,302 @@ async fn retention_under_load_with_a_chainer_sigkilled_mid_prune_keeps_every_kep
     let other: Vec<(String, String)> = acked.into_iter().filter(|(t, _)| t == &ts[1].0).collect();
     assert_nothing_lost(&c, 1, &ts[1..], &other).await;
 }
+
+/// A webhook receiver for the log-stream test: keeps every batch it acknowledges, after a
+/// short wait (so a kill finds a delivery in flight).
+async fn webhook_receiver() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let batches: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let kept = batches.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let batch: Value = serde_json::from_slice(&body).unwrap();
+                kept.lock().unwrap().push(batch);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, batches)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_streams_deliver_every_event_in_order_across_a_chainer_sigkill_and_a_zombie() {
+    // Issue 17 in distributed mode: the chainer holding a tenant's partition delivers the
+    // tenant's destinations. SIGKILL it mid-delivery: the chainer that takes the partition
+    // over claims the destination and goes on from the stored cursor. Then freeze the
+    // next holder mid-delivery and wake it after its successor delivered everything (a
+    // zombie). Every record arrives, in order (no batch starts past the highest record
+    // delivered + 1), as committed (links and hashes hold); a record comes twice only
+    // from the batch in flight at the kill or the freeze; the cursor never goes back.
+    let _serial = SERIAL.lock().await;
+    let max_batch = 40usize;
+    let mut c = Cluster::new(
+        "streams",
+        2,
+        &[
+            ("SEALTRAIL_STREAM_ALLOW_PRIVATE", "true"),
+            ("SEALTRAIL_STREAM_MAX_BATCH", "40"),
+        ],
+    );
+    c.add_gateway().await;
+    c.add_chainer().await;
+    c.add_chainer().await;
+    c.wait_assigned(&[]).await;
+    let tenant = "streams-acme";
+    let key = c.create_key_with(tenant, "read,write,admin");
+    let api = c.api(0, &key);
+    let (url, batches) = webhook_receiver().await;
+    let (s, created) = api
+        .post(
+            "/v1/destinations",
+            &json!({ "type": "webhook", "url": url }),
+        )
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let dest = created["id"].as_str().unwrap().to_string();
+    assert!(created["secret"].is_string());
+
+    let delivered = |batches: &Arc<std::sync::Mutex<Vec<Value>>>| {
+        let mut seqs: Vec<u64> = batches
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b["events"].as_array().unwrap().clone())
+            .map(|r| r["sequence_number"].as_u64().unwrap())
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs.len()
+    };
+    let mut total = 0u64;
+    for round in 0..12 {
+        let events: Vec<Value> = (0..50).map(|i| event(&format!("s{round}-{i}"))).collect();
+        let (s, body) = api
+            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
+            .await;
+        assert_eq!(s, 200, "{body}");
+        total += 50;
+    }
+    // Kill the owner of the tenant's partition once delivery is under way.
+    let partition = sealtrail_core::partition::partition_for(tenant, 2) as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delivered(&batches) < 120 {
+        assert!(
+            Instant::now() < deadline,
+            "delivery never began\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut owner = None;
+    for (i, chainer) in c.chainers.iter().enumerate() {
+        // (the first that holds it; both report it only during a move)
+        if chainer.partitions().await.contains(&partition) {
+            owner = Some(i);
+        }
+    }
+    let owner = owner.expect("a chainer holds the tenant's partition");
+    let at_kill = delivered(&batches);
+    c.chainers[owner].sigkill();
+    assert!(
+        (at_kill as u64) < total,
+        "the kill came after the whole delivery ({at_kill} of {total}): nothing tested"
+    );
+    // More events while the partition moves; the survivor chains and delivers them.
+    for round in 12..16 {
+        let events: Vec<Value> = (0..50).map(|i| event(&format!("s{round}-{i}"))).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (s, body) = api
+                .post("/v1/events/batch?sync=true", &json!({ "events": events }))
+                .await;
+            if s == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{s} {body}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        total += 50;
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while (delivered(&batches) as u64) < total {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {total} delivered\n{}",
+            delivered(&batches),
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A zombie: a third chainer joins; freeze the holder of the partition mid-delivery.
+    // The partition moves, the new holder claims the destination and delivers; then the
+    // zombie wakes. Its batch in flight may arrive again, but its cursor write is refused
+    // (the destination's generation moved), so the stored cursor never goes back.
+    c.add_chainer().await;
+    c.wait_assigned(&[owner]).await;
+    let holder = |c: &Cluster| {
+        let urls: Vec<(usize, String)> = c
+            .chainers
+            .iter()
+            .enumerate()
+            .filter(|(_, ch)| ch.child.is_some())
+            .map(|(i, ch)| (i, ch.http.clone()))
+            .collect();
+        async move {
+            for (i, http) in urls {
+                let asked = reqwest::Client::new()
+                    .get(format!("{http}/healthz"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await;
+                let body: Value = match asked {
+                    Ok(r) => r.json().await.unwrap_or(Value::Null),
+                    Err(_) => continue,
+                };
+                if body["partitions"]
+                    .as_array()
+                    .is_some_and(|a| a.contains(&json!(partition)))
+                {
+                    return Some(i);
+                }
+            }
+            None
+        }
+    };
+    let before = delivered(&batches);
+    for round in 16..24 {
+        let events: Vec<Value> = (0..50).map(|i| event(&format!("s{round}-{i}"))).collect();
+        let (s, body) = api
+            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
+            .await;
+        assert_eq!(s, 200, "{body}");
+        total += 50;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delivered(&batches) < before + 80 {
+        assert!(Instant::now() < deadline, "delivery stalled\n{}", c.logs());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let zombie = holder(&c)
+        .await
+        .expect("a chainer holds the tenant's partition");
+    c.chainers[zombie].signal("-STOP");
+    let frozen_at = delivered(&batches);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(h) = holder(&c).await
+            && h != zombie
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the partition never moved\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for round in 24..26 {
+        let events: Vec<Value> = (0..50).map(|i| event(&format!("s{round}-{i}"))).collect();
+        let (s, body) = api
+            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
+            .await;
+        assert_eq!(s, 200, "{body}");
+        total += 50;
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while (delivered(&batches) as u64) < total {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {total} delivered with chainer {zombie} frozen\n{}",
+            delivered(&batches),
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.chainers[zombie].signal("-CONT");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, status) = api.get(&format!("/v1/destinations/{dest}")).await;
+    assert_eq!(
+        (status["delivered_through"].as_u64(), status["lag"].as_u64()),
+        (Some(total), Some(0)),
+        "the woken zombie moved the cursor back: {status}\n{}",
+        c.chainers[zombie].log()
+    );
+    eprintln!("zombie chainer {zombie} frozen at {frozen_at} delivered, woken after {total}");
+
+    let batches = batches.lock().unwrap().clone();
+    let mut high = 0u64;
+    let mut arrivals = 0usize;
+    let mut records: std::collections::BTreeMap<u64, Value> = Default::default();
+    for batch in &batches {
+        assert_eq!(batch["tenant_id"], tenant);
+        assert!(
+            batch["checkpoint"]
+                .as_str()
+                .is_some_and(|n| n.contains(&format!("/{tenant}\n")))
+        );
+        let events = batch["events"].as_array().unwrap();
+        assert!(events.len() <= max_batch);
+        let seqs: Vec<u64> = events
+            .iter()
+            .map(|r| r["sequence_number"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            seqs,
+            (seqs[0]..seqs[0] + seqs.len() as u64).collect::<Vec<_>>(),
+            "a batch is a run"
+        );
+        assert!(
+            seqs[0] <= high + 1,
+            "a batch started at {} after {high}: a record was skipped",
+            seqs[0]
+        );
+        high = high.max(*seqs.last().unwrap());
+        arrivals += events.len();
+        for r in events {
+            let previous = records.insert(r["sequence_number"].as_u64().unwrap(), r.clone());
+            if let Some(previous) = previous {
+                assert_eq!(&previous, r, "a record sent twice is the same record");
+            }
+        }
+    }
+    assert_eq!(
+        records.keys().copied().collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    let mut prev = "0".repeat(64);
+    for r in records.values() {
+        assert_eq!(r["prev_hash"].as_str().unwrap(), prev, "links hold");
+        let record: sealtrail_core::Record = serde_json::from_value(r.clone()).unwrap();
+        assert_eq!(record.compute_hash(), record.hash, "hashes hold");
+        prev = r["hash"].as_str().unwrap().to_string();
+    }
+    let duplicates = arrivals - total as usize;
+    assert!(
+        duplicates <= 2 * max_batch,
+        "{duplicates} records came twice: more than the batches in flight at the kill and the freeze"
+    );
+    // The status is read through the gateway, from the store.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, status) = api.get(&format!("/v1/destinations/{dest}")).await;
+        if status["lag"] == 0 {
+            assert_eq!(status["delivered_through"], total, "{status}");
+            assert_eq!(status["status"], "delivering", "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "log streams: {total} records delivered, {duplicates} twice, across the SIGKILL of chainer {owner} at {at_kill}"
+    );
+}

@@ -1,6 +1,9 @@
-//! Log streams (issue 17; embedded mode): every committed record of a tenant delivered to
-//! a destination the tenant's admin registered, in sequence order, at least once, with the
-//! checkpoint that covers each batch.
+//! Log streams (issue 17): every committed record of a tenant delivered to a destination
+//! the tenant's admin registered, in sequence order, at least once, with the checkpoint
+//! that covers each batch. In embedded mode the server delivers; in distributed mode the
+//! gateways manage destinations and each chainer delivers the tenants of the partitions it
+//! holds ([`Deliverer::owns`]; a task claims its destination first, see
+//! `Store::claim_delivery`).
 //!
 //! - **API** (`admin` scope; REST here, the same operations over gRPC and `sealtrail
 //!   destinations`): `POST /v1/destinations` with `{"type":"webhook","url":"https://…"}`,
@@ -55,7 +58,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
-use sealtrail_store::{DeliveryState, Destination, StoreError, now_micros};
+use sealtrail_log::CommitSignal;
+use sealtrail_store::{DeliveryState, Destination, Store, StoreError, now_micros};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -63,6 +67,7 @@ use crate::auth::{Admin, Authenticated};
 use crate::body::{parse_object, read_bytes};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::ingest::new_id;
+use crate::tlog::TransparencyLog;
 
 pub mod sink;
 use sink::{Batch, Sink, Spec};
@@ -370,7 +375,7 @@ fn streams_of(state: &AppState) -> ApiResult<&Arc<Streams>> {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "not_implemented",
-            "log streams run in embedded mode (sealtrail serve) for now",
+            "this server runs no log streams",
         )
     })
 }
@@ -509,18 +514,46 @@ pub async fn resume(
         ));
     }
     let managing = streams.manage.lock().await;
-    let mut d = find(state, tenant, id).await?;
     streams.stop(tenant, id);
-    if let Some(from) = from {
-        d.state.delivered_through = from - 1;
-    }
-    d.state.paused = false;
-    d.state.failing_since = None;
-    state
-        .store
-        .record_delivery(&d.tenant_id, &d.id, d.state.clone())
-        .await
-        .map_err(destination_error)?;
+    // Claim the destination from whichever task delivers it (here, or in a chainer): that
+    // task's next write fails and it stops; the owner starts a new one from this state.
+    let mut tries = 0;
+    let d = loop {
+        let mut d = find(state, tenant, id).await?;
+        tries += 1;
+        if !state
+            .store
+            .claim_delivery(tenant, id, d.state.generation)
+            .await
+            .map_err(destination_error)?
+        {
+            if tries < 5 {
+                continue;
+            }
+            return Err(ApiError::unavailable(
+                "the destination kept changing; try again",
+            ));
+        }
+        d.state.generation += 1;
+        if let Some(from) = from {
+            d.state.delivered_through = from - 1;
+        }
+        d.state.paused = false;
+        d.state.failing_since = None;
+        if state
+            .store
+            .record_delivery(&d.tenant_id, &d.id, d.state.clone())
+            .await
+            .map_err(destination_error)?
+        {
+            break d;
+        }
+        if tries >= 5 {
+            return Err(ApiError::unavailable(
+                "the destination kept changing; try again",
+            ));
+        }
+    };
     drop(managing);
     streams.wake.notify_one();
     tracing::info!(tenant = %tenant, id = %id, from = d.state.delivered_through + 1, "log-stream destination resumed");
@@ -537,7 +570,7 @@ pub async fn resume(
     request_body(content = CreateBody),
     responses((status = 201, body = CreatedDestination), (status = 400, description = "A field is missing or wrong for the type (`invalid_field`), or the target is refused (`invalid_destination`)", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, description = "Key lacks the admin scope", body = ErrorBody),
-        (status = 501, description = "This server runs no log streams (distributed mode, for now)", body = ErrorBody)),
+        (status = 501, description = "This server runs no log streams (a store without destinations)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn create_destination(
     State(state): State<AppState>,
@@ -573,7 +606,7 @@ pub struct DestinationList {
 #[utoipa::path(get, path = "/v1/destinations", tag = "Log streams", operation_id = "listDestinations",
     responses((status = 200, body = DestinationList), (status = 401, body = ErrorBody),
         (status = 403, description = "Key lacks the admin scope", body = ErrorBody),
-        (status = 501, description = "This server runs no log streams (distributed mode, for now)", body = ErrorBody)),
+        (status = 501, description = "This server runs no log streams (a store without destinations)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn list_destinations(
     State(state): State<AppState>,
@@ -587,7 +620,7 @@ pub async fn list_destinations(
     params(("id" = String, Path, description = "The destination's id")),
     responses((status = 200, body = DestinationView), (status = 401, body = ErrorBody),
         (status = 403, description = "Key lacks the admin scope", body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 501, description = "This server runs no log streams (distributed mode, for now)", body = ErrorBody)),
+        (status = 501, description = "This server runs no log streams (a store without destinations)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn get_destination(
     State(state): State<AppState>,
@@ -602,7 +635,7 @@ pub async fn get_destination(
     params(("id" = String, Path, description = "The destination's id")),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody),
         (status = 403, description = "Key lacks the admin scope", body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 501, description = "This server runs no log streams (distributed mode, for now)", body = ErrorBody)),
+        (status = 501, description = "This server runs no log streams (a store without destinations)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn delete_destination(
     State(state): State<AppState>,
@@ -620,7 +653,7 @@ pub async fn delete_destination(
     request_body(content = Option<ResumeBody>),
     responses((status = 200, body = DestinationView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, description = "Key lacks the admin scope", body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 501, description = "This server runs no log streams (distributed mode, for now)", body = ErrorBody)),
+        (status = 501, description = "This server runs no log streams (a store without destinations)", body = ErrorBody)),
     security(("apiKey" = [])))]
 pub async fn resume_destination(
     State(state): State<AppState>,
@@ -643,28 +676,87 @@ pub async fn resume_destination(
 
 // ---------------------------------------------------------------- delivery
 
-/// Runs the server's log streams until shutdown: one delivery task per destination that
-/// is not paused, started as destinations appear or resume.
+/// Whether this process delivers a tenant's destinations.
+pub type Owns = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// What delivery needs: the store, the signer of the checkpoints, and which tenants this
+/// process delivers. A server in embedded mode delivers every tenant; in distributed
+/// mode the chainers deliver, each the tenants of the log partitions it holds.
+#[derive(Clone)]
+pub struct Deliverer {
+    pub store: Arc<dyn Store>,
+    pub tlog: Option<Arc<TransparencyLog>>,
+    /// Wakes a caught-up task at a commit (embedded mode); without it tasks poll.
+    pub commits: Option<CommitSignal>,
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    pub streams: Arc<Streams>,
+    /// Which tenants to deliver (`None`: all). Asked at every reconciliation: a task whose
+    /// tenant is no longer owned is stopped.
+    pub owns: Option<Owns>,
+}
+
+/// Runs a server's log streams (embedded mode) until shutdown.
 pub async fn run_streams(state: AppState) {
     let Some(streams) = state.streams.clone() else {
         return;
     };
-    let mut shutdown = state.shutdown.clone();
+    run_deliveries(Deliverer {
+        store: state.store.clone(),
+        tlog: state.tlog.clone(),
+        commits: state.commits.clone(),
+        shutdown: state.shutdown.clone(),
+        streams,
+        owns: None,
+    })
+    .await
+}
+
+/// Runs delivery until shutdown: one task per destination that is not paused and whose
+/// tenant this process owns, started as destinations appear, resume or move here (every
+/// 2 s, or at once when this process registers or resumes one). Each task claims its
+/// destination first (`Store::claim_delivery`), so two processes never both write one
+/// destination's cursor.
+pub async fn run_deliveries(ctx: Deliverer) {
+    let streams = ctx.streams.clone();
+    let mut shutdown = ctx.shutdown.clone();
+    let owned = |tenant: &str| ctx.owns.as_ref().is_none_or(|owns| owns(tenant));
     loop {
         let managing = streams.manage.lock().await;
-        match state.store.destinations(None).await {
+        match ctx.store.destinations(None).await {
             Ok(all) => {
-                let mut tasks = streams.tasks.lock().expect("tasks lock");
-                tasks.retain(|_, task| !task.is_finished());
-                for d in all {
-                    let key = (d.tenant_id.clone(), d.id.clone());
-                    if d.state.paused || tasks.contains_key(&key) {
-                        continue;
+                let fresh: Vec<Destination> = {
+                    let mut tasks = streams.tasks.lock().expect("tasks lock");
+                    tasks.retain(|(tenant, _), task| {
+                        if !owned(tenant) {
+                            task.abort();
+                        }
+                        !task.is_finished() && owned(tenant)
+                    });
+                    all.into_iter()
+                        .filter(|d| {
+                            !d.state.paused
+                                && owned(&d.tenant_id)
+                                && !tasks.contains_key(&(d.tenant_id.clone(), d.id.clone()))
+                        })
+                        .collect()
+                };
+                for mut d in fresh {
+                    match ctx
+                        .store
+                        .claim_delivery(&d.tenant_id, &d.id, d.state.generation)
+                        .await
+                    {
+                        Ok(true) => d.state.generation += 1,
+                        // changed since it was read (resumed, deleted, claimed): next round
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::warn!(destination = %d.id, error = %e, "cannot claim a log-stream destination; retrying");
+                            continue;
+                        }
                     }
-                    tasks.insert(
-                        key,
-                        tokio::spawn(deliver(state.clone(), streams.clone(), d)),
-                    );
+                    let key = (d.tenant_id.clone(), d.id.clone());
+                    let task = tokio::spawn(deliver(ctx.clone(), d));
+                    streams.tasks.lock().expect("tasks lock").insert(key, task);
                 }
             }
             Err(StoreError::Unsupported(_)) => return,
@@ -747,7 +839,8 @@ impl Gauges {
 
 /// Delivers one destination's records in order until it is deleted, paused or the
 /// server stops.
-async fn deliver(state: AppState, streams: Arc<Streams>, mut d: Destination) {
+async fn deliver(state: Deliverer, mut d: Destination) {
+    let streams = state.streams.clone();
     let gauges = Gauges::of(&d);
     gauges.show(&d.state);
     let opened = streams
@@ -798,6 +891,7 @@ async fn deliver(state: AppState, streams: Arc<Streams>, mut d: Destination) {
                     failing_since: None,
                     last_error: None,
                     last_success_at: Some(now),
+                    generation: d.state.generation,
                 };
                 gauges.delivered.increment(sent);
                 gauges.show(&d.state);
@@ -834,7 +928,7 @@ async fn deliver(state: AppState, streams: Arc<Streams>, mut d: Destination) {
 
 /// Sends the records after the cursor (one batch); the last sequence number sent.
 async fn attempt(
-    state: &AppState,
+    state: &Deliverer,
     streams: &Streams,
     d: &Destination,
     sink: &Sink,
@@ -881,8 +975,9 @@ async fn attempt(
     Ok(last)
 }
 
-/// Stores `d`'s state; false when the destination is gone (the task then ends).
-async fn record(state: &AppState, d: &Destination) -> bool {
+/// Stores `d`'s state; false when the destination is gone or claimed by another task or
+/// a resume (the task then ends).
+async fn record(state: &Deliverer, d: &Destination) -> bool {
     loop {
         match state
             .store
@@ -898,7 +993,7 @@ async fn record(state: &AppState, d: &Destination) -> bool {
     }
 }
 
-async fn pause(state: &AppState, d: &mut Destination, why: String, gauges: &Gauges) {
+async fn pause(state: &Deliverer, d: &mut Destination, why: String, gauges: &Gauges) {
     tracing::error!(destination = %d.id, tenant = %d.tenant_id, "log stream paused: {why}");
     d.state.paused = true;
     d.state.last_error = Some(why);
