@@ -128,6 +128,7 @@ class Hec(Collected):
         super().__init__()
         self.token = token
         self.mode = 200
+        self.delay = 0.0  # seconds to wait before answering (a collector too slow to answer)
         self.bad_format: list[str] = []
         outer = self
 
@@ -145,6 +146,8 @@ class Hec(Collected):
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                if outer.delay:
+                    time.sleep(outer.delay)
                 with outer.lock:
                     outer.attempts.append(time.monotonic())
                     if self.path != "/services/collector/event":
@@ -476,9 +479,9 @@ def wait_status(base_url: str, key: str, dest: str, want: str, timeout: float = 
         time.sleep(0.1)
 
 
-def test_splunk_hec_gets_every_event_in_hec_format_in_order_across_a_busy_collector(tmp_path: Path):
+def test_splunk_hec_gets_every_event_in_hec_format_in_order_across_a_busy_and_a_slow_collector(tmp_path: Path):
     hec = Hec(token="5e1c-7ab2-hec-token")
-    srv = Embedded(tmp_path, env={"SEALTRAIL_STREAM_ALLOW_PRIVATE": "true"})
+    srv = Embedded(tmp_path, env={"SEALTRAIL_STREAM_ALLOW_PRIVATE": "true", "SEALTRAIL_STREAM_REQUEST_TIMEOUT": "1s"})
     key = srv.create_key("acme", "read,write,admin")
     srv.start()
     try:
@@ -509,7 +512,18 @@ def test_splunk_hec_gets_every_event_in_hec_format_in_order_across_a_busy_collec
         assert f'sealtrail_stream_failing{{tenant="acme",destination="{dest}"}} 1' in metrics, metrics
         hec.mode = 200
         hec.wait_for(60, timeout=60)
-        check_delivery(hec, vkey, "acme", 60)
+
+        # Too slow: no answer within stream.request_timeout is a failure, retried (what
+        # the collector kept meanwhile may come again: at least once).
+        wait_status(srv.base_url, key, dest, "delivering")
+        hec.delay = 1.5
+        post(srv.base_url, key, 10, "slow")
+        status = wait_status(srv.base_url, key, dest, "failing")
+        assert "timed out" in status["last_error"], status
+        assert status["delivered_through"] == 60, status
+        hec.delay = 0
+        hec.wait_for(70, timeout=60)
+        check_delivery(hec, vkey, "acme", 70)
         assert not hec.bad_format and hec.bad_signatures == 0, hec.bad_format
         status = wait_status(srv.base_url, key, dest, "delivering")
         metrics = requests.get(f"{srv.base_url}/metrics", timeout=10).text

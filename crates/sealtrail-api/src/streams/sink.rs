@@ -271,7 +271,7 @@ async fn http_answer(request: reqwest::RequestBuilder) -> Result<(), Failure> {
     let resp = request
         .send()
         .await
-        .map_err(|e| Failure::new(format!("{e}")))?;
+        .map_err(|e| Failure::new(describe(&e)))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());
@@ -292,6 +292,22 @@ async fn http_answer(request: reqwest::RequestBuilder) -> Result<(), Failure> {
         },
         retry_after,
     })
+}
+
+/// A failed request in words: a timeout says which setting, anything else its causes
+/// (reqwest's own message leaves out why, e.g. "connection refused").
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "the receiver did not answer within stream.request_timeout (timed out)".into();
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `<seconds>.<micros>` of an RFC 3339 time, for HEC's `time` (written as text: an f64
