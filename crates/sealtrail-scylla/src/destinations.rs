@@ -70,14 +70,27 @@ fn destination(row: Row) -> Destination {
 }
 
 impl ScyllaStore {
-    pub(crate) async fn insert_destination(&self, d: Destination) -> StoreResult<()> {
-        let ks = &self.keyspace;
+    /// Runs one conditional write (`{ks}` in `cql` is the keyspace); whether it applied.
+    async fn conditional(
+        &self,
+        cql: &str,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> StoreResult<bool> {
         let result = self
             .session
-            .query_unpaged(
-                format!(
-                    "INSERT INTO {ks}.destinations ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
-                ),
+            .query_unpaged(cql.replace("{ks}", &self.keyspace), values)
+            .await
+            .map_err(unavailable)?;
+        fence::applied(result).map_err(unavailable)
+    }
+
+    pub(crate) async fn insert_destination(&self, d: Destination) -> StoreResult<()> {
+        let cql = format!(
+            "INSERT INTO {{ks}}.destinations ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+        );
+        let applied = self
+            .conditional(
+                &cql,
                 (
                     d.tenant_id.as_str(),
                     d.id.as_str(),
@@ -93,9 +106,8 @@ impl ScyllaStore {
                     d.state.generation as i64,
                 ),
             )
-            .await
-            .map_err(unavailable)?;
-        if fence::applied(result).map_err(unavailable)? {
+            .await?;
+        if applied {
             Ok(())
         } else {
             Err(sealtrail_store::StoreError::Corrupt(format!(
@@ -147,16 +159,11 @@ impl ScyllaStore {
     }
 
     pub(crate) async fn remove_destination(&self, tenant: &str, id: &str) -> StoreResult<bool> {
-        let ks = &self.keyspace;
-        let result = self
-            .session
-            .query_unpaged(
-                format!("DELETE FROM {ks}.destinations WHERE tenant_id = ? AND id = ? IF EXISTS"),
-                (tenant, id),
-            )
-            .await
-            .map_err(unavailable)?;
-        fence::applied(result).map_err(unavailable)
+        self.conditional(
+            "DELETE FROM {ks}.destinations WHERE tenant_id = ? AND id = ? IF EXISTS",
+            (tenant, id),
+        )
+        .await
     }
 
     pub(crate) async fn claim_destination(
@@ -165,18 +172,11 @@ impl ScyllaStore {
         id: &str,
         generation: u64,
     ) -> StoreResult<bool> {
-        let ks = &self.keyspace;
-        let result = self
-            .session
-            .query_unpaged(
-                format!(
-                    "UPDATE {ks}.destinations SET generation = ? WHERE tenant_id = ? AND id = ? IF generation = ?"
-                ),
-                (generation as i64 + 1, tenant, id, generation as i64),
-            )
-            .await
-            .map_err(unavailable)?;
-        fence::applied(result).map_err(unavailable)
+        self.conditional(
+            "UPDATE {ks}.destinations SET generation = ? WHERE tenant_id = ? AND id = ? IF generation = ?",
+            (generation as i64 + 1, tenant, id, generation as i64),
+        )
+        .await
     }
 
     pub(crate) async fn update_delivery(
@@ -185,27 +185,20 @@ impl ScyllaStore {
         id: &str,
         s: DeliveryState,
     ) -> StoreResult<bool> {
-        let ks = &self.keyspace;
-        let result = self
-            .session
-            .query_unpaged(
-                format!(
-                    "UPDATE {ks}.destinations SET delivered_through = ?, paused = ?, failing_since = ?, \
-                     last_error = ?, last_success_at = ? WHERE tenant_id = ? AND id = ? IF generation = ?"
-                ),
-                (
-                    s.delivered_through as i64,
-                    s.paused,
-                    s.failing_since.as_deref(),
-                    s.last_error.as_deref(),
-                    s.last_success_at.as_deref(),
-                    tenant,
-                    id,
-                    s.generation as i64,
-                ),
-            )
-            .await
-            .map_err(unavailable)?;
-        fence::applied(result).map_err(unavailable)
+        self.conditional(
+            "UPDATE {ks}.destinations SET delivered_through = ?, paused = ?, failing_since = ?, \
+             last_error = ?, last_success_at = ? WHERE tenant_id = ? AND id = ? IF generation = ?",
+            (
+                s.delivered_through as i64,
+                s.paused,
+                s.failing_since.as_deref(),
+                s.last_error.as_deref(),
+                s.last_success_at.as_deref(),
+                tenant,
+                id,
+                s.generation as i64,
+            ),
+        )
+        .await
     }
 }

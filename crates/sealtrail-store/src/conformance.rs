@@ -77,7 +77,6 @@ pub async fn run_all_but_erasure(store: &dyn Store) {
     list_filters_and_paging(store).await;
     receipts_round_trip(store).await;
     keys_lifecycle(store).await;
-    destinations_lifecycle(store).await;
     tree_nodes_round_trip(store).await;
     every_node_of_a_larger_tree(store).await;
 }

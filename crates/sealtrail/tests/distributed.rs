@@ -1848,6 +1848,28 @@ async fn webhook_receiver() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
     (url, batches)
 }
 
+/// Sync batches of 50 events, one per round (retried for up to 60 s while a partition
+/// moves); the number of events committed.
+async fn post_rounds(api: &Api, rounds: std::ops::Range<u32>) -> u64 {
+    let mut total = 0;
+    for round in rounds {
+        let events: Vec<Value> = (0..50).map(|i| event(&format!("s{round}-{i}"))).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (s, body) = api
+                .post("/v1/events/batch?sync=true", &json!({ "events": events }))
+                .await;
+            if s == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{s} {body}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        total += 50;
+    }
+    total
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn log_streams_deliver_every_event_in_order_across_a_chainer_sigkill_and_a_zombie() {
     // Issue 17 in distributed mode: the chainer holding a tenant's partition delivers the
@@ -1898,14 +1920,7 @@ async fn log_streams_deliver_every_event_in_order_across_a_chainer_sigkill_and_a
         seqs.len()
     };
     let mut total = 0u64;
-    for round in 0..12 {
-        let events: Vec<Value> = (0..50).map(|i| event(&format!("s{round}-{i}"))).collect();
-        let (s, body) = api
-            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
-            .await;
-        assert_eq!(s, 200, "{body}");
-        total += 50;
-    }
+    total += post_rounds(&api, 0..12).await;
     // Kill the owner of the tenant's partition once delivery is under way.
     let partition = sealtrail_core::partition::partition_for(tenant, 2) as u64;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1932,21 +1947,7 @@ async fn log_streams_deliver_every_event_in_order_across_a_chainer_sigkill_and_a
         "the kill came after the whole delivery ({at_kill} of {total}): nothing tested"
     );
     // More events while the partition moves; the survivor chains and delivers them.
-    for round in 12..16 {
-        let events: Vec<Value> = (0..50).map(|i| event(&format!("s{round}-{i}"))).collect();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (s, body) = api
-                .post("/v1/events/batch?sync=true", &json!({ "events": events }))
-                .await;
-            if s == 200 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{s} {body}");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        total += 50;
-    }
+    total += post_rounds(&api, 12..16).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     while (delivered(&batches) as u64) < total {
         assert!(
@@ -1994,14 +1995,7 @@ async fn log_streams_deliver_every_event_in_order_across_a_chainer_sigkill_and_a
         }
     };
     let before = delivered(&batches);
-    for round in 16..24 {
-        let events: Vec<Value> = (0..50).map(|i| event(&format!("s{round}-{i}"))).collect();
-        let (s, body) = api
-            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
-            .await;
-        assert_eq!(s, 200, "{body}");
-        total += 50;
-    }
+    total += post_rounds(&api, 16..24).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while delivered(&batches) < before + 80 {
         assert!(Instant::now() < deadline, "delivery stalled\n{}", c.logs());
@@ -2026,14 +2020,7 @@ async fn log_streams_deliver_every_event_in_order_across_a_chainer_sigkill_and_a
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    for round in 24..26 {
-        let events: Vec<Value> = (0..50).map(|i| event(&format!("s{round}-{i}"))).collect();
-        let (s, body) = api
-            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
-            .await;
-        assert_eq!(s, 200, "{body}");
-        total += 50;
-    }
+    total += post_rounds(&api, 24..26).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     while (delivered(&batches) as u64) < total {
         assert!(
