@@ -47,6 +47,9 @@ class Collected:
         self.batches: list[dict] = []  # acknowledged deliveries, in arrival order
         self.attempts: list[float] = []  # arrival time of every request or connection
         self.bad_signatures = 0  # requests refused for their signature, token or format
+        # What the receiver found wrong in a delivery (its thread cannot fail the test;
+        # check_delivery asserts this is empty).
+        self.bad_format: list[str] = []
         self.lock = threading.Lock()
 
     def delivered(self) -> list[dict]:
@@ -129,7 +132,6 @@ class Hec(Collected):
         self.token = token
         self.mode = 200
         self.delay = 0.0  # seconds to wait before answering (a collector too slow to answer)
-        self.bad_format: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -196,7 +198,9 @@ class Hec(Collected):
                     return None
                 events.append(record)
             elif item["sourcetype"] == "sealtrail:checkpoint":
-                assert item["event"]["through_sequence_number"] == events[-1]["sequence_number"]
+                if not events or item["event"]["through_sequence_number"] != events[-1]["sequence_number"]:
+                    self.bad_format.append(f"a checkpoint event not after the batch's last record: {item}")
+                    return None
                 checkpoint = item["event"]["checkpoint"]
             else:
                 self.bad_format.append(json.dumps(item))
@@ -253,7 +257,12 @@ class Syslog(Collected):
         except (OSError, ssl.SSLError):
             conn.close()
             return
-        batch = self.parse(data)
+        try:
+            batch = self.parse(data)
+        except (AssertionError, ValueError, KeyError, IndexError) as e:
+            with self.lock:
+                self.bad_format.append(f"{type(e).__name__}: {e}")
+            batch = None
         conn.close()
         if batch is not None:
             with self.lock:
@@ -322,6 +331,7 @@ def check_delivery(receiver: Collected, vkey: str, tenant: str, total: int) -> N
         origin, size, _root = parse_checkpoint(open_note(batch["checkpoint"], vkey))
         assert origin.endswith("/" + tenant) and size >= seqs[-1], "the checkpoint covers the batch"
     assert receiver.bad_signatures == 0
+    assert not receiver.bad_format, receiver.bad_format
 
 
 def admin(key: str) -> dict[str, str]:
@@ -524,7 +534,6 @@ def test_splunk_hec_gets_every_event_in_hec_format_in_order_across_a_busy_and_a_
         hec.delay = 0
         hec.wait_for(70, timeout=60)
         check_delivery(hec, vkey, "acme", 70)
-        assert not hec.bad_format and hec.bad_signatures == 0, hec.bad_format
         status = wait_status(srv.base_url, key, dest, "delivering")
         metrics = requests.get(f"{srv.base_url}/metrics", timeout=10).text
         assert f'sealtrail_stream_failing{{tenant="acme",destination="{dest}"}} 0' in metrics, metrics
@@ -621,6 +630,7 @@ def test_destinations_are_managed_by_the_command_line(tmp_path: Path):
             capture_output=True, text=True, timeout=60, env=srv.env,
         )
         assert out.returncode == 2 and "127.0.0.1:9" in out.stderr, out
+        assert not syslog.bad_format, syslog.bad_format
     finally:
         srv.stop()
         syslog.close()
@@ -676,6 +686,7 @@ def test_destinations_are_managed_over_grpc(tmp_path: Path, pb):
             with pytest.raises(grpc.RpcError) as err:
                 stub.ListDestinations(m.ListDestinationsRequest(), metadata=(("authorization", f"Bearer {reader}"),))
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert not hec.bad_format, hec.bad_format
     finally:
         srv.stop()
         hec.close()

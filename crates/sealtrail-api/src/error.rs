@@ -148,6 +148,19 @@ where
     }
 }
 
+/// `err` and its sources, `: `-separated (reqwest's own message leaves out why a request
+/// failed, e.g. "connection refused").
+pub fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 pub fn parse_flag(name: &str, value: Option<&str>) -> ApiResult<bool> {
     let Some(raw) = value else { return Ok(false) };
     let v = raw.trim();

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use sealtrail_api::error::with_causes;
 use serde_json::Value;
 
 /// The server to ask and the key to ask with.
@@ -128,17 +129,4 @@ fn error_of(body: &Value) -> Option<(&str, &str)> {
 /// The start of a body that is not sealtrail's, for an error message.
 pub(crate) fn excerpt(body: &str) -> String {
     body.chars().take(300).collect()
-}
-
-/// `err` and its sources (reqwest's own message leaves out why a request failed, e.g.
-/// "connection refused").
-fn with_causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

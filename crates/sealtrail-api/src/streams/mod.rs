@@ -516,24 +516,13 @@ pub async fn resume(
     let managing = streams.manage.lock().await;
     streams.stop(tenant, id);
     // Claim the destination from whichever task delivers it (here, or in a chainer): that
-    // task's next write fails and it stops; the owner starts a new one from this state.
-    let mut tries = 0;
-    let d = loop {
+    // task's next write fails and it stops; the owner starts a new one from this state. A
+    // claim or write that loses a race (a chainer claiming at that moment) is tried again
+    // on a fresh read.
+    let mut resumed = None;
+    for _ in 0..5 {
         let mut d = find(state, tenant, id).await?;
-        tries += 1;
-        if !state
-            .store
-            .claim_delivery(tenant, id, d.state.generation)
-            .await
-            .map_err(destination_error)?
-        {
-            if tries < 5 {
-                continue;
-            }
-            return Err(ApiError::unavailable(
-                "the destination kept changing; try again",
-            ));
-        }
+        let generation = d.state.generation;
         d.state.generation += 1;
         if let Some(from) = from {
             d.state.delivered_through = from - 1;
@@ -542,18 +531,21 @@ pub async fn resume(
         d.state.failing_since = None;
         if state
             .store
-            .record_delivery(&d.tenant_id, &d.id, d.state.clone())
+            .claim_delivery(tenant, id, generation)
             .await
             .map_err(destination_error)?
+            && state
+                .store
+                .record_delivery(tenant, id, d.state.clone())
+                .await
+                .map_err(destination_error)?
         {
-            break d;
+            resumed = Some(d);
+            break;
         }
-        if tries >= 5 {
-            return Err(ApiError::unavailable(
-                "the destination kept changing; try again",
-            ));
-        }
-    };
+    }
+    let d =
+        resumed.ok_or_else(|| ApiError::unavailable("the destination kept changing; try again"))?;
     drop(managing);
     streams.wake.notify_one();
     tracing::info!(tenant = %tenant, id = %id, from = d.state.delivered_through + 1, "log-stream destination resumed");
@@ -727,10 +719,11 @@ pub async fn run_deliveries(ctx: Deliverer) {
                 let fresh: Vec<Destination> = {
                     let mut tasks = streams.tasks.lock().expect("tasks lock");
                     tasks.retain(|(tenant, _), task| {
-                        if !owned(tenant) {
-                            task.abort();
+                        let keep = !task.is_finished() && owned(tenant);
+                        if !keep {
+                            task.abort(); // a tenant no longer owned here (a no-op if finished)
                         }
-                        !task.is_finished() && owned(tenant)
+                        keep
                     });
                     all.into_iter()
                         .filter(|d| {

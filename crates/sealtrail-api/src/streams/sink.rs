@@ -294,20 +294,12 @@ async fn http_answer(request: reqwest::RequestBuilder) -> Result<(), Failure> {
     })
 }
 
-/// A failed request in words: a timeout says which setting, anything else its causes
-/// (reqwest's own message leaves out why, e.g. "connection refused").
+/// A failed request in words: a timeout says which setting, anything else its causes.
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "the receiver did not answer within stream.request_timeout (timed out)".into();
     }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::error::with_causes(e)
 }
 
 /// `<seconds>.<micros>` of an RFC 3339 time, for HEC's `time` (written as text: an f64
