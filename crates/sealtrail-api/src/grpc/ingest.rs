@@ -162,7 +162,7 @@ fn validate(message: pb::IngestRequest, now: sealtrail_core::time::Micros) -> It
     };
     Item {
         client_id: input.id.clone(),
-        event: super::service::validate_message(&input, now),
+        event: super::service::validate_owned(input, now),
     }
 }
 
