@@ -191,11 +191,12 @@ impl SqliteStore {
         let mut conn = conn;
         let space = Arc::new(DiskGuard::new(data_dir, min_free_bytes));
         let writer_space = space.clone();
-        let writer = GroupCommitter::start("sealtrail-sqlite-writer", move |batches| {
-            writer_space.check()?;
-            let batches: Vec<&CommitBatch> = batches.iter().map(|b| &**b).collect();
-            write_group(&mut conn, &batches)
-        })?;
+        let writer =
+            GroupCommitter::start("sealtrail-sqlite-writer", Duration::ZERO, move |batches| {
+                writer_space.check()?;
+                let batches: Vec<&CommitBatch> = batches.iter().map(|b| &**b).collect();
+                write_group(&mut conn, &batches)
+            })?;
         Ok(Self {
             path,
             space,

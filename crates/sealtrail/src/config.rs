@@ -192,6 +192,10 @@ pub struct EmbeddedSection {
     pub fjall_cache: ByteSize,
     /// fjall background threads that flush and compact.
     pub fjall_worker_threads: usize,
+    /// How long the fjall store's writer waits for more before a commit while it is busy
+    /// with small commits (single events); `0s` never waits.
+    #[serde(with = "duration")]
+    pub commit_delay: Duration,
     /// Free space the data directory's disk must keep; below it writes are refused with
     /// `507 insufficient_storage`. 0: the floor is off.
     #[serde(with = "size")]
@@ -450,6 +454,7 @@ impl Default for EmbeddedSection {
             fjall_journal: ByteSize::mib(256),
             fjall_cache: ByteSize::mib(8),
             fjall_worker_threads: 2,
+            commit_delay: Duration::from_micros(300),
             min_free_disk: ByteSize::gib(1),
         }
     }
@@ -1168,6 +1173,7 @@ impl Config {
             min_free_disk_bytes: e.min_free_disk.as_u64(),
             segment_bytes: e.segment_size.as_u64(),
             tail_bytes: e.index_lag.as_u64(),
+            commit_delay: e.commit_delay,
         }
     }
 
@@ -1300,6 +1306,11 @@ impl EmbeddedSection {
             (1..=64).contains(&self.fjall_worker_threads),
             "fjall_worker_threads must be 1 to 64, not {}",
             self.fjall_worker_threads
+        );
+        anyhow::ensure!(
+            self.commit_delay <= Duration::from_millis(10),
+            "commit_delay must be at most 10ms (it is added to every small commit while the store is busy), not {:?}",
+            self.commit_delay
         );
         anyhow::ensure!(
             self.fjall_journal.as_u64() >= 64 * MIB

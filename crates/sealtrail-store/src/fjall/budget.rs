@@ -93,6 +93,9 @@ pub struct FjallLimits {
     /// Acknowledged groups not yet indexed that memory may hold (counted per record with
     /// its canonical bytes and overhead); past it the writer waits for the indexer.
     pub tail_bytes: u64,
+    /// How long the writer waits for more batches before a commit while the store is busy
+    /// with small groups (`crate::group`); zero: never.
+    pub commit_delay: std::time::Duration,
 }
 
 impl Default for FjallLimits {
@@ -105,6 +108,7 @@ impl Default for FjallLimits {
             min_free_disk_bytes: 0,
             segment_bytes: 64 * MIB,
             tail_bytes: 32 * MIB,
+            commit_delay: std::time::Duration::from_micros(300),
         }
     }
 }

@@ -1861,9 +1861,11 @@ impl FjallStore {
             failed,
             tail_limit: limits.tail_bytes as usize,
         };
-        let writer = GroupCommitter::start("sealtrail-fjall-writer", move |batches| {
-            writer_state.write_group(batches)
-        })?;
+        let writer = GroupCommitter::start(
+            "sealtrail-fjall-writer",
+            limits.commit_delay,
+            move |batches| writer_state.write_group(batches),
+        )?;
         let (monitor_stop, stopped) = mpsc::channel::<()>();
         let monitor_trees = trees.clone();
         let monitor_tail = tail.clone();
