@@ -535,60 +535,9 @@ impl EventFields {
     /// that moved them out of its own message can put them back for the general way (boxed:
     /// that way is the rare one).
     pub fn try_into_input(self) -> Result<EventInput, Box<Self>> {
-        let ok = |path: &str, text: &str, max: usize| check_string(path, text, max).is_ok();
-        if let Some(id) = &self.id
-            && !(ok("id", id, MAX_ID_LEN) && check_token("id", id).is_ok())
-        {
-            return Err(Box::new(self));
-        }
-        let timestamp = match &self.timestamp {
-            Some(t) if ok("timestamp", t, 64) => match time::normalize(t) {
-                Ok(t) => Some(t),
-                Err(_) => return Err(Box::new(self)),
-            },
-            Some(_) => return Err(Box::new(self)),
-            None => None,
-        };
-        if !(ok("action", &self.action, MAX_ACTION_LEN) && check_action(&self.action).is_ok()) {
-            return Err(Box::new(self));
-        }
-        if !ok("outcome", &self.outcome, 32) {
-            return Err(Box::new(self));
-        }
-        let Some(outcome) = Outcome::parse(&self.outcome) else {
+        let Some((timestamp, outcome, actor_type)) = self.checked() else {
             return Err(Box::new(self));
         };
-        if !ok("actor.id", &self.actor_id, MAX_OBJECT_ID_LEN) {
-            return Err(Box::new(self));
-        }
-        let actor_type = match &self.actor_type {
-            Some(t) if ok("actor.type", t, 32) => match ActorType::parse(t) {
-                Some(t) => Some(t),
-                None => return Err(Box::new(self)),
-            },
-            Some(_) => return Err(Box::new(self)),
-            None => None,
-        };
-        if let Some(email) = &self.actor_email
-            && !ok("actor.email", email, MAX_EMAIL_LEN)
-        {
-            return Err(Box::new(self));
-        }
-        if !(ok("resource.id", &self.resource_id, MAX_OBJECT_ID_LEN)
-            && ok("resource.type", &self.resource_type, MAX_TYPE_LEN))
-        {
-            return Err(Box::new(self));
-        }
-        if let Some(name) = &self.resource_name
-            && !ok("resource.name", name, MAX_NAME_LEN)
-        {
-            return Err(Box::new(self));
-        }
-        match &self.metadata {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(map)) if serialized_len(map) <= MAX_METADATA_BYTES => {}
-            Some(_) => return Err(Box::new(self)),
-        }
         let metadata = match self.metadata {
             Some(Value::Object(map)) => map,
             _ => Map::new(),
@@ -610,6 +559,58 @@ impl EventFields {
             },
             timestamp,
         })
+    }
+
+    /// Every check of [`Self::into_input`], by reference: the normalized timestamp, the
+    /// outcome and the actor type when the members pass, `None` otherwise.
+    fn checked(&self) -> Option<(Option<String>, Outcome, Option<ActorType>)> {
+        let ok = |path: &str, text: &str, max: usize| check_string(path, text, max).is_ok();
+        if let Some(id) = &self.id
+            && !(ok("id", id, MAX_ID_LEN) && check_token("id", id).is_ok())
+        {
+            return None;
+        }
+        let timestamp = match &self.timestamp {
+            Some(t) if ok("timestamp", t, 64) => Some(time::normalize(t).ok()?),
+            Some(_) => return None,
+            None => None,
+        };
+        if !(ok("action", &self.action, MAX_ACTION_LEN) && check_action(&self.action).is_ok()) {
+            return None;
+        }
+        if !ok("outcome", &self.outcome, 32) {
+            return None;
+        }
+        let outcome = Outcome::parse(&self.outcome)?;
+        if !ok("actor.id", &self.actor_id, MAX_OBJECT_ID_LEN) {
+            return None;
+        }
+        let actor_type = match &self.actor_type {
+            Some(t) if ok("actor.type", t, 32) => Some(ActorType::parse(t)?),
+            Some(_) => return None,
+            None => None,
+        };
+        if let Some(email) = &self.actor_email
+            && !ok("actor.email", email, MAX_EMAIL_LEN)
+        {
+            return None;
+        }
+        if !(ok("resource.id", &self.resource_id, MAX_OBJECT_ID_LEN)
+            && ok("resource.type", &self.resource_type, MAX_TYPE_LEN))
+        {
+            return None;
+        }
+        if let Some(name) = &self.resource_name
+            && !ok("resource.name", name, MAX_NAME_LEN)
+        {
+            return None;
+        }
+        match &self.metadata {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) if serialized_len(map) <= MAX_METADATA_BYTES => {}
+            Some(_) => return None,
+        }
+        Some((timestamp, outcome, actor_type))
     }
 }
 

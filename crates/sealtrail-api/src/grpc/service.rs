@@ -99,82 +99,68 @@ pub(crate) fn validate_message(
     input: &pb::AuditEventInput,
     now: Micros,
 ) -> Result<NormalizedEvent, ValidationError> {
-    if let Some(checked) = event_fields(input).and_then(EventFields::into_input) {
-        return normalize(checked, now, ingest::new_id);
-    }
-    event_value(input).and_then(|value| validate_event(value, now, ingest::new_id))
+    validate_owned(input.clone(), now)
 }
 
-/// [`validate_message`] for a message the caller owns (gRPC `Ingest`): the typed way
-/// moves the strings out of the message instead of copying them, and puts them back
-/// before the general way, which names the error.
+/// [`validate_message`] for a message the caller owns (gRPC `Ingest`): the typed way moves
+/// the strings out of the message instead of copying them, and puts them back before the
+/// general way.
 pub(crate) fn validate_owned(
     mut input: pb::AuditEventInput,
     now: Micros,
 ) -> Result<NormalizedEvent, ValidationError> {
-    let typed = (|| {
-        let actor = input.actor.as_ref()?;
-        input.resource.as_ref()?;
-        let actor_type = pb::actor_type_name(actor.r#type).ok()?;
-        let outcome = pb::outcome_name(input.outcome).ok()??;
-        Some((actor_type, outcome, metadata_value(&input).ok()?))
-    })();
-    let Some((actor_type, outcome, metadata)) = typed else {
-        return validate_message(&input, now);
-    };
-    let (Some(mut actor), Some(mut resource)) = (input.actor.take(), input.resource.take()) else {
-        unreachable!("checked above")
-    };
+    if let Some((fields, actor_type)) = take_fields(&mut input) {
+        match fields.try_into_input() {
+            Ok(checked) => return normalize(checked, now, ingest::new_id),
+            Err(fields) => put_back(&mut input, *fields, actor_type),
+        }
+    }
+    event_value(&input).and_then(|value| validate_event(value, now, ingest::new_id))
+}
+
+/// The message's members moved out as typed fields, with the actor's enum value (for
+/// [`put_back`]); `None`, the message untouched, for a message the typed way does not take
+/// (a missing actor, resource or outcome, an unknown enum value, metadata that does not
+/// parse).
+fn take_fields(input: &mut pb::AuditEventInput) -> Option<(EventFields, i32)> {
+    let actor_type = input.actor.as_ref()?.r#type;
+    input.resource.as_ref()?;
+    let actor_name = pb::actor_type_name(actor_type).ok()?;
+    let outcome = pb::outcome_name(input.outcome).ok()??;
+    let metadata = metadata_value(input).ok()?;
+    let actor = input.actor.take()?;
+    let resource = input.resource.take()?;
     let fields = EventFields {
         id: input.id.take(),
         timestamp: input.timestamp.take(),
-        actor_id: std::mem::take(&mut actor.id),
-        actor_type: actor_type.map(str::to_string),
-        actor_email: actor.email.take(),
+        actor_id: actor.id,
+        actor_type: actor_name.map(str::to_string),
+        actor_email: actor.email,
         action: std::mem::take(&mut input.action),
-        resource_id: std::mem::take(&mut resource.id),
-        resource_type: std::mem::take(&mut resource.r#type),
-        resource_name: resource.name.take(),
+        resource_id: resource.id,
+        resource_type: resource.r#type,
+        resource_name: resource.name,
         outcome: outcome.to_string(),
         metadata,
     };
-    match fields.try_into_input() {
-        Ok(checked) => normalize(checked, now, ingest::new_id),
-        Err(fields) => {
-            // Back as they came (the enum values and `metadata_json` stayed in place).
-            input.id = fields.id;
-            input.timestamp = fields.timestamp;
-            input.action = fields.action;
-            actor.id = fields.actor_id;
-            actor.email = fields.actor_email;
-            resource.id = fields.resource_id;
-            resource.r#type = fields.resource_type;
-            resource.name = fields.resource_name;
-            input.actor = Some(actor);
-            input.resource = Some(resource);
-            event_value(&input).and_then(|value| validate_event(value, now, ingest::new_id))
-        }
-    }
+    Some((fields, actor_type))
 }
 
-/// The message's members as typed fields; `None` for a message the typed way does not take
-/// (a missing actor, resource or outcome, an unknown enum value, metadata that does not parse).
-fn event_fields(input: &pb::AuditEventInput) -> Option<EventFields> {
-    let actor = input.actor.as_ref()?;
-    let resource = input.resource.as_ref()?;
-    Some(EventFields {
-        id: input.id.clone(),
-        timestamp: input.timestamp.clone(),
-        actor_id: actor.id.clone(),
-        actor_type: pb::actor_type_name(actor.r#type).ok()?.map(str::to_string),
-        actor_email: actor.email.clone(),
-        action: input.action.clone(),
-        resource_id: resource.id.clone(),
-        resource_type: resource.r#type.clone(),
-        resource_name: resource.name.clone(),
-        outcome: pb::outcome_name(input.outcome).ok()??.to_string(),
-        metadata: metadata_value(input).ok()?,
-    })
+/// Undoes [`take_fields`] (`outcome` and `metadata_json` never left the message).
+fn put_back(input: &mut pb::AuditEventInput, fields: EventFields, actor_type: i32) {
+    input.id = fields.id;
+    input.timestamp = fields.timestamp;
+    input.action = fields.action;
+    input.actor = Some(pb::Actor {
+        id: fields.actor_id,
+        r#type: actor_type,
+        email: fields.actor_email,
+    });
+    input.resource = Some(pb::Resource {
+        id: fields.resource_id,
+        r#type: fields.resource_type,
+        name: fields.resource_name,
+    });
 }
 
 fn missing_event() -> ApiError {
@@ -630,10 +616,12 @@ mod tests {
             outcome: 1,
             metadata_json: r#"{"ip":"203.0.113.7"}"#.into(),
         };
-        assert!(
-            event_fields(&input)
-                .and_then(EventFields::into_input)
-                .is_some()
-        );
+        let original = input.clone();
+        let mut taken = input;
+        let (fields, actor_type) = take_fields(&mut taken).expect("the typed way takes it");
+        let mut back = taken.clone();
+        put_back(&mut back, fields.clone(), actor_type);
+        assert_eq!(back, original, "put_back restores the message");
+        assert!(fields.into_input().is_some());
     }
 }
