@@ -38,7 +38,7 @@ const AGENT: &str = r#"{"id":"evt_0002","actor":{"id":"bot-7","type":"agent"},"a
 
 const SYSTEM: &str = r#"{"actor":{"id":"cron","type":"system"},"action":"a.b.c.d","resource":{"id":"r","type":"t"},"outcome":"success","metadata":null}"#;
 
-const INVALID: [&str; 8] = [
+const INVALID: [&str; 9] = [
     r#"{"actor":{"id":"u"},"action":"x.y","resource":{"id":"r","type":"t"},"outcome":"success","tenant_id":"other"}"#,
     r#"{"actor":{"id":"u","role":"admin"},"action":"x.y","resource":{"id":"r","type":"t"},"outcome":"success"}"#,
     r#"{"actor":{"id":"u"},"action":"x..y","resource":{"id":"r","type":"t"},"outcome":"maybe"}"#,
@@ -47,6 +47,8 @@ const INVALID: [&str; 8] = [
     r#"{"a":1,"a":2}"#,
     r#"{"n":9007199254740992}"#,
     r#"[1, 2.5, "x", null, true, {"k": "\u0000\t"}]"#,
+    // a leap second at the end of year 9999: year 10000 once counted in microseconds
+    r#"{"actor":{"id":"u"},"action":"x.y","resource":{"id":"r","type":"t"},"outcome":"success","timestamp":"9999-12-31T23:59:60Z"}"#,
 ];
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {

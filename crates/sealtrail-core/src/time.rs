@@ -11,13 +11,20 @@ pub fn parse_rfc3339(text: &str) -> Result<Micros, String> {
     let parsed = DateTime::parse_from_rfc3339(text).map_err(|err| {
         format!("{text:?} is not an RFC 3339 date-time such as 2023-11-07T05:31:56Z ({err})")
     })?;
-    let utc = parsed.with_timezone(&Utc);
-    if !(1..=9999).contains(&utc.year()) {
+    // The range is checked on the microseconds returned, not on chrono's value: a leap
+    // second (`23:59:60`) is second 59 there, but one second later here, so
+    // `9999-12-31T23:59:60Z` would become year 10000, which RFC 3339 cannot write.
+    let micros = parsed.with_timezone(&Utc).timestamp_micros();
+    let in_range = Utc
+        .timestamp_micros(micros)
+        .single()
+        .is_some_and(|utc| (1..=9999).contains(&utc.year()));
+    if !in_range {
         return Err(format!(
             "{text:?} is outside the years 0001 to 9999 once converted to UTC"
         ));
     }
-    Ok(utc.timestamp_micros())
+    Ok(micros)
 }
 
 /// Formats UTC microseconds as the normalized wire form.
@@ -67,9 +74,22 @@ mod tests {
             "2023-13-07T05:31:56Z",
             "",
             "0000-01-01T00:30:00+01:00",
+            // a leap second at the very end of year 9999 is year 10000 in microseconds
+            "9999-12-31T23:59:60Z",
+            "9999-12-31T23:59:60.5+00:00",
         ] {
             assert!(normalize(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn a_leap_second_is_the_next_second_and_round_trips() {
+        assert_eq!(
+            normalize("2016-12-31T23:59:60Z").unwrap(),
+            "2017-01-01T00:00:00.000000Z"
+        );
+        let last = normalize("9999-12-31T23:59:59.999999Z").unwrap();
+        assert_eq!(normalize(&last).unwrap(), last);
     }
 
     #[test]
