@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sealtrail_core::event::validate_event;
 use sealtrail_core::record::{ChainedRecord, chain_step};
-use sealtrail_store::fjall::{FjallLimits, FjallStore};
+use sealtrail_store::fjall::{FjallLimits, FjallStore, MAX_SEALED_MEMTABLES};
 use sealtrail_store::{CommitBatch, Store};
 use serde_json::json;
 
@@ -116,10 +116,11 @@ async fn sustained_appends(
         peak_journal = peak_journal.max(journal);
         heads.push(head);
     }
-    // A memtable is sealed after the group that fills it, so each of the (1 + 2) memtables
-    // a keyspace may hold can exceed the budget by one group: at most every tenant's batch.
+    // A memtable is sealed after the group that fills it, so each of the
+    // (1 + MAX_SEALED_MEMTABLES) memtables a keyspace may hold can exceed the budget by one
+    // group: at most every tenant's batch.
     let one_group = (TENANTS * BATCH) as u64 * 3 * KIB;
-    let memtable_bound = memtable_ceiling + 3 * one_group;
+    let memtable_bound = memtable_ceiling + (1 + MAX_SEALED_MEMTABLES as u64) * one_group;
     assert!(
         peak_memtables <= memtable_bound,
         "memtables reached {peak_memtables} bytes; the bound is {memtable_bound}"

@@ -180,7 +180,7 @@ pub struct EmbeddedSection {
     #[serde(with = "size")]
     pub index_lag: ByteSize,
     /// What the fjall memtables take in before they are sealed and flushed (they hold at
-    /// most 3× this).
+    /// most 5× this).
     #[serde(with = "size")]
     pub fjall_write_buffer: ByteSize,
     /// Hard limit of the fjall journal (at least 64 MiB and twice the write buffer); also
@@ -449,11 +449,11 @@ impl Default for EmbeddedSection {
         Self {
             queue_capacity: 8192,
             segment_size: ByteSize::mib(64),
-            index_lag: ByteSize::mib(32),
-            fjall_write_buffer: ByteSize::mib(16),
+            index_lag: ByteSize::mib(16),
+            fjall_write_buffer: ByteSize::mib(8),
             fjall_journal: ByteSize::mib(256),
             fjall_cache: ByteSize::mib(8),
-            fjall_worker_threads: 2,
+            fjall_worker_threads: 1,
             commit_delay: Duration::from_micros(300),
             min_free_disk: ByteSize::gib(1),
         }

@@ -3,7 +3,9 @@
 
 /// mimalloc (its v2 line, which returned memory to the OS sooner than v3 in our benchmark):
 /// ingest allocates and frees many small objects across threads, where glibc's allocator
-/// spent a third of the CPU time in the benchmark's profile.
+/// spent a third of the CPU time in the benchmark's profile. The feature `system-allocator`
+/// leaves it out, for heap profilers that hook `malloc`.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -56,8 +56,12 @@ use super::Trees;
 const MIB: u64 = 1024 * 1024;
 
 /// Sealed memtables a keyspace may have waiting for the flush worker before the writer
-/// waits for them.
-pub const MAX_SEALED_MEMTABLES: usize = 2;
+/// waits for them. Four, not two, since one worker both flushes and compacts (the default,
+/// [`FjallLimits::worker_threads`]): a flush then waits behind a running compaction, and
+/// with two the indexer stalled for that long (sync batches of 100 at p99 101 – 147 ms in
+/// `make bench`, against 28 – 113 ms with four; 2026-12-05). With the 8 MiB default write
+/// buffer this is still less memory than two behind 16 MiB.
+pub const MAX_SEALED_MEMTABLES: usize = 4;
 
 /// What fjall counts per memtable entry on top of its key and value
 /// (`size_of::<lsm_tree::InternalValue>()`, rounded up).
@@ -82,8 +86,12 @@ pub struct FjallLimits {
     /// Block cache for reads.
     pub cache_bytes: u64,
     /// Background threads that flush memtables and compact tables. With two or more, one
-    /// of them only flushes, so a long compaction does not hold up the flushes ingest
-    /// waits for.
+    /// of them only flushes, so a long compaction does not hold up the flushes the indexer
+    /// waits for — but fjall 3.1.13 has that one take every compaction request off the
+    /// queue and put it back, in a loop that burns a core while another worker compacts
+    /// (fjall-rs/fjall#323 removes it, unreleased). One worker, the default, saves that
+    /// CPU; the indexer then sometimes waits for a flush behind a compaction, off the
+    /// acknowledged path (README, "Memory and restart").
     pub worker_threads: usize,
     /// Free space the data directory's disk must keep: below it writes are refused
     /// (`NoSpace`) instead of letting fjall meet a full disk (`crate::disk`). 0: no floor.
@@ -101,13 +109,13 @@ pub struct FjallLimits {
 impl Default for FjallLimits {
     fn default() -> Self {
         Self {
-            write_buffer_bytes: 16 * MIB,
+            write_buffer_bytes: 8 * MIB,
             journal_bytes: 256 * MIB,
             cache_bytes: 8 * MIB,
-            worker_threads: 2,
+            worker_threads: 1,
             min_free_disk_bytes: 0,
             segment_bytes: 64 * MIB,
-            tail_bytes: 32 * MIB,
+            tail_bytes: 16 * MIB,
             commit_delay: std::time::Duration::from_micros(300),
         }
     }
