@@ -393,8 +393,13 @@ impl<C: PartitionConsumer> Chainer<C> {
             frontiers.insert(tenant.clone(), frontier);
         }
 
-        // (2) chain: nothing here fails.
-        let mut batch = CommitBatch::default();
+        // (2) chain: nothing here fails. The records' vector is sized once: grown push by
+        // push it was copied over and over (a sixth of the server's page faults in the
+        // gRPC benchmark).
+        let mut batch = CommitBatch {
+            records: Vec::with_capacity(entries.iter().map(|e| e.events.len()).sum()),
+            ..CommitBatch::default()
+        };
         let mut settled = Vec::with_capacity(entries.len());
         for (entry, &all_ids) in entries.iter_mut().zip(maybe_stored) {
             let tenant = &entry.tenant_id;

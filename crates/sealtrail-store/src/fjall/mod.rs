@@ -135,6 +135,11 @@ const RUN_GAP: u64 = 16 * 1024;
 const RUN_BYTES: u64 = 1024 * 1024;
 /// Frame bytes the indexer folds into one fjall batch.
 const INDEX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// The size of the tables compaction writes (fjall's leveled default: 64 MiB). A table
+/// being written holds its key hashes for the Bloom filter and its block index in memory
+/// until it is finished, so this bounds the transient memory of a compaction. fjall
+/// records it when a keyspace is created: an existing index keeps the size it was made with.
+const TABLE_TARGET_BYTES: u64 = 16 * 1024 * 1024;
 /// Test hook: the indexer sleeps this many milliseconds before each batch, so tests can
 /// crash and read while it lags far behind the log. Unset in production.
 const PAUSE_ENV: &str = "SEALTRAIL_TEST_INDEXER_PAUSE_MS";
@@ -503,7 +508,12 @@ impl Trees {
         let memtable = limits.fjall_memtable_size();
         let open = |name: &str| {
             db.keyspace(name, || {
-                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable)
+                    .compaction_strategy(Arc::new(
+                        fjall::compaction::Leveled::default()
+                            .with_table_target_size(TABLE_TARGET_BYTES),
+                    ))
             })
             .map_err(unavailable)
         };
