@@ -45,6 +45,17 @@ fn start(store: Arc<dyn Store>, partitions: u32) -> Harness {
 
 impl Harness {
     async fn send(&self, tenant: &str, events: Vec<serde_json::Value>) -> EntryOutcome {
+        self.send_with(tenant, events, false).await
+    }
+
+    /// [`Self::send`] with the entry's `reply_only` flag (a caller never given the
+    /// receipt id: sync singles, gRPC `Ingest`).
+    async fn send_with(
+        &self,
+        tenant: &str,
+        events: Vec<serde_json::Value>,
+        reply_only: bool,
+    ) -> EntryOutcome {
         let waiter = self.correlator.register();
         let entry = LogEntry {
             tenant_id: tenant.into(),
@@ -60,7 +71,7 @@ impl Harness {
                 .collect(),
             rejected: vec![],
             reply_to: Some(waiter.address.clone()),
-            reply_only: false,
+            reply_only,
         };
         self.log.as_ref().unwrap().append(entry).await.unwrap();
         waiter.wait(Duration::from_secs(10)).await.expect("a reply")
@@ -668,4 +679,39 @@ async fn missing_tree_nodes_are_backfilled_from_the_chain() {
     assert_eq!(receipt.status, ReceiptStatus::Committed);
     assert_eq!(verify(store.as_ref(), "legacy").await, 38);
     h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_only_entry_commits_its_events_and_stores_no_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let h = start(store.clone(), 1);
+    let (kept, _) = committed(h.send_with("t", vec![ev("kept-1", "a.b")], false).await);
+    let (reply_only, records) = committed(
+        h.send_with("t", vec![ev("reply-1", "a.b"), ev("reply-2", "a.b")], true)
+            .await,
+    );
+    h.stop().await;
+
+    // The caller still gets the whole outcome in the reply.
+    assert_eq!(reply_only.status, ReceiptStatus::Committed);
+    assert_eq!(reply_only.ids, vec!["reply-1", "reply-2"]);
+    assert_eq!(records.len(), 2);
+    assert!(
+        store
+            .get_receipt("t", &kept.receipt_id)
+            .await
+            .unwrap()
+            .is_some(),
+        "an entry whose caller holds the receipt id stores the receipt"
+    );
+    assert!(
+        store
+            .get_receipt("t", &reply_only.receipt_id)
+            .await
+            .unwrap()
+            .is_none(),
+        "a reply-only entry stores no receipt"
+    );
+    assert_eq!(verify(store.as_ref(), "t").await, 3);
 }

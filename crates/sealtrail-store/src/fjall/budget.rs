@@ -58,9 +58,9 @@ const MIB: u64 = 1024 * 1024;
 /// Sealed memtables a keyspace may have waiting for the flush worker before the writer
 /// waits for them. Four, not two, since one worker both flushes and compacts (the default,
 /// [`FjallLimits::worker_threads`]): a flush then waits behind a running compaction, and
-/// with two the indexer stalled for that long (sync batches of 100 at p99 101 – 147 ms in
-/// `make bench`, against 28 – 113 ms with four; 2026-12-05). With the 8 MiB default write
-/// buffer this is still less memory than two behind 16 MiB.
+/// with two the indexer stalled for that long (sync batches of 100 at p99 79 – 405 ms in six
+/// `make bench` runs of eight, against 27 – 113 ms with four; 2026-12-05). With the 8 MiB
+/// default write buffer this is still less memory than two behind 16 MiB.
 pub const MAX_SEALED_MEMTABLES: usize = 4;
 
 /// What fjall counts per memtable entry on top of its key and value
