@@ -256,14 +256,20 @@ impl<C: PartitionConsumer> Chainer<C> {
             .set(now.as_secs_f64());
         // (4): tell the waiters.
         self.signal.bump();
-        for s in prepared.settled {
-            if let Some(to) = s.reply_to {
+        let replies: Vec<_> = prepared
+            .settled
+            .into_iter()
+            .filter_map(|s| {
+                let to = s.reply_to?;
                 let outcome = EntryOutcome::Committed {
                     receipt: s.receipt,
                     records: s.records,
                 };
-                self.replies.send(&to, outcome).await;
-            }
+                Some((to, outcome))
+            })
+            .collect();
+        if !replies.is_empty() {
+            self.replies.send_all(replies).await;
         }
         Ok(())
     }
@@ -302,14 +308,19 @@ impl<C: PartitionConsumer> Chainer<C> {
             StoreError::Fenced(_) => "the chainer lost ownership of its partition; retry".into(),
             _ => "the log's writer stopped on a store error; retry with the same ids".into(),
         };
-        for entry in entries {
-            if let Some(to) = &entry.reply_to {
+        let replies: Vec<_> = entries
+            .iter()
+            .filter_map(|entry| {
+                let to = entry.reply_to.clone()?;
                 let outcome = EntryOutcome::Unavailable {
                     message: message.clone(),
                     no_space,
                 };
-                self.replies.send(to, outcome).await;
-            }
+                Some((to, outcome))
+            })
+            .collect();
+        if !replies.is_empty() {
+            self.replies.send_all(replies).await;
         }
     }
 

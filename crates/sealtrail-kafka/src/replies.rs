@@ -5,7 +5,12 @@
 //! that tells the client to retry with the same ids, and the retry is answered from the
 //! store. So the reply producer does not wait for acknowledgements, and a gateway starts
 //! reading at the end of its partition.
+//!
+//! A chainer sends all replies of one store batch to one gateway as one message (a
+//! `{"replies":[…]}` frame, split at 1 MiB); a message holding a single reply object, as
+//! chainers before 2026-12 sent, is still read. Upgrade the gateways before the chainers.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +32,12 @@ use crate::{
 struct Reply {
     correlation_id: u64,
     outcome: EntryOutcome,
+}
+
+/// Every reply of one chainer batch to one gateway, in one message.
+#[derive(Serialize, Deserialize)]
+struct Replies {
+    replies: Vec<Reply>,
 }
 
 /// The reply-topic partition a gateway reads.
@@ -117,26 +128,15 @@ impl KafkaReplySink {
     }
 }
 
-#[async_trait]
-impl ReplySink for KafkaReplySink {
-    async fn send(&self, to: &ReplyAddress, outcome: EntryOutcome) {
-        let reply = Reply {
-            correlation_id: to.correlation_id,
-            outcome,
-        };
-        let payload = match serde_json::to_vec(&reply) {
-            Ok(p) => p,
-            Err(err) => {
-                tracing::error!(%err, "cannot encode a reply");
-                return;
-            }
-        };
+impl KafkaReplySink {
+    /// Hands one message for `gateway` to the producer without waiting for the broker: the
+    /// chainer must not slow down for a gateway that may be gone. A task of its own sees
+    /// the delivery's end.
+    fn enqueue(&self, gateway: &str, payload: &[u8]) {
         let record = FutureRecord::to(&self.topic)
-            .key(to.gateway.as_bytes())
-            .payload(&payload)
-            .partition(reply_partition(&to.gateway, self.partitions) as i32);
-        // Enqueue without waiting for the broker: the chainer must not slow down for a
-        // gateway that may be gone. A task of its own sees the delivery's end.
+            .key(gateway.as_bytes())
+            .payload(payload)
+            .partition(reply_partition(gateway, self.partitions) as i32);
         let producer = self.producer.read().expect("producer lock").clone();
         match producer.send_result(record) {
             Ok(delivery) => {
@@ -171,9 +171,94 @@ impl ReplySink for KafkaReplySink {
             }
             Err((err, _)) => {
                 metrics::counter!("sealtrail_kafka_reply_failures_total").increment(1);
-                tracing::warn!(%err, gateway = %to.gateway, "reply dropped");
+                tracing::warn!(%err, %gateway, "reply dropped");
             }
         }
+    }
+}
+
+fn encode(reply: &Reply) -> Option<Vec<u8>> {
+    serde_json::to_vec(reply)
+        .inspect_err(|err| tracing::error!(%err, "cannot encode a reply"))
+        .ok()
+}
+
+#[async_trait]
+impl ReplySink for KafkaReplySink {
+    async fn send(&self, to: &ReplyAddress, outcome: EntryOutcome) {
+        let reply = Reply {
+            correlation_id: to.correlation_id,
+            outcome,
+        };
+        if let Some(payload) = encode(&reply) {
+            self.enqueue(&to.gateway, &payload);
+        }
+    }
+
+    /// One message per gateway (a [`Replies`] frame) for the whole batch, split where a
+    /// frame would pass [`REPLIES_FRAME_BYTES`]: a chainer batch of single events costs
+    /// the broker, the producer and the gateway one message instead of one per event.
+    async fn send_all(&self, replies: Vec<(ReplyAddress, EntryOutcome)>) {
+        if replies.len() == 1 {
+            let (to, outcome) = replies.into_iter().next().expect("one");
+            return self.send(&to, outcome).await;
+        }
+        let frames = frames(replies, REPLIES_FRAME_BYTES);
+        for (gateway, frame) in frames {
+            self.enqueue(&gateway, &frame);
+        }
+    }
+}
+
+/// How a [`Replies`] frame starts on the wire (`serde_json`'s encoding of it, which the
+/// sink writes by hand from the replies it has encoded one by one).
+const REPLIES_PREFIX: &[u8] = b"{\"replies\":[";
+/// A frame is closed before it passes this size (messages may be up to
+/// [`MAX_MESSAGE_BYTES`]; a sync batch of 1,000 events answers with ~0.6 MB).
+const REPLIES_FRAME_BYTES: usize = 1024 * 1024;
+
+/// The messages for `replies`: per gateway (in the order they first appear) one
+/// [`Replies`] frame of its replies in batch order, closed before it passes `limit` bytes
+/// (a reply bigger than that gets a frame of its own).
+fn frames(replies: Vec<(ReplyAddress, EntryOutcome)>, limit: usize) -> Vec<(String, Vec<u8>)> {
+    let mut frames: Vec<(String, Vec<u8>)> = Vec::new();
+    // Per gateway, the index of its open frame.
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for (to, outcome) in replies {
+        let Some(one) = encode(&Reply {
+            correlation_id: to.correlation_id,
+            outcome,
+        }) else {
+            continue;
+        };
+        match open.get(&to.gateway) {
+            Some(&i) if frames[i].1.len() + one.len() + 3 <= limit => {
+                let frame = &mut frames[i].1;
+                frame.push(b',');
+                frame.extend_from_slice(&one);
+            }
+            _ => {
+                let mut frame = Vec::with_capacity(REPLIES_PREFIX.len() + one.len() + 2);
+                frame.extend_from_slice(REPLIES_PREFIX);
+                frame.extend_from_slice(&one);
+                open.insert(to.gateway.clone(), frames.len());
+                frames.push((to.gateway, frame));
+            }
+        }
+    }
+    for (_, frame) in &mut frames {
+        frame.extend_from_slice(b"]}");
+    }
+    frames
+}
+
+/// Decodes a reply message: one [`Reply`] (every chainer before 2026-12, and a batch
+/// with one waiter) or a [`Replies`] frame.
+fn decode(payload: &[u8]) -> Result<Vec<Reply>, serde_json::Error> {
+    if payload.starts_with(REPLIES_PREFIX) {
+        Ok(serde_json::from_slice::<Replies>(payload)?.replies)
+    } else {
+        Ok(vec![serde_json::from_slice::<Reply>(payload)?])
     }
 }
 
@@ -302,8 +387,12 @@ async fn listen(mut l: Listening) {
                     if message.key() != Some(key.as_slice()) {
                         continue; // another gateway sharing this partition
                     }
-                    match message.payload().map(serde_json::from_slice::<Reply>) {
-                        Some(Ok(reply)) => l.correlator.deliver(reply.correlation_id, reply.outcome),
+                    match message.payload().map(decode) {
+                        Some(Ok(replies)) => {
+                            for reply in replies {
+                                l.correlator.deliver(reply.correlation_id, reply.outcome);
+                            }
+                        }
                         Some(Err(err)) => tracing::warn!(%err, "undecodable reply"),
                         None => {}
                     }
@@ -403,5 +492,112 @@ async fn listen(mut l: Listening) {
 impl Drop for ReplyListener {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealtrail_core::receipt::{Receipt, ReceiptStatus};
+
+    fn reply(gateway: &str, id: u64, padding: usize) -> (ReplyAddress, EntryOutcome) {
+        let to = ReplyAddress {
+            gateway: gateway.into(),
+            correlation_id: id,
+        };
+        let outcome = EntryOutcome::Committed {
+            receipt: Receipt {
+                receipt_id: format!("r-{id}-{}", "x".repeat(padding)),
+                status: ReceiptStatus::Committed,
+                accepted: 1,
+                rejected: 0,
+                ids: vec![],
+                errors: vec![],
+                error_message: None,
+                created_at: "2024-01-01T00:00:00.000000Z".into(),
+                committed_at: None,
+            },
+            records: Default::default(),
+        };
+        (to, outcome)
+    }
+
+    fn ids(frame: &[u8]) -> Vec<u64> {
+        decode(frame)
+            .unwrap()
+            .iter()
+            .map(|r| r.correlation_id)
+            .collect()
+    }
+
+    #[test]
+    fn a_frame_is_what_serde_writes_for_the_same_replies() {
+        let replies = vec![reply("gw-a", 1, 0), reply("gw-a", 2, 0)];
+        let expected = serde_json::to_vec(&Replies {
+            replies: replies
+                .iter()
+                .map(|(to, outcome)| Reply {
+                    correlation_id: to.correlation_id,
+                    outcome: outcome.clone(),
+                })
+                .collect(),
+        })
+        .unwrap();
+        let got = frames(replies, REPLIES_FRAME_BYTES);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, "gw-a");
+        assert_eq!(got[0].1, expected);
+    }
+
+    #[test]
+    fn each_gateway_gets_its_replies_in_order_and_single_replies_still_decode() {
+        let replies = vec![
+            reply("gw-a", 1, 0),
+            reply("gw-b", 2, 0),
+            reply("gw-a", 3, 0),
+            reply("gw-b", 4, 0),
+            reply("gw-a", 5, 0),
+        ];
+        let got = frames(replies, REPLIES_FRAME_BYTES);
+        let by_gateway: Vec<(&str, Vec<u64>)> =
+            got.iter().map(|(g, f)| (g.as_str(), ids(f))).collect();
+        assert_eq!(
+            by_gateway,
+            vec![("gw-a", vec![1, 3, 5]), ("gw-b", vec![2, 4])]
+        );
+        // A message of one reply (a chainer before frames, or a batch with one waiter).
+        let (to, outcome) = reply("gw-a", 9, 0);
+        let one = serde_json::to_vec(&Reply {
+            correlation_id: to.correlation_id,
+            outcome,
+        })
+        .unwrap();
+        assert_eq!(ids(&one), vec![9]);
+        assert!(decode(b"{\"replies\":[{\"correlation_id\":1}]}").is_err());
+    }
+
+    #[test]
+    fn a_frame_closes_before_its_limit() {
+        let replies: Vec<_> = (0..10).map(|i| reply("gw-a", i, 300)).collect();
+        let one = encode(&Reply {
+            correlation_id: 0,
+            outcome: replies[0].1.clone(),
+        })
+        .unwrap()
+        .len();
+        // Room for three replies per frame, not four.
+        let limit = REPLIES_PREFIX.len() + 2 + 3 * one + 2 + 1;
+        let got = frames(replies, limit);
+        assert!(
+            got.iter().all(|(_, f)| f.len() <= limit),
+            "a frame passed its limit"
+        );
+        let sizes: Vec<usize> = got.iter().map(|(_, f)| ids(f).len()).collect();
+        assert_eq!(sizes, vec![3, 3, 3, 1]);
+        let all: Vec<u64> = got.iter().flat_map(|(_, f)| ids(f)).collect();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        // A reply bigger than the limit still goes, alone.
+        let got = frames(vec![reply("gw-a", 1, 0), reply("gw-a", 2, 0)], 10);
+        assert_eq!(got.len(), 2);
     }
 }

@@ -175,6 +175,52 @@ async fn replies_reach_the_gateway_that_waits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batchs_replies_reach_each_waiting_gateway() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 1, 1).unwrap();
+    cluster.create_topic("replies", 3, 1).unwrap();
+    let settings = settings(&cluster);
+
+    let gw_a = Arc::new(Correlator::new("gw-a"));
+    let gw_b = Arc::new(Correlator::new("gw-b"));
+    let _la = ReplyListener::start(&settings, "gw-a", gw_a.clone()).unwrap();
+    let _lb = ReplyListener::start(&settings, "gw-b", gw_b.clone()).unwrap();
+    let sink = KafkaReplySink::connect(&settings, "chainer").unwrap();
+
+    // Interleaved waiters of two gateways, as one chainer batch answers them.
+    let waiters: Vec<_> = (0..7)
+        .map(|i| {
+            if i % 3 == 1 {
+                gw_b.register()
+            } else {
+                gw_a.register()
+            }
+        })
+        .collect();
+    let replies = waiters
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let outcome = EntryOutcome::Unavailable {
+                message: format!("answer {i}"),
+                no_space: false,
+            };
+            (w.address.clone(), outcome)
+        })
+        .collect();
+    sink.send_all(replies).await;
+    sink.flush();
+    for (i, w) in waiters.into_iter().enumerate() {
+        match w.wait(Duration::from_secs(20)).await {
+            Some(EntryOutcome::Unavailable { message, .. }) => {
+                assert_eq!(message, format!("answer {i}"))
+            }
+            other => panic!("waiter {i}: unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_topic_says_to_migrate() {
     let cluster = MockCluster::new(1).unwrap();
     let settings = settings(&cluster);

@@ -47,6 +47,15 @@ pub trait ReplySink: Send + Sync + 'static {
     /// Sends `outcome` to `to`. Best effort: a waiter that timed out or a gateway that
     /// died simply never reads it (the receipt in the store stays the truth).
     async fn send(&self, to: &ReplyAddress, outcome: EntryOutcome);
+
+    /// Sends every outcome of one chainer batch, in order. A sink with a cost per message
+    /// (Kafka) sends all of a gateway's replies together; the default sends them one by
+    /// one.
+    async fn send_all(&self, replies: Vec<(ReplyAddress, EntryOutcome)>) {
+        for (to, outcome) in replies {
+            self.send(&to, outcome).await;
+        }
+    }
 }
 
 /// A gateway's registry of waiting requests.
