@@ -188,4 +188,133 @@ async fn main() {
         "sequential insert: {:.2} ms each",
         started.elapsed().as_secs_f64() * 1000.0 / n as f64
     );
+
+    // The commit step's shapes (`append.rs`): per log partition, one batch that moves two
+    // tenants' heads, issued back to back by 4 writers (one per partition) as the chainer
+    // does. Cassandra's CPU and the latency per batch, for: the conditional batch the
+    // store uses (epoch guard + a condition per head), one with the epoch guard only, and
+    // the same writes unconditional.
+    s.query_unpaged(
+        "CREATE TABLE IF NOT EXISTS probe.cheads (p int, t text, epoch bigint static, \
+         owner text static, n bigint, h text, PRIMARY KEY (p, t))",
+        (),
+    )
+    .await
+    .unwrap();
+    let guard = s
+        .prepare("UPDATE probe.cheads SET owner = ? WHERE p = ? IF epoch = ?")
+        .await
+        .unwrap();
+    let advance = s
+        .prepare("UPDATE probe.cheads SET n = ?, h = ? WHERE p = ? AND t = ? IF n = ?")
+        .await
+        .unwrap();
+    let plain_advance = s
+        .prepare("UPDATE probe.cheads SET n = ?, h = ? WHERE p = ? AND t = ?")
+        .await
+        .unwrap();
+    let plain_owner = s
+        .prepare("UPDATE probe.cheads SET owner = ? WHERE p = ?")
+        .await
+        .unwrap();
+    let hash = "f".repeat(64);
+    for (label, shape) in [
+        ("guard + a condition per head", 0),
+        ("epoch guard only", 1),
+        ("unconditional", 2),
+    ] {
+        let base = (shape + 1) * 1000 + (std::process::id() % 1000) as i32 * 10;
+        for w in 0..4 {
+            s.query_unpaged(
+                "UPDATE probe.cheads SET epoch = 1, owner = 'o' WHERE p = ?",
+                (base + w,),
+            )
+            .await
+            .unwrap();
+            for t in ["a", "b"] {
+                s.query_unpaged(
+                    "UPDATE probe.cheads SET n = 0 WHERE p = ? AND t = ?",
+                    (base + w, t),
+                )
+                .await
+                .unwrap();
+            }
+        }
+        let per_writer = 400usize;
+        let c0 = cpu();
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let (s, hash) = (s.clone(), hash.clone());
+            let (guard, advance) = (guard.clone(), advance.clone());
+            let (plain_advance, plain_owner) = (plain_advance.clone(), plain_owner.clone());
+            tasks.push(tokio::spawn(async move {
+                let p = base + w;
+                for i in 0..per_writer as i64 {
+                    let mut batch = Batch::new(BatchType::Logged);
+                    match shape {
+                        0 => {
+                            batch.append_statement(guard.clone());
+                            batch.append_statement(advance.clone());
+                            batch.append_statement(advance.clone());
+                            let values = (
+                                ("o", p, 1i64),
+                                (i + 1, &hash, p, "a", i),
+                                (i + 1, &hash, p, "b", i),
+                            );
+                            let r = s.batch(&batch, values).await.unwrap();
+                            assert!(applied(r), "refused");
+                        }
+                        1 => {
+                            batch.append_statement(guard.clone());
+                            batch.append_statement(plain_advance.clone());
+                            batch.append_statement(plain_advance.clone());
+                            let values = (
+                                ("o", p, 1i64),
+                                (i + 1, &hash, p, "a"),
+                                (i + 1, &hash, p, "b"),
+                            );
+                            let r = s.batch(&batch, values).await.unwrap();
+                            assert!(applied(r), "refused");
+                        }
+                        _ => {
+                            batch.append_statement(plain_owner.clone());
+                            batch.append_statement(plain_advance.clone());
+                            batch.append_statement(plain_advance.clone());
+                            let values = (("o", p), (i + 1, &hash, p, "a"), (i + 1, &hash, p, "b"));
+                            s.batch(&batch, values).await.unwrap();
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let batches = 4 * per_writer;
+        let secs = started.elapsed().as_secs_f64();
+        let per_batch = match (c0, cpu()) {
+            (Some(a), Some(b)) => format!(
+                ", Cassandra CPU {:.2} ms per batch",
+                (b - a) * 1000.0 / batches as f64
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "head moves, {label}: {:.2} ms per batch (4 writers){per_batch}",
+            secs * 1000.0 * 4.0 / batches as f64
+        );
+    }
+}
+
+/// Whether a conditional batch applied (its first column, `[applied]`).
+fn applied(result: scylla::response::query_result::QueryResult) -> bool {
+    let rows = result
+        .into_rows_result()
+        .expect("conditional batches return rows");
+    let row = rows.maybe_first_row::<scylla::value::Row>().expect("a row");
+    matches!(
+        row.and_then(|r| r.columns.into_iter().next().flatten()),
+        Some(scylla::value::CqlValue::Boolean(true))
+    )
 }
