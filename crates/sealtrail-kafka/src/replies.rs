@@ -9,6 +9,8 @@
 //! A chainer sends all replies of one store batch to one gateway as one message (a
 //! `{"replies":[…]}` frame, split at 1 MiB); a message holding a single reply object, as
 //! chainers before 2026-12 sent, is still read. Upgrade the gateways before the chainers.
+//! A lost or undecodable frame loses every reply in it: each of those waiters times out
+//! with the same `504` as above, and its retry is answered from the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -117,18 +117,31 @@ async fn entries_reach_their_tenants_partition_in_order() {
     feed.leave().await;
 }
 
+/// Gateways `gw-a` and `gw-b` reading their reply partitions (3 of them), and a chainer's
+/// reply sink. Keep the listeners alive while the test waits.
+fn two_gateways(
+    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+) -> (
+    Arc<Correlator>,
+    Arc<Correlator>,
+    KafkaReplySink,
+    [ReplyListener; 2],
+) {
+    cluster.create_topic("events", 1, 1).unwrap();
+    cluster.create_topic("replies", 3, 1).unwrap();
+    let settings = settings(cluster);
+    let gw_a = Arc::new(Correlator::new("gw-a"));
+    let gw_b = Arc::new(Correlator::new("gw-b"));
+    let la = ReplyListener::start(&settings, "gw-a", gw_a.clone()).unwrap();
+    let lb = ReplyListener::start(&settings, "gw-b", gw_b.clone()).unwrap();
+    let sink = KafkaReplySink::connect(&settings, "chainer").unwrap();
+    (gw_a, gw_b, sink, [la, lb])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_reach_the_gateway_that_waits() {
     let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 1, 1).unwrap();
-    cluster.create_topic("replies", 3, 1).unwrap();
-    let settings = settings(&cluster);
-
-    let gw_a = Arc::new(Correlator::new("gw-a"));
-    let gw_b = Arc::new(Correlator::new("gw-b"));
-    let _la = ReplyListener::start(&settings, "gw-a", gw_a.clone()).unwrap();
-    let _lb = ReplyListener::start(&settings, "gw-b", gw_b.clone()).unwrap();
-    let sink = KafkaReplySink::connect(&settings, "chainer").unwrap();
+    let (gw_a, gw_b, sink, _listeners) = two_gateways(&cluster);
 
     let wa = gw_a.register();
     let wb = gw_b.register();
@@ -177,15 +190,7 @@ async fn replies_reach_the_gateway_that_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batchs_replies_reach_each_waiting_gateway() {
     let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 1, 1).unwrap();
-    cluster.create_topic("replies", 3, 1).unwrap();
-    let settings = settings(&cluster);
-
-    let gw_a = Arc::new(Correlator::new("gw-a"));
-    let gw_b = Arc::new(Correlator::new("gw-b"));
-    let _la = ReplyListener::start(&settings, "gw-a", gw_a.clone()).unwrap();
-    let _lb = ReplyListener::start(&settings, "gw-b", gw_b.clone()).unwrap();
-    let sink = KafkaReplySink::connect(&settings, "chainer").unwrap();
+    let (gw_a, gw_b, sink, _listeners) = two_gateways(&cluster);
 
     // Interleaved waiters of two gateways, as one chainer batch answers them.
     let waiters: Vec<_> = (0..7)

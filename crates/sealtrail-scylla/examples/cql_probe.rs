@@ -144,13 +144,7 @@ async fn main() {
             t.await.unwrap();
         }
         let secs = started.elapsed().as_secs_f64();
-        let per_batch = match (c0, cpu()) {
-            (Some(a), Some(b)) => format!(
-                ", Cassandra CPU {:.2} ms per batch",
-                (b - a) * 1000.0 / batches as f64
-            ),
-            _ => String::new(),
-        };
+        let per_batch = cpu_per_batch(c0, cpu(), batches);
         println!(
             "{batches} batches of {rows} rows x {size} B, concurrency 8: {:>6.0} batches/s{per_batch}",
             batches as f64 / secs
@@ -293,13 +287,7 @@ async fn main() {
         }
         let batches = 4 * per_writer;
         let secs = started.elapsed().as_secs_f64();
-        let per_batch = match (c0, cpu()) {
-            (Some(a), Some(b)) => format!(
-                ", Cassandra CPU {:.2} ms per batch",
-                (b - a) * 1000.0 / batches as f64
-            ),
-            _ => String::new(),
-        };
+        let per_batch = cpu_per_batch(c0, cpu(), batches);
         println!(
             "head moves, {label}: {:.2} ms per batch (4 writers){per_batch}",
             secs * 1000.0 * 4.0 / batches as f64
@@ -317,4 +305,16 @@ fn applied(result: scylla::response::query_result::QueryResult) -> bool {
         row.and_then(|r| r.columns.into_iter().next().flatten()),
         Some(scylla::value::CqlValue::Boolean(true))
     )
+}
+
+/// `", Cassandra CPU … ms per batch"` from the node's CPU seconds before and after
+/// `batches` batches (empty when the node's CPU cannot be read).
+fn cpu_per_batch(before: Option<f64>, after: Option<f64>, batches: usize) -> String {
+    match (before, after) {
+        (Some(a), Some(b)) => format!(
+            ", Cassandra CPU {:.2} ms per batch",
+            (b - a) * 1000.0 / batches as f64
+        ),
+        _ => String::new(),
+    }
 }
