@@ -235,18 +235,12 @@ async fn boundary(
 ) -> ApiResult<u64> {
     let mut keep_from = current;
     if let Some(events) = policy.events {
-        // The last prune event does not count: a tenant that writes nothing else would
-        // otherwise lose a record and gain a prune event at every run.
-        let last_is_prune = state
-            .store
-            .scan_chain(tenant, head.saturating_sub(1), 1)
-            .await?
-            .first()
-            .is_some_and(|r| {
-                r.canonical
-                    .starts_with(sealtrail_core::record::PRUNE_PREFIX)
-            });
-        let counted = head - u64::from(last_is_prune);
+        // The prune events at the chain's end do not count: a tenant that writes nothing
+        // else would otherwise lose a record and gain a prune event at every run. All of
+        // them, not only the last: a prune event that lands behind events which arrived
+        // while its boundary was worked out is followed by a second one, and counting
+        // that first one would then move the boundary by one at every run, for ever.
+        let counted = head - trailing_prunes(state, tenant, head).await?;
         keep_from = keep_from.max(counted.saturating_sub(events) + 1);
     }
     if let Some(days) = policy.days {
@@ -269,6 +263,34 @@ async fn boundary(
         }
     }
     Ok(keep_from.min(head).min(current + MAX_PRUNE_RECORDS))
+}
+
+/// How many records at the end of `tenant`'s chain (whose head is `head`) are prune events.
+async fn trailing_prunes(state: &AppState, tenant: &str, head: u64) -> ApiResult<u64> {
+    const STEP: u64 = 16;
+    let mut n = 0;
+    while n < head {
+        let upto = head - n;
+        let from = upto.saturating_sub(STEP);
+        let rows = state
+            .store
+            .scan_chain(tenant, from, (upto - from) as usize)
+            .await?;
+        for r in rows.iter().rev() {
+            if !r
+                .canonical
+                .starts_with(sealtrail_core::record::PRUNE_PREFIX)
+            {
+                return Ok(n);
+            }
+            n += 1;
+        }
+        if rows.len() as u64 != upto - from {
+            // Removed by an earlier prune: nothing before it counts.
+            break;
+        }
+    }
+    Ok(n)
 }
 
 /// Applies `policy` (`tenant`'s, in force) once: the prune event it appended and how many

@@ -305,6 +305,43 @@ async fn retention_removes_old_records_and_every_proof_still_holds(store: &str) 
     );
 }
 
+/// Two prune events in a row at the chain's end (here: the policy tightened right after a
+/// prune; under load: events that arrived while a boundary was worked out) are both left
+/// out of the count, so the boundary settles instead of moving by one at every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailing_prune_events_do_not_move_the_boundary_at_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with_env(&data, &[], FAST).await;
+    let rw = Api::new(&server, &create_key(&data, "acme", "read,write"));
+    let admin = Api::new(&server, &create_key(&data, "acme", "admin"));
+    for b in 0..2 {
+        let events: Vec<Value> = (0..20).map(|i| event(&format!("b{b}-{i}"))).collect();
+        let (s, r) = rw
+            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
+            .await;
+        assert_eq!(s, 200, "{r}");
+    }
+    // 40 events; keep 30: records 11..=40 and the prune event (41).
+    let (s, r) = admin.put("/v1/retention", &json!({"events": 30})).await;
+    assert_eq!(s, 200, "{r}");
+    wait_boundary(&admin, 11).await;
+    // Keep 20: records 21..=40, prune events 41 and 42.
+    let (s, r) = admin.put("/v1/retention", &json!({"events": 20})).await;
+    assert_eq!(s, 200, "{r}");
+    wait_boundary(&admin, 21).await;
+    // Three more runs change nothing.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(retained_from(&admin).await, 21);
+    let events = rw.all_events().await;
+    let prunes: Vec<u64> = events
+        .iter()
+        .filter(|e| e["action"] == json!("sealtrail.retention.prune"))
+        .map(|e| e["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!((events.len(), prunes), (22, vec![41, 42]));
+}
+
 /// Sends single sync events `prefix-N` until `stop`; returns the acknowledged ones as
 /// (id, sequence number, hash).
 async fn load(
