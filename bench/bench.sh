@@ -15,7 +15,7 @@ CONNS=${BENCH_CONNECTIONS:-64}
 BATCH_CONNS=${BENCH_BATCH_CONNECTIONS:-16}
 TENANTS=${BENCH_TENANTS:-8}
 THREADS=${BENCH_WRK_THREADS:-2}
-BIN=target/release/sealtrail
+BIN=${BENCH_BIN:-target/release/sealtrail}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 [ -x "$BIN" ] || cargo build --release -p sealtrail

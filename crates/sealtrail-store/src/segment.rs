@@ -42,13 +42,20 @@
 //!
 //! - crash while creating a segment: an empty (or torn-first-frame) last segment, handled
 //!   as above; an empty last segment is reused.
+//! - with preallocation ([`SegmentLog::preallocate`]): the last segment may end in zeros
+//!   past its last frame (space filled ahead of the writer, or a chunk being filled). Zeros
+//!   from the first failing position to the end of the file are the end of the log: not
+//!   reported, not cut (the space stays for the writer). A crash during a roll leaves
+//!   either the old segment last, zeros and all, or the new one behind an old one already
+//!   trimmed to its last frame and synced.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 const MAGIC: u32 = 0x5345_414C;
 const HEADER: usize = 12;
@@ -95,12 +102,15 @@ pub struct SegmentLog {
     roll_bytes: u64,
     /// The last segment: its first log position and the file.
     base: u64,
-    file: File,
+    file: Arc<File>,
     /// Bytes in the last segment.
     len: u64,
     reader: LogReader,
     /// Set when a failed write or sync left the end unknown: appends refuse until reopen.
     broken: Option<String>,
+    /// The thread that zero-fills the last segment ahead of the writer, once started
+    /// ([`preallocate`](Self::preallocate)).
+    zeroing: Option<Zeroing>,
 }
 
 /// Reads byte ranges of the log by position, from any thread (the writer registers each
@@ -109,6 +119,9 @@ pub struct SegmentLog {
 pub struct LogReader {
     dir: PathBuf,
     files: Arc<RwLock<BTreeMap<u64, Option<Arc<File>>>>>,
+    /// The log position after the last synced frame: nothing at or past it is read (the
+    /// last segment may continue in zero-filled space, [`SegmentLog::preallocate`]).
+    end: Arc<AtomicU64>,
 }
 
 impl LogReader {
@@ -116,6 +129,7 @@ impl LogReader {
         Self {
             dir: dir.to_path_buf(),
             files: Arc::new(RwLock::new(bases.iter().map(|&b| (b, None)).collect())),
+            end: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -132,6 +146,15 @@ impl LogReader {
     /// log positions (each starts where the previous one ends), so such a range is read
     /// piece by piece from each segment it covers.
     pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, SegmentError> {
+        let end = self.end.load(Ordering::Acquire);
+        if pos + len as u64 > end {
+            let (base, _, _) = self.segment_holding(pos.min(end.saturating_sub(1)))?;
+            return Err(SegmentError::Corrupt {
+                file: segment_path(&self.dir, base),
+                offset: pos.saturating_sub(base),
+                what: format!("{len} bytes were expected here, the log ends at position {end}"),
+            });
+        }
         let mut buf = vec![0u8; len];
         let mut done = 0;
         while done < len {
@@ -427,10 +450,11 @@ impl SegmentLog {
                     dir: dir.to_path_buf(),
                     roll_bytes,
                     base: 0,
-                    file,
+                    file: Arc::new(file),
                     len: 0,
                     reader: LogReader::new(dir, &[0]),
                     broken: None,
+                    zeroing: None,
                 },
                 recovery,
             ));
@@ -459,6 +483,14 @@ impl SegmentLog {
         let (frames, stop) = scan(&bytes);
         recovery.frames += frames.len() as u64;
         let mut len = bytes.len() as u64;
+        // Zeros from the end of the last frame to the end of the file are space the
+        // writer preallocated ([`preallocate`](Self::preallocate)), or a frame none of
+        // whose bytes reached the disk: the log ends there, and the space is kept.
+        let zero_tail = match &stop {
+            Some((offset, _)) if bytes[*offset..].iter().all(|&b| b == 0) => Some(*offset),
+            _ => None,
+        };
+        let stop = if zero_tail.is_some() { None } else { stop };
         if let Some((offset, what)) = stop {
             if let Some(valid) = any_valid_frame_after(&bytes, offset) {
                 return Err(SegmentError::Corrupt {
@@ -475,17 +507,20 @@ impl SegmentLog {
             recovery.truncated = Some((path.clone(), offset as u64, len - offset as u64));
             len = offset as u64;
         }
-        let mut file = OpenOptions::new().append(true).open(&path)?;
-        file.seek(SeekFrom::End(0))?;
+        if let Some(offset) = zero_tail {
+            len = offset as u64;
+        }
+        let file = OpenOptions::new().write(true).open(&path)?;
         Ok((
             SegmentLog {
                 dir: dir.to_path_buf(),
                 roll_bytes,
                 base: last,
-                file,
+                file: Arc::new(file),
                 len,
                 reader: LogReader::new(dir, &bases),
                 broken: None,
+                zeroing: None,
             },
             recovery,
         ))
@@ -493,6 +528,7 @@ impl SegmentLog {
 
     /// A reader of this log's synced bytes, for other threads.
     pub fn reader(&self) -> LogReader {
+        self.reader.end.store(self.end(), Ordering::Release);
         self.reader.clone()
     }
 
@@ -524,20 +560,48 @@ impl SegmentLog {
         header[8..12].copy_from_slice(&crc.to_le_bytes());
         let trailer: [u8; TRAILER] = crc32fast::hash(payload).to_le_bytes();
         let at = self.end();
-        let written = self
-            .file
-            .write_all(&header)
-            .and_then(|()| self.file.write_all(payload))
-            .and_then(|()| self.file.write_all(&trailer));
+        let frame_end = self.len + (HEADER + payload.len() + TRAILER) as u64;
+        // Within the zero-filled space the frame is written without a lock; a frame that
+        // goes past it is written while the zeroing thread is held off, so the thread
+        // never writes zeros where a frame is (see `Zeroing`).
+        let holding = match &self.zeroing {
+            Some(z) if frame_end > z.shared.zeroed.load(Ordering::Acquire) => {
+                Some(z.shared.state.lock().expect("zeroing lock"))
+            }
+            _ => None,
+        };
+        let file = &self.file;
+        let len = self.len;
+        let written = file
+            .write_all_at(&header, len)
+            .and_then(|()| file.write_all_at(payload, len + HEADER as u64))
+            .and_then(|()| file.write_all_at(&trailer, len + (HEADER + payload.len()) as u64));
         if let Err(err) = written {
             // Nothing was synced: cut the partial frame off and stay usable (a full disk
-            // must not need a restart). If even that fails, the end is unknown.
-            if let Err(cut) = self.file.set_len(self.len) {
+            // must not need a restart). If even that fails, the end is unknown. (Any
+            // zero-filled space past the frame goes with it; the thread fills it again.)
+            let mut holding = match holding {
+                Some(h) => Some(h),
+                None => self
+                    .zeroing
+                    .as_ref()
+                    .map(|z| z.shared.state.lock().expect("zeroing lock")),
+            };
+            if let Err(cut) = file.set_len(len) {
                 self.broken = Some(format!(
                     "{err}; then cutting the partial frame failed: {cut}"
                 ));
             }
+            if let (Some(state), Some(z)) = (holding.as_mut(), &self.zeroing) {
+                state.zeroed = len;
+                z.shared.zeroed.store(len, Ordering::Release);
+            }
             return Err(err.into());
+        }
+        if let (Some(mut state), Some(z)) = (holding, &self.zeroing) {
+            // Past the zero-filled space: the file now ends at the frame.
+            state.zeroed = state.zeroed.max(frame_end);
+            z.shared.zeroed.store(state.zeroed, Ordering::Release);
         }
         if let Err(err) = self.file.sync_data() {
             // After a failed fsync the kernel may have dropped the dirty pages: what is on
@@ -545,18 +609,92 @@ impl SegmentLog {
             self.broken = Some(format!("fdatasync failed: {err}"));
             return Err(err.into());
         }
-        self.len += (HEADER + payload.len() + TRAILER) as u64;
+        self.len = frame_end;
+        self.reader.end.store(self.end(), Ordering::Release);
+        if let Some(z) = &self.zeroing {
+            z.shared.written.store(frame_end, Ordering::Release);
+            if z.shared.zeroed.load(Ordering::Acquire) < frame_end + z.ahead / 2 {
+                z.shared.wake.notify_one();
+            }
+        }
         Ok(at)
     }
 
     /// Starts a new segment at the current end. The old one is complete and synced (every
     /// append synced it); the new file and its directory entry are synced before use.
+    ///
+    /// With preallocation, the zero-filled space past the old segment's last frame is cut
+    /// off first, and that is synced before the new segment exists: a sealed segment
+    /// ends at its last frame (segments are contiguous in log positions), so a crash
+    /// leaves either the old segment last (zeros at its end are fine there) or a new
+    /// segment behind a trimmed one.
     fn roll(&mut self) -> Result<(), SegmentError> {
         let base = self.end();
-        self.file = create_segment(&self.dir, base)?;
+        let mut held = self
+            .zeroing
+            .as_ref()
+            .map(|z| z.shared.state.lock().expect("zeroing lock"));
+        if held.is_some() && self.file.metadata()?.len() > self.len {
+            self.file.set_len(self.len)?;
+            self.file.sync_all()?;
+        }
+        let file = Arc::new(create_segment(&self.dir, base)?);
+        if let (Some(state), Some(z)) = (held.as_mut(), &self.zeroing) {
+            state.file = file.clone();
+            state.zeroed = 0;
+            z.shared.zeroed.store(0, Ordering::Release);
+            z.shared.written.store(0, Ordering::Release);
+            z.shared.wake.notify_one();
+        }
+        drop(held);
+        self.file = file;
         self.base = base;
         self.len = 0;
         self.reader.register(base);
+        Ok(())
+    }
+
+    /// Starts a thread that keeps `ahead` bytes past the last frame of the last segment
+    /// zero-filled and synced, in chunks of [`ZERO_CHUNK`], up to the segment size.
+    ///
+    /// Why: an `fdatasync` after an append that grows the file must also commit the new
+    /// size and block allocation (on ext4, a journal commit); one that overwrites blocks
+    /// already written has only the data to flush. Measured on this machine's disk
+    /// (20 KB frames): 0.17 – 0.21 ms and 73 – 83 µs of CPU per `fdatasync` appending,
+    /// 0.09 – 0.10 ms and 37 – 40 µs overwriting zeros. PostgreSQL zero-fills its WAL
+    /// segments for the same reason.
+    ///
+    /// What it changes on disk: the last segment may end in zeros past its last frame,
+    /// which opening takes as the end of the log (`open`), and a roll cuts them off the
+    /// segment it seals. A crash mid-chunk leaves zeros too. Nothing is acknowledged
+    /// differently: a frame is still answered only after its own `fdatasync`.
+    pub fn preallocate(&mut self, ahead: u64) -> Result<(), SegmentError> {
+        if self.zeroing.is_some() || ahead == 0 {
+            return Ok(());
+        }
+        let size = self.file.metadata()?.len();
+        let shared = Arc::new(ZeroShared {
+            state: Mutex::new(ZeroState {
+                file: self.file.clone(),
+                zeroed: size.max(self.len),
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            zeroed: AtomicU64::new(size.max(self.len)),
+            written: AtomicU64::new(self.len),
+        });
+        let cap = self.roll_bytes;
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("sealtrail-log-zero".into())
+                .spawn(move || zero_ahead(&shared, ahead, cap))?
+        };
+        self.zeroing = Some(Zeroing {
+            shared,
+            ahead,
+            thread: Some(thread),
+        });
         Ok(())
     }
 
@@ -578,7 +716,15 @@ impl SegmentLog {
             let mut file = File::open(&path).map_err(SegmentError::Io)?;
             file.seek(SeekFrom::Start(skip)).map_err(SegmentError::Io)?;
             let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).map_err(SegmentError::Io)?;
+            if base == self.base {
+                // The last segment ends at its last frame; zero-filled space may follow.
+                (&mut file)
+                    .take(self.len.saturating_sub(skip))
+                    .read_to_end(&mut bytes)
+                    .map_err(SegmentError::Io)?;
+            } else {
+                file.read_to_end(&mut bytes).map_err(SegmentError::Io)?;
+            }
             let (frames, stop) = scan(&bytes);
             if let Some((offset, what)) = stop {
                 return Err(SegmentError::Corrupt {
@@ -633,13 +779,113 @@ fn missing_before(path: PathBuf, expected: u64) -> SegmentError {
 }
 
 fn create_segment(dir: &Path, base: u64) -> Result<File, SegmentError> {
+    // Written at positions (`pwrite`), not in append mode: Linux ignores the position
+    // of a `pwrite` to a file opened for appending.
     let file = OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(false)
+        .write(true)
         .open(segment_path(dir, base))?;
     file.sync_all()?;
     File::open(dir)?.sync_all()?;
     Ok(file)
+}
+
+/// Bytes the zeroing thread writes (and syncs) at a time.
+pub const ZERO_CHUNK: u64 = 1024 * 1024;
+
+/// The zeroing thread's handle ([`SegmentLog::preallocate`]). The protocol that keeps it
+/// from ever writing where a frame is: it writes zeros only from `zeroed` on, holding
+/// `state` while it writes and syncs a chunk, and raises `zeroed` after the sync; the
+/// writer writes a frame without the lock only below `zeroed`, and a frame that reaches
+/// past it under the lock (raising `zeroed` to the frame's end). A roll swaps the file
+/// under the lock. Dropping the log stops and joins the thread, so no zeros are written
+/// after the log is closed (a reopened log may be writing there).
+struct Zeroing {
+    shared: Arc<ZeroShared>,
+    ahead: u64,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct ZeroShared {
+    state: Mutex<ZeroState>,
+    wake: Condvar,
+    /// `state.zeroed`, readable without the lock.
+    zeroed: AtomicU64,
+    /// The end of the last frame in the current segment (the writer's `len`).
+    written: AtomicU64,
+}
+
+struct ZeroState {
+    /// The last segment.
+    file: Arc<File>,
+    /// Bytes of it from the start that are frames or synced zeros.
+    zeroed: u64,
+    stop: bool,
+}
+
+impl Drop for Zeroing {
+    fn drop(&mut self) {
+        self.shared.state.lock().expect("zeroing lock").stop = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn zero_ahead(shared: &ZeroShared, ahead: u64, cap: u64) {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut failures = 0u32;
+    let mut state = shared.state.lock().expect("zeroing lock");
+    loop {
+        if state.stop {
+            return;
+        }
+        let target = shared
+            .written
+            .load(Ordering::Acquire)
+            .saturating_add(ahead)
+            .min(cap);
+        if state.zeroed >= target {
+            state = shared
+                .wake
+                .wait_timeout(state, std::time::Duration::from_millis(200))
+                .expect("zeroing lock")
+                .0;
+            continue;
+        }
+        let from = state.zeroed;
+        let to = (from + ZERO_CHUNK).min(cap);
+        let file = state.file.clone();
+        let mut done = Ok(());
+        let mut at = from;
+        while at < to && done.is_ok() {
+            let n = (to - at).min(ZEROS.len() as u64) as usize;
+            done = file.write_all_at(&ZEROS[..n], at);
+            at += n as u64;
+        }
+        match done.and_then(|()| file.sync_data()) {
+            Ok(()) => {
+                failures = 0;
+                state.zeroed = to;
+                shared.zeroed.store(to, Ordering::Release);
+            }
+            Err(err) => {
+                // A full disk, most likely: the writer appends as without preallocation
+                // (zeros written so far are overwritten by frames or cut off by a roll).
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(%err, "cannot zero-fill the log ahead of the writer; retrying every 5 s");
+                }
+                state = shared
+                    .wake
+                    .wait_timeout(state, std::time::Duration::from_secs(5))
+                    .expect("zeroing lock")
+                    .0;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -812,9 +1058,17 @@ mod tests {
         zero_middle[good_end as usize + 500..good_end as usize + 1500].fill(0);
         torn_versions.push(zero_middle);
         // The file grew but nothing of the frame reached the disk.
+        // (A last frame none of whose bytes reached the disk is zeros, like the space
+        // `preallocate` fills: the log ends there, nothing is reported or cut.)
         let mut all_zero = full.clone();
         all_zero[good_end as usize..].fill(0);
-        torn_versions.push(all_zero);
+        std::fs::write(&path, &all_zero).unwrap();
+        let (log, recovery) = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!((recovery.frames, recovery.truncated), (5, None));
+        assert_eq!(log.end(), good_end);
+        assert_eq!(payloads(&log), (0..5).map(group).collect::<Vec<_>>());
+        drop(log);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), full.len() as u64);
         for torn in torn_versions {
             std::fs::write(&path, &torn).unwrap();
             let (mut log, recovery) = SegmentLog::open(dir.path(), 1 << 20).unwrap();
@@ -831,6 +1085,56 @@ mod tests {
             let (log, recovery) = SegmentLog::open(dir.path(), 1 << 20).unwrap();
             assert_eq!(recovery.truncated, None);
             assert_eq!(payloads(&log).last().unwrap(), b"after");
+        }
+    }
+
+    /// With preallocation the last segment runs ahead in zeros, a roll trims the segment
+    /// it seals back to its last frame, and a reopened log (zeros and all) reads every
+    /// frame and appends where the last one ended.
+    #[test]
+    fn preallocated_zeros_end_the_log_and_sealed_segments_are_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let roll = 2 * ZERO_CHUNK;
+        let mut expected = Vec::new();
+        for round in 0..3u32 {
+            let (mut log, recovery) = SegmentLog::open(dir.path(), roll).unwrap();
+            assert_eq!(recovery.truncated, None, "round {round}");
+            assert_eq!(recovery.frames, expected.len() as u64);
+            log.preallocate(2 * ZERO_CHUNK).unwrap();
+            // Wait for the thread's first chunk, then write past it (some frames under
+            // the lock, some within the zeros), across a roll.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::fs::metadata(segment_path(dir.path(), log.base))
+                .unwrap()
+                .len()
+                <= log.len
+            {
+                assert!(std::time::Instant::now() < deadline, "nothing zero-filled");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            for n in 0..40u32 {
+                let payload = vec![(round * 40 + n) as u8 | 1; 70_000 + n as usize * 997];
+                log.append(&payload).unwrap();
+                expected.push(payload);
+            }
+            let end = log.end();
+            let last = segment_path(dir.path(), log.base);
+            drop(log);
+            let bases = segments(dir.path()).unwrap();
+            assert!(bases.len() as u32 > round + 1, "rolled: {bases:?}");
+            // Sealed segments are contiguous (each ends at its last frame).
+            for w in bases.windows(2) {
+                let size = std::fs::metadata(segment_path(dir.path(), w[0]))
+                    .unwrap()
+                    .len();
+                assert_eq!(w[0] + size, w[1]);
+            }
+            let size = std::fs::metadata(&last).unwrap().len();
+            assert!(*bases.last().unwrap() + size >= end);
+            let (log, _) = SegmentLog::open(dir.path(), roll).unwrap();
+            assert_eq!(log.end(), end);
+            let read: Vec<Vec<u8>> = payloads(&log);
+            assert!(read == expected, "round {round}: frames differ");
         }
     }
 
@@ -907,7 +1211,11 @@ mod tests {
         let Ok(dir) = std::env::var("SEALTRAIL_SEGMENT_WRITER_DIR") else {
             return;
         };
+        use std::io::Write;
         let (mut log, _) = SegmentLog::open(Path::new(&dir), 64 * 1024).unwrap();
+        // Zero-filled ahead, as the store runs it: a kill then also lands mid-chunk,
+        // and between a roll's trim and the new segment.
+        log.preallocate(32 * 1024).unwrap();
         let mut out = std::io::stdout().lock();
         for n in 0.. {
             let at = log.append(&group(n)).unwrap();

@@ -175,6 +175,11 @@ pub struct EmbeddedSection {
     /// Size at which the fjall store's log (`<data_dir>/log/`) starts a new segment file.
     #[serde(with = "size")]
     pub segment_size: ByteSize,
+    /// How far past its last frame the log's last segment is kept zero-filled (and synced)
+    /// by a background thread, so a commit's `fdatasync` overwrites blocks instead of
+    /// growing the file; 0: off.
+    #[serde(with = "size")]
+    pub log_preallocation: ByteSize,
     /// Acknowledged records not yet in the fjall indexes that memory may hold; past it
     /// commits wait for the indexer.
     #[serde(with = "size")]
@@ -449,6 +454,7 @@ impl Default for EmbeddedSection {
         Self {
             queue_capacity: 8192,
             segment_size: ByteSize::mib(64),
+            log_preallocation: ByteSize::mib(8),
             index_lag: ByteSize::mib(16),
             fjall_write_buffer: ByteSize::mib(8),
             fjall_journal: ByteSize::mib(256),
@@ -1172,6 +1178,7 @@ impl Config {
             worker_threads: e.fjall_worker_threads,
             min_free_disk_bytes: e.min_free_disk.as_u64(),
             segment_bytes: e.segment_size.as_u64(),
+            preallocate_bytes: e.log_preallocation.as_u64(),
             tail_bytes: e.index_lag.as_u64(),
             commit_delay: e.commit_delay,
         }
@@ -1302,6 +1309,11 @@ impl EmbeddedSection {
                 value.as_u64()
             );
         }
+        anyhow::ensure!(
+            self.log_preallocation.as_u64() <= 1024 * MIB,
+            "log_preallocation must be at most 1 GiB (0 turns it off), not {} bytes",
+            self.log_preallocation.as_u64()
+        );
         anyhow::ensure!(
             (1..=64).contains(&self.fjall_worker_threads),
             "fjall_worker_threads must be 1 to 64, not {}",

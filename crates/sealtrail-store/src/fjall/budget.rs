@@ -98,6 +98,9 @@ pub struct FjallLimits {
     pub min_free_disk_bytes: u64,
     /// Size at which the log starts a new segment file.
     pub segment_bytes: u64,
+    /// How far past its last frame the log's last segment is kept zero-filled
+    /// (`SegmentLog::preallocate`); 0: off.
+    pub preallocate_bytes: u64,
     /// Acknowledged groups not yet indexed that memory may hold (counted per record with
     /// its canonical bytes and overhead); past it the writer waits for the indexer.
     pub tail_bytes: u64,
@@ -115,6 +118,7 @@ impl Default for FjallLimits {
             worker_threads: 1,
             min_free_disk_bytes: 0,
             segment_bytes: 64 * MIB,
+            preallocate_bytes: 8 * MIB,
             tail_bytes: 16 * MIB,
             commit_delay: std::time::Duration::from_micros(300),
         }

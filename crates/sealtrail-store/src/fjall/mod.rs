@@ -9,7 +9,9 @@
 //! exact canonical bytes that were hashed, the hash, tenant, sequence number, input digest,
 //! the receipts and the Merkle tree nodes (`frame.rs`), then **one `fdatasync`**. Only
 //! then is the group put in the in-memory tail, where every read sees it, and only then is
-//! any request of the group answered. An indexer thread writes the group's index entries
+//! any request of the group answered. (A background thread keeps the last segment
+//! zero-filled ahead of the writer, so the `fdatasync` overwrites blocks instead of
+//! growing the file: `SegmentLog::preallocate`, `embedded.log_preallocation`.) An indexer thread writes the group's index entries
 //! to fjall off that path — in large batches, without an fsync each — and removes the
 //! group from the tail once they are committed.
 //!
@@ -1829,7 +1831,7 @@ impl FjallStore {
                 .map_err(|e| unavailable(format!("{}: {e}", index_dir.display())))?;
         }
         let watermark = read_watermark(&index_dir)?;
-        let (log, recovery) =
+        let (mut log, recovery) =
             SegmentLog::open_checking_from(&log_dir, limits.segment_bytes, watermark)?;
         if let Some((file, offset, dropped)) = &recovery.truncated {
             tracing::warn!(
@@ -1844,6 +1846,7 @@ impl FjallStore {
                 log.end()
             )));
         }
+        log.preallocate(limits.preallocate_bytes)?;
         let (trees, triggers) = Trees::open(&index_dir, &limits, log.reader())?;
         let mut budget = WriteBudget::new(limits, triggers);
         replay(&trees, &mut budget, &log, &index_dir, watermark)?;
