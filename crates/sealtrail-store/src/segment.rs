@@ -1,7 +1,6 @@
 //! Segment files: an append-only log of frames on disk, the durable unit the embedded
 //! store is moving to (issue 11: "one fsynced append per commit, every index derived from
-//! the log"). Not yet used by a store: this module is the on-disk format and its recovery
-//! rules, tested on their own.
+//! the log"): the on-disk format of the fjall store's log and its recovery rules.
 //!
 //! # Layout
 //!
@@ -125,11 +124,11 @@ pub struct LogReader {
 }
 
 impl LogReader {
-    fn new(dir: &Path, bases: &[u64]) -> Self {
+    fn new(dir: &Path, bases: &[u64], end: u64) -> Self {
         Self {
             dir: dir.to_path_buf(),
             files: Arc::new(RwLock::new(bases.iter().map(|&b| (b, None)).collect())),
-            end: Arc::new(AtomicU64::new(0)),
+            end: Arc::new(AtomicU64::new(end)),
         }
     }
 
@@ -452,7 +451,7 @@ impl SegmentLog {
                     base: 0,
                     file: Arc::new(file),
                     len: 0,
-                    reader: LogReader::new(dir, &[0]),
+                    reader: LogReader::new(dir, &[0], 0),
                     broken: None,
                     zeroing: None,
                 },
@@ -518,7 +517,7 @@ impl SegmentLog {
                 base: last,
                 file: Arc::new(file),
                 len,
-                reader: LogReader::new(dir, &bases),
+                reader: LogReader::new(dir, &bases, last + len),
                 broken: None,
                 zeroing: None,
             },
@@ -528,7 +527,6 @@ impl SegmentLog {
 
     /// A reader of this log's synced bytes, for other threads.
     pub fn reader(&self) -> LogReader {
-        self.reader.end.store(self.end(), Ordering::Release);
         self.reader.clone()
     }
 
@@ -676,11 +674,11 @@ impl SegmentLog {
         let shared = Arc::new(ZeroShared {
             state: Mutex::new(ZeroState {
                 file: self.file.clone(),
-                zeroed: size.max(self.len),
+                zeroed: size,
                 stop: false,
             }),
             wake: Condvar::new(),
-            zeroed: AtomicU64::new(size.max(self.len)),
+            zeroed: AtomicU64::new(size),
             written: AtomicU64::new(self.len),
         });
         let cap = self.roll_bytes;

@@ -316,11 +316,7 @@ async fn trailing_prune_events_do_not_move_the_boundary_at_every_run() {
     let rw = Api::new(&server, &create_key(&data, "acme", "read,write"));
     let admin = Api::new(&server, &create_key(&data, "acme", "admin"));
     for b in 0..2 {
-        let events: Vec<Value> = (0..20).map(|i| event(&format!("b{b}-{i}"))).collect();
-        let (s, r) = rw
-            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
-            .await;
-        assert_eq!(s, 200, "{r}");
+        ingest_named(&rw, &format!("b{b}"), 20).await;
     }
     // 40 events; keep 30: records 11..=40 and the prune event (41).
     let (s, r) = admin.put("/v1/retention", &json!({"events": 30})).await;
@@ -394,11 +390,7 @@ async fn a_sigkill_mid_prune_under_load_loses_nothing_kept_and_brings_nothing_ba
     let rw = Api::new(&server, &rw_key);
     let mut acked: Vec<(String, u64, String)> = Vec::new();
     for b in 0..10 {
-        let events: Vec<Value> = (0..200).map(|i| event(&format!("b{b}-{i}"))).collect();
-        let (s, r) = rw
-            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
-            .await;
-        assert_eq!(s, 200, "{r}");
+        ingest_named(&rw, &format!("b{b}"), 200).await;
     }
     for e in rw.all_events().await {
         acked.push((
