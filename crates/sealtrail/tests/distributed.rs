@@ -521,7 +521,18 @@ async fn assert_nothing_lost(
             *seen.entry(load_key(e).to_string()).or_insert(0) += 1;
         }
         let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(dups.is_empty(), "tenant {tenant}: duplicated ids {dups:?}");
+        // On failure: each copy's id and place in the chain (the same id chained twice,
+        // or one request minted twice?), and the cluster's logs.
+        let copies: Vec<(&Value, &Value)> = events
+            .iter()
+            .filter(|e| dups.iter().any(|(k, _)| k.as_str() == load_key(e)))
+            .map(|e| (&e["id"], &e["sequence_number"]))
+            .collect();
+        assert!(
+            dups.is_empty(),
+            "tenant {tenant}: duplicated ids {dups:?}, stored as (id, sequence number) {copies:?}\n{}",
+            cluster.logs()
+        );
     }
 }
 
