@@ -173,6 +173,7 @@ pub fn router(service: AppState) -> Router {
             service.clone(),
             edge::head_limit,
         ))
+        .layer(axum::middleware::from_fn(edge::close_if_body_unread))
         .layer(axum::middleware::from_fn(telemetry::track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             telemetry::panic_response,

@@ -358,6 +358,46 @@ async fn every_class_of_bad_input_is_a_clear_4xx_and_writes_nothing() {
     );
 }
 
+/// A body the server refuses unread (413) ends its connection *visibly*: the answer says
+/// `Connection: close`, so a client does not put the half-read connection back in its pool
+/// and fail its next request on it (CI saw `IncompleteMessage` on exactly that).
+#[tokio::test]
+async fn a_refused_body_closes_its_connection_and_the_next_request_succeeds() {
+    let (_d, _s, api) = setup().await;
+    let big = json!({"metadata": {"blob": "x".repeat(70_000)}}).to_string();
+    for round in 0..40 {
+        let r = api
+            .http
+            .post(format!("{}/v1/events?sync=true", api.base))
+            .bearer_auth(&api.key)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the refused request failed: {e:?}"));
+        assert_eq!(r.status().as_u16(), 413, "round {round}");
+        assert_eq!(
+            r.headers().get("connection").map(|v| v.as_bytes()),
+            Some(&b"close"[..]),
+            "round {round}: a 413 says the connection closes"
+        );
+        let r = api
+            .http
+            .post(format!("{}/v1/events?sync=true", api.base))
+            .bearer_auth(&api.key)
+            .json(&event(&format!("after-413-{round}")))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the request after a 413 failed: {e:?}"));
+        assert_eq!(r.status().as_u16(), 201, "round {round}");
+        assert_eq!(
+            r.headers().get("connection"),
+            None,
+            "round {round}: a request whose body was read keeps its connection"
+        );
+    }
+}
+
 #[tokio::test]
 async fn auth_is_401_403_and_tenants_are_isolated_with_404() {
     let (d, _s, api) = setup().await;
