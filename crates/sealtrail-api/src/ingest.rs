@@ -439,6 +439,7 @@ pub(crate) async fn ingest_validated(
         reply_to: None,
         // A sync caller gets the record, never the receipt id: no receipt to store.
         reply_only: sync,
+        resent: false,
     };
     let queued = queued_receipt(&entry);
     metrics::counter!("sealtrail_events_received_total").increment(1);
@@ -598,6 +599,7 @@ pub async fn ingest_batch(
         rejected,
         reply_to: None,
         reply_only: false,
+        resent: false,
     };
     let queued = queued_receipt(&entry);
     match publish(state, entry, sync).await? {

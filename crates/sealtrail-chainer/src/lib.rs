@@ -14,7 +14,10 @@
 //! (3) and (5) redelivers entries that are already stored: their ids are found in
 //! step (1) (every id of an entry is looked up when the log says it
 //! [may be stored](PartitionConsumer::maybe_stored))
-//! and they are answered as idempotent retries, so nothing is chained twice. A store call
+//! and they are answered as idempotent retries, so nothing is chained twice. The same
+//! holds for an entry the gateway published twice (its producer was replaced while the
+//! entry, perhaps already written, waited for a retry): the copy is marked
+//! [`LogEntry::resent`] and every id of it is looked up. A store call
 //! that fails in (3) has an unknown outcome; the very same batch is resubmitted until it
 //! is accepted (a replay of stored records is a no-op), never recomputed.
 #![forbid(unsafe_code)]
@@ -166,9 +169,11 @@ impl<C: PartitionConsumer> Chainer<C> {
                 .last()
                 .map(|(o, _)| *o)
                 .expect("poll returns at least one entry");
+            // A redelivery (the log says so), or a copy the gateway published again
+            // (`LogEntry::resent`): every id is looked up.
             let maybe_stored: Vec<bool> = entries
                 .iter()
-                .map(|(offset, _)| self.consumer.maybe_stored(*offset))
+                .map(|(offset, entry)| entry.resent || self.consumer.maybe_stored(*offset))
                 .collect();
             let entries: Vec<LogEntry> = entries.into_iter().map(|(_, e)| e).collect();
             match self.process(entries, &maybe_stored).await {

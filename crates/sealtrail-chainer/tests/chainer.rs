@@ -72,6 +72,7 @@ impl Harness {
             rejected: vec![],
             reply_to: Some(waiter.address.clone()),
             reply_only,
+            resent: false,
         };
         self.log.as_ref().unwrap().append(entry).await.unwrap();
         waiter.wait(Duration::from_secs(10)).await.expect("a reply")
@@ -402,6 +403,7 @@ async fn health_reports_a_partition_while_its_store_writes_fail() {
         rejected: vec![],
         reply_to: Some(waiter.address.clone()),
         reply_only: false,
+        resent: false,
     };
     log.append(entry).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -485,6 +487,7 @@ async fn nothing_is_answered_or_signalled_before_the_store_write_returns() {
             correlation_id: 1,
         }),
         reply_only: false,
+        resent: false,
     })
     .await
     .unwrap();
@@ -561,6 +564,7 @@ async fn one_entry_on_a_failing_store(
         rejected: vec![],
         reply_to: Some(waiter.address.clone()),
         reply_only: false,
+        resent: false,
     };
     log.append(entry).await.unwrap();
     let outcome = waiter.wait(Duration::from_secs(5)).await;
@@ -714,4 +718,75 @@ async fn a_reply_only_entry_commits_its_events_and_stores_no_receipt() {
         "a reply-only entry stores no receipt"
     );
     assert_eq!(verify(store.as_ref(), "t").await, 3);
+}
+
+/// An entry the gateway published twice (its Kafka producer was replaced while the entry,
+/// already written once, waited for a retry): the copy is marked `resent`, and its events —
+/// here with ids the server minted, which the chainer otherwise never looks up on a fresh
+/// entry — are answered from the stored originals, in a later poll and in the same poll,
+/// never chained twice. The CI saw a minted id chained twice after a Kafka SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_copy_of_an_entry_is_never_chained_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let h = start(store.clone(), 1);
+    let minted = |n: u32| {
+        let mut e = ev("unused", "a.b");
+        e.as_object_mut().unwrap().remove("id");
+        IndexedEvent {
+            index: n,
+            event: validate_event(e, 1_714_521_600_000_000, uuidish).unwrap(),
+        }
+    };
+    let entry = |events: Vec<IndexedEvent>, resent: bool, reply_to| LogEntry {
+        tenant_id: "t".into(),
+        receipt_id: "r-twice".into(),
+        created_at: "2024-05-01T00:00:00.000000Z".into(),
+        events,
+        rejected: vec![],
+        reply_to,
+        reply_only: false,
+        resent,
+    };
+    let log = h.log.as_ref().unwrap();
+    let original = vec![minted(0), minted(1)];
+    assert!(original.iter().all(|e| !e.event.client_id));
+
+    // The copy in a later poll than the original.
+    let first = h.correlator.register();
+    log.append(entry(original.clone(), false, Some(first.address.clone())))
+        .await
+        .unwrap();
+    let (_, stored) = committed(first.wait(Duration::from_secs(10)).await.expect("a reply"));
+    let copy = h.correlator.register();
+    log.append(entry(original.clone(), true, Some(copy.address.clone())))
+        .await
+        .unwrap();
+    let (receipt, again) = committed(copy.wait(Duration::from_secs(10)).await.expect("a reply"));
+    assert_eq!(receipt.accepted, 2);
+    assert_eq!(
+        again, stored,
+        "the copy is answered with the stored records"
+    );
+
+    // The copy in the same poll as the original (appended back to back, before the
+    // chainer wakes: the memory log hands both over in one poll when it can).
+    let twice = vec![minted(0)];
+    let a = h.correlator.register();
+    let b = h.correlator.register();
+    log.append(entry(twice.clone(), false, Some(a.address.clone())))
+        .await
+        .unwrap();
+    log.append(entry(twice, true, Some(b.address.clone())))
+        .await
+        .unwrap();
+    let (_, one) = committed(a.wait(Duration::from_secs(10)).await.expect("a reply"));
+    let (_, other) = committed(b.wait(Duration::from_secs(10)).await.expect("a reply"));
+    assert_eq!(one, other);
+    h.stop().await;
+    assert_eq!(
+        verify(store.as_ref(), "t").await,
+        3,
+        "three events, each chained once"
+    );
 }

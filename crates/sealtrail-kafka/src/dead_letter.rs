@@ -247,6 +247,7 @@ mod tests {
             rejected: vec![],
             reply_to: None,
             reply_only: false,
+            resent: false,
         }
     }
 

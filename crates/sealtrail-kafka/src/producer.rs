@@ -141,8 +141,9 @@ impl KafkaLog {
     /// idempotent producer id): the way out of a producer that keeps failing a partition
     /// the brokers serve (librdkafka issue #5430: a partition whose leader was briefly
     /// `-1` stays without a leader in the producer's cache for good). Appends still in
-    /// the old producer's queues (never sent: all of a stuck partition's) move to the new
-    /// one, so their requests are answered once it delivers. Appends already sent finish
+    /// the old producer's queues (all of a stuck partition's) move to the new one, marked
+    /// [`LogEntry::resent`] (one may have been written already by a send whose answer was
+    /// lost), so their requests are answered once it delivers. Appends already sent finish
     /// on the old producer (acknowledged, or failed with their ids for the client to
     /// retry; an id is never chained twice); it is flushed and dropped in the background.
     /// Blocking.
@@ -151,8 +152,8 @@ impl KafkaLog {
         let old = std::mem::replace(&mut *self.producer.write().expect("producer lock"), fresh);
         metrics::counter!("sealtrail_kafka_producer_replaced_total").increment(1);
         std::thread::spawn(move || {
-            // Entries still in its queues were never sent: their delivery tasks hand them
-            // to the new producer (so the requests waiting on them are answered as soon as
+            // Entries still in its queues (waiting for a first send or a retry): their
+            // delivery tasks hand them, marked `resent`, to the new producer (so the requests waiting on them are answered as soon as
             // it delivers, not after `message.timeout.ms`). Entries sent and not yet
             // acknowledged finish here.
             old.purge(PurgeConfig::default().queue());
@@ -212,6 +213,14 @@ impl KafkaLog {
         }
         stalled
     }
+}
+
+/// The payload of a published [`LogEntry`], marked [`LogEntry::resent`].
+fn mark_resent(payload: &[u8]) -> Result<Vec<u8>, String> {
+    let mut entry: LogEntry = serde_json::from_slice(payload)
+        .map_err(|e| format!("a purged append does not read back as an entry: {e}"))?;
+    entry.resent = true;
+    serde_json::to_vec(&entry).map_err(|e| e.to_string())
 }
 
 #[async_trait]
@@ -275,23 +284,35 @@ impl LogProducer for KafkaLog {
             let result = loop {
                 match delivery.await {
                     Ok(Ok(_)) => break Ok(()),
-                    // Purged from the queue of a producer being replaced: never sent, so
-                    // sending it again cannot duplicate it. Entries handed over this way
-                    // may reach the new producer in another order than they were queued;
-                    // they belong to requests that were all still unanswered, so no client
-                    // has seen an order between them. A crash meanwhile leaves the request
-                    // unanswered, and the client's retry with the same ids is idempotent.
+                    // Purged from the queue of a producer being replaced. Not necessarily
+                    // never sent: an entry whose send failed without an answer (its broker
+                    // died after writing it) waits in the queue for a retry, and the new
+                    // producer's idempotent id is new, so Kafka would keep both copies. The
+                    // copy is therefore marked `resent`, and the chainer looks up its ids
+                    // (the first copy, if written, is at a lower offset: it was sent before
+                    // the purge and is never sent again by the old producer), so it is
+                    // answered from the stored events instead of being chained twice.
+                    // Entries handed over this way may reach the new producer in another
+                    // order than they were queued; they belong to requests that were all
+                    // still unanswered, so no client has seen an order between them. A
+                    // crash meanwhile leaves the request unanswered, and the client's retry
+                    // with the same ids is idempotent.
                     Ok(Err((
                         KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue),
                         message,
                     ))) => {
+                        let payload = match message.payload().map(mark_resent) {
+                            Some(Ok(payload)) => payload,
+                            Some(Err(err)) => break Err(err),
+                            None => break Err("a purged append without a payload".to_string()),
+                        };
+                        metrics::counter!("sealtrail_kafka_appends_resent_total").increment(1);
                         let current = producers.read().expect("producer lock").clone();
-                        let mut record = FutureRecord::to(&topic).partition(message.partition());
+                        let mut record = FutureRecord::to(&topic)
+                            .partition(message.partition())
+                            .payload(&payload);
                         if let Some(key) = message.key() {
                             record = record.key(key);
-                        }
-                        if let Some(payload) = message.payload() {
-                            record = record.payload(payload);
                         }
                         match current.send_result(record) {
                             Ok(again) => delivery = again,

@@ -55,6 +55,7 @@ fn entry(tenant: &str, n: u32) -> Vec<u8> {
         rejected: vec![],
         reply_to: None,
         reply_only: false,
+        resent: false,
     })
     .unwrap()
 }

@@ -52,6 +52,7 @@ fn entry(tenant: &str, n: u32) -> LogEntry {
         rejected: vec![],
         reply_to: None,
         reply_only: false,
+        resent: false,
     }
 }
 
@@ -288,11 +289,14 @@ async fn a_dropped_append_is_counted_until_its_delivery_and_no_longer() {
 /// which the mock cluster cannot play: it crashes on a produce to a leaderless partition)
 /// moves to the new producer and is acknowledged once the broker is back, instead of
 /// failing (purged) or waiting out `message.timeout.ms` on the old one. Meanwhile the partition counts as
-/// unacknowledged, which is what gets a stuck producer replaced.
+/// unacknowledged, which is what gets a stuck producer replaced. It arrives marked
+/// `resent`, so the chainer looks up its ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_queued_on_a_replaced_producer_is_delivered_by_the_new_one() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("events", 1, 1).unwrap();
+    cluster.create_topic("replies", 1, 1).unwrap();
+    cluster.create_topic("events-dead-letter", 1, 1).unwrap();
     let settings = settings(&cluster);
     let log = Arc::new(KafkaLog::connect(&settings, "test-gateway").unwrap());
     log.append(entry("acme", 0)).await.unwrap();
@@ -338,4 +342,36 @@ async fn an_append_queued_on_a_replaced_producer_is_delivered_by_the_new_one() {
         log.unacknowledged_partitions(Duration::ZERO),
         Vec::<u32>::new()
     );
+
+    // The handed-over entry is marked `resent` (its first send's outcome may be unknown:
+    // the chainer then looks up its ids); the one sent normally is not.
+    let mut feed = ChainerFeed::start(&settings, "test-chainer").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut consumer = loop {
+        let event = tokio::time::timeout_at(deadline, feed.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if let FeedEvent::Assigned(c) = event {
+            break c;
+        }
+    };
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let batch = tokio::time::timeout(Duration::from_secs(20), consumer.poll(10))
+            .await
+            .expect("entries arrive")
+            .expect("not closed");
+        got.extend(batch.into_iter().map(|(_, e)| (e.receipt_id, e.resent)));
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("r-acme-0".to_string(), false),
+            ("r-acme-1".to_string(), true)
+        ]
+    );
+    drop(consumer);
+    feed.stop().await;
+    feed.leave().await;
 }

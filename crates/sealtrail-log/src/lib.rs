@@ -41,6 +41,14 @@ pub struct LogEntry {
     /// store the receipt. Absent in older entries: `false`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reply_only: bool,
+    /// The gateway published this entry a second time, and the first copy may be in the
+    /// log too: a replaced Kafka producer's queue held it after a send whose outcome is
+    /// unknown (the broker may have written it and lost the answer), and the new producer,
+    /// with a new idempotent producer id, sent it again — Kafka cannot tell the copies
+    /// apart. The chainer looks up every id of such an entry (as for a redelivery), so a
+    /// copy is answered from the stored events, never chained twice. Absent: `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

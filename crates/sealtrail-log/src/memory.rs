@@ -140,6 +140,7 @@ mod tests {
             rejected: vec![],
             reply_to: None,
             reply_only: false,
+            resent: false,
         }
     }
 

@@ -262,6 +262,7 @@ fn log_entry(tenant: &str, id: &str) -> LogEntry {
         rejected: vec![],
         reply_to: None,
         reply_only: false,
+        resent: false,
     }
 }
 

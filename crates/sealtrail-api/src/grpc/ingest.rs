@@ -278,6 +278,7 @@ async fn submit<'a>(
         // stored (it was ~10 KB of JSON per 256 events through the log, the index and its
         // memtables).
         reply_only: true,
+        resent: false,
     };
     let tenant = tenant.to_string();
     match append(state, entry).await {
