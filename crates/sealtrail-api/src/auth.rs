@@ -1,7 +1,6 @@
 //! Bearer-key authentication and scope checks (DESIGN.md §1): a missing, unknown or
 //! revoked key is 401; a key without the needed scope is 403.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,6 @@ use sealtrail_store::{ApiKey, Store};
 use crate::error::{ApiError, ApiResult};
 use crate::keys::hash_key;
 
-/// How long a key lookup is cached; a revocation takes effect within this time.
 /// How long a looked-up key is trusted by default ([`KeyCache::with_ttl`]).
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 const KEY_CACHE_MAX: usize = 10_000;
@@ -98,9 +96,20 @@ pub struct Caller {
     pub scopes: Vec<String>,
 }
 
-#[derive(Default)]
+/// Looked-up keys (and unknown ones, as `None`), each with when the store answered.
+type Entries = quick_cache::sync::Cache<String, (Option<ApiKey>, Instant)>;
+
+/// Looked-up API keys, so that a request costs a store read at most once per key per
+/// `ttl`:
+/// - **One lookup per key at a time** (single flight): when a key's entry is missing or
+///   older than `ttl`, the first request asks the store and the others with the same key
+///   wait for its answer (a burst of requests on a key that just expired used to send
+///   the store one read each).
+/// - **Bounded and scan resistant** (`quick_cache`, CLOCK-Pro-like): a flood of made-up
+///   keys (each one a store read, cached as unknown) cannot push out the keys in use (the
+///   old map was cleared whole when full).
 pub struct KeyCache {
-    entries: Mutex<HashMap<String, (Option<ApiKey>, Instant)>>,
+    entries: Entries,
     quotas: crate::quota::Quotas,
     /// How long a looked-up key is trusted before the store is asked again.
     ttl: Duration,
@@ -108,8 +117,16 @@ pub struct KeyCache {
     /// [`KeyCache::with_grace`]); zero: never.
     grace: Duration,
     /// After a lookup failed because the store is unavailable: until when keys in their
-    /// grace period are served without asking it again.
+    /// grace period are served without asking it again, and unknown ones are refused
+    /// without asking it (the requests waiting on one lookup then fail fast, not each
+    /// after its own store timeout).
     store_down_until: Mutex<Option<Instant>>,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self::with_quotas(crate::quota::QuotaConfig::default())
+    }
 }
 
 /// After the store failed a key lookup, how long to serve cached keys before asking again.
@@ -119,7 +136,7 @@ impl KeyCache {
     /// A key cache enforcing `quotas` on every authenticated request.
     pub fn with_quotas(quotas: crate::quota::QuotaConfig) -> Self {
         Self {
-            entries: Mutex::default(),
+            entries: Entries::new(KEY_CACHE_MAX),
             quotas: crate::quota::Quotas::new(quotas),
             ttl: KEY_CACHE_TTL,
             grace: Duration::ZERO,
@@ -143,13 +160,6 @@ impl KeyCache {
         self
     }
 
-    /// A cached entry for `key_hash` no older than the grace period.
-    fn within_grace(&self, key_hash: &str) -> Option<Option<ApiKey>> {
-        let entries = self.entries.lock().expect("key cache");
-        let (key, at) = entries.get(key_hash)?;
-        (at.elapsed() < self.grace).then(|| key.clone())
-    }
-
     /// A slot for one expensive response of `caller` (see [`crate::quota`]); keep the
     /// permit alive as long as the response runs.
     pub fn slot(
@@ -160,44 +170,109 @@ impl KeyCache {
         self.quotas.slot(&caller.key_id, kind)
     }
 
-    async fn lookup(&self, store: &dyn Store, key_hash: &str) -> ApiResult<Option<ApiKey>> {
-        if let Some((key, at)) = self.entries.lock().expect("key cache").get(key_hash)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(key.clone());
-        }
-        let store_down = self
-            .store_down_until
+    fn store_down(&self) -> bool {
+        self.store_down_until
             .lock()
             .expect("key cache")
-            .is_some_and(|until| Instant::now() < until);
-        if store_down && let Some(key) = self.within_grace(key_hash) {
-            metrics::counter!("sealtrail_key_cache_grace_total").increment(1);
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    async fn lookup(&self, store: &dyn Store, key_hash: &str) -> ApiResult<Option<ApiKey>> {
+        // The common case, under a shared lock: a fresh entry.
+        if let Some((key, at)) = self.entries.get(key_hash)
+            && at.elapsed() < self.ttl
+        {
             return Ok(key);
         }
-        let key = match store.find_key(key_hash).await {
-            Ok(key) => key,
+        let (ttl, grace) = (self.ttl, self.grace);
+        let asked = Instant::now();
+        // Missing or stale: take the entry's place (others asking for this key now wait
+        // for this lookup), unless a lookup that finished meanwhile refreshed it, or the
+        // store is down and the entry is within its grace period.
+        let (guard, stale) = match self
+            .entries
+            // Judged when the entry is seen, which may be after waiting for another
+            // lookup of this key (whose failure may have marked the store down).
+            .entry_async(key_hash, |_, (key, at)| {
+                let age = at.elapsed();
+                // Fresh, or looked up after this request arrived (it waited for that
+                // lookup): even with a `ttl` of 0, requests that arrive together share one.
+                if age < ttl || *at >= asked {
+                    quick_cache::sync::EntryAction::Retain(key.clone())
+                } else if age < grace && self.store_down() {
+                    metrics::counter!("sealtrail_key_cache_grace_total").increment(1);
+                    quick_cache::sync::EntryAction::Retain(key.clone())
+                } else {
+                    quick_cache::sync::EntryAction::ReplaceWithGuard
+                }
+            })
+            .await
+        {
+            quick_cache::sync::EntryResult::Retained(key) => return Ok(key),
+            quick_cache::sync::EntryResult::Replaced(guard, stale) => (guard, Some(stale)),
+            quick_cache::sync::EntryResult::Vacant(guard) => (guard, None),
+            // Neither happens (the callback never removes; only the blocking `entry`
+            // times out); answered as an error rather than a panic all the same.
+            quick_cache::sync::EntryResult::Removed(..)
+            | quick_cache::sync::EntryResult::Timeout => {
+                return Err(ApiError::internal(
+                    "key cache",
+                    "an unexpected cache answer; retry",
+                ));
+            }
+        };
+        let within_grace = |stale: &Option<(Option<ApiKey>, Instant)>| {
+            stale
+                .as_ref()
+                .filter(|(_, at)| at.elapsed() < grace)
+                .map(|(key, _)| key.clone())
+        };
+        let unavailable = |err: sealtrail_store::StoreError| -> ApiResult<Option<ApiKey>> {
+            *self.store_down_until.lock().expect("key cache") =
+                Some(Instant::now() + STORE_RETRY_AFTER);
+            Err(err.into())
+        };
+        if self.store_down() {
+            // The store failed a lookup less than a second ago: do not ask it again yet.
+            // A stale entry goes back as it was (the next request judges it again).
+            if let Some((key, at)) = stale {
+                let _ = guard.insert((key, at));
+            }
+            return Err(ApiError::from(sealtrail_store::StoreError::Unavailable(
+                "the store cannot be asked for API keys now; retry shortly".into(),
+            )));
+        }
+        match store.find_key(key_hash).await {
+            Ok(key) => {
+                *self.store_down_until.lock().expect("key cache") = None;
+                let _ = guard.insert((key.clone(), Instant::now()));
+                Ok(key)
+            }
             Err(err) if err.is_retryable() => {
-                *self.store_down_until.lock().expect("key cache") =
-                    Some(Instant::now() + STORE_RETRY_AFTER);
-                match self.within_grace(key_hash) {
+                let served = within_grace(&stale);
+                // Back as it was, so that its grace period keeps counting from its last
+                // successful lookup.
+                if let Some((key, at)) = stale {
+                    let _ = guard.insert((key, at));
+                }
+                match served {
                     Some(key) => {
                         metrics::counter!("sealtrail_key_cache_grace_total").increment(1);
                         tracing::warn!(%err, "store unavailable: a cached API key answers (api.key_cache_grace)");
-                        return Ok(key);
+                        *self.store_down_until.lock().expect("key cache") =
+                            Some(Instant::now() + STORE_RETRY_AFTER);
+                        Ok(key)
                     }
-                    None => return Err(err.into()),
+                    None => unavailable(err),
                 }
             }
-            Err(err) => return Err(err.into()),
-        };
-        *self.store_down_until.lock().expect("key cache") = None;
-        let mut entries = self.entries.lock().expect("key cache");
-        if entries.len() >= KEY_CACHE_MAX {
-            entries.clear();
+            Err(err) => {
+                if let Some((key, at)) = stale {
+                    let _ = guard.insert((key, at));
+                }
+                Err(err.into())
+            }
         }
-        entries.insert(key_hash.to_string(), (key.clone(), Instant::now()));
-        Ok(key)
     }
 
     /// Authenticates the request's bearer key. `scopes`: the caller needs any one of them.
@@ -263,5 +338,230 @@ impl KeyCache {
             tenant_id: key.tenant_id,
             scopes: key.scopes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use sealtrail_store::{StoreError, StoreResult};
+
+    use super::*;
+
+    /// A store that knows one key, counts its key lookups, takes 50 ms for each, and can
+    /// be made unavailable. Nothing else is asked of it here.
+    #[derive(Default)]
+    struct KeyStore {
+        lookups: AtomicUsize,
+        down: AtomicBool,
+    }
+
+    const KEY: &str = "alk_live_single_flight";
+
+    #[async_trait::async_trait]
+    impl Store for KeyStore {
+        async fn append_shared(&self, _: Arc<sealtrail_store::CommitBatch>) -> StoreResult<()> {
+            Ok(())
+        }
+        async fn heads(
+            &self,
+            _: Vec<String>,
+        ) -> StoreResult<std::collections::HashMap<String, sealtrail_core::ChainHead>> {
+            Ok(Default::default())
+        }
+        async fn find_events(
+            &self,
+            _: Vec<(String, String)>,
+        ) -> StoreResult<Vec<sealtrail_store::StoredEvent>> {
+            Ok(vec![])
+        }
+        async fn get_event(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> StoreResult<Option<sealtrail_store::StoredEvent>> {
+            Ok(None)
+        }
+        async fn get_receipt(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> StoreResult<Option<sealtrail_core::Receipt>> {
+            Ok(None)
+        }
+        async fn list_events(
+            &self,
+            _: &str,
+            _: sealtrail_store::EventQuery,
+        ) -> StoreResult<sealtrail_store::EventPage> {
+            Ok(sealtrail_store::EventPage {
+                events: vec![],
+                total: 0,
+            })
+        }
+        async fn scan_chain(
+            &self,
+            _: &str,
+            _: u64,
+            _: usize,
+        ) -> StoreResult<Vec<sealtrail_store::ChainRow>> {
+            Ok(vec![])
+        }
+        async fn tree_nodes(
+            &self,
+            _: &str,
+            ids: Vec<sealtrail_core::merkle::NodeId>,
+        ) -> StoreResult<Vec<Option<sealtrail_core::merkle::Hash>>> {
+            Ok(vec![None; ids.len()])
+        }
+        async fn create_key(&self, _: ApiKey) -> StoreResult<()> {
+            Ok(())
+        }
+        async fn find_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable(
+                    "injected: the store is down".into(),
+                ));
+            }
+            Ok((key_hash == hash_key(KEY)).then(|| ApiKey {
+                key_id: "key_1".into(),
+                tenant_id: "acme".into(),
+                key_hash: key_hash.into(),
+                key_prefix: "alk_live_sin".into(),
+                scopes: vec!["write".into()],
+                created_at: "2024-01-01T00:00:00Z".into(),
+                revoked_at: None,
+            }))
+        }
+        async fn list_keys(&self, _: Option<&str>) -> StoreResult<Vec<ApiKey>> {
+            Ok(vec![])
+        }
+        async fn revoke_key(&self, _: &str, _: &str) -> StoreResult<bool> {
+            Ok(false)
+        }
+    }
+
+    fn bearer(key: &str) -> HeaderValue {
+        HeaderValue::from_str(&format!("Bearer {key}")).unwrap()
+    }
+
+    async fn burst(cache: &Arc<KeyCache>, store: &Arc<KeyStore>, key: &str, n: usize) -> usize {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let (cache, store) = (cache.clone(), store.clone());
+                let value = bearer(key);
+                tokio::spawn(async move {
+                    cache
+                        .authenticate_value(store.as_ref(), Some(&value), &[Scope::Write])
+                        .await
+                        .is_ok()
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += usize::from(t.await.unwrap());
+        }
+        ok
+    }
+
+    /// A burst of requests on a key that is not cached (or just expired) asks the store
+    /// once, not once per request; an unknown key likewise.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_on_one_key_asks_the_store_once() {
+        let store = Arc::new(KeyStore::default());
+        let cache = Arc::new(KeyCache::default().with_ttl(Duration::from_millis(300)));
+        assert_eq!(burst(&cache, &store, KEY, 64).await, 64);
+        assert_eq!(store.lookups.load(Ordering::SeqCst), 1, "cold key");
+        assert_eq!(burst(&cache, &store, KEY, 64).await, 64);
+        assert_eq!(store.lookups.load(Ordering::SeqCst), 1, "cached");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(burst(&cache, &store, KEY, 64).await, 64);
+        assert_eq!(
+            store.lookups.load(Ordering::SeqCst),
+            2,
+            "expired: one refresh"
+        );
+        assert_eq!(burst(&cache, &store, "alk_live_made_up", 64).await, 0);
+        assert_eq!(store.lookups.load(Ordering::SeqCst), 3, "an unknown key");
+    }
+
+    /// With a `ttl` of 0 every request asks the store, but requests that arrive while a
+    /// lookup of their key runs share it (they do not queue up for one lookup each).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_no_ttl_concurrent_requests_share_a_lookup() {
+        let store = Arc::new(KeyStore::default());
+        let cache = Arc::new(KeyCache::default().with_ttl(Duration::ZERO));
+        assert_eq!(burst(&cache, &store, KEY, 64).await, 64);
+        let lookups = store.lookups.load(Ordering::SeqCst);
+        assert!(lookups <= 3, "{lookups} lookups for one burst");
+        assert_eq!(burst(&cache, &store, KEY, 1).await, 1);
+        assert_eq!(
+            store.lookups.load(Ordering::SeqCst),
+            lookups + 1,
+            "a later request asks again"
+        );
+    }
+
+    /// A flood of made-up keys (more than the cache holds) does not push out a key in
+    /// use: it is still answered without asking the store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn made_up_keys_do_not_push_out_the_keys_in_use() {
+        let cache = KeyCache::default().with_ttl(Duration::from_secs(3600));
+        let store = KeyStore::default();
+        let value = bearer(KEY);
+        for _ in 0..3 {
+            cache
+                .authenticate_value(&store, Some(&value), &[Scope::Write])
+                .await
+                .unwrap();
+        }
+        // Made-up keys straight into the cache (as unknown), as a flood would leave them,
+        // without the store's 50 ms each.
+        for n in 0..3 * KEY_CACHE_MAX {
+            cache
+                .entries
+                .insert(hash_key(&format!("alk_live_x{n}")), (None, Instant::now()));
+        }
+        let before = store.lookups.load(Ordering::SeqCst);
+        cache
+            .authenticate_value(&store, Some(&value), &[Scope::Write])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.lookups.load(Ordering::SeqCst),
+            before,
+            "the key in use was kept"
+        );
+    }
+
+    /// With the store down, an expired key within its grace period answers; the requests
+    /// waiting on a failed lookup fail fast instead of each asking the store in turn; and
+    /// once the store answers again, the key is looked up again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_outage_serves_the_grace_period_and_fails_fast() {
+        let store = Arc::new(KeyStore::default());
+        let cache = Arc::new(
+            KeyCache::default()
+                .with_ttl(Duration::from_millis(100))
+                .with_grace(Duration::from_secs(60)),
+        );
+        assert_eq!(burst(&cache, &store, KEY, 1).await, 1);
+        store.down.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(burst(&cache, &store, KEY, 32).await, 32, "within grace");
+        assert_eq!(store.lookups.load(Ordering::SeqCst), 2, "one failed lookup");
+        // An unknown key while the store is down: refused (503), and the store is not
+        // asked again within a second of the failure.
+        assert_eq!(burst(&cache, &store, "alk_live_new", 32).await, 0);
+        assert_eq!(store.lookups.load(Ordering::SeqCst), 2, "fails fast");
+        store.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(burst(&cache, &store, KEY, 32).await, 32);
+        assert_eq!(store.lookups.load(Ordering::SeqCst), 3, "asked again once");
     }
 }
