@@ -105,7 +105,7 @@ type Entries = quick_cache::sync::Cache<String, (Option<ApiKey>, Instant)>;
 ///   older than `ttl`, the first request asks the store and the others with the same key
 ///   wait for its answer (a burst of requests on a key that just expired used to send
 ///   the store one read each).
-/// - **Bounded and scan resistant** (`quick_cache`, CLOCK-Pro-like): a flood of made-up
+/// - **Bounded and scan resistant** (`quick_cache`, S3-FIFO): a flood of made-up
 ///   keys (each one a store read, cached as unknown) cannot push out the keys in use (the
 ///   old map was cleared whole when full).
 pub struct KeyCache {
