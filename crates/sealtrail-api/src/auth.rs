@@ -221,58 +221,41 @@ impl KeyCache {
                 ));
             }
         };
-        let within_grace = |stale: &Option<(Option<ApiKey>, Instant)>| {
-            stale
-                .as_ref()
-                .filter(|(_, at)| at.elapsed() < grace)
-                .map(|(key, _)| key.clone())
-        };
-        let unavailable = |err: sealtrail_store::StoreError| -> ApiResult<Option<ApiKey>> {
-            *self.store_down_until.lock().expect("key cache") =
-                Some(Instant::now() + STORE_RETRY_AFTER);
-            Err(err.into())
-        };
-        if self.store_down() {
-            // The store failed a lookup less than a second ago: do not ask it again yet.
-            // A stale entry goes back as it was (the next request judges it again).
-            if let Some((key, at)) = stale {
-                let _ = guard.insert((key, at));
-            }
-            return Err(ApiError::from(sealtrail_store::StoreError::Unavailable(
+        // A failed lookup less than a second ago: do not ask the store again yet (and do
+        // not move that second on: only a failure of the store itself does).
+        let asked_store = !self.store_down();
+        let found = if asked_store {
+            store.find_key(key_hash).await
+        } else {
+            Err(sealtrail_store::StoreError::Unavailable(
                 "the store cannot be asked for API keys now; retry shortly".into(),
-            )));
-        }
-        match store.find_key(key_hash).await {
+            ))
+        };
+        let err = match found {
             Ok(key) => {
                 *self.store_down_until.lock().expect("key cache") = None;
                 let _ = guard.insert((key.clone(), Instant::now()));
-                Ok(key)
+                return Ok(key);
             }
-            Err(err) if err.is_retryable() => {
-                let served = within_grace(&stale);
-                // Back as it was, so that its grace period keeps counting from its last
-                // successful lookup.
-                if let Some((key, at)) = stale {
-                    let _ = guard.insert((key, at));
-                }
-                match served {
-                    Some(key) => {
-                        metrics::counter!("sealtrail_key_cache_grace_total").increment(1);
-                        tracing::warn!(%err, "store unavailable: a cached API key answers (api.key_cache_grace)");
-                        *self.store_down_until.lock().expect("key cache") =
-                            Some(Instant::now() + STORE_RETRY_AFTER);
-                        Ok(key)
-                    }
-                    None => unavailable(err),
-                }
-            }
-            Err(err) => {
-                if let Some((key, at)) = stale {
-                    let _ = guard.insert((key, at));
-                }
-                Err(err.into())
-            }
+            Err(err) => err,
+        };
+        if asked_store && err.is_retryable() {
+            *self.store_down_until.lock().expect("key cache") =
+                Some(Instant::now() + STORE_RETRY_AFTER);
         }
+        // A stale entry goes back as it was, so that its grace period keeps counting from
+        // its last successful lookup (the next request judges it again); it answers now
+        // if the store is unavailable and it is within that period.
+        let Some((key, at)) = stale else {
+            return Err(err.into());
+        };
+        let _ = guard.insert((key.clone(), at));
+        if err.is_retryable() && at.elapsed() < grace {
+            metrics::counter!("sealtrail_key_cache_grace_total").increment(1);
+            tracing::warn!(%err, "store unavailable: a cached API key answers (api.key_cache_grace)");
+            return Ok(key);
+        }
+        Err(err.into())
     }
 
     /// Authenticates the request's bearer key. `scopes`: the caller needs any one of them.

@@ -153,9 +153,9 @@ impl KafkaLog {
         metrics::counter!("sealtrail_kafka_producer_replaced_total").increment(1);
         std::thread::spawn(move || {
             // Entries still in its queues (waiting for a first send or a retry): their
-            // delivery tasks hand them, marked `resent`, to the new producer (so the requests waiting on them are answered as soon as
-            // it delivers, not after `message.timeout.ms`). Entries sent and not yet
-            // acknowledged finish here.
+            // delivery tasks hand them, marked `resent`, to the new producer (so the
+            // requests waiting on them are answered as soon as it delivers, not after
+            // `message.timeout.ms`). Entries sent and not yet acknowledged finish here.
             old.purge(PurgeConfig::default().queue());
             let _ = old.flush(Timeout::After(Duration::from_secs(35)));
         });

@@ -760,12 +760,12 @@ async fn kill_mid_load(test: &str, victim: Victim) {
             // committed to Kafka yet (offsets are committed every 250 ms).
             eprintln!(
                 "{test}: the survivor's {}; {}",
-                chainer_metric(
+                process_metric(
                     &c.chainers[1],
                     "sealtrail_chainer_already_stored_events_total"
                 )
                 .await,
-                chainer_metric(&c.chainers[1], "sealtrail_kafka_commit_failures_total").await
+                process_metric(&c.chainers[1], "sealtrail_kafka_commit_failures_total").await
             );
             c.chainers[0].spawn();
             c.chainers[0].wait_healthy().await;
@@ -808,11 +808,11 @@ async fn kill_mid_load(test: &str, victim: Victim) {
         // `resent`; the chainers answer the copies from the stored events.
         let mut seen = Vec::new();
         for g in &c.gateways {
-            seen.push(chainer_metric(g, "sealtrail_kafka_producer_replaced_total").await);
-            seen.push(chainer_metric(g, "sealtrail_kafka_appends_resent_total").await);
+            seen.push(process_metric(g, "sealtrail_kafka_producer_replaced_total").await);
+            seen.push(process_metric(g, "sealtrail_kafka_appends_resent_total").await);
         }
         for ch in &c.chainers {
-            seen.push(chainer_metric(ch, "sealtrail_chainer_already_stored_events_total").await);
+            seen.push(process_metric(ch, "sealtrail_chainer_already_stored_events_total").await);
         }
         eprintln!("{test}: {}", seen.join("; "));
     }
@@ -1277,8 +1277,8 @@ async fn every_gateway_writes_to_every_partition_soon_after_a_broker_freeze() {
     eprintln!(
         "the chainer holds every partition {:?} after the last resume; {}; {}",
         Instant::now() + Duration::from_secs(60) - deadline,
-        chainer_metric(&c.chainers[0], "sealtrail_chainer_feed_restarts_total").await,
-        chainer_metric(&c.chainers[0], "sealtrail_chainer_coordinator_stuck_total").await
+        process_metric(&c.chainers[0], "sealtrail_chainer_feed_restarts_total").await,
+        process_metric(&c.chainers[0], "sealtrail_chainer_coordinator_stuck_total").await
     );
     // What recovered the clients, for the record (times to compare with the resumes).
     for line in c
@@ -1308,7 +1308,7 @@ async fn every_gateway_writes_to_every_partition_soon_after_a_broker_freeze() {
 
 /// One metric line of a process's `/metrics`, a chainer's or a gateway's (`name 0` if
 /// absent).
-async fn chainer_metric(proc: &Proc, name: &str) -> String {
+async fn process_metric(proc: &Proc, name: &str) -> String {
     let metrics = reqwest::get(format!("{}/metrics", proc.http))
         .await
         .unwrap()
@@ -1400,11 +1400,11 @@ async fn a_chainer_out_of_its_group_replaces_its_consumer() {
     );
     // The consumer left for good: only its replacement brings the partitions back.
     assert_eq!(
-        chainer_metric(&c.chainers[0], "sealtrail_chainer_feed_restarts_total").await,
+        process_metric(&c.chainers[0], "sealtrail_chainer_feed_restarts_total").await,
         "sealtrail_chainer_feed_restarts_total 1"
     );
     assert_eq!(
-        chainer_metric(&c.chainers[0], "sealtrail_chainer_coordinator_stuck_total").await,
+        process_metric(&c.chainers[0], "sealtrail_chainer_coordinator_stuck_total").await,
         "sealtrail_chainer_coordinator_stuck_total 1",
         "replaced as a member that waits on an answering coordinator"
     );
@@ -1504,12 +1504,12 @@ async fn a_chainer_whose_partitions_stop_fetching_replaces_its_consumer() {
     }
     eprintln!("fetchers stopped: sync writes committed again {committed:?} after");
     assert_eq!(
-        chainer_metric(&c.chainers[0], "sealtrail_chainer_fetch_stuck_total").await,
+        process_metric(&c.chainers[0], "sealtrail_chainer_fetch_stuck_total").await,
         "sealtrail_chainer_fetch_stuck_total 1",
         "replaced as a consumer whose partitions do not fetch"
     );
     assert_eq!(
-        chainer_metric(&c.chainers[0], "sealtrail_chainer_feed_restarts_total").await,
+        process_metric(&c.chainers[0], "sealtrail_chainer_feed_restarts_total").await,
         "sealtrail_chainer_feed_restarts_total 1"
     );
     for (_, key) in &ts {
