@@ -466,9 +466,10 @@ impl<C: PartitionConsumer> Chainer<C> {
                     }
                     continue;
                 }
-                let head = working.get(tenant).cloned().flatten();
+                let head = working.get_mut(tenant).expect("loaded above");
                 let id = event.id.clone();
                 let chained = chain_step(head.as_ref(), tenant, event);
+                *head = Some(chained.head());
                 let frontier = frontiers.get_mut(tenant).expect("loaded above");
                 let leaf = record_leaf(&chained.record.hash).expect("the chain step writes hex");
                 frontier.push(&leaf, |id, hash| {
@@ -480,7 +481,6 @@ impl<C: PartitionConsumer> Chainer<C> {
                         })
                     }
                 });
-                working.insert(tenant.clone(), Some(chained.head()));
                 receipt.accepted += 1;
                 receipt.ids.push(id.clone());
                 if wants_records {

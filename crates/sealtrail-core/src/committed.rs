@@ -13,7 +13,9 @@
 //! owned. On the wire a `Committed` is exactly a JSON array of records, as before.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+use memchr::memmem;
 
 use serde::{Deserialize, Serialize};
 
@@ -101,17 +103,30 @@ impl Committed {
 
     /// The records in request order.
     pub fn iter(&self) -> impl Iterator<Item = CommittedRef<'_>> + '_ {
-        let chained = self.batch.as_deref().map(|b| b.chained()).unwrap_or(&[]);
-        self.picks.iter().filter_map(move |p| match p {
-            Pick::Batch(i) => chained.get(*i).map(|c| CommittedRef {
-                record: &c.record,
-                canonical: Some(&c.canonical),
-            }),
+        (0..self.picks.len()).filter_map(|i| self.pick(i))
+    }
+
+    /// How many records were pushed ([`Committed::pick`] is `None` for those of a batch
+    /// that was never shared, or out of its range).
+    pub fn picks(&self) -> usize {
+        self.picks.len()
+    }
+
+    /// Record `i` as pushed: what [`Committed::iter`] yields, without skipping.
+    pub fn pick(&self, i: usize) -> Option<CommittedRef<'_>> {
+        match self.picks.get(i)? {
+            Pick::Batch(b) => {
+                let c = self.batch.as_deref()?.chained().get(*b)?;
+                Some(CommittedRef {
+                    record: &c.record,
+                    canonical: Some(&c.canonical),
+                })
+            }
             Pick::Owned(r) => Some(CommittedRef {
                 record: r,
                 canonical: None,
             }),
-        })
+        }
     }
 
     /// The first record.
@@ -170,29 +185,30 @@ impl<'a> CommittedRef<'a> {
     /// key, none after it has an object but `resource`, whose keys are fixed; a quote
     /// inside a string is escaped).
     pub fn metadata_json(&self) -> Option<&'a str> {
+        let span = self.metadata_span()?;
+        std::str::from_utf8(&self.canonical?[span]).ok()
+    }
+
+    /// Where [`CommittedRef::metadata_json`] lies in the canonical bytes (not checked to
+    /// be UTF-8: canonical bytes are JSON text).
+    pub fn metadata_span(&self) -> Option<std::ops::Range<usize>> {
         let canonical = self.canonical?;
         if self.record.redacted.is_some() {
             return None;
         }
         const START: &[u8] = b",\"metadata\":{";
         const END: &[u8] = b"},\"outcome\":\"";
-        let start = find(canonical, START)? + START.len() - 1;
-        let end = rfind(canonical, END)? + 1;
-        if end <= start {
-            return None;
-        }
-        std::str::from_utf8(&canonical[start..end]).ok()
+        // `memchr`'s vectorized substring search (a byte-by-byte window scan took 3% of
+        // the server's CPU in the gRPC benchmark: every acknowledgement finds these), its
+        // searchers built once (building one per call cost as much again).
+        static STARTS: LazyLock<memmem::Finder<'static>> =
+            LazyLock::new(|| memmem::Finder::new(START));
+        static ENDS: LazyLock<memmem::FinderRev<'static>> =
+            LazyLock::new(|| memmem::FinderRev::new(END));
+        let start = STARTS.find(canonical)? + START.len() - 1;
+        let end = ENDS.rfind(canonical)? + 1;
+        (start < end).then_some(start..end)
     }
-}
-
-/// `memchr`'s vectorized substring search: the byte-by-byte window scan it replaced took
-/// 3% of the server's CPU in the gRPC benchmark (every acknowledgement finds these).
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
-}
-
-fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::rfind(haystack, needle)
 }
 
 /// Where `"hash"` goes in the canonical bytes of `record`: right after
@@ -204,7 +220,8 @@ fn hash_insertion_point(canonical: &[u8], record: &Record) -> Option<usize> {
         return None;
     }
     const KEY: &[u8] = b",\"created_at\":\"";
-    let value = find(canonical, KEY)? + KEY.len();
+    static KEYS: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(KEY));
+    let value = KEYS.find(canonical)? + KEY.len();
     let rest = canonical[value..].strip_prefix(record.created_at.as_bytes())?;
     let rest = rest.strip_prefix(b"\",")?;
     rest.starts_with(b"\"id\":")

@@ -22,6 +22,9 @@ pub use generated::*;
 mod convert;
 pub use convert::*;
 
+mod encode;
+pub use encode::{RecordAck, RecordRef};
+
 /// The encoded `FileDescriptorSet` of `sealtrail.v1`, for the reflection service.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sealtrail_v1_descriptor.bin"));

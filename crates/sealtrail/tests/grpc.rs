@@ -129,6 +129,10 @@ async fn ingest_stream_acknowledges_every_event_in_order() {
                 10 => Event::new("u", "a.b", "r", "doc")
                     .outcome(pb::Outcome::Unspecified)
                     .build(),
+                11 => Event::new("u", "stream.event", "r11", "doc")
+                    .id("s-11")
+                    .build()
+                    .with_metadata(r#"{"z": [1, 2.50, "é\u0001"], "a": {"b": null}}"#),
                 _ => Event::new("u", "stream.event", &format!("r{i}"), "doc")
                     .id(format!("s-{i}"))
                     .build(),
@@ -140,6 +144,7 @@ async fn ingest_stream_acknowledges_every_event_in_order() {
     let mut last_seq = first.sequence_number;
     let mut committed = 0;
     let mut index = 0u64;
+    let mut acked = Vec::new();
     while let Some(ack) = acks.next().await {
         let ack = ack.unwrap();
         assert_eq!(ack.index, index, "acks come in stream order");
@@ -157,6 +162,9 @@ async fn ingest_stream_acknowledges_every_event_in_order() {
                 assert!(r.sequence_number > last_seq);
                 last_seq = r.sequence_number;
                 committed += 1;
+                if i % 500 == 11 {
+                    acked.push(r);
+                }
             }
             (i, other) => panic!("event {i}: unexpected {other:?}"),
         }
@@ -164,6 +172,15 @@ async fn ingest_stream_acknowledges_every_event_in_order() {
     }
     assert_eq!(index, total, "one ack per event");
     assert_eq!(committed, total - 4);
+    // An acknowledgement carries the record exactly as it is read back later.
+    assert_eq!(acked.len(), 6);
+    assert_eq!(
+        acked[0].metadata_json,
+        r#"{"a":{"b":null},"z":[1,2.5,"é\u0001"]}"#
+    );
+    for record in &acked {
+        assert_eq!(&client.get_event(&record.id).await.unwrap(), record);
+    }
     let chain = assert_chain_ok(&api).await;
     assert_eq!(chain.len() as u64, 1 + committed);
 }

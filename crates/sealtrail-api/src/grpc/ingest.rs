@@ -19,9 +19,12 @@
 //! chain, the others are not, and a retry with the same ids resolves both cases.
 
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use axum::http::HeaderValue;
+use futures::future::Either;
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::{FutureExt, Stream};
 use sealtrail_core::ValidationError;
@@ -52,8 +55,12 @@ pub const MAX_IN_FLIGHT: usize = 2;
 /// smaller entries cost no throughput.
 pub const STREAM_BATCH_EVENTS: usize = 256;
 
-/// The acknowledgements of an `Ingest` stream.
+/// The acknowledgements of an `Ingest` stream, as the generated `AuditLog` trait has them
+/// (see [`AckStream`] for what the server sends).
 pub type IngestStream = Pin<Box<dyn Stream<Item = Result<pb::IngestResponse, Status>> + Send>>;
+
+/// The acknowledgements of an `Ingest` stream, encoded from the committed records.
+pub type AckStream = Pin<Box<dyn Stream<Item = Result<Ack, Status>> + Send>>;
 
 /// One event as read: its position in the stream, the id the client gave (if any) and
 /// the validated event or why it is invalid.
@@ -69,12 +76,182 @@ struct Batch {
     items: Vec<Item>,
 }
 
-type Acks = Vec<pb::IngestResponse>;
+type Acks = Vec<Ack>;
+
+/// One acknowledgement: the `IngestResponse` message for event `index` of the stream,
+/// written straight from the committed record it carries ([`pb::RecordAck`]) — the
+/// entry's records are shared by its acknowledgements until they are sent, not copied
+/// into messages. Encodes exactly as [`Ack::into_response`]'s message does.
+pub struct Ack {
+    index: u64,
+    id: String,
+    result: AckResult,
+}
+
+enum AckResult {
+    /// Record `pick` of the entry's committed records.
+    Record {
+        records: Arc<Committed>,
+        pick: usize,
+        metadata: Metadata,
+    },
+    Error(pb::IngestError),
+}
+
+/// The record's `metadata` as JSON text: where it lies in the canonical bytes, or
+/// written out (a record not chained by this entry has none at hand).
+enum Metadata {
+    Canonical(Range<usize>),
+    Owned(String),
+}
+
+impl Ack {
+    fn record(index: u64, id: String, records: &Arc<Committed>, pick: usize) -> Self {
+        let metadata = match records.pick(pick) {
+            Some(r) => match r.metadata_span() {
+                Some(span) => Metadata::Canonical(span),
+                None if r.record.redacted.is_some() => Metadata::Owned(String::new()),
+                None => Metadata::Owned(
+                    serde_json::to_string(&r.record.metadata).expect("metadata serializes"),
+                ),
+            },
+            None => Metadata::Owned(String::new()),
+        };
+        Self {
+            index,
+            id,
+            result: AckResult::Record {
+                records: records.clone(),
+                pick,
+                metadata,
+            },
+        }
+    }
+
+    fn error(index: u64, id: String, error: pb::IngestError) -> Self {
+        Self {
+            index,
+            id,
+            result: AckResult::Error(error),
+        }
+    }
+
+    /// The record acknowledgement, if this is one.
+    fn record_ack(&self) -> Option<pb::RecordAck<'_>> {
+        let AckResult::Record {
+            records,
+            pick,
+            metadata,
+        } = &self.result
+        else {
+            return None;
+        };
+        let r = records.pick(*pick)?;
+        let metadata_json = match metadata {
+            Metadata::Canonical(span) => r.canonical?.get(span.clone())?,
+            Metadata::Owned(text) => text.as_bytes(),
+        };
+        Some(pb::RecordAck {
+            index: self.index,
+            id: &self.id,
+            record: pb::RecordRef {
+                record: r.record,
+                metadata_json,
+            },
+        })
+    }
+
+    /// The acknowledgement as the generated message.
+    pub fn into_response(self) -> pb::IngestResponse {
+        let result = match self.record_ack() {
+            Some(ack) => Some(pb::ingest_response::Result::Record(
+                pb::record_with_metadata(
+                    ack.record.record,
+                    std::str::from_utf8(ack.record.metadata_json).ok(),
+                ),
+            )),
+            None => match self.result {
+                AckResult::Error(e) => Some(pb::ingest_response::Result::Error(e)),
+                AckResult::Record { .. } => None,
+            },
+        };
+        pb::IngestResponse {
+            index: self.index,
+            id: self.id,
+            result,
+        }
+    }
+}
+
+/// Encoding only: the server never decodes an acknowledgement (a decoder would skip
+/// every field).
+impl prost::Message for Ack {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        if let Some(ack) = self.record_ack() {
+            return ack.encode_raw(buf);
+        }
+        if self.index != 0 {
+            prost::encoding::uint64::encode(1, &self.index, buf);
+        }
+        if !self.id.is_empty() {
+            prost::encoding::string::encode(2, &self.id, buf);
+        }
+        if let AckResult::Error(e) = &self.result {
+            prost::encoding::message::encode(4, e, buf);
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        if let Some(ack) = self.record_ack() {
+            return ack.encoded_len();
+        }
+        let mut len = 0;
+        if self.index != 0 {
+            len += prost::encoding::uint64::encoded_len(1, &self.index);
+        }
+        if !self.id.is_empty() {
+            len += prost::encoding::string::encoded_len(2, &self.id);
+        }
+        if let AckResult::Error(e) = &self.result {
+            len += prost::encoding::message::encoded_len(4, e);
+        }
+        len
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn clear(&mut self) {
+        self.index = 0;
+        self.id.clear();
+        self.result = AckResult::Error(pb::IngestError::default());
+    }
+}
+
+/// `Ingest` as the generated `AuditLog` trait serves it: the same stream, each
+/// acknowledgement built as a message. The server routes `Ingest` to [`start`] instead
+/// (see `super::routes`).
+pub(super) async fn start_messages(
+    service: &AuditLogService,
+    request: Request<Streaming<pb::IngestRequest>>,
+) -> Result<Response<IngestStream>, Status> {
+    let acks = start(service, request).await?.into_inner();
+    Ok(Response::new(Box::pin(
+        acks.map(|ack| ack.map(Ack::into_response)),
+    )))
+}
 
 pub(super) async fn start(
     service: &AuditLogService,
     request: Request<Streaming<pb::IngestRequest>>,
-) -> Result<Response<IngestStream>, Status> {
+) -> Result<Response<AckStream>, Status> {
     let caller = service.caller(&request, &[Scope::Write]).await?;
     let auth = authorization(&request);
     let inbound = request.into_inner();
@@ -89,8 +266,8 @@ pub(super) async fn start(
         ack_tx,
     ));
     let acks = ReceiverStream::new(ack_rx).flat_map(|acks| match acks {
-        Ok(acks) => futures::stream::iter(acks.into_iter().map(Ok).collect::<Vec<_>>()),
-        Err(status) => futures::stream::iter(vec![Err(status)]),
+        Ok(acks) => Either::Left(futures::stream::iter(acks).map(Ok)),
+        Err(status) => Either::Right(futures::stream::once(std::future::ready(Err(status)))),
     });
     Ok(Response::new(Box::pin(acks)))
 }
@@ -284,7 +461,7 @@ async fn submit<'a>(
     match append(state, entry).await {
         Ok((waiter, _durability)) => Box::pin(async move {
             match wait_outcome(state, waiter, &tenant).await {
-                Ok((receipt, records)) => acknowledge(first, ids, &receipt, &records),
+                Ok((receipt, records)) => acknowledge(first, ids, &receipt, records),
                 Err(err) => acknowledge_failure(first, ids, &rejected, Some(err)),
             }
         }),
@@ -307,43 +484,32 @@ fn ingest_error(code: &str, message: &str) -> pb::IngestError {
     }
 }
 
-fn ack(
-    first: u64,
-    i: usize,
-    id: String,
-    result: pb::ingest_response::Result,
-) -> pb::IngestResponse {
-    pb::IngestResponse {
-        index: first + i as u64,
-        id,
-        result: Some(result),
-    }
-}
-
 /// One ack per event of a committed entry (entry index `i` is stream position
 /// `first + i`): an error when the receipt lists one for `i` (validation, or an id the
 /// chainer found stored with other content), else the next record (records come in
 /// entry order).
-fn acknowledge(first: u64, ids: Vec<String>, receipt: &Receipt, records: &Committed) -> Acks {
+fn acknowledge(first: u64, ids: Vec<String>, receipt: &Receipt, records: Committed) -> Acks {
+    let records = Arc::new(records);
     let mut errors = receipt.errors.iter().peekable();
-    let mut records = records.iter();
+    let mut picks = (0..records.picks()).filter(|&p| records.pick(p).is_some());
     ids.into_iter()
         .enumerate()
         .map(|(i, id)| {
-            let result = match errors.next_if(|e| e.index as usize == i) {
-                Some(e) => pb::ingest_response::Result::Error(ingest_error(&e.code, &e.message)),
-                None => match records.next() {
-                    Some(record) => pb::ingest_response::Result::Record(pb::record_with_metadata(
-                        record.record,
-                        record.metadata_json(),
-                    )),
-                    None => pb::ingest_response::Result::Error(ingest_error(
-                        "internal",
-                        "the commit reply has no record for this event; resend it with the same id",
-                    )),
+            let index = first + i as u64;
+            match errors.next_if(|e| e.index as usize == i) {
+                Some(e) => Ack::error(index, id, ingest_error(&e.code, &e.message)),
+                None => match picks.next() {
+                    Some(pick) => Ack::record(index, id, &records, pick),
+                    None => Ack::error(
+                        index,
+                        id,
+                        ingest_error(
+                            "internal",
+                            "the commit reply has no record for this event; resend it with the same id",
+                        ),
+                    ),
                 },
-            };
-            ack(first, i, id, result)
+            }
         })
         .collect()
 }
@@ -373,7 +539,84 @@ fn acknowledge_failure(
                     ingest_error("internal", "event neither rejected nor appended")
                 }),
             };
-            ack(first, i, id, pb::ingest_response::Result::Error(error))
+            Ack::error(first + i as u64, id, error)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use sealtrail_core::committed::ChainedBatch;
+    use sealtrail_core::event::validate_event;
+    use sealtrail_core::record::{Redaction, chain_step};
+    use serde_json::json;
+
+    use super::*;
+
+    fn chained(n: u64) -> sealtrail_core::record::ChainedRecord {
+        let input = json!({"actor": {"id": "u", "type": "human", "email": "a@b.c"},
+            "action": "a.b", "resource": {"id": format!("r{n}"), "type": "t", "name": "é"},
+            "outcome": "failure", "metadata": {"n": n, "s": "x\"y", "list": [1, {"k": null}]}});
+        let event = validate_event(input, 1_704_164_645_678_901, || format!("id-{n}")).unwrap();
+        chain_step(None, "acme", event)
+    }
+
+    /// Every kind of acknowledgement — a record shared with the store's batch (metadata
+    /// from its canonical bytes), an owned one (a retry answered from the store), a
+    /// redacted one, an error, and an event the reply had no record for — encodes to the
+    /// bytes of the message built the old way, and that message carries the record.
+    #[test]
+    fn acknowledgements_encode_as_the_messages_they_stand_for() {
+        let shared = chained(1);
+        let owned = chained(2).record;
+        let redacted = chained(3).record.redact(Redaction {
+            event_id: "id-9".into(),
+            sequence_number: 9,
+        });
+        let mut records = Committed::with_capacity(3);
+        records.push_chained(0);
+        records.push_record(owned.clone());
+        records.push_record(redacted.clone());
+        records.share(Arc::new(vec![shared.clone()]) as Arc<dyn ChainedBatch>);
+        let receipt = Receipt {
+            errors: vec![ItemError {
+                index: 1,
+                code: "invalid_field".into(),
+                message: "no".into(),
+            }],
+            ..Receipt::queued("r".into(), "now".into(), vec![], vec![])
+        };
+        let ids = ["id-1", "bad", "id-2", "id-3", "id-4"]
+            .map(String::from)
+            .to_vec();
+        let acks = acknowledge(40, ids, &receipt, records);
+        assert_eq!(acks.len(), 5);
+        let mut messages = Vec::new();
+        for ack in acks {
+            let bytes = ack.encode_to_vec();
+            assert_eq!(ack.encoded_len(), bytes.len());
+            let message = ack.into_response();
+            assert_eq!(bytes, message.encode_to_vec());
+            assert_eq!(pb::IngestResponse::decode(&bytes[..]).unwrap(), message);
+            messages.push(message);
+        }
+        let record = |i: usize| match &messages[i].result {
+            Some(pb::ingest_response::Result::Record(r)) => pb::record_to_core(r).unwrap(),
+            other => panic!("ack {i}: {other:?}"),
+        };
+        let error = |i: usize| match &messages[i].result {
+            Some(pb::ingest_response::Result::Error(e)) => e.code.clone(),
+            other => panic!("ack {i}: {other:?}"),
+        };
+        assert_eq!(
+            messages.iter().map(|m| m.index).collect::<Vec<_>>(),
+            [40, 41, 42, 43, 44]
+        );
+        assert_eq!(record(0), shared.record);
+        assert_eq!(error(1), "invalid_field");
+        assert_eq!(record(2), owned);
+        assert_eq!(record(3).redacted, redacted.redacted);
+        assert_eq!(error(4), "internal");
+    }
 }

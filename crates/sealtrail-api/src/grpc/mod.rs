@@ -40,7 +40,7 @@ pub async fn routes(state: AppState) -> (Routes, HealthReporter) {
     reporter
         .set_serving::<AuditLogServer<AuditLogService>>()
         .await;
-    let audit_log = AuditLogServer::new(AuditLogService::new(state))
+    let audit_log = AuditLogServer::new(AuditLogService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(usize::MAX);
     let reflection = || {
@@ -54,11 +54,47 @@ pub async fn routes(state: AppState) -> (Routes, HealthReporter) {
     let v1alpha = reflection()
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
-    let routes = Routes::new(audit_log)
+    let mut routes = Routes::new(audit_log)
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha);
+    // `Ingest` is served with acknowledgements encoded from the committed records
+    // (`ingest::Ack`) rather than through the generated server's messages; the same
+    // call otherwise (path, message limits, no compression, as the generated server).
+    let ingest = IngestMethod(AuditLogService::new(state));
+    let ingest = axum::routing::any(move |request: axum::extract::Request| async move {
+        let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
+            ingest::Ack,
+            sealtrail_proto::IngestRequest,
+        >::default())
+        .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(usize::MAX));
+        grpc.streaming(ingest, request).await
+    });
+    let path = format!("/{}/Ingest", sealtrail_proto::SERVICE_NAME);
+    let router = std::mem::take(routes.axum_router_mut());
+    *routes.axum_router_mut() = router.route(&path, ingest);
     (routes, reporter)
+}
+
+/// `Ingest` for [`tonic::server::Grpc::streaming`].
+#[derive(Clone)]
+struct IngestMethod(AuditLogService);
+
+impl tonic::server::StreamingService<sealtrail_proto::IngestRequest> for IngestMethod {
+    type Response = ingest::Ack;
+    type ResponseStream = ingest::AckStream;
+    type Future = futures::future::BoxFuture<
+        'static,
+        Result<tonic::Response<ingest::AckStream>, tonic::Status>,
+    >;
+
+    fn call(
+        &mut self,
+        request: tonic::Request<tonic::Streaming<sealtrail_proto::IngestRequest>>,
+    ) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { ingest::start(&service, request).await })
+    }
 }
 
 /// Serves the gRPC API on `listener` until `shutdown` resolves: health then reports

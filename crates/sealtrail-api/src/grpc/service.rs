@@ -240,7 +240,7 @@ impl AuditLog for AuditLogService {
         &self,
         request: Request<Streaming<pb::IngestRequest>>,
     ) -> Result<Response<Self::IngestStream>, Status> {
-        super::ingest::start(self, request).await
+        super::ingest::start_messages(self, request).await
     }
 
     async fn get_receipt(
