@@ -106,13 +106,8 @@ impl Committed {
         (0..self.picks.len()).filter_map(|i| self.pick(i))
     }
 
-    /// How many records were pushed ([`Committed::pick`] is `None` for those of a batch
-    /// that was never shared, or out of its range).
-    pub fn picks(&self) -> usize {
-        self.picks.len()
-    }
-
-    /// Record `i` as pushed: what [`Committed::iter`] yields, without skipping.
+    /// Record `i` as pushed; `None` for one of a batch that was never shared, or out of
+    /// its range ([`Committed::iter`] skips those).
     pub fn pick(&self, i: usize) -> Option<CommittedRef<'_>> {
         match self.picks.get(i)? {
             Pick::Batch(b) => {

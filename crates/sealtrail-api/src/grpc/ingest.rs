@@ -19,16 +19,16 @@
 //! chain, the others are not, and a retry with the same ids resolves both cases.
 
 use std::future::Future;
-use std::ops::Range;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use axum::http::HeaderValue;
 use futures::future::Either;
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::{FutureExt, Stream};
+use prost::Message;
+use prost::bytes::{Bytes, BytesMut};
 use sealtrail_core::ValidationError;
-use sealtrail_core::committed::Committed;
+use sealtrail_core::committed::{Committed, CommittedRef};
 use sealtrail_core::event::NormalizedEvent;
 use sealtrail_core::receipt::{ItemError, Receipt};
 use sealtrail_core::time::format_micros;
@@ -78,144 +78,37 @@ struct Batch {
 
 type Acks = Vec<Ack>;
 
-/// One acknowledgement: the `IngestResponse` message for event `index` of the stream,
-/// written straight from the committed record it carries ([`pb::RecordAck`]) — the
-/// entry's records are shared by its acknowledgements until they are sent, not copied
-/// into messages. Encodes exactly as [`Ack::into_response`]'s message does.
-pub struct Ack {
-    index: u64,
-    id: String,
-    result: AckResult,
-}
-
-enum AckResult {
-    /// Record `pick` of the entry's committed records.
-    Record {
-        records: Arc<Committed>,
-        pick: usize,
-        metadata: Metadata,
-    },
-    Error(pb::IngestError),
-}
-
-/// The record's `metadata` as JSON text: where it lies in the canonical bytes, or
-/// written out (a record not chained by this entry has none at hand).
-enum Metadata {
-    Canonical(Range<usize>),
-    Owned(String),
-}
+/// One acknowledgement: the encoded `IngestResponse` message for one event of the
+/// stream. The acknowledgements of an entry are written at once into one buffer, each
+/// record straight from the committed record ([`pb::RecordAck`]: no message is built per
+/// record, a dozen string copies each), and each `Ack` is its slice of that buffer — so an
+/// acknowledgement waiting to be sent holds ~450 bytes, not the record or the store's
+/// batch.
+pub struct Ack(Bytes);
 
 impl Ack {
-    fn record(index: u64, id: String, records: &Arc<Committed>, pick: usize) -> Self {
-        let metadata = match records.pick(pick) {
-            Some(r) => match r.metadata_span() {
-                Some(span) => Metadata::Canonical(span),
-                None if r.record.redacted.is_some() => Metadata::Owned(String::new()),
-                None => Metadata::Owned(
-                    serde_json::to_string(&r.record.metadata).expect("metadata serializes"),
-                ),
-            },
-            None => Metadata::Owned(String::new()),
-        };
-        Self {
-            index,
-            id,
-            result: AckResult::Record {
-                records: records.clone(),
-                pick,
-                metadata,
-            },
-        }
-    }
-
-    fn error(index: u64, id: String, error: pb::IngestError) -> Self {
-        Self {
-            index,
-            id,
-            result: AckResult::Error(error),
-        }
-    }
-
-    /// The record acknowledgement, if this is one.
-    fn record_ack(&self) -> Option<pb::RecordAck<'_>> {
-        let AckResult::Record {
-            records,
-            pick,
-            metadata,
-        } = &self.result
-        else {
-            return None;
-        };
-        let r = records.pick(*pick)?;
-        let metadata_json = match metadata {
-            Metadata::Canonical(span) => r.canonical?.get(span.clone())?,
-            Metadata::Owned(text) => text.as_bytes(),
-        };
-        Some(pb::RecordAck {
-            index: self.index,
-            id: &self.id,
-            record: pb::RecordRef {
-                record: r.record,
-                metadata_json,
-            },
-        })
-    }
-
     /// The acknowledgement as the generated message.
     pub fn into_response(self) -> pb::IngestResponse {
-        let result = match self.record_ack() {
-            Some(ack) => Some(pb::ingest_response::Result::Record(
-                pb::record_with_metadata(
-                    ack.record.record,
-                    std::str::from_utf8(ack.record.metadata_json).ok(),
-                ),
-            )),
-            None => match self.result {
-                AckResult::Error(e) => Some(pb::ingest_response::Result::Error(e)),
-                AckResult::Record { .. } => None,
-            },
-        };
-        pb::IngestResponse {
-            index: self.index,
-            id: self.id,
-            result,
-        }
+        // Bytes this module encoded; a failure would be a bug in the encoder.
+        pb::IngestResponse::decode(self.0).unwrap_or_else(|e| pb::IngestResponse {
+            result: Some(pb::ingest_response::Result::Error(ingest_error(
+                "internal",
+                &format!("the acknowledgement could not be read back: {e}"),
+            ))),
+            ..Default::default()
+        })
     }
 }
 
 /// Encoding only: the server never decodes an acknowledgement (a decoder would skip
 /// every field).
-impl prost::Message for Ack {
+impl Message for Ack {
     fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
-        if let Some(ack) = self.record_ack() {
-            return ack.encode_raw(buf);
-        }
-        if self.index != 0 {
-            prost::encoding::uint64::encode(1, &self.index, buf);
-        }
-        if !self.id.is_empty() {
-            prost::encoding::string::encode(2, &self.id, buf);
-        }
-        if let AckResult::Error(e) = &self.result {
-            prost::encoding::message::encode(4, e, buf);
-        }
+        buf.put_slice(&self.0);
     }
 
     fn encoded_len(&self) -> usize {
-        if let Some(ack) = self.record_ack() {
-            return ack.encoded_len();
-        }
-        let mut len = 0;
-        if self.index != 0 {
-            len += prost::encoding::uint64::encoded_len(1, &self.index);
-        }
-        if !self.id.is_empty() {
-            len += prost::encoding::string::encoded_len(2, &self.id);
-        }
-        if let AckResult::Error(e) = &self.result {
-            len += prost::encoding::message::encoded_len(4, e);
-        }
-        len
+        self.0.len()
     }
 
     fn merge_field(
@@ -229,9 +122,68 @@ impl prost::Message for Ack {
     }
 
     fn clear(&mut self) {
-        self.index = 0;
-        self.id.clear();
-        self.result = AckResult::Error(pb::IngestError::default());
+        self.0.clear();
+    }
+}
+
+/// Writes an entry's acknowledgements into one buffer ([`Ack`]).
+struct AckWriter {
+    buf: BytesMut,
+    ends: Vec<usize>,
+}
+
+impl AckWriter {
+    fn new(events: usize) -> Self {
+        Self {
+            // A typical acknowledgement with its record is ~450 bytes.
+            buf: BytesMut::with_capacity(events * 512),
+            ends: Vec::with_capacity(events),
+        }
+    }
+
+    fn record(&mut self, index: u64, id: &str, record: CommittedRef<'_>) {
+        let owned;
+        let metadata_json: &[u8] = match record.metadata_span().zip(record.canonical) {
+            Some((span, canonical)) => &canonical[span],
+            None if record.record.redacted.is_some() => b"",
+            None => {
+                owned = serde_json::to_vec(&record.record.metadata).expect("metadata serializes");
+                &owned
+            }
+        };
+        pb::RecordAck {
+            index,
+            id,
+            record: pb::RecordRef {
+                record: record.record,
+                metadata_json,
+            },
+        }
+        .encode_raw(&mut self.buf);
+        self.ends.push(self.buf.len());
+    }
+
+    fn error(&mut self, index: u64, id: String, error: pb::IngestError) {
+        pb::IngestResponse {
+            index,
+            id,
+            result: Some(pb::ingest_response::Result::Error(error)),
+        }
+        .encode_raw(&mut self.buf);
+        self.ends.push(self.buf.len());
+    }
+
+    fn finish(self) -> Acks {
+        let all = self.buf.freeze();
+        let mut start = 0;
+        self.ends
+            .into_iter()
+            .map(|end| {
+                let ack = Ack(all.slice(start..end));
+                start = end;
+                ack
+            })
+            .collect()
     }
 }
 
@@ -461,7 +413,7 @@ async fn submit<'a>(
     match append(state, entry).await {
         Ok((waiter, _durability)) => Box::pin(async move {
             match wait_outcome(state, waiter, &tenant).await {
-                Ok((receipt, records)) => acknowledge(first, ids, &receipt, records),
+                Ok((receipt, records)) => acknowledge(first, ids, &receipt, &records),
                 Err(err) => acknowledge_failure(first, ids, &rejected, Some(err)),
             }
         }),
@@ -488,30 +440,28 @@ fn ingest_error(code: &str, message: &str) -> pb::IngestError {
 /// `first + i`): an error when the receipt lists one for `i` (validation, or an id the
 /// chainer found stored with other content), else the next record (records come in
 /// entry order).
-fn acknowledge(first: u64, ids: Vec<String>, receipt: &Receipt, records: Committed) -> Acks {
-    let records = Arc::new(records);
+fn acknowledge(first: u64, ids: Vec<String>, receipt: &Receipt, records: &Committed) -> Acks {
     let mut errors = receipt.errors.iter().peekable();
-    let mut picks = (0..records.picks()).filter(|&p| records.pick(p).is_some());
-    ids.into_iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let index = first + i as u64;
-            match errors.next_if(|e| e.index as usize == i) {
-                Some(e) => Ack::error(index, id, ingest_error(&e.code, &e.message)),
-                None => match picks.next() {
-                    Some(pick) => Ack::record(index, id, &records, pick),
-                    None => Ack::error(
-                        index,
-                        id,
-                        ingest_error(
-                            "internal",
-                            "the commit reply has no record for this event; resend it with the same id",
-                        ),
+    let mut records = records.iter();
+    let mut acks = AckWriter::new(ids.len());
+    for (i, id) in ids.into_iter().enumerate() {
+        let index = first + i as u64;
+        match errors.next_if(|e| e.index as usize == i) {
+            Some(e) => acks.error(index, id, ingest_error(&e.code, &e.message)),
+            None => match records.next() {
+                Some(record) => acks.record(index, &id, record),
+                None => acks.error(
+                    index,
+                    id,
+                    ingest_error(
+                        "internal",
+                        "the commit reply has no record for this event; resend it with the same id",
                     ),
-                },
-            }
-        })
-        .collect()
+                ),
+            },
+        }
+    }
+    acks.finish()
 }
 
 /// Acks for an entry that did not commit (or had no valid event): the rejected events
@@ -530,23 +480,23 @@ fn acknowledge_failure(
         retry_after_ms: err.retry_after.map_or(0, |s| s * 1000),
     });
     let mut errors = rejected.iter().peekable();
-    ids.into_iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let error = match errors.next_if(|e| e.index as usize == i) {
-                Some(e) => ingest_error(&e.code, &e.message),
-                None => failure.clone().unwrap_or_else(|| {
-                    ingest_error("internal", "event neither rejected nor appended")
-                }),
-            };
-            Ack::error(first + i as u64, id, error)
-        })
-        .collect()
+    let mut acks = AckWriter::new(ids.len());
+    for (i, id) in ids.into_iter().enumerate() {
+        let error = match errors.next_if(|e| e.index as usize == i) {
+            Some(e) => ingest_error(&e.code, &e.message),
+            None => failure
+                .clone()
+                .unwrap_or_else(|| ingest_error("internal", "event neither rejected nor appended")),
+        };
+        acks.error(first + i as u64, id, error);
+    }
+    acks.finish()
 }
 
 #[cfg(test)]
 mod tests {
-    use prost::Message;
+    use std::sync::Arc;
+
     use sealtrail_core::committed::ChainedBatch;
     use sealtrail_core::event::validate_event;
     use sealtrail_core::record::{Redaction, chain_step};
@@ -590,7 +540,7 @@ mod tests {
         let ids = ["id-1", "bad", "id-2", "id-3", "id-4"]
             .map(String::from)
             .to_vec();
-        let acks = acknowledge(40, ids, &receipt, records);
+        let acks = acknowledge(40, ids, &receipt, &records);
         assert_eq!(acks.len(), 5);
         let mut messages = Vec::new();
         for ack in acks {
