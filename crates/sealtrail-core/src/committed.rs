@@ -184,9 +184,8 @@ impl<'a> CommittedRef<'a> {
         std::str::from_utf8(&self.canonical?[span]).ok()
     }
 
-    /// Where [`CommittedRef::metadata_json`] lies in the canonical bytes (not checked to
-    /// be UTF-8: canonical bytes are JSON text).
-    pub fn metadata_span(&self) -> Option<std::ops::Range<usize>> {
+    /// Where [`CommittedRef::metadata_json`] lies in the canonical bytes.
+    fn metadata_span(&self) -> Option<std::ops::Range<usize>> {
         let canonical = self.canonical?;
         if self.record.redacted.is_some() {
             return None;

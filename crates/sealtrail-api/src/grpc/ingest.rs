@@ -143,8 +143,8 @@ impl AckWriter {
 
     fn record(&mut self, index: u64, id: &str, record: CommittedRef<'_>) {
         let owned;
-        let metadata_json: &[u8] = match record.metadata_span().zip(record.canonical) {
-            Some((span, canonical)) => &canonical[span],
+        let metadata_json: &[u8] = match record.metadata_json() {
+            Some(text) => text.as_bytes(),
             None if record.record.redacted.is_some() => b"",
             None => {
                 owned = serde_json::to_vec(&record.record.metadata).expect("metadata serializes");
