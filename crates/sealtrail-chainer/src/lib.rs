@@ -373,6 +373,9 @@ impl<C: PartitionConsumer> Chainer<C> {
                 working.insert(tenant.clone(), fetched.remove(&tenant));
             }
         }
+        // Whether any event of this poll is looked up by id (`keys` and the lookups below
+        // take the same events): if none is, no event can find another in `known`.
+        let lookups = !keys.is_empty();
         let mut known: HashMap<(String, String), Known> = if keys.is_empty() {
             HashMap::new()
         } else {
@@ -467,7 +470,6 @@ impl<C: PartitionConsumer> Chainer<C> {
                     continue;
                 }
                 let head = working.get_mut(tenant).expect("loaded above");
-                let id = event.id.clone();
                 let chained = chain_step(head.as_ref(), tenant, event);
                 *head = Some(chained.head());
                 let frontier = frontiers.get_mut(tenant).expect("loaded above");
@@ -482,17 +484,21 @@ impl<C: PartitionConsumer> Chainer<C> {
                     }
                 });
                 receipt.accepted += 1;
-                receipt.ids.push(id.clone());
+                receipt.ids.push(chained.record.id.clone());
                 if wants_records {
                     records.push_chained(batch.records.len());
                 }
                 // A later event of this poll may reuse the id — also one the server minted
                 // here: a client retrying a request that timed out sends the minted ids
-                // back, and the retry can land in the same poll as the original.
-                known.insert(
-                    key.unwrap_or_else(|| (tenant.clone(), id)),
-                    Known::InBatch(batch.records.len()),
-                );
+                // back, and the retry can land in the same poll as the original. Only an
+                // event that is looked up can (so a poll of server-made ids alone, the
+                // common case, skips the map).
+                if lookups {
+                    known.insert(
+                        key.unwrap_or_else(|| (tenant.clone(), chained.record.id.clone())),
+                        Known::InBatch(batch.records.len()),
+                    );
+                }
                 batch.records.push(chained);
             }
             receipt.errors.sort_by_key(|e| e.index);
