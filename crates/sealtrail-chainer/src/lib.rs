@@ -376,7 +376,7 @@ impl<C: PartitionConsumer> Chainer<C> {
         // Whether any event of this poll is looked up by id (`keys` and the lookups below
         // take the same events): if none is, no event can find another in `known`.
         let lookups = !keys.is_empty();
-        let mut known: HashMap<(String, String), Known> = if keys.is_empty() {
+        let mut known: HashMap<(String, String), Known> = if !lookups {
             HashMap::new()
         } else {
             self.store

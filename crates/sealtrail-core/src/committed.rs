@@ -103,25 +103,17 @@ impl Committed {
 
     /// The records in request order.
     pub fn iter(&self) -> impl Iterator<Item = CommittedRef<'_>> + '_ {
-        (0..self.picks.len()).filter_map(|i| self.pick(i))
-    }
-
-    /// Record `i` as pushed; `None` for one of a batch that was never shared, or out of
-    /// its range ([`Committed::iter`] skips those).
-    pub fn pick(&self, i: usize) -> Option<CommittedRef<'_>> {
-        match self.picks.get(i)? {
-            Pick::Batch(b) => {
-                let c = self.batch.as_deref()?.chained().get(*b)?;
-                Some(CommittedRef {
-                    record: &c.record,
-                    canonical: Some(&c.canonical),
-                })
-            }
+        let chained = self.batch.as_deref().map(|b| b.chained()).unwrap_or(&[]);
+        self.picks.iter().filter_map(move |p| match p {
+            Pick::Batch(i) => chained.get(*i).map(|c| CommittedRef {
+                record: &c.record,
+                canonical: Some(&c.canonical),
+            }),
             Pick::Owned(r) => Some(CommittedRef {
                 record: r,
                 canonical: None,
             }),
-        }
+        })
     }
 
     /// The first record.
@@ -180,12 +172,6 @@ impl<'a> CommittedRef<'a> {
     /// key, none after it has an object but `resource`, whose keys are fixed; a quote
     /// inside a string is escaped).
     pub fn metadata_json(&self) -> Option<&'a str> {
-        let span = self.metadata_span()?;
-        std::str::from_utf8(&self.canonical?[span]).ok()
-    }
-
-    /// Where [`CommittedRef::metadata_json`] lies in the canonical bytes.
-    fn metadata_span(&self) -> Option<std::ops::Range<usize>> {
         let canonical = self.canonical?;
         if self.record.redacted.is_some() {
             return None;
@@ -201,7 +187,10 @@ impl<'a> CommittedRef<'a> {
             LazyLock::new(|| memmem::FinderRev::new(END));
         let start = STARTS.find(canonical)? + START.len() - 1;
         let end = ENDS.rfind(canonical)? + 1;
-        (start < end).then_some(start..end)
+        if end <= start {
+            return None;
+        }
+        std::str::from_utf8(&canonical[start..end]).ok()
     }
 }
 

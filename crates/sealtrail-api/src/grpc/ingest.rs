@@ -545,7 +545,6 @@ mod tests {
         let mut messages = Vec::new();
         for ack in acks {
             let bytes = ack.encode_to_vec();
-            assert_eq!(ack.encoded_len(), bytes.len());
             let message = ack.into_response();
             assert_eq!(bytes, message.encode_to_vec());
             assert_eq!(pb::IngestResponse::decode(&bytes[..]).unwrap(), message);
