@@ -22,9 +22,16 @@ pub struct JsonError {
 
 /// Parses `bytes` as one strict I-JSON value (see the module doc).
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, JsonError> {
+    parse_strict_at(bytes, 1)
+}
+
+/// [`parse_strict`] for a value that sits at nesting `depth` of a body (the top level is
+/// 1): a member sent as its own text, such as gRPC's `metadata_json` (depth 2), gets the
+/// nesting limit it would have inside the body.
+pub fn parse_strict_at(bytes: &[u8], depth: usize) -> Result<Value, JsonError> {
     reject_big_integer_literals(bytes)?;
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = StrictSeed { depth: 1 }
+    let value = StrictSeed { depth }
         .deserialize(&mut deserializer)
         .map_err(classify)?;
     deserializer.end().map_err(classify)?;

@@ -4,7 +4,7 @@
 use axum::http::HeaderValue;
 use sealtrail_core::ValidationError;
 use sealtrail_core::event::{EventFields, NormalizedEvent, normalize, validate_event};
-use sealtrail_core::json::parse_strict;
+use sealtrail_core::json::parse_strict_at;
 use sealtrail_core::time::Micros;
 use sealtrail_proto as pb;
 use sealtrail_proto::audit_log_server::AuditLog;
@@ -76,20 +76,12 @@ fn metadata_value(input: &pb::AuditEventInput) -> Result<Option<Value>, Validati
     if input.metadata_json.is_empty() {
         return Ok(None);
     }
-    let mut wrapped = Vec::with_capacity(input.metadata_json.len() + 13);
-    wrapped.extend_from_slice(b"{\"metadata\":");
-    wrapped.extend_from_slice(input.metadata_json.as_bytes());
-    wrapped.push(b'}');
-    // The parser's own code (duplicate_key, number_out_of_range, …), as over REST.
-    let parsed = parse_strict(&wrapped)
-        .map_err(|e| ValidationError::new(e.code, format!("metadata_json: {}", e.message)))?;
-    match parsed {
-        Value::Object(mut map) if map.len() == 1 => Ok(map.remove("metadata")),
-        _ => Err(ValidationError::new(
-            "invalid_json",
-            "metadata_json: not a single JSON value",
-        )),
-    }
+    // Read at depth 2, where `metadata` sits in a REST body: the same nesting limit, and
+    // the parser's own code (duplicate_key, number_out_of_range, …), as over REST; error
+    // positions count from the start of `metadata_json`.
+    parse_strict_at(input.metadata_json.as_bytes(), 2)
+        .map(Some)
+        .map_err(|e| ValidationError::new(e.code, format!("metadata_json: {}", e.message)))
 }
 
 /// Validates one gRPC event: exactly what [`event_value`] then `validate_event` give (the
@@ -594,6 +586,75 @@ mod tests {
             let owned = same_id(validate_owned(input.clone(), 7));
             prop_assert_eq!(owned, general, "{:?}", input);
         }
+    }
+
+    fn validate_input_with(metadata_json: &str) -> pb::AuditEventInput {
+        pb::AuditEventInput {
+            id: Some("e1".into()),
+            timestamp: None,
+            actor: Some(pb::Actor {
+                id: "u1".into(),
+                r#type: 1,
+                email: None,
+            }),
+            action: "document.delete".into(),
+            resource: Some(pb::Resource {
+                id: "d1".into(),
+                r#type: "document".into(),
+                name: None,
+            }),
+            outcome: 1,
+            metadata_json: metadata_json.into(),
+        }
+    }
+
+    /// `metadata_json` is read as the `metadata` member of a REST body would be: the
+    /// same nesting limit (to the level) and the same error codes, whatever the text.
+    #[test]
+    fn metadata_json_has_the_rules_of_a_rest_body() {
+        let nested = |levels: usize| "{\"d\":".repeat(levels) + "1" + &"}".repeat(levels);
+        let limit = sealtrail_core::limits::MAX_DEPTH;
+        let cases = [
+            nested(limit - 2),
+            nested(limit - 1),
+            nested(limit),
+            r#"{"a":1,"a":2}"#.to_string(),
+            r#"{"n":9007199254740993}"#.to_string(),
+            r#"{"a":[1,{"b":null}]}"#.to_string(),
+            r#"{"a":"#.to_string(),
+            "[1]".to_string(),
+        ];
+        let mut accepted = 0;
+        for metadata_json in cases {
+            let input = validate_input_with(&metadata_json);
+            let body = format!(
+                r#"{{"id":"e1","actor":{{"id":"u1","type":"human"}},"action":"document.delete","resource":{{"id":"d1","type":"document"}},"outcome":"success","metadata":{metadata_json}}}"#
+            );
+            let rest =
+                sealtrail_core::event::validate_event_json(body.as_bytes(), 7, || "gen".into());
+            let grpc = validate_message(&input, 7);
+            match (&grpc, &rest) {
+                (Ok(g), Ok(r)) => {
+                    assert_eq!(g, r, "{metadata_json}");
+                    accepted += 1;
+                }
+                (Err(g), Err(r)) => assert_eq!(g.code, r.code, "{metadata_json}: {g:?} vs {r:?}"),
+                _ => panic!("{metadata_json}: gRPC {grpc:?}, REST {rest:?}"),
+            }
+        }
+        // The two nestings within the limit and the plain object; the rest are refused.
+        assert_eq!(accepted, 3);
+        // Text after the one value is not JSON: it cannot add members to the event.
+        let mut input = validate_input_with(r#"{}, "metadata": 1"#);
+        assert_eq!(
+            validate_message(&input, 7).unwrap_err().code,
+            "invalid_json"
+        );
+        input.metadata_json = r#"{} {}"#.into();
+        assert_eq!(
+            validate_message(&input, 7).unwrap_err().code,
+            "invalid_json"
+        );
     }
 
     /// The common message takes the typed way (else the saving is lost, silently).
