@@ -207,3 +207,39 @@ async fn sustained_ingest_keeps_memory_and_journal_bounded_and_survives_sigkill(
     let stored = assert_all_present_once(&server, &keys, &acked).await;
     assert!(stored as u64 >= TARGET_EVENTS);
 }
+
+/// The binary's allocator starts with the settings that bound its retained memory
+/// (`MALLOC_CONF` in `main.rs`: freed pages returned within ~200 ms, two arenas), and an
+/// operator's `_RJEM_MALLOC_CONF` overrides one of them without dropping the others. Read
+/// from jemalloc's own statistics, printed at exit on request.
+#[cfg(not(feature = "system-allocator"))]
+#[test]
+fn the_allocator_runs_with_the_configured_settings() {
+    let stats = |conf: &str| {
+        let out = std::process::Command::new(BIN)
+            .arg("--version")
+            .env("_RJEM_MALLOC_CONF", conf)
+            .output()
+            .expect("run the binary");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let default = stats("stats_print:true");
+    for option in [
+        "opt.narenas: 2",
+        "opt.background_thread: true",
+        "opt.dirty_decay_ms: 200",
+        "opt.muzzy_decay_ms: 0",
+    ] {
+        assert!(
+            default.contains(option),
+            "{option} missing from:\n{default}"
+        );
+    }
+    let overridden = stats("stats_print:true,narenas:5");
+    assert!(overridden.contains("opt.narenas: 5"), "{overridden}");
+    assert!(
+        overridden.contains("opt.dirty_decay_ms: 200"),
+        "{overridden}"
+    );
+}
