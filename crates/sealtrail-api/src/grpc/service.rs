@@ -588,7 +588,8 @@ mod tests {
         }
     }
 
-    fn validate_input_with(metadata_json: &str) -> pb::AuditEventInput {
+    /// A valid event message with `metadata_json` as given.
+    fn message_with_metadata(metadata_json: &str) -> pb::AuditEventInput {
         pb::AuditEventInput {
             id: Some("e1".into()),
             timestamp: None,
@@ -626,7 +627,7 @@ mod tests {
         ];
         let mut accepted = 0;
         for metadata_json in cases {
-            let input = validate_input_with(&metadata_json);
+            let input = message_with_metadata(&metadata_json);
             let body = format!(
                 r#"{{"id":"e1","actor":{{"id":"u1","type":"human"}},"action":"document.delete","resource":{{"id":"d1","type":"document"}},"outcome":"success","metadata":{metadata_json}}}"#
             );
@@ -645,7 +646,7 @@ mod tests {
         // The two nestings within the limit and the plain object; the rest are refused.
         assert_eq!(accepted, 3);
         // Text after the one value is not JSON: it cannot add members to the event.
-        let mut input = validate_input_with(r#"{}, "metadata": 1"#);
+        let mut input = message_with_metadata(r#"{}, "metadata": 1"#);
         assert_eq!(
             validate_message(&input, 7).unwrap_err().code,
             "invalid_json"
@@ -660,23 +661,7 @@ mod tests {
     /// The common message takes the typed way (else the saving is lost, silently).
     #[test]
     fn a_plain_message_takes_the_typed_way() {
-        let input = pb::AuditEventInput {
-            id: Some("e1".into()),
-            timestamp: None,
-            actor: Some(pb::Actor {
-                id: "u1".into(),
-                r#type: 1,
-                email: None,
-            }),
-            action: "document.delete".into(),
-            resource: Some(pb::Resource {
-                id: "d1".into(),
-                r#type: "document".into(),
-                name: None,
-            }),
-            outcome: 1,
-            metadata_json: r#"{"ip":"203.0.113.7"}"#.into(),
-        };
+        let input = message_with_metadata(r#"{"ip":"203.0.113.7"}"#);
         let original = input.clone();
         let mut taken = input;
         let (fields, actor_type) = take_fields(&mut taken).expect("the typed way takes it");
