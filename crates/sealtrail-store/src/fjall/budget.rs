@@ -154,10 +154,11 @@ pub(super) fn has_triggers(dir: &std::path::Path) -> bool {
 
 /// The layout of the index directory this sealtrail writes, recorded in `TRIGGERS_FILE`
 /// next to the seal triggers. 2: `records` + `runs` keyed in write order (issue 11);
-/// 3: facet values keyed by a keyed hash, never in plain (issue 15). An index of another
+/// 3: facet values keyed by a keyed hash, never in plain (issue 15); 4: 64 record
+/// pointers to a `records` entry (one entry per record before). An index of another
 /// layout (or of none recorded: the first, tenant-keyed `events`) is deleted and rebuilt
 /// from the log at start — the log is the store, the index is derived.
-pub(super) const INDEX_LAYOUT: u32 = 3;
+pub(super) const INDEX_LAYOUT: u32 = 4;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct IndexFile {

@@ -16,12 +16,17 @@
 //! group from the tail once they are committed.
 //!
 //! The indexes (all integers big-endian; `T` = tenant as `len:u8` + bytes):
-//! - `records`:  `frame-position:u64 index:u32` → `hash(32) log-position:u64
-//!   entry-length:u32` (the record itself is read from the log by position). `index` is
-//!   the record's place in its frame sorted by (tenant, seq), so each tenant's records of a
-//!   frame have consecutive keys
+//! - `records`:  `frame-position:u64 chunk:u32` → up to [`RECORDS_PER_ENTRY`] (64) pointers
+//!   of `hash(32) log-position:u64 entry-length:u32`, one per record (the record itself
+//!   is read from the log by position). A record's `index` is its place in its frame
+//!   sorted by (tenant, seq), so each tenant's records of a frame have consecutive
+//!   indexes; entry `chunk` holds the pointers of indexes `64 chunk .. 64 chunk + 63`
+//!   (every entry of a frame but its last is full). 64 to an entry, not one entry per
+//!   record: each entry costs fjall an insert, a flush and a place in its block index,
+//!   and the pointers were half of all entries (measured: the 1M-event gRPC run needed
+//!   6 – 20% less server CPU in five of seven pairs)
 //! - `runs`:     `T first-seq:u64` → `frame-position:u64 index:u32 count:u32`: one entry per
-//!   tenant per frame, naming the `records` keys of its sequence numbers `first-seq ..
+//!   tenant per frame, naming the `records` pointers of its sequence numbers `first-seq ..
 //!   first-seq + count`
 //! - `ids`:      `1 millis:u48 T id` for a UUIDv7 id (its own timestamp), `0 T id` for any
 //!   other → `seq:u64`
@@ -124,6 +129,9 @@ const WATERMARK_FILE: &str = "sealtrail-indexed-to";
 
 const HASH_LEN: usize = 32;
 const POINTER_VALUE_LEN: usize = HASH_LEN + 12;
+/// Record pointers per `records` entry (2,816 bytes: one entry fits fjall's 4 KiB data
+/// block, so reading one record's pointer reads one block, as before).
+const RECORDS_PER_ENTRY: u32 = 64;
 const RUN_VALUE_LEN: usize = 16;
 /// Tenants whose head sequence number the writer remembers (then it starts over).
 const HEAD_CACHE_TENANTS: usize = 100_000;
@@ -286,13 +294,23 @@ fn boundary_value(value: &[u8]) -> StoreResult<(u64, u64)> {
     ))
 }
 
-/// A `records` key: the frame's log position and the record's index in the frame's
-/// (tenant, seq) order.
-fn record_key(pos: u64, index: u32) -> [u8; 12] {
+/// A `records` key: the frame's log position and the number of the entry among the
+/// frame's `records` entries (entry `chunk` holds the pointers of the records of indexes
+/// `chunk * RECORDS_PER_ENTRY ..` in the frame's (tenant, seq) order).
+fn record_key(pos: u64, chunk: u32) -> [u8; 12] {
     let mut key = [0u8; 12];
     key[..8].copy_from_slice(&pos.to_be_bytes());
-    key[8..].copy_from_slice(&index.to_be_bytes());
+    key[8..].copy_from_slice(&chunk.to_be_bytes());
     key
+}
+
+/// The `records` key holding the pointer of the record at `index` of frame `pos`, and the
+/// pointer's offset in that entry's value.
+fn record_slot(pos: u64, index: u32) -> ([u8; 12], usize) {
+    (
+        record_key(pos, index / RECORDS_PER_ENTRY),
+        (index % RECORDS_PER_ENTRY) as usize * POINTER_VALUE_LEN,
+    )
 }
 
 /// A `runs` value: where a run's first record key is, and how many records it has.
@@ -330,8 +348,9 @@ impl Run {
         self.first + self.count - 1
     }
 
-    fn key_of(&self, seq: u64) -> [u8; 12] {
-        record_key(self.pos, self.index + (seq - self.first) as u32)
+    /// Where record `seq`'s pointer is ([`record_slot`]).
+    fn slot(&self, seq: u64) -> ([u8; 12], usize) {
+        record_slot(self.pos, self.index + (seq - self.first) as u32)
     }
 }
 
@@ -386,18 +405,31 @@ fn missing_record(tenant: &str, seq: u64) -> StoreError {
     ))
 }
 
-/// A `records` value: the record's hash (raw), and where its entry is in the log.
-fn record_value(hash_hex: &str, pos: u64, len: u32) -> StoreResult<Vec<u8>> {
+/// Appends a record's pointer to a `records` value: the record's hash (raw), and where
+/// its entry is in the log.
+fn push_pointer(value: &mut Vec<u8>, hash_hex: &str, pos: u64, len: u32) -> StoreResult<()> {
     let hash = merkle::record_leaf(hash_hex)
         .ok_or_else(|| corrupt(format!("record hash {hash_hex:?} in the log is not hex")))?;
-    let mut value = Vec::with_capacity(POINTER_VALUE_LEN);
     value.extend_from_slice(&hash);
     value.extend_from_slice(&pos.to_be_bytes());
     value.extend_from_slice(&len.to_be_bytes());
-    Ok(value)
+    Ok(())
 }
 
-/// Splits a `records` value into (hash, log position, entry length).
+/// Checks a `records` value holds whole pointers, at least up to `upto` bytes.
+fn check_pointers(value: &[u8], upto: usize) -> StoreResult<()> {
+    if !value.len().is_multiple_of(POINTER_VALUE_LEN)
+        || value.len() > RECORDS_PER_ENTRY as usize * POINTER_VALUE_LEN
+        || value.len() < upto
+    {
+        return Err(corrupt(
+            "a records index entry has the wrong length; delete the index directory to rebuild it from the log",
+        ));
+    }
+    Ok(())
+}
+
+/// Splits a record's pointer into (hash, log position, entry length).
 fn split_value(value: &[u8]) -> StoreResult<(Hash, u64, usize)> {
     if value.len() != POINTER_VALUE_LEN {
         return Err(corrupt("a records index entry has the wrong length"));
@@ -562,8 +594,7 @@ impl Trees {
         ]
     }
 
-    /// Reads the record entry a `records` value points at, and checks it is the one the
-    /// key names.
+    /// Reads the record entry a pointer points at, and checks it is the one the key names.
     fn load(&self, tenant: &str, seq: u64, value: &[u8]) -> StoreResult<StoredEvent> {
         let (_, pos, len) = split_value(value)?;
         let bytes = self.log.read_at(pos, len)?;
@@ -588,35 +619,41 @@ impl Trees {
         Ok((seq <= run.last()).then_some(run))
     }
 
-    /// The `records` value of `tenant`'s record `seq`, if it is indexed.
+    /// The pointer of `tenant`'s record `seq`, if it is indexed.
     fn record_value(
         &self,
         snap: &Snapshot,
         tenant: &str,
         seq: u64,
-    ) -> StoreResult<Option<fjall::Slice>> {
+    ) -> StoreResult<Option<[u8; POINTER_VALUE_LEN]>> {
         match self.run_of(snap, tenant, seq)? {
             Some(run) => self.run_record(snap, tenant, &run, seq).map(Some),
             None => Ok(None),
         }
     }
 
-    /// The `records` value of record `seq` of `run`: a run and its records are written in
-    /// one batch ([`Trees::index_frame`]), so a run without it is corruption.
+    /// The pointer of record `seq` of `run`: a run and its records are written in one batch
+    /// ([`Trees::index_frame`]), so a run without it is corruption.
     fn run_record(
         &self,
         snap: &Snapshot,
         tenant: &str,
         run: &Run,
         seq: u64,
-    ) -> StoreResult<fjall::Slice> {
-        snap.get(&self.records, run.key_of(seq))
+    ) -> StoreResult<[u8; POINTER_VALUE_LEN]> {
+        let (key, at) = run.slot(seq);
+        let value = snap
+            .get(&self.records, key)
             .map_err(read_error)?
-            .ok_or_else(|| missing_record(tenant, seq))
+            .ok_or_else(|| missing_record(tenant, seq))?;
+        check_pointers(&value, at + POINTER_VALUE_LEN)?;
+        Ok(value[at..at + POINTER_VALUE_LEN]
+            .try_into()
+            .expect("checked length"))
     }
 
-    /// Calls `f(seq, records value)` for `tenant`'s indexed records `from ..= to` in
-    /// order, until it returns `false`: one `runs` range, then one `records` range per run.
+    /// Calls `f(seq, pointer)` for `tenant`'s indexed records `from ..= to` in order,
+    /// until it returns `false`: one `runs` range, then one `records` range per run.
     fn scan(
         &self,
         snap: &Snapshot,
@@ -633,13 +670,32 @@ impl Trees {
             if lo > hi {
                 return Ok(true);
             }
+            let ((first_key, mut at), (last_key, _)) = (run.slot(lo), run.slot(hi));
             let mut seq = lo;
-            for item in snap.range(&self.records, run.key_of(lo)..=run.key_of(hi)) {
-                let (_, value) = item.into_inner().map_err(read_error)?;
-                if !f(seq, &value)? {
-                    return Ok(false);
+            // The entries of one frame have consecutive chunk numbers.
+            let mut expected = first_key;
+            for item in snap.range(&self.records, first_key..=last_key) {
+                let (key, value) = item.into_inner().map_err(read_error)?;
+                if *key != expected {
+                    return Err(missing_record(tenant, seq));
                 }
-                seq += 1;
+                check_pointers(&value, at + POINTER_VALUE_LEN)?;
+                while at < value.len() && seq <= hi {
+                    if !f(seq, &value[at..at + POINTER_VALUE_LEN])? {
+                        return Ok(false);
+                    }
+                    seq += 1;
+                    at += POINTER_VALUE_LEN;
+                }
+                if seq > hi {
+                    break;
+                }
+                // Not the frame's last entry: it must be full, or the next one's first
+                // pointer is not record `seq`'s.
+                check_pointers(&value, RECORDS_PER_ENTRY as usize * POINTER_VALUE_LEN)?;
+                let chunk = u32::from_be_bytes(key[8..].try_into().expect("12-byte key"));
+                expected = record_key(run.pos, chunk + 1);
+                at = 0;
             }
             if seq != hi + 1 {
                 return Err(missing_record(tenant, seq));
@@ -753,14 +809,21 @@ impl Trees {
         };
         let mut run: Option<(&str, u64, u32, u32)> = None;
         let mut runs = Vec::new();
+        let mut pointers = Vec::new();
         for (index, &i) in order.iter().enumerate() {
             let (r, start, len) = &frame.records[i];
             let index = index_of(index)?;
-            put(
-                KS_RECORDS,
-                record_key(pos, index).to_vec(),
-                record_value(r.hash, payload_at + *start as u64, *len)?,
-            );
+            if pointers.is_empty() {
+                pointers.reserve(RECORDS_PER_ENTRY as usize * POINTER_VALUE_LEN);
+            }
+            push_pointer(&mut pointers, r.hash, payload_at + *start as u64, *len)?;
+            if (index + 1) % RECORDS_PER_ENTRY == 0 || index as usize + 1 == order.len() {
+                put(
+                    KS_RECORDS,
+                    record_key(pos, index / RECORDS_PER_ENTRY).to_vec(),
+                    std::mem::take(&mut pointers),
+                );
+            }
             match &mut run {
                 Some((tenant, first, _, count))
                     if *tenant == r.tenant && *first + u64::from(*count) == r.seq =>
@@ -899,7 +962,6 @@ impl Trees {
             );
             return Ok(());
         };
-        let record_key = run.key_of(seq);
         let value = self.run_record(&snap, tenant, &run, seq)?;
         let (_, entry_pos, entry_len) = split_value(&value)?;
         let bytes = self.log.read_at(entry_pos, entry_len)?;
@@ -953,7 +1015,7 @@ impl Trees {
         wb.commit().map_err(write_error)?;
         self.db.persist(PersistMode::SyncAll).map_err(write_error)?;
         // 2. the log: the entry, and its frame's payload checksum
-        let frame_pos = u64::from_be_bytes(record_key[..8].try_into().expect("8 bytes"));
+        let frame_pos = run.pos;
         let header = self.log.read_at(frame_pos, PAYLOAD_OFFSET as usize)?;
         let payload_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
         let payload_at = frame_pos + PAYLOAD_OFFSET;
@@ -1128,7 +1190,7 @@ impl Trees {
             let Some(r) = &run else {
                 return Err(missing_record(tenant, seq));
             };
-            let key = r.key_of(seq);
+            let frame_pos = r.pos;
             let value = self.run_record(snap, tenant, r, seq)?;
             let (_, entry_pos, entry_len) = split_value(&value)?;
             let bytes = self.log.read_at(entry_pos, entry_len)?;
@@ -1143,7 +1205,6 @@ impl Trees {
                 )));
             };
             let erased = frame::erased_entry(&entry, &shell, entry_len as u32);
-            let frame_pos = u64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
             frames
                 .entry(frame_pos)
                 .or_default()
@@ -2274,7 +2335,12 @@ mod tests {
         let key = event_key("acme", 41);
         let run = Run::parse(&key, &run_value(100, 5, 3)).unwrap();
         assert_eq!((run.first, run.last()), (41, 43));
-        assert_eq!(run.key_of(42), record_key(100, 6));
+        assert_eq!(run.slot(42), (record_key(100, 0), 6 * POINTER_VALUE_LEN));
+        // 64 pointers to an entry: index 63 is the first entry's last, 64 the second's first.
+        let run = Run::parse(&key, &run_value(100, 60, 10)).unwrap();
+        assert_eq!(run.slot(44), (record_key(100, 0), 63 * POINTER_VALUE_LEN));
+        assert_eq!(run.slot(45), (record_key(100, 1), 0));
+        assert_eq!(run.slot(50), (record_key(100, 1), 5 * POINTER_VALUE_LEN));
         assert!(
             Run::parse(&key, &run_value(100, 5, 0)).is_err(),
             "an empty run"
