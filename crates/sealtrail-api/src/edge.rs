@@ -144,17 +144,38 @@ impl ConnectionGate {
     }
 }
 
-/// Refuses a REST request whose head (start line and headers) is larger than
-/// `max_header_bytes`: hyper's read buffer bounds head memory only to within one read of
-/// it, so the exact limit is kept here: `431 headers_too_large` in the JSON envelope, as
-/// hyper's own answer to a head that outgrows its buffer (the target counts too).
-pub async fn head_limit(
+/// What every REST request passes through before its route's handler, as one middleware:
+/// the request metrics ([`crate::telemetry::Track`]), the `Connection: close` of an unread
+/// body ([`close_if_body_unread`]) and the head limit ([`head_too_large`]), in that order
+/// from the outside. One layer, not three: each layer costs every request a clone of the
+/// route's service and a boxed future (measured: the three took ~10% of the server's CPU
+/// on single events).
+pub async fn front(
     axum::extract::State(state): axum::extract::State<crate::AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    let track = crate::telemetry::Track::start(&request);
+    let response = close_if_body_unread(request, |request| async move {
+        match head_too_large(state.config.max_header_bytes, &request) {
+            Some(refusal) => refusal,
+            None => next.run(request).await,
+        }
+    })
+    .await;
+    track.finish(&response);
+    response
+}
+
+/// Refuses a REST request whose head (start line and headers) is larger than
+/// `max_header_bytes`: hyper's read buffer bounds head memory only to within one read of
+/// it, so the exact limit is kept here: `431 headers_too_large` in the JSON envelope, as
+/// hyper's own answer to a head that outgrows its buffer (the target counts too).
+fn head_too_large(
+    max: usize,
+    request: &axum::extract::Request,
+) -> Option<axum::response::Response> {
     use axum::response::IntoResponse;
-    let max = state.config.max_header_bytes;
     let target = request
         .uri()
         .path_and_query()
@@ -170,17 +191,19 @@ pub async fn head_limit(
             .sum::<usize>()
         + 2;
     if head <= max {
-        return next.run(request).await;
+        return None;
     }
-    crate::error::ApiError::new(
-        axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        "headers_too_large",
-        format!(
-            "the request head is {head} bytes; this server accepts at most {max} \
-             (api.max_header_size): send fewer or smaller headers, and large inputs in the body"
-        ),
+    Some(
+        crate::error::ApiError::new(
+            axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request head is {head} bytes; this server accepts at most {max} \
+                 (api.max_header_size): send fewer or smaller headers, and large inputs in the body"
+            ),
+        )
+        .into_response(),
     )
-    .into_response()
 }
 
 /// Answers `Connection: close` to any request whose body the handler did not read to its
@@ -189,13 +212,17 @@ pub async fn head_limit(
 /// anyway, since the unread body would be read as the next request head; saying so lets a
 /// client drop the connection instead of putting it back in its pool and failing its next
 /// request on it (`IncompleteMessage`, broken pipe).
-pub async fn close_if_body_unread(
+async fn close_if_body_unread<F, Fut>(
     request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+    next: F,
+) -> axum::response::Response
+where
+    F: FnOnce(axum::extract::Request) -> Fut,
+    Fut: std::future::Future<Output = axum::response::Response>,
+{
     use http_body::Body as _;
     if request.body().is_end_stream() {
-        return next.run(request).await;
+        return next(request).await;
     }
     let read = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let request = request.map(|inner| {
@@ -204,7 +231,7 @@ pub async fn close_if_body_unread(
             read: read.clone(),
         })
     });
-    let mut response = next.run(request).await;
+    let mut response = next(request).await;
     if !read.load(std::sync::atomic::Ordering::Acquire) {
         response.headers_mut().insert(
             axum::http::header::CONNECTION,
@@ -260,7 +287,7 @@ pub async fn serve_rest(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         // The read buffer bounds a request head to within one read of `max_header_bytes`
-        // (hyper's minimum is 8 KiB); [`head_limit`] keeps the exact limit.
+        // (hyper's minimum is 8 KiB); [`head_too_large`] keeps the exact limit.
         .max_buf_size(limits.max_header_bytes.max(8192));
     loop {
         let (stream, permit) = tokio::select! {

@@ -171,10 +171,8 @@ pub fn router(service: AppState) -> Router {
         .method_not_allowed_fallback(telemetry::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             service.clone(),
-            edge::head_limit,
+            edge::front,
         ))
-        .layer(axum::middleware::from_fn(edge::close_if_body_unread))
-        .layer(axum::middleware::from_fn(telemetry::track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             telemetry::panic_response,
         ))

@@ -7,7 +7,6 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
@@ -135,19 +134,36 @@ pub fn panic_response(_err: Box<dyn Any + Send + 'static>) -> Response<Body> {
     .into_response()
 }
 
-/// Counts requests by route and status and records their latency.
-pub async fn track(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("sealtrail_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("sealtrail_http_request_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
+/// Counts requests by route and status and records their latency (a step of
+/// [`crate::edge::front`]).
+pub struct Track {
+    route: String,
+    method: String,
+    started: Instant,
+}
+
+impl Track {
+    pub fn start(request: &Request) -> Self {
+        Self {
+            route: request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "unmatched".into()),
+            method: request.method().as_str().to_owned(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn finish(self, response: &Response) {
+        let Self {
+            route,
+            method,
+            started,
+        } = self;
+        let status = response.status().as_u16().to_string();
+        metrics::counter!("sealtrail_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+        metrics::histogram!("sealtrail_http_request_seconds", "method" => method, "route" => route)
+            .record(started.elapsed().as_secs_f64());
+    }
 }
