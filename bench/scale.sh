@@ -21,7 +21,8 @@
 # Knobs (environment): SCALE_EVENTS (default 10000000), SCALE_SLICE_SECONDS (20),
 # SCALE_READS (200 requests of each read kind),
 # SCALE_CONNECTIONS (16), SCALE_TENANTS (8), SCALE_WRK_THREADS (2), SCALE_STORE (fjall),
-# SCALE_DATA_DIR (default: a fresh temporary directory, removed at the end).
+# SCALE_DATA_DIR (default: a fresh temporary directory, removed at the end), BENCH_BIN (the
+# binary; default target/release/sealtrail, built if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${SCALE_EVENTS:-10000000}
@@ -31,7 +32,7 @@ CONNS=${SCALE_CONNECTIONS:-16}
 TENANTS=${SCALE_TENANTS:-8}
 THREADS=${SCALE_WRK_THREADS:-2}
 STORE=${SCALE_STORE:-fjall}
-BIN=target/release/sealtrail
+BIN=${BENCH_BIN:-target/release/sealtrail}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 [ -x "$BIN" ] || cargo build --release -p sealtrail
