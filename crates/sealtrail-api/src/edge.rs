@@ -148,8 +148,8 @@ impl ConnectionGate {
 /// the request metrics ([`crate::telemetry::Track`]), the `Connection: close` of an unread
 /// body ([`close_if_body_unread`]) and the head limit ([`head_too_large`]), in that order
 /// from the outside. One layer, not three: each layer costs every request a clone of the
-/// route's service and a boxed future (measured: the three took ~10% of the server's CPU
-/// on single events).
+/// route's service and a boxed future (measured on single async events: 4 – 17% less
+/// server CPU per event in three pairs).
 pub async fn front(
     axum::extract::State(state): axum::extract::State<crate::AppState>,
     request: axum::extract::Request,

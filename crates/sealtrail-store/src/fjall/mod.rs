@@ -430,7 +430,7 @@ fn check_pointers(value: &[u8], upto: usize) -> StoreResult<()> {
 }
 
 /// Splits a record's pointer into (hash, log position, entry length).
-fn split_value(value: &[u8]) -> StoreResult<(Hash, u64, usize)> {
+fn split_pointer(value: &[u8]) -> StoreResult<(Hash, u64, usize)> {
     if value.len() != POINTER_VALUE_LEN {
         return Err(corrupt("a records index entry has the wrong length"));
     }
@@ -596,7 +596,7 @@ impl Trees {
 
     /// Reads the record entry a pointer points at, and checks it is the one the key names.
     fn load(&self, tenant: &str, seq: u64, value: &[u8]) -> StoreResult<StoredEvent> {
-        let (_, pos, len) = split_value(value)?;
+        let (_, pos, len) = split_pointer(value)?;
         let bytes = self.log.read_at(pos, len)?;
         let entry = checked_entry(tenant, seq, pos, &bytes)?;
         let record = Record::from_canonical(entry.canonical, entry.hash).map_err(corrupt)?;
@@ -620,21 +620,21 @@ impl Trees {
     }
 
     /// The pointer of `tenant`'s record `seq`, if it is indexed.
-    fn record_value(
+    fn pointer_of(
         &self,
         snap: &Snapshot,
         tenant: &str,
         seq: u64,
     ) -> StoreResult<Option<[u8; POINTER_VALUE_LEN]>> {
         match self.run_of(snap, tenant, seq)? {
-            Some(run) => self.run_record(snap, tenant, &run, seq).map(Some),
+            Some(run) => self.run_pointer(snap, tenant, &run, seq).map(Some),
             None => Ok(None),
         }
     }
 
     /// The pointer of record `seq` of `run`: a run and its records are written in one batch
     /// ([`Trees::index_frame`]), so a run without it is corruption.
-    fn run_record(
+    fn run_pointer(
         &self,
         snap: &Snapshot,
         tenant: &str,
@@ -729,15 +729,15 @@ impl Trees {
         tenant: &str,
         seq: u64,
     ) -> StoreResult<Option<StoredEvent>> {
-        match self.record_value(snap, tenant, seq)? {
+        match self.pointer_of(snap, tenant, seq)? {
             Some(value) => self.load(tenant, seq, &value).map(Some),
             None => Ok(None),
         }
     }
 
     fn stored_hash(&self, snap: &Snapshot, tenant: &str, seq: u64) -> StoreResult<Option<String>> {
-        match self.record_value(snap, tenant, seq)? {
-            Some(value) => Ok(Some(hex::encode(split_value(&value)?.0))),
+        match self.pointer_of(snap, tenant, seq)? {
+            Some(value) => Ok(Some(hex::encode(split_pointer(&value)?.0))),
             None => Ok(None),
         }
     }
@@ -766,10 +766,10 @@ impl Trees {
         let (key, value) = last.into_inner().map_err(read_error)?;
         let run = Run::parse(&key, &value)?;
         let seq = run.last();
-        let value = self.run_record(snap, tenant, &run, seq)?;
+        let value = self.run_pointer(snap, tenant, &run, seq)?;
         Ok(Some(ChainHead {
             sequence_number: seq,
-            hash: hex::encode(split_value(&value)?.0),
+            hash: hex::encode(split_pointer(&value)?.0),
         }))
     }
 
@@ -962,8 +962,8 @@ impl Trees {
             );
             return Ok(());
         };
-        let value = self.run_record(&snap, tenant, &run, seq)?;
-        let (_, entry_pos, entry_len) = split_value(&value)?;
+        let value = self.run_pointer(&snap, tenant, &run, seq)?;
+        let (_, entry_pos, entry_len) = split_pointer(&value)?;
         let bytes = self.log.read_at(entry_pos, entry_len)?;
         let entry = checked_entry(tenant, seq, entry_pos, &bytes)?;
         if is_redacted(entry.canonical) {
@@ -1191,8 +1191,8 @@ impl Trees {
                 return Err(missing_record(tenant, seq));
             };
             let frame_pos = r.pos;
-            let value = self.run_record(snap, tenant, r, seq)?;
-            let (_, entry_pos, entry_len) = split_value(&value)?;
+            let value = self.run_pointer(snap, tenant, r, seq)?;
+            let (_, entry_pos, entry_len) = split_pointer(&value)?;
             let bytes = self.log.read_at(entry_pos, entry_len)?;
             let entry = checked_entry(tenant, seq, entry_pos, &bytes)?;
             if is_redacted(entry.canonical) {
@@ -1245,7 +1245,7 @@ impl Trees {
                             first_seq,
                             first_seq + id.width() - 1,
                             |seq, value| {
-                                rows.insert(seq, split_value(value)?.0);
+                                rows.insert(seq, split_pointer(value)?.0);
                                 Ok(true)
                             },
                         )
@@ -1411,7 +1411,7 @@ impl Trees {
         let mut wanted: Vec<(u64, u64, usize)> = Vec::with_capacity(limit.min(4096));
         if limit > 0 {
             self.scan(snap, tenant, from_seq, below - 1, |seq, value| {
-                let (_, pos, len) = split_value(value)?;
+                let (_, pos, len) = split_pointer(value)?;
                 wanted.push((seq, pos, len));
                 Ok(wanted.len() < limit)
             })?;
