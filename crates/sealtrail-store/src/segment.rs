@@ -110,6 +110,9 @@ pub struct SegmentLog {
     /// The thread that zero-fills the last segment ahead of the writer, once started
     /// ([`preallocate`](Self::preallocate)).
     zeroing: Option<Zeroing>,
+    /// The thread that drops sealed segments from the page cache, once started
+    /// ([`keep_cached`](Self::keep_cached)).
+    uncaching: Option<Uncaching>,
 }
 
 /// Reads byte ranges of the log by position, from any thread (the writer registers each
@@ -454,6 +457,7 @@ impl SegmentLog {
                     reader: LogReader::new(dir, &[0], 0),
                     broken: None,
                     zeroing: None,
+                    uncaching: None,
                 },
                 recovery,
             ));
@@ -520,6 +524,7 @@ impl SegmentLog {
                 reader: LogReader::new(dir, &bases, last + len),
                 broken: None,
                 zeroing: None,
+                uncaching: None,
             },
             recovery,
         ))
@@ -609,6 +614,13 @@ impl SegmentLog {
         }
         self.len = frame_end;
         self.reader.end.store(self.end(), Ordering::Release);
+        if self
+            .uncaching
+            .as_ref()
+            .is_some_and(|u| self.end() >= u.check_at)
+        {
+            self.uncache_cold();
+        }
         if let Some(z) = &self.zeroing {
             z.shared.written.store(frame_end, Ordering::Release);
             if z.shared.zeroed.load(Ordering::Acquire) < frame_end + z.ahead / 2 {
@@ -649,7 +661,86 @@ impl SegmentLog {
         self.base = base;
         self.len = 0;
         self.reader.register(base);
+        self.uncache_cold();
         Ok(())
+    }
+
+    /// Keeps only the newest `window` bytes of sealed segments in the OS page cache: a
+    /// thread asks the kernel (`posix_fadvise(POSIX_FADV_DONTNEED)`) to drop each sealed
+    /// segment once the log's end has moved `window` bytes past it, and the segments read
+    /// whole by [`for_each_frame_from`](Self::for_each_frame_from) (a replay, a rebuild)
+    /// that lie that far back. 0: off (the kernel keeps what it likes).
+    ///
+    /// Why: the log only grows, and most of it is never read again, yet every byte written
+    /// takes a page of the page cache that the kernel keeps while memory is free. On a
+    /// virtual machine whose guest hands free memory back to the host (free page
+    /// reporting: Firecracker, crosvm, cloud VMs with a balloon), each new page-cache page
+    /// is a host fault: on this machine a sequential writer that lets its page cache grow
+    /// spends 2.6 – 2.8 s of CPU per GiB written, one that drops what it synced 1 GiB
+    /// behind 0.31 – 0.38 s. Dropped pages are reused by the next writes instead. Reads of
+    /// records further back than the window go to the disk (0.06 – 0.11 ms a read here);
+    /// the indexes are not affected.
+    ///
+    /// Only synced bytes are ever dropped (a sealed segment was synced by its last append
+    /// and trimmed and synced by the roll), so this changes nothing on disk: the advice is
+    /// a hint, and a crash at any point leaves the log as it was.
+    pub fn keep_cached(&mut self, window: u64) -> Result<(), SegmentError> {
+        if self.uncaching.is_some() || window == 0 {
+            return Ok(());
+        }
+        let (to_thread, jobs) = std::sync::mpsc::channel::<PathBuf>();
+        let thread = std::thread::Builder::new()
+            .name("sealtrail-log-cold".into())
+            .spawn(move || {
+                while let Ok(path) = jobs.recv() {
+                    drop_from_cache(&path);
+                }
+            })?;
+        self.uncaching = Some(Uncaching {
+            window,
+            done_to: 0,
+            check_at: 0,
+            to_thread: Some(to_thread),
+            thread: Some(thread),
+        });
+        self.uncache_cold();
+        Ok(())
+    }
+
+    /// Hands the sealed segments that now lie a whole window behind the end to the
+    /// uncaching thread, each once (after a roll, and after an append that reaches
+    /// `check_at`).
+    fn uncache_cold(&mut self) {
+        let end = self.end();
+        let Some(u) = &mut self.uncaching else {
+            return;
+        };
+        let below = end.saturating_sub(u.window);
+        let bases: Vec<u64> = {
+            let files = self.reader.files.read().expect("segment map lock");
+            files.range(u.done_to..).map(|(&base, _)| base).collect()
+        };
+        // A segment ends where the next one starts; the last one is not sealed.
+        u.check_at = u64::MAX;
+        for pair in bases.windows(2) {
+            let (base, next) = (pair[0], pair[1]);
+            if next > below {
+                u.check_at = next.saturating_add(u.window);
+                break;
+            }
+            if let Some(tx) = &u.to_thread {
+                let _ = tx.send(segment_path(&self.dir, base));
+            }
+            u.done_to = next;
+        }
+    }
+
+    /// Whether a segment ending at log position `segment_end` lies a whole
+    /// [`keep_cached`](Self::keep_cached) window behind the end.
+    fn is_cold(&self, segment_end: u64) -> bool {
+        self.uncaching
+            .as_ref()
+            .is_some_and(|u| segment_end.saturating_add(u.window) <= self.end())
     }
 
     /// Starts a thread that keeps `ahead` bytes past the last frame of the last segment
@@ -736,6 +827,10 @@ impl SegmentLog {
                 let at = base + skip + (range.start - HEADER) as u64;
                 f(at, &bytes[range])?;
             }
+            if base != self.base && self.is_cold(base + size) {
+                // Read whole for a replay or a rebuild, and a window behind the end.
+                let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+            }
         }
         Ok(())
     }
@@ -787,6 +882,39 @@ fn create_segment(dir: &Path, base: u64) -> Result<File, SegmentError> {
     file.sync_all()?;
     File::open(dir)?.sync_all()?;
     Ok(file)
+}
+
+/// The uncaching thread's handle ([`SegmentLog::keep_cached`]): dropping the log closes
+/// the channel and joins the thread.
+struct Uncaching {
+    window: u64,
+    /// Sealed segments ending at or before this log position were handed to the thread.
+    done_to: u64,
+    /// The end at which the oldest sealed segment not handed over yet turns cold (the
+    /// appends check it; a roll sets it again).
+    check_at: u64,
+    to_thread: Option<std::sync::mpsc::Sender<PathBuf>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Uncaching {
+    fn drop(&mut self) {
+        self.to_thread.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Asks the kernel to drop a sealed segment's pages from its page cache (a hint: a
+/// failure changes nothing but the memory it keeps).
+fn drop_from_cache(path: &Path) {
+    let dropped = File::open(path).and_then(|file| {
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).map_err(Into::into)
+    });
+    if let Err(err) = dropped {
+        tracing::debug!(path = %path.display(), %err, "could not drop a sealed segment from the page cache");
+    }
 }
 
 /// Bytes the zeroing thread writes (and syncs) at a time.
@@ -1133,6 +1261,103 @@ mod tests {
             assert_eq!(log.end(), end);
             let read: Vec<Vec<u8>> = payloads(&log);
             assert!(read == expected, "round {round}: frames differ");
+        }
+    }
+
+    /// Bytes of `path` in the page cache, by util-linux's `fincore`.
+    fn cached_bytes(path: &Path) -> u64 {
+        let out = std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(path)
+            .output()
+            .expect("this test needs `fincore` (util-linux)");
+        assert!(out.status.success(), "fincore: {out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// `keep_cached`: sealed segments a window behind the end leave the page cache (by the
+    /// thread after a roll, and right after a replay reads them), the newer ones and the
+    /// last one stay, and every frame still reads back whole.
+    #[test]
+    fn sealed_segments_a_window_behind_the_end_leave_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (roll, window) = (256 * 1024, 512 * 1024);
+        let (mut log, _) = SegmentLog::open(dir.path(), roll).unwrap();
+        log.keep_cached(window).unwrap();
+        let mut expected = Vec::new();
+        for n in 0..40u32 {
+            let payload = vec![n as u8 | 1; 60_000 + n as usize * 13];
+            log.append(&payload).unwrap();
+            expected.push(payload);
+        }
+        let end = log.end();
+        let bases = segments(dir.path()).unwrap();
+        assert!(bases.len() > 6, "rolled: {bases:?}");
+        // (path, cold): a sealed segment is cold once it ends a window before the end.
+        let sealed: Vec<(PathBuf, bool)> = bases
+            .windows(2)
+            .map(|w| (segment_path(dir.path(), w[0]), w[1] + window <= end))
+            .collect();
+        assert!(sealed.iter().filter(|(_, cold)| *cold).count() >= 3);
+        assert!(
+            sealed.iter().any(|(_, cold)| !cold),
+            "some sealed ones are warm"
+        );
+        let last = segment_path(dir.path(), *bases.last().unwrap());
+        let check = |why: &str| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            for (path, cold) in &sealed {
+                if *cold {
+                    // The thread drops them soon after the roll that made them cold.
+                    while cached_bytes(path) > 0 {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "{why}: {} is still cached",
+                            path.display()
+                        );
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                } else {
+                    assert!(
+                        cached_bytes(path) > 0,
+                        "{why}: {} was dropped",
+                        path.display()
+                    );
+                }
+            }
+            assert!(
+                cached_bytes(&last) > 0,
+                "{why}: the last segment was dropped"
+            );
+        };
+        check("after appending");
+        // A whole read (a replay) brings them back and drops the cold ones it read.
+        assert!(payloads(&log) == expected, "frames differ");
+        for (path, cold) in &sealed {
+            if *cold {
+                assert_eq!(cached_bytes(path), 0, "after a replay: {}", path.display());
+            }
+        }
+        check("after a replay");
+        // Records are read by position from dropped segments just the same.
+        let reader = log.reader();
+        let first = reader.read_at(PAYLOAD_OFFSET, 60_000).unwrap();
+        assert!(first == expected[0]);
+        // Off (0): nothing is dropped.
+        drop(log);
+        let (mut log, _) = SegmentLog::open(dir.path(), roll).unwrap();
+        log.keep_cached(0).unwrap();
+        assert!(payloads(&log) == expected);
+        for (path, _) in &sealed {
+            assert!(
+                cached_bytes(path) > 0,
+                "off: {} was dropped",
+                path.display()
+            );
         }
     }
 

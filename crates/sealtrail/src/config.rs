@@ -180,6 +180,10 @@ pub struct EmbeddedSection {
     /// growing the file; 0: off.
     #[serde(with = "size")]
     pub log_preallocation: ByteSize,
+    /// How much of the log's newest sealed segments is left in the OS page cache; older
+    /// segments are dropped from it (reads of them go to the disk); 0: off.
+    #[serde(with = "size")]
+    pub log_page_cache: ByteSize,
     /// Acknowledged records not yet in the fjall indexes that memory may hold; past it
     /// commits wait for the indexer.
     #[serde(with = "size")]
@@ -455,6 +459,7 @@ impl Default for EmbeddedSection {
             queue_capacity: 8192,
             segment_size: ByteSize::mib(64),
             log_preallocation: ByteSize::mib(8),
+            log_page_cache: ByteSize::gib(1),
             index_lag: ByteSize::mib(16),
             fjall_write_buffer: ByteSize::mib(8),
             fjall_journal: ByteSize::mib(256),
@@ -1179,6 +1184,7 @@ impl Config {
             min_free_disk_bytes: e.min_free_disk.as_u64(),
             segment_bytes: e.segment_size.as_u64(),
             preallocate_bytes: e.log_preallocation.as_u64(),
+            log_page_cache_bytes: e.log_page_cache.as_u64(),
             tail_bytes: e.index_lag.as_u64(),
             commit_delay: e.commit_delay,
         }

@@ -101,6 +101,9 @@ pub struct FjallLimits {
     /// How far past its last frame the log's last segment is kept zero-filled
     /// (`SegmentLog::preallocate`); 0: off.
     pub preallocate_bytes: u64,
+    /// How much of the newest sealed log segments is left in the OS page cache; older ones
+    /// are dropped from it (`SegmentLog::keep_cached`); 0: off.
+    pub log_page_cache_bytes: u64,
     /// Acknowledged groups not yet indexed that memory may hold (counted per record with
     /// its canonical bytes and overhead); past it the writer waits for the indexer.
     pub tail_bytes: u64,
@@ -119,6 +122,7 @@ impl Default for FjallLimits {
             min_free_disk_bytes: 0,
             segment_bytes: 64 * MIB,
             preallocate_bytes: 8 * MIB,
+            log_page_cache_bytes: 1024 * MIB,
             tail_bytes: 16 * MIB,
             commit_delay: std::time::Duration::from_micros(300),
         }

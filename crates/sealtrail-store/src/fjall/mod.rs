@@ -11,8 +11,10 @@
 //! then is the group put in the in-memory tail, where every read sees it, and only then is
 //! any request of the group answered. (A background thread keeps the last segment
 //! zero-filled ahead of the writer, so the `fdatasync` overwrites blocks instead of
-//! growing the file: `SegmentLog::preallocate`, `embedded.log_preallocation`.) An indexer thread writes the group's index entries
-//! to fjall off that path — in large batches, without an fsync each — and removes the
+//! growing the file: `SegmentLog::preallocate`, `embedded.log_preallocation`; another asks
+//! the kernel to drop sealed segments a window behind the end from its page cache:
+//! `SegmentLog::keep_cached`, `embedded.log_page_cache`.) An indexer thread writes the
+//! group's index entries to fjall off that path — in large batches, without an fsync each — and removes the
 //! group from the tail once they are committed.
 //!
 //! The indexes (all integers big-endian; `T` = tenant as `len:u8` + bytes):
@@ -1908,6 +1910,7 @@ impl FjallStore {
             )));
         }
         log.preallocate(limits.preallocate_bytes)?;
+        log.keep_cached(limits.log_page_cache_bytes)?;
         let (trees, triggers) = Trees::open(&index_dir, &limits, log.reader())?;
         let mut budget = WriteBudget::new(limits, triggers);
         replay(&trees, &mut budget, &log, &index_dir, watermark)?;
