@@ -4,7 +4,7 @@ PYTHON ?= python3
 CARGO ?= cargo
 DATA_DIR ?= ./sealtrail-data
 
-.PHONY: help build run test test-rust test-python test-distributed python-deps lint proto-lint fmt fuzz bench bench-scale bench-distributed up down clean
+.PHONY: help build run test test-rust test-python test-distributed python-deps lint proto-lint fmt fuzz bench bench-scale bench-distributed bench-immudb up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ bench: build ## benchmark a release build: REST with wrk (needs wrk and bc), the
 
 bench-scale: build ## fill an embedded server with 10M events at full speed: RSS, journal and rate per slice, then restart time after SIGKILL (needs wrk, bc)
 	bench/scale.sh
+
+bench-immudb: build ## sealtrail against immudb side by side on this machine: batches of 100 and single events, both fsyncing (needs Go, wrk, bc)
+	bench/immudb.sh
 
 bench-distributed: build ## benchmark distributed mode: Kafka + Cassandra + 1 gateway + 1 chainer on this machine (needs wrk, bc, a JDK)
 	bench/distributed.sh
