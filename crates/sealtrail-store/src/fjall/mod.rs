@@ -14,8 +14,8 @@
 //! growing the file: `SegmentLog::preallocate`, `embedded.log_preallocation`; another asks
 //! the kernel to drop sealed segments a window behind the end from its page cache:
 //! `SegmentLog::keep_cached`, `embedded.log_page_cache`.) An indexer thread writes the
-//! group's index entries to fjall off that path — in large batches, without an fsync each — and removes the
-//! group from the tail once they are committed.
+//! group's index entries to fjall off that path — in large batches, without an fsync
+//! each — and removes the group from the tail once they are committed.
 //!
 //! The indexes (all integers big-endian; `T` = tenant as `len:u8` + bytes):
 //! - `records`:  `frame-position:u64 chunk:u32` → up to [`RECORDS_PER_ENTRY`] (64) pointers
