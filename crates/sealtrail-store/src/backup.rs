@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::fjall::{INDEX_DIR, LOG_DIR};
-use crate::segment::SegmentLog;
+use crate::segment::{DEFAULT_PAGE_CACHE_WINDOW, SegmentLog};
 use crate::{StoreError, StoreResult};
 
 fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -91,6 +91,22 @@ pub fn copy_log(
         return Err(StoreError::Corrupt(format!(
             "the copy of the log up to the watermark {limit} ends inside a frame: {recovery:?}"
         )));
+    }
+    // Neither the copy nor the far-back part of the original is read again soon (a
+    // restored directory reads its log once, in order, to rebuild its indexes): their
+    // pages leave the page cache, where they would push out what the running server
+    // reads (and, on a VM that hands free memory back to its host, cost a host fault
+    // each; `SegmentLog::keep_cached`). Sealed segments of the original within
+    // `DEFAULT_PAGE_CACHE_WINDOW` of its end are left as the server keeps them. Hints
+    // only: nothing on disk changes.
+    let end = log.end();
+    for (i, (_, path)) in bases.iter().enumerate() {
+        let name = path.file_name().expect("a segment file name");
+        crate::segment::drop_from_cache(&dest.join(name));
+        let sealed_end = bases.get(i + 1).map(|(next, _)| *next);
+        if sealed_end.is_some_and(|e| e.saturating_add(DEFAULT_PAGE_CACHE_WINDOW) <= end) {
+            crate::segment::drop_from_cache(path);
+        }
     }
     Ok(LogCopy {
         segments: total,

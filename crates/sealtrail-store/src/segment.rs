@@ -906,9 +906,12 @@ impl Drop for Uncaching {
     }
 }
 
-/// Asks the kernel to drop a sealed segment's pages from its page cache (a hint: a
-/// failure changes nothing but the memory it keeps).
-fn drop_from_cache(path: &Path) {
+/// The default window of [`SegmentLog::keep_cached`] (`embedded.log_page_cache`).
+pub const DEFAULT_PAGE_CACHE_WINDOW: u64 = 1024 * 1024 * 1024;
+
+/// Asks the kernel to drop a segment file's pages from its page cache (a hint: a failure
+/// changes nothing but the memory it keeps).
+pub(crate) fn drop_from_cache(path: &Path) {
     let dropped = File::open(path).and_then(|file| {
         rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).map_err(Into::into)
     });

@@ -29,6 +29,21 @@ fn run(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Bytes of `path` in the page cache, by util-linux's `fincore`.
+fn cached_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("this test needs `fincore` (util-linux)");
+    assert!(out.status.success(), "fincore: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -67,6 +82,16 @@ async fn backup_under_load_restores_a_prefix_that_continues(store: &str) {
     assert!(ok, "backup under load failed: {out}");
     if store == "fjall" {
         assert!(out.contains("server running"), "{out}");
+        // The copy is not left in the page cache (it is not read again soon).
+        let mut segments = 0;
+        for entry in std::fs::read_dir(backup.join("log")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "seg") {
+                segments += 1;
+                assert_eq!(cached_bytes(&path), 0, "{} is cached", path.display());
+            }
+        }
+        assert!(segments > 0, "no segment in the backup");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);

@@ -122,7 +122,7 @@ impl Default for FjallLimits {
             min_free_disk_bytes: 0,
             segment_bytes: 64 * MIB,
             preallocate_bytes: 8 * MIB,
-            log_page_cache_bytes: 1024 * MIB,
+            log_page_cache_bytes: crate::segment::DEFAULT_PAGE_CACHE_WINDOW,
             tail_bytes: 16 * MIB,
             commit_delay: std::time::Duration::from_micros(300),
         }
