@@ -29,21 +29,6 @@ fn run(args: &[&str]) -> (bool, String) {
     )
 }
 
-/// Bytes of `path` in the page cache, by util-linux's `fincore`.
-fn cached_bytes(path: &Path) -> u64 {
-    let out = std::process::Command::new("fincore")
-        .args(["--bytes", "--noheadings", "--output", "RES"])
-        .arg(path)
-        .output()
-        .expect("this test needs `fincore` (util-linux)");
-    assert!(out.status.success(), "fincore: {out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }

@@ -483,3 +483,49 @@ async fn chain_reads_run_across_segment_ends() {
     assert_eq!(events.len(), 4000);
     assert_tree_matches(&api, &events).await;
 }
+
+/// `embedded.log_page_cache` reaches the log: with 1 MiB segments and a 1 MiB window, the
+/// first segments leave the page cache while the server writes on, the last one stays,
+/// and records in dropped segments are read (from the disk) like any others, before and
+/// after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_segments_a_window_behind_leave_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(&data, "acme", "read,write");
+    let env = [
+        ("SEALTRAIL_EMBEDDED_SEGMENT_SIZE", "1 MiB"),
+        ("SEALTRAIL_EMBEDDED_LOG_PAGE_CACHE", "1 MiB"),
+    ];
+    let mut server = Server::start_with_env(&data, &[], &env).await;
+    let api = Api::new(&server, &key);
+    for b in 0..40 {
+        let events: Vec<Value> = (0..100).map(|i| event(&format!("b{b}-{i}"))).collect();
+        let (s, v) = api
+            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let files = segments(&data);
+    assert!(files.len() >= 3, "the log rolled over segments: {files:?}");
+    // The first segment ends about 1 MiB in, the log 2 MiB or more later: it is cold.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cached_bytes(&files[0]) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} is still in the page cache",
+            files[0].display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let last = files.last().unwrap();
+    assert!(cached_bytes(last) > 0, "{} was dropped", last.display());
+    let (s, v) = api.get("/v1/events/b0-0").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["sequence_number"], json!(1), "{v}");
+    assert!(server.sigterm_and_wait());
+    let server = Server::start_with_env(&data, &[], &env).await;
+    let api = Api::new(&server, &key);
+    let events = assert_chain_ok(&api).await;
+    assert_eq!(events.len(), 4000);
+}

@@ -595,3 +595,18 @@ pub fn h(v: &Value) -> sealtrail_core::merkle::Hash {
         .try_into()
         .unwrap()
 }
+
+/// Bytes of `path` in the page cache, by util-linux's `fincore`.
+pub fn cached_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("this test needs `fincore` (util-linux)");
+    assert!(out.status.success(), "fincore: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
