@@ -162,7 +162,8 @@ pub(super) fn has_triggers(dir: &std::path::Path) -> bool {
 /// pointers to a `records` entry (one entry per record before). An index of another
 /// layout (or of none recorded: the first, tenant-keyed `events`) is deleted and rebuilt
 /// from the log at start — the log is the store, the index is derived.
-pub(super) const INDEX_LAYOUT: u32 = 4;
+/// 5: `unordered` takes the `ids` and `receipts` entries that would break their key order.
+pub(super) const INDEX_LAYOUT: u32 = 5;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct IndexFile {
@@ -230,17 +231,69 @@ pub(super) struct WriteBudget {
     keyspace_caps: [u64; super::KEYSPACES],
     /// Which keyspaces (in [`Trees::all`] order) were written since the last seal.
     touched: [bool; super::KEYSPACES],
+    /// Which `ids` and `receipts` keys keep their keyspace in key order.
+    pub(super) order: KeyOrder,
+}
+
+/// Keeps every table of the `ids` and `receipts` keyspaces past the tables flushed before
+/// it, so that fjall moves them down instead of merging them (see "Why these keys" in the
+/// module above): a key is admitted only if it is greater than every key the keyspace had
+/// when its memtable was last sealed by the writer; the caller puts any other in
+/// `unordered`. (A seal fjall makes on its own, when its journal reaches its limit, is not
+/// seen here: a table can then overlap the one before, which costs a merge, nothing else.)
+pub(super) struct KeyOrder {
+    /// Per keyspace (`ids`, `receipts`): the largest key at the last seal, and the
+    /// largest key so far.
+    floor: [Vec<u8>; 2],
+    top: [Vec<u8>; 2],
+}
+
+impl KeyOrder {
+    /// `last`: the largest key of `ids` and of `receipts` (what an open finds).
+    pub(super) fn new(last: [Vec<u8>; 2]) -> Self {
+        Self {
+            floor: last.clone(),
+            top: last,
+        }
+    }
+
+    fn slot(keyspace: usize) -> usize {
+        usize::from(keyspace == super::KS_RECEIPTS)
+    }
+
+    /// Whether `key` may go to `keyspace` (`ids` or `receipts`): a UUIDv7 key (`1 …`)
+    /// past the last seal's largest key.
+    pub(super) fn admits(&mut self, keyspace: usize, key: &[u8]) -> bool {
+        let slot = Self::slot(keyspace);
+        if key.first() != Some(&1) || key <= &self.floor[slot][..] {
+            return false;
+        }
+        if key > &self.top[slot][..] {
+            self.top[slot] = key.to_vec();
+        }
+        true
+    }
+
+    /// The memtables were sealed: what comes next must lie past everything before.
+    fn sealed(&mut self) {
+        self.floor = self.top.clone();
+    }
 }
 
 impl WriteBudget {
     /// `triggers`: fjall's own seal trigger of each keyspace ([`seal_triggers`]).
-    pub(super) fn new(limits: FjallLimits, triggers: [u64; super::KEYSPACES]) -> Self {
+    pub(super) fn new(
+        limits: FjallLimits,
+        triggers: [u64; super::KEYSPACES],
+        last_ordered: [Vec<u8>; 2],
+    ) -> Self {
         Self {
             limits,
             since_seal: 0,
             keyspace_since_seal: [0; super::KEYSPACES],
             keyspace_caps: triggers.map(|t| t / 2),
             touched: [false; super::KEYSPACES],
+            order: KeyOrder::new(last_ordered),
         }
     }
 
@@ -311,6 +364,7 @@ impl WriteBudget {
             return;
         }
         seal(trees, &self.touched);
+        self.order.sealed();
         self.since_seal = 0;
         self.keyspace_since_seal = [0; super::KEYSPACES];
         self.touched = [false; super::KEYSPACES];

@@ -30,8 +30,8 @@
 //! - `runs`:     `T first-seq:u64` → `frame-position:u64 index:u32 count:u32`: one entry per
 //!   tenant per frame, naming the `records` pointers of its sequence numbers `first-seq ..
 //!   first-seq + count`
-//! - `ids`:      `1 millis:u48 T id` for a UUIDv7 id (its own timestamp), `0 T id` for any
-//!   other → `seq:u64`
+//! - `ids`:      `1 millis:u48 T id` for a UUIDv7 id (its own timestamp) → `seq:u64`, for
+//!   the ids that arrive in key order (see `unordered`)
 //! - `facets`:   `T kind:u8 token(16) first-seq:u64` → the sequence numbers of one
 //!   frame's records with that value, as a posting list (`postings`; kind 1 actor,
 //!   2 action, 3 resource): one entry per value per frame, not one per record, so a batch
@@ -40,6 +40,11 @@
 //!   hash of the value (`FacetKey`), so no record content is ever in the index: erasing a
 //!   record from the log (a redaction) erases it from the data directory
 //! - `receipts`: keyed like `ids` (receipt ids are UUIDv7) → receipt JSON
+//! - `unordered`: `1` + an `ids` key, or `2` + a `receipts` key, for the entries that
+//!   would break those keyspaces' key order: ids that are no UUIDv7 (`0 T id`, client
+//!   ids), and stragglers — a UUIDv7 whose key is not past every key the keyspace held
+//!   when its memtable was last sealed (an id minted a few milliseconds before others that
+//!   reached an earlier frame). A lookup reads `ids` (`receipts`), then `unordered`.
 //! - `runs` also holds, under `0 T`, a tenant's **retention boundary** (issue 15: the
 //!   first record kept, and the one before it; see [`Trees::prune`]): records before it
 //!   have no `ids` or `facets` entries and their log entries hold the redacted form
@@ -53,8 +58,18 @@
 //! it grows (measured: its CPU share rose from a seventh to two fifths of the machine over
 //! 4M events, and ingest fell to half). The per-record keyspaces are therefore keyed in
 //! write order — `records` by log position, `ids` and `receipts` by the UUIDv7 timestamp —
-//! so a flushed table lies (nearly) past every older one and is moved down, not rewritten;
-//! only the small per-frame keyspaces (`runs`, `facets`, `tree`) are keyed by tenant.
+//! so a flushed table lies past every older one and is moved down, not rewritten; only the
+//! small per-frame keyspaces (`runs`, `facets`, `tree`) are keyed by tenant. "Past" must be
+//! exact: ids are minted when a request is read and reach the log in frame order, so a
+//! few land behind ids of an earlier frame, and one such key made each new `ids` table
+//! overlap the last one — fjall then merged them, which was nearly all of its compaction
+//! work (~8% of the server's CPU in the gRPC benchmark, in stalls of up to half a second).
+//! The indexer therefore sends every key at or below the keyspace's largest key at its
+//! last seal (`budget::KeyOrder`) to `unordered`, a small keyspace whose own merges are
+//! cheap. Which of the two keyspaces holds an entry depends on when the memtables were
+//! sealed, so it can differ between a live index and a rebuild, and a replay after a crash
+//! may write an entry to both (with the same value): lookups read both, removals remove
+//! from both.
 //!
 //! The indexer persists an **"indexed up to" watermark** (a log position, in
 //! `index/sealtrail-indexed-to`) about once a second, and only after `persist(SyncAll)`
@@ -158,13 +173,17 @@ const PAUSE_ENV: &str = "SEALTRAIL_TEST_INDEXER_PAUSE_MS";
 /// How long the writer waits for a full tail before it says so in the log.
 const TAIL_STALL_WARNING: Duration = Duration::from_secs(5);
 /// The keyspaces, in [`Trees::all`] order.
-const KEYSPACES: usize = 6;
+const KEYSPACES: usize = 7;
 const KS_RECORDS: usize = 0;
 const KS_IDS: usize = 1;
 const KS_FACETS: usize = 2;
 const KS_RECEIPTS: usize = 3;
 const KS_TREE: usize = 4;
 const KS_RUNS: usize = 5;
+const KS_UNORDERED: usize = 6;
+/// The first byte of an `unordered` key: what the rest is, an `ids` or a `receipts` key.
+const UNORDERED_ID: u8 = 1;
+const UNORDERED_RECEIPT: u8 = 2;
 /// The lowest level of Merkle tree node the store keeps (in the log, the tail and fjall).
 pub const STORED_LEVEL: u8 = 8;
 const FACET_ACTOR: u8 = 1;
@@ -180,6 +199,7 @@ struct Trees {
     facets: Keyspace,
     receipts: Keyspace,
     tree: Keyspace,
+    unordered: Keyspace,
     log: LogReader,
     facet_key: FacetKey,
     /// Retention boundaries (issue 15) of the tenants that have one (the first record
@@ -272,6 +292,15 @@ fn named_key(tenant: &str, name: &str) -> Vec<u8> {
     key.extend_from_slice(&prefix);
     key.extend_from_slice(name.as_bytes());
     key
+}
+
+/// The `unordered` key of an `ids` (`kind` [`UNORDERED_ID`]) or `receipts`
+/// ([`UNORDERED_RECEIPT`]) key.
+fn unordered_key(kind: u8, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + key.len());
+    out.push(kind);
+    out.extend_from_slice(key);
+    out
 }
 
 /// The `runs` key of a tenant's retention boundary: `0` then the tenant. Every other
@@ -555,6 +584,7 @@ impl Trees {
         };
         let (records, runs, ids) = (open("records")?, open("runs")?, open("ids")?);
         let (facets, receipts, tree) = (open("facets")?, open("receipts")?, open("tree")?);
+        let unordered = open("unordered")?;
         let (triggers, facet_key) = budget::seal_triggers(dir, memtable)?;
         let mut boundaries = HashMap::new();
         for item in runs.prefix([0u8]) {
@@ -573,6 +603,7 @@ impl Trees {
             facets,
             receipts,
             tree,
+            unordered,
             db,
             log,
             facet_key: FacetKey(facet_key),
@@ -593,7 +624,42 @@ impl Trees {
             ("receipts", &self.receipts),
             ("tree", &self.tree),
             ("runs", &self.runs),
+            ("unordered", &self.unordered),
         ]
+    }
+
+    /// The largest key of the `ids` and of the `receipts` keyspace: where
+    /// [`budget::KeyOrder`] starts after an open.
+    fn last_ordered_keys(&self) -> StoreResult<[Vec<u8>; 2]> {
+        let last = |ks: &Keyspace| -> StoreResult<Vec<u8>> {
+            match ks.last_key_value() {
+                Some(guard) => Ok(guard.key().map_err(read_error)?.to_vec()),
+                None => Ok(Vec::new()),
+            }
+        };
+        Ok([last(&self.ids)?, last(&self.receipts)?])
+    }
+
+    /// Reads an `ids` or `receipts` entry: from that keyspace, or from `unordered`.
+    fn get_named(
+        &self,
+        snap: &Snapshot,
+        kind: u8,
+        key: &[u8],
+    ) -> StoreResult<Option<fjall::UserValue>> {
+        let ordered = if kind == UNORDERED_ID {
+            &self.ids
+        } else {
+            &self.receipts
+        };
+        // Only a UUIDv7 key (`1 …`) can be in the ordered keyspace.
+        if key.first() == Some(&1)
+            && let Some(value) = snap.get(ordered, key).map_err(unavailable)?
+        {
+            return Ok(Some(value));
+        }
+        snap.get(&self.unordered, unordered_key(kind, key))
+            .map_err(unavailable)
     }
 
     /// Reads the record entry a pointer points at, and checks it is the one the key names.
@@ -745,10 +811,7 @@ impl Trees {
     }
 
     fn seq_of(&self, snap: &Snapshot, tenant: &str, id: &str) -> StoreResult<Option<u64>> {
-        let Some(value) = snap
-            .get(&self.ids, named_key(tenant, id))
-            .map_err(unavailable)?
-        else {
+        let Some(value) = self.get_named(snap, UNORDERED_ID, &named_key(tenant, id))? else {
             return Ok(None);
         };
         let bytes: [u8; 8] = value
@@ -792,6 +855,19 @@ impl Trees {
         let frame = frame::decode(payload)
             .map_err(|e| corrupt(format!("the log frame at position {pos}: {e}")))?;
         let mut put = |ks: usize, key: Vec<u8>, value: Vec<u8>| {
+            // `ids` and `receipts` take only keys past their last seal; the rest go to
+            // `unordered` (see "Why these keys").
+            let (ks, key) = match ks {
+                KS_IDS | KS_RECEIPTS if !budget.order.admits(ks, &key) => {
+                    let kind = if ks == KS_IDS {
+                        UNORDERED_ID
+                    } else {
+                        UNORDERED_RECEIPT
+                    };
+                    (KS_UNORDERED, unordered_key(kind, &key))
+                }
+                _ => (ks, key),
+            };
             budget.account(ks, key.len(), value.len());
             wb.insert(self.all()[ks].1, key, value);
         };
@@ -1094,7 +1170,11 @@ impl Trees {
                 at = last.sequence_number + 1;
                 for row in &rows {
                     let record = row.record()?;
-                    wb.remove(&self.ids, named_key(tenant, &record.id));
+                    // In either keyspace, or both (a replay); a removal in `ids` puts an
+                    // old key in its memtable, so the next table merges: retention is rare.
+                    let key = named_key(tenant, &record.id);
+                    wb.remove(&self.unordered, unordered_key(UNORDERED_ID, &key));
+                    wb.remove(&self.ids, key);
                     if record.redacted.is_none() {
                         values.insert((FACET_ACTOR, record.actor.id.clone()));
                         values.insert((FACET_ACTION, record.action.clone()));
@@ -1912,7 +1992,7 @@ impl FjallStore {
         log.preallocate(limits.preallocate_bytes)?;
         log.keep_cached(limits.log_page_cache_bytes)?;
         let (trees, triggers) = Trees::open(&index_dir, &limits, log.reader())?;
-        let mut budget = WriteBudget::new(limits, triggers);
+        let mut budget = WriteBudget::new(limits, triggers, trees.last_ordered_keys()?);
         replay(&trees, &mut budget, &log, &index_dir, watermark)?;
 
         let tail = Arc::new(RwLock::new(Tail::default()));
@@ -2175,8 +2255,7 @@ impl Store for FjallStore {
                 if let Some(receipt) = in_tail {
                     return Ok(Some((*receipt).clone()));
                 }
-                s.get(&t.receipts, key)
-                    .map_err(unavailable)?
+                t.get_named(s, UNORDERED_RECEIPT, &key)?
                     .map(|v| serde_json::from_slice(&v).map_err(corrupt))
                     .transpose()
             },
