@@ -34,9 +34,9 @@ fn uuid7(ms: u64, n: u64) -> String {
 /// The id of record `seq`: mostly UUIDv7s whose time rises with `seq`; every 7th a
 /// straggler, minted 300 records earlier; every 50th a client id that is no UUIDv7.
 fn id_of(seq: u64) -> String {
-    if seq % 50 == 0 {
+    if seq.is_multiple_of(50) {
         format!("client-order-{seq}")
-    } else if seq % 7 == 0 && seq > 300 {
+    } else if seq.is_multiple_of(7) && seq > 300 {
         uuid7(BASE_MS + seq - 300, seq)
     } else {
         uuid7(BASE_MS + seq, seq)
