@@ -97,8 +97,11 @@ pub fn copy_log(
     // pages leave the page cache, where they would push out what the running server
     // reads (and, on a VM that hands free memory back to its host, cost a host fault
     // each; `SegmentLog::keep_cached`). Sealed segments of the original within
-    // `DEFAULT_PAGE_CACHE_WINDOW` of its end are left as the server keeps them. Hints
-    // only: nothing on disk changes.
+    // `DEFAULT_PAGE_CACHE_WINDOW` of its end are left as a server with the default
+    // `embedded.log_page_cache` keeps them (the backup does not read the server's
+    // setting; with another one, segments between the two windows are dropped here or
+    // kept). Hints only: nothing on disk changes, and a dropped page is read back from
+    // the disk when needed.
     let end = log.end();
     for (i, (_, path)) in bases.iter().enumerate() {
         let name = path.file_name().expect("a segment file name");

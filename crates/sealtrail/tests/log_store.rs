@@ -505,11 +505,7 @@ async fn chain_reads_run_across_segment_ends() {
     let mut server = Server::start_with_env(&data, &[], &small).await;
     let api = Api::new(&server, &key);
     for b in 0..40 {
-        let events: Vec<Value> = (0..100).map(|i| event(&format!("b{b}-{i}"))).collect();
-        let (s, v) = api
-            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
-            .await;
-        assert_eq!(s, 200, "{v}");
+        ingest_named(&api, &format!("b{b}"), 100).await;
     }
     assert!(server.sigterm_and_wait());
     assert!(segments(&data).len() >= 3, "the log rolled over segments");
@@ -536,11 +532,7 @@ async fn sealed_segments_a_window_behind_leave_the_page_cache() {
     let mut server = Server::start_with_env(&data, &[], &env).await;
     let api = Api::new(&server, &key);
     for b in 0..40 {
-        let events: Vec<Value> = (0..100).map(|i| event(&format!("b{b}-{i}"))).collect();
-        let (s, v) = api
-            .post("/v1/events/batch?sync=true", &json!({ "events": events }))
-            .await;
-        assert_eq!(s, 200, "{v}");
+        ingest_named(&api, &format!("b{b}"), 100).await;
     }
     let files = segments(&data);
     assert!(files.len() >= 3, "the log rolled over segments: {files:?}");

@@ -258,6 +258,7 @@ impl KeyOrder {
     }
 
     fn slot(keyspace: usize) -> usize {
+        debug_assert!(keyspace == super::KS_IDS || keyspace == super::KS_RECEIPTS);
         usize::from(keyspace == super::KS_RECEIPTS)
     }
 
@@ -269,14 +270,17 @@ impl KeyOrder {
             return false;
         }
         if key > &self.top[slot][..] {
-            self.top[slot] = key.to_vec();
+            // Nearly every admitted key is a new top: reuse the buffer (no allocation per
+            // id on the indexer's path).
+            self.top[slot].clear();
+            self.top[slot].extend_from_slice(key);
         }
         true
     }
 
     /// The memtables were sealed: what comes next must lie past everything before.
     fn sealed(&mut self) {
-        self.floor = self.top.clone();
+        self.floor.clone_from(&self.top);
     }
 }
 
