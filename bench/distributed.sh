@@ -7,7 +7,7 @@
 #
 # Starts Kafka and Cassandra (deploy/local/up.sh) unless they run, on fresh topics and a
 # fresh keyspace, after a warm-up. Knobs: BENCH_SECONDS (default 15), BENCH_WARMUP_SECONDS (15), BENCH_CONNECTIONS (64),
-# BENCH_BATCH_CONNECTIONS (8), BENCH_TENANTS (8), BENCH_PARTITIONS (4), BENCH_WRK_THREADS (2),
+# BENCH_BATCH_CONNECTIONS (8), BENCH_TENANTS (8), BENCH_PARTITIONS (4), BENCH_WRK_THREADS (2), BENCH_KEEP (set: keep the run's keyspace and topics),
 # BENCH_LIST_EVENTS (1000000: then one tenant is filled to that many events with sync
 # batches and bench/read_latency.py measures reads of it — by id, a one-filter list with
 # its total, a fresh checkpoint, an inclusion proof; 0 skips this).
@@ -24,6 +24,9 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; ex
 [ -x "$BIN" ] || cargo build --release -p sealtrail
 deploy/local/up.sh >/dev/null
 
+others=$(deploy/local/cassandra.sh cqlsh -e "SELECT keyspace_name FROM system_schema.keyspaces" 2>/dev/null \
+  | awk 'NF == 1 && $1 ~ /^[A-Za-z0-9_]+$/ && $1 !~ /^system/ && $1 != "keyspace_name" {printf "%s ", $1}' || true)
+[[ -z $others ]] || echo "note: Cassandra holds other keyspaces ($others); their memtables share the node's memtable space and make this run flush and compact more often (drop them, or 'deploy/local/down.sh --wipe' for a clean node)" >&2
 WORK=$(mktemp -d)
 NAME="bench_$(date +%s)"
 export SEALTRAIL_KAFKA_TOPIC="$NAME-events" SEALTRAIL_KAFKA_REPLY_TOPIC="$NAME-replies" \
@@ -36,7 +39,18 @@ BASE="http://127.0.0.1:$PORT"
 CPID=$!
 "$BIN" gateway --http-addr "127.0.0.1:$PORT" --grpc-addr "127.0.0.1:$GRPC" 2>"$WORK/gateway.log" &
 GPID=$!
-trap 'kill $GPID $CPID 2>/dev/null; wait $GPID $CPID 2>/dev/null; rm -rf "$WORK"' EXIT
+# At the end the run's keyspace and topics go (BENCH_KEEP=1 keeps them): a keyspace left
+# behind keeps its memtables in the node's shared memtable space, so every later run on the
+# same node flushes, and compacts, more often (three runs' leftovers: the events table
+# flushed 57 times in one run instead of 19, at ~30% more Cassandra CPU per event).
+cleanup() {
+  kill $GPID $CPID 2>/dev/null; wait $GPID $CPID 2>/dev/null; rm -rf "$WORK"
+  if [[ -z ${BENCH_KEEP:-} ]]; then
+    deploy/local/cassandra.sh cqlsh -e "DROP KEYSPACE IF EXISTS $NAME" >/dev/null 2>&1 || true
+    deploy/local/kafka.sh delete-topics "$NAME-.*" >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
 for _ in $(seq 300); do curl -sf "$BASE/healthz" >/dev/null && curl -sf "http://127.0.0.1:$CPORT/healthz" | grep -q '"partitions":\[0' && break; sleep 0.2; done
 
 KEYS=""
@@ -54,12 +68,22 @@ PY
 
 cpu() { awk '{print ($14 + $15) / 100}' "/proc/$1/stat"; }
 printf '\n%-30s %12s %9s %9s %9s %8s\n' "scenario (distributed)" "events/s" "p50 ms" "p99 ms" "p99.9 ms" "errors"
+idle() { awk '/^cpu / {print ($5 + $6) / 100; exit}' /proc/stat; }  # machine idle+iowait, CPU-seconds
+snapshot() { echo "$(cpu $GPID) $(cpu $CPID) $(cpu "$KPID") $(cpu "$CASSPID") $(idle) $(committed)"; }
 run() { # name path body_file connections events_per_request
-  local out line
+  local out line before after
+  before=$(snapshot)
   out=$(ST_KEYS="$KEYS" ST_PATH="$2" ST_BODY_FILE="$3" wrk -t"$THREADS" -c"$4" -d"${SECONDS_PER_RUN}s" --latency -s bench/ingest.lua "$BASE" 2>&1)
   line=$(grep '^BENCH' <<<"$out") || { echo "$out" >&2; return 1; }
   eval "${line#BENCH }"
   printf '%-30s %12.0f %9s %9s %9s %8s\n' "$1" "$(echo "$requests * $5 / $duration_s" | bc -l)" "$p50_ms" "$p99_ms" "$p999_ms" "$((socket_errors + non2xx))"
+  after=$(snapshot)
+  # This run's CPU per committed event by process, and how idle the machine stayed (an
+  # async run commits what it accepted a little later, so its figures are approximate).
+  awk -v b="$before" -v a="$after" -v secs="$duration_s" -v cores="$(nproc)" 'BEGIN {
+    split(b, x, " "); split(a, y, " "); ev = y[6] - x[6]; if (ev <= 0) ev = 1
+    printf "%-30s gateway %.0f, chainer %.0f, kafka %.0f, cassandra %.0f us/event; machine idle %.0f%%\n", "  CPU of this run", \
+      (y[1]-x[1])*1e6/ev, (y[2]-x[2])*1e6/ev, (y[3]-x[3])*1e6/ev, (y[4]-x[4])*1e6/ev, (y[5]-x[5])*100/(secs*cores) }'
 }
 # Warm-up (JIT of both JVMs, connection pools, caches), not reported.
 ST_KEYS="$KEYS" ST_PATH="/v1/events/batch?sync=true" ST_BODY_FILE="$WORK/batch.json" \

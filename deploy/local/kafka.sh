@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Local single-node Apache Kafka (KRaft, combined broker+controller) on 127.0.0.1.
-# Usage: deploy/local/kafka.sh start|stop|status|wait|topic NAME PARTITIONS|topics
+# Usage: deploy/local/kafka.sh start|stop|status|wait|topic NAME PARTITIONS|topics|delete-topics REGEX
 #   start   write config, format storage once, start in the background (idempotent)
 #   wait    block until the broker answers metadata requests (KAFKA_START_TIMEOUT s)
 #   stop    SIGTERM, then SIGKILL after KAFKA_STOP_TIMEOUT s
 #   status  exit 0 when running
 #   topic   create topic NAME with PARTITIONS partitions (RF 1) if it does not exist
 #   topics  list topics
+#   delete-topics REGEX  delete every topic whose whole name matches REGEX (a Java regex)
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -220,5 +221,11 @@ case ${1:-} in
   wait) cmd_wait ;;
   topic) shift; cmd_topic "$@" ;;
   topics) need_jars; java_cp org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" --list ;;
-  *) die "usage: $0 start|stop|status|wait|topic NAME PARTITIONS|topics" ;;
+  delete-topics)
+    [[ -n ${2:-} ]] || die "usage: $0 delete-topics REGEX"
+    need_jars
+    java_cp org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
+      --delete --if-exists --topic "$2"
+    ;;
+  *) die "usage: $0 start|stop|status|wait|topic NAME PARTITIONS|topics|delete-topics REGEX" ;;
 esac
