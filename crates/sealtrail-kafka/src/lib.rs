@@ -60,6 +60,8 @@ pub struct KafkaSettings {
     /// stable across its restarts: a chainer restarted within the session timeout gets
     /// its partitions back at once, without a rebalance. `None`: dynamic membership.
     pub group_instance_id: Option<String>,
+    /// How long the entries producer gathers entries into one request (`linger.ms`).
+    pub producer_linger: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

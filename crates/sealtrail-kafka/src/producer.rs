@@ -100,7 +100,10 @@ impl KafkaLog {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "lz4")
-            .set("linger.ms", "1")
+            .set(
+                "linger.ms",
+                settings.producer_linger.as_millis().to_string(),
+            )
             .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
             .set("message.timeout.ms", "30000")
             .set("queue.buffering.max.messages", "200000")

@@ -30,6 +30,7 @@ fn settings(
         session_timeout: Duration::from_secs(6),
         max_poll_interval: Duration::from_secs(300),
         group_instance_id: None,
+        producer_linger: Duration::from_millis(1),
     }
 }
 

@@ -369,6 +369,11 @@ pub struct KafkaSection {
     pub group_instance_id: String,
     /// This gateway's id on the reply topic; empty: `<hostname>-<random>` per process.
     pub gateway_id: String,
+    /// How long a gateway's producer gathers entries into one Kafka request
+    /// (`linger.ms`, 0 to 1s): longer adds up to this much to every write's latency and
+    /// saves the gateway's and the brokers' CPU when many small requests arrive.
+    #[serde(with = "duration")]
+    pub producer_linger: Duration,
 }
 
 /// `[scylla]`: distributed mode's store.
@@ -496,6 +501,7 @@ impl Default for KafkaSection {
             max_poll_interval: Duration::from_secs(300),
             group_instance_id: String::new(),
             gateway_id: String::new(),
+            producer_linger: Duration::from_millis(1),
         }
     }
 }
@@ -1369,6 +1375,11 @@ impl KafkaSection {
             self.reply_partitions > 0 && self.replication_factor > 0,
             "reply_partitions and replication_factor must be at least 1"
         );
+        anyhow::ensure!(
+            self.producer_linger <= Duration::from_secs(1),
+            "producer_linger must be at most 1s, not {} (it delays every write)",
+            humantime::format_duration(self.producer_linger)
+        );
         Ok(())
     }
 }
@@ -1426,6 +1437,7 @@ mod tests {
                 .assign(&[
                     "api.max_connections=64".into(),
                     "kafka.gateway_id=123".into(),
+                    "kafka.producer_linger=5ms".into(),
                     "scylla.keyspace=\"quoted\"".into(),
                 ])
                 .unwrap(),
@@ -1445,6 +1457,7 @@ mod tests {
             "text stays text, though it reads as a number"
         );
         assert_eq!(c.scylla.keyspace, "\"quoted\"", "text is taken as it is");
+        assert_eq!(c.kafka.producer_linger, Duration::from_millis(5));
         assert_eq!(c.api.max_heavy_per_key, 9);
         assert_eq!(c.kafka.brokers, "k1:9092,k2:9092");
         assert_eq!(c.embedded.fjall_cache, ByteSize::mib(12));
@@ -1555,6 +1568,12 @@ mod tests {
             c.check().is_err(),
             "max poll interval below the session timeout"
         );
+        c.kafka.max_poll_interval = c.kafka.session_timeout;
+        c.kafka.producer_linger = Duration::from_secs(1);
+        c.check().unwrap();
+        c.kafka.producer_linger = Duration::from_millis(1001);
+        let err = format!("{:#}", c.check().unwrap_err());
+        assert!(err.contains("producer_linger must be at most 1s"), "{err}");
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub fn kafka_settings(config: &Config) -> KafkaSettings {
         session_timeout: config.kafka.session_timeout,
         max_poll_interval: config.kafka.max_poll_interval,
         group_instance_id: Some(config.kafka.group_instance_id.clone()).filter(|id| !id.is_empty()),
+        producer_linger: config.kafka.producer_linger,
     }
 }
 

@@ -246,6 +246,7 @@ impl Deployment {
             session_timeout: Duration::from_secs(6),
             max_poll_interval: Duration::from_secs(300),
             group_instance_id: None,
+            producer_linger: Duration::from_millis(1),
         };
         KafkaLog::connect(&settings, &format!("{}-test", self.name)).unwrap()
     }
