@@ -100,9 +100,10 @@ impl KafkaLog {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "lz4")
+            // librdkafka takes fractional milliseconds ("0.5").
             .set(
                 "linger.ms",
-                settings.producer_linger.as_millis().to_string(),
+                (settings.producer_linger.as_secs_f64() * 1e3).to_string(),
             )
             .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
             .set("message.timeout.ms", "30000")
