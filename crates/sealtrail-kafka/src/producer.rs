@@ -100,11 +100,7 @@ impl KafkaLog {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "lz4")
-            // librdkafka takes fractional milliseconds ("0.5").
-            .set(
-                "linger.ms",
-                (settings.producer_linger.as_secs_f64() * 1e3).to_string(),
-            )
+            .set("linger.ms", linger_ms(settings.producer_linger))
             .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
             .set("message.timeout.ms", "30000")
             .set("queue.buffering.max.messages", "200000")
@@ -375,5 +371,25 @@ impl LogProducer for KafkaLog {
         {
             tracing::warn!(%err, "kafka producer did not flush");
         }
+    }
+}
+
+/// `linger.ms` as librdkafka takes it: fractional milliseconds, exact to the microsecond
+/// (`500us` is "0.5", `3ms` is "3"; a float product of seconds could print "3.0000000000000004").
+fn linger_ms(linger: Duration) -> String {
+    (linger.as_micros() as f64 / 1000.0).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linger_is_given_in_exact_fractional_milliseconds() {
+        assert_eq!(linger_ms(Duration::from_millis(1)), "1");
+        assert_eq!(linger_ms(Duration::from_millis(3)), "3");
+        assert_eq!(linger_ms(Duration::from_micros(500)), "0.5");
+        assert_eq!(linger_ms(Duration::ZERO), "0");
+        assert_eq!(linger_ms(Duration::from_secs(1)), "1000");
     }
 }

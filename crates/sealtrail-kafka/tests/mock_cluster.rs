@@ -119,6 +119,30 @@ async fn entries_reach_their_tenants_partition_in_order() {
     feed.leave().await;
 }
 
+/// `kafka.producer_linger` reaches librdkafka, also below a millisecond (it refuses a
+/// value it cannot parse when the producer is made), and entries are still delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fractional_producer_linger_is_taken_and_entries_are_delivered() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 2, 1).unwrap();
+    cluster.create_topic("replies", 1, 1).unwrap();
+    cluster.create_topic("events-dead-letter", 1, 1).unwrap();
+    for linger in [Duration::from_micros(500), Duration::from_millis(20)] {
+        let settings = KafkaSettings {
+            producer_linger: linger,
+            ..settings(&cluster)
+        };
+        let log = KafkaLog::connect(&settings, "test-gateway").unwrap();
+        for n in 0..3 {
+            assert_eq!(
+                log.append(entry("acme", n)).await.unwrap(),
+                Durability::Durable,
+                "linger {linger:?}"
+            );
+        }
+    }
+}
+
 /// Gateways `gw-a` and `gw-b` reading their reply partitions (3 of them), and a chainer's
 /// reply sink. Keep the listeners alive while the test waits.
 fn two_gateways(
