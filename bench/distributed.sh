@@ -90,18 +90,19 @@ ST_KEYS="$KEYS" ST_PATH="/v1/events/batch?sync=true" ST_BODY_FILE="$WORK/batch.j
   wrk -t"$THREADS" -c"$BATCH_CONNS" -d"${BENCH_WARMUP_SECONDS:-15}s" -s bench/ingest.lua "$BASE" >/dev/null
 KPID=$(cat .build/infra/kafka/kafka.pid); CASSPID=$(cat .build/infra/cassandra/cassandra.pid)
 committed() { curl -s "http://127.0.0.1:$CPORT/metrics" | awk '/^sealtrail_events_committed_total/ {s += $2} END {print s + 0}'; }
-# CPU and committed events from here on: the three measured runs only (the JVMs may have
-# run before, and the warm-up is not reported).
-CPU0=("$(cpu $GPID)" "$(cpu $CPID)" "$(cpu "$KPID")" "$(cpu "$CASSPID")"); EV0=$(committed)
+# CPU and committed events from here on (snapshot: each process's CPU seconds, the
+# machine's idle seconds, events committed): the three measured runs only (the JVMs may
+# have run before, and the warm-up is not reported).
+FIRST=$(snapshot)
 run "single sync (c=$CONNS)" "/v1/events?sync=true" "$WORK/event.json" "$CONNS" 1
 run "batch 100 sync (c=$BATCH_CONNS)" "/v1/events/batch?sync=true" "$WORK/batch.json" "$BATCH_CONNS" 100
 run "single async (c=$CONNS)" /v1/events "$WORK/event.json" "$CONNS" 1
-CPU1=("$(cpu $GPID)" "$(cpu $CPID)" "$(cpu "$KPID")" "$(cpu "$CASSPID")"); EV=$(( $(committed) - EV0 ))
-d() { echo "${CPU1[$1]} - ${CPU0[$1]}" | bc -l; }
-printf '%-30s gateway %.1f s, chainer %.1f s, kafka %.1f s, cassandra %.1f s (the three runs)\n' "CPU time used" "$(d 0)" "$(d 1)" "$(d 2)" "$(d 3)"
-printf '%-30s %s\n' "events committed" "$EV"
-printf '%-30s gateway %.0f, chainer %.0f, kafka %.0f, cassandra %.0f\n' "CPU us per committed event" \
-  "$(echo "$(d 0) * 1000000 / $EV" | bc -l)" "$(echo "$(d 1) * 1000000 / $EV" | bc -l)" "$(echo "$(d 2) * 1000000 / $EV" | bc -l)" "$(echo "$(d 3) * 1000000 / $EV" | bc -l)"
+awk -v b="$FIRST" -v a="$(snapshot)" 'BEGIN {
+  split(b, x, " "); split(a, y, " "); ev = y[6] - x[6]; if (ev <= 0) ev = 1
+  printf "%-30s gateway %.1f s, chainer %.1f s, kafka %.1f s, cassandra %.1f s (the three runs)\n", "CPU time used", y[1]-x[1], y[2]-x[2], y[3]-x[3], y[4]-x[4]
+  printf "%-30s %d\n", "events committed", y[6] - x[6]
+  printf "%-30s gateway %.0f, chainer %.0f, kafka %.0f, cassandra %.0f\n", "CPU us per committed event", \
+    (y[1]-x[1])*1e6/ev, (y[2]-x[2])*1e6/ev, (y[3]-x[3])*1e6/ev, (y[4]-x[4])*1e6/ev }'
 printf '%-30s %s\n' "gateway producer replacements" "$(curl -s "$BASE/metrics" | awk '/^sealtrail_kafka_producer_replaced_total/ {print $2}' | grep . || echo 0)"
 
 LIST_EVENTS=${BENCH_LIST_EVENTS:-1000000}
