@@ -33,14 +33,14 @@
 //! row below it, and with its own value as the write timestamp, so it never moves back and
 //! never passes a missing row. A former owner still deriving (a zombie) checks its claim
 //! before each gather and writes nothing once it is deposed (the new owner's catch-up
-//! derived everything it committed). Left open: a gather whose check passed just before
-//! the claim is written after it. Its rows are the chain's — the same values the new owner
-//! writes — with one exception: rows read before a redaction or a removal in them. Written
-//! after the new owner erased or removed records, they put a redacted record's values back
-//! in the filter index, or a removed record's id back in `ids` (never a record's content,
-//! which the erasure's timestamp keeps out of `events`). A filtered list can then find a
-//! record that reads redacted; a lookup by a removed id finds nothing (reads skip removed
-//! rows), but the id cannot be used again until the row is gone. Not closed.
+//! derived everything it committed). A gather whose check passed just before the claim can
+//! still be written after it. Its rows are the chain's — the same values the new owner
+//! writes — with one exception: rows read before a redaction or a removal in them. Those
+//! lose anyway: `ids` and `facets` rows carry their writer's claim's write timestamps, and
+//! every one of an older claim is below every one of a newer claim (`fence.rs`), so a late
+//! row cannot put a redacted record's values back in the filter index, or a removed
+//! record's id back in `ids`. (Until schema version 3 these rows took the node's clock, and
+//! this window was open.) Tree nodes and receipts are never removed: a late one is equal.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -307,6 +307,8 @@ impl ScyllaStore {
                 .or_default()
                 .push(node);
         }
+        // Below every later removal's tombstones (`fence.rs`): a zombie's late rows lose.
+        let stamp = self.derived_timestamp();
         let session = &self.session;
         let mut writes = Vec::new();
         for ((tenant, shard), rows) in &ids {
@@ -315,7 +317,7 @@ impl ScyllaStore {
                 let mut values = Vec::with_capacity(chunk.len());
                 for (id, seq) in chunk {
                     batch.append_statement(self.stmts.insert_event_id.clone());
-                    values.push((*tenant, *shard, *id, *seq as i64));
+                    values.push((*tenant, *shard, *id, *seq as i64, stamp));
                 }
                 writes.push(Box::pin(async move { session.batch(&batch, values).await })
                     as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>);
@@ -441,7 +443,8 @@ impl ScyllaStore {
         }
         let record = Record::from_canonical(&canonical, &hash)
             .map_err(|e| corrupt(format!("record {tenant}#{seq}: {e}")))?;
-        self.erase_facets(tenant, *seq, &record, by).await?;
+        let stamp = self.removal_timestamp()?;
+        self.erase_facets(tenant, *seq, &record, by, stamp).await?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(i64::MAX, |d| d.as_micros() as i64);

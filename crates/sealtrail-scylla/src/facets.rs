@@ -39,6 +39,15 @@ pub const GROUP: u64 = 1 << GROUP_BITS;
 const ROWS_PER_BATCH: usize = 100;
 const MAX_BATCH_BYTES: usize = 32 * 1024;
 
+/// Tests only: holds a handle's facet writes after their rows are computed (so after the
+/// records were read), to replay a former owner's late write.
+#[derive(Default)]
+pub(crate) struct Hold {
+    on: std::sync::Mutex<bool>,
+    changed: tokio::sync::Notify,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
 /// A block's row of one value.
 pub(crate) struct FacetRow {
     count: u32,
@@ -127,6 +136,33 @@ fn filters(query: &EventQuery) -> Vec<(i32, String)> {
 }
 
 impl ScyllaStore {
+    /// Tests: while `hold` is on, this handle's facet writes wait after their rows are
+    /// computed from the records read (a deposed owner's late write, replayed on demand).
+    #[doc(hidden)]
+    pub fn hold_facet_writes(&self, hold: bool) {
+        *self.hold.on.lock().expect("hold lock") = hold;
+        self.hold.changed.notify_waiters();
+    }
+
+    /// Tests: facet writes of this handle waiting at the hold now.
+    #[doc(hidden)]
+    pub fn facet_writes_held(&self) -> usize {
+        self.hold.waiting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn hold_point(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            let changed = self.hold.changed.notified();
+            if !*self.hold.on.lock().expect("hold lock") {
+                return;
+            }
+            self.hold.waiting.fetch_add(1, SeqCst);
+            changed.await;
+            self.hold.waiting.fetch_sub(1, SeqCst);
+        }
+    }
+
     /// Writes the facet rows of every block of `tenant` that ends in `first..=last` (the
     /// records a derivation covers). Reads the blocks' records back: a block spans many
     /// appends, and this keeps the deriver stateless.
@@ -141,8 +177,12 @@ impl ScyllaStore {
         let hi = last / BLOCK;
         for end in lo..=hi {
             let b = end - 1;
+            // Taken before the records are read: rows read before a removal (by this
+            // handle, or a newer owner) lose to it, whenever they are written (`fence.rs`).
+            let stamp = self.derived_timestamp();
             let records = self.block_records(tenant, b).await?;
-            self.write_block(tenant, b, &block_rows(&records)).await?;
+            self.write_block(tenant, b, &block_rows(&records), stamp)
+                .await?;
         }
         Ok(())
     }
@@ -174,13 +214,16 @@ impl ScyllaStore {
             .collect()
     }
 
-    /// Writes the rows of block `b` (overwriting what is there).
+    /// Writes the rows of block `b` (overwriting what is there, unless that was written at
+    /// a later `stamp`: see `fence.rs`).
     pub(crate) async fn write_block(
         &self,
         tenant: &str,
         b: u64,
         by_value: &BTreeMap<(i32, String), FacetRow>,
+        stamp: i64,
     ) -> StoreResult<()> {
+        self.hold_point().await;
         let group = (b >> GROUP_BITS) as i64;
         let mut by_kind: HashMap<i32, Vec<Encoded>> = HashMap::new();
         for ((kind, value), row) in by_value {
@@ -218,6 +261,7 @@ impl ScyllaStore {
                         postings.as_slice(),
                         row.min_ts.as_str(),
                         row.max_ts.as_str(),
+                        stamp,
                     ));
                 }
                 start = end;
@@ -239,6 +283,7 @@ impl ScyllaStore {
         seq: u64,
         record: &Record,
         by: &sealtrail_core::record::Redaction,
+        stamp: i64,
     ) -> StoreResult<()> {
         let b = (seq - 1) / BLOCK;
         let head = self.committed_head(tenant).await?.unwrap_or(0);
@@ -249,7 +294,7 @@ impl ScyllaStore {
         let at = (seq - 1 - b * BLOCK) as usize;
         records[at] = Some(record.redact(by.clone()));
         let after = block_rows(&records);
-        self.write_block(tenant, b, &after).await?;
+        self.write_block(tenant, b, &after, stamp).await?;
         let group = (b >> GROUP_BITS) as i64;
         let gone: Vec<_> = values(record)
             .into_iter()
@@ -257,7 +302,7 @@ impl ScyllaStore {
             .map(|(kind, value)| {
                 self.session.execute_unpaged(
                     &self.stmts.delete_facet,
-                    (tenant, kind, group, value, b as i64),
+                    (stamp, tenant, kind, group, value, b as i64),
                 )
             })
             .collect();

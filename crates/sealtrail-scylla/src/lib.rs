@@ -208,7 +208,7 @@ impl Statements {
         .await?;
         select_head_serial.set_consistency(Consistency::LocalSerial);
         let mut select_epoch = p(format!(
-            "SELECT epoch, owner FROM {ks}.heads WHERE log_partition = ? LIMIT 1"
+            "SELECT epoch, owner, claimed_at FROM {ks}.heads WHERE log_partition = ? LIMIT 1"
         ))
         .await?;
         select_epoch.set_consistency(Consistency::LocalSerial);
@@ -256,7 +256,7 @@ impl Statements {
             .await?,
             insert_event_id: p(format!(
                 "INSERT INTO {ks}.ids (tenant_id, bucket, event_id, sequence_number) \
-                 VALUES (?, ?, ?, ?)"
+                 VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
             ))
             .await?,
             advance_head: p(format!(
@@ -279,7 +279,8 @@ impl Statements {
             ))
             .await?,
             claim_epoch: p(format!(
-                "UPDATE {ks}.heads SET epoch = ?, owner = ? WHERE log_partition = ? IF epoch = ?"
+                "UPDATE {ks}.heads SET epoch = ?, owner = ?, claimed_at = ? WHERE log_partition = ? \
+                 IF epoch = ?"
             ))
             .await?,
             select_rows,
@@ -312,7 +313,7 @@ impl Statements {
             .await?,
             insert_facet: p(format!(
                 "INSERT INTO {ks}.facets (tenant_id, kind, grp, value, block, count, postings, \
-                 min_ts, max_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                 min_ts, max_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
             ))
             .await?,
             select_facet_counts,
@@ -334,8 +335,8 @@ impl Statements {
             ))
             .await?,
             delete_facet: p(format!(
-                "DELETE FROM {ks}.facets WHERE tenant_id = ? AND kind = ? AND grp = ? \
-                 AND value = ? AND block = ?"
+                "DELETE FROM {ks}.facets USING TIMESTAMP ? WHERE tenant_id = ? AND kind = ? \
+                 AND grp = ? AND value = ? AND block = ?"
             ))
             .await?,
             select_retention: p(format!(
@@ -356,7 +357,8 @@ impl Statements {
             ))
             .await?,
             delete_event_id: p(format!(
-                "DELETE FROM {ks}.ids WHERE tenant_id = ? AND bucket = ? AND event_id = ?"
+                "DELETE FROM {ks}.ids USING TIMESTAMP ? WHERE tenant_id = ? AND bucket = ? \
+                 AND event_id = ?"
             ))
             .await?,
             insert_receipt: p(format!(
@@ -406,6 +408,10 @@ pub struct ScyllaStore {
     pub(crate) heads: Arc<Mutex<HashMap<String, ChainHead>>>,
     /// A fenced handle's task writing derived rows behind its appends (`derive.rs`).
     pub(crate) deriver: Option<Arc<derive::Deriver>>,
+    /// Write timestamps of this handle's derived rows and removals (`fence.rs`).
+    pub(crate) stamps: Arc<fence::Stamps>,
+    /// Tests: holds this handle's facet writes (`facets.rs`).
+    pub(crate) hold: Arc<facets::Hold>,
 }
 
 impl ScyllaStore {
@@ -450,6 +456,8 @@ impl ScyllaStore {
             epoch: None,
             heads: Arc::default(),
             deriver: None,
+            stamps: Arc::new(fence::Stamps::unfenced()),
+            hold: Arc::default(),
         })
     }
 

@@ -27,10 +27,10 @@
 //!    were deleted before they were emptied) and does the rest.
 //!
 //! A prune event naming a boundary at or before the current one removes nothing.
-//! Left open, as for erasures: a deposed owner still deriving (a zombie) can write facet
-//! rows of a block from records it read before they were removed; reads start at the
-//! boundary, so no list returns them, but the values stay in `facets` until that block's
-//! rows are deleted again.
+//! Every row and tombstone of one removal carries one write timestamp from the handle's
+//! claim (`fence.rs`): above every row derived before it — a deposed owner's late facet
+//! rows of a block, read before its records were removed, included — and below every row
+//! derived after it (an id used again once its record is removed).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -89,6 +89,10 @@ impl ScyllaStore {
             std::cmp::Ordering::Greater => current,
         };
         let started = std::time::Instant::now();
+        // Every row and tombstone of this removal: above the rows derived before it (this
+        // handle's, and every former owner's, late ones included), below those derived
+        // after it (`fence.rs`).
+        let stamp = self.removal_timestamp()?;
         // 1. The id index.
         let mut ids: Vec<(String, u64)> = gathered
             .iter()
@@ -105,7 +109,7 @@ impl ScyllaStore {
             }
             at = to + 1;
         }
-        self.delete_ids(tenant, before, ids).await?;
+        self.delete_ids(tenant, before, ids, stamp).await?;
         // 2. The boundary.
         if before > current {
             self.session
@@ -132,7 +136,7 @@ impl ScyllaStore {
             if records.is_empty() {
                 continue;
             }
-            self.remove_facets(tenant, b, before, head, &records)
+            self.remove_facets(tenant, b, before, head, &records, stamp)
                 .await?;
             self.empty_rows(tenant, records.iter().map(|r| r.sequence_number))
                 .await?;
@@ -156,6 +160,7 @@ impl ScyllaStore {
         tenant: &str,
         before: u64,
         ids: Vec<(String, u64)>,
+        stamp: i64,
     ) -> StoreResult<()> {
         let mut by_shard: HashMap<i64, Vec<String>> = HashMap::new();
         for (id, _) in ids {
@@ -190,7 +195,7 @@ impl ScyllaStore {
                 let mut values = Vec::with_capacity(doomed.len());
                 for id in doomed {
                     batch.append_statement(self.stmts.delete_event_id.clone());
-                    values.push((tenant.to_string(), shard, id));
+                    values.push((stamp, tenant.to_string(), shard, id));
                 }
                 writes.push(async move { session.batch(&batch, values).await });
             }
@@ -212,6 +217,7 @@ impl ScyllaStore {
         before: u64,
         head: u64,
         removed: &[Record],
+        stamp: i64,
     ) -> StoreResult<()> {
         let group = (b >> GROUP_BITS) as i64;
         let block_end = (b + 1) * BLOCK;
@@ -223,7 +229,7 @@ impl ScyllaStore {
                 }
             }
             let rows = block_rows(&records);
-            self.write_block(tenant, b, &rows).await?;
+            self.write_block(tenant, b, &rows, stamp).await?;
             rows
         } else {
             Default::default()
@@ -247,7 +253,7 @@ impl ScyllaStore {
                 let mut rows = Vec::with_capacity(chunk.len());
                 for value in chunk {
                     batch.append_statement(self.stmts.delete_facet.clone());
-                    rows.push((tenant, *kind, group, value.as_str(), b as i64));
+                    rows.push((stamp, tenant, *kind, group, value.as_str(), b as i64));
                 }
                 writes.push(async move { session.batch(&batch, rows).await });
             }

@@ -5,7 +5,8 @@
 //!   fixes the tenant → partition mapping the `heads` table is keyed by) and
 //!   `schema_version`.
 //! - `heads`: one Cassandra partition per *log* partition. Static columns `epoch`/`owner`
-//!   fence chainers (see `fence.rs`); one row per tenant holds its chain head. Because a
+//!   fence chainers, and `claimed_at` (schema version 3) is the base of the epoch's write
+//!   timestamps for derived rows (see `fence.rs`); one row per tenant holds its chain head. Because a
 //!   log partition's tenants share one Cassandra partition, a chainer advances all of its
 //!   batch's heads *and* checks its epoch in one conditional (LWT) batch.
 //! - `events`: `((tenant_id, bucket), sequence_number)` with `bucket = seq >> 14`, so a
@@ -58,7 +59,7 @@ use crate::{ScyllaError, meta_get};
 
 /// Records per `events` partition, as a power of two.
 pub const BUCKET_BITS: u32 = 14;
-pub const SCHEMA_VERSION: &str = "2";
+pub const SCHEMA_VERSION: &str = "3";
 /// Hash shards of a tenant's ids (and receipt ids) that are not UUIDv7s.
 pub const ID_SHARDS: u32 = 16;
 
@@ -131,7 +132,8 @@ fn tables(ks: &str) -> Vec<String> {
         format!("CREATE TABLE IF NOT EXISTS {ks}.meta (key text PRIMARY KEY, value text)"),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.heads (log_partition int, tenant_id text, \
-             epoch bigint static, owner text static, sequence_number bigint, hash text, \
+             epoch bigint static, owner text static, claimed_at bigint static, \
+             sequence_number bigint, hash text, \
              PRIMARY KEY (log_partition, tenant_id))"
         ),
         format!(
@@ -248,6 +250,29 @@ pub async fn migrate(
     for ddl in tables(keyspace) {
         session
             .query_unpaged(ddl, ())
+            .await
+            .map_err(ScyllaError::from_execution)?;
+    }
+    // Schema version 3: `heads.claimed_at`, added to a keyspace migrated before (CQL has no
+    // `ADD IF NOT EXISTS` that both Cassandra and ScyllaDB take, so look first).
+    let has_claimed_at = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? \
+             AND table_name = 'heads' AND column_name = 'claimed_at'",
+            (keyspace,),
+        )
+        .await
+        .map_err(ScyllaError::from_execution)?
+        .into_rows_result()
+        .map_err(|e| ScyllaError::Unavailable(e.to_string()))?
+        .rows_num()
+        > 0;
+    if !has_claimed_at {
+        session
+            .query_unpaged(
+                format!("ALTER TABLE {keyspace}.heads ADD claimed_at bigint static"),
+                (),
+            )
             .await
             .map_err(ScyllaError::from_execution)?;
     }

@@ -86,6 +86,94 @@ async fn a_store_on_an_unmigrated_keyspace_says_to_migrate() {
     assert!(err.to_string().contains("sealtrail migrate"), "{err}");
 }
 
+/// `claimed_at` of log partition 0.
+async fn claimed_at(store: &ScyllaStore, keyspace: &str) -> Option<i64> {
+    store
+        .session()
+        .query_unpaged(
+            format!("SELECT claimed_at FROM {keyspace}.heads WHERE log_partition = 0 LIMIT 1"),
+            (),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .maybe_first_row::<(Option<i64>,)>()
+        .unwrap()
+        .and_then(|(at,)| at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_upgrades_a_keyspace_of_schema_version_2_and_claims_stamp_their_epochs() {
+    let (store, keyspace) = fresh_keyspace("schema_v2", 1).await;
+    // A keyspace as schema version 2 left it: `heads` without `claimed_at`, a claim made.
+    let session = store.session().clone();
+    session
+        .query_unpaged(format!("ALTER TABLE {keyspace}.heads DROP claimed_at"), ())
+        .await
+        .unwrap();
+    session
+        .query_unpaged(
+            format!("UPDATE {keyspace}.heads SET epoch = 7, owner = 'old' WHERE log_partition = 0"),
+            (),
+        )
+        .await
+        .unwrap();
+    let err = ScyllaStore::with_session(session.clone(), &keyspace)
+        .await
+        .err()
+        .expect("a keyspace without claimed_at is refused");
+    assert!(err.to_string().contains("sealtrail migrate"), "{err}");
+
+    migrate(&session, &keyspace, &Replication::Simple(1), 1)
+        .await
+        .unwrap();
+    let store = ScyllaStore::with_session(session.clone(), &keyspace)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.meta("schema_version").await.unwrap().as_deref(),
+        Some("3")
+    );
+    assert_eq!(claimed_at(&store, &keyspace).await, None);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64
+    };
+    // The first claim after the upgrade: the present (there is no earlier base).
+    let before = now();
+    let first = store.fenced(0, "chainer-1").await.unwrap();
+    assert_eq!(first.epoch().unwrap().epoch, 8);
+    let at1 = claimed_at(&store, &keyspace)
+        .await
+        .expect("claimed_at written");
+    assert!((before..=now()).contains(&at1), "{at1} not the present");
+    // The next one, right after: at least CLAIM_SPAN above, though the clock moved less.
+    let second = store.fenced(0, "chainer-2").await.unwrap();
+    assert_eq!(second.epoch().unwrap().epoch, 9);
+    let at2 = claimed_at(&store, &keyspace).await.unwrap();
+    assert!(
+        at2 >= at1 + sealtrail_scylla::fence::CLAIM_SPAN,
+        "{at2} vs {at1}"
+    );
+    // And the chain works on the upgraded keyspace.
+    let recs = make_chain("upgraded", None, 5);
+    second
+        .append(CommitBatch {
+            records: recs.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got = store
+        .get_event("upgraded", &recs[4].record.id)
+        .await
+        .unwrap();
+    assert_eq!(got.unwrap().record, recs[4].record);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_epoch_cannot_commit_and_its_rows_stay_invisible() {
     let store = fresh_store("fence", 1).await;
@@ -835,6 +923,116 @@ async fn the_next_owner_finishes_an_erasure_a_dead_owner_left() {
     tokio::time::sleep(ScyllaStore::DERIVE_LINGER * 10).await;
     let again = reader.get_event(tenant, &target.id).await.unwrap().unwrap();
     assert_eq!(again.record, got.record);
+}
+
+/// Waits (up to 20 s) until `held()` is `want`.
+async fn wait_held(held: impl Fn() -> usize, want: usize, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while held() != want {
+        assert!(std::time::Instant::now() < deadline, "{what}: not in 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_owners_late_facet_rows_cannot_bring_an_erased_value_back() {
+    late_facet_rows_of_a_former_owner("zombie_erase", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_owners_late_facet_rows_cannot_bring_removed_records_back() {
+    late_facet_rows_of_a_former_owner("zombie_prune", true).await;
+}
+
+/// The window a deposed owner used to have: its gather passed the ownership check, read
+/// a block's records, and writes the block's facet rows only after the next owner erased
+/// one of them (or, with `prune`, removed the records before 500 by retention). Its rows
+/// carry its claim's write timestamps, below every one of the next owner's (`fence.rs`),
+/// so they lose: no filter finds the record by the value only it had.
+async fn late_facet_rows_of_a_former_owner(name: &str, prune: bool) {
+    let (store, keyspace) = fresh_keyspace(name, 1).await;
+    let tenant = "zombie-facets";
+    let unique = "subject-erased-later";
+    // 1,030 records: block 0 (1..=1024) is complete; record 300 alone has actor `unique`.
+    let recs = chain_around(
+        tenant,
+        299,
+        serde_json::json!({
+            "id": format!("{tenant}-personal"),
+            "timestamp": "2024-01-01T00:00:05Z",
+            "actor": {"id": unique, "type": "human"},
+            "action": "profile.update",
+            "resource": {"id": "profile-1", "type": "profile"},
+            "outcome": "success",
+        }),
+        730,
+    );
+    let target = &recs[299].record;
+    assert_eq!(target.actor.id, unique);
+    let old = store.fenced(0, "chainer-old").await.unwrap();
+    old.hold_facet_writes(true);
+    let mut frontier = Frontier::new();
+    append_all(&old, &mut frontier, &recs).await;
+    // The old owner's deriver has read block 0 (record 300 whole) and waits to write.
+    wait_held(|| old.facet_writes_held(), 1, "the old owner's facet write").await;
+
+    // The next owner's catch-up derives block 0; then it erases record 300 (or removes
+    // records 1..=499).
+    let new = store.fenced(0, "chainer-new").await.unwrap();
+    assert_eq!(by_actor(&new, tenant, unique).await.total, 1);
+    let removal = if prune {
+        conformance::prune_of(tenant, &recs[1029].head(), 500)
+    } else {
+        conformance::redaction_of(tenant, &recs[1029].head(), target)
+    };
+    let nodes = conformance::tree_nodes_of(&mut frontier, std::slice::from_ref(&removal));
+    new.append(CommitBatch {
+        records: vec![removal],
+        tree_nodes: nodes,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    wait_derived(&store, &keyspace, tenant, 1031).await;
+    let erased = |label: &'static str| {
+        let (new, keyspace) = (&new, &keyspace);
+        async move {
+            assert_eq!(
+                by_actor(new, tenant, unique).await.total,
+                0,
+                "{label}: a filter finds the record"
+            );
+            assert!(
+                facet_blocks(new, keyspace, tenant, 1, unique)
+                    .await
+                    .is_empty(),
+                "{label}: the value only it had has a facet row"
+            );
+            assert_eq!(
+                facet_blocks(new, keyspace, tenant, 0, "").await,
+                vec![(0, if prune { 525 } else { 1023 })],
+                "{label}: block 0 lists the records kept"
+            );
+        }
+    };
+    erased("after the erasure").await;
+
+    // The old owner's write, from the records it read before the erasure, lands now.
+    old.hold_facet_writes(false);
+    wait_held(
+        || old.facet_writes_held(),
+        0,
+        "the old owner's released write",
+    )
+    .await;
+    tokio::time::sleep(ScyllaStore::DERIVE_LINGER * 10).await;
+    erased("after the old owner's late write").await;
+    let got = new.get_event(tenant, &target.id).await.unwrap();
+    if prune {
+        assert!(got.is_none(), "a removed record is found by id");
+    } else {
+        assert!(got.unwrap().record.redacted.is_some());
+    }
 }
 
 /// `(block, count)` of `tenant`'s facet rows of `kind` and `value` (blocks 0..1,024).
