@@ -156,6 +156,8 @@ pub(crate) struct Deriver {
     queue: mpsc::Sender<Item>,
     pending: Arc<Mutex<Pending>>,
     paused: tokio::sync::watch::Sender<bool>,
+    /// Why the task stopped, if a write failed for good.
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 impl Deriver {
@@ -165,11 +167,13 @@ impl Deriver {
         let (queue, rx) = mpsc::channel(QUEUE);
         let pending = Arc::new(Mutex::new(Pending::default()));
         let (paused, paused_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(run(store, rx, pending.clone(), paused_rx));
+        let failed = Arc::new(Mutex::new(None));
+        tokio::spawn(run(store, rx, pending.clone(), paused_rx, failed.clone()));
         Arc::new(Self {
             queue,
             pending,
             paused,
+            failed,
         })
     }
 
@@ -186,10 +190,13 @@ impl Deriver {
                     .insert((node.tenant_id.clone(), node.id), node.hash);
             }
         }
-        self.queue
-            .send(item)
-            .await
-            .map_err(|_| StoreError::Fatal("the deriver stopped".into()))
+        self.queue.send(item).await.map_err(|_| {
+            let why = self.failed.lock().expect("failed lock").clone();
+            StoreError::Fatal(format!(
+                "the deriver stopped: {}",
+                why.as_deref().unwrap_or("its task ended")
+            ))
+        })
     }
 
     pub(crate) fn pending_id(&self, tenant: &str, id: &str) -> Option<u64> {
@@ -217,6 +224,7 @@ async fn run(
     mut rx: mpsc::Receiver<Item>,
     pending: Arc<Mutex<Pending>>,
     mut paused: tokio::sync::watch::Receiver<bool>,
+    failed: Arc<Mutex<Option<String>>>,
 ) {
     let mut deposed = false;
     while let Some(first) = rx.recv().await {
@@ -261,6 +269,13 @@ async fn run(
                 Err(err) => Err(err),
             };
             let Err(err) = result else { break };
+            if let StoreError::Fatal(reason) = &err {
+                // Retrying cannot fix it: stop, so the next append fails and the chainer
+                // stops too; the partition's next owner derives what is left.
+                tracing::error!(%reason, "writing derived rows failed for good; the deriver stops");
+                *failed.lock().expect("failed lock") = Some(reason.clone());
+                return;
+            }
             metrics::counter!("sealtrail_derive_retries_total").increment(1);
             let wait = backoff.wait();
             tracing::warn!(%err, retry_in_ms = wait.as_millis() as u64, "writing derived rows failed; retrying (reads use the committed records meanwhile)");

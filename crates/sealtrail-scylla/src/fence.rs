@@ -244,6 +244,14 @@ impl ScyllaStore {
         self.stamps.derived()
     }
 
+    /// Tests: uses up this claim's removal timestamps (as 2,097,151 erasures would).
+    #[doc(hidden)]
+    pub fn use_up_removal_stamps(&self) {
+        self.stamps
+            .removals
+            .store(CLAIM_SPAN / 2 - 1, Ordering::SeqCst);
+    }
+
     /// Write timestamp of a new removal (erasure or prune) of derived rows.
     pub(crate) fn removal_timestamp(&self) -> StoreResult<i64> {
         self.stamps.removal()

@@ -1035,6 +1035,57 @@ async fn late_facet_rows_of_a_former_owner(name: &str, prune: bool) {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chainer_out_of_removal_stamps_stops_and_the_next_owner_erases() {
+    // A claim's write timestamps allow 2,097,151 erasures and removals; past that the
+    // deriver stops, the chainer's next append fails for good (a restart claims anew),
+    // and the next owner derives and erases what was left.
+    let (store, keyspace) = fresh_keyspace("out_of_stamps", 1).await;
+    let tenant = "out-of-stamps";
+    let recs = make_chain(tenant, None, 20);
+    let target = &recs[4].record;
+    let old = store.fenced(0, "chainer-old").await.unwrap();
+    old.use_up_removal_stamps();
+    let mut frontier = Frontier::new();
+    append_all(&old, &mut frontier, &recs).await;
+    let redaction = conformance::redaction_of(tenant, &recs[19].head(), target);
+    append_all(&old, &mut frontier, std::slice::from_ref(&redaction)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let err = loop {
+        let more = make_chain(tenant, Some(redaction.head()), 1);
+        match old
+            .append(CommitBatch {
+                records: more,
+                ..Default::default()
+            })
+            .await
+        {
+            Err(err) => break err,
+            Ok(()) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the deriver never stopped"
+                );
+                tokio::time::sleep(ScyllaStore::DERIVE_LINGER).await;
+            }
+        }
+    };
+    assert!(matches!(err, StoreError::Fatal(_)), "{err:?}");
+    assert!(err.to_string().contains("restart"), "{err}");
+    let reader = ScyllaStore::with_session(store.session().clone(), &keyspace)
+        .await
+        .unwrap();
+    let got = reader.get_event(tenant, &target.id).await.unwrap().unwrap();
+    assert!(
+        got.record.redacted.is_none(),
+        "not erased by the stopped deriver"
+    );
+
+    let _new = store.fenced(0, "chainer-new").await.unwrap();
+    let got = reader.get_event(tenant, &target.id).await.unwrap().unwrap();
+    assert!(got.record.redacted.is_some(), "the next owner erased it");
+}
+
 /// `(block, count)` of `tenant`'s facet rows of `kind` and `value` (blocks 0..1,024).
 async fn facet_blocks(
     store: &ScyllaStore,
