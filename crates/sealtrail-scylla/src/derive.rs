@@ -41,6 +41,11 @@
 //! row cannot put a redacted record's values back in the filter index, or a removed
 //! record's id back in `ids`. (Until schema version 3 these rows took the node's clock, and
 //! this window was open.) Tree nodes and receipts are never removed: a late one is equal.
+//! The other side of that window: the new owner's catch-up may read a block before the
+//! former owner's late erasure or removal of a record in it lands, and then find the
+//! record erased (removed) already and skip it. So the facet rows a derivation writes
+//! leave out, from the start, every record a redaction or prune event in its range orders
+//! erased or removed ([`Doomed`]); a catch-up first reads its whole range for those.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -137,6 +142,34 @@ impl Item {
                 .iter()
                 .filter_map(|r| prune(&r.record))
                 .collect(),
+        }
+    }
+}
+
+/// Records of one tenant that the facet rows a derivation writes leave out: the targets of
+/// redaction events and the records before a prune event's boundary, among the records it
+/// derives (a catch-up: anywhere in its range). Their erasure or removal follows in the
+/// same derivation; left out from the start, the rows are right whenever the record is
+/// read — a former owner erasing it concurrently makes the erasure here find it erased
+/// already and skip the facet rows, which therefore must not have it.
+#[derive(Default, Clone, Debug)]
+pub(crate) struct Doomed {
+    pub targets: std::collections::HashSet<u64>,
+    /// Records before this are removed (1: none).
+    pub before: u64,
+}
+
+impl Doomed {
+    pub(crate) fn contains(&self, seq: u64) -> bool {
+        seq < self.before || self.targets.contains(&seq)
+    }
+
+    fn add(&mut self, record: &Record) {
+        if let Some(e) = erasure(record) {
+            self.targets.insert(e.seq);
+        }
+        if let Some(p) = prune(record) {
+            self.before = self.before.max(p.before);
         }
     }
 }
@@ -299,6 +332,30 @@ impl ScyllaStore {
     /// Writes the id and tree rows of `items` (in commit order), then raises each tenant's
     /// watermark to its last record in them. Idempotent.
     pub(crate) async fn write_derived(&self, items: &[Item]) -> StoreResult<()> {
+        self.write_derived_leaving_out(items, &HashMap::new()).await
+    }
+
+    /// [`write_derived`](Self::write_derived), the facet rows also leaving out `doomed`
+    /// (a catch-up's whole range; see [`Doomed`]).
+    pub(crate) async fn write_derived_leaving_out(
+        &self,
+        items: &[Item],
+        doomed: &HashMap<String, Doomed>,
+    ) -> StoreResult<()> {
+        let mut doomed = doomed.clone();
+        for item in items {
+            for e in &item.erasures {
+                doomed
+                    .entry(e.tenant.clone())
+                    .or_default()
+                    .targets
+                    .insert(e.seq);
+            }
+            for p in &item.prunes {
+                let d = doomed.entry(p.tenant.clone()).or_default();
+                d.before = d.before.max(p.before);
+            }
+        }
         let mut ids: HashMap<(&str, i64), Vec<(&str, u64)>> = HashMap::new();
         let mut last: HashMap<&str, u64> = HashMap::new();
         let mut first: HashMap<&str, u64> = HashMap::new();
@@ -361,7 +418,9 @@ impl ScyllaStore {
         // The facet rows of every block these records complete.
         let facets: Vec<_> = last
             .iter()
-            .map(|(tenant, last)| self.write_facets(tenant, first[tenant], *last))
+            .map(|(tenant, last)| {
+                self.write_facets(tenant, first[tenant], *last, doomed.get(*tenant))
+            })
             .collect();
         run_bounded(facets, 4).await?;
         // Then what redaction events order erased (after the facet rows: a block they
@@ -577,6 +636,22 @@ impl ScyllaStore {
     }
 
     async fn catch_up_tenant(&self, tenant: &str, from: u64, head: u64) -> StoreResult<()> {
+        // First the erasures and removals the range orders, so that no facet row written
+        // below leaves them in (see [`Doomed`]).
+        let mut doomed = Doomed::default();
+        let mut at = from;
+        while at < head {
+            let to = head.min(at + CATCH_UP_PAGE);
+            for (seq, hash, _, canonical) in self.tail_records(tenant, at + 1, to).await? {
+                if canonical.starts_with(REDACTION_PREFIX) || canonical.starts_with(PRUNE_PREFIX) {
+                    let record = Record::from_canonical(&canonical, &hash)
+                        .map_err(|e| corrupt(format!("record {seq}: {e}")))?;
+                    doomed.add(&record);
+                }
+            }
+            at = to;
+        }
+        let doomed = HashMap::from([(tenant.to_string(), doomed)]);
         let mut frontier = if from == 0 {
             Frontier::new()
         } else {
@@ -638,7 +713,7 @@ impl ScyllaStore {
                     at + 1 + rows.len() as u64
                 )));
             }
-            self.write_derived(&[item]).await?;
+            self.write_derived_leaving_out(&[item], &doomed).await?;
             at = to;
         }
         Ok(())

@@ -48,6 +48,12 @@ pub(crate) struct Hold {
     waiting: std::sync::atomic::AtomicUsize,
 }
 
+impl Hold {
+    pub(crate) fn is_on(&self) -> bool {
+        *self.on.lock().expect("hold lock")
+    }
+}
+
 /// A block's row of one value.
 pub(crate) struct FacetRow {
     count: u32,
@@ -138,6 +144,7 @@ fn filters(query: &EventQuery) -> Vec<(i32, String)> {
 impl ScyllaStore {
     /// Tests: while `hold` is on, this handle's facet writes wait after their rows are
     /// computed from the records read (a deposed owner's late write, replayed on demand).
+    /// A handle claimed from this one meanwhile shares the hold (its catch-up's writes).
     #[doc(hidden)]
     pub fn hold_facet_writes(&self, hold: bool) {
         *self.hold.on.lock().expect("hold lock") = hold;
@@ -171,6 +178,7 @@ impl ScyllaStore {
         tenant: &str,
         first: u64,
         last: u64,
+        doomed: Option<&crate::derive::Doomed>,
     ) -> StoreResult<()> {
         // Block b ends at (b+1)·BLOCK.
         let lo = first.div_ceil(BLOCK).max(1);
@@ -180,7 +188,14 @@ impl ScyllaStore {
             // Taken before the records are read: rows read before a removal (by this
             // handle, or a newer owner) lose to it, whenever they are written (`fence.rs`).
             let stamp = self.derived_timestamp();
-            let records = self.block_records(tenant, b).await?;
+            let mut records = self.block_records(tenant, b).await?;
+            if let Some(doomed) = doomed {
+                for (i, record) in records.iter_mut().enumerate() {
+                    if doomed.contains(b * BLOCK + 1 + i as u64) {
+                        *record = None;
+                    }
+                }
+            }
             self.write_block(tenant, b, &block_rows(&records), stamp)
                 .await?;
         }

@@ -202,7 +202,13 @@ impl ScyllaStore {
                     heads: Default::default(),
                     deriver: None,
                     stamps: std::sync::Arc::new(Stamps::claimed(base)),
-                    hold: Default::default(),
+                    // Tests: a claim made while this handle holds its facet writes
+                    // shares the hold (`facets.rs`).
+                    hold: if self.hold.is_on() {
+                        self.hold.clone()
+                    } else {
+                        Default::default()
+                    },
                     ..self.clone()
                 };
                 // Complete the derived rows of what earlier owners committed before this

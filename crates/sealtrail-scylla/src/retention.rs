@@ -24,7 +24,10 @@
 //! 3. Block by block: the facet rows of the block's removed records are deleted (a block
 //!    that keeps some records has its rows written again from those), then the records'
 //!    rows are emptied. A crash mid-way: a redo skips emptied rows (their facet values
-//!    were deleted before they were emptied) and does the rest.
+//!    were deleted before they were emptied) and does the rest. The facet rows the same
+//!    derivation writes for blocks its records complete already leave out the records
+//!    before the boundary (`derive.rs`, `Doomed`), so a redo that skips rows a former
+//!    owner emptied meanwhile leaves none of their values behind.
 //!
 //! A prune event naming a boundary at or before the current one removes nothing.
 //! Every row and tombstone of one removal carries one write timestamp from the handle's

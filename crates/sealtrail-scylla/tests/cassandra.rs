@@ -1036,6 +1036,125 @@ async fn late_facet_rows_of_a_former_owner(name: &str, prune: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owners_facet_rows_leave_out_a_record_a_former_owner_erases_meanwhile() {
+    new_owner_while_a_former_owner_removes("catch_up_erased", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owners_facet_rows_leave_out_records_a_former_owner_removes_meanwhile() {
+    new_owner_while_a_former_owner_removes("catch_up_pruned", true).await;
+}
+
+/// The other side of the window: the old owner committed a block and a redaction of its
+/// record 300 (with `prune`: a removal of records 1..=499) and died (or stalled) before
+/// deriving. The new owner's catch-up reads the block with the records whole; before it
+/// writes the block's facet rows, the former owner's erasure (removal) lands — simulated:
+/// the record's row made redacted (the rows emptied and the boundary moved), as its
+/// erasure (removal) does last. The catch-up's own erasure (removal) then finds that done
+/// and skips those records, so its facet rows must already leave them out.
+async fn new_owner_while_a_former_owner_removes(name: &str, prune: bool) {
+    let (store, keyspace) = fresh_keyspace(name, 1).await;
+    let tenant = "catch-up-doomed";
+    let unique = "subject-removed-meanwhile";
+    let recs = chain_around(
+        tenant,
+        299,
+        serde_json::json!({
+            "id": format!("{tenant}-personal"),
+            "timestamp": "2024-01-01T00:00:05Z",
+            "actor": {"id": unique, "type": "human"},
+            "action": "profile.update",
+            "resource": {"id": "profile-1", "type": "profile"},
+            "outcome": "success",
+        }),
+        730,
+    );
+    let target = &recs[299].record;
+    let old = store.fenced(0, "chainer-old").await.unwrap();
+    old.pause_deriving(true);
+    let mut frontier = Frontier::new();
+    append_all(&old, &mut frontier, &recs).await;
+    let removal = if prune {
+        conformance::prune_of(tenant, &recs[1029].head(), 500)
+    } else {
+        conformance::redaction_of(tenant, &recs[1029].head(), target)
+    };
+    append_all(&old, &mut frontier, std::slice::from_ref(&removal)).await;
+
+    store.hold_facet_writes(true);
+    let claimer = store.clone();
+    let claim = tokio::spawn(async move { claimer.fenced(0, "chainer-new").await });
+    wait_held(
+        || store.facet_writes_held(),
+        1,
+        "the catch-up's facet write",
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let session = store.session();
+    if prune {
+        for seq in 1..500i64 {
+            session
+                .query_unpaged(
+                    format!(
+                        "UPDATE {keyspace}.events USING TIMESTAMP ? SET canonical = 0x, \
+                         input_digest = '', event_id = '' \
+                         WHERE tenant_id = ? AND bucket = 0 AND sequence_number = ?"
+                    ),
+                    (now, tenant, seq),
+                )
+                .await
+                .unwrap();
+        }
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {keyspace}.retention (tenant_id, retained_from, previous) \
+                     VALUES (?, 500, 1) USING TIMESTAMP 500"
+                ),
+                (tenant,),
+            )
+            .await
+            .unwrap();
+    } else {
+        let (_, _, by) = removal.record.redaction_order().unwrap();
+        session
+            .query_unpaged(
+                format!(
+                    "UPDATE {keyspace}.events USING TIMESTAMP ? SET canonical = ? \
+                     WHERE tenant_id = ? AND bucket = 0 AND sequence_number = 300"
+                ),
+                (now, target.redacted_stored(&by), tenant),
+            )
+            .await
+            .unwrap();
+    }
+    store.hold_facet_writes(false);
+    let new = claim.await.unwrap().unwrap();
+
+    assert_eq!(derived_to(&store, &keyspace, tenant).await, Some(1031));
+    let got = new.get_event(tenant, &target.id).await.unwrap();
+    if prune {
+        assert!(got.is_none(), "a removed record is found by id");
+    } else {
+        assert!(got.unwrap().record.redacted.is_some());
+    }
+    assert_eq!(by_actor(&new, tenant, unique).await.total, 0);
+    assert!(
+        facet_blocks(&new, &keyspace, tenant, 1, unique)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        facet_blocks(&new, &keyspace, tenant, 0, "").await,
+        vec![(0, if prune { 525 } else { 1023 })]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chainer_out_of_removal_stamps_stops_and_the_next_owner_erases() {
     // A claim's write timestamps allow 2,097,151 erasures and removals; past that the
     // deriver stops, the chainer's next append fails for good (a restart claims anew),
