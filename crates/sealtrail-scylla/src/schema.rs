@@ -6,9 +6,10 @@
 //!   `schema_version`.
 //! - `heads`: one Cassandra partition per *log* partition. Static columns `epoch`/`owner`
 //!   fence chainers, and `claimed_at` (schema version 3) is the base of the epoch's write
-//!   timestamps for derived rows (see `fence.rs`); one row per tenant holds its chain head. Because a
-//!   log partition's tenants share one Cassandra partition, a chainer advances all of its
-//!   batch's heads *and* checks its epoch in one conditional (LWT) batch.
+//!   timestamps for derived rows (see `fence.rs`); one row per tenant holds its chain
+//!   head. Because a log partition's tenants share one Cassandra partition, a chainer
+//!   advances all of its batch's heads *and* checks its epoch in one conditional (LWT)
+//!   batch.
 //! - `events`: `((tenant_id, bucket), sequence_number)` with `bucket = seq >> 14`, so a
 //!   Cassandra partition holds at most 16,384 records of one tenant; rows beyond the
 //!   tenant's head are not yet committed and are never returned.
