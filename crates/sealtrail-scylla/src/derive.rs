@@ -155,7 +155,7 @@ impl Item {
 #[derive(Default, Clone, Debug)]
 pub(crate) struct Doomed {
     pub targets: std::collections::HashSet<u64>,
-    /// Records before this are removed (1: none).
+    /// Records before this are removed (0 and 1: none).
     pub before: u64,
 }
 
