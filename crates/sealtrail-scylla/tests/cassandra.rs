@@ -944,17 +944,10 @@ async fn a_former_owners_late_facet_rows_cannot_bring_removed_records_back() {
     late_facet_rows_of_a_former_owner("zombie_prune", true).await;
 }
 
-/// The window a deposed owner used to have: its gather passed the ownership check, read
-/// a block's records, and writes the block's facet rows only after the next owner erased
-/// one of them (or, with `prune`, removed the records before 500 by retention). Its rows
-/// carry its claim's write timestamps, below every one of the next owner's (`fence.rs`),
-/// so they lose: no filter finds the record by the value only it had.
-async fn late_facet_rows_of_a_former_owner(name: &str, prune: bool) {
-    let (store, keyspace) = fresh_keyspace(name, 1).await;
-    let tenant = "zombie-facets";
-    let unique = "subject-erased-later";
-    // 1,030 records: block 0 (1..=1024) is complete; record 300 alone has actor `unique`.
-    let recs = chain_around(
+/// 1,030 records of `tenant`: block 0 (1..=1024) is complete; record 300 alone has actor
+/// `unique`.
+fn one_actor_chain(tenant: &str, unique: &str) -> Vec<sealtrail_core::record::ChainedRecord> {
+    chain_around(
         tenant,
         299,
         serde_json::json!({
@@ -966,7 +959,71 @@ async fn late_facet_rows_of_a_former_owner(name: &str, prune: bool) {
             "outcome": "success",
         }),
         730,
+    )
+}
+
+/// After [`one_actor_chain`]: a redaction of record 300, or (`prune`) a removal of records
+/// 1..=499.
+fn removal_of(
+    prune: bool,
+    recs: &[sealtrail_core::record::ChainedRecord],
+) -> sealtrail_core::record::ChainedRecord {
+    let (tenant, head) = (recs[1029].record.tenant_id.as_str(), recs[1029].head());
+    if prune {
+        conformance::prune_of(tenant, &head, 500)
+    } else {
+        conformance::redaction_of(tenant, &head, &recs[299].record)
+    }
+}
+
+/// After [`removal_of`]: no filter finds record 300 by its `unique` actor, which has no
+/// facet row; block 0 lists the records kept; record 300 reads redacted (`prune`: is gone).
+async fn removal_done(
+    store: &ScyllaStore,
+    keyspace: &str,
+    recs: &[sealtrail_core::record::ChainedRecord],
+    unique: &str,
+    prune: bool,
+    label: &str,
+) {
+    let (tenant, target) = (recs[299].record.tenant_id.as_str(), &recs[299].record);
+    assert_eq!(
+        by_actor(store, tenant, unique).await.total,
+        0,
+        "{label}: a filter finds the record"
     );
+    assert!(
+        facet_blocks(store, keyspace, tenant, 1, unique)
+            .await
+            .is_empty(),
+        "{label}: the value only it had has a facet row"
+    );
+    assert_eq!(
+        facet_blocks(store, keyspace, tenant, 0, "").await,
+        vec![(0, if prune { 525 } else { 1023 })],
+        "{label}: block 0 lists the records kept"
+    );
+    let got = store.get_event(tenant, &target.id).await.unwrap();
+    if prune {
+        assert!(got.is_none(), "{label}: a removed record is found by id");
+    } else {
+        assert!(
+            got.unwrap().record.redacted.is_some(),
+            "{label}: not redacted"
+        );
+    }
+}
+
+/// The window a deposed owner used to have: its gather passed the ownership check, read
+/// a block's records, and writes the block's facet rows only after the next owner erased
+/// one of them (or, with `prune`, removed the records before 500 by retention). Its rows
+/// carry its claim's write timestamps, below every one of the next owner's (`fence.rs`),
+/// so they lose: no filter finds the record by the value only it had.
+async fn late_facet_rows_of_a_former_owner(name: &str, prune: bool) {
+    let (store, keyspace) = fresh_keyspace(name, 1).await;
+    let tenant = "zombie-facets";
+    let unique = "subject-erased-later";
+    let recs = one_actor_chain(tenant, unique);
     let target = &recs[299].record;
     assert_eq!(target.actor.id, unique);
     let old = store.fenced(0, "chainer-old").await.unwrap();
@@ -980,11 +1037,7 @@ async fn late_facet_rows_of_a_former_owner(name: &str, prune: bool) {
     // records 1..=499).
     let new = store.fenced(0, "chainer-new").await.unwrap();
     assert_eq!(by_actor(&new, tenant, unique).await.total, 1);
-    let removal = if prune {
-        conformance::prune_of(tenant, &recs[1029].head(), 500)
-    } else {
-        conformance::redaction_of(tenant, &recs[1029].head(), target)
-    };
+    let removal = removal_of(prune, &recs);
     let nodes = conformance::tree_nodes_of(&mut frontier, std::slice::from_ref(&removal));
     new.append(CommitBatch {
         records: vec![removal],
@@ -994,28 +1047,7 @@ async fn late_facet_rows_of_a_former_owner(name: &str, prune: bool) {
     .await
     .unwrap();
     wait_derived(&store, &keyspace, tenant, 1031).await;
-    let erased = |label: &'static str| {
-        let (new, keyspace) = (&new, &keyspace);
-        async move {
-            assert_eq!(
-                by_actor(new, tenant, unique).await.total,
-                0,
-                "{label}: a filter finds the record"
-            );
-            assert!(
-                facet_blocks(new, keyspace, tenant, 1, unique)
-                    .await
-                    .is_empty(),
-                "{label}: the value only it had has a facet row"
-            );
-            assert_eq!(
-                facet_blocks(new, keyspace, tenant, 0, "").await,
-                vec![(0, if prune { 525 } else { 1023 })],
-                "{label}: block 0 lists the records kept"
-            );
-        }
-    };
-    erased("after the erasure").await;
+    removal_done(&new, &keyspace, &recs, unique, prune, "after the removal").await;
 
     // The old owner's write, from the records it read before the erasure, lands now.
     old.hold_facet_writes(false);
@@ -1026,13 +1058,15 @@ async fn late_facet_rows_of_a_former_owner(name: &str, prune: bool) {
     )
     .await;
     tokio::time::sleep(ScyllaStore::DERIVE_LINGER * 10).await;
-    erased("after the old owner's late write").await;
-    let got = new.get_event(tenant, &target.id).await.unwrap();
-    if prune {
-        assert!(got.is_none(), "a removed record is found by id");
-    } else {
-        assert!(got.unwrap().record.redacted.is_some());
-    }
+    removal_done(
+        &new,
+        &keyspace,
+        &recs,
+        unique,
+        prune,
+        "after the old owner's late write",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1056,29 +1090,13 @@ async fn new_owner_while_a_former_owner_removes(name: &str, prune: bool) {
     let (store, keyspace) = fresh_keyspace(name, 1).await;
     let tenant = "catch-up-doomed";
     let unique = "subject-removed-meanwhile";
-    let recs = chain_around(
-        tenant,
-        299,
-        serde_json::json!({
-            "id": format!("{tenant}-personal"),
-            "timestamp": "2024-01-01T00:00:05Z",
-            "actor": {"id": unique, "type": "human"},
-            "action": "profile.update",
-            "resource": {"id": "profile-1", "type": "profile"},
-            "outcome": "success",
-        }),
-        730,
-    );
+    let recs = one_actor_chain(tenant, unique);
     let target = &recs[299].record;
     let old = store.fenced(0, "chainer-old").await.unwrap();
     old.pause_deriving(true);
     let mut frontier = Frontier::new();
     append_all(&old, &mut frontier, &recs).await;
-    let removal = if prune {
-        conformance::prune_of(tenant, &recs[1029].head(), 500)
-    } else {
-        conformance::redaction_of(tenant, &recs[1029].head(), target)
-    };
+    let removal = removal_of(prune, &recs);
     append_all(&old, &mut frontier, std::slice::from_ref(&removal)).await;
 
     store.hold_facet_writes(true);
@@ -1136,22 +1154,69 @@ async fn new_owner_while_a_former_owner_removes(name: &str, prune: bool) {
     let new = claim.await.unwrap().unwrap();
 
     assert_eq!(derived_to(&store, &keyspace, tenant).await, Some(1031));
-    let got = new.get_event(tenant, &target.id).await.unwrap();
-    if prune {
-        assert!(got.is_none(), "a removed record is found by id");
-    } else {
-        assert!(got.unwrap().record.redacted.is_some());
-    }
-    assert_eq!(by_actor(&new, tenant, unique).await.total, 0);
-    assert!(
-        facet_blocks(&new, &keyspace, tenant, 1, unique)
-            .await
-            .is_empty()
-    );
-    assert_eq!(
-        facet_blocks(&new, &keyspace, tenant, 0, "").await,
-        vec![(0, if prune { 525 } else { 1023 })]
-    );
+    removal_done(&new, &keyspace, &recs, unique, prune, "after the catch-up").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_used_again_after_retention_removed_its_record_is_found() {
+    // Within one claim, rows derived after a removal are stamped above its tombstones
+    // (`fence.rs`): the `ids` row of a record that takes the id of a removed one is
+    // written after the removal deleted the old row, and must not be shadowed by it.
+    let (store, keyspace) = fresh_keyspace("id_again", 1).await;
+    let tenant = "id-again";
+    let fenced = store.fenced(0, "chainer-id-again").await.unwrap();
+    let recs = make_chain(tenant, None, 20);
+    let mut frontier = Frontier::new();
+    append_all(&fenced, &mut frontier, &recs).await;
+    let prune = conformance::prune_of(tenant, &recs[19].head(), 11);
+    append_all(&fenced, &mut frontier, std::slice::from_ref(&prune)).await;
+    wait_derived(&store, &keyspace, tenant, 21).await;
+    let reused = recs[0].record.id.clone();
+    let reader = ScyllaStore::with_session(store.session().clone(), &keyspace)
+        .await
+        .unwrap();
+    assert!(reader.get_event(tenant, &reused).await.unwrap().is_none());
+
+    let event = sealtrail_core::event::validate_event(
+        serde_json::json!({
+            "id": reused,
+            "timestamp": "2024-01-01T00:01:00Z",
+            "actor": {"id": "actor-again", "type": "human"},
+            "action": "document.read",
+            "resource": {"id": "doc-1", "type": "document"},
+            "outcome": "success",
+        }),
+        1_704_067_500_000_000,
+        || unreachable!(),
+    )
+    .unwrap();
+    let again = sealtrail_core::record::chain_step(Some(&prune.head()), tenant, event);
+    assert_eq!(again.record.sequence_number, 22);
+    append_all(&fenced, &mut frontier, std::slice::from_ref(&again)).await;
+    wait_derived(&store, &keyspace, tenant, 22).await;
+    // The watermark is past it: the reader answers from the `ids` table.
+    let got = reader.get_event(tenant, &reused).await.unwrap();
+    assert_eq!(got.map(|e| e.record.sequence_number), Some(22));
+    let row = store
+        .session()
+        .query_unpaged(
+            format!(
+                "SELECT sequence_number FROM {keyspace}.ids \
+                 WHERE tenant_id = ? AND bucket = ? AND event_id = ?"
+            ),
+            (
+                tenant,
+                sealtrail_scylla::schema::id_bucket(&reused),
+                reused.as_str(),
+            ),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .maybe_first_row::<(i64,)>()
+        .unwrap();
+    assert_eq!(row, Some((22,)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
