@@ -164,11 +164,14 @@ impl Doomed {
         seq < self.before || self.targets.contains(&seq)
     }
 
-    fn add(&mut self, record: &Record) {
-        if let Some(e) = erasure(record) {
-            self.targets.insert(e.seq);
-        }
-        if let Some(p) = prune(record) {
+    /// Adds what `erasure` and `prune` order (of this `Doomed`'s tenant).
+    fn add<'a>(
+        &mut self,
+        erasures: impl IntoIterator<Item = &'a Erasure>,
+        prunes: impl IntoIterator<Item = &'a Prune>,
+    ) {
+        self.targets.extend(erasures.into_iter().map(|e| e.seq));
+        for p in prunes {
             self.before = self.before.max(p.before);
         }
     }
@@ -345,15 +348,10 @@ impl ScyllaStore {
         let mut doomed = doomed.clone();
         for item in items {
             for e in &item.erasures {
-                doomed
-                    .entry(e.tenant.clone())
-                    .or_default()
-                    .targets
-                    .insert(e.seq);
+                doomed.entry(e.tenant.clone()).or_default().add([e], []);
             }
             for p in &item.prunes {
-                let d = doomed.entry(p.tenant.clone()).or_default();
-                d.before = d.before.max(p.before);
+                doomed.entry(p.tenant.clone()).or_default().add([], [p]);
             }
         }
         let mut ids: HashMap<(&str, i64), Vec<(&str, u64)>> = HashMap::new();
@@ -646,7 +644,7 @@ impl ScyllaStore {
                 if canonical.starts_with(REDACTION_PREFIX) || canonical.starts_with(PRUNE_PREFIX) {
                     let record = Record::from_canonical(&canonical, &hash)
                         .map_err(|e| corrupt(format!("record {seq}: {e}")))?;
-                    doomed.add(&record);
+                    doomed.add(&erasure(&record), &prune(&record));
                 }
             }
             at = to;

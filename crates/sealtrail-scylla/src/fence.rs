@@ -47,6 +47,12 @@ use crate::{ScyllaError, ScyllaStore};
 pub const CLAIM_SPAN: i64 = 1 << 22;
 
 /// The write timestamps of a handle's derived rows and removals (see the module doc).
+///
+/// The order "a removal wins over rows derived before it, rows derived after it win over
+/// the removal" holds because one tenant's derivations and removals never overlap in a
+/// handle: its deriver task runs them one after another, and a catch-up runs each tenant
+/// in turn (tenants run side by side, but their rows never share a key, so their stamps
+/// may interleave).
 #[derive(Debug)]
 pub(crate) struct Stamps {
     base: i64,
