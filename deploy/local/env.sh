@@ -35,6 +35,8 @@ KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}        # seconds for `kafka.sh wa
 CASSANDRA_START_TIMEOUT=${CASSANDRA_START_TIMEOUT:-180}
 KAFKA_STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-60}          # SIGTERM grace before SIGKILL
 CASSANDRA_STOP_TIMEOUT=${CASSANDRA_STOP_TIMEOUT:-60}
+# A file appended to the generated cassandra.yaml on start (keys it does not set already).
+CASSANDRA_EXTRA_YAML=${CASSANDRA_EXTRA_YAML:-}
 JAVA=${JAVA:-java}
 MVN=${MVN:-mvn}
 
