@@ -4,7 +4,7 @@ PYTHON ?= python3
 CARGO ?= cargo
 DATA_DIR ?= ./sealtrail-data
 
-.PHONY: help build run test test-rust test-python test-distributed python-deps lint proto-lint fmt fuzz bench bench-scale bench-distributed bench-immudb up down clean
+.PHONY: help build run test test-rust test-python test-distributed python-deps lint proto-lint fmt fuzz bench bench-scale bench-distributed bench-cassandra-requests bench-immudb up down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -55,6 +55,10 @@ bench-immudb: build ## sealtrail against immudb side by side on this machine: ba
 
 bench-distributed: build ## benchmark distributed mode: Kafka + Cassandra + 1 gateway + 1 chainer on this machine (needs wrk, bc, a JDK)
 	bench/distributed.sh
+
+bench-cassandra-requests: ## what each request shape of the distributed write path costs the local Cassandra node (CPU, context switches); needs deploy/local/up.sh
+	deploy/local/cassandra.sh status >/dev/null || deploy/local/up.sh
+	deploy/local/cassandra.sh python bench/cassandra_requests.py
 
 up: ## fetch (pinned, from Maven Central) and start Kafka + Cassandra on 127.0.0.1 for distributed mode
 	deploy/local/up.sh

@@ -6,6 +6,8 @@
 #   stop    SIGTERM, then SIGKILL after CASSANDRA_STOP_TIMEOUT s
 #   status  exit 0 when running
 #   cqlsh   run cqlsh (installed from PyPI into $SEALTRAIL_INFRA_DIR/tools) against the node
+#   python  run the Python of cqlsh's virtualenv (it has the DataStax driver), e.g.
+#           `deploy/local/cassandra.sh python bench/cassandra_requests.py`
 #   nodetool  run nodetool (from the fetched jars) against the node's JMX (loopback only,
 #           CASSANDRA_JMX_PORT), e.g. `nodetool flush ks` / `nodetool compact ks events`
 set -euo pipefail
@@ -264,6 +266,12 @@ case ${1:-} in
     mkdir -p "$TOOLS_DIR"
     ensure_cqlsh || die "cqlsh is not available; see the message above"
     cqlsh_run "$@"
+    ;;
+  python)
+    shift
+    mkdir -p "$TOOLS_DIR"
+    ensure_cqlsh || die "cqlsh's Python (with the DataStax driver) is not available; see the message above"
+    exec "$CQLSH_VENV/bin/python" "$@"
     ;;
   nodetool)
     shift
