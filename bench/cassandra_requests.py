@@ -149,14 +149,21 @@ def main():
                 window = min(args.concurrency, 4) if send is conditional else args.concurrency
                 c0, s0, t0 = cpu_seconds(pid), context_switches(pid), time.monotonic()
                 futures = []
+
+                def settle():
+                    for f in futures:
+                        result = f.result()
+                        # A conditional batch that did not apply did less work than one
+                        # that did, and every later one would fail the same way.
+                        if send is conditional and not result.was_applied:
+                            raise SystemExit("a conditional batch did not apply: the heads are not where this run left them")
+                    futures.clear()
+
                 for i in range(args.requests):
                     futures.append(send(i))
                     if len(futures) >= window:
-                        for f in futures:
-                            f.result()
-                        futures = []
-                for f in futures:
-                    f.result()
+                        settle()
+                settle()
                 dt = time.monotonic() - t0
                 c1, s1 = cpu_seconds(pid), context_switches(pid)
                 n = args.requests

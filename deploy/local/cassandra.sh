@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local single-node Apache Cassandra 5.0 on 127.0.0.1 (stands in for ScyllaDB).
-# Usage: deploy/local/cassandra.sh start|stop|status|wait|cqlsh|nodetool [ARGS...]
+# Usage: deploy/local/cassandra.sh start|stop|status|wait|cqlsh|python|nodetool [ARGS...]
 #   start   write cassandra.yaml + logback.xml, start in the background (idempotent)
 #   wait    block until CQL answers a query (CASSANDRA_START_TIMEOUT s)
 #   stop    SIGTERM, then SIGKILL after CASSANDRA_STOP_TIMEOUT s
@@ -309,5 +309,5 @@ XML
       -cp "$CASSANDRA_LIBS/*" org.apache.cassandra.tools.NodeTool \
       -h 127.0.0.1 -p "$CASSANDRA_JMX_PORT" "$@"
     ;;
-  *) die "usage: $0 start|stop|status|wait|cqlsh|nodetool [ARGS...]" ;;
+  *) die "usage: $0 start|stop|status|wait|cqlsh|python|nodetool [ARGS...]" ;;
 esac
