@@ -57,7 +57,7 @@ bench-distributed: build ## benchmark distributed mode: Kafka + Cassandra + 1 ga
 	bench/distributed.sh
 
 bench-cassandra-requests: ## what each request shape of the distributed write path costs the local Cassandra node (CPU, context switches); needs deploy/local/up.sh
-	deploy/local/cassandra.sh status >/dev/null || deploy/local/up.sh
+	deploy/local/cassandra.sh status >/dev/null || deploy/local/up.sh cassandra
 	deploy/local/cassandra.sh python bench/cassandra_requests.py
 
 up: ## fetch (pinned, from Maven Central) and start Kafka + Cassandra on 127.0.0.1 for distributed mode
