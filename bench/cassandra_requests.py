@@ -3,8 +3,8 @@
 `make bench-cassandra-requests`, or `deploy/local/cassandra.sh python
 bench/cassandra_requests.py [--concurrency N] [--rounds N] [--requests N]` (cqlsh's Python
 has the DataStax driver), against the node `deploy/local/up.sh` started. In a keyspace of
-its own (dropped at the end) it sends, in turn, the request shapes of the distributed write path — a one-row
-insert, an `events` row, an unlogged batch of four `events` rows of one partition, the
+its own (dropped at the end) it sends, in turn, the request shapes of the distributed
+write path — a one-row insert, an `events` row, an unlogged batch of four `events` rows of one partition, the
 conditional batch that moves a log partition's heads under its epoch guard, a plain read
 of a head — keeping `--concurrency` requests in flight, and prints for each the rate, the
 node's CPU per request and its threads' context switches per request (from /proc: the
@@ -65,13 +65,15 @@ def main():
     args = parser.parse_args()
     pid = node_pid(args.pid_file)
 
-    session = Cluster([args.host]).connect()
+    cluster = Cluster([args.host])
+    session = cluster.connect()
     ks = "request_costs"
     session.execute(f"DROP KEYSPACE IF EXISTS {ks}")
     session.execute(
         f"CREATE KEYSPACE {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
     )
-    # The shapes of sealtrail-scylla's `heads` and `events` (schema.rs).
+    # The shapes of sealtrail-scylla's `heads` and `events` (schema.rs), copied rather than
+    # made by `sealtrail migrate` so the bench needs no build; keep them in step.
     session.execute(
         f"CREATE TABLE {ks}.heads (log_partition int, tenant_id text, epoch bigint static, "
         "owner text static, sequence_number bigint, hash text, PRIMARY KEY (log_partition, tenant_id))"
@@ -170,6 +172,7 @@ def main():
                 print(f"  {name:32s} {n / dt:10.0f} {(c1 - c0) * 1e6 / n:12.0f} {(s1 - s0) / n:13.1f}")
     finally:
         session.execute(f"DROP KEYSPACE IF EXISTS {ks}")
+        cluster.shutdown()
 
 
 if __name__ == "__main__":
