@@ -2,7 +2,10 @@
 # sealtrail benchmark (`make bench`): a release build on a fresh data dir, loaded by wrk
 # on the same machine. Prints committed events/s and latency p50/p99/p99.9 for
 # single-event async, single-event sync and sync batches of 100, then chain verification
-# events/s and the server's peak RSS.
+# events/s and the server's peak RSS. Each REST scenario also prints the server's CPU per
+# event and wrk's CPU per request; a first scenario, GET /healthz through the same wrk
+# script, is the yardstick: what a request that stores nothing costs both on this machine
+# in this hour (the machine's speed varies by hour; compare runs by these columns too).
 #
 # Knobs (environment): BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64),
 # BENCH_BATCH_CONNECTIONS (16), BENCH_TENANTS (8), BENCH_WRK_THREADS (2),
@@ -51,15 +54,28 @@ reset_peak() { echo 5 > /proc/$PID/clear_refs 2>/dev/null || true; }
 peak_mb() { awk '/VmHWM/ {print $2/1024}' /proc/$PID/status; }
 # Each scenario's peak goes to a file: note_peak runs in a command substitution (a subshell).
 note_peak() { local p; p=$(peak_mb); echo "$p" >> "$WORK/peaks"; echo "$p"; }
-printf '\n%-28s %12s %9s %9s %9s %8s %9s\n' "scenario" "events/s" "p50 ms" "p99 ms" "p99.9 ms" "errors" "peak MB"
-run() { # name path body_file connections events_per_request
-  local out line
+# CPU seconds (user + system) the server has used so far.
+TICKS=$(getconf CLK_TCK)
+server_cpu() { awk -v t="$TICKS" '{print ($14 + $15) / t}' /proc/$PID/stat; }
+# Seconds in `times` output (`0m1.230s`).
+secs() { awk -F'[ms]' '{print $1 * 60 + $2}' <<<"$1"; }
+printf '\n%-28s %12s %9s %9s %9s %8s %9s %10s %10s\n' "scenario" "events/s" "p50 ms" "p99 ms" "p99.9 ms" "errors" "peak MB" "server us" "wrk us"
+run() { # name path body_file connections events_per_request [method]
+  local out line c0 c1 wrk_cpu
   reset_peak
-  out=$(ST_KEYS="$KEYS" ST_PATH="$2" ST_BODY_FILE="$3" wrk -t"$THREADS" -c"$4" -d"${SECONDS_PER_RUN}s" --latency -s bench/ingest.lua "$BASE" 2>&1)
+  c0=$(server_cpu)
+  # `times` in the substitution's shell: the CPU time of its child, wrk (user, system).
+  out=$(ST_KEYS="$KEYS" ST_PATH="$2" ST_BODY_FILE="$3" ST_METHOD="${6:-POST}" wrk -t"$THREADS" -c"$4" -d"${SECONDS_PER_RUN}s" --latency -s bench/ingest.lua "$BASE" 2>&1; times)
+  c1=$(server_cpu)
   line=$(grep '^BENCH' <<<"$out") || { echo "$out" >&2; return 1; }
   eval "${line#BENCH }"
-  printf '%-28s %12.0f %9s %9s %9s %8s %9.0f\n' "$1" "$(echo "$requests * $5 / $duration_s" | bc -l)" "$p50_ms" "$p99_ms" "$p999_ms" "$((socket_errors + non2xx))" "$(note_peak)"
+  read -r wrk_user wrk_sys < <(tail -1 <<<"$out")
+  wrk_cpu=$(echo "$(secs "$wrk_user") + $(secs "$wrk_sys")" | bc -l)
+  # server us: the server's CPU per event (µs); wrk us: wrk's CPU per request.
+  printf '%-28s %12.0f %9s %9s %9s %8s %9.0f %10.1f %10.1f\n' "$1" "$(echo "$requests * $5 / $duration_s" | bc -l)" "$p50_ms" "$p99_ms" "$p999_ms" "$((socket_errors + non2xx))" "$(note_peak)" \
+    "$(echo "($c1 - $c0) * 1000000 / ($requests * $5)" | bc -l)" "$(echo "$wrk_cpu * 1000000 / $requests" | bc -l)"
 }
+run "yardstick: GET /healthz" /healthz "" "$CONNS" 1 GET
 run "single async (c=$CONNS)" /v1/events "$WORK/event.json" "$CONNS" 1
 run "single sync (c=$CONNS)" "/v1/events?sync=true" "$WORK/event.json" "$CONNS" 1
 run "batch 100 sync (c=$BATCH_CONNS)" "/v1/events/batch?sync=true" "$WORK/batch.json" "$BATCH_CONNS" 100
@@ -67,9 +83,11 @@ run "batch 100 sync (c=$BATCH_CONNS)" "/v1/events/batch?sync=true" "$WORK/batch.
 # gRPC streaming ingest: BENCH_GRPC_STREAMS Ingest streams over the tenants, each event
 # counted once its acknowledgement carries the committed record.
 reset_peak
+c0=$(server_cpu)
 line=$("$GRPC_BENCH" --endpoint "http://127.0.0.1:$GRPC" --keys "$KEYS" --events "${BENCH_GRPC_EVENTS:-1000000}" --streams "${BENCH_GRPC_STREAMS:-8}" | grep '^BENCH_GRPC')
+c1=$(server_cpu)
 eval "${line#BENCH_GRPC }"
-printf '%-28s %12.0f   (%s events in %.2f s over %s streams, %s failed) %9.0f\n' "grpc Ingest stream" "$events_per_s" "$committed" "$seconds" "$streams" "$failed" "$(note_peak)"
+printf '%-28s %12.0f   (%s events in %.2f s over %s streams, %s failed; peak %.0f MB, server %.1f us per event)\n' "grpc Ingest stream" "$events_per_s" "$committed" "$seconds" "$streams" "$failed" "$(note_peak)" "$(echo "($c1 - $c0) * 1000000 / $committed" | bc -l)"
 
 # Chain verification: fill one tenant's chain with sync batches, then walk it whole
 # through GET /v1/verify (hash of every record, every link).

@@ -1,4 +1,5 @@
--- wrk script: POSTs $ST_BODY to $ST_PATH, rotating over the API keys in $ST_KEYS
+-- wrk script: POSTs the file $ST_BODY_FILE to $ST_PATH (or sends $ST_METHOD, e.g. GET with
+-- no $ST_BODY_FILE), rotating over the API keys in $ST_KEYS
 -- (comma-separated, one per tenant) or in the file $ST_KEYS_FILE (one key per line, the
 -- last tab-separated field: `sealtrail keys create --tenants-from` output), and prints one
 -- machine-readable BENCH line.
@@ -16,7 +17,9 @@ else
   for k in string.gmatch(os.getenv("ST_KEYS") or "", "[^,]+") do keys[#keys + 1] = k end
 end
 local path = os.getenv("ST_PATH")
-local body = io.open(os.getenv("ST_BODY_FILE")):read("*a")
+local method = os.getenv("ST_METHOD") or "POST"
+local body_file = os.getenv("ST_BODY_FILE")
+local body = (body_file and body_file ~= "") and io.open(body_file):read("*a") or nil
 local once = os.getenv("ST_ONCE") == "1"
 local nthreads = tonumber(os.getenv("ST_THREADS") or "1")
 local counter = 0
@@ -40,14 +43,14 @@ request = function()
     if i > #keys then
       return wrk.format("GET", "/healthz")
     end
-    return wrk.format("POST", path, { ["Authorization"] = "Bearer " .. keys[i], ["Content-Type"] = "application/json" }, body)
+    return wrk.format(method, path, { ["Authorization"] = "Bearer " .. keys[i], ["Content-Type"] = "application/json" }, body)
   end
   -- Each key's request is formatted once (per thread) and then sent as is: formatting
   -- in Lua per request cost wrk a few microseconds of the CPU it shares with the server.
   local i = (counter % #keys) + 1
   local r = formatted[i]
   if not r then
-    r = wrk.format("POST", path, { ["Authorization"] = "Bearer " .. keys[i], ["Content-Type"] = "application/json" }, body)
+    r = wrk.format(method, path, { ["Authorization"] = "Bearer " .. keys[i], ["Content-Type"] = "application/json" }, body)
     formatted[i] = r
   end
   return r
