@@ -61,7 +61,7 @@ server_cpu() { awk -v t="$TICKS" '{print ($14 + $15) / t}' /proc/$PID/stat; }
 secs() { awk -F'[ms]' '{print $1 * 60 + $2}' <<<"$1"; }
 printf '\n%-28s %12s %9s %9s %9s %8s %9s %10s %10s\n' "scenario" "events/s" "p50 ms" "p99 ms" "p99.9 ms" "errors" "peak MB" "server us" "wrk us"
 run() { # name path body_file connections events_per_request [method]
-  local out line c0 c1 wrk_cpu
+  local out line c0 c1 wrk_cpu wrk_user wrk_sys
   reset_peak
   c0=$(server_cpu)
   # `times` in the substitution's shell: the CPU time of its child, wrk (user, system).
