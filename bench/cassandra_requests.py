@@ -4,11 +4,11 @@
 bench/cassandra_requests.py [--concurrency N] [--rounds N] [--requests N]` (cqlsh's Python
 has the DataStax driver), against the node `deploy/local/up.sh` started. In a keyspace of
 its own (dropped at the end) it sends, in turn, the request shapes of the distributed
-write path — a one-row insert, an `events` row, an unlogged batch of four `events` rows of one partition, the
-conditional batch that moves a log partition's heads under its epoch guard, a plain read
-of a head — keeping `--concurrency` requests in flight, and prints for each the rate, the
-node's CPU per request and its threads' context switches per request (from /proc: the
-node must run on this machine). The first round warms the JIT; compare the later ones.
+write path — a one-row insert, an `events` row, an unlogged batch of four `events` rows
+of one partition, the conditional batch that moves a log partition's heads under its
+epoch guard, a plain read of a head — keeping `--concurrency` requests in flight, and
+prints for each the rate, the node's CPU per request and its threads' context switches
+per request (from /proc: the node must run on this machine). The first round warms the JIT; compare the later ones.
 
 The figures explain why a single event costs the node what it does (README, "Distributed
 mode"): the node's work per request is mostly hand-offs between its thread pools, not
