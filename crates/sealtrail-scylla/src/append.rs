@@ -298,7 +298,10 @@ impl ScyllaStore {
         if batch.receipts.is_empty() {
             return Ok(());
         }
-        let now = sealtrail_store::now_wire();
+        let now = batch
+            .committed_at
+            .get_or_init(sealtrail_store::now_wire)
+            .clone();
         let mut bodies = Vec::with_capacity(batch.receipts.len());
         for (tenant, receipt) in &batch.receipts {
             let mut receipt = receipt.clone();

@@ -662,7 +662,8 @@ fn write_transaction(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreRe
                 let body =
                     if rec.committed_at.is_none() && rec.status == ReceiptStatus::Committed {
                         let mut stamped = rec.clone();
-                        stamped.committed_at = Some(crate::now_wire());
+                        stamped.committed_at =
+                            Some(batch.committed_at.get_or_init(crate::now_wire).clone());
                         serde_json::to_string(&stamped)
                     } else {
                         serde_json::to_string(rec)

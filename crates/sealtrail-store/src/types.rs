@@ -12,6 +12,11 @@ pub struct CommitBatch {
     /// The Merkle tree nodes the batch's records complete (two per record on average),
     /// stored in the same unit as the records.
     pub tree_nodes: Vec<TreeNode>,
+    /// The commit time the store stamped on the batch's committed receipts that had no
+    /// `committed_at`. Set once, by the first write that stamps them (a batch submitted
+    /// again keeps its first stamp); the chainer copies it into the receipts it answers
+    /// with, so a `202` and a later `GET /v1/receipts/{id}` say the same.
+    pub committed_at: std::sync::OnceLock<String>,
 }
 
 /// A complete node of a tenant's Merkle tree (`sealtrail_core::merkle`): the hash of

@@ -29,6 +29,9 @@ async fn async_ingest_returns_a_receipt_that_reports_the_commit() {
     assert_eq!(status, 200);
     assert_eq!(polled["status"], json!("committed"));
     assert!(polled["committed_at"].as_str().unwrap().ends_with('Z'));
+    // The `202` said committed: it names the same commit time as the stored receipt.
+    assert_eq!(receipt["status"], json!("committed"), "{receipt}");
+    assert_eq!(receipt["committed_at"], polled["committed_at"], "{receipt}");
     let (status, _) = api.get("/v1/receipts/no-such-receipt").await;
     assert_eq!(status, 404);
 }

@@ -1735,7 +1735,8 @@ impl Writer {
                     let mut receipt = receipt.clone();
                     if receipt.committed_at.is_none() && receipt.status == ReceiptStatus::Committed
                     {
-                        receipt.committed_at = Some(crate::now_wire());
+                        receipt.committed_at =
+                            Some(batch.committed_at.get_or_init(crate::now_wire).clone());
                     }
                     receipts.push((tenant.clone(), receipt));
                 }
