@@ -298,18 +298,10 @@ impl ScyllaStore {
         if batch.receipts.is_empty() {
             return Ok(());
         }
-        let now = batch
-            .committed_at
-            .get_or_init(sealtrail_store::now_wire)
-            .clone();
         let mut bodies = Vec::with_capacity(batch.receipts.len());
         for (tenant, receipt) in &batch.receipts {
             let mut receipt = receipt.clone();
-            if receipt.status == sealtrail_core::receipt::ReceiptStatus::Committed
-                && receipt.committed_at.is_none()
-            {
-                receipt.committed_at = Some(now.clone());
-            }
+            batch.stamp(&mut receipt);
             let body = serde_json::to_string(&receipt).map_err(crate::corrupt)?;
             bodies.push((tenant.as_str(), receipt.receipt_id, body));
         }

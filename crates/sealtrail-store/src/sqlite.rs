@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use sealtrail_core::receipt::{Receipt, ReceiptStatus};
+use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::{ChainHead, Record};
 
 use crate::disk::DiskGuard;
@@ -659,16 +659,9 @@ fn write_transaction(conn: &mut Connection, batches: &[&CommitBatch]) -> StoreRe
             for (tenant_id, rec) in &batch.receipts {
                 // The store, not the chainer, stamps the commit time: the chainer has no
                 // clock (DESIGN.md §4.3), and receipts are not part of the chain.
-                let body =
-                    if rec.committed_at.is_none() && rec.status == ReceiptStatus::Committed {
-                        let mut stamped = rec.clone();
-                        stamped.committed_at =
-                            Some(batch.committed_at.get_or_init(crate::now_wire).clone());
-                        serde_json::to_string(&stamped)
-                    } else {
-                        serde_json::to_string(rec)
-                    }
-                    .expect("receipt serializes");
+                let mut stamped = rec.clone();
+                batch.stamp(&mut stamped);
+                let body = serde_json::to_string(&stamped).expect("receipt serializes");
                 receipt
                     .execute(params![tenant_id, rec.receipt_id, body])
                     .map_err(write_error)?;

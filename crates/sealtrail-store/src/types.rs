@@ -13,10 +13,24 @@ pub struct CommitBatch {
     /// stored in the same unit as the records.
     pub tree_nodes: Vec<TreeNode>,
     /// The commit time the store stamped on the batch's committed receipts that had no
-    /// `committed_at`. Set once, by the first write that stamps them (a batch submitted
-    /// again keeps its first stamp); the chainer copies it into the receipts it answers
-    /// with, so a `202` and a later `GET /v1/receipts/{id}` say the same.
+    /// `committed_at` ([`stamp`](Self::stamp)): the clock when the first write of the batch
+    /// began, before its sync. Set once, so a batch submitted again (after a failure with
+    /// an unknown outcome, or split from a refused group) keeps its first stamp; the
+    /// chainer copies it into the receipts it answers with, so a `202` and a later
+    /// `GET /v1/receipts/{id}` say the same.
     pub committed_at: std::sync::OnceLock<String>,
+}
+
+impl CommitBatch {
+    /// Gives a committed receipt without `committed_at` this batch's commit time (taken
+    /// now if no receipt of the batch has been stamped yet). Every store stamps with it.
+    pub fn stamp(&self, receipt: &mut Receipt) {
+        if receipt.committed_at.is_none()
+            && receipt.status == sealtrail_core::receipt::ReceiptStatus::Committed
+        {
+            receipt.committed_at = Some(self.committed_at.get_or_init(crate::now_wire).clone());
+        }
+    }
 }
 
 /// A complete node of a tenant's Merkle tree (`sealtrail_core::merkle`): the hash of

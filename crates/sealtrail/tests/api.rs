@@ -9,9 +9,13 @@ use common::*;
 use serde_json::{Value, json};
 
 async fn setup() -> (tempfile::TempDir, Server, Api) {
+    setup_with(&[]).await
+}
+
+async fn setup_with(extra: &[&str]) -> (tempfile::TempDir, Server, Api) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start(&data).await;
+    let server = Server::start_with(&data, extra).await;
     let key = create_key(&data, "acme", "read,write");
     let api = Api::new(&server, &key);
     (dir, server, api)
@@ -19,7 +23,16 @@ async fn setup() -> (tempfile::TempDir, Server, Api) {
 
 #[tokio::test]
 async fn async_ingest_returns_a_receipt_that_reports_the_commit() {
-    let (_d, _s, api) = setup().await;
+    async_receipt_reports_the_commit(&[]).await;
+}
+
+#[tokio::test]
+async fn async_ingest_returns_a_receipt_that_reports_the_commit_sqlite() {
+    async_receipt_reports_the_commit(&["--store", "sqlite"]).await;
+}
+
+async fn async_receipt_reports_the_commit(server_args: &[&str]) {
+    let (_d, _s, api) = setup_with(server_args).await;
     let (status, receipt) = api.post("/v1/events", &event("evt-1")).await;
     assert_eq!(status, 202, "{receipt}");
     assert_eq!(receipt["ids"], json!(["evt-1"]));

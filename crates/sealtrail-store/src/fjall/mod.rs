@@ -110,7 +110,7 @@ use fjall::{
     Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Readable, Snapshot,
 };
 use sealtrail_core::merkle::{self, Hash, NodeId};
-use sealtrail_core::receipt::{Receipt, ReceiptStatus};
+use sealtrail_core::receipt::Receipt;
 use sealtrail_core::record::{
     ChainHead, ChainedRecord, PRUNE_ACTION, REDACT_ACTION, Record, Redaction, is_redacted,
 };
@@ -1733,11 +1733,7 @@ impl Writer {
                 for (tenant, receipt) in &batch.receipts {
                     // The store, not the chainer, stamps the commit time (it has no clock).
                     let mut receipt = receipt.clone();
-                    if receipt.committed_at.is_none() && receipt.status == ReceiptStatus::Committed
-                    {
-                        receipt.committed_at =
-                            Some(batch.committed_at.get_or_init(crate::now_wire).clone());
-                    }
+                    batch.stamp(&mut receipt);
                     receipts.push((tenant.clone(), receipt));
                 }
             }
