@@ -8,7 +8,8 @@ write path — a one-row insert, an `events` row, an unlogged batch of four `eve
 of one partition, the conditional batch that moves a log partition's heads under its
 epoch guard, a plain read of a head — keeping `--concurrency` requests in flight, and
 prints for each the rate, the node's CPU per request and its threads' context switches
-per request (from /proc: the node must run on this machine). The first round warms the JIT; compare the later ones.
+per request (from /proc: the node must run on this machine). The first round warms the
+JIT; compare the later ones.
 
 The figures explain why a single event costs the node what it does (README, "Distributed
 mode"): the node's work per request is mostly hand-offs between its thread pools, not
