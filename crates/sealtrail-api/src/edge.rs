@@ -156,14 +156,15 @@ pub async fn front(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let track = crate::telemetry::Track::start(&request);
+    let max_header_bytes = state.config.max_header_bytes;
     let response = close_if_body_unread(request, |request| async move {
-        match head_too_large(state.config.max_header_bytes, &request) {
+        match head_too_large(max_header_bytes, &request) {
             Some(refusal) => refusal,
             None => next.run(request).await,
         }
     })
     .await;
-    track.finish(&response);
+    track.finish(&response, &state.request_metrics);
     response
 }
 

@@ -7,7 +7,6 @@
 //! async caller gets its `202` as soon as the log has the entry.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -342,11 +341,13 @@ pub(crate) fn queued_receipt(entry: &LogEntry) -> Receipt {
     security(("apiKey" = [])))]
 pub async fn log_event(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Authenticated(caller, _): Authenticated<Write>,
     Params(params): Params<IngestParams>,
-    body: Body,
+    // The whole request last, not `HeaderMap` and `Body`: that extractor clones every header.
+    request: axum::extract::Request,
 ) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let sync = wants_sync(&headers, &params)?;
     let with_proof = parse_flag("proof", params.proof.as_deref())?;
     let bytes = read_bytes(
@@ -485,11 +486,13 @@ fn conflict_from(receipt: &Receipt) -> ApiError {
     security(("apiKey" = [])))]
 pub async fn log_batch(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Authenticated(caller, _): Authenticated<Write>,
     Params(params): Params<IngestParams>,
-    body: Body,
+    // The whole request last, not `HeaderMap` and `Body`: that extractor clones every header.
+    request: axum::extract::Request,
 ) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let sync = wants_sync(&headers, &params)?;
     let bytes = read_bytes(
         &headers,

@@ -12,7 +12,7 @@ const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 
 /// Hex SHA-256 of a raw key.
 pub fn hash_key(raw: &str) -> String {
-    hex::encode(Sha256::digest(raw.as_bytes()))
+    const_hex::encode(Sha256::digest(raw.as_bytes()))
 }
 
 /// Parses a comma-separated scope list (`read`, `write`, `read,write`, `read,write,admin`).

@@ -118,6 +118,8 @@ pub struct Service {
     /// Log streams: destinations are managed here (and, in embedded mode, delivered by
     /// `streams::run_streams`); `None` answers `/v1/destinations` with `501`.
     pub streams: Option<Arc<streams::Streams>>,
+    /// The request metrics' handles ([`telemetry::Track`]).
+    pub request_metrics: telemetry::RequestMetrics,
 }
 
 pub type AppState = Arc<Service>;

@@ -304,6 +304,7 @@ async fn run_gateway(config: Config) -> anyhow::Result<()> {
         readiness: Some(readiness),
         // Destinations are managed here and delivered by the chainers.
         streams: Some(streams),
+        request_metrics: Default::default(),
     });
     sealtrail_api::tlog::spawn_witness_feeder(&service);
     // Every gateway runs a pruner; the one holding the retention lease prunes.

@@ -219,6 +219,7 @@ pub async fn start(
         verified: sealtrail_api::verified::Verified::new(config.api.max_full_verifications),
         readiness: None,
         streams: streams.clone(),
+        request_metrics: Default::default(),
     });
     sealtrail_api::tlog::spawn_witness_feeder(&service);
     tokio::spawn(sealtrail_api::streams::run_streams(service.clone()));
