@@ -644,6 +644,36 @@ async fn stream_delivers_new_records_and_resumes_with_last_event_id() {
     assert_eq!(api.get("/v1/events/stream?after=abc").await.0, 400);
 }
 
+/// Made-up HTTP methods are counted under one `method="other"` label: a client that
+/// invents methods must not grow the metrics (each label set is a series kept forever).
+#[tokio::test]
+async fn made_up_methods_do_not_grow_the_metrics() {
+    let (_d, _s, api) = setup().await;
+    for i in 0..40 {
+        let method = reqwest::Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
+        let r = api
+            .http
+            .request(method, api.base.clone() + "/v1/events")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+    }
+    let metrics = reqwest::get(api.base.clone() + "/metrics")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("BREW"), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"sealtrail_http_requests_total{method="other",route="/v1/events",status="405"} "#
+        ),
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn health_metrics_openapi_and_unknown_routes() {
     let (_d, _s, api) = setup().await;
