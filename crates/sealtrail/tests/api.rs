@@ -659,12 +659,7 @@ async fn made_up_methods_do_not_grow_the_metrics() {
             .unwrap();
         assert_eq!(r.status(), 405);
     }
-    let metrics = reqwest::get(api.base.clone() + "/metrics")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = api.get_text("/metrics").await;
     assert!(!metrics.contains("BREW"), "{metrics}");
     assert!(
         metrics.contains(
@@ -678,12 +673,7 @@ async fn made_up_methods_do_not_grow_the_metrics() {
 async fn health_metrics_openapi_and_unknown_routes() {
     let (_d, _s, api) = setup().await;
     api.post("/v1/events?sync=true", &event("m")).await;
-    let metrics = reqwest::get(api.base.clone() + "/metrics")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = api.get_text("/metrics").await;
     assert!(
         metrics.contains("sealtrail_events_committed_total"),
         "{metrics}"
