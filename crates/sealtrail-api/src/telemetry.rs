@@ -154,9 +154,8 @@ impl Track {
 
     pub fn finish(self, response: &Response, metrics: &RequestMetrics) {
         let route = self.route.as_ref().map_or("unmatched", |p| p.as_str());
-        let (requests, seconds) = metrics.handles(route, &self.method, response.status());
-        requests.increment(1);
-        seconds.record(self.started.elapsed().as_secs_f64());
+        let seconds = self.started.elapsed().as_secs_f64();
+        metrics.record(route, &self.method, response.status(), seconds);
     }
 }
 
@@ -179,64 +178,57 @@ struct MethodMetrics {
 }
 
 impl RequestMetrics {
-    fn handles(
-        &self,
-        route: &str,
-        method: &Method,
-        status: StatusCode,
-    ) -> (metrics::Counter, metrics::Histogram) {
+    /// Counts one request and records how long it took.
+    fn record(&self, route: &str, method: &Method, status: StatusCode, seconds: f64) {
         let method = standard_method(method);
-        let find = |list: &Vec<MethodMetrics>| {
-            list.iter()
-                .find(|m| m.method == method && m.status == status)
-                .map(|m| (m.requests.clone(), m.seconds.clone()))
+        let count = |list: &[MethodMetrics]| {
+            let m = list
+                .iter()
+                .find(|m| m.method == method && m.status == status)?;
+            m.requests.increment(1);
+            m.seconds.record(seconds);
+            Some(())
         };
-        if let Some(found) = self
-            .by_route
-            .read()
-            .expect("request metrics lock")
-            .get(route)
-            .and_then(find)
-        {
-            return found;
+        let by_route = self.by_route.read().expect("request metrics lock");
+        if by_route.get(route).and_then(|list| count(list)).is_some() {
+            return;
         }
+        drop(by_route);
         let mut by_route = self.by_route.write().expect("request metrics lock");
         let list = by_route.entry(route.into()).or_default();
-        if let Some(found) = find(list) {
-            return found;
+        // Another request may have added them since the read.
+        if count(list).is_none() {
+            let status_label = status.as_u16().to_string();
+            list.push(MethodMetrics {
+                method,
+                status,
+                requests: metrics::counter!("sealtrail_http_requests_total", "method" => method, "route" => route.to_owned(), "status" => status_label),
+                seconds: metrics::histogram!("sealtrail_http_request_seconds", "method" => method, "route" => route.to_owned()),
+            });
+            count(list);
         }
-        let (owned_route, owned_status) = (route.to_owned(), status.as_u16().to_string());
-        let m = MethodMetrics {
-            method,
-            status,
-            requests: metrics::counter!("sealtrail_http_requests_total", "method" => method, "route" => owned_route.clone(), "status" => owned_status),
-            seconds: metrics::histogram!("sealtrail_http_request_seconds", "method" => method, "route" => owned_route),
-        };
-        let handles = (m.requests.clone(), m.seconds.clone());
-        list.push(m);
-        handles
     }
 }
 
+/// The methods that keep their name as a metrics label.
+static STANDARD_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::PATCH,
+    Method::TRACE,
+    Method::CONNECT,
+];
+
 /// `method` as a metrics label: its name if standard, else `other`.
 fn standard_method(method: &Method) -> &'static str {
-    [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::DELETE,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::PATCH,
-        Method::TRACE,
-        Method::CONNECT,
-    ]
-    .into_iter()
-    .zip([
-        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT",
-    ])
-    .find(|(m, _)| m == method)
-    .map_or("other", |(_, name)| name)
+    STANDARD_METHODS
+        .iter()
+        .find(|m| *m == method)
+        .map_or("other", Method::as_str)
 }
 
 #[cfg(test)]
@@ -255,13 +247,13 @@ mod tests {
     fn each_route_method_and_status_gets_its_handles_once() {
         let metrics = RequestMetrics::default();
         for _ in 0..3 {
-            let _ = metrics.handles("/v1/events", &Method::POST, StatusCode::CREATED);
-            let _ = metrics.handles("/v1/events", &Method::POST, StatusCode::ACCEPTED);
-            let _ = metrics.handles("/v1/events", &Method::GET, StatusCode::OK);
-            let _ = metrics.handles("/healthz", &Method::GET, StatusCode::OK);
+            metrics.record("/v1/events", &Method::POST, StatusCode::CREATED, 0.1);
+            metrics.record("/v1/events", &Method::POST, StatusCode::ACCEPTED, 0.1);
+            metrics.record("/v1/events", &Method::GET, StatusCode::OK, 0.1);
+            metrics.record("/healthz", &Method::GET, StatusCode::OK, 0.1);
             for m in [&b"BREW"[..], b"WHEN"] {
                 let m = Method::from_bytes(m).unwrap();
-                let _ = metrics.handles("unmatched", &m, StatusCode::METHOD_NOT_ALLOWED);
+                metrics.record("unmatched", &m, StatusCode::METHOD_NOT_ALLOWED, 0.1);
             }
         }
         let by_route = metrics.by_route.read().unwrap();
