@@ -32,7 +32,7 @@ use lru::LruCache;
 use sealtrail_core::backoff::Backoff;
 use sealtrail_core::committed::{ChainedBatch, Committed};
 use sealtrail_core::merkle::{Frontier, record_leaf};
-use sealtrail_core::receipt::{ItemError, Receipt, ReceiptStatus};
+use sealtrail_core::receipt::{ItemError, Receipt};
 use sealtrail_core::record::{ChainHead, chain_step};
 use sealtrail_log::{EntryOutcome, LogEntry, Offset, PartitionConsumer, ReplyAddress, ReplySink};
 use sealtrail_store::{CommitBatch, Store, StoreError, StoredEvent, TreeNode};
@@ -261,16 +261,14 @@ impl<C: PartitionConsumer> Chainer<C> {
             .set(now.as_secs_f64());
         // (4): tell the waiters, with the commit time the store stamped on the receipts.
         self.signal.bump();
-        let committed_at = prepared.batch.committed_at.get();
+        let batch = &prepared.batch;
         let replies: Vec<_> = prepared
             .settled
             .into_iter()
             .filter_map(|s| {
                 let to = s.reply_to?;
                 let mut receipt = s.receipt;
-                if receipt.status == ReceiptStatus::Committed && receipt.committed_at.is_none() {
-                    receipt.committed_at = committed_at.cloned();
-                }
+                batch.copy_stamp(&mut receipt);
                 let outcome = EntryOutcome::Committed {
                     receipt,
                     records: s.records,

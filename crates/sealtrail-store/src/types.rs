@@ -25,12 +25,23 @@ impl CommitBatch {
     /// Gives a committed receipt without `committed_at` this batch's commit time (taken
     /// now if no receipt of the batch has been stamped yet). Every store stamps with it.
     pub fn stamp(&self, receipt: &mut Receipt) {
-        if receipt.committed_at.is_none()
-            && receipt.status == sealtrail_core::receipt::ReceiptStatus::Committed
-        {
+        if needs_stamp(receipt) {
             receipt.committed_at = Some(self.committed_at.get_or_init(crate::now_wire).clone());
         }
     }
+
+    /// Gives a committed receipt without `committed_at` the stamp a store already took
+    /// ([`stamp`](Self::stamp)); never reads the clock (the chainer's side: it has none).
+    pub fn copy_stamp(&self, receipt: &mut Receipt) {
+        if needs_stamp(receipt) {
+            receipt.committed_at = self.committed_at.get().cloned();
+        }
+    }
+}
+
+fn needs_stamp(receipt: &Receipt) -> bool {
+    receipt.committed_at.is_none()
+        && receipt.status == sealtrail_core::receipt::ReceiptStatus::Committed
 }
 
 /// A complete node of a tenant's Merkle tree (`sealtrail_core::merkle`): the hash of
@@ -236,4 +247,45 @@ pub struct DeliveryState {
     /// still its own. A resume or a new owner moves it, so a stale task (a chainer that
     /// lost the partition) can no longer write a cursor. Stores of one process keep 0.
     pub generation: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(committed: bool) -> Receipt {
+        let mut r = Receipt::queued("r1".into(), "t".into(), vec!["e1".into()], vec![]);
+        if committed {
+            r.settle();
+        }
+        r
+    }
+
+    #[test]
+    fn one_stamp_per_batch_copied_only_once_taken() {
+        let batch = CommitBatch::default();
+        // the chainer's side never takes the clock
+        let mut early = receipt(true);
+        batch.copy_stamp(&mut early);
+        assert_eq!(early.committed_at, None);
+        let (mut first, mut second, mut queued) = (receipt(true), receipt(true), receipt(false));
+        batch.stamp(&mut first);
+        batch.stamp(&mut second);
+        batch.stamp(&mut queued);
+        assert!(first.committed_at.is_some());
+        assert_eq!(first.committed_at, second.committed_at);
+        assert_eq!(
+            queued.committed_at, None,
+            "only committed receipts are stamped"
+        );
+        let mut answered = receipt(true);
+        batch.copy_stamp(&mut answered);
+        assert_eq!(answered.committed_at, first.committed_at);
+        // a receipt that has its time keeps it
+        let mut kept = receipt(true);
+        kept.committed_at = Some("earlier".into());
+        batch.stamp(&mut kept);
+        batch.copy_stamp(&mut kept);
+        assert_eq!(kept.committed_at.as_deref(), Some("earlier"));
+    }
 }
