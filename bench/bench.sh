@@ -10,7 +10,10 @@
 # Knobs (environment): BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64),
 # BENCH_BATCH_CONNECTIONS (16), BENCH_TENANTS (8), BENCH_WRK_THREADS (2),
 # BENCH_VERIFY_FILL_SECONDS (8: how long to fill the chain that is then verified),
-# BENCH_GRPC_EVENTS (1000000: events sent over gRPC Ingest streams), BENCH_GRPC_STREAMS (8).
+# BENCH_GRPC_EVENTS (1000000: events sent over gRPC Ingest streams), BENCH_GRPC_STREAMS (8),
+# BENCH_PIN (unset; 1: the server runs on CPU 0 alone and wrk and the gRPC client on the
+# other CPUs, so the figures say what the server does with one core of its own instead of
+# sharing every core with its load generator).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
@@ -22,6 +25,16 @@ BIN=${BENCH_BIN:-target/release/sealtrail}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 [ -x "$BIN" ] || cargo build --release -p sealtrail
+# BENCH_PIN=1: the server on CPU 0, the load generators on the rest.
+SERVER_PIN=()
+CLIENT_PIN=()
+if [ "${BENCH_PIN:-}" = 1 ]; then
+  command -v taskset >/dev/null || { echo "BENCH_PIN=1 needs taskset (util-linux)" >&2; exit 1; }
+  [ "$(nproc)" -ge 2 ] || { echo "BENCH_PIN=1 needs at least 2 CPUs" >&2; exit 1; }
+  SERVER_PIN=(taskset -c 0)
+  CLIENT_PIN=(taskset -c "1-$(($(nproc) - 1))")
+  echo "BENCH_PIN=1: the server runs on CPU 0 alone, wrk and the gRPC client on CPUs 1-$(($(nproc) - 1))"
+fi
 GRPC_BENCH=target/release/examples/grpc_bench
 cargo build --release -q -p sealtrail-client --example grpc_bench
 
@@ -29,7 +42,7 @@ WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 GRPC=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 BASE="http://127.0.0.1:$PORT"
-SEALTRAIL_API_RATE_LIMIT_PER_KEY=0 SEALTRAIL_API_RATE_LIMIT_PER_TENANT=0 RUST_LOG=warn "$BIN" serve --data-dir "$WORK/data" --http-addr "127.0.0.1:$PORT" --grpc-addr "127.0.0.1:$GRPC" 2>"$WORK/server.log" &
+SEALTRAIL_API_RATE_LIMIT_PER_KEY=0 SEALTRAIL_API_RATE_LIMIT_PER_TENANT=0 RUST_LOG=warn ${SERVER_PIN[@]+"${SERVER_PIN[@]}"} "$BIN" serve --data-dir "$WORK/data" --http-addr "127.0.0.1:$PORT" --grpc-addr "127.0.0.1:$GRPC" 2>"$WORK/server.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
@@ -65,7 +78,7 @@ run() { # name path body_file connections events_per_request [method]
   reset_peak
   c0=$(server_cpu)
   # `times` in the substitution's shell: the CPU time of its child, wrk (user, system).
-  out=$(ST_KEYS="$KEYS" ST_PATH="$2" ST_BODY_FILE="$3" ST_METHOD="${6:-POST}" wrk -t"$THREADS" -c"$4" -d"${SECONDS_PER_RUN}s" --latency -s bench/ingest.lua "$BASE" 2>&1; times)
+  out=$(ST_KEYS="$KEYS" ST_PATH="$2" ST_BODY_FILE="$3" ST_METHOD="${6:-POST}" ${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} wrk -t"$THREADS" -c"$4" -d"${SECONDS_PER_RUN}s" --latency -s bench/ingest.lua "$BASE" 2>&1; times)
   c1=$(server_cpu)
   line=$(grep '^BENCH' <<<"$out") || { echo "$out" >&2; return 1; }
   eval "${line#BENCH }"
@@ -84,7 +97,7 @@ run "batch 100 sync (c=$BATCH_CONNS)" "/v1/events/batch?sync=true" "$WORK/batch.
 # counted once its acknowledgement carries the committed record.
 reset_peak
 c0=$(server_cpu)
-line=$("$GRPC_BENCH" --endpoint "http://127.0.0.1:$GRPC" --keys "$KEYS" --events "${BENCH_GRPC_EVENTS:-1000000}" --streams "${BENCH_GRPC_STREAMS:-8}" | grep '^BENCH_GRPC')
+line=$(${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} "$GRPC_BENCH" --endpoint "http://127.0.0.1:$GRPC" --keys "$KEYS" --events "${BENCH_GRPC_EVENTS:-1000000}" --streams "${BENCH_GRPC_STREAMS:-8}" | grep '^BENCH_GRPC')
 c1=$(server_cpu)
 eval "${line#BENCH_GRPC }"
 printf '%-28s %12.0f   (%s events in %.2f s over %s streams, %s failed; peak %.0f MB, server %.1f us per event)\n' "grpc Ingest stream" "$events_per_s" "$committed" "$seconds" "$streams" "$failed" "$(note_peak)" "$(echo "($c1 - $c0) * 1000000 / $committed" | bc -l)"
@@ -94,7 +107,7 @@ printf '%-28s %12.0f   (%s events in %.2f s over %s streams, %s failed; peak %.0
 reset_peak
 VKEY=$("$BIN" keys create --tenant bench-verify --scopes read,write --data-dir "$WORK/data" | tail -1)
 ST_KEYS="$VKEY" ST_PATH="/v1/events/batch?sync=true" ST_BODY_FILE="$WORK/batch.json" \
-  wrk -t"$THREADS" -c"$BATCH_CONNS" -d"${BENCH_VERIFY_FILL_SECONDS:-8}s" -s bench/ingest.lua "$BASE" >/dev/null
+  ${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} wrk -t"$THREADS" -c"$BATCH_CONNS" -d"${BENCH_VERIFY_FILL_SECONDS:-8}s" -s bench/ingest.lua "$BASE" >/dev/null
 start=$(date +%s.%N)
 verify=$(curl -sf -H "Authorization: Bearer $VKEY" "$BASE/v1/verify")
 end=$(date +%s.%N)
