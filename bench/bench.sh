@@ -25,15 +25,15 @@ BIN=${BENCH_BIN:-target/release/sealtrail}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 [ -x "$BIN" ] || cargo build --release -p sealtrail
-# BENCH_PIN=1: the server on CPU 0, the load generators on the rest.
 SERVER_PIN=()
 CLIENT_PIN=()
 if [ "${BENCH_PIN:-}" = 1 ]; then
   command -v taskset >/dev/null || { echo "BENCH_PIN=1 needs taskset (util-linux)" >&2; exit 1; }
   [ "$(nproc)" -ge 2 ] || { echo "BENCH_PIN=1 needs at least 2 CPUs" >&2; exit 1; }
+  CLIENT_CPUS="1-$(($(nproc) - 1))"
   SERVER_PIN=(taskset -c 0)
-  CLIENT_PIN=(taskset -c "1-$(($(nproc) - 1))")
-  echo "BENCH_PIN=1: the server runs on CPU 0 alone, wrk and the gRPC client on CPUs 1-$(($(nproc) - 1))"
+  CLIENT_PIN=(taskset -c "$CLIENT_CPUS")
+  echo "BENCH_PIN=1: the server runs on CPU 0 alone, wrk and the gRPC client on CPUs $CLIENT_CPUS"
 fi
 GRPC_BENCH=target/release/examples/grpc_bench
 cargo build --release -q -p sealtrail-client --example grpc_bench

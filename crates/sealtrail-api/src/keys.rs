@@ -80,7 +80,7 @@ pub fn generate(
     let mut id_bytes = [0u8; 8];
     getrandom::fill(&mut id_bytes).map_err(|e| format!("the OS random source failed: {e}"))?;
     let key = ApiKey {
-        key_id: format!("key_{}", hex::encode(id_bytes)),
+        key_id: format!("key_{}", const_hex::encode(id_bytes)),
         tenant_id: tenant_id.to_string(),
         key_hash: hash_key(&raw),
         key_prefix: raw[..KEY_PREFIX.len() + 6].to_string(),

@@ -151,7 +151,10 @@ fn load_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey
 }
 
 fn describe(pair: &CertifiedKey) -> String {
-    let leaf = pair.cert.first().map(|c| hex::encode(Sha256::digest(c)));
+    let leaf = pair
+        .cert
+        .first()
+        .map(|c| const_hex::encode(Sha256::digest(c)));
     format!(
         "leaf sha256 {} ({} certificate(s) in the chain)",
         leaf.unwrap_or_default(),

@@ -99,7 +99,7 @@ impl Spec {
                 getrandom::fill(&mut secret).expect("the OS random source");
                 Ok(Prepared {
                     url: url.to_string(),
-                    shown: Some(hex::encode(&secret)),
+                    shown: Some(const_hex::encode(&secret)),
                     secret,
                 })
             }
@@ -215,7 +215,10 @@ impl Sink {
                     <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("any key length");
                 mac.update(format!("{t}.").as_bytes());
                 mac.update(&body);
-                let signature = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));
+                let signature = format!(
+                    "t={t},v1={}",
+                    const_hex::encode(mac.finalize().into_bytes())
+                );
                 let request = streams
                     .http
                     .post(url.clone())
