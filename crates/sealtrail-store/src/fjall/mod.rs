@@ -168,16 +168,13 @@ const INDEX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// until it is finished, so this bounds the transient memory of a compaction. fjall
 /// records it when a keyspace is created: an existing index keeps the size it was made with.
 const TABLE_TARGET_BYTES: u64 = 16 * 1024 * 1024;
-/// The keyspaces keyed by tenant first ([module doc](self): why these keys). Every table
-/// flushed to one of them spans all its tenants, so it overlaps the whole of the level
-/// below, and merging level 0 into level 1 rewrites all of level 1.
-const KEYED_BY_TENANT: [&str; 3] = ["facets", "runs", "tree"];
-/// How many tables level 0 of a keyspace keyed by tenant gathers before compaction
-/// merges them into level 1 (fjall's default, 4, for the others: [`ORDERED_L0_TABLES`]).
-/// These keyspaces take few bytes per seal (a few entries per tenant per frame; the writer
-/// seals every keyspace together, `budget.rs`), so their level-0 tables are small, and each
-/// merge rewrites all of level 1 ([`KEYED_BY_TENANT`]): gathering 16 before a merge does
-/// that a quarter as often. Measured in `make bench` (README, Benchmark): the bytes these
+/// How many tables level 0 of a keyspace keyed by tenant (`facets`, `runs`, `tree`: [module
+/// doc](self), why these keys) gathers before compaction merges them into level 1 (fjall's
+/// default, 4, for the others: [`ORDERED_L0_TABLES`]). Every table flushed to one of them
+/// spans all its tenants, so it overlaps all of level 1, and each merge rewrites all of
+/// level 1. These keyspaces take few bytes per seal (a few entries per tenant per frame;
+/// the writer seals every keyspace together, `budget.rs`), so their level-0 tables are
+/// small: gathering 16 before a merge rewrites level 1 a quarter as often. Measured in `make bench` (README, Benchmark): the bytes these
 /// keyspaces wrote fell to a quarter to a third, and gRPC ingest after the REST scenarios
 /// took 1.6 – 4.5 µs less server CPU per event. A read of one of them merges up to this many
 /// small tables more. fjall slows writes down once level 0 holds 20 runs (and stops them at
@@ -593,12 +590,7 @@ impl Trees {
                 ))
             })?;
         let memtable = limits.fjall_memtable_size();
-        let open = |name: &str| {
-            let l0_tables = if KEYED_BY_TENANT.contains(&name) {
-                TENANT_KEYED_L0_TABLES
-            } else {
-                ORDERED_L0_TABLES
-            };
+        let open = |name: &str, l0_tables: u8| {
             db.keyspace(name, || {
                 KeyspaceCreateOptions::default()
                     .max_memtable_size(memtable)
@@ -610,9 +602,14 @@ impl Trees {
             })
             .map_err(unavailable)
         };
-        let (records, runs, ids) = (open("records")?, open("runs")?, open("ids")?);
-        let (facets, receipts, tree) = (open("facets")?, open("receipts")?, open("tree")?);
-        let unordered = open("unordered")?;
+        let (ordered, by_tenant) = (ORDERED_L0_TABLES, TENANT_KEYED_L0_TABLES);
+        let records = open("records", ordered)?;
+        let runs = open("runs", by_tenant)?;
+        let ids = open("ids", ordered)?;
+        let facets = open("facets", by_tenant)?;
+        let receipts = open("receipts", ordered)?;
+        let tree = open("tree", by_tenant)?;
+        let unordered = open("unordered", ordered)?;
         let (triggers, facet_key) = budget::seal_triggers(dir, memtable)?;
         let mut boundaries = HashMap::new();
         for item in runs.prefix([0u8]) {
