@@ -174,12 +174,13 @@ const TABLE_TARGET_BYTES: u64 = 16 * 1024 * 1024;
 /// spans all its tenants, so it overlaps all of level 1, and each merge rewrites all of
 /// level 1. These keyspaces take few bytes per seal (a few entries per tenant per frame;
 /// the writer seals every keyspace together, `budget.rs`), so their level-0 tables are
-/// small: gathering 16 before a merge rewrites level 1 a quarter as often. Measured in `make bench` (README, Benchmark): the bytes these
-/// keyspaces wrote fell to a quarter to a third, and gRPC ingest after the REST scenarios
-/// took 1.6 – 4.5 µs less server CPU per event. A read of one of them merges up to this many
-/// small tables more. fjall slows writes down once level 0 holds 20 runs (and stops them at
-/// 30): 16 leaves room for the flushes that finish while a merge runs, which happens only
-/// with `embedded.fjall_worker_threads` ≥ 2 (with one, flushes wait behind the merge).
+/// small: gathering 16 before a merge rewrites level 1 a quarter as often. Measured in
+/// `make bench` (README, Benchmark): the bytes these keyspaces wrote fell to a quarter to a
+/// third, and gRPC ingest after the REST scenarios took 1.6 – 4.5 µs less server CPU per
+/// event. A read of one of them merges up to this many small tables more. fjall slows
+/// writes down once level 0 holds 20 runs (and stops them at 30): 16 leaves room for the
+/// flushes that finish while a merge runs, which happens only with
+/// `embedded.fjall_worker_threads` ≥ 2 (with one, flushes wait behind the merge).
 /// fjall records the threshold when a keyspace is created: an index made with another
 /// keeps it until it is rebuilt (delete `index/` and start).
 const TENANT_KEYED_L0_TABLES: u8 = 16;
